@@ -1,0 +1,247 @@
+"""Typed job configuration: pydantic models mirrored by the YAML files in `conf/`.
+
+Config is data. Every knob lives here with its default and unit; stages receive their own options
+object and never read files or environment variables. `load_config(path, overrides)` is what the CLI
+calls: YAML, then `dotted.key=value` overrides, then validation. Unknown keys and bad values raise
+`ConfigError` with the key's dotted path and the valid choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Resources(Model):
+    """What one actor (or task) of a stage reserves from Ray. Fractions let stages share a core/GPU."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    pool_size: int = Field(1, ge=1, description="actors in the fixed-size pool")
+    batch_size: int = Field(8, ge=1, description="recordings per Ray batch handed to an actor")
+
+
+class StorageOptions(Model):
+    """How to reach object storage. Credentials are NOT here: they come from the AWS chain / env."""
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    anon: bool = False
+
+    def fsspec_kwargs(self, protocol: str) -> dict[str, Any]:
+        if protocol not in ("s3", "s3a"):
+            return {}
+        kw: dict[str, Any] = {"anon": self.anon}
+        if self.endpoint_url:
+            kw["client_kwargs"] = {"endpoint_url": self.endpoint_url}
+        return kw
+
+
+class InputConfig(Model):
+    uri: str = Field(..., description="fsspec URI of a folder/prefix, or of a NeMo-style JSONL manifest")
+    extensions: list[str] = [".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".webm", ".aac"]
+    storage: StorageOptions = StorageOptions()
+    limit: int | None = Field(None, ge=1, description="process at most this many files (smoke runs)")
+
+
+class OutputConfig(Model):
+    uri: str
+    storage: StorageOptions = StorageOptions()
+    rows_per_file: int = Field(5000, ge=1, description="segments per Parquet part (roughly)")
+
+
+class DecodeConfig(Model):
+    sample_rate: Literal[16000] = 16000
+    max_duration_s: float = Field(4 * 3600, gt=0, description="longer files are refused with an error")
+    resources: Resources = Resources(num_cpus=0.25, pool_size=1, batch_size=4)
+
+
+class VadConfig(Model):
+    backend: Literal["silero", "nemo", "none"] = "silero"
+    model: str | None = Field(None, description="nemo: pretrained name, local .nemo or s3://.../x.nemo")
+    sha256: str | None = None
+    threshold: float = Field(0.5, gt=0, lt=1, description="speech probability onset")
+    neg_threshold: float | None = Field(None, description="offset threshold; default threshold - 0.15")
+    min_speech_s: float = Field(0.25, ge=0)
+    min_silence_s: float = Field(0.5, ge=0, description="pauses shorter than this do not split speech")
+    pad_s: float = Field(0.2, ge=0, description="padding added on each side of a speech region")
+
+
+class DiarizationConfig(Model):
+    enabled: bool = False
+    backend: Literal["resemblyzer", "nemo"] = "resemblyzer"
+    model: str | None = None
+    sha256: str | None = None
+    max_speakers: int = Field(8, ge=1)
+    # Cosine distance above which two clusters are different speakers (agglomerative, average link).
+    cluster_threshold: float = Field(0.35, gt=0, lt=2)
+    window_s: float = Field(1.5, gt=0, description="embedding window")
+    hop_s: float = Field(0.75, gt=0)
+
+
+class SegmentationConfig(Model):
+    max_segment_s: float = Field(30.0, gt=1, description="utterances never exceed this many seconds")
+    min_segment_s: float = Field(0.3, ge=0, description="shorter speech is dropped (recorded in the report)")
+    merge_gap_s: float = Field(1.0, ge=0, description="cut & merge: join regions of one speaker closer than this")
+
+
+class LidConfig(Model):
+    backend: Literal["whisper", "nemo", "none"] = "whisper"
+    model: str | None = Field(None, description="defaults to the ASR model for whisper")
+    sha256: str | None = None
+    language: str | None = Field(None, description="with backend none: the fixed language of every segment")
+
+
+class AsrConfig(Model):
+    backend: Literal["whisper", "nemo"] = "whisper"
+    model: str = Field("base", description="whisper: 'base' (embedded), 'tiny.en' (embedded) or a CTranslate2 dir")
+    sha256: str | None = None
+    compute_type: str = "int8"
+    beam_size: int = Field(1, ge=1)
+    cpu_threads: int = Field(2, ge=0)
+    word_timestamps: bool = True
+
+
+class PunctuationConfig(Model):
+    backend: Literal["native", "none"] = Field("native", description="native: the ASR model's own punctuation")
+
+
+class BatchingConfig(Model):
+    """Duration bucketing of the segment stage (see pipeline/batching.py)."""
+
+    enabled: bool = True
+    max_padded_s: float = Field(240.0, gt=0, description="budget of padded audio seconds per model call")
+    max_items: int = Field(16, ge=1)
+
+
+class QualityConfig(Model):
+    min_confidence: float = Field(0.35, ge=0, le=1)
+    max_chars_per_second: float = Field(30.0, gt=0)
+    max_compression_ratio: float = Field(2.4, gt=0)
+    max_no_speech_prob: float = Field(0.8, ge=0, le=1)
+
+
+class SegmentStageConfig(Model):
+    resources: Resources = Resources(num_cpus=1.0, pool_size=1, batch_size=16)
+
+
+class RecordingStageConfig(Model):
+    resources: Resources = Resources(num_cpus=0.5, pool_size=1, batch_size=4)
+
+
+class ModelsConfig(Model):
+    """Where model files fetched from object storage are cached (once per node)."""
+
+    cache_dir: str = Field("~/.cache/scriptorium/models", description="local folder, one per node")
+    storage: StorageOptions = StorageOptions()
+
+
+class ItnConfig(Model):
+    """Inverse text normalisation ("twenty three" -> "23"); needs the `itn` extra (nemo_text_processing)."""
+
+    enabled: bool = False
+
+
+class RayConfig(Model):
+    address: str | None = Field(None, description="None: start a local Ray; 'auto' or ray://... to join")
+    num_cpus: int | None = Field(None, ge=1)
+
+
+class JobConfig(Model):
+    input: InputConfig
+    output: OutputConfig
+    ray: RayConfig = RayConfig()
+    decode: DecodeConfig = DecodeConfig()
+    vad: VadConfig = VadConfig()
+    diarization: DiarizationConfig = DiarizationConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
+    lid: LidConfig = LidConfig()
+    asr: AsrConfig = AsrConfig()
+    punctuation: PunctuationConfig = PunctuationConfig()
+    itn: ItnConfig = ItnConfig()
+    models: ModelsConfig = ModelsConfig()
+    batching: BatchingConfig = BatchingConfig()
+    quality: QualityConfig = QualityConfig()
+    recording_stage: RecordingStageConfig = RecordingStageConfig()
+    segment_stage: SegmentStageConfig = SegmentStageConfig()
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes a transcript (models and their parameters), not of I/O."""
+        keep = self.model_dump(
+            include={"vad", "diarization", "segmentation", "lid", "asr", "punctuation", "itn", "decode"}
+        )
+        keep["decode"].pop("resources", None)
+        from pipeline import __version__
+
+        keep["pipeline_version"] = __version__
+        blob = json.dumps(keep, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    """A config the user wrote is wrong; the message names the key and what would be valid."""
+
+
+def apply_override(data: dict[str, Any], dotted: str) -> None:
+    """Apply one `a.b.c=value` override; the value is parsed as YAML (so 3, true, [x, y] work)."""
+    if "=" not in dotted:
+        raise ConfigError(f"override {dotted!r} is not of the form dotted.key=value")
+    key, raw = dotted.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else None
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        parent = _section_model(err["loc"][:-1])
+        valid = ", ".join(sorted(parent.model_fields)) if parent else "?"
+        return f"unknown key {loc!r}; valid keys here: {valid}"
+    if err["type"] == "missing":
+        return f"missing required key {loc!r}"
+    return f"{loc}: {err['msg']} (got {err.get('input')!r})"
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = JobConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> JobConfig:  # type: ignore[assignment]
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top")
+        data = loaded
+    for item in overrides:
+        apply_override(data, item)
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,136 @@
+"""The data model every stage speaks, and its Arrow schemas.
+
+Like lhotse's `SupervisionSegment`, records are flat and explicit; each stage fills in its own fields
+(VAD -> spans, diarization -> `speaker`, LID -> `language`, ASR -> `text`/`words`). All times are
+seconds on the ORIGINAL recording's timeline (never post-VAD, never sample indices), so a row can be
+cut out of the source file with nothing but `uri`, `start` and `end`.
+
+The Parquet schemas below are the output contract (see README "Output layout"): native Arrow types,
+nested `words` as list<struct>, no pickled Python objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+
+Status = Literal["ok", "no_speech", "error"]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One object found by discovery: where it is and how to tell whether it changed."""
+
+    uri: str
+    size: int
+    etag: str | None = None
+    mtime: float | None = None
+    # Seconds if a manifest said so; else None (the planner then orders by size, a proxy for duration).
+    duration_hint: float | None = None
+    # Free-form fields a manifest line carried (e.g. reference `text`), kept for exports.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def recording_id(self) -> str:
+        return recording_id_for(self.uri)
+
+
+def recording_id_for(uri: str) -> str:
+    """Stable id of a recording: a short hash of its URI (URIs may hold spaces, non-ASCII, slashes)."""
+    import hashlib
+
+    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of the original recording, in seconds; `speaker` is set once diarization ran."""
+
+    start: float
+    end: float
+    speaker: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Word:
+    word: str
+    start: float  # seconds, original timeline
+    end: float
+    confidence: float
+
+
+@dataclass
+class AsrResult:
+    """What an ASR backend returns for one clip (times relative to the clip start, in seconds)."""
+
+    text: str
+    words: list[Word]
+    confidence: float
+    language: str | None = None
+    language_prob: float | None = None
+    # Signals the quality stage keeps (None where a backend cannot tell).
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+WORD_TYPE = pa.struct(
+    [
+        ("word", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("confidence", pa.float64()),
+    ]
+)
+
+SEGMENTS_SCHEMA = pa.schema(
+    [
+        ("recording_id", pa.string()),
+        ("uri", pa.string()),
+        ("segment_index", pa.int32()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("duration", pa.float64()),
+        ("speaker", pa.string()),
+        ("language", pa.string()),
+        ("language_prob", pa.float64()),
+        ("text", pa.string()),
+        ("words", pa.list_(WORD_TYPE)),
+        ("confidence", pa.float64()),
+        ("avg_logprob", pa.float64()),
+        ("no_speech_prob", pa.float64()),
+        ("compression_ratio", pa.float64()),
+        ("chars_per_second", pa.float64()),
+        ("accepted", pa.bool_()),
+        ("reject_reasons", pa.list_(pa.string())),
+        ("fingerprint", pa.string()),
+    ]
+)
+
+RECORDINGS_SCHEMA = pa.schema(
+    [
+        ("recording_id", pa.string()),
+        ("uri", pa.string()),
+        ("size", pa.int64()),
+        ("etag", pa.string()),
+        ("duration", pa.float64()),
+        ("source_sample_rate", pa.int32()),
+        ("source_channels", pa.int32()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("language", pa.string()),
+        ("num_segments", pa.int32()),
+        ("num_speakers", pa.int32()),
+        ("speech_seconds", pa.float64()),
+        ("fingerprint", pa.string()),
+    ]
+)
