@@ -1,0 +1,111 @@
+"""Speaker diarization from Resemblyzer d-vectors + agglomerative clustering (embedded default).
+
+Resemblyzer ships its 17 MB speaker encoder inside the pip package, so it works offline. We embed
+overlapping windows inside each speech region, cluster them with an automatic speaker count
+(average-link cosine, stop at `cluster_threshold`), fold tiny clusters into their nearest big one,
+and turn window labels into speaker turns with boundaries halfway between window centres.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.backends.base import SAMPLE_RATE
+from pipeline.config import DiarizationConfig
+from pipeline.records import Span
+
+# Resemblyzer's partial window is fixed by the model: 160 mel frames of 10 ms.
+_PARTIAL_S = 1.6
+
+
+class ResemblyzerDiarizer:
+    def __init__(self, cfg: DiarizationConfig, use_gpu: bool = False):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # webrtcvad's pkg_resources deprecation warning
+            from resemblyzer import VoiceEncoder
+
+        self.cfg = cfg
+        self.encoder = VoiceEncoder(device="cuda" if use_gpu else "cpu", verbose=False)
+
+    def speaker_turns(self, audio: np.ndarray, regions: Sequence[Span]) -> list[Span]:
+        centres, embeds = self._window_embeddings(audio, regions)
+        if len(embeds) == 0:
+            return [Span(r.start, r.end, "spk0") for r in regions]
+        labels = cluster_speakers(
+            np.stack(embeds), self.cfg.cluster_threshold, self.cfg.max_speakers, self.cfg.min_cluster_fraction
+        )
+        return turns_from_windows(regions, np.asarray(centres), labels)
+
+    def _window_embeddings(self, audio: np.ndarray, regions: Sequence[Span]) -> tuple[list[float], list[np.ndarray]]:
+        centres: list[float] = []
+        embeds: list[np.ndarray] = []
+        rate = 1.0 / self.cfg.hop_s
+        for region in regions:
+            a, b = int(region.start * SAMPLE_RATE), int(region.end * SAMPLE_RATE)
+            wav = audio[a:b]
+            if len(wav) < 1.0 * SAMPLE_RATE:
+                continue  # too short to say anything about the speaker; it inherits a neighbour's label
+            _, partials, splits = self.encoder.embed_utterance(wav, return_partials=True, rate=rate)
+            for emb, sl in zip(partials, splits):
+                mid = (sl.start + min(sl.stop, len(wav))) / 2 / SAMPLE_RATE
+                centres.append(region.start + mid)
+                embeds.append(emb)
+        return centres, embeds
+
+
+def cluster_speakers(
+    embeds: np.ndarray, threshold: float, max_speakers: int, min_fraction: float = 0.25
+) -> np.ndarray:
+    """Cluster L2-normalised embeddings; returns labels 0..k-1 numbered by first appearance."""
+    if len(embeds) == 1:
+        return np.zeros(1, dtype=int)
+    from sklearn.cluster import AgglomerativeClustering
+
+    labels = AgglomerativeClustering(
+        n_clusters=None, metric="cosine", linkage="average", distance_threshold=threshold
+    ).fit_predict(embeds)
+    labels = _fold_small_clusters(embeds, labels, min_size=max(2, int(np.ceil(min_fraction * len(embeds)))))
+    if len(set(labels)) > max_speakers:
+        labels = AgglomerativeClustering(n_clusters=max_speakers, metric="cosine", linkage="average").fit_predict(embeds)
+    order: dict[int, int] = {}
+    for lab in labels:
+        order.setdefault(int(lab), len(order))
+    return np.array([order[int(lab)] for lab in labels])
+
+
+def _fold_small_clusters(embeds: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Windows of a cluster smaller than `min_size` (noise, laughter, overlap) join the nearest big one."""
+    ids, counts = np.unique(labels, return_counts=True)
+    big = [i for i, c in zip(ids, counts) if c >= min_size]
+    if not big or len(big) == len(ids):
+        return labels
+    norm = embeds / np.linalg.norm(embeds, axis=1, keepdims=True)
+    centroids = {i: norm[labels == i].mean(axis=0) for i in big}
+    out = labels.copy()
+    for k, lab in enumerate(labels):
+        if lab not in centroids:
+            out[k] = max(big, key=lambda i: float(norm[k] @ centroids[i]))
+    return out
+
+
+def turns_from_windows(regions: Sequence[Span], centres: np.ndarray, labels: np.ndarray) -> list[Span]:
+    """Speaker turns: inside each region, change speaker halfway between windows of different labels."""
+    turns: list[Span] = []
+    for region in regions:
+        inside = np.where((centres >= region.start) & (centres <= region.end))[0]
+        if len(inside) == 0:
+            nearest = int(np.argmin(np.abs(centres - (region.start + region.end) / 2)))
+            turns.append(Span(region.start, region.end, f"spk{labels[nearest]}"))
+            continue
+        start = region.start
+        for a, b in zip(inside[:-1], inside[1:]):
+            if labels[a] != labels[b]:
+                cut = round(float(centres[a] + centres[b]) / 2, 3)
+                turns.append(Span(start, cut, f"spk{labels[a]}"))
+                start = cut
+        turns.append(Span(start, region.end, f"spk{labels[inside[-1]]}"))
+    return turns

@@ -1,0 +1,48 @@
+"""Silero VAD (ONNX), the embedded default: the v6 model that faster-whisper ships in its wheel.
+
+Using faster-whisper's copy means no torch and no pickle on this path, and one model file fewer to
+pin. Its `get_speech_timestamps` is the reference Silero post-processing (onset/offset hysteresis,
+minimum speech and silence, padding); we only convert samples to seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.backends.base import SAMPLE_RATE
+from pipeline.config import VadConfig
+from pipeline.records import Span
+
+# Silero processes audio in 512-sample windows; long files are fed in blocks so memory stays bounded.
+_BLOCK_S = 600.0
+
+
+class SileroVad:
+    def __init__(self, cfg: VadConfig):
+        from faster_whisper.vad import VadOptions, get_vad_model
+
+        self.cfg = cfg
+        get_vad_model()  # load the ONNX session now, in setup, not on the first batch
+        self._opts = VadOptions(
+            threshold=cfg.threshold,
+            neg_threshold=cfg.neg_threshold,
+            min_speech_duration_ms=int(cfg.min_speech_s * 1000),
+            min_silence_duration_ms=int(cfg.min_silence_s * 1000),
+            speech_pad_ms=int(cfg.pad_s * 1000),
+        )
+
+    def speech_regions(self, audio: np.ndarray) -> list[Span]:
+        from faster_whisper.vad import get_speech_timestamps
+
+        block = int(_BLOCK_S * SAMPLE_RATE)
+        spans: list[Span] = []
+        for offset in range(0, len(audio), block):
+            chunk = audio[offset : offset + block]
+            for ts in get_speech_timestamps(chunk, self._opts, sampling_rate=SAMPLE_RATE):
+                start = (offset + ts["start"]) / SAMPLE_RATE
+                end = (offset + ts["end"]) / SAMPLE_RATE
+                if spans and start - spans[-1].end < self.cfg.min_silence_s:
+                    spans[-1] = Span(spans[-1].start, max(end, spans[-1].end))
+                else:
+                    spans.append(Span(round(start, 3), round(end, 3)))
+        return spans
