@@ -1,0 +1,65 @@
+"""`scriptorium` command line: the only place that reads argv and the environment.
+
+    scriptorium run CONFIG [dotted.key=value ...]   transcribe; exit 1 only if nothing could be processed
+    scriptorium status OUTPUT_URI [--config CONFIG] committed / failed counts and what a rerun would do
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pipeline.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scriptorium", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="transcribe the input described by CONFIG")
+    p_run.add_argument("config", help="YAML file, e.g. conf/local.yaml")
+    p_run.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. input.uri=s3://bucket/audio/")
+    p_status = sub.add_parser("status", help="what is committed under an output")
+    p_status.add_argument("output", help="output URI")
+    p_status.add_argument("--config", help="job config, to say what a rerun would do")
+    p_status.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Ray and its workers: keep auth tokens and temp files out of the user's home unless told otherwise.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        if args.command == "run":
+            return _run(args.config, args.overrides)
+        return _status(args.output, args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"scriptorium: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(config: str, overrides: list[str]) -> int:
+    from pipeline.discover import DiscoveryError
+    from pipeline.runner import run
+
+    cfg = load_config(config, overrides)
+    try:
+        report = run(cfg)
+    except DiscoveryError as exc:
+        print(f"scriptorium: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 1 if report.failed_completely else 0
+
+
+def _status(output: str, config: str | None, overrides: list[str]) -> int:
+    from pipeline.status import status
+
+    print(status(output, config, overrides))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

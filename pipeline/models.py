@@ -1,0 +1,225 @@
+"""Model references -> local files, fetched once per node, verified before anything unpickles them.
+
+A model reference in the config (`asr.model`, `vad.model`, ...) is one of:
+
+* a local path to a `.nemo` file (`/models/asr.nemo`, `~/m.nemo`, `file:///models/asr.nemo`);
+* an fsspec URI of a `.nemo` file (`s3://bucket/models/asr.nemo`, `gs://...`, `https://...`): it is
+  downloaded once per node into `models.cache_dir` and reused by every actor and process there;
+* a pretrained name (`nvidia/parakeet-tdt-0.6b-v3`, `vad_multilingual_frame_marblenet`):
+  `resolve_model` returns None and the caller asks NeMo's `from_pretrained` (which needs network).
+
+Why the care: a `.nemo` is a tar holding pickles, so loading one runs code. When the config carries a
+`sha256`, the bytes are verified before NeMo sees them and a mismatch refuses to load
+(`ModelIntegrityError`). Why the lock: a node runs several actors (and Ray may run several worker
+processes) that start at the same time; without it each would download the same multi-GB file, and a
+reader could open a half-written one. The download goes to a temporary name in the cache folder and is
+renamed into place atomically, under an inter-process file lock, so readers see either nothing or the
+whole verified file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ModelsConfig
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 8 * 1024 * 1024
+_LOCK_TIMEOUT_S = 3600.0  # a multi-GB download by another process may legitimately take this long
+_FETCH_ATTEMPTS = 4
+
+
+class ModelIntegrityError(RuntimeError):
+    """A model file's sha256 differs from the one in the config: it is refused, never loaded."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be fetched or loaded; the message says what to do instead."""
+
+
+def is_file_ref(ref: str) -> bool:
+    """True for a local path or URI of a model file; False for a pretrained model name."""
+    if "://" in ref or ref.endswith(".nemo"):
+        return True
+    return Path(os.path.expanduser(ref)).exists()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check(ref: str, expected: str | None, actual: str) -> None:
+    if expected is not None and actual.lower() != expected.strip().lower():
+        raise ModelIntegrityError(
+            f"sha256 mismatch for model {ref!r}: expected {expected.strip().lower()}, got {actual}. "
+            "Refusing to load it (a .nemo file contains pickles, i.e. code). Fix the `sha256` in the config "
+            "if the model was updated on purpose."
+        )
+
+
+def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | None:
+    """Local path of the model file `ref` (verified against `sha256` if given), or None when `ref`
+    is a pretrained name that NeMo must download itself.
+
+    Remote files are cached in `models.cache_dir/<hash of the URI>/<file name>`; the cache is
+    re-validated against the object's size/ETag (one metadata request), so a replaced object is
+    downloaded again. Raises `FileNotFoundError`, `ModelIntegrityError` or `ModelLoadError`."""
+    if not is_file_ref(ref):
+        return None
+    import fsspec
+    from fsspec.utils import get_protocol
+
+    protocol = get_protocol(ref)
+    if protocol in ("file", "local"):
+        path = os.path.expanduser(ref.split("://", 1)[1] if "://" in ref else ref)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model file {ref!r} does not exist")
+        if sha256 is not None:
+            _check(ref, sha256, sha256_file(path))
+        return path
+
+    fs = fsspec.filesystem(protocol, **models.storage.fsspec_kwargs(protocol))
+    cache_dir = Path(os.path.expanduser(models.cache_dir))
+    slot = cache_dir / hashlib.sha256(ref.encode()).hexdigest()[:16]
+    slot.mkdir(parents=True, exist_ok=True)
+    name = ref.rstrip("/").rsplit("/", 1)[-1] or "model.nemo"
+    target = slot / name
+    meta_path = slot / (name + ".meta.json")
+
+    from filelock import FileLock
+
+    with FileLock(str(slot / (name + ".lock")), timeout=_LOCK_TIMEOUT_S):
+        remote = _remote_info(fs, ref)
+        if target.exists() and meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            same_object = meta.get("size") == remote["size"] and meta.get("etag") == remote["etag"]
+            if same_object and (sha256 is None or meta.get("sha256") == sha256.strip().lower()):
+                return str(target)
+            log.info("cached copy of %s is stale or unverified; downloading again", ref)
+        digest = _download(fs, ref, slot, target, sha256)
+        meta_path.write_text(json.dumps({"uri": ref, "sha256": digest, **remote}))
+        return str(target)
+
+
+def _retrying(fn: Any) -> Any:
+    """Bounded retries with exponential backoff on transient I/O errors (not on missing objects)."""
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+    def transient(exc: BaseException) -> bool:
+        return isinstance(exc, (OSError, ConnectionError, TimeoutError)) and not isinstance(
+            exc, (FileNotFoundError, PermissionError, IsADirectoryError)
+        )
+
+    return retry(
+        retry=retry_if_exception(transient),
+        stop=stop_after_attempt(_FETCH_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.5, max=8),
+        reraise=True,
+    )(fn)
+
+
+def _remote_info(fs: Any, ref: str) -> dict[str, Any]:
+    def info() -> dict[str, Any]:
+        return fs.info(ref)
+
+    try:
+        raw = _retrying(info)()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model file {ref!r} does not exist") from None
+    etag = raw.get("ETag") or raw.get("etag") or raw.get("md5Hash") or raw.get("mtime") or raw.get("LastModified")
+    return {"size": int(raw.get("size") or 0), "etag": str(etag) if etag is not None else None}
+
+
+def _download(fs: Any, ref: str, slot: Path, target: Path, sha256: str | None) -> str:
+    """Stream `ref` into a temporary file in `slot`, hashing on the way; verify; rename into place."""
+
+    def fetch() -> str:
+        tmp = slot / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+        try:
+            h = hashlib.sha256()
+            with fs.open(ref, "rb") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    h.update(chunk)
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            digest = h.hexdigest()
+            _check(ref, sha256, digest)
+            os.replace(tmp, target)
+            return digest
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    log.info("downloading model %s -> %s", ref, target)
+    try:
+        return _retrying(fetch)()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model file {ref!r} does not exist") from None
+
+
+def pick_device(use_gpu: bool) -> str:
+    """'cuda' or 'cpu'; asking for a GPU where CUDA is missing is an error, not a silent fallback."""
+    if not use_gpu:
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "use_gpu=True but CUDA is not available in this process (no GPU, or a CPU-only torch build). "
+            "Give the stage num_gpus: 0 to run on CPU."
+        )
+    return "cuda"
+
+
+def load_nemo_model(cls: Any, ref: str, sha256: str | None, models: ModelsConfig, device: str) -> Any:
+    """Restore a NeMo model from a `.nemo` ref (local/remote, verified) or a pretrained name.
+
+    `cls` is the NeMo class to restore with (e.g. `ASRModel`; None means `ModelPT`, which restores
+    whatever class the file's config names). The model is returned in eval mode on `device`. Weights
+    stay float32: backends run GPU inference under fp16/bf16 autocast (`inference_context`), which keeps
+    the feature extractor in float32 where half precision is known to hurt."""
+    import torch
+    from nemo.core.classes import ModelPT
+
+    cls = cls or ModelPT
+    map_location = torch.device(device)
+    path = resolve_model(ref, sha256, models)
+    if path is not None:
+        model = cls.restore_from(path, map_location=map_location)
+    else:
+        if sha256 is not None:
+            log.warning("sha256 given for pretrained name %r: NeMo's own cache is not verified", ref)
+        try:
+            model = cls.from_pretrained(ref, map_location=map_location)
+        except Exception as exc:  # noqa: BLE001 - NeMo raises many types for "no network"
+            raise ModelLoadError(
+                f"could not download pretrained model {ref!r}: no network? Pass a local .nemo or s3:// path "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+    model.eval()
+    return model.to(map_location)
+
+
+def inference_context(device: str) -> Any:
+    """inference_mode, plus half-precision autocast on GPU (bf16 where supported, else fp16)."""
+    import contextlib
+
+    import torch
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        stack.enter_context(torch.autocast("cuda", dtype=dtype))
+    return stack

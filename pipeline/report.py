@@ -1,0 +1,113 @@
+"""The run report: what was done, what failed and why, and what it cost. Saved as report.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.config import JobConfig
+
+
+class RunReport(BaseModel):
+    run_id: str
+    fingerprint: str
+    input_uri: str
+    output_uri: str
+    asr_model: str
+    discovered: int
+    new: int
+    changed: int
+    skipped: int
+    retried_failed: int
+    ok: int
+    no_speech: int
+    error: int
+    errors: list[dict[str, Any]]
+    audio_seconds: float
+    wall_seconds: float
+    real_time_factor: float  # audio seconds per wall second, end to end
+    asr_audio_seconds: float
+    asr_padded_seconds: float
+    padding_ratio: float  # share of ASR compute spent on padding
+    asr_wall_seconds: float
+    asr_real_time_factor: float
+    driver_peak_rss_mb: float
+    warnings: list[str]
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.no_speech + self.error
+
+    @property
+    def failed_completely(self) -> bool:
+        """Exit non-zero only when there was work and none of it could be processed."""
+        return self.processed > 0 and self.ok + self.no_speech == 0
+
+    def summary(self) -> str:
+        hours = self.audio_seconds / 3600
+        lines = [
+            f"run {self.run_id}: {self.discovered} files found; {self.new} new, {self.changed} changed, "
+            f"{self.retried_failed} failed before (retried), {self.skipped} already done (skipped)",
+            f"  ok {self.ok}  no speech {self.no_speech}  error {self.error}",
+            f"  audio {hours:.3f} h ({self.audio_seconds:.1f} s) in {self.wall_seconds:.1f} s wall: "
+            f"{self.real_time_factor:.2f}x real time",
+            f"  ASR: {self.asr_audio_seconds:.1f} s of speech, {self.asr_padded_seconds:.1f} s padded "
+            f"(padding {self.padding_ratio:.1%}), {self.asr_real_time_factor:.2f}x real time ({self.asr_model})",
+        ]
+        for e in self.errors[:10]:
+            lines.append(f"  error: {e['uri']}: {e['error']}")
+        if len(self.errors) > 10:
+            lines.append(f"  ... and {len(self.errors) - 10} more errors (see report.json)")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        lines.append(f"  output: {self.output_uri}")
+        return "\n".join(lines)
+
+
+def build_report(
+    cfg: JobConfig,
+    *,
+    run_id: str,
+    fingerprint: str,
+    discovered: int,
+    plan: dict[str, int],
+    summaries: list[dict],
+    wall_seconds: float,
+    driver_peak_rss_mb: float,
+) -> RunReport:
+    def total(key: str) -> float:
+        return float(sum(s.get(key, 0.0) for s in summaries))
+
+    status = {k: sum(s.get("status", {}).get(k, 0) for s in summaries) for k in ("ok", "no_speech", "error")}
+    audio, asr_audio, padded, asr_wall = total("audio_seconds"), total("asr_audio_seconds"), total("asr_padded_seconds"), total("asr_wall_seconds")
+    warnings = []
+    unpunct = int(total("unpunctuated"))
+    if unpunct:
+        warnings.append(
+            f"{unpunct} recordings are unpunctuated: ASR model {cfg.asr.model!r} emits no punctuation and NeMo 3.0 "
+            "has no punctuation model (choose a *_pc / Parakeet v2+ model for punctuated text)"
+        )
+    return RunReport(
+        run_id=run_id,
+        fingerprint=fingerprint,
+        input_uri=cfg.input.uri,
+        output_uri=cfg.output.uri,
+        asr_model=f"{cfg.asr.backend}:{cfg.asr.model}",
+        discovered=discovered,
+        new=plan.get("new", 0),
+        changed=plan.get("changed", 0),
+        skipped=plan.get("skipped", 0),
+        retried_failed=plan.get("retry_failed", 0),
+        errors=[e for s in summaries for e in s.get("errors", [])],
+        audio_seconds=round(audio, 3),
+        wall_seconds=round(wall_seconds, 3),
+        real_time_factor=round(audio / wall_seconds, 3) if wall_seconds > 0 else 0.0,
+        asr_audio_seconds=round(asr_audio, 3),
+        asr_padded_seconds=round(padded, 3),
+        padding_ratio=round(max(0.0, 1 - asr_audio / padded), 4) if padded > 0 else 0.0,
+        asr_wall_seconds=round(asr_wall, 3),
+        asr_real_time_factor=round(asr_audio / asr_wall, 3) if asr_wall > 0 else 0.0,
+        driver_peak_rss_mb=round(driver_peak_rss_mb, 1),
+        warnings=warnings,
+        **status,
+    )

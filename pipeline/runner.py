@@ -1,0 +1,75 @@
+"""The job, top to bottom: discover -> subtract the ledger -> decode -> recording stage -> segment
+stage -> commit Parquet -> report.
+
+Nothing here decodes audio or touches a model; it only composes stages (pipeline/stages/) through
+the Ray engine (pipeline/engine.py) and writes through the sink (pipeline/sink.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import time
+import uuid
+
+from pipeline.config import JobConfig
+from pipeline.discover import discover
+from pipeline.ledger import Ledger
+from pipeline.report import RunReport, build_report
+from pipeline.storage import put_atomic, with_retries
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: JobConfig) -> RunReport:
+    started = time.time()
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:6]
+    fingerprint = cfg.fingerprint()
+
+    files = discover(cfg.input)
+    ledger = Ledger(cfg.output)
+    orphans = ledger.remove_orphans()
+    todo, plan = ledger.plan(files, fingerprint)
+    log.info("discovered %d files: %s; %d orphaned part files removed", len(files), plan, orphans)
+
+    summaries: list[dict] = []
+    if todo:
+        summaries = _execute(cfg, todo, run_id, fingerprint)
+
+    report = build_report(
+        cfg,
+        run_id=run_id,
+        fingerprint=fingerprint,
+        discovered=len(files),
+        plan=plan,
+        summaries=summaries,
+        wall_seconds=time.time() - started,
+        driver_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+    body = json.dumps(report.model_dump(), indent=2).encode()
+    with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.json"), body))
+    with_retries(lambda: put_atomic(ledger.fs, ledger.path("_ledger", "runs", f"{run_id}.json"), body))
+    return report
+
+
+def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
+    import ray
+
+    from pipeline.engine import init_ray, map_actor, map_tasks
+    from pipeline.sink import TranscriptSink
+    from pipeline.stages.decode import decode_batch
+    from pipeline.stages.recording import RecordingStage
+    from pipeline.stages.segment import SegmentStage
+
+    init_ray(cfg.ray)
+    rows = [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag} for f in todo]
+    blocks = max(1, math.ceil(len(rows) / cfg.decode.resources.batch_size))
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    ds = map_tasks(ds, decode_batch, cfg.decode.resources, cfg=cfg.decode, storage=cfg.input.storage)
+    ds = map_actor(ds, RecordingStage, cfg.recording_stage.resources, cfg=cfg)
+    ds = map_actor(ds, SegmentStage, cfg.segment_stage.resources, cfg=cfg)
+    sink = TranscriptSink(cfg.output, run_id, fingerprint)
+    ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
+    return sink.summaries

@@ -1,0 +1,352 @@
+"""Tiny, randomly initialised NeMo models saved as `.nemo` files, for tests.
+
+No model hub is reachable from CI, and real checkpoints are hundreds of MB, so the NeMo backends are
+tested with models that have the real architectures (FastConformer CTC/RNNT/TDT/hybrid, frame
+MarbleNet, AmberNet/TitaNet-style speaker-label models, Sortformer) at toy sizes. Their weights are
+random: outputs are garbage text and random probabilities, but shapes, time bases, batching and the
+loader (`restore_from` of a `.nemo`) are exactly what a real checkpoint goes through.
+
+Everything here imports NeMo lazily (~20 s), so importing this module is free. Call `build_all(dir)`
+once per test session.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+LID_LABELS = ["de", "en", "es", "fr", "pt"]
+
+# A few punctuated, cased lines so the tokenizer of the "_pc" test model holds punctuation.
+_PC_TEXT = [
+    "Hello, world. How are you today?",
+    "And so, my fellow Americans: ask not what your country can do for you!",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+def _training_text(cased: bool) -> list[str]:
+    lines = []
+    for line in (CORPUS / "references.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("text"):
+            lines.append(rec["text"] if cased else rec["text"].lower())
+    if cased:
+        lines += _PC_TEXT
+    else:
+        lines = ["".join(c for c in s if c.isalpha() or c in " '") for s in lines]
+    return lines
+
+
+def build_tokenizer(out_dir: Path, vocab_size: int = 64, cased: bool = False) -> Path:
+    """A SentencePiece BPE tokenizer trained on the corpus references; returns its folder."""
+    from nemo.collections.common.tokenizers.sentencepiece_tokenizer import create_spt_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = out_dir / "text.txt"
+    text.write_text("\n".join(_training_text(cased)) + "\n")
+    create_spt_model(
+        str(text),
+        vocab_size=vocab_size,
+        sample_size=-1,
+        do_lower_case=not cased,
+        tokenizer_type="bpe",
+        output_dir=str(out_dir),
+    )
+    return out_dir
+
+
+def _preprocessor(features: int = 40, normalize: str = "per_feature") -> dict[str, Any]:
+    return {
+        "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+        "sample_rate": 16000,
+        "normalize": normalize,
+        "window_size": 0.025,
+        "window_stride": 0.01,
+        "window": "hann",
+        "features": features,
+        "n_fft": 512,
+        "frame_splicing": 1,
+        "dither": 0.0,
+        "pad_to": 0,
+    }
+
+
+def _conformer(features: int = 40, d_model: int = 32, n_layers: int = 2) -> dict[str, Any]:
+    return {
+        "_target_": "nemo.collections.asr.modules.ConformerEncoder",
+        "feat_in": features,
+        "feat_out": -1,
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "subsampling": "dw_striding",
+        "subsampling_factor": 8,
+        "subsampling_conv_channels": 16,
+        "causal_downsampling": False,
+        "ff_expansion_factor": 2,
+        "self_attention_model": "rel_pos",
+        "n_heads": 2,
+        "att_context_size": [-1, -1],
+        "xscaling": True,
+        "untie_biases": True,
+        "pos_emb_max_len": 5000,
+        "conv_kernel_size": 9,
+        "conv_norm_type": "batch_norm",
+        "dropout": 0.0,
+        "dropout_pre_encoder": 0.0,
+        "dropout_emb": 0.0,
+        "dropout_att": 0.0,
+    }
+
+
+def _ds_stub() -> dict[str, Any]:
+    return {"manifest_filepath": None, "sample_rate": 16000, "batch_size": 1, "defer_setup": True}
+
+
+def build_asr(kind: str, tokenizer_dir: Path, path: Path, d_model: int = 32) -> Path:
+    """kind: ctc | rnnt | tdt | hybrid_tdt_ctc. Saves and returns `path`."""
+    from omegaconf import OmegaConf
+
+    from nemo.collections.asr.models import EncDecCTCModelBPE, EncDecHybridRNNTCTCBPEModel, EncDecRNNTBPEModel
+
+    cfg: dict[str, Any] = {
+        "sample_rate": 16000,
+        "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
+        "preprocessor": _preprocessor(),
+        "encoder": _conformer(d_model=d_model),
+        "train_ds": _ds_stub(),
+        "validation_ds": _ds_stub(),
+        "optim": None,
+    }
+    if kind == "ctc":
+        cfg["decoder"] = {
+            "_target_": "nemo.collections.asr.modules.ConvASRDecoder",
+            "feat_in": d_model,
+            "num_classes": -1,
+            "vocabulary": [],
+        }
+        cfg["decoding"] = {"strategy": "greedy_batch"}
+        cls = EncDecCTCModelBPE
+    else:
+        tdt = kind in ("tdt", "hybrid_tdt_ctc")
+        durations = [0, 1, 2, 3, 4]
+        cfg["model_defaults"] = {"enc_hidden": d_model, "pred_hidden": 32, "joint_hidden": 32}
+        cfg["decoder"] = {
+            "_target_": "nemo.collections.asr.modules.RNNTDecoder",
+            "normalization_mode": None,
+            "random_state_sampling": False,
+            "blank_as_pad": True,
+            "prednet": {"pred_hidden": 32, "pred_rnn_layers": 1, "t_max": None, "dropout": 0.0},
+        }
+        cfg["joint"] = {
+            "_target_": "nemo.collections.asr.modules.RNNTJoint",
+            "log_softmax": None,
+            "preserve_memory": False,
+            "fuse_loss_wer": False,
+            "jointnet": {"joint_hidden": 32, "activation": "relu", "dropout": 0.0},
+        }
+        cfg["decoding"] = {"strategy": "greedy_batch", "greedy": {"max_symbols": 5}}
+        cfg["loss"] = {"loss_name": "default"}
+        if tdt:
+            cfg["joint"]["num_extra_outputs"] = len(durations)
+            cfg["decoding"]["model_type"] = "tdt"
+            cfg["decoding"]["durations"] = durations
+            cfg["loss"] = {"loss_name": "tdt", "tdt_kwargs": {"durations": durations, "sigma": 0.02, "omega": 0.1}}
+        cls = EncDecRNNTBPEModel
+        if kind.startswith("hybrid"):
+            cfg["aux_ctc"] = {
+                "ctc_loss_weight": 0.3,
+                "use_cer": False,
+                "ctc_reduction": "mean_batch",
+                "decoder": {
+                    "_target_": "nemo.collections.asr.modules.ConvASRDecoder",
+                    "feat_in": None,
+                    "num_classes": -1,
+                    "vocabulary": [],
+                },
+                "decoding": {"strategy": "greedy"},
+            }
+            cls = EncDecHybridRNNTCTCBPEModel
+    model = cls(cfg=OmegaConf.create(cfg))
+    model.save_to(str(path))
+    return path
+
+
+def build_vad(path: Path) -> Path:
+    """Frame-level MarbleNet (EncDecFrameClassificationModel), 20 ms frames, labels ['0', '1']."""
+    from omegaconf import OmegaConf
+
+    from nemo.collections.asr.models import EncDecFrameClassificationModel
+
+    def block(filters: int, kernel: int, stride: int = 1, residual: bool = False) -> dict[str, Any]:
+        return {
+            "filters": filters,
+            "repeat": 1,
+            "kernel": [kernel],
+            "stride": [stride],
+            "dilation": [1],
+            "dropout": 0.0,
+            "residual": residual,
+            "separable": True,
+        }
+
+    cfg = {
+        "sample_rate": 16000,
+        "labels": ["0", "1"],
+        "train_ds": {**_ds_stub(), "labels": ["0", "1"]},
+        "preprocessor": {**_preprocessor(features=40, normalize="None"), "pad_to": 2},
+        "encoder": {
+            "_target_": "nemo.collections.asr.modules.ConvASREncoder",
+            "feat_in": 40,
+            "activation": "relu",
+            "conv_mask": True,
+            "jasper": [block(32, 11, stride=2), block(32, 13, residual=True), block(32, 1)],
+        },
+        "decoder": {
+            "_target_": "nemo.collections.common.parts.MultiLayerPerceptron",
+            "hidden_size": 32,
+            "num_classes": -1,
+            "num_layers": 1,
+            "activation": "relu",
+            "log_softmax": False,
+        },
+        "optim": None,
+    }
+    model = EncDecFrameClassificationModel(cfg=OmegaConf.create(cfg))
+    model.save_to(str(path))
+    return path
+
+
+def build_speaker_label(path: Path, labels: list[str], emb_size: int = 32) -> Path:
+    """A TitaNet/AmberNet-shaped EncDecSpeakerLabelModel (conv encoder + attentive pooling decoder).
+
+    With language labels it is a language-ID model (AmberNet); with speaker ids, a speaker-embedding
+    model (TitaNet): the architecture is the same."""
+    from omegaconf import OmegaConf
+
+    from nemo.collections.asr.models import EncDecSpeakerLabelModel
+
+    def block(filters: int, kernel: int, residual: bool) -> dict[str, Any]:
+        return {
+            "filters": filters,
+            "repeat": 1,
+            "kernel": [kernel],
+            "stride": [1],
+            "dilation": [1],
+            "dropout": 0.0,
+            "residual": residual,
+            "separable": True,
+            "se": True,
+            "se_context_size": -1,
+        }
+
+    cfg = {
+        "sample_rate": 16000,
+        "labels": labels,
+        "train_ds": {**_ds_stub(), "labels": labels},
+        "preprocessor": _preprocessor(features=40),
+        "encoder": {
+            "_target_": "nemo.collections.asr.modules.ConvASREncoder",
+            "feat_in": 40,
+            "activation": "relu",
+            "conv_mask": True,
+            "jasper": [block(32, 3, False), block(32, 7, True), block(64, 1, False)],
+        },
+        "decoder": {
+            "_target_": "nemo.collections.asr.modules.SpeakerDecoder",
+            "feat_in": 64,
+            "num_classes": len(labels),
+            "pool_mode": "attention",
+            "emb_sizes": emb_size,
+        },
+        "loss": {"_target_": "nemo.collections.asr.losses.angularloss.AngularSoftmaxLoss", "scale": 30, "margin": 0.2},
+        "optim": None,
+    }
+    model = EncDecSpeakerLabelModel(cfg=OmegaConf.create(cfg))
+    model.save_to(str(path))
+    return path
+
+
+def build_sortformer(path: Path, num_spks: int = 4) -> Path:
+    """A 2-layer FastConformer + 2-layer Transformer Sortformer diarizer (SortformerEncLabelModel)."""
+    from omegaconf import OmegaConf
+
+    from nemo.collections.asr.models import SortformerEncLabelModel
+
+    fc_d, tf_d = 32, 32
+    ds = {**_ds_stub(), "num_spks": num_spks, "session_len_sec": 90, "soft_label_thres": 0.5,
+          "soft_targets": False, "labels": None, "window_stride": 0.01, "subsampling_factor": 8}
+    cfg = {
+        "sample_rate": 16000,
+        "pil_weight": 0.5,
+        "ats_weight": 0.5,
+        "max_num_of_spks": num_spks,
+        "session_len_sec": 90,
+        "model_defaults": {"fc_d_model": fc_d, "tf_d_model": tf_d},
+        "train_ds": ds,
+        "validation_ds": ds,
+        "test_ds": ds,
+        "preprocessor": _preprocessor(features=40),
+        "sortformer_modules": {
+            "_target_": "nemo.collections.asr.modules.sortformer_modules.SortformerModules",
+            "num_spks": num_spks,
+            "dropout_rate": 0.0,
+            "fc_d_model": fc_d,
+            "tf_d_model": tf_d,
+        },
+        "encoder": _conformer(d_model=fc_d),
+        "transformer_encoder": {
+            "_target_": "nemo.collections.asr.modules.transformer.transformer_encoders.TransformerEncoder",
+            "num_layers": 2,
+            "hidden_size": tf_d,
+            "inner_size": 64,
+            "num_attention_heads": 2,
+            "attn_score_dropout": 0.0,
+            "attn_layer_dropout": 0.0,
+            "ffn_dropout": 0.0,
+            "hidden_act": "relu",
+            "pre_ln": False,
+            "pre_ln_final_layer_norm": True,
+        },
+        "loss": {"_target_": "nemo.collections.asr.losses.bce_loss.BCELoss", "weight": None, "reduction": "mean"},
+        "optim": None,
+    }
+    model = SortformerEncLabelModel(cfg=OmegaConf.create(cfg))
+    model.save_to(str(path))
+    return path
+
+
+def build_all(out_dir: Path, kinds: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """Build every tiny model under `out_dir`; returns {name: path of the .nemo}."""
+    import torch
+
+    torch.manual_seed(0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out_dir / "tok")
+    tok_pc = build_tokenizer(out_dir / "tok_pc", vocab_size=128, cased=True)
+    builders = {
+        "ctc": lambda p: build_asr("ctc", tok, p),
+        "ctc_pc": lambda p: build_asr("ctc", tok_pc, p),
+        "rnnt": lambda p: build_asr("rnnt", tok, p),
+        "tdt": lambda p: build_asr("tdt", tok_pc, p),
+        "hybrid_tdt_ctc": lambda p: build_asr("hybrid_tdt_ctc", tok, p),
+        "vad": build_vad,
+        "lid": lambda p: build_speaker_label(p, LID_LABELS),
+        "speaker": lambda p: build_speaker_label(p, [f"spk{i}" for i in range(8)]),
+        "sortformer": build_sortformer,
+    }
+    out = {}
+    for name, fn in builders.items():
+        if kinds is None or name in kinds:
+            out[name] = fn(out_dir / f"{name}.nemo")
+    return out
+
+
+if __name__ == "__main__":  # python tests/nemo_models.py OUT_DIR
+    import sys
+    import time
+
+    t = time.time()
+    print(build_all(Path(sys.argv[1])), f"{time.time() - t:.1f}s")
