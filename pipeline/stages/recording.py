@@ -58,6 +58,7 @@ class RecordingStage:
         spans = utterances(regions, turns, self.cfg.segmentation, audio)
         row["speech_seconds"] = round(sum(s.duration for s in spans), 3)
         row["num_speakers"] = len({s.speaker for s in spans}) if turns is not None else (1 if spans else 0)
-        row["spans"] = [{"start": s.start, "end": s.end, "speaker": s.speaker} for s in spans]
+        # rounding to ms must not push the last span past the end of the audio
+        row["spans"] = [{"start": s.start, "end": min(s.end, duration), "speaker": s.speaker} for s in spans]
         if not spans:
             row.update(status="no_speech", audio=None)

@@ -1,0 +1,198 @@
+"""End-to-end: the embedded default on real speech, through the public API and the CLI.
+
+One run over the whole shared corpus (local folder -> local Parquet) feeds the accuracy tests; S3,
+diarization, config errors and corrupt input each have their own small run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jiwer
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from whisper_normalizer.basic import BasicTextNormalizer
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from pipeline.config import OutputConfig, load_config
+from pipeline.ledger import read_output
+from pipeline.records import RECORDINGS_SCHEMA, SEGMENTS_SCHEMA
+from pipeline.runner import run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _refs(corpus: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in (corpus / "references.jsonl").read_text().splitlines() if line.strip()]
+    return {str((corpus / r["audio_filepath"]).resolve()): r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def corpus_run(corpus: Path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus-out")
+    cfg = load_config(REPO / "conf/local.yaml", [f"input.uri={corpus}", f"output.uri={out}"])
+    report = run(cfg)
+    segments = read_output(cfg.output, "segments")
+    recordings = read_output(cfg.output, "recordings")
+    return report, segments, recordings, out
+
+
+def _text_by_uri(segments) -> dict[str, str]:
+    texts: dict[str, list] = {}
+    for s in sorted(segments.to_pylist(), key=lambda s: (s["uri"], s["segment_index"])):
+        texts.setdefault(str(Path(s["uri"]).resolve()), []).append(s["text"])
+    return {k: " ".join(v) for k, v in texts.items()}
+
+
+def _wer(ref: str, hyp: str, lang: str) -> float:
+    norm = EnglishTextNormalizer() if lang == "en" else BasicTextNormalizer()
+    return jiwer.wer(norm(ref), norm(hyp) or "<empty>")
+
+
+def test_one_recordings_row_per_file_and_native_schema(corpus_run, corpus):
+    report, segments, recordings, out = corpus_run
+    audio_files = [r for r in _refs(corpus)]
+    assert recordings.num_rows == len(audio_files) == report.discovered
+    assert set(RECORDINGS_SCHEMA.names) <= set(recordings.column_names)
+    # the files on disk are plain Parquet with native nested types, not pickled objects
+    seg_file = next((out / "segments").glob("*.parquet"))
+    schema = pq.read_schema(seg_file)
+    assert schema.field("words").type == SEGMENTS_SCHEMA.field("words").type
+    assert not [f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+    assert pq.read_schema(next((out / "recordings").glob("*.parquet"))).field("status").type == pa.string()
+    assert report.ok + report.no_speech == len(audio_files) and report.error == 0
+    assert (out / "report.json").exists()
+
+
+def test_jfk_wer_at_most_5_percent(corpus_run, corpus):
+    _, segments, _, _ = corpus_run
+    key = str((corpus / "speech/whisper_jfk.flac").resolve())
+    ref = _refs(corpus)[key]["text"]
+    assert _wer(ref, _text_by_uri(segments)[key], "en") <= 0.05
+
+
+def test_corpus_wer_english_15_other_30(corpus_run, corpus):
+    _, segments, _, _ = corpus_run
+    hyps = _text_by_uri(segments)
+    per_lang: dict[str, list[float]] = {}
+    for key, ref in _refs(corpus).items():
+        if ref.get("text"):
+            per_lang.setdefault(ref["lang"], []).append(_wer(ref["text"], hyps.get(key, ""), ref["lang"]))
+    english = per_lang.pop("en")
+    other = [w for ws in per_lang.values() for w in ws]
+    assert len(english) + len(other) >= 38
+    assert sum(english) / len(english) <= 0.15, english
+    assert sum(other) / len(other) <= 0.30, per_lang
+
+
+def test_language_id_on_all_fleurs_clips(corpus_run, corpus):
+    _, _, recordings, _ = corpus_run
+    refs = _refs(corpus)
+    fleurs = [r for r in recordings.to_pylist() if "fleurs-" in r["uri"]]
+    assert len(fleurs) == 25
+    wrong = [(r["uri"], r["language"]) for r in fleurs if r["language"] != refs[str(Path(r["uri"]).resolve())]["lang"]]
+    assert not wrong
+
+
+def test_no_speech_file_has_no_segments(corpus_run):
+    _, segments, recordings, _ = corpus_run
+    neg = [r for r in recordings.to_pylist() if r["uri"].endswith("negative/silerovad_test.opus")]
+    assert len(neg) == 1 and neg[0]["status"] == "no_speech" and neg[0]["num_segments"] == 0
+    assert not [s for s in segments.to_pylist() if s["uri"].endswith(".opus")]
+
+
+def test_words_have_timestamps_inside_their_segment(corpus_run):
+    _, segments, recordings, _ = corpus_run
+    durations = {r["recording_id"]: r["duration"] for r in recordings.to_pylist()}
+    n_words = 0
+    for s in segments.to_pylist():
+        assert 0 <= s["start"] < s["end"] <= durations[s["recording_id"]] + 1e-6
+        last = s["start"]
+        for w in s["words"]:
+            assert s["start"] - 1e-6 <= w["start"] <= w["end"] <= s["end"] + 1e-6
+            assert w["start"] >= last - 1e-6 and 0 <= w["confidence"] <= 1
+            last = w["start"]
+            n_words += 1
+    assert n_words > 500
+
+
+def test_diarization_finds_two_speakers_in_the_call(corpus, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(corpus / "diarization/pyannote_sample.wav", src)
+    shutil.copy(corpus / "speech/whisper_jfk.flac", src)
+    cfg = load_config(
+        REPO / "conf/local.yaml", [f"input.uri={src}", f"output.uri={tmp_path / 'out'}", "diarization.enabled=true"]
+    )
+    run(cfg)
+    rec = {Path(r["uri"]).name: r for r in read_output(cfg.output, "recordings").to_pylist()}
+    assert rec["pyannote_sample.wav"]["num_speakers"] == 2
+    assert rec["whisper_jfk.flac"]["num_speakers"] == 1
+    segs = [s for s in read_output(cfg.output, "segments").to_pylist() if s["uri"].endswith("pyannote_sample.wav")]
+    assert {s["speaker"] for s in segs} == {"spk0", "spk1"}
+    for s in segs:
+        assert s["words"] and all(s["start"] <= w["start"] <= w["end"] <= s["end"] for w in s["words"])
+
+
+def test_s3_in_s3_out(corpus, s3_endpoint, tmp_path):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("spine")  # no region: moto refuses a LocationConstraint
+    for rel in ["speech/whisper_jfk.flac", "multilingual/fleurs-fr-002.ogg", "negative/silerovad_test.opus"]:
+        fs.put_file(str(corpus / rel), f"spine/audio/{rel.replace('/', ' - ')}")  # names with spaces
+    storage = f"{{endpoint_url: '{s3_endpoint}'}}"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(REPO / "conf/local.yaml"),
+         "input.uri=s3://spine/audio/", "output.uri=s3://spine/out", f"input.storage={storage}", f"output.storage={storage}"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ok 2  no speech 1  error 0" in result.stdout
+    out = load_config(None, ["input.uri=x", "output.uri=s3://spine/out", f"output.storage={storage}"]).output
+    recs = read_output(out, "recordings").to_pylist()
+    assert sorted(r["status"] for r in recs) == ["no_speech", "ok", "ok"]
+    assert all(r["etag"] for r in recs)  # S3 etags are kept for change detection
+    segs = read_output(out, "segments").to_pylist()
+    assert any("ask not what your country" in s["text"].lower() for s in segs)
+    assert fs.glob("spine/out/segments/*.parquet") and fs.exists("spine/out/report.json")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_cli_config_error_names_key_and_choices(tmp_path):
+    res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={tmp_path}", "output.uri=/tmp/x", "asr.backend=kaldi")
+    assert res.returncode == 2
+    assert "asr.backend" in res.stderr and "'whisper' or 'nemo'" in res.stderr
+    res = _cli("run", str(REPO / "conf/local.yaml"), "inptu.uri=/x")
+    assert res.returncode == 2 and "unknown key 'inptu'" in res.stderr and "input" in res.stderr
+
+
+def test_cli_corrupt_file_is_an_error_row_and_the_job_goes_on(corpus, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(corpus / "speech/speechbrain_spk1_snt1.wav", src)
+    (src / "notes.wav").write_text("this is not audio")
+    data = (corpus / "speech/lhotse_2412-153948-0000.flac").read_bytes()
+    (src / "truncated.flac").write_bytes(data[:200])
+    out = tmp_path / "out"
+    res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={src}", f"output.uri={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "error 2" in res.stdout and "notes.wav: decode: not a decodable audio file" in res.stdout
+    recs = {Path(r["uri"]).name: r for r in read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()}
+    assert recs["speechbrain_spk1_snt1.wav"]["status"] == "ok"
+    assert recs["notes.wav"]["status"] == "error" and "decodable" in recs["notes.wav"]["error"]
+    assert recs["truncated.flac"]["status"] == "error" and recs["truncated.flac"]["error"]
+    # nothing processable at all -> non-zero exit
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.mp3").write_bytes(b"\0" * 64)
+    res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={bad}", f"output.uri={tmp_path / 'out2'}")
+    assert res.returncode == 1 and "error 1" in res.stdout

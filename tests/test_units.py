@@ -1,0 +1,70 @@
+"""Fast tests of the pure parts: config validation, segmentation rules, bucketing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.batching import BatchStats, plan_batches
+from pipeline.config import ConfigError, SegmentationConfig, load_config
+from pipeline.records import Span
+from pipeline.timeline import utterances
+
+BASE = ["input.uri=/in", "output.uri=/out"]
+
+
+def test_config_unknown_key_names_key_and_choices():
+    with pytest.raises(ConfigError) as err:
+        load_config("conf/local.yaml", [*BASE, "asr.modle=base"])
+    assert "asr.modle" in str(err.value) and "model" in str(err.value)
+
+
+def test_config_bad_choice_lists_valid_values():
+    with pytest.raises(ConfigError) as err:
+        load_config("conf/local.yaml", [*BASE, "vad.backend=webrtc"])
+    msg = str(err.value)
+    assert "vad.backend" in msg and "'silero'" in msg and "'nemo'" in msg
+
+
+def test_overrides_are_typed_and_change_the_fingerprint():
+    a = load_config("conf/local.yaml", BASE)
+    b = load_config("conf/local.yaml", [*BASE, "segmentation.max_segment_s=12", "diarization.enabled=true"])
+    assert b.segmentation.max_segment_s == 12.0 and b.diarization.enabled is True
+    assert a.fingerprint() != b.fingerprint()
+    # output location is not part of what a transcript depends on
+    assert a.fingerprint() == load_config("conf/local.yaml", ["input.uri=/x", "output.uri=/y"]).fingerprint()
+
+
+def test_utterances_never_cross_speakers_and_respect_max_length():
+    cfg = SegmentationConfig(max_segment_s=10, min_segment_s=0.3, merge_gap_s=1.0)
+    regions = [Span(0.0, 4.0), Span(4.5, 30.0), Span(31.0, 31.1)]
+    turns = [Span(0.0, 3.0, "spk0"), Span(3.0, 12.0, "spk1"), Span(12.0, 40.0, "spk0")]
+    rng = np.random.default_rng(0)
+    audio = rng.normal(0, 0.1, 40 * 16000).astype(np.float32)
+    audio[int(8.0 * 16000) : int(8.1 * 16000)] = 0  # a quiet moment to split at
+    out = utterances(regions, turns, cfg, audio)
+    assert all(s.duration <= 10.0 + 1e-6 for s in out)
+    assert all(s.duration >= 0.3 for s in out)  # the 0.1 s blip is dropped
+    for s in out:
+        owners = {t.speaker for t in turns if t.start < s.end and s.start < t.end}
+        assert owners == {s.speaker}
+    assert [s.start for s in out] == sorted(s.start for s in out)
+    # speech of spk1 from 3.0 to 12.0 minus the 4.0-4.5 gap merged back (gap < 1 s) and split once
+    spk1 = [s for s in out if s.speaker == "spk1"]
+    assert spk1[0].start == 3.0 and spk1[-1].end == 12.0
+
+
+def test_plan_batches_covers_every_item_once_and_respects_budget():
+    rng = np.random.default_rng(1)
+    durs = list(rng.uniform(0.5, 20, 200))
+    cost = lambda d: max(d) * len(d)  # FastConformer-style
+    batches = plan_batches(durs, cost, max_padded_s=120, max_items=32)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(200))
+    assert all(cost([durs[i] for i in b]) <= 120 or len(b) == 1 for b in batches)
+    on, off = BatchStats(), BatchStats()
+    for b in batches:
+        on.add([durs[i] for i in b], cost)
+    for b in plan_batches(durs, cost, max_padded_s=120, max_items=32, sort=False):
+        off.add([durs[i] for i in b], cost)
+    assert on.padding_ratio < 0.1 < off.padding_ratio
