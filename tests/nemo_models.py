@@ -147,7 +147,7 @@ def build_asr(kind: str, tokenizer_dir: Path, path: Path, d_model: int = 32) -> 
             "fuse_loss_wer": False,
             "jointnet": {"joint_hidden": 32, "activation": "relu", "dropout": 0.0},
         }
-        cfg["decoding"] = {"strategy": "greedy_batch", "greedy": {"max_symbols": 5}}
+        cfg["decoding"] = {"strategy": "greedy_batch", "greedy": {"max_symbols": 2}}
         cfg["loss"] = {"loss_name": "default"}
         if tdt:
             cfg["joint"]["num_extra_outputs"] = len(durations)
@@ -342,6 +342,22 @@ def build_all(out_dir: Path, kinds: tuple[str, ...] | None = None) -> dict[str, 
         if kinds is None or name in kinds:
             out[name] = fn(out_dir / f"{name}.nemo")
     return out
+
+
+_BUILT: dict[str, Path] = {}
+
+
+def session_models() -> dict[str, Path]:
+    """`build_all` once per process (test modules share it), into a temp dir removed at exit."""
+    if not _BUILT:
+        import atexit
+        import shutil
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="scriptorium-nemo-models-"))
+        atexit.register(shutil.rmtree, out, True)
+        _BUILT.update(build_all(out))
+    return dict(_BUILT)
 
 
 if __name__ == "__main__":  # python tests/nemo_models.py OUT_DIR

@@ -1,0 +1,199 @@
+"""Model references: local files, S3 (a real S3 API served by moto) with a per-node cache, sha256
+verification, concurrent fetches, retries, and pretrained names without network. No Ray."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nemo_models import session_models  # noqa: E402
+
+import pipeline.models as pm  # noqa: E402
+from pipeline.config import ModelsConfig, StorageOptions  # noqa: E402
+from pipeline.models import ModelIntegrityError, ModelLoadError, load_nemo_model, resolve_model  # noqa: E402
+
+BUCKET = "scriptorium-models"
+
+
+@pytest.fixture(scope="session")
+def tiny() -> dict[str, Path]:
+    return session_models()
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def s3_models(s3_endpoint, tiny):
+    """The tiny ASR model uploaded to a bucket of the moto S3 server."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)  # no region: moto refuses a LocationConstraint for us-east-1
+    fs.put(str(tiny["ctc"]), f"{BUCKET}/asr/ctc.nemo")
+    fs.put(str(tiny["vad"]), f"{BUCKET}/vad/vad.nemo")
+    return fs
+
+
+def s3_cfg(endpoint: str, cache: Path) -> ModelsConfig:
+    return ModelsConfig(cache_dir=str(cache), storage=StorageOptions(endpoint_url=endpoint))
+
+
+# ------------------------------------------------------------------------------------------ local
+
+
+def test_local_path_and_sha256(tiny, tmp_path):
+    cfg = ModelsConfig(cache_dir=str(tmp_path / "cache"))
+    path = tiny["vad"]
+    assert resolve_model(str(path), None, cfg) == str(path)
+    assert resolve_model(f"file://{path}", sha(path).upper(), cfg) == str(path)
+    with pytest.raises(ModelIntegrityError) as err:
+        resolve_model(str(path), "0" * 64, cfg)
+    assert "0" * 64 in str(err.value) and sha(path) in str(err.value) and "Refusing" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing.nemo"), None, cfg)
+    assert not (tmp_path / "cache").exists()  # local files are never copied
+
+
+def test_pretrained_name_without_network_fails_fast(tmp_path):
+    from nemo.collections.asr.models import EncDecFrameClassificationModel
+
+    cfg = ModelsConfig(cache_dir=str(tmp_path))
+    assert resolve_model("vad_multilingual_frame_marblenet", None, cfg) is None
+    assert resolve_model("nvidia/parakeet-tdt-0.6b-v3", None, cfg) is None
+    t0 = time.monotonic()
+    with pytest.raises(ModelLoadError, match="could not download pretrained model 'vad_multilingual_frame_marblenet'.*no network"):
+        load_nemo_model(EncDecFrameClassificationModel, "vad_multilingual_frame_marblenet", None, cfg, "cpu")
+    assert time.monotonic() - t0 < 60
+
+
+# ------------------------------------------------------------------------------------------ S3
+
+
+def test_s3_model_loads_with_sha256_and_is_cached(s3_models, s3_endpoint, tiny, tmp_path, corpus):
+    from nemo.collections.asr.models import ASRModel
+
+    cfg = s3_cfg(s3_endpoint, tmp_path / "cache")
+    ref = f"s3://{BUCKET}/asr/ctc.nemo"
+    model = load_nemo_model(ASRModel, ref, sha(tiny["ctc"]), cfg, "cpu")
+    assert not model.training
+    local = Path(resolve_model(ref, sha(tiny["ctc"]), cfg))
+    assert local.is_file() and str(local).startswith(str(tmp_path / "cache"))
+    assert sha(local) == sha(tiny["ctc"])
+    assert not list(local.parent.glob("*.part"))
+
+    # the same model through the ASR backend (a user's asr.model=s3://...)
+    from pipeline.backends.nemo import NemoAsr
+    from pipeline.config import AsrConfig
+    from pipeline.audio import decode
+
+    asr = NemoAsr(AsrConfig(backend="nemo", model=ref, sha256=sha(tiny["ctc"])), cfg, use_gpu=False)
+    clip = decode(str(corpus / "speech" / "speechbrain_spk1_snt2.wav")).samples
+    assert len(asr.transcribe([clip], ["en"])) == 1
+    assert asr.model_id() == f"nemo:{ref}@sha256:{sha(tiny['ctc'])[:12]}"
+
+
+def test_s3_sha256_mismatch_is_refused_and_leaves_nothing(s3_models, s3_endpoint, tmp_path):
+    cfg = s3_cfg(s3_endpoint, tmp_path / "cache")
+    with pytest.raises(ModelIntegrityError, match="expected f{64}, got [0-9a-f]{64}"):
+        resolve_model(f"s3://{BUCKET}/asr/ctc.nemo", "f" * 64, cfg)
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    assert leftovers == []
+
+
+def test_s3_concurrent_fetch_downloads_once(s3_models, s3_endpoint, tiny, tmp_path, monkeypatch):
+    cfg = s3_cfg(s3_endpoint, tmp_path / "cache")
+    ref = f"s3://{BUCKET}/asr/ctc.nemo"
+    real_download = pm._download
+    downloads = []
+
+    def slow_counting_download(*args, **kwargs):
+        downloads.append(threading.get_ident())
+        time.sleep(0.5)  # widen the race window
+        return real_download(*args, **kwargs)
+
+    monkeypatch.setattr(pm, "_download", slow_counting_download)
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(resolve_model(ref, sha(tiny["ctc"]), cfg))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(results) == 3 and len(set(results)) == 1
+    assert len(downloads) == 1
+    assert sha(Path(results[0])) == sha(tiny["ctc"])
+    # a later call (another actor on the node) is served from the cache
+    resolve_model(ref, None, cfg)
+    assert len(downloads) == 1
+
+
+def test_s3_replaced_object_is_downloaded_again(s3_models, s3_endpoint, tiny, tmp_path):
+    cfg = s3_cfg(s3_endpoint, tmp_path / "cache")
+    ref = f"s3://{BUCKET}/swap/model.nemo"
+    s3_models.put(str(tiny["vad"]), f"{BUCKET}/swap/model.nemo")
+    first = Path(resolve_model(ref, None, cfg))
+    assert sha(first) == sha(tiny["vad"])
+    s3_models.put(str(tiny["lid"]), f"{BUCKET}/swap/model.nemo")
+    s3_models.invalidate_cache()
+    second = Path(resolve_model(ref, None, cfg))
+    assert sha(second) == sha(tiny["lid"])
+
+
+def test_s3_missing_object(s3_models, s3_endpoint, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model(f"s3://{BUCKET}/nope/missing.nemo", None, s3_cfg(s3_endpoint, tmp_path))
+
+
+def test_transient_fetch_errors_are_retried_then_given_up(tmp_path, monkeypatch):
+    """Bounded retries: a flaky connection recovers; a dead one fails after a few attempts."""
+    payload = np.random.default_rng(0).bytes(1000)
+
+    class FlakyFS:
+        def __init__(self, failures: int):
+            self.failures, self.opens = failures, 0
+
+        def info(self, ref):
+            return {"size": len(payload), "ETag": "abc"}
+
+        def open(self, ref, mode):
+            import io
+
+            self.opens += 1
+            if self.opens <= self.failures:
+                raise ConnectionResetError("connection reset by peer")
+            return io.BytesIO(payload)
+
+    import fsspec
+
+    monkeypatch.setattr(pm, "_FETCH_ATTEMPTS", 3)
+    import tenacity
+
+    monkeypatch.setattr(tenacity, "wait_exponential", lambda **kw: tenacity.wait_none())
+    cfg = ModelsConfig(cache_dir=str(tmp_path))
+    flaky = FlakyFS(failures=2)
+    monkeypatch.setattr(fsspec, "filesystem", lambda *a, **k: flaky)
+    path = resolve_model("s3://b/m.nemo", hashlib.sha256(payload).hexdigest(), cfg)
+    assert Path(path).read_bytes() == payload and flaky.opens == 3
+
+    dead = FlakyFS(failures=100)
+    monkeypatch.setattr(fsspec, "filesystem", lambda *a, **k: dead)
+    with pytest.raises(ConnectionResetError):
+        resolve_model("s3://b/other.nemo", None, cfg)
+    assert dead.opens == 3
