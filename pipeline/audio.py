@@ -4,17 +4,28 @@ Why PyAV: it bundles FFmpeg's decoders (WAV, FLAC, MP3, Ogg Vorbis/Opus, M4A/AAC
 from file-like objects, and its resampler downmixes and resamples in one pass. faster-whisper's own
 `decode_audio` silently skips undecodable frames and goes through 16-bit integers; we want float32
 and an honest error when a file is not audio, so the loop is written out here (it is short).
+
+Memory is bounded: `decode_windows` streams fixed-size windows (the input is read as a stream, one
+packet at a time), and `decode` appends each window to ONE growing buffer (a bytearray, which glibc
+grows in place with mremap for large sizes), so a long file costs ~1x its float32 samples (2 h:
+460 MB), never the 2-3x of "list of chunks -> concatenate -> astype -> tobytes". Files longer than
+`max_duration_s` are refused before decoding when the header declares their length, else as soon
+as decoding passes the limit.
 """
 
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
-from typing import BinaryIO
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
 SAMPLE_RATE = 16000
+#: A file whose decoded length falls short of what its header declares by more than this is "truncated".
+TRUNCATION_TOLERANCE = 0.02
+#: Above this share of NaN/inf samples the file is refused; below, they are zeroed with a warning.
+MAX_NONFINITE_FRACTION = 0.01
 
 
 class DecodeError(ValueError):
@@ -23,36 +34,88 @@ class DecodeError(ValueError):
 
 @dataclass
 class DecodedAudio:
-    samples: np.ndarray  # float32, mono, SAMPLE_RATE
+    samples: np.ndarray  # float32, mono, SAMPLE_RATE (a view of `buffer` when decoded by `decode`)
     source_sample_rate: int
     source_channels: int
     warnings: list[str]
+    buffer: bytearray | None = field(default=None, repr=False)  # the samples' bytes (little-endian float32)
 
     @property
     def duration(self) -> float:
         return len(self.samples) / SAMPLE_RATE
 
 
-def decode(source: str | BinaryIO, max_duration_s: float | None = None) -> DecodedAudio:
-    """Decode, downmix and resample. Raises DecodeError with a human-readable reason."""
+@dataclass
+class StreamInfo:
+    """What the container says, filled in by `decode_windows` before the first window."""
+
+    source_sample_rate: int = 0
+    source_channels: int = 0
+    declared_seconds: float | None = None  # from the header; None if the container does not say
+    warnings: list[str] = field(default_factory=list)
+    samples: int = 0  # decoded so far (16 kHz)
+    nonfinite: int = 0  # NaN/inf samples seen (and zeroed)
+
+
+def decode_windows(
+    source: str | BinaryIO,
+    window_s: float = 30.0,
+    max_duration_s: float | None = None,
+    info: StreamInfo | None = None,
+) -> Iterator[np.ndarray]:
+    """Stream 16 kHz mono float32 windows of `window_s` seconds (the last may be shorter).
+
+    Raises DecodeError (not audio, too long, nothing decodable). NaN/inf samples are zeroed as they
+    pass and counted in `info.nonfinite`; warnings (corrupt packets, early stop, truncation) are
+    appended to `info.warnings` once the stream ends."""
     import av
 
-    warnings: list[str] = []
-    chunks: list[np.ndarray] = []
-    total = 0
+    info = info if info is not None else StreamInfo()
+    wav_declared = _wav_declared_seconds(source)
+    window = max(1, int(window_s * SAMPLE_RATE))
     limit = int(max_duration_s * SAMPLE_RATE) if max_duration_s else None
+    pending: list[np.ndarray] = []
+    pending_n = 0
     bad_frames = 0
     try:
         container = av.open(source, mode="r", metadata_errors="ignore")
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+    except (av.error.FFmpegError, UnicodeDecodeError, EOFError) as exc:
         raise DecodeError(f"not a decodable audio file ({_reason(exc)})") from None
     with container:
         if not container.streams.audio:
             raise DecodeError("file has no audio stream")
         stream = container.streams.audio[0]
-        src_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
-        src_channels = int(stream.codec_context.channels or 0)
+        info.source_sample_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+        info.source_channels = int(stream.codec_context.channels or 0)
+        info.declared_seconds = wav_declared or _declared_seconds(container, stream)
+        if max_duration_s and info.declared_seconds and info.declared_seconds > max_duration_s * 1.01:
+            raise DecodeError(
+                f"{info.declared_seconds:.0f} s long, more than decode.max_duration_s={max_duration_s:.0f} s; "
+                "raise it to process this file"
+            )
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+        def take(frames) -> Iterator[np.ndarray]:
+            nonlocal pending, pending_n
+            for out in frames:
+                arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                bad = ~np.isfinite(arr)
+                if bad.any():
+                    info.nonfinite += int(bad.sum())
+                    arr = np.where(bad, np.float32(0.0), arr)
+                pending.append(arr)
+                pending_n += len(arr)
+                info.samples += len(arr)
+                if limit is not None and info.samples > limit:
+                    raise DecodeError(
+                        f"longer than decode.max_duration_s={max_duration_s:.0f} s; raise it to process this file"
+                    )
+                while pending_n >= window:
+                    joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                    yield joined[:window]
+                    rest = joined[window:]
+                    pending, pending_n = ([rest] if len(rest) else []), len(rest)
+
         try:
             for packet in container.demux(stream):
                 try:
@@ -61,35 +124,84 @@ def decode(source: str | BinaryIO, max_duration_s: float | None = None) -> Decod
                     bad_frames += 1
                     continue
                 for frame in frames:
-                    for out in resampler.resample(frame):
-                        arr = out.to_ndarray().reshape(-1)
-                        chunks.append(arr)
-                        total += len(arr)
-                if limit is not None and total > limit:
-                    raise DecodeError(
-                        f"longer than decode.max_duration_s={max_duration_s:.0f} s; raise it to process this file"
-                    )
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                    yield from take(resampler.resample(frame))
+            yield from take(resampler.resample(None))
         except av.error.FFmpegError as exc:
-            if not chunks:
+            if info.samples == 0:
                 raise DecodeError(f"not a decodable audio file ({_reason(exc)})") from None
-            warnings.append(f"decoding stopped early ({_reason(exc)}); kept the first part")
+            info.warnings.append(f"decoding stopped early ({_reason(exc)}); kept the first part")
+        if pending_n:
+            yield np.concatenate(pending) if len(pending) > 1 else pending[0]
         del resampler
     gc.collect()  # PyAV resampler objects are only freed by the collector (faster-whisper#390)
     if bad_frames:
-        warnings.append(f"{bad_frames} corrupt packet(s) skipped")
-    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
-    if samples.size == 0:
+        info.warnings.append(f"{bad_frames} corrupt packet(s) skipped")
+    decoded_s = info.samples / SAMPLE_RATE
+    if info.samples and info.declared_seconds and decoded_s < info.declared_seconds * (1 - TRUNCATION_TOLERANCE) - 0.05:
+        info.warnings.append(
+            f"file looks truncated: decoded {decoded_s:.2f} s of the {info.declared_seconds:.2f} s its header declares"
+        )
+
+
+def decode(source: str | BinaryIO, max_duration_s: float | None = None, window_s: float = 30.0) -> DecodedAudio:
+    """Decode, downmix and resample the whole file into one buffer. Raises DecodeError with a reason."""
+    info = StreamInfo()
+    buf = bytearray()
+    for win in decode_windows(source, window_s, max_duration_s, info):
+        buf += memoryview(np.ascontiguousarray(win, dtype="<f4")).cast("B")
+    if info.samples == 0:
         raise DecodeError("file holds no audio samples (empty or truncated before the first frame)")
-    bad = ~np.isfinite(samples)
-    if bad.any():
-        frac = float(bad.mean())
-        if frac > 0.01:
+    warnings = list(info.warnings)
+    if info.nonfinite:
+        frac = info.nonfinite / info.samples
+        if frac > MAX_NONFINITE_FRACTION:
             raise DecodeError(f"{frac:.1%} of the samples are NaN or infinite")
-        samples = np.where(bad, 0.0, samples).astype(np.float32)
-        warnings.append(f"{int(bad.sum())} NaN/inf samples set to 0")
-    return DecodedAudio(samples, src_rate, src_channels, warnings)
+        warnings.append(f"{info.nonfinite} NaN/inf samples set to 0")
+    samples = np.frombuffer(buf, dtype="<f4")
+    return DecodedAudio(samples, info.source_sample_rate, info.source_channels, warnings, buffer=buf)
+
+
+def _wav_declared_seconds(source) -> float | None:
+    """Length a RIFF/WAVE header declares (FFmpeg trusts the file size instead, so a truncated WAV
+    would otherwise pass silently). Peeks at the first bytes of a seekable source, then rewinds."""
+    import struct
+
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                head = f.read(4096)
+        elif source.seekable():
+            pos = source.tell()
+            head = source.read(4096)
+            source.seek(pos)
+        else:
+            return None
+    except (OSError, AttributeError, ValueError):
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    i, byte_rate = 12, None
+    while i + 8 <= len(head):
+        cid, size = head[i : i + 4], struct.unpack("<I", head[i + 4 : i + 8])[0]
+        if cid == b"fmt " and i + 16 <= len(head):
+            byte_rate = struct.unpack("<I", head[i + 16 : i + 20])[0] if i + 20 <= len(head) else None
+        elif cid == b"data":
+            if not byte_rate or size in (0, 0xFFFFFFFF):  # unknown length (streamed WAV)
+                return None
+            return size / byte_rate
+        i += 8 + size + (size & 1)
+    return None
+
+
+def _declared_seconds(container, stream) -> float | None:
+    try:
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / 1_000_000  # AV_TIME_BASE
+    except Exception:  # noqa: BLE001 - metadata only
+        return None
+    return None
 
 
 def _reason(exc: Exception) -> str:

@@ -1,4 +1,9 @@
-"""`scriptorium status`: what an output holds, and what a rerun of a config would do."""
+"""`scriptorium status`: what an output holds, and what a rerun of a config would do.
+
+Read-only: it lists the ledger (pipeline/ledger.py) and the input, never touches audio. Without
+`--config`, "what a rerun would do" is computed for the last run's input and pipeline fingerprint
+(from report.json), i.e. for a rerun of the same command.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +11,85 @@ import json
 import time
 from collections import Counter
 
-from pipeline.config import OutputConfig, load_config
+from pipeline.config import InputConfig, OutputConfig, load_config
 from pipeline.ledger import Ledger
 from pipeline.storage import with_retries
 
 
-def status(output_uri: str, config: str | None = None, overrides: list[str] = ()) -> str:  # type: ignore[assignment]
+def status_data(output_uri: str, config: str | None = None, overrides: list[str] = ()) -> dict:  # type: ignore[assignment]
     cfg = load_config(config, [*overrides, f"output.uri={output_uri}"]) if config else None
     out_cfg = cfg.output if cfg else OutputConfig(uri=output_uri)
     ledger = Ledger(out_cfg)
     commits = ledger.commits()
     entries = ledger.entries(commits)
     counts = Counter(e.status for e in entries.values())
-    lines = [
-        f"output {output_uri}: {len(entries)} recordings committed in {len(commits)} parts",
-        f"  ok {counts.get('ok', 0)}  no speech {counts.get('no_speech', 0)}  error {counts.get('error', 0)}",
-    ]
+    data: dict = {
+        "output": output_uri,
+        "committed": len(entries),
+        "parts": len(commits),
+        "ok": counts.get("ok", 0),
+        "no_speech": counts.get("no_speech", 0),
+        "error": counts.get("error", 0),
+        "failed": sorted(({"uri": e.uri, "error": e.error} for e in entries.values() if e.status == "error"),
+                         key=lambda d: d["uri"]),
+        "last_commit": commits[-1]["committed_at"] if commits else None,
+        "last_run": None,
+        "rerun": None,
+    }
     report = ledger.path("report.json")
-    if with_retries(lambda: ledger.fs.exists(report)):
+    last = None
+    try:
         last = json.loads(with_retries(lambda: ledger.fs.cat_file(report)))
+    except FileNotFoundError:
+        pass
+    data["last_run"] = last
+    if cfg is not None:
+        in_cfg, fingerprint = cfg.input, cfg.fingerprint()
+    elif last is not None:
+        in_cfg, fingerprint = InputConfig(uri=last["input_uri"], storage=out_cfg.storage), last["fingerprint"]
+    else:
+        return data
+    from pipeline.discover import DiscoveryError, discover
+
+    try:
+        files = discover(in_cfg)
+    except DiscoveryError as exc:
+        data["rerun"] = {"error": str(exc)}
+        return data
+    _, plan = ledger.plan(files, fingerprint)
+    listed = {f.recording_id for f in files}
+    plan["gone"] = sum(1 for rid in entries if rid not in listed)  # committed, input no longer listed
+    plan["input"] = in_cfg.uri
+    data["rerun"] = plan
+    return data
+
+
+def status(output_uri: str, config: str | None = None, overrides: list[str] = ()) -> str:  # type: ignore[assignment]
+    d = status_data(output_uri, config, overrides)
+    lines = [
+        f"output {output_uri}: {d['committed']} recordings committed in {d['parts']} parts",
+        f"  ok {d['ok']}  no speech {d['no_speech']}  failed (error) {d['error']}",
+    ]
+    for f in d["failed"][:10]:
+        lines.append(f"  failed: {f['uri']}: {f['error']}")
+    if len(d["failed"]) > 10:
+        lines.append(f"  ... and {len(d['failed']) - 10} more failed")
+    last = d["last_run"]
+    if last:
         lines.append(
-            f"  last run {last['run_id']}: ok {last['ok']}, no speech {last['no_speech']}, error {last['error']}, "
+            f"  last run {last['run_id']}: {last.get('new', 0)} new, {last.get('changed', 0)} changed, "
+            f"{last.get('skipped', 0)} skipped; ok {last['ok']}, no speech {last['no_speech']}, error {last['error']}; "
             f"{last['audio_seconds']:.1f} s audio in {last['wall_seconds']:.1f} s"
         )
-    if commits:
-        lines.append(f"  last commit {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(commits[-1]['committed_at']))}")
-    if cfg is not None:
-        from pipeline.discover import discover
-
-        _, plan = ledger.plan(discover(cfg.input), cfg.fingerprint())
+    if d["last_commit"]:
+        lines.append(f"  last commit {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(d['last_commit']))}")
+    r = d["rerun"]
+    if r and "error" in r:
+        lines.append(f"  a rerun cannot list its input: {r['error']}")
+    elif r:
         lines.append(
-            f"  a rerun would process {plan['new']} new, {plan['changed']} changed, "
-            f"{plan['retry_failed']} failed; skip {plan['skipped']}"
+            f"  a rerun on {r['input']} would process {r['new']} new, {r['changed']} changed, "
+            f"{r['retry_failed']} failed before (retried); skip {r['skipped']} done"
+            + (f"; {r['gone']} committed recordings are no longer in the input" if r["gone"] else "")
         )
     return "\n".join(lines)

@@ -3,6 +3,13 @@
 Reads through fsspec (streaming, with bounded retries on transient storage errors) and decodes with
 PyAV (pipeline/audio.py). A file that fails never stops the job: it leaves as a row with
 status="error" and a message a person can act on.
+
+The row carries the input version seen at listing time (size, etag, mtime) to the ledger, which
+commits it. If the object's size at read time differs (replaced between listing and reading), the
+read-time version is recorded instead, so the ledger never claims the listed version was processed.
+
+Memory: one decoded recording is held once, as a float32 buffer that becomes the Arrow `audio`
+value without a copy (one Arrow chunk per row), so a 2-hour file costs ~460 MB here, not 3x that.
 """
 
 from __future__ import annotations
@@ -15,7 +22,13 @@ from pipeline.storage import filesystem, is_transient, with_retries
 
 #: What a discovery row carries into the pipeline.
 INPUT_SCHEMA = pa.schema(
-    [("recording_id", pa.string()), ("uri", pa.string()), ("size", pa.int64()), ("etag", pa.string())]
+    [
+        ("recording_id", pa.string()),
+        ("uri", pa.string()),
+        ("size", pa.int64()),
+        ("etag", pa.string()),
+        ("mtime", pa.float64()),
+    ]
 )
 
 #: What the decode stage hands to the recording stage. `audio` is float32 little-endian bytes.
@@ -32,37 +45,67 @@ DECODED_SCHEMA = pa.schema(
 )
 
 
-def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions) -> dict:
+def _version(fs, path: str, f) -> dict:
+    """size/etag/mtime of the object as opened (s3fs keeps the HEAD result in `f.details`)."""
+    from pipeline.discover import _input_file
+
+    info = getattr(f, "details", None) or fs.info(path)
+    v = _input_file("", info)
+    return {"size": v.size, "etag": v.etag, "mtime": v.mtime}
+
+
+def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size: int | None = None) -> dict:
     fs, path = filesystem(uri, storage)
+    version: dict = {}
 
     def attempt():
         with fs.open(path, "rb") as f:
+            v = _version(fs, path, f)
+            if listed_size is not None and v["size"] != listed_size:
+                version.update(v)  # changed since listing: commit what was actually read
             return decode(f, cfg.max_duration_s)
 
     try:
         audio = with_retries(attempt)
     except DecodeError as exc:
-        return {"status": "error", "error": f"decode: {exc}"}
+        return {**version, "status": "error", "error": f"decode: {exc}"}
     except FileNotFoundError:
         return {"status": "error", "error": "input file not found (deleted after listing?)"}
     except Exception as exc:  # noqa: BLE001 - any failure of one file must become its error row
         kind = "storage (gave up after retries)" if is_transient(exc) else "decode"
-        return {"status": "error", "error": f"{kind}: {type(exc).__name__}: {exc}"}
+        return {**version, "status": "error", "error": f"{kind}: {type(exc).__name__}: {exc}"}
     return {
+        **version,
         "duration": audio.duration,
         "source_sample_rate": audio.source_sample_rate,
         "source_channels": audio.source_channels,
         "status": "ok",
         "error": "; ".join(audio.warnings) or None,
-        "audio": audio.samples.astype("<f4").tobytes(),
+        "audio": audio.buffer,
     }
+
+
+def _binary_chunk(buf) -> pa.Array:
+    """One large_binary value over `buf` without copying it (None -> a null)."""
+    if buf is None:
+        return pa.array([None], pa.large_binary())
+    import numpy as np
+
+    data = pa.py_buffer(buf)
+    offsets = pa.py_buffer(np.array([0, len(buf)], dtype=np.int64))
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, data])
 
 
 def decode_batch(batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions) -> pa.Table:
     """Ray Data function: a batch of discovery rows -> decoded rows (one out per row in)."""
-    rows = []
-    for row in batch.select(INPUT_SCHEMA.names).to_pylist():
-        out = {"duration": None, "source_sample_rate": None, "source_channels": None, "audio": None}
-        out.update(decode_one(row["uri"], cfg, storage))
-        rows.append({**row, **out})
-    return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
+    rows, audio = [], []
+    names = [n for n in INPUT_SCHEMA.names if n in batch.column_names]
+    for row in batch.select(names).to_pylist():
+        out = {"duration": None, "source_sample_rate": None, "source_channels": None}
+        out.update(decode_one(row["uri"], cfg, storage, row.get("size")))
+        audio.append(out.pop("audio", None))
+        rows.append({"mtime": None, **row, **out})
+    meta = pa.Table.from_pylist(rows, schema=pa.schema([f for f in DECODED_SCHEMA if f.name != "audio"]))
+    chunks = [_binary_chunk(b) for b in audio] or [pa.array([], pa.large_binary())]
+    column = pa.chunked_array(chunks, pa.large_binary())
+    return meta.append_column(DECODED_SCHEMA.field("audio"), column)
