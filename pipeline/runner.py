@@ -64,7 +64,7 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     from pipeline.stages.segment import SegmentStage
 
     init_ray(cfg.ray)
-    rows = [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag} for f in todo]
+    rows = [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag, "mtime": f.mtime} for f in todo]
     blocks = max(1, math.ceil(len(rows) / cfg.decode.resources.batch_size))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = map_tasks(ds, decode_batch, cfg.decode.resources, cfg=cfg.decode, storage=cfg.input.storage)
