@@ -33,7 +33,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 API (moto's threaded HTTP server) on 127.0.0.1, with throwaway credentials."""
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",

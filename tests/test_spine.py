@@ -182,6 +182,15 @@ def test_cli_corrupt_file_is_an_error_row_and_the_job_goes_on(corpus, tmp_path):
     (src / "notes.wav").write_text("this is not audio")
     data = (corpus / "speech/lhotse_2412-153948-0000.flac").read_bytes()
     (src / "truncated.flac").write_bytes(data[:200])
+    # a file that switches language after a pause is transcribed in both languages
+    import numpy as np
+    import soundfile as sf
+
+    from pipeline.audio import decode
+
+    en = decode(str(corpus / "multilingual/fleurs-en-001.ogg")).samples
+    de = decode(str(corpus / "multilingual/fleurs-de-001.ogg")).samples
+    sf.write(src / "mixed en-de.wav", np.concatenate([en, np.zeros(32000, np.float32), de]), 16000)
     out = tmp_path / "out"
     res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={src}", f"output.uri={out}")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -190,6 +199,9 @@ def test_cli_corrupt_file_is_an_error_row_and_the_job_goes_on(corpus, tmp_path):
     assert recs["speechbrain_spk1_snt1.wav"]["status"] == "ok"
     assert recs["notes.wav"]["status"] == "error" and "decodable" in recs["notes.wav"]["error"]
     assert recs["truncated.flac"]["status"] == "error" and recs["truncated.flac"]["error"]
+    mixed = [s for s in read_output(OutputConfig(uri=str(out))).to_pylist() if s["uri"].endswith("mixed en-de.wav")]
+    assert [s["language"] for s in sorted(mixed, key=lambda s: s["start"])][:1] == ["en"]
+    assert {s["language"] for s in mixed} == {"en", "de"}
     # nothing processable at all -> non-zero exit
     bad = tmp_path / "bad"
     bad.mkdir()

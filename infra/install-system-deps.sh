@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# System packages Scriptorium needs on a Debian/Ubuntu machine or image:
+#   ffmpeg     command-line transcoding (the demo writes MP3/Ogg/FLAC; decoding itself uses PyAV's bundled FFmpeg)
+#   espeak-ng  speech synthesis for the demo corpus
+#   sox        audio inspection in tests and benchmarks
+set -euo pipefail
+need=()
+for cmd in ffmpeg espeak-ng sox; do command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd"); done
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
