@@ -54,6 +54,35 @@ def _version(fs, path: str, f) -> dict:
     return {"size": v.size, "etag": v.etag, "mtime": v.mtime}
 
 
+class _Reader:
+    """File-like wrapper that remembers a storage error raised inside PyAV's read callback. FFmpeg
+    turns such an error into "invalid data" or an early end of stream; without this, a network
+    hiccup would become a permanent "not audio" error or a silently truncated transcript."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def read(self, n=-1):
+        try:
+            return self.f.read(n)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def seek(self, *args):
+        try:
+            return self.f.seek(*args)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def tell(self):
+        return self.f.tell()
+
+    def seekable(self):
+        return self.f.seekable()
+
+
 def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size: int | None = None) -> dict:
     fs, path = filesystem(uri, storage)
     version: dict = {}
@@ -63,7 +92,16 @@ def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size
             v = _version(fs, path, f)
             if listed_size is not None and v["size"] != listed_size:
                 version.update(v)  # changed since listing: commit what was actually read
-            return decode(f, cfg.max_duration_s)
+            reader = _Reader(f)
+            try:
+                audio = decode(reader, cfg.max_duration_s)
+            except DecodeError:
+                if reader.error is not None:
+                    raise reader.error from None  # a storage error, not bad audio: retry
+                raise
+            if reader.error is not None:  # decoding "stopped early" because a read failed: retry
+                raise reader.error
+            return audio
 
     try:
         audio = with_retries(attempt)
