@@ -102,7 +102,7 @@ def clean(corpus_in, tmp_path_factory):
     """A clean, uninterrupted run: the reference set of (recording_id, segment_index)."""
     out = tmp_path_factory.mktemp("clean")
     report = run_inproc(corpus_in, out)
-    assert report.ok == len(CLIPS) and report.error == 0, report.summary()
+    assert report.processed == len(CLIPS) and report.error == 0, report.summary()
     keys = seg_keys(str(out))
     assert len(keys) >= len(CLIPS)
     return set(keys)
@@ -214,7 +214,7 @@ def test_incremental_and_changed_inputs(tmp_path):
     inp = make_input(tmp_path / "in", CLIPS[:3])
     out = tmp_path / "out"
     r1 = run_inproc(inp, out)
-    assert (r1.new, r1.ok, r1.error) == (3, 3, 0), r1.summary()
+    assert (r1.new, r1.processed, r1.error) == (3, 3, 0), r1.summary()
     first = seg_keys(str(out))
     r2 = run_inproc(inp, out)  # nothing to do: nothing decoded, no Ray job
     assert (r2.skipped, r2.new, r2.changed, r2.processed, r2.audio_seconds) == (3, 0, 0, 0, 0.0), r2.summary()
@@ -224,7 +224,7 @@ def test_incremental_and_changed_inputs(tmp_path):
     shutil.copyfile(CORPUS / "speech" / "lhotse_common_voice_en_651325.mp3", inp / CLIPS[1])
     shutil.copyfile(CORPUS / "speech" / CLIPS[3], inp / CLIPS[3])
     r3 = run_inproc(inp, out)
-    assert (r3.new, r3.changed, r3.skipped, r3.ok) == (1, 2, 1, 3), r3.summary()
+    assert (r3.new, r3.changed, r3.skipped, r3.processed, r3.error) == (1, 2, 1, 3, 0), r3.summary()
     recs = read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()
     assert len(recs) == 4 and len({r["recording_id"] for r in recs}) == 4
     replaced = next(r for r in recs if r["uri"].endswith(CLIPS[1]))
@@ -233,7 +233,7 @@ def test_incremental_and_changed_inputs(tmp_path):
     assert len(keys) == len(set(keys)) and sorted(plain_keys(out)) == sorted(keys)
     # a changed pipeline fingerprint reprocesses everything and replaces every row
     r4 = run_inproc(inp, out, "vad.pad_s=0.25")
-    assert (r4.changed, r4.skipped, r4.ok) == (4, 0, 4), r4.summary()
+    assert (r4.changed, r4.skipped, r4.processed, r4.error) == (4, 0, 4, 0), r4.summary()
     keys = seg_keys(str(out))
     assert len(keys) == len(set(keys)) and sorted(plain_keys(out)) == sorted(keys)
     fps = set(read_output(OutputConfig(uri=str(out)), "segments").column("fingerprint").to_pylist())
@@ -241,7 +241,7 @@ def test_incremental_and_changed_inputs(tmp_path):
     from pipeline.status import status, status_data
 
     d = status_data(str(out))
-    assert (d["committed"], d["ok"], d["error"]) == (4, 4, 0)
+    assert (d["committed"], d["ok"] + d["no_speech"], d["error"]) == (4, 4, 0)
     assert d["rerun"]["skipped"] == 4 and d["rerun"]["new"] == d["rerun"]["changed"] == 0
     (inp / CLIPS[2]).unlink()
     text = status(str(out), str(REPO / "conf" / "local.yaml"), [f"input.uri={inp}"])
@@ -308,7 +308,8 @@ def test_sigkill_driver_early_midwrite_late(tmp_path, corpus_in, clean):
     hold = tmp_path / "hold"
     proc, log = _spawn(tmp_path, corpus_in, out, "mid", hold=hold)
     try:
-        wait_for(lambda: len(list(hold.iterdir())) >= 2, 180, what="two parts written, not committed")
+        wait_for(lambda: len(list(hold.iterdir())) >= 1, 180, what="a part written, not committed")
+        time.sleep(1.0)  # let other write tasks reach the same point
         _sigkill_driver(proc)
     finally:
         kill_tree(proc.pid)
@@ -355,7 +356,7 @@ def test_kill_one_actor_mid_run(tmp_path, corpus_in, clean):
     report = run_inproc(corpus_in, out, *SMALL_BATCHES)
     t.join(5)
     assert killed, "no actor was killed (run finished too fast?)"
-    assert report.ok == len(CLIPS), report.summary()
+    assert report.processed == len(CLIPS) and report.error == 0, report.summary()
     assert_exactly_once(out, clean)
 
 
@@ -371,7 +372,7 @@ def test_s3_with_injected_faults(tmp_path, corpus_in, clean):
         s3.start_faults()
         ep = [f"input.storage.endpoint_url={s3.endpoint}", f"output.storage.endpoint_url={s3.endpoint}"]
         report = run_inproc("s3://audio/in/", "s3://audio/out", *ep, *SMALL_BATCHES[:1])
-        assert report.ok == len(CLIPS) and report.error == 0, report.summary()
+        assert report.processed == len(CLIPS) and report.error == 0, report.summary()
         report2 = run_inproc("s3://audio/in/", "s3://audio/out", *ep)
         assert report2.skipped == len(CLIPS) and report2.processed == 0, report2.summary()
         injected = sum(s3.faults.values())
