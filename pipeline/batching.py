@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from pipeline.records import InputFile
+
 CostFn = Callable[[Sequence[float]], float]
 
 
@@ -50,3 +52,59 @@ def plan_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def with_quadratic(cost: CostFn, quadratic_s: float) -> CostFn:
+    """Add an attention term to a backend's linear cost: count x (longest / 30 s)^2 x quadratic_s."""
+    if quadratic_s <= 0:
+        return cost
+    return lambda d: cost(d) + quadratic_s * len(d) * (max(d) / 30.0) ** 2 if d else 0.0
+
+
+# Rough bytes per second by container, to estimate durations from listing sizes alone (no download).
+_BYTES_PER_S = {".wav": 32000, ".flac": 18000, ".mp3": 16000, ".m4a": 16000, ".mp4": 16000, ".aac": 16000,
+                ".ogg": 8000, ".opus": 4000, ".webm": 6000}
+
+
+def estimated_seconds(f: InputFile) -> float:
+    if f.duration_hint is not None:
+        return f.duration_hint
+    ext = "." + f.uri.rsplit(".", 1)[-1].lower() if "." in f.uri else ""
+    return f.size / _BYTES_PER_S.get(ext, 16000)
+
+
+def windows(files: Sequence[InputFile], window_s: float, max_files: int) -> list[list[InputFile]]:
+    """Group the (already ordered) files into pooling windows of about `window_s` estimated seconds.
+
+    A window is one Ray block, and the segment stage receives it whole, so its segments are bucketed
+    together. Long files go alone; neighbours in the longest-first order have similar lengths."""
+    out: list[list[InputFile]] = []
+    current: list[InputFile] = []
+    seconds = 0.0
+    for f in files:
+        est = estimated_seconds(f)
+        if current and (seconds + est > window_s or len(current) >= max_files):
+            out.append(current)
+            current, seconds = [], 0.0
+        current.append(f)
+        seconds += est
+    if current:
+        out.append(current)
+    return out
+
+
+def pack_windows(durations: Sequence[float], keys: Sequence[str | None], window_s: float, gap_s: float) -> list[list[int]]:
+    """First-fit-decreasing packing of clips into fixed windows (Whisper's 30 s), one key (language)
+    per window. Each clip after the first in a window costs `gap_s` of silence before it. A clip
+    longer than the window goes alone. Returns indices per window, in the order they are laid out."""
+    bins: list[tuple[str | None, float, list[int]]] = []
+    for i in sorted(range(len(durations)), key=lambda i: durations[i], reverse=True):
+        need = durations[i]
+        for b, (key, used, members) in enumerate(bins):
+            if key == keys[i] and used + gap_s + need <= window_s:
+                members.append(i)
+                bins[b] = (key, used + gap_s + need, members)
+                break
+        else:
+            bins.append((keys[i], need, [i]))
+    return [members for _, _, members in bins]

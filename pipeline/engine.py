@@ -48,8 +48,10 @@ def configure_data_context() -> None:
     ctx.enable_operator_progress_bars = False
 
 
-def map_actor(ds, stage_cls: type, resources: Resources, **kwargs: Any):
-    """Stateful stage (loads a model once per actor) -> a fixed pool of `resources.pool_size` actors."""
+def map_actor(ds, stage_cls: type, resources: Resources, whole_blocks: bool = False, **kwargs: Any):
+    """Stateful stage (loads a model once per actor) -> a fixed pool of `resources.pool_size` actors.
+
+    `whole_blocks`: each call gets one whole block (a pooling window) instead of `batch_size` rows."""
     import ray
 
     actor_cls = type(f"{stage_cls.__name__}Actor", (stage_cls,), {})  # readable names in Ray's logs
@@ -57,7 +59,7 @@ def map_actor(ds, stage_cls: type, resources: Resources, **kwargs: Any):
         actor_cls,
         fn_constructor_kwargs=kwargs,
         batch_format="pyarrow",
-        batch_size=resources.batch_size,
+        batch_size=None if whole_blocks else resources.batch_size,
         compute=ray.data.ActorPoolStrategy(size=resources.pool_size),
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,

@@ -83,6 +83,13 @@ class AsrResult:
         return asdict(self)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 WORD_TYPE = pa.struct(
     [
         ("word", pa.string()),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import resource
 import time
 import uuid
@@ -55,21 +54,30 @@ def run(cfg: JobConfig) -> RunReport:
 
 
 def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
+    import pyarrow as pa
     import ray
 
     from pipeline.engine import init_ray, map_actor, map_tasks
     from pipeline.sink import TranscriptSink
-    from pipeline.stages.decode import decode_batch
+    from pipeline.batching import windows
+    from pipeline.stages.decode import INPUT_SCHEMA, decode_batch
     from pipeline.stages.recording import RecordingStage
     from pipeline.stages.segment import SegmentStage
 
     init_ray(cfg.ray)
-    rows = [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag, "mtime": f.mtime} for f in todo]
-    blocks = max(1, math.ceil(len(rows) / cfg.decode.resources.batch_size))
-    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    # One block per pooling window: the segment stage takes a whole block, so the segments of every
+    # recording in a window are bucketed together (pipeline/batching.py).
+    blocks = [
+        pa.Table.from_pylist(
+            [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag, "mtime": f.mtime} for f in group],
+            schema=INPUT_SCHEMA,
+        )
+        for group in windows(todo, cfg.batching.window_s, cfg.segment_stage.resources.batch_size)
+    ]
+    ds = ray.data.from_arrow(blocks)
     ds = map_tasks(ds, decode_batch, cfg.decode.resources, cfg=cfg.decode, storage=cfg.input.storage)
     ds = map_actor(ds, RecordingStage, cfg.recording_stage.resources, cfg=cfg)
-    ds = map_actor(ds, SegmentStage, cfg.segment_stage.resources, cfg=cfg)
+    ds = map_actor(ds, SegmentStage, cfg.segment_stage.resources, whole_blocks=True, cfg=cfg)
     sink = TranscriptSink(cfg.output, run_id, fingerprint)
     ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
     return sink.summaries

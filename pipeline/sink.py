@@ -23,7 +23,7 @@ from ray.data.datasource.datasink import Datasink, WriteResult
 
 from pipeline.config import OutputConfig
 from pipeline.ledger import COMMITS, Ledger
-from pipeline.records import RECORDINGS_SCHEMA, SEGMENTS_SCHEMA
+from pipeline.records import RECORDINGS_SCHEMA, SEGMENTS_SCHEMA, peak_rss_mb
 from pipeline.storage import put_atomic, with_retries
 
 
@@ -46,7 +46,8 @@ def flatten(table: pa.Table, fingerprint: str) -> tuple[pa.Table, pa.Table]:
 
 def _summary(table: pa.Table) -> dict[str, Any]:
     rows = table.select(
-        ["status", "duration", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds", "punctuated", "uri", "error"]
+        ["status", "duration", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds", "punctuated", "uri", "error",
+         "recording_wall_seconds", "recording_peak_rss_mb", "segment_peak_rss_mb"]
     ).to_pylist()
     errors = [{"uri": r["uri"], "error": r["error"]} for r in rows if r["status"] == "error"]
     return {
@@ -55,6 +56,10 @@ def _summary(table: pa.Table) -> dict[str, Any]:
         "asr_audio_seconds": sum(r["asr_audio_seconds"] or 0.0 for r in rows),
         "asr_padded_seconds": sum(r["asr_padded_seconds"] or 0.0 for r in rows),
         "asr_wall_seconds": sum(r["asr_wall_seconds"] or 0.0 for r in rows),
+        "recording_wall_seconds": sum(r["recording_wall_seconds"] or 0.0 for r in rows),
+        "recording_peak_rss_mb": max((r["recording_peak_rss_mb"] or 0.0 for r in rows), default=0.0),
+        "segment_peak_rss_mb": max((r["segment_peak_rss_mb"] or 0.0 for r in rows), default=0.0),
+        "write_peak_rss_mb": peak_rss_mb(),
         "unpunctuated": sum(1 for r in rows if r["punctuated"] is False),
         "errors": errors,
     }

@@ -50,11 +50,14 @@ def make_lid(cfg: LidConfig, asr_cfg: AsrConfig, asr: AsrBackend, models: Models
     if cfg.backend == "none":
         return None
     if cfg.backend == "whisper":
-        if asr_cfg.backend == "whisper" and cfg.model in (None, asr_cfg.model):
-            return asr  # type: ignore[return-value]
         from pipeline.backends.whisper import WhisperAsr
 
-        return WhisperAsr(asr_cfg.model_copy(update={"model": cfg.model or "base", "sha256": cfg.sha256}), use_gpu)
+        if asr_cfg.backend == "whisper" and cfg.model in (None, asr_cfg.model):
+            lid = asr
+        else:
+            lid = WhisperAsr(asr_cfg.model_copy(update={"model": cfg.model or "base", "sha256": cfg.sha256}), use_gpu)
+        lid.lid_window_s = cfg.window_s  # type: ignore[attr-defined]
+        return lid  # type: ignore[return-value]
     from pipeline.backends.nemo import NemoLid
 
     return NemoLid(cfg, models, use_gpu)

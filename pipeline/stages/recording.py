@@ -8,13 +8,14 @@ status "no_speech" and no audio (nothing downstream needs it).
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.backends.registry import make_diarizer, make_vad
 from pipeline.config import JobConfig
-from pipeline.records import Span
+from pipeline.records import Span, peak_rss_mb
 from pipeline.stages.decode import DECODED_SCHEMA
 from pipeline.timeline import utterances
 
@@ -24,7 +25,13 @@ SPAN_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("speaker
 
 SEGMENTED_SCHEMA = pa.schema(
     list(DECODED_SCHEMA)
-    + [("spans", pa.list_(SPAN_TYPE)), ("num_speakers", pa.int32()), ("speech_seconds", pa.float64())]
+    + [
+        ("spans", pa.list_(SPAN_TYPE)),
+        ("num_speakers", pa.int32()),
+        ("speech_seconds", pa.float64()),
+        ("recording_wall_seconds", pa.float64()),  # VAD + diarization time spent on this recording
+        ("recording_peak_rss_mb", pa.float64()),  # the actor's peak RSS when it finished this batch
+    ]
 )
 
 
@@ -41,13 +48,18 @@ class RecordingStage:
         rows = []
         for row in batch.to_pylist():
             row.update(spans=[], num_speakers=None, speech_seconds=None)
+            t0 = time.perf_counter()
             if row["status"] == "ok":
                 try:
                     self._process(row)
                 except Exception as exc:  # noqa: BLE001 - one bad recording must not stop the batch
                     log.exception("recording stage failed on %s", row["uri"])
                     row.update(status="error", error=f"vad/diarization: {type(exc).__name__}: {exc}", audio=None)
+            row["recording_wall_seconds"] = time.perf_counter() - t0
             rows.append(row)
+        rss = peak_rss_mb()
+        for row in rows:
+            row["recording_peak_rss_mb"] = rss
         return pa.Table.from_pylist(rows, schema=SEGMENTED_SCHEMA)
 
     def _process(self, row: dict) -> None:

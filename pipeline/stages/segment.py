@@ -19,14 +19,16 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.backends.registry import make_asr, make_lid
-from pipeline.batching import plan_batches
+from pipeline.batching import pack_windows, plan_batches, with_quadratic
 from pipeline.config import JobConfig
-from pipeline.records import AsrResult, WORD_TYPE
+from pipeline.records import WORD_TYPE, AsrResult, Word, peak_rss_mb
 from pipeline.stages.punctuation import needs_punctuation_warning
 from pipeline.stages.quality import judge
 from pipeline.stages.recording import SEGMENTED_SCHEMA
 
 log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
 
 SEGMENT_TYPE = pa.struct(
     [
@@ -49,7 +51,7 @@ SEGMENT_TYPE = pa.struct(
     ]
 )
 
-_KEEP = [f for f in SEGMENTED_SCHEMA.names if f not in ("audio", "spans")]
+_KEEP = [f for f in SEGMENTED_SCHEMA.names if f not in ("audio", "spans")]  # audio is dropped here
 
 TRANSCRIBED_SCHEMA = pa.schema(
     [SEGMENTED_SCHEMA.field(n) for n in _KEEP]
@@ -60,6 +62,7 @@ TRANSCRIBED_SCHEMA = pa.schema(
         ("asr_audio_seconds", pa.float64()),
         ("asr_padded_seconds", pa.float64()),
         ("asr_wall_seconds", pa.float64()),
+        ("segment_peak_rss_mb", pa.float64()),
     ]
 )
 
@@ -74,6 +77,77 @@ class _Item:
     lid: tuple[str, float] | None = None
     padded_s: float = 0.0
     wall_s: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return len(self.clip) / SAMPLE_RATE
+
+
+# Languages written without spaces between words (Whisper's own list).
+_NO_SPACES = {"zh", "ja", "th", "lo", "my", "yue"}
+
+
+@dataclass
+class _Unit:
+    """What one ASR input holds: one segment, or several short segments of one language packed into
+    a shared window with silence between them (Whisper pads every input to 30 s anyway)."""
+
+    items: list[_Item]
+    offsets: list[float]  # seconds: where each item starts inside `audio`
+    audio: np.ndarray
+    language: str | None
+
+    @classmethod
+    def pack(cls, items: list[_Item], language: str | None, gap_s: float) -> "_Unit":
+        gap = np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.float32)
+        pieces, offsets, pos = [], [], 0
+        for k, it in enumerate(items):
+            if k:
+                pieces.append(gap)
+                pos += len(gap)
+            offsets.append(pos / SAMPLE_RATE)
+            pieces.append(it.clip)
+            pos += len(it.clip)
+        return cls(items, offsets, np.concatenate(pieces) if len(pieces) > 1 else items[0].clip, language)
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    def split(self, res: AsrResult) -> None:
+        """Give each packed segment the words whose middle falls inside it (times made clip-relative)."""
+        if len(self.items) == 1:
+            self.items[0].result = res
+            return
+        from faster_whisper.transcribe import get_compression_ratio
+
+        joiner = "" if res.language in _NO_SPACES else " "
+        for k, (it, start) in enumerate(zip(self.items, self.offsets)):
+            lo, hi = self._bounds(k)
+            mine = [w for w in res.words if lo <= (w.start + w.end) / 2 < hi]
+            words = [
+                Word(w.word, round(min(max(w.start - start, 0.0), it.duration), 3),
+                     round(min(max(w.end - start, 0.0), it.duration), 3), w.confidence)
+                for w in mine
+            ]
+            text = joiner.join(w.word for w in words).strip()
+            it.result = AsrResult(
+                text=text,
+                words=words,
+                confidence=float(np.mean([w.confidence for w in words])) if words else 0.0,
+                language=res.language,
+                language_prob=res.language_prob,
+                avg_logprob=res.avg_logprob,
+                no_speech_prob=res.no_speech_prob,
+                compression_ratio=float(get_compression_ratio(text)) if text else 0.0,
+            )
+
+    def _bounds(self, k: int) -> tuple[float, float]:
+        """Window-time range owned by item k: its span, extended halfway into the gaps beside it."""
+        ends = [o + it.duration for o, it in zip(self.offsets, self.items)]
+        lo = float("-inf") if k == 0 else (ends[k - 1] + self.offsets[k]) / 2
+        hi = float("inf") if k == len(self.items) - 1 else (ends[k] + self.offsets[k + 1]) / 2
+        return lo, hi
 
 
 class SegmentStage:
@@ -105,41 +179,58 @@ class SegmentStage:
 
     # -- models ---------------------------------------------------------------------------------
     def _run_models(self, items: list[_Item]) -> None:
-        durations = [len(it.clip) / 16000 for it in items]
         bcfg = self.cfg.batching
-        for idx in plan_batches(durations, self.asr.padded_seconds, bcfg.max_padded_s, bcfg.max_items, bcfg.enabled):
-            group = [items[i] for i in idx]
+        window = getattr(self.asr, "window_s", None)
+        packing = bool(window) and bcfg.pack and self.cfg.asr.word_timestamps and len(items) > 1
+        languages = self._identify(items, separate=packing)
+        if packing:
+            idx_windows = pack_windows([it.duration for it in items], languages, window, bcfg.pack_gap_s)
+            units = [_Unit.pack([items[i] for i in w], languages[w[0]], bcfg.pack_gap_s) for w in idx_windows]
+        else:
+            units = [_Unit.pack([it], lang, 0.0) for it, lang in zip(items, languages)]
+        durations = [u.duration for u in units]
+        cost = with_quadratic(self.asr.padded_seconds, bcfg.quadratic_s)
+        for idx in plan_batches(durations, cost, bcfg.max_padded_s, bcfg.max_items, bcfg.enabled):
+            group = [units[i] for i in idx]
             t0 = time.perf_counter()
             self._call(group)
             wall = time.perf_counter() - t0
             padded = self.asr.padded_seconds([durations[i] for i in idx])
-            total = sum(durations[i] for i in idx) or 1.0
-            for i in idx:
-                share = durations[i] / total
-                items[i].padded_s, items[i].wall_s = padded * share, wall * share
+            speech = sum(it.duration for u in group for it in u.items) or 1.0
+            for u in group:
+                for it in u.items:  # attribute the call's cost to its segments by their share of speech
+                    it.padded_s, it.wall_s = padded * it.duration / speech, wall * it.duration / speech
 
-    def _languages(self, group: list[_Item]) -> list[str | None]:
+    def _identify(self, items: list[_Item], separate: bool) -> list[str | None]:
+        """Language per segment: a fixed one, a separate LID pass, or None (fused into the ASR call)."""
         if self.lid is None:
-            return [self.cfg.lid.language] * len(group)
-        if self.lid is self.asr:
-            return [None] * len(group)  # fused: the ASR call detects from its own encoder pass
-        for it, lid in zip(group, self.lid.identify([it.clip for it in group])):
-            it.lid = lid
-        return [it.lid[0] for it in group]  # type: ignore[index]
+            return [self.cfg.lid.language] * len(items)
+        if self.lid is self.asr and not separate:
+            return [None] * len(items)  # fused: the ASR call detects from its own encoder pass
+        step = self.cfg.batching.max_items
+        for k in range(0, len(items), step):
+            chunk = items[k : k + step]
+            for it, lid in zip(chunk, self.lid.identify([it.clip for it in chunk])):
+                it.lid = lid
+        return [it.lid[0] if it.lid else None for it in items]
 
-    def _call(self, group: list[_Item]) -> None:
+    def _call(self, group: list[_Unit]) -> None:
+        """One model call; on failure, retry each unit alone, then each segment alone."""
         try:
-            results = self.asr.transcribe([it.clip for it in group], self._languages(group))
-            for it, res in zip(group, results):
-                it.result = res
+            results = self.asr.transcribe([u.audio for u in group], [u.language for u in group])
+            for u, res in zip(group, results):
+                u.split(res)
         except Exception as exc:  # noqa: BLE001
-            if len(group) == 1:
+            if len(group) > 1:
+                log.warning("ASR call on %d windows failed (%s); retrying one at a time", len(group), exc)
+                for u in group:
+                    self._call([u])
+            elif len(group[0].items) > 1:
+                for it in group[0].items:
+                    self._call([_Unit.pack([it], group[0].language, 0.0)])
+            else:
                 log.exception("segment failed")
-                group[0].error = f"asr: {type(exc).__name__}: {exc}"
-                return
-            log.warning("batch of %d failed (%s); retrying one at a time", len(group), exc)
-            for it in group:
-                self._call([it])
+                group[0].items[0].error = f"asr: {type(exc).__name__}: {exc}"
 
     # -- regroup --------------------------------------------------------------------------------
     def _regroup(self, rows: list[dict], items: list[_Item]) -> pa.Table:
@@ -147,6 +238,7 @@ class SegmentStage:
         for it in items:
             by_row.setdefault(it.row, []).append(it)
         punctuated = not needs_punctuation_warning(self.cfg.punctuation, self.asr)
+        rss = peak_rss_mb()
         out = []
         for r, row in enumerate(rows):
             mine = sorted(by_row.get(r, []), key=lambda it: it.span["start"])
@@ -158,6 +250,7 @@ class SegmentStage:
                 asr_audio_seconds=sum(len(it.clip) / 16000 for it in mine),
                 asr_padded_seconds=sum(it.padded_s for it in mine),
                 asr_wall_seconds=sum(it.wall_s for it in mine),
+                segment_peak_rss_mb=rss,
             )
             errors = [it.error for it in mine if it.error]
             if errors:
