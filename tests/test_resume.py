@@ -250,8 +250,7 @@ def test_incremental_and_changed_inputs(tmp_path):
 
 # -- crashes ------------------------------------------------------------------------------------
 def _spawn(tmp: Path, inp: Path, out: Path, name: str, hold: Path | None = None) -> tuple[subprocess.Popen, Path]:
-    env = dict(os.environ, RAY_TMPDIR=str(tmp / f"ray_{name}"), RAY_AUTH_MODE="disabled")
-    (tmp / f"ray_{name}").mkdir(exist_ok=True)
+    env = dict(os.environ, RAY_TMPDIR=_short_tmp(tmp, name), RAY_AUTH_MODE="disabled")
     if hold is not None:
         hold.mkdir(exist_ok=True)
         env["SCRIPTORIUM_TEST_HOLD_DIR"] = str(hold)
@@ -261,6 +260,16 @@ def _spawn(tmp: Path, inp: Path, out: Path, name: str, hold: Path | None = None)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     return proc, log
+
+
+def _short_tmp(tmp: Path, name: str) -> str:
+    """RAY_TMPDIR for a subprocess: Ray's socket paths must stay under 107 bytes, so not under pytest's
+    long tmp_path; a short folder in /tmp, linked from tmp_path so pytest's cleanup finds it."""
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix=f"rc-{name[:8]}-", dir="/tmp")
+    (tmp / f"ray_{name}").symlink_to(d)
+    return d
 
 
 def _sigkill_driver(proc: subprocess.Popen) -> None:
@@ -439,8 +448,7 @@ cluster.shutdown()
 @pytest.mark.slow
 def test_two_node_cluster_lose_worker_node(tmp_path, corpus_in, clean):
     out = tmp_path / "out"
-    env = dict(os.environ, RAY_TMPDIR=str(tmp_path / "ray"), RAY_AUTH_MODE="disabled")
-    (tmp_path / "ray").mkdir()
+    env = dict(os.environ, RAY_TMPDIR=_short_tmp(tmp_path, "cluster"), RAY_AUTH_MODE="disabled")
     proc = subprocess.Popen([sys.executable, "-c", _CLUSTER, str(corpus_in), str(out), str(REPO / "conf" / "local.yaml"),
                              str(Path(__file__).resolve().parent)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
