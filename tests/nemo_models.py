@@ -318,6 +318,101 @@ def build_sortformer(path: Path, num_spks: int = 4) -> Path:
     return path
 
 
+def build_canary(path: Path, tokenizer_dir: Path, special_dir: Path, d_model: int = 32) -> Path:
+    """A Canary-style multitask AED model (`EncDecMultiTaskModel`, prompt format "canary"): FastConformer
+    encoder + 1-layer Transformer decoder, one aggregate tokenizer with a sub-tokenizer per language."""
+    from omegaconf import OmegaConf
+
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+    from nemo.collections.common.tokenizers.canary_tokenizer import CanaryTokenizer
+
+    CanaryTokenizer.build_special_tokenizer(
+        ["<|translate|>", "<|transcribe|>"] + [f"<|{lang}|>" for lang in LID_LABELS], special_dir
+    )
+    d = d_model
+    cfg = {
+        "sample_rate": 16000,
+        "prompt_format": "canary",
+        "context_len_for_AR_decoding": 5,
+        "model_defaults": {"asr_enc_hidden": d, "lm_enc_hidden": d, "lm_dec_hidden": d},
+        "train_ds": {**_ds_stub(), "use_lhotse": True},
+        "tokenizer": {
+            "dir": None,
+            "type": "agg",
+            "langs": {
+                "spl_tokens": {"dir": str(special_dir), "type": "bpe"},
+                **{lang: {"dir": str(tokenizer_dir), "type": "bpe"} for lang in LID_LABELS},
+            },
+            "custom_tokenizer": {
+                "_target_": "nemo.collections.common.tokenizers.canary_tokenizer.CanaryTokenizer",
+                "tokenizer": None,
+            },
+        },
+        "preprocessor": _preprocessor(),
+        "encoder": {**_conformer(d_model=d), "xscaling": False},
+        "transf_encoder": {
+            "_target_": "nemo.collections.asr.modules.transformer.transformer_encoders.TransformerEncoder",
+            "num_layers": 0,
+            "hidden_size": d,
+            "inner_size": 2 * d,
+            "num_attention_heads": 2,
+            "ffn_dropout": 0.0,
+            "attn_score_dropout": 0.0,
+            "attn_layer_dropout": 0.0,
+            "mask_future": False,
+            "pre_ln": True,
+            "pre_ln_final_layer_norm": True,
+        },
+        "transf_decoder": {
+            "_target_": "nemo.collections.asr.modules.transformer.get_nemo_transformer",
+            "model_name": None,
+            "pretrained": False,
+            "encoder": None,
+            "pre_ln_final_layer_norm": True,
+            "config_dict": {
+                "max_sequence_length": 256,
+                "num_token_types": 0,
+                "embedding_dropout": 0.0,
+                "learn_positional_encodings": False,
+                "hidden_size": d,
+                "inner_size": 2 * d,
+                "num_layers": 1,
+                "num_attention_heads": 2,
+                "ffn_dropout": 0.0,
+                "attn_score_dropout": 0.0,
+                "attn_layer_dropout": 0.0,
+                "hidden_act": "relu",
+                "pre_ln": True,
+                "vocab_size": None,
+            },
+        },
+        "head": {
+            "_target_": "nemo.collections.asr.parts.submodules.token_classifier.TokenClassifier",
+            "num_layers": 1,
+            "activation": "relu",
+            "log_softmax": True,
+            "hidden_size": d,
+            "num_classes": None,
+            "dropout": 0.0,
+            "use_transformer_init": True,
+        },
+        "decoding": {
+            "strategy": "beam",
+            "return_best_hypothesis": True,
+            "beam": {"beam_size": 1, "len_pen": 0.0, "max_generation_delta": 8},
+        },
+        "loss": {
+            "_target_": "nemo.collections.common.losses.smoothed_cross_entropy.SmoothedCrossEntropyLoss",
+            "label_smoothing": 0.0,
+            "pad_id": None,
+        },
+        "optim": None,
+    }
+    model = EncDecMultiTaskModel(cfg=OmegaConf.create(cfg))
+    model.save_to(str(path))
+    return path
+
+
 def build_all(out_dir: Path, kinds: tuple[str, ...] | None = None) -> dict[str, Path]:
     """Build every tiny model under `out_dir`; returns {name: path of the .nemo}."""
     import torch
@@ -336,6 +431,7 @@ def build_all(out_dir: Path, kinds: tuple[str, ...] | None = None) -> dict[str, 
         "lid": lambda p: build_speaker_label(p, LID_LABELS),
         "speaker": lambda p: build_speaker_label(p, [f"spk{i}" for i in range(8)]),
         "sortformer": build_sortformer,
+        "canary": lambda p: build_canary(p, tok_pc, out_dir / "canary_special"),
     }
     out = {}
     for name, fn in builders.items():

@@ -248,6 +248,24 @@ def test_asr_words_timestamps_and_batching(tiny, models_cfg, clips, kind, punctu
     assert asr.padded_seconds([1.0, 3.0, 2.0]) == pytest.approx(9.0)
 
 
+def test_canary_language_prompts(tiny, models_cfg, clips):
+    """Canary (AED multitask): one prompt per language group, results back in input order."""
+    asr = NemoAsr(AsrConfig(backend="nemo", model=str(tiny["canary"])), models_cfg, use_gpu=False)
+    assert asr._kind.multitask and asr.native_punctuation
+    assert asr._canary_langs == set(LID_LABELS)
+    picked = [clips[1], clips[3], clips[0]]
+    langs = ["de", "ja", None]  # ja: no prompt in this model -> transcribed with "en", still reported as ja
+    results = asr.transcribe(picked, langs)
+    assert [r.language for r in results] == langs
+    for clip, res in zip(picked, results):
+        assert isinstance(res.text, str) and 0.0 <= res.confidence <= 1.0
+        for w in res.words:
+            assert 0.0 <= w.start <= w.end <= len(clip) / SR + 1e-6
+    assert not asr._model.training
+    # the same clip alone, with the same prompt, gives the same text
+    assert asr.transcribe([picked[0]], ["de"])[0].text == results[0].text
+
+
 def test_asr_edge_cases_and_oom_split(tiny, models_cfg, clips, monkeypatch):
     import torch
 

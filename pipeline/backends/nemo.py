@@ -376,7 +376,9 @@ class NemoAsr:
         self._device = pick_device(use_gpu)
         self._model = load_nemo_model(ASRModel, cfg.model, cfg.sha256, models, self._device)
         self._kind = self._detect_kind()
-        if not self._kind.multitask:
+        if self._kind.multitask:
+            self._configure_multitask_decoding()
+        else:
             self._configure_decoding()
         self.native_punctuation = tokenizer_has_punctuation(self._model.tokenizer)
         self.frame_s = _frame_seconds_of(self._model, 0.08)
@@ -410,6 +412,30 @@ class NemoAsr:
         kwargs = {"decoder_type": "rnnt"} if hasattr(self._model, "cur_decoder") else {}
         self._model.change_decoding_strategy(OmegaConf.create(dc), verbose=False, **kwargs)
         self._model.eval()
+
+    def _configure_multitask_decoding(self) -> None:
+        """Canary: greedy AED decoding with per-token max_prob confidence aggregated per word (min)."""
+        from omegaconf import OmegaConf
+
+        dc = OmegaConf.to_container(self._model.cfg.decoding, resolve=True)
+        dc["strategy"] = "greedy"
+        greedy = dc.setdefault("greedy", {}) or {}
+        if greedy.get("max_generation_delta", -1) in (-1, None):
+            # bound the output by the encoder length + delta (a hallucination guard), as beam search does
+            greedy["max_generation_delta"] = (dc.get("beam") or {}).get("max_generation_delta", 50)
+        dc["greedy"] = greedy
+        dc["confidence_cfg"] = {
+            "preserve_frame_confidence": True,
+            "preserve_token_confidence": True,
+            "preserve_word_confidence": True,
+            "exclude_blank": False,
+            "aggregation": "min",
+            "method_cfg": {"name": "max_prob"},
+        }
+        self._model.change_decoding_strategy(OmegaConf.create(dc))
+        self._model.eval()
+        langs = getattr(self._model.tokenizer, "langs", None) or []
+        self._canary_langs = {str(x) for x in langs if x != "spl_tokens"}
 
     # -- interface -------------------------------------------------------------------------------
     def model_id(self) -> str:
@@ -488,31 +514,46 @@ class NemoAsr:
     # -- Canary (AED multitask) ------------------------------------------------------------------
     def _canary(self, clips: list[np.ndarray], language: str | None) -> list[AsrResult]:
         """Canary through NeMo's own transcribe() (its prompt formatting and Lhotse dataloader), one
-        language per call; source = target = the language (transcription, not translation)."""
-        lang = language or "en"
+        language per call; source = target = the language (transcription, not translation), with
+        punctuation. A language the model has no tokenizer for (or None) is transcribed with the
+        "en" prompt (or the model's first language); the result still reports the language it was given.
+
+        Word timestamps exist only where the model provides them (canary-1b-v2's auxiliary CTC
+        aligner, or a timestamp-prompted model); otherwise `words` is empty and only the
+        utterance confidence (mean word confidence) is set."""
+        fallback = "en" if "en" in self._canary_langs or not self._canary_langs else sorted(self._canary_langs)[0]
+        prompt_lang = language if language in self._canary_langs else fallback
+        if language is not None and prompt_lang != language:
+            log.warning("Canary model has no %r prompt; transcribing with %r", language, prompt_lang)
         hyps = self._model.transcribe(
             [np.asarray(c, dtype=np.float32) for c in clips],
             batch_size=len(clips),
+            num_workers=0,  # no dataloader worker processes inside an actor
             return_hypotheses=True,
             verbose=False,
             timestamps=True,
-            source_lang=lang,
-            target_lang=lang,
+            task="asr",
+            source_lang=prompt_lang,
+            target_lang=prompt_lang,
             pnc="yes",
         )
-        self._model.eval()  # transcribe() leaves modules in train mode
+        self._model.eval()  # transcribe() may leave modules in train mode
         out = []
         for h, c in zip(hyps, clips):
             duration = len(c) / SAMPLE_RATE
+            text = (h.text or "").strip()
+            word_conf = [float(x) for x in (getattr(h, "word_confidence", None) or [])]
+            conf = float(np.mean(word_conf)) if word_conf else 0.0
             ts = h.timestamp if isinstance(getattr(h, "timestamp", None), dict) else {}
-            n_tok = max(1, len(getattr(h, "y_sequence", []) or []))
-            score = float(h.score) if getattr(h, "score", None) is not None else 0.0
-            conf = float(math.exp(min(0.0, score / n_tok))) if score else 0.0
-            words = _clamp_words(
-                [(str(w["word"]).strip(), float(w["start"]), float(w["end"]), conf) for w in ts.get("word") or []],
-                duration,
-            )
-            out.append(AsrResult(text=(h.text or "").strip(), words=words, confidence=conf, language=language))
+            raw = ts.get("word") or []
+            if len(word_conf) != len(raw):
+                word_conf = [conf] * len(raw)
+            items = []
+            for w, wc in zip(raw, word_conf):
+                start = float(w["start"]) if "start" in w else float(w["start_offset"]) * self.frame_s
+                end = float(w["end"]) if "end" in w else float(w["end_offset"]) * self.frame_s
+                items.append((str(w["word"]).strip(), start, end, wc))
+            out.append(AsrResult(text=text, words=_clamp_words(items, duration), confidence=conf, language=language))
         return out
 
 
