@@ -2,6 +2,7 @@
 
     scriptorium run CONFIG [dotted.key=value ...]   transcribe; exit 1 only if nothing could be processed
     scriptorium status OUTPUT_URI [--config CONFIG] committed / failed counts and what a rerun would do
+    scriptorium export OUTPUT_URI --format nemo|lhotse|srt|vtt --to DEST   pseudo-labels and subtitles
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     p_status.add_argument("output", help="output URI")
     p_status.add_argument("--config", help="job config, to say what a rerun would do")
     p_status.add_argument("overrides", nargs="*")
+    p_export = sub.add_parser("export", help="committed transcripts -> NeMo manifest, Lhotse cuts, SRT/VTT")
+    p_export.add_argument("output", help="output URI of a run")
+    p_export.add_argument("--format", required=True, choices=["nemo", "lhotse", "srt", "vtt"])
+    p_export.add_argument("--to", required=True, help="destination folder (any fsspec URI)")
+    p_export.add_argument("--all", action="store_true", help="include segments the quality stage rejected")
+    p_export.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT and DEST")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -34,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args.config, args.overrides)
+        if args.command == "export":
+            return _export(args)
         return _status(args.output, args.config, args.overrides)
     except ConfigError as exc:
         print(f"scriptorium: {exc}", file=sys.stderr)
@@ -58,6 +67,16 @@ def _status(output: str, config: str | None, overrides: list[str]) -> int:
     from pipeline.status import status
 
     print(status(output, config, overrides))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pipeline.config import OutputConfig, StorageOptions
+    from pipeline.export import export
+
+    out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
+    for path in export(out, args.format, args.to, accepted_only=not args.all):
+        print(path)
     return 0
 
 

@@ -208,3 +208,24 @@ def test_cli_corrupt_file_is_an_error_row_and_the_job_goes_on(corpus, tmp_path):
     (bad / "x.mp3").write_bytes(b"\0" * 64)
     res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={bad}", f"output.uri={tmp_path / 'out2'}")
     assert res.returncode == 1 and "error 1" in res.stdout
+
+
+def test_export_pseudo_labels_load_in_lhotse_and_nemo_format(corpus_run, tmp_path):
+    from lhotse import CutSet
+
+    _, segments, _, out = corpus_run
+    res = _cli("export", str(out), "--format", "lhotse", "--to", str(tmp_path / "lhotse"))
+    assert res.returncode == 0, res.stderr
+    cuts = CutSet.from_file(tmp_path / "lhotse/cuts.jsonl.gz")
+    accepted = [s for s in segments.to_pylist() if s["accepted"] and s["text"]]
+    assert len(cuts) == len(accepted) > 30
+    jfk = next(c for c in cuts if "ask not what your country" in c.supervisions[0].text.lower())
+    audio = jfk.load_audio()  # reads the original 44.1 kHz FLAC by offset, no copy was made
+    assert audio.shape[1] == pytest.approx(jfk.duration * jfk.sampling_rate, abs=2)
+    res = _cli("export", str(out), "--format", "nemo", "--to", str(tmp_path / "nemo"))
+    lines = [json.loads(x) for x in (tmp_path / "nemo/manifest.jsonl").read_text().splitlines()]
+    assert len(lines) == len(accepted)
+    assert all(Path(x["audio_filepath"]).exists() and x["duration"] > 0 and x["text"] for x in lines)
+    res = _cli("export", str(out), "--format", "srt", "--to", str(tmp_path / "srt"))
+    srt = (tmp_path / "srt/whisper_jfk.flac.srt").read_text()
+    assert srt.startswith("1\n00:00:00,") and "ask not" in srt
