@@ -113,7 +113,7 @@ def test_two_hour_file_bounded_memory(tmp_path):
     full = 7200 * 16000 * 4 / 2**20  # MB of float32
     r = _measure(path, "batch", 4 * 3600)
     assert r["status"] == "ok" and abs(r["duration"] - 7200) < 0.1, r
-    assert r["audio_bytes"] == 7200 * 16000 * 4
+    assert 0 <= r["audio_bytes"] - 7200 * 16000 * 4 <= 64  # the samples (+ Arrow offsets)
     grew = r["peak_mb"] - r["base_mb"]
     print(f"decode stage, 2 h file: peak RSS +{grew:.0f} MB for {full:.0f} MB of samples, {r['seconds']:.1f} s")
     assert grew < 1.3 * full, r
