@@ -144,6 +144,37 @@ def test_s3_concurrent_fetch_downloads_once(s3_models, s3_endpoint, tiny, tmp_pa
     assert len(downloads) == 1
 
 
+_CHILD = """
+import sys, time
+import pipeline.models as pm
+from pipeline.config import ModelsConfig, StorageOptions
+real = pm._download
+def counting(*a, **k):
+    with open(sys.argv[3], "a") as f:
+        f.write("download\\n")
+    time.sleep(0.5)
+    return real(*a, **k)
+pm._download = counting
+cfg = ModelsConfig(cache_dir=sys.argv[2], storage=StorageOptions(endpoint_url=sys.argv[1]))
+print(pm.resolve_model(sys.argv[4], sys.argv[5], cfg))
+"""
+
+
+def test_s3_concurrent_fetch_from_two_processes_downloads_once(s3_models, s3_endpoint, tiny, tmp_path):
+    """Two actors in different processes on one node: one downloads, the other waits on the lock."""
+    import subprocess
+
+    ref, marker = f"s3://{BUCKET}/vad/vad.nemo", tmp_path / "downloads.txt"
+    args = [sys.executable, "-c", _CHILD, s3_endpoint, str(tmp_path / "cache"), str(marker), ref, sha(tiny["vad"])]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    paths = {o[0].strip() for o in outs}
+    assert len(paths) == 1 and sha(Path(paths.pop())) == sha(tiny["vad"])
+    assert marker.read_text().count("download") == 1
+
+
 def test_s3_replaced_object_is_downloaded_again(s3_models, s3_endpoint, tiny, tmp_path):
     cfg = s3_cfg(s3_endpoint, tmp_path / "cache")
     ref = f"s3://{BUCKET}/swap/model.nemo"
