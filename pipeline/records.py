@@ -99,10 +99,9 @@ WORD_TYPE = pa.struct(
     ]
 )
 
-SEGMENTS_SCHEMA = pa.schema(
+#: One utterance, as nested in the segment stage's per-recording rows.
+SEGMENT_TYPE = pa.struct(
     [
-        ("recording_id", pa.string()),
-        ("uri", pa.string()),
         ("segment_index", pa.int32()),
         ("start", pa.float64()),
         ("end", pa.float64()),
@@ -119,8 +118,14 @@ SEGMENTS_SCHEMA = pa.schema(
         ("chars_per_second", pa.float64()),
         ("accepted", pa.bool_()),
         ("reject_reasons", pa.list_(pa.string())),
-        ("fingerprint", pa.string()),
     ]
+)
+
+#: The `segments` table: the utterance fields, flat, keyed by recording.
+SEGMENTS_SCHEMA = pa.schema(
+    [("recording_id", pa.string()), ("uri", pa.string())]
+    + [SEGMENT_TYPE.field(i) for i in range(SEGMENT_TYPE.num_fields)]
+    + [("fingerprint", pa.string())]
 )
 
 RECORDINGS_SCHEMA = pa.schema(

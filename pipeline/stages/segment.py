@@ -21,7 +21,7 @@ import pyarrow as pa
 from pipeline.backends.registry import make_asr, make_lid
 from pipeline.batching import pack_windows, plan_batches, with_quadratic
 from pipeline.config import JobConfig
-from pipeline.records import WORD_TYPE, AsrResult, Word, peak_rss_mb
+from pipeline.records import SEGMENT_TYPE, AsrResult, Word, peak_rss_mb
 from pipeline.stages.punctuation import needs_punctuation_warning
 from pipeline.stages.quality import judge
 from pipeline.stages.recording import SEGMENTED_SCHEMA
@@ -29,27 +29,6 @@ from pipeline.stages.recording import SEGMENTED_SCHEMA
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-
-SEGMENT_TYPE = pa.struct(
-    [
-        ("segment_index", pa.int32()),
-        ("start", pa.float64()),
-        ("end", pa.float64()),
-        ("duration", pa.float64()),
-        ("speaker", pa.string()),
-        ("language", pa.string()),
-        ("language_prob", pa.float64()),
-        ("text", pa.string()),
-        ("words", pa.list_(WORD_TYPE)),
-        ("confidence", pa.float64()),
-        ("avg_logprob", pa.float64()),
-        ("no_speech_prob", pa.float64()),
-        ("compression_ratio", pa.float64()),
-        ("chars_per_second", pa.float64()),
-        ("accepted", pa.bool_()),
-        ("reject_reasons", pa.list_(pa.string())),
-    ]
-)
 
 _KEEP = [f for f in SEGMENTED_SCHEMA.names if f not in ("audio", "spans")]  # audio is dropped here
 
