@@ -188,10 +188,22 @@ class SegmentStage:
             return [None] * len(items)  # fused: the ASR call detects from its own encoder pass
         step = self.cfg.batching.max_items
         for k in range(0, len(items), step):
-            chunk = items[k : k + step]
+            self._identify_chunk(items[k : k + step])
+        return [it.lid[0] if it.lid else None for it in items]
+
+    def _identify_chunk(self, chunk: list[_Item]) -> None:
+        """One LID call; on failure, one call per segment; a segment that still fails is an error."""
+        assert self.lid is not None
+        try:
             for it, lid in zip(chunk, self.lid.identify([it.clip for it in chunk])):
                 it.lid = lid
-        return [it.lid[0] if it.lid else None for it in items]
+        except Exception as exc:  # noqa: BLE001
+            if len(chunk) > 1:
+                for it in chunk:
+                    self._identify_chunk([it])
+            else:
+                log.exception("language ID failed")
+                chunk[0].error = f"lid: {type(exc).__name__}: {exc}"
 
     def _call(self, group: list[_Unit]) -> None:
         """One model call; on failure, retry each unit alone, then each segment alone."""

@@ -1,0 +1,102 @@
+"""The segment stage with fake backends: bucketing, regrouping, failure isolation, window packing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import load_config
+from pipeline.records import AsrResult, Word
+from pipeline.stages.recording import SEGMENTED_SCHEMA
+from pipeline.stages.segment import TRANSCRIBED_SCHEMA, SegmentStage
+
+SR = 16000
+
+
+class FakeAsr:
+    """Says 'w<k>' for each second of a clip; a clip of exactly 3.3 s makes the model raise."""
+
+    native_punctuation = True
+    window_s = 30.0
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def model_id(self):
+        return "fake"
+
+    def padded_seconds(self, durations):
+        return 30.0 * len(durations)
+
+    def identify(self, clips):
+        return [("de" if float(c[0]) > 0.5 else "en", 0.9) for c in clips]
+
+    def transcribe(self, clips, languages):
+        self.calls.append(len(clips))
+        out = []
+        for c, lang in zip(clips, languages):
+            dur = len(c) / SR
+            if abs(dur - 3.3) < 1e-3:
+                raise RuntimeError("model exploded")
+            words = [Word(f"w{k}", k + 0.1, k + 0.6, 0.9) for k in range(int(dur))]
+            out.append(AsrResult(" ".join(w.word for w in words), words, 0.9, language=lang or "en", language_prob=0.8))
+        return out
+
+
+def _stage(*overrides: str) -> tuple[SegmentStage, FakeAsr]:
+    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", *overrides])
+    stage = SegmentStage.__new__(SegmentStage)  # skip model loading: backends are injected
+    fake = FakeAsr()
+    stage.cfg, stage.asr, stage.lid, stage.itn = cfg, fake, fake, None
+    return stage, fake
+
+
+def _batch(durations_per_recording: list[list[float]], level: float = 0.1) -> pa.Table:
+    rows = []
+    for r, durs in enumerate(durations_per_recording):
+        total = sum(durs) + len(durs) + 1
+        audio = np.full(int(total * SR), level, dtype="<f4")
+        spans, t = [], 0.5
+        for d in durs:
+            spans.append({"start": t, "end": t + d, "speaker": None})
+            t += d + 1.0
+        rows.append({
+            "recording_id": f"r{r}", "uri": f"/a/{r}.wav", "size": 1, "etag": None, "mtime": None, "duration": total,
+            "source_sample_rate": SR, "source_channels": 1, "status": "ok", "error": None, "audio": audio.tobytes(),
+            "spans": spans, "num_speakers": 1, "speech_seconds": sum(durs), "recording_wall_seconds": 0.0,
+            "recording_peak_rss_mb": 0.0,
+        })
+    return pa.Table.from_pylist(rows, schema=SEGMENTED_SCHEMA)
+
+
+def test_one_failing_segment_fails_only_its_recording():
+    stage, fake = _stage()
+    out = stage(_batch([[2.0, 5.0], [3.3], [4.0]])).to_pylist()
+    assert [r["status"] for r in out] == ["ok", "error", "ok"]
+    assert "model exploded" in out[1]["error"] and out[1]["segments"] == []
+    assert [s["text"] for s in out[0]["segments"]] == ["w0 w1", "w0 w1 w2 w3 w4"]
+    assert out[0]["segments"][1]["words"][0]["start"] == 3.5 + 0.1  # clip time -> recording time (span 3.5-8.5)
+    assert pa.Table.from_pylist(out, schema=TRANSCRIBED_SCHEMA).num_rows == 3
+
+
+def test_bucketing_pools_recordings_and_restores_order():
+    stage, fake = _stage("batching.max_items=4")
+    out = stage(_batch([[1.5, 9.0, 4.0], [8.0], [2.0, 6.0]])).to_pylist()
+    assert fake.calls == [4, 2]  # 6 segments from 3 recordings pooled into 2 calls
+    assert [[s["segment_index"] for s in r["segments"]] for r in out] == [[0, 1, 2], [0], [0, 1]]
+    assert all(s["start"] < s["end"] for r in out for s in r["segments"])
+    assert abs(sum(r["asr_padded_seconds"] for r in out) - 6 * 30.0) < 1e-6
+
+
+def test_packing_shares_windows_and_gives_each_segment_its_own_words():
+    stage, fake = _stage("batching.pack=true", "batching.pack_gap_s=1.0")
+    out = stage(_batch([[2.0, 3.0], [4.0]])).to_pylist()
+    assert fake.calls == [1]  # 9 s of speech in one 30 s window
+    texts = [[s["text"] for s in r["segments"]] for r in out]
+    # packed layout (longest first): 4.0 s at 0 | gap | 3.0 s at 5 | gap | 2.0 s at 9; the fake says
+    # "w<k>" at second k of the window; a word in a gap goes to the nearer segment
+    assert texts == [["w9 w10", "w5 w6 w7 w8"], ["w0 w1 w2 w3 w4"]]
+    for r in out:
+        for s in r["segments"]:
+            assert all(s["start"] <= w["start"] <= w["end"] <= s["end"] for w in s["words"])
+    assert abs(sum(r["asr_padded_seconds"] for r in out) - 30.0) < 1e-6
