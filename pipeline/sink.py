@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 import uuid
 from typing import Any, Iterable
@@ -84,7 +83,6 @@ class TranscriptSink(Datasink[dict]):
         ledger = Ledger(self.cfg)
         _put_parquet(ledger, f"segments/part-{part}.parquet", segments)
         _put_parquet(ledger, f"recordings/part-{part}.parquet", recordings)
-        _test_hold(part)
         mtimes = table.column("mtime").to_pylist() if "mtime" in table.column_names else [None] * table.num_rows
         commit = {
             "part": part,
@@ -113,21 +111,6 @@ class TranscriptSink(Datasink[dict]):
             import logging
 
             logging.getLogger(__name__).exception("post-run ledger cleanup failed; the next run retries it")
-
-
-def _test_hold(part: str) -> None:
-    """Fault injection for the crash tests (tests/test_resume.py): with SCRIPTORIUM_TEST_HOLD_DIR
-    set, the write task announces `<dir>/<part>` after writing the data files and waits there
-    (up to 10 min, until the file is removed), so a test can SIGKILL the job mid-write."""
-    hold = os.environ.get("SCRIPTORIUM_TEST_HOLD_DIR")
-    if not hold:
-        return
-    marker = os.path.join(hold, part)
-    with open(marker, "w"):
-        pass
-    deadline = time.time() + 600
-    while os.path.exists(marker) and time.time() < deadline:
-        time.sleep(0.1)
 
 
 def _put_parquet(ledger: Ledger, rel: str, table: pa.Table) -> None:

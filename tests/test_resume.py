@@ -37,6 +37,9 @@ for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parents[1]
+#: Put on PYTHONPATH of a CLI subprocess (its Ray workers inherit it): holds each write task between
+#: its data files and its commit (see the module's docstring).
+FAULT_HOOKS = Path(__file__).resolve().parent / "sitecustomize_faults"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 CLIPS = [
     "speechbrain_spk1_snt1.wav",
@@ -251,9 +254,10 @@ def test_incremental_and_changed_inputs(tmp_path):
 # -- crashes ------------------------------------------------------------------------------------
 def _spawn(tmp: Path, inp: Path, out: Path, name: str, hold: Path | None = None) -> tuple[subprocess.Popen, Path]:
     env = dict(os.environ, RAY_TMPDIR=_short_tmp(tmp, name), RAY_AUTH_MODE="disabled")
-    if hold is not None:
+    if hold is not None:  # fault injection from the test side: tests/sitecustomize_faults/sitecustomize.py
         hold.mkdir(exist_ok=True)
         env["SCRIPTORIUM_TEST_HOLD_DIR"] = str(hold)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FAULT_HOOKS), env.get("PYTHONPATH")) if p)
     log = tmp / f"{name}.log"
     cmd = [sys.executable, "-m", "pipeline.cli", "run", str(REPO / "conf" / "local.yaml"),
            f"input.uri={inp}", f"output.uri={out}", *BASE, *SMALL_BATCHES]
