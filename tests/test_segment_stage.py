@@ -55,11 +55,12 @@ def _batch(durations_per_recording: list[list[float]], level: float = 0.1) -> pa
     rows = []
     for r, durs in enumerate(durations_per_recording):
         total = sum(durs) + len(durs) + 1
-        audio = np.full(int(total * SR), level, dtype="<f4")
-        spans, t = [], 0.5
+        audio = np.full(int(sum(durs) * SR), level, dtype="<f4")  # speech only, as the recording stage emits
+        spans, t, offset = [], 0.5, 0
         for d in durs:
-            spans.append({"start": t, "end": t + d, "speaker": None})
+            spans.append({"start": t, "end": t + d, "speaker": None, "audio_offset": offset, "num_samples": int(d * SR)})
             t += d + 1.0
+            offset += int(d * SR)
         rows.append({
             "recording_id": f"r{r}", "uri": f"/a/{r}.wav", "size": 1, "etag": None, "mtime": None, "duration": total,
             "source_sample_rate": SR, "source_channels": 1, "status": "ok", "error": None, "audio": audio.tobytes(),

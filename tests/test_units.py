@@ -68,3 +68,15 @@ def test_plan_batches_covers_every_item_once_and_respects_budget():
     for b in plan_batches(durs, cost, max_padded_s=120, max_items=32, sort=False):
         off.add([durs[i] for i in b], cost)
     assert on.padding_ratio < 0.1 < off.padding_ratio
+
+
+def test_audio_column_shares_float32_buffers_and_reads_back_in_place():
+    import pyarrow as pa
+
+    from pipeline.stages.decode import audio_column, samples_at
+
+    a, b = np.arange(10, dtype="<f4"), np.arange(1000, dtype="<f4")
+    col = audio_column([a, None, b])
+    for c in (col, pa.table({"audio": col}).combine_chunks().column("audio")):
+        assert np.array_equal(samples_at(c, 0), a) and samples_at(c, 1) is None
+        assert np.array_equal(samples_at(c, 2), b)

@@ -123,14 +123,14 @@ def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size
     }
 
 
-def _binary_chunk(buf) -> pa.Array:
+def binary_value(buf) -> pa.Array:
     """One large_binary value over `buf` without copying it (None -> a null)."""
     if buf is None:
         return pa.array([None], pa.large_binary())
     import numpy as np
 
     data = pa.py_buffer(buf)
-    offsets = pa.py_buffer(np.array([0, len(buf)], dtype=np.int64))
+    offsets = pa.py_buffer(np.array([0, data.size], dtype=np.int64))  # bytes, whatever `buf` holds
     return pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, data])
 
 
@@ -144,6 +144,18 @@ def decode_batch(batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions) ->
         audio.append(out.pop("audio", None))
         rows.append({"mtime": None, **row, **out})
     meta = pa.Table.from_pylist(rows, schema=pa.schema([f for f in DECODED_SCHEMA if f.name != "audio"]))
-    chunks = [_binary_chunk(b) for b in audio] or [pa.array([], pa.large_binary())]
-    column = pa.chunked_array(chunks, pa.large_binary())
-    return meta.append_column(DECODED_SCHEMA.field("audio"), column)
+    return meta.append_column(DECODED_SCHEMA.field("audio"), audio_column(audio))
+
+
+def audio_column(buffers: list) -> pa.ChunkedArray:
+    """float32 sample buffers (or None) -> an `audio` column that shares their memory."""
+    chunks = [binary_value(b) for b in buffers] or [pa.array([], pa.large_binary())]
+    return pa.chunked_array(chunks, pa.large_binary())
+
+
+def samples_at(column: pa.ChunkedArray, i: int):
+    """Row i of an `audio` column as float32 samples, without copying (None for a null)."""
+    import numpy as np
+
+    value = column[i]
+    return np.frombuffer(value.as_buffer(), dtype="<f4") if value.is_valid else None

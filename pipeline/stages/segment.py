@@ -24,6 +24,7 @@ from pipeline.config import JobConfig
 from pipeline.records import SEGMENT_TYPE, AsrResult, Word, peak_rss_mb
 from pipeline.stages.punctuation import needs_punctuation_warning
 from pipeline.stages.quality import judge
+from pipeline.stages.decode import samples_at
 from pipeline.stages.recording import SEGMENTED_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -144,14 +145,15 @@ class SegmentStage:
             self.itn = make_itn(cfg.itn)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
+        speech = batch.column("audio")
+        rows = batch.drop_columns(["audio"]).to_pylist()
         items: list[_Item] = []
         for r, row in enumerate(rows):
             if row["status"] != "ok" or not row["spans"]:
                 continue
-            audio = np.frombuffer(row["audio"], dtype="<f4")
+            audio = samples_at(speech, r)  # the recording's speech, read in place
             for span in row["spans"]:
-                clip = audio[int(span["start"] * 16000) : int(span["end"] * 16000)]
+                clip = audio[span["audio_offset"] : span["audio_offset"] + span["num_samples"]]
                 items.append(_Item(r, span, clip))
         self._run_models(items)
         return self._regroup(rows, items)
