@@ -205,5 +205,9 @@ def _declared_seconds(container, stream) -> float | None:
 
 
 def _reason(exc: Exception) -> str:
+    """FFmpeg's message without its errno prefix and the stream name (the row already has the URI)."""
+    import re
+
     text = str(exc)
-    return text.split("] ", 1)[-1] if "] " in text else text
+    text = text.split("] ", 1)[-1] if "] " in text else text
+    return re.sub(r": '[^']*'$", "", text)
