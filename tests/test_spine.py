@@ -191,12 +191,17 @@ def test_cli_corrupt_file_is_an_error_row_and_the_job_goes_on(corpus, tmp_path):
     en = decode(str(corpus / "multilingual/fleurs-en-001.ogg")).samples
     de = decode(str(corpus / "multilingual/fleurs-de-001.ogg")).samples
     sf.write(src / "mixed en-de.wav", np.concatenate([en, np.zeros(32000, np.float32), de]), 16000)
+    # M4A/AAC (the one common codec the corpus lacks), made with the ffmpeg that `make install` provides
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(corpus / "speech/whisper_jfk.flac"), "-c:a", "aac",
+                    str(src / "jfk.m4a")], check=True)
     out = tmp_path / "out"
     res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={src}", f"output.uri={out}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "error 2" in res.stdout and "notes.wav: decode: not a decodable audio file" in res.stdout
     recs = {Path(r["uri"]).name: r for r in read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()}
     assert recs["speechbrain_spk1_snt1.wav"]["status"] == "ok"
+    m4a = [s["text"] for s in read_output(OutputConfig(uri=str(out))).to_pylist() if s["uri"].endswith("jfk.m4a")]
+    assert recs["jfk.m4a"]["source_sample_rate"] == 44100 and "ask not what your country" in " ".join(m4a).lower()
     assert recs["notes.wav"]["status"] == "error" and "decodable" in recs["notes.wav"]["error"]
     assert recs["truncated.flac"]["status"] == "error" and recs["truncated.flac"]["error"]
     mixed = [s for s in read_output(OutputConfig(uri=str(out))).to_pylist() if s["uri"].endswith("mixed en-de.wav")]
