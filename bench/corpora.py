@@ -1,0 +1,161 @@
+"""Benchmark corpora built from the real speech in ../shared/corpus (deterministic, seeded).
+
+Two shapes of work, the two cases Scriptorium is for:
+
+* short clips (pseudo-labelling): N clips of 2-15 s, each a window cut from a real recording; a
+  window longer than its source is filled by joining further recordings with 0.3 s pauses.
+* long files (archive): N files of `min_s`-`max_s` seconds made by joining whole recordings with
+  pauses of 0.5-3 s (silence at a low noise floor), so VAD has real work to do.
+
+All audio is written as 16 kHz mono FLAC. A corpus folder is reused when its `corpus.json` says it
+was built with the same parameters; otherwise it is rebuilt. `scaled_copy` makes the k-fold corpus
+for the scaling run by hard-linking (no extra disk, distinct names so the ledger sees new files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+SR = 16000
+# Folders of ../shared/corpus that hold speech (negative/ is the no-speech clip: left out).
+SPEECH_DIRS = ("speech", "multilingual", "diarization")
+AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".opus")
+VERSION = 1
+
+
+@dataclass
+class CorpusInfo:
+    kind: str
+    path: str
+    files: int
+    audio_seconds: float
+    params: dict
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _decode(path: Path) -> np.ndarray:
+    from faster_whisper.audio import decode_audio  # PyAV: every codec in the corpus, resampled to 16 kHz mono
+
+    return np.asarray(decode_audio(str(path), sampling_rate=SR), dtype=np.float32)
+
+
+def load_sources(corpus: Path) -> list[tuple[str, np.ndarray]]:
+    """Every speech recording of the shared corpus, decoded, in a stable (sorted) order."""
+    out = []
+    for sub in SPEECH_DIRS:
+        for p in sorted((corpus / sub).glob("*")):
+            if p.suffix.lower() in AUDIO_EXT:
+                audio = _decode(p)
+                if len(audio) >= SR:  # at least 1 s
+                    out.append((f"{sub}/{p.name}", audio))
+    if not out:
+        raise FileNotFoundError(f"no speech recordings under {corpus} ({', '.join(SPEECH_DIRS)})")
+    return out
+
+
+def _silence(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    return (rng.standard_normal(int(seconds * SR)) * 1e-4).astype(np.float32)
+
+
+def _write(path: Path, audio: np.ndarray) -> None:
+    import soundfile as sf
+
+    tmp = path.with_suffix(".tmp.flac")
+    sf.write(str(tmp), np.clip(audio, -1, 1), SR, format="FLAC", subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+def _fresh(dest: Path, params: dict) -> CorpusInfo | None:
+    meta = dest / "corpus.json"
+    if meta.exists():
+        info = json.loads(meta.read_text())
+        if info.get("params") == params:
+            return CorpusInfo(**info)
+    return None
+
+
+def _finish(dest: Path, kind: str, seconds: list[float], params: dict) -> CorpusInfo:
+    info = CorpusInfo(kind, str(dest / "audio"), len(seconds), round(float(sum(seconds)), 3), params)
+    (dest / "corpus.json").write_text(json.dumps(info.to_json(), indent=2))
+    return info
+
+
+def build_short_clips(
+    corpus: Path, dest: Path, n: int, min_s: float = 2.0, max_s: float = 15.0, seed: int = 0,
+    sources: list[tuple[str, np.ndarray]] | None = None,
+) -> CorpusInfo:
+    params = {"v": VERSION, "n": n, "min_s": min_s, "max_s": max_s, "seed": seed, "corpus": str(corpus.resolve())}
+    if (info := _fresh(dest, params)) is not None:
+        return info
+    shutil.rmtree(dest, ignore_errors=True)
+    (dest / "audio").mkdir(parents=True)
+    sources = sources or load_sources(corpus)
+    rng = np.random.default_rng(seed)
+    seconds = []
+    for i in range(n):
+        want = int(rng.uniform(min_s, max_s) * SR)
+        k = int(rng.integers(len(sources)))
+        audio = sources[k][1]
+        while len(audio) < want:  # too short: join the next recordings with short pauses
+            k = (k + 1) % len(sources)
+            audio = np.concatenate([audio, _silence(rng, 0.3), sources[k][1]])
+        start = int(rng.integers(0, len(audio) - want + 1))
+        clip = audio[start : start + want]
+        _write(dest / "audio" / f"clip_{i:05d}.flac", clip)
+        seconds.append(len(clip) / SR)
+    return _finish(dest, "short", seconds, params)
+
+
+def build_long_files(
+    corpus: Path, dest: Path, n: int, min_s: float = 300.0, max_s: float = 1200.0, seed: int = 1,
+    sources: list[tuple[str, np.ndarray]] | None = None,
+) -> CorpusInfo:
+    params = {"v": VERSION, "n": n, "min_s": min_s, "max_s": max_s, "seed": seed, "corpus": str(corpus.resolve())}
+    if (info := _fresh(dest, params)) is not None:
+        return info
+    shutil.rmtree(dest, ignore_errors=True)
+    (dest / "audio").mkdir(parents=True)
+    sources = sources or load_sources(corpus)
+    rng = np.random.default_rng(seed)
+    seconds = []
+    for i in range(n):
+        target = rng.uniform(min_s, max_s)
+        parts: list[np.ndarray] = []
+        total = 0.0
+        while total < target:
+            src = sources[int(rng.integers(len(sources)))][1]
+            pause = _silence(rng, float(rng.uniform(0.5, 3.0)))
+            parts += [src, pause]
+            total += (len(src) + len(pause)) / SR
+        audio = np.concatenate(parts)[: int(target * SR)]
+        _write(dest / "audio" / f"long_{i:03d}.flac", audio)
+        seconds.append(len(audio) / SR)
+    return _finish(dest, "long", seconds, params)
+
+
+def scaled_copy(base: CorpusInfo, dest: Path, factor: int) -> CorpusInfo:
+    """`factor` copies of `base` under new names (hard links; copies if linking fails)."""
+    params = {"v": VERSION, "base": base.params, "factor": factor}
+    if (info := _fresh(dest, params)) is not None:
+        return info
+    shutil.rmtree(dest, ignore_errors=True)
+    (dest / "audio").mkdir(parents=True)
+    files = sorted(Path(base.path).glob("*.flac"))
+    for k in range(factor):
+        for f in files:
+            target = dest / "audio" / f"x{k}_{f.name}"
+            try:
+                os.link(f, target)
+            except OSError:
+                shutil.copyfile(f, target)
+    info = CorpusInfo("short", str(dest / "audio"), base.files * factor, round(base.audio_seconds * factor, 3), params)
+    (dest / "corpus.json").write_text(json.dumps(info.to_json(), indent=2))
+    return info
