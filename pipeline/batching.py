@@ -108,3 +108,19 @@ def pack_windows(durations: Sequence[float], keys: Sequence[str | None], window_
         else:
             bins.append((keys[i], need, [i]))
     return [members for _, _, members in bins]
+
+
+def pack_consecutive(durations: Sequence[float], keys: Sequence[object], window_s: float, gap_s: float) -> list[list[int]]:
+    """Pack clips in their given (time) order: a window closes when the key changes (another
+    recording, speaker or language) or the next clip would overflow it. This is Whisper's "cut &
+    merge" within a recording (as faster-whisper's batched pipeline does), context kept in order."""
+    out: list[list[int]] = []
+    used = 0.0
+    for i, d in enumerate(durations):
+        if out and keys[out[-1][-1]] == keys[i] and used + gap_s + d <= window_s:
+            out[-1].append(i)
+            used += gap_s + d
+        else:
+            out.append([i])
+            used = d
+    return out

@@ -137,11 +137,13 @@ class BatchingConfig(Model):
         0.0, ge=0, description="attention cost term: each call also costs quadratic_s * count * (longest/30 s)^2"
     )
     max_items: int = Field(16, ge=1)
-    # Off by default: on FLEURS (25 clips) packing made Whisper ASR 1.6x faster but word error rose
-    # from 0.36 to 0.60 in French and 0.18 to 0.30 in German (words dropped at clip boundaries).
-    pack: bool = Field(
-        False,
-        description="whisper: pack short segments of one language into shared 30 s windows (needs word timestamps)",
+    # Whisper pads every input to 30 s. "recording": consecutive segments of one recording, speaker
+    # and language share a window (cut & merge, as WhisperX does). "corpus": short segments of any
+    # recordings of one language are packed together: on FLEURS (25 clips) ASR ran 1.6x faster, but
+    # word error rose from 0.36 to 0.60 in French and 0.18 to 0.30 in German (words lost at clip
+    # boundaries), so it is opt-in. "none": one segment per input.
+    pack: Literal["none", "recording", "corpus"] = Field(
+        "recording", description="whisper: how segments share 30 s windows (needs word timestamps)"
     )
     pack_gap_s: float = Field(0.5, ge=0, description="silence laid between packed segments")
 

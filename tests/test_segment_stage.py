@@ -71,7 +71,7 @@ def _batch(durations_per_recording: list[list[float]], level: float = 0.1) -> pa
 
 
 def test_one_failing_segment_fails_only_its_recording():
-    stage, fake = _stage()
+    stage, fake = _stage("batching.pack=none")
     out = stage(_batch([[2.0, 5.0], [3.3], [4.0]])).to_pylist()
     assert [r["status"] for r in out] == ["ok", "error", "ok"]
     assert "model exploded" in out[1]["error"] and out[1]["segments"] == []
@@ -81,7 +81,7 @@ def test_one_failing_segment_fails_only_its_recording():
 
 
 def test_bucketing_pools_recordings_and_restores_order():
-    stage, fake = _stage("batching.max_items=4")
+    stage, fake = _stage("batching.max_items=4", "batching.pack=none")
     out = stage(_batch([[1.5, 9.0, 4.0], [8.0], [2.0, 6.0]])).to_pylist()
     assert fake.calls == [4, 2]  # 6 segments from 3 recordings pooled into 2 calls
     assert [[s["segment_index"] for s in r["segments"]] for r in out] == [[0, 1, 2], [0], [0, 1]]
@@ -90,7 +90,7 @@ def test_bucketing_pools_recordings_and_restores_order():
 
 
 def test_packing_shares_windows_and_gives_each_segment_its_own_words():
-    stage, fake = _stage("batching.pack=true", "batching.pack_gap_s=1.0")
+    stage, fake = _stage("batching.pack=corpus", "batching.pack_gap_s=1.0")
     out = stage(_batch([[2.0, 3.0], [4.0]])).to_pylist()
     assert fake.calls == [1]  # 9 s of speech in one 30 s window
     texts = [[s["text"] for s in r["segments"]] for r in out]
@@ -101,3 +101,12 @@ def test_packing_shares_windows_and_gives_each_segment_its_own_words():
         for s in r["segments"]:
             assert all(s["start"] <= w["start"] <= w["end"] <= s["end"] for w in s["words"])
     assert abs(sum(r["asr_padded_seconds"] for r in out) - 30.0) < 1e-6
+
+
+def test_recording_packing_merges_consecutive_segments_of_one_recording_only():
+    stage, fake = _stage("batching.pack=recording", "batching.pack_gap_s=0.5")
+    out = stage(_batch([[5.0, 6.0, 25.0], [4.0]])).to_pylist()
+    # r0: [5, 6] share a window, 25 s does not fit after them; r1 alone -> 3 windows, one call
+    assert fake.calls == [3]
+    assert [len(r["segments"]) for r in out] == [3, 1]
+    assert [s["text"].split()[0] for s in out[0]["segments"]] == ["w0", "w5", "w0"]  # w5 (5.1-5.6 s) lies past the gap midpoint 5.25

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.backends.registry import make_asr, make_lid
-from pipeline.batching import pack_windows, plan_batches, with_quadratic
+from pipeline.batching import pack_consecutive, pack_windows, plan_batches, with_quadratic
 from pipeline.config import JobConfig
 from pipeline.records import SEGMENT_TYPE, AsrResult, Word, peak_rss_mb
 from pipeline.stages.punctuation import needs_punctuation_warning
@@ -162,10 +162,15 @@ class SegmentStage:
     def _run_models(self, items: list[_Item]) -> None:
         bcfg = self.cfg.batching
         window = getattr(self.asr, "window_s", None)
-        packing = bool(window) and bcfg.pack and self.cfg.asr.word_timestamps and len(items) > 1
+        packing = bool(window) and bcfg.pack != "none" and self.cfg.asr.word_timestamps and len(items) > 1
         languages = self._identify(items, separate=packing)
         if packing:
-            idx_windows = pack_windows([it.duration for it in items], languages, window, bcfg.pack_gap_s)
+            durations = [it.duration for it in items]
+            if bcfg.pack == "corpus":
+                idx_windows = pack_windows(durations, languages, window, bcfg.pack_gap_s)
+            else:
+                keys = [(it.row, it.span["speaker"], lang) for it, lang in zip(items, languages)]
+                idx_windows = pack_consecutive(durations, keys, window, bcfg.pack_gap_s)
             units = [_Unit.pack([items[i] for i in w], languages[w[0]], bcfg.pack_gap_s) for w in idx_windows]
         else:
             units = [_Unit.pack([it], lang, 0.0) for it, lang in zip(items, languages)]
