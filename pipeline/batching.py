@@ -36,18 +36,36 @@ class BatchStats:
 
 
 def plan_batches(
-    durations: Sequence[float], cost: CostFn, max_padded_s: float, max_items: int, sort: bool = True
+    durations: Sequence[float],
+    cost: CostFn,
+    max_padded_s: float,
+    max_items: int,
+    sort: bool = True,
+    max_extra_padding: float | None = None,
 ) -> list[list[int]]:
     """Indices of `durations` grouped into model calls. Every index appears exactly once; an item
-    whose own cost exceeds the budget goes alone."""
+    whose own cost exceeds the budget goes alone.
+
+    With `sort` and `max_extra_padding` r, an item joins the current batch only if that adds at most
+    r x its duration more padding than starting a new batch would. This needs no knowledge of the
+    model: for FastConformer (longest x count) it closes a batch when lengths drift apart; for
+    Whisper (30 s per item whatever the batch) joining never costs more, so batches stay full."""
     order = sorted(range(len(durations)), key=lambda i: durations[i], reverse=True) if sort else list(range(len(durations)))
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         trial = current + [i]
-        if current and (len(trial) > max_items or cost([durations[j] for j in trial]) > max_padded_s):
-            batches.append(current)
-            trial = [i]
+        if current:
+            trial_cost = cost([durations[j] for j in trial])
+            full = len(trial) > max_items or trial_cost > max_padded_s
+            drift = False
+            if sort and max_extra_padding is not None:
+                joined = trial_cost - cost([durations[j] for j in current])
+                alone = cost([durations[i]])
+                drift = joined - alone > max_extra_padding * durations[i]
+            if full or drift:
+                batches.append(current)
+                trial = [i]
         current = trial
     if current:
         batches.append(current)

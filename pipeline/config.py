@@ -137,6 +137,9 @@ class BatchingConfig(Model):
         0.0, ge=0, description="attention cost term: each call also costs quadratic_s * count * (longest/30 s)^2"
     )
     max_items: int = Field(16, ge=1)
+    max_extra_padding: float | None = Field(
+        0.05, ge=0, description="close a sorted batch when an item would add more padding than this share of it"
+    )
     # Whisper pads every input to 30 s. "recording": consecutive segments of one recording, speaker
     # and language share a window (cut & merge, as WhisperX does). "corpus": short segments of any
     # recordings of one language are packed together: on FLEURS (25 clips) ASR ran 1.6x faster, but

@@ -68,6 +68,14 @@ def test_plan_batches_covers_every_item_once_and_respects_budget():
     for b in plan_batches(durs, cost, max_padded_s=120, max_items=32, sort=False):
         off.add([durs[i] for i in b], cost)
     assert on.padding_ratio < 0.1 < off.padding_ratio
+    tight = BatchStats()
+    batches = plan_batches(durs, cost, max_padded_s=120, max_items=32, max_extra_padding=0.05)
+    for b in batches:
+        tight.add([durs[i] for i in b], cost)
+    assert tight.padding_ratio <= 0.05 < on.padding_ratio and sorted(i for b in batches for i in b) == list(range(200))
+    # with Whisper's fixed 30 s window the rule never splits: batches stay full
+    whisper = lambda d: 30.0 * len(d)
+    assert [len(b) for b in plan_batches(durs[:32], whisper, 240, 8, max_extra_padding=0.05)] == [8, 8, 8, 8]
 
 
 def test_audio_column_shares_float32_buffers_and_reads_back_in_place():

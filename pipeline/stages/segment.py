@@ -156,6 +156,7 @@ class SegmentStage:
                 clip = audio[span["audio_offset"] : span["audio_offset"] + span["num_samples"]]
                 items.append(_Item(r, span, clip))
         self._run_models(items)
+        log.info("segment stage: %d segments pooled from %d recordings", len(items), len(rows))
         return self._regroup(rows, items)
 
     # -- models ---------------------------------------------------------------------------------
@@ -176,7 +177,9 @@ class SegmentStage:
             units = [_Unit.pack([it], lang, 0.0) for it, lang in zip(items, languages)]
         durations = [u.duration for u in units]
         cost = with_quadratic(self.asr.padded_seconds, bcfg.quadratic_s)
-        for idx in plan_batches(durations, cost, bcfg.max_padded_s, bcfg.max_items, bcfg.enabled):
+        for idx in plan_batches(
+            durations, cost, bcfg.max_padded_s, bcfg.max_items, bcfg.enabled, bcfg.max_extra_padding
+        ):
             group = [units[i] for i in idx]
             t0 = time.perf_counter()
             self._call(group)
