@@ -4,8 +4,9 @@ Two shapes of work, the two cases Scriptorium is for:
 
 * short clips (pseudo-labelling): N clips of 2-15 s, each a window cut from a real recording; a
   window longer than its source is filled by joining further recordings with 0.3 s pauses.
-* long files (archive): N files of `min_s`-`max_s` seconds made by joining whole recordings with
-  pauses of 0.5-3 s (silence at a low noise floor), so VAD has real work to do.
+* long files (archive): N files of `min_s`-`max_s` seconds made by joining whole recordings of ONE
+  language (as an archive recording usually is; the language is drawn per file) with pauses of 0.5-3 s
+  (silence at a low noise floor), so VAD has real work to do.
 
 All audio is written as 16 kHz mono FLAC. A corpus folder is reused when its `corpus.json` says it
 was built with the same parameters; otherwise it is rebuilt. `scaled_copy` makes the k-fold corpus
@@ -27,6 +28,7 @@ SR = 16000
 SPEECH_DIRS = ("speech", "multilingual", "diarization")
 AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".opus")
 VERSION = 1
+LONG_VERSION = 2  # 2: one language per long file
 
 
 @dataclass
@@ -45,6 +47,16 @@ def _decode(path: Path) -> np.ndarray:
     from faster_whisper.audio import decode_audio  # PyAV: every codec in the corpus, resampled to 16 kHz mono
 
     return np.asarray(decode_audio(str(path), sampling_rate=SR), dtype=np.float32)
+
+
+def languages(corpus: Path) -> dict[str, str]:
+    """Relative audio path -> ISO 639-1 language, from references.jsonl ("en" when absent)."""
+    out = {}
+    for line in (corpus / "references.jsonl").read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            out[rec["audio_filepath"]] = rec.get("lang") or "en"
+    return out
 
 
 def load_sources(corpus: Path) -> list[tuple[str, np.ndarray]]:
@@ -118,20 +130,26 @@ def build_long_files(
     corpus: Path, dest: Path, n: int, min_s: float = 300.0, max_s: float = 1200.0, seed: int = 1,
     sources: list[tuple[str, np.ndarray]] | None = None,
 ) -> CorpusInfo:
-    params = {"v": VERSION, "n": n, "min_s": min_s, "max_s": max_s, "seed": seed, "corpus": str(corpus.resolve())}
+    params = {"v": LONG_VERSION, "n": n, "min_s": min_s, "max_s": max_s, "seed": seed, "corpus": str(corpus.resolve())}
     if (info := _fresh(dest, params)) is not None:
         return info
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "audio").mkdir(parents=True)
     sources = sources or load_sources(corpus)
+    lang_of = languages(corpus)
+    by_lang: dict[str, list[np.ndarray]] = {}
+    for name, audio in sources:
+        by_lang.setdefault(lang_of.get(name, "en"), []).append(audio)
+    langs = sorted(by_lang)
     rng = np.random.default_rng(seed)
     seconds = []
     for i in range(n):
         target = rng.uniform(min_s, max_s)
+        pool = by_lang[langs[int(rng.integers(len(langs)))]]
         parts: list[np.ndarray] = []
         total = 0.0
         while total < target:
-            src = sources[int(rng.integers(len(sources)))][1]
+            src = pool[int(rng.integers(len(pool)))]
             pause = _silence(rng, float(rng.uniform(0.5, 3.0)))
             parts += [src, pause]
             total += (len(src) + len(pause)) / SR

@@ -94,6 +94,24 @@ def _kb(path: str, key: str) -> int:
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
+_NAMES: dict[int, str] = {}
+
+
+def _name(pid: int) -> str:
+    """A short process label: Ray's process title (ray::SegmentStageActor...) or the executable."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        first = argv[0].decode(errors="replace")
+        if first.startswith("ray::"):
+            return first.split(" ")[0][:60]
+        if "default_worker.py" in b" ".join(argv).decode(errors="replace"):
+            return "ray worker (starting or idle)"
+        if "throughput.py" in b" ".join(argv).decode(errors="replace"):
+            return "driver"
+        return os.path.basename(first)[:40] or "?"
+    except OSError:
+        return "?"
 
 
 def _cpu_s(pid: int) -> float:
@@ -114,6 +132,9 @@ def sample_tree(pid: int, cpu: dict[int, float] | None = None) -> tuple[float, f
     if cpu is not None:
         for p in pids:
             cpu[p] = max(cpu.get(p, 0.0), _cpu_s(p))
+            label = _name(p)  # Ray retitles a worker when it becomes an actor: keep the most specific
+            if p not in _NAMES or (label.startswith("ray::") and label != "ray::IDLE"):
+                _NAMES[p] = label
     return rss / 1024, pss / 1024, len(pids)
 
 
@@ -347,6 +368,11 @@ def run_child(name: str, child_args: list[str], logs: Path, env_extra: dict[str,
     res.update(tree_peak_rss_mb=round(peak_rss, 1), tree_peak_pss_mb=round(peak_pss, 1),
                tree_processes_at_peak=procs, process_seconds=round(elapsed, 1),
                cpu_seconds=round(sum(cpu.values()), 1), load1_max=max(load))
+    by_name: dict[str, float] = {}
+    for pid, secs in cpu.items():
+        label = _NAMES.get(pid, "?")
+        by_name[label] = round(by_name.get(label, 0.0) + secs, 1)
+    res["cpu_seconds_by_process"] = dict(sorted(by_name.items(), key=lambda kv: -kv[1]))
     return res
 
 
