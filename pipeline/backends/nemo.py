@@ -374,6 +374,11 @@ class NemoAsr:
 
         self.cfg = cfg
         self._device = pick_device(use_gpu)
+        if not use_gpu and cfg.cpu_threads > 0:
+            import torch
+
+            # Inside a Ray actor torch defaults to the actor's CPU share (often 1 thread).
+            torch.set_num_threads(cfg.cpu_threads)
         self._model = load_nemo_model(ASRModel, cfg.model, cfg.sha256, models, self._device)
         self._kind = self._detect_kind()
         if self._kind.multitask:
