@@ -120,7 +120,7 @@ def test_two_hour_file_bounded_memory(tmp_path):
     w = _measure(path, "windows", 4 * 3600)
     print(f"decode_windows, 2 h file: peak RSS +{w['peak_mb'] - w['base_mb']:.0f} MB, {w['seconds']:.1f} s")
     assert w["samples"] == 7200 * 16000 and w["peak_mb"] - w["base_mb"] < 100, w
-    t0 = time.time()
     r = _measure(path, "batch", 3600)
     assert r["status"] == "error" and "decode.max_duration_s=3600" in r["error"], r
-    assert r["seconds"] < 2.0, "refused from the header, without decoding"
+    # refused from the header, without decoding: memory, not wall time (this machine is shared)
+    assert r["peak_mb"] - r["base_mb"] < 0.25 * full, r  # FFmpeg opening the file: ~50 MB
