@@ -32,9 +32,12 @@ class RunReport(BaseModel):
     padding_ratio: float  # share of ASR compute spent on padding
     asr_wall_seconds: float
     asr_real_time_factor: float
+    decode_wall_seconds: float  # download + decode, summed over tasks
+    decode_real_time_factor: float
     recording_stage_wall_seconds: float  # VAD + diarization, summed over actors
     recording_stage_real_time_factor: float
     driver_peak_rss_mb: float
+    decode_peak_rss_mb: float  # the largest decode worker
     recording_stage_peak_rss_mb: float  # the largest actor of the pool
     segment_stage_peak_rss_mb: float
     warnings: list[str]
@@ -58,9 +61,9 @@ class RunReport(BaseModel):
             f"{self.real_time_factor:.2f}x real time",
             f"  ASR: {self.asr_audio_seconds:.1f} s of speech, {self.asr_padded_seconds:.1f} s padded "
             f"(padding {self.padding_ratio:.1%}), {self.asr_real_time_factor:.2f}x real time ({self.asr_model})",
-            f"  VAD+diarization {self.recording_stage_real_time_factor:.1f}x real time; peak memory: driver "
-            f"{self.driver_peak_rss_mb:.0f} MB, recording actor {self.recording_stage_peak_rss_mb:.0f} MB, "
-            f"segment actor {self.segment_stage_peak_rss_mb:.0f} MB",
+            f"  decode {self.decode_real_time_factor:.1f}x, VAD+diarization {self.recording_stage_real_time_factor:.1f}x "
+            f"real time; peak memory: driver {self.driver_peak_rss_mb:.0f} MB, decode {self.decode_peak_rss_mb:.0f} MB, "
+            f"recording actor {self.recording_stage_peak_rss_mb:.0f} MB, segment actor {self.segment_stage_peak_rss_mb:.0f} MB",
         ]
         for e in self.errors[:10]:
             lines.append(f"  error: {e['uri']}: {e['error']}")
@@ -117,9 +120,12 @@ def build_report(
         padding_ratio=round(max(0.0, 1 - asr_audio / padded), 4) if padded > 0 else 0.0,
         asr_wall_seconds=round(asr_wall, 3),
         asr_real_time_factor=round(asr_audio / asr_wall, 3) if asr_wall > 0 else 0.0,
+        decode_wall_seconds=round(total("decode_wall_seconds"), 3),
+        decode_real_time_factor=round(audio / total("decode_wall_seconds"), 3) if total("decode_wall_seconds") > 0 else 0.0,
         recording_stage_wall_seconds=round(total("recording_wall_seconds"), 3),
         recording_stage_real_time_factor=round(audio / total("recording_wall_seconds"), 3) if total("recording_wall_seconds") > 0 else 0.0,
         driver_peak_rss_mb=round(driver_peak_rss_mb, 1),
+        decode_peak_rss_mb=peak("decode_peak_rss_mb"),
         recording_stage_peak_rss_mb=peak("recording_peak_rss_mb"),
         segment_stage_peak_rss_mb=peak("segment_peak_rss_mb"),
         warnings=warnings,

@@ -46,7 +46,8 @@ def flatten(table: pa.Table, fingerprint: str) -> tuple[pa.Table, pa.Table]:
 def _summary(table: pa.Table) -> dict[str, Any]:
     rows = table.select(
         ["status", "duration", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds", "punctuated", "uri", "error",
-         "recording_wall_seconds", "recording_peak_rss_mb", "segment_peak_rss_mb"]
+         "recording_wall_seconds", "recording_peak_rss_mb", "segment_peak_rss_mb", "decode_wall_seconds",
+         "decode_peak_rss_mb"]
     ).to_pylist()
     errors = [{"uri": r["uri"], "error": r["error"]} for r in rows if r["status"] == "error"]
     return {
@@ -56,6 +57,8 @@ def _summary(table: pa.Table) -> dict[str, Any]:
         "asr_padded_seconds": sum(r["asr_padded_seconds"] or 0.0 for r in rows),
         "asr_wall_seconds": sum(r["asr_wall_seconds"] or 0.0 for r in rows),
         "recording_wall_seconds": sum(r["recording_wall_seconds"] or 0.0 for r in rows),
+        "decode_wall_seconds": sum(r["decode_wall_seconds"] or 0.0 for r in rows),
+        "decode_peak_rss_mb": max((r["decode_peak_rss_mb"] or 0.0 for r in rows), default=0.0),
         "recording_peak_rss_mb": max((r["recording_peak_rss_mb"] or 0.0 for r in rows), default=0.0),
         "segment_peak_rss_mb": max((r["segment_peak_rss_mb"] or 0.0 for r in rows), default=0.0),
         "write_peak_rss_mb": peak_rss_mb(),

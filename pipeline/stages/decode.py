@@ -14,10 +14,13 @@ value without a copy (one Arrow chunk per row), so a 2-hour file costs ~460 MB h
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
 
 from pipeline.audio import DecodeError, decode
 from pipeline.config import DecodeConfig, StorageOptions
+from pipeline.records import peak_rss_mb
 from pipeline.storage import filesystem, is_transient, with_retries
 
 #: What a discovery row carries into the pipeline.
@@ -40,6 +43,8 @@ DECODED_SCHEMA = pa.schema(
         ("source_channels", pa.int32()),
         ("status", pa.string()),
         ("error", pa.string()),
+        ("decode_wall_seconds", pa.float64()),  # download + decode time of this file
+        ("decode_peak_rss_mb", pa.float64()),  # the decode worker's peak RSS after this batch
         ("audio", pa.large_binary()),
     ]
 )
@@ -139,10 +144,14 @@ def decode_batch(batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions) ->
     rows, audio = [], []
     names = [n for n in INPUT_SCHEMA.names if n in batch.column_names]
     for row in batch.select(names).to_pylist():
+        t0 = time.perf_counter()
         out = {"duration": None, "source_sample_rate": None, "source_channels": None}
         out.update(decode_one(row["uri"], cfg, storage, row.get("size")))
         audio.append(out.pop("audio", None))
-        rows.append({"mtime": None, **row, **out})
+        rows.append({"mtime": None, **row, **out, "decode_wall_seconds": time.perf_counter() - t0})
+    rss = peak_rss_mb()
+    for row in rows:
+        row["decode_peak_rss_mb"] = rss
     meta = pa.Table.from_pylist(rows, schema=pa.schema([f for f in DECODED_SCHEMA if f.name != "audio"]))
     return meta.append_column(DECODED_SCHEMA.field("audio"), audio_column(audio))
 
