@@ -22,11 +22,11 @@ from pipeline.backends.nemo import (  # noqa: E402
     NemoDiarizer,
     NemoLid,
     NemoVad,
-    cluster_embeddings,
     exclusive_turns,
     probs_to_regions,
     tokenizer_has_punctuation,
 )
+from pipeline.clustering import cluster_speakers  # noqa: E402
 from pipeline.config import AsrConfig, DiarizationConfig, ItnConfig, LidConfig, ModelsConfig, VadConfig  # noqa: E402
 from pipeline.records import Span  # noqa: E402
 
@@ -112,10 +112,10 @@ def test_cluster_embeddings_counts_speakers():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=16), rng.normal(size=16)
     embs = np.stack([a + 0.05 * rng.normal(size=16) for _ in range(6)] + [b + 0.05 * rng.normal(size=16) for _ in range(4)])
-    labels = cluster_embeddings(embs, threshold=0.35, max_speakers=8)
+    labels = cluster_speakers(embs, threshold=0.35, max_speakers=8)
     assert len(set(labels[:6])) == 1 and len(set(labels[6:])) == 1 and labels[0] != labels[6]
-    assert set(cluster_embeddings(embs, threshold=0.35, max_speakers=1)) == {0}
-    assert list(cluster_embeddings(embs[:1], 0.35, 8)) == [0]
+    assert set(cluster_speakers(embs, threshold=0.35, max_speakers=1)) == {0}
+    assert list(cluster_speakers(embs[:1], 0.35, 8)) == [0]
 
 
 def test_sortformer_chunks_are_stitched_consistently():

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from pipeline.backends.base import SAMPLE_RATE
+from pipeline.clustering import cluster_speakers
 from pipeline.config import AsrConfig, DiarizationConfig, LidConfig, ModelsConfig, VadConfig
 from pipeline.records import AsrResult, Span, Word
 
@@ -727,7 +728,7 @@ class NemoDiarizer:
         embs = np.concatenate(
             [split_on_oom(self._embed, clips[i : i + self.embed_batch]) for i in range(0, len(clips), self.embed_batch)]
         )
-        labels = cluster_embeddings(embs, self.cfg.cluster_threshold, self.cfg.max_speakers)
+        labels = cluster_speakers(embs, self.cfg.cluster_threshold, self.cfg.max_speakers, self.cfg.min_cluster_fraction)
         centres = np.array([(a + b) / 2 for a, b in windows])
         frame_s = 0.01
         n_frames = int(math.ceil(len(audio) / SAMPLE_RATE / frame_s))
@@ -749,23 +750,6 @@ class NemoDiarizer:
         with inference_context(self._device):
             _logits, emb = self._model(input_signal=x, input_signal_length=lens)
         return list(emb.float().cpu().numpy())
-
-
-def cluster_embeddings(embs: np.ndarray, threshold: float, max_speakers: int) -> np.ndarray:
-    """Agglomerative clustering (cosine distance, average link): clusters further apart than
-    `threshold` are different speakers; at most `max_speakers`. Returns a label per embedding."""
-    embs = np.asarray(embs, dtype=np.float64)
-    if len(embs) < 2:
-        return np.zeros(len(embs), dtype=int)
-    from sklearn.cluster import AgglomerativeClustering
-
-    embs = embs / np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-9)
-    labels = AgglomerativeClustering(
-        n_clusters=None, distance_threshold=threshold, metric="cosine", linkage="average"
-    ).fit_predict(embs)
-    if labels.max() + 1 > max_speakers:
-        labels = AgglomerativeClustering(n_clusters=max_speakers, metric="cosine", linkage="average").fit_predict(embs)
-    return labels.astype(int)
 
 
 def _stitch(glob: np.ndarray, p: np.ndarray, f0: int, overlap: int) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.backends.base import SAMPLE_RATE
 from pipeline.config import DiarizationConfig
+from pipeline.clustering import cluster_speakers
 from pipeline.records import Span
 
 # Resemblyzer's partial window is fixed by the model: 160 mel frames of 10 ms.
@@ -55,41 +56,6 @@ class ResemblyzerDiarizer:
                 centres.append(region.start + mid)
                 embeds.append(emb)
         return centres, embeds
-
-
-def cluster_speakers(
-    embeds: np.ndarray, threshold: float, max_speakers: int, min_fraction: float = 0.25
-) -> np.ndarray:
-    """Cluster L2-normalised embeddings; returns labels 0..k-1 numbered by first appearance."""
-    if len(embeds) == 1:
-        return np.zeros(1, dtype=int)
-    from sklearn.cluster import AgglomerativeClustering
-
-    labels = AgglomerativeClustering(
-        n_clusters=None, metric="cosine", linkage="average", distance_threshold=threshold
-    ).fit_predict(embeds)
-    labels = _fold_small_clusters(embeds, labels, min_size=max(2, int(np.ceil(min_fraction * len(embeds)))))
-    if len(set(labels)) > max_speakers:
-        labels = AgglomerativeClustering(n_clusters=max_speakers, metric="cosine", linkage="average").fit_predict(embeds)
-    order: dict[int, int] = {}
-    for lab in labels:
-        order.setdefault(int(lab), len(order))
-    return np.array([order[int(lab)] for lab in labels])
-
-
-def _fold_small_clusters(embeds: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Windows of a cluster smaller than `min_size` (noise, laughter, overlap) join the nearest big one."""
-    ids, counts = np.unique(labels, return_counts=True)
-    big = [i for i, c in zip(ids, counts) if c >= min_size]
-    if not big or len(big) == len(ids):
-        return labels
-    norm = embeds / np.linalg.norm(embeds, axis=1, keepdims=True)
-    centroids = {i: norm[labels == i].mean(axis=0) for i in big}
-    out = labels.copy()
-    for k, lab in enumerate(labels):
-        if lab not in centroids:
-            out[k] = max(big, key=lambda i: float(norm[k] @ centroids[i]))
-    return out
 
 
 def turns_from_windows(regions: Sequence[Span], centres: np.ndarray, labels: np.ndarray) -> list[Span]:
