@@ -88,3 +88,20 @@ def test_audio_column_shares_float32_buffers_and_reads_back_in_place():
     for c in (col, pa.table({"audio": col}).combine_chunks().column("audio")):
         assert np.array_equal(samples_at(c, 0), a) and samples_at(c, 1) is None
         assert np.array_equal(samples_at(c, 2), b)
+
+
+def test_whisper_weights_are_verified_before_loading(tmp_path):
+    from pipeline.backends.whisper import EMBEDDED, embedded_model_dir, resolve_whisper_model
+    from pipeline.config import AsrConfig
+    from pipeline.models import ModelIntegrityError, sha256_file
+
+    embedded = embedded_model_dir("base")  # reassembled from the two pip packages, hash checked
+    assert sha256_file(embedded / "model.bin") == EMBEDDED["base"]["sha256"]
+    own = tmp_path / "ct2"
+    own.mkdir()
+    (own / "model.bin").symlink_to(embedded / "model.bin")
+    assert resolve_whisper_model(AsrConfig(model=str(own), sha256=EMBEDDED["base"]["sha256"])) == str(own)
+    with pytest.raises(ModelIntegrityError):
+        resolve_whisper_model(AsrConfig(model=str(own), sha256="0" * 64))
+    with pytest.raises(FileNotFoundError, match="no model hub is contacted"):
+        resolve_whisper_model(AsrConfig(model="large-v3"))

