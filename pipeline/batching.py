@@ -10,29 +10,11 @@ the same budget: that is the baseline `bench/throughput.py` compares against.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from pipeline.records import InputFile
 
 CostFn = Callable[[Sequence[float]], float]
-
-
-@dataclass
-class BatchStats:
-    audio_s: float = 0.0
-    padded_s: float = 0.0
-    calls: int = 0
-
-    def add(self, durations: Sequence[float], cost: CostFn) -> None:
-        self.audio_s += float(sum(durations))
-        self.padded_s += float(cost(durations))
-        self.calls += 1
-
-    @property
-    def padding_ratio(self) -> float:
-        """Share of model compute spent on padding: 1 - audio / padded."""
-        return 0.0 if self.padded_s <= 0 else max(0.0, 1.0 - self.audio_s / self.padded_s)
 
 
 def plan_batches(

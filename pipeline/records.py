@@ -12,12 +12,9 @@ nested `words` as list<struct>, no pickled Python objects.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
-
-Status = Literal["ok", "no_speech", "error"]
-
 
 @dataclass(frozen=True)
 class InputFile:
