@@ -538,6 +538,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--corpora", default="short,long")
     p.add_argument("--scale", type=int, default=4, help="also run the scale row on k x the short corpus (0: off)")
     p.add_argument("--scale-row", type=int, default=3)
+    p.add_argument("--scale-clips", type=int, default=None,
+                   help="short clips in the scaling run's 1x corpus (default: --short-clips; smaller keeps k x affordable)")
     p.add_argument("--nemo-size", choices=sorted(NEMO_SIZES), default=None, help="default: large (quick: small)")
     p.add_argument("--beam-size", type=int, default=None, help="default: asr.beam_size of conf/local.yaml")
     p.add_argument("--override", action="append", help="extra dotted.key=value for Scriptorium rows")
@@ -580,10 +582,13 @@ def main(argv: list[str]) -> int:
             results.append(measure_row(row, corpus, label, args, work))
     scale = None
     if args.scale and "short" in built:
+        n = args.scale_clips or args.short_clips
+        base = built["short"] if n == args.short_clips else corpora.build_short_clips(
+            args.corpus, work / f"short-{n}", n, args.short_min_s, args.short_max_s)
         one = next((r for r in results if r["row"] == args.scale_row and r["corpus"] == "short"), None)
-        if one is None:
-            one = measure_row(args.scale_row, built["short"], "short", args, work)
-        big = corpora.scaled_copy(built["short"], work / f"short-{args.short_clips}-x{args.scale}", args.scale)
+        if one is None or base is not built["short"]:
+            one = measure_row(args.scale_row, base, "short", args, work)
+        big = corpora.scaled_copy(base, work / f"short-{n}-x{args.scale}", args.scale)
         many = measure_row(args.scale_row, big, f"short-x{args.scale}", args, work)
         scale = {"factor": args.scale, "row": args.scale_row, "one": one, "many": many}
 

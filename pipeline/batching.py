@@ -24,22 +24,27 @@ def plan_batches(
     max_items: int,
     sort: bool = True,
     max_extra_padding: float | None = None,
+    groups: Sequence[object] | None = None,
 ) -> list[list[int]]:
     """Indices of `durations` grouped into model calls. Every index appears exactly once; an item
     whose own cost exceeds the budget goes alone.
+
+    With `sort` and `groups` (e.g. the language of each item, for a model that decodes one language
+    per call), items are ordered by group, then duration, and a call never mixes groups.
 
     With `sort` and `max_extra_padding` r, an item joins the current batch only if that adds at most
     r x its duration more padding than starting a new batch would. This needs no knowledge of the
     model: for FastConformer (longest x count) it closes a batch when lengths drift apart; for
     Whisper (30 s per item whatever the batch) joining never costs more, so batches stay full."""
-    order = sorted(range(len(durations)), key=lambda i: durations[i], reverse=True) if sort else list(range(len(durations)))
+    group = (lambda i: str(groups[i])) if (sort and groups is not None) else (lambda i: "")
+    order = sorted(range(len(durations)), key=lambda i: (group(i), -durations[i])) if sort else list(range(len(durations)))
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         trial = current + [i]
         if current:
             trial_cost = cost([durations[j] for j in trial])
-            full = len(trial) > max_items or trial_cost > max_padded_s
+            full = len(trial) > max_items or trial_cost > max_padded_s or group(i) != group(current[-1])
             drift = False
             if sort and max_extra_padding is not None:
                 joined = trial_cost - cost([durations[j] for j in current])

@@ -106,6 +106,11 @@ class LidConfig(Model):
     sha256: str | None = None
     language: str | None = Field(None, description="with backend none: the fixed language of every segment")
     window_s: float = Field(10.0, gt=0, le=30, description="whisper: seconds of each segment used to identify its language")
+    split_window_s: float = Field(
+        5.0, gt=0, le=30,
+        description="whisper, fused: seconds of each segment the language-switch check looks at when "
+        "segments share a 30 s window (the window's language itself comes from its own encoder pass)",
+    )
 
 
 class AsrConfig(Model):

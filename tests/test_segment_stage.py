@@ -21,6 +21,7 @@ class FakeAsr:
 
     def __init__(self):
         self.calls: list[int] = []
+        self.lid_calls: list[tuple[tuple[float, ...], float | None]] = []
 
     def model_id(self):
         return "fake"
@@ -28,7 +29,8 @@ class FakeAsr:
     def padded_seconds(self, durations):
         return 30.0 * len(durations)
 
-    def identify(self, clips):
+    def identify(self, clips, window_s=None):
+        self.lid_calls.append((tuple(len(c) / SR for c in clips), window_s))
         return [("de" if float(c[0]) > 0.5 else "en", 0.9) for c in clips]
 
     def transcribe(self, clips, languages):
@@ -39,7 +41,8 @@ class FakeAsr:
             if abs(dur - 3.3) < 1e-3:
                 raise RuntimeError("model exploded")
             words = [Word(f"w{k}", k + 0.1, k + 0.6, 0.9) for k in range(int(dur))]
-            out.append(AsrResult(" ".join(w.word for w in words), words, 0.9, language=lang or "en", language_prob=0.8))
+            detected = "de" if float(c[0]) > 0.5 else "en"  # fused LID: read from the window's own start
+            out.append(AsrResult(" ".join(w.word for w in words), words, 0.9, language=lang or detected, language_prob=0.8))
         return out
 
 
@@ -51,11 +54,13 @@ def _stage(*overrides: str) -> tuple[SegmentStage, FakeAsr]:
     return stage, fake
 
 
-def _batch(durations_per_recording: list[list[float]], level: float = 0.1) -> pa.Table:
+def _batch(durations_per_recording: list[list[float]], level: float = 0.1, levels: dict | None = None) -> pa.Table:
+    """Recordings of silence-free 'speech' segments; `levels[(r, k)]` sets segment k's sample value
+    (the fakes call a segment starting above 0.5 German)."""
     rows = []
     for r, durs in enumerate(durations_per_recording):
         total = sum(durs) + len(durs) + 1
-        audio = np.full(int(sum(durs) * SR), level, dtype="<f4")  # speech only, as the recording stage emits
+        audio = np.concatenate([np.full(int(d * SR), (levels or {}).get((r, k), level), dtype="<f4") for k, d in enumerate(durs)])
         spans, t, offset = [], 0.5, 0
         for d in durs:
             spans.append({"start": t, "end": t + d, "speaker": None, "audio_offset": offset, "num_samples": int(d * SR)})
@@ -110,3 +115,22 @@ def test_recording_packing_merges_consecutive_segments_of_one_recording_only():
     assert fake.calls == [3]
     assert [len(r["segments"]) for r in out] == [3, 1]
     assert [s["text"].split()[0] for s in out[0]["segments"]] == ["w0", "w5", "w0"]  # w5 (5.1-5.6 s) lies past the gap midpoint 5.25
+
+
+def test_fused_lid_checks_only_shared_windows_and_cuts_at_a_language_switch():
+    stage, fake = _stage("batching.pack=recording", "batching.pack_gap_s=0.5", "lid.split_window_s=4")
+    out = stage(_batch([[5.0, 6.0, 4.0], [8.0]], levels={(0, 1): 0.9, (0, 2): 0.9})).to_pylist()
+    # r0's three segments share a window, so each gets the cheap 4 s check; r1's lone segment gets none
+    assert fake.lid_calls == [((4.0, 5.0, 6.0), 4.0)]
+    # the check cuts r0's window at the en -> de switch: [5 s en] [6 s + 4 s de] + r1 = 3 windows, one call
+    assert fake.calls == [3]
+    assert [[s["language"] for s in r["segments"]] for r in out] == [["en", "de", "de"], ["en"]]
+    assert [s["text"].split()[0] for s in out[0]["segments"]] == ["w0", "w0", "w6"]  # de window: 6 s | gap | 4 s
+
+
+def test_separate_lid_is_bucketed_by_duration():
+    stage, fake = _stage("batching.pack=none", "batching.max_items=2", "lid.backend=whisper")
+    stage.lid = FakeAsr()  # a LID model of its own: every segment is identified before ASR
+    out = stage(_batch([[9.0, 2.0], [8.0, 3.0]])).to_pylist()
+    assert stage.lid.lid_calls == [((2.0, 3.0), None), ((8.0, 9.0), None)]  # arrival order would pair 9 with 2
+    assert fake.lid_calls == [] and all(s["language"] == "en" for r in out for s in r["segments"])

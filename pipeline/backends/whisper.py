@@ -96,6 +96,8 @@ class WhisperAsr:
     """Batched Whisper ASR with fused, per-clip language ID (also serves as the LID backend)."""
 
     native_punctuation = True
+    #: `transcribe` decodes one language at a time: the segment stage plans calls per language.
+    batch_by_language = True
     #: Every call is padded to this window; the segment stage packs short clips into it.
     window_s = WINDOW_S
     #: Seconds of each clip `identify` looks at. CTranslate2 encodes shorter inputs at a fraction of
@@ -122,10 +124,13 @@ class WhisperAsr:
     def padded_seconds(self, durations: Sequence[float]) -> float:
         return WINDOW_S * len(durations)
 
-    def identify(self, clips: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+    def identify(self, clips: Sequence[np.ndarray], window_s: float | None = None) -> list[tuple[str, float]]:
+        """Language per clip from its first `window_s` seconds (default `lid_window_s`), zero-padded.
+        Measured on the corpus's 45 labelled clips: 30 s 45/45 right, 10 s 45/45 at 1/5 of the cost,
+        5 s 44/45 at 1/15 (good enough to notice a language switch, see the segment stage)."""
         if not clips:
             return []
-        return self._detect(self._encode(clips, frames=int(self.lid_window_s * 100)))
+        return self._detect(self._encode(clips, frames=int((window_s or self.lid_window_s) * 100)))
 
     def transcribe(self, clips: Sequence[np.ndarray], languages: Sequence[str | None]) -> list[AsrResult]:
         if not clips:

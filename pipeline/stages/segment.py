@@ -130,6 +130,26 @@ class _Unit:
         return lo, hi
 
 
+def _label(it: _Item) -> str | None:
+    return it.lid[0] if it.lid else None
+
+
+def _language_groups(units: list[_Unit]) -> list[str | None]:
+    """Each window's language for planning calls: its known one, else (fused LID, read only during
+    the call) the language its recording's switch check found most, else unknown. Whisper decodes one
+    language per call, so a call that mixes three languages runs as three smaller ones."""
+    seen: dict[int, Counter] = {}
+    for u in units:
+        for it in u.items:
+            if it.lid:
+                seen.setdefault(it.row, Counter())[it.lid[0]] += it.duration
+    out = []
+    for u in units:
+        guess = seen.get(u.items[0].row)
+        out.append(u.language or (guess.most_common(1)[0][0] if guess else None))
+    return out
+
+
 class SegmentStage:
     name = "segment"
 
@@ -161,24 +181,13 @@ class SegmentStage:
 
     # -- models ---------------------------------------------------------------------------------
     def _run_models(self, items: list[_Item]) -> None:
+        units = self._units(items)
         bcfg = self.cfg.batching
-        window = getattr(self.asr, "window_s", None)
-        packing = bool(window) and bcfg.pack != "none" and self.cfg.asr.word_timestamps and len(items) > 1
-        languages = self._identify(items, separate=packing)
-        if packing:
-            durations = [it.duration for it in items]
-            if bcfg.pack == "corpus":
-                idx_windows = pack_windows(durations, languages, window, bcfg.pack_gap_s)
-            else:
-                keys = [(it.row, it.span["speaker"], lang) for it, lang in zip(items, languages)]
-                idx_windows = pack_consecutive(durations, keys, window, bcfg.pack_gap_s)
-            units = [_Unit.pack([items[i] for i in w], languages[w[0]], bcfg.pack_gap_s) for w in idx_windows]
-        else:
-            units = [_Unit.pack([it], lang, 0.0) for it, lang in zip(items, languages)]
         durations = [u.duration for u in units]
         cost = with_quadratic(self.asr.padded_seconds, bcfg.quadratic_s)
+        groups = _language_groups(units) if getattr(self.asr, "batch_by_language", False) else None
         for idx in plan_batches(
-            durations, cost, bcfg.max_padded_s, bcfg.max_items, bcfg.enabled, bcfg.max_extra_padding
+            durations, cost, bcfg.max_padded_s, bcfg.max_items, bcfg.enabled, bcfg.max_extra_padding, groups
         ):
             group = [units[i] for i in idx]
             t0 = time.perf_counter()
@@ -190,27 +199,77 @@ class SegmentStage:
                 for it in u.items:  # attribute the call's cost to its segments by their share of speech
                     it.padded_s, it.wall_s = padded * it.duration / speech, wall * it.duration / speech
 
-    def _identify(self, items: list[_Item], separate: bool) -> list[str | None]:
-        """Language per segment: a fixed one, a separate LID pass, or None (fused into the ASR call)."""
+    def _units(self, items: list[_Item]) -> list[_Unit]:
+        """The ASR inputs: segments alone, or (Whisper) packed into shared 30 s windows."""
+        bcfg = self.cfg.batching
+        window = getattr(self.asr, "window_s", None)
+        packing = bool(window) and bcfg.pack != "none" and self.cfg.asr.word_timestamps and len(items) > 1
+        fused = self.lid is not None and self.lid is self.asr
+        if fused and (not packing or bcfg.pack == "recording"):
+            return self._fused_units(items, window if packing else None)
+        languages = self._identify(items)
+        if not packing:
+            return [_Unit.pack([it], lang, 0.0) for it, lang in zip(items, languages)]
+        durations = [it.duration for it in items]
+        if bcfg.pack == "corpus":
+            idx_windows = pack_windows(durations, languages, window, bcfg.pack_gap_s)
+        else:
+            keys = [(it.row, it.span["speaker"], lang) for it, lang in zip(items, languages)]
+            idx_windows = pack_consecutive(durations, keys, window, bcfg.pack_gap_s)
+        return [_Unit.pack([items[i] for i in w], languages[w[0]], bcfg.pack_gap_s) for w in idx_windows]
+
+    def _fused_units(self, items: list[_Item], window: float | None) -> list[_Unit]:
+        """Whisper LID fused with ASR: each window's language is read from its own encoder pass, so a
+        window that holds one segment costs no LID at all (per-file pipelines such as faster-whisper's
+        batched one spend a whole extra 30 s encode per file on it).
+
+        A window that merges several segments could hide a language switch, and the window's own
+        detection cannot see one: on the corpus's FLEURS pairs, half of the en+de windows came out
+        ">= 0.92 one language". So those segments get a cheap check first (`lid.split_window_s`
+        seconds each), and the window is cut where the check changes language. The check only decides
+        where to cut; each piece's language still comes from its own window's encoder pass."""
+        gap = self.cfg.batching.pack_gap_s
+        if window is None:
+            return [_Unit.pack([it], None, 0.0) for it in items]
+        keys = [(it.row, it.span["speaker"]) for it in items]
+        windows = pack_consecutive([it.duration for it in items], keys, window, gap)
+        shared = [items[i] for w in windows if len(w) > 1 for i in w]
+        self._identify(shared, window_s=self.cfg.lid.split_window_s)
+        units = []
+        for w in windows:
+            run: list[_Item] = []
+            for it in (items[i] for i in w):
+                if run and _label(run[-1]) != _label(it):
+                    units.append(_Unit.pack(run, None, gap))
+                    run = []
+                run.append(it)
+            units.append(_Unit.pack(run, None, gap))
+        log.debug("fused LID: %d windows, %d after language cuts", len(windows), len(units))
+        return units
+
+    def _identify(self, items: list[_Item], window_s: float | None = None) -> list[str | None]:
+        """Language per segment from a separate LID pass (or the fixed `lid.language`). With bucketing
+        on, calls take segments sorted by duration, so a padded LID model wastes little."""
         if self.lid is None:
             return [self.cfg.lid.language] * len(items)
-        if self.lid is self.asr and not separate:
-            return [None] * len(items)  # fused: the ASR call detects from its own encoder pass
+        order = sorted(items, key=lambda it: it.duration) if self.cfg.batching.enabled else items
         step = self.cfg.batching.max_items
-        for k in range(0, len(items), step):
-            self._identify_chunk(items[k : k + step])
+        for k in range(0, len(order), step):
+            self._identify_chunk(order[k : k + step], window_s)
         return [it.lid[0] if it.lid else None for it in items]
 
-    def _identify_chunk(self, chunk: list[_Item]) -> None:
+    def _identify_chunk(self, chunk: list[_Item], window_s: float | None = None) -> None:
         """One LID call; on failure, one call per segment; a segment that still fails is an error."""
         assert self.lid is not None
+        clips = [it.clip for it in chunk]
         try:
-            for it, lid in zip(chunk, self.lid.identify([it.clip for it in chunk])):
+            found = self.lid.identify(clips, window_s=window_s) if window_s else self.lid.identify(clips)
+            for it, lid in zip(chunk, found):
                 it.lid = lid
         except Exception as exc:  # noqa: BLE001
             if len(chunk) > 1:
                 for it in chunk:
-                    self._identify_chunk([it])
+                    self._identify_chunk([it], window_s)
             else:
                 log.exception("language ID failed")
                 chunk[0].error = f"lid: {type(exc).__name__}: {exc}"
