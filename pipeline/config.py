@@ -26,10 +26,7 @@ class Resources(Model):
 
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
-    pool_size: int = Field(1, ge=1, description="actors in the fixed-size pool")
-    batch_size: int = Field(
-        8, ge=1, description="recordings per Ray batch; for the segment stage the most recordings in one pooled window"
-    )
+    pool_size: int = Field(1, ge=1, description="actors (or concurrent tasks) of the stage")
 
 
 class StorageOptions(Model):
@@ -63,7 +60,7 @@ class OutputConfig(Model):
 class DecodeConfig(Model):
     sample_rate: Literal[16000] = 16000
     max_duration_s: float = Field(4 * 3600, gt=0, description="longer files are refused with an error")
-    resources: Resources = Resources(num_cpus=0.25, pool_size=1, batch_size=4)
+    resources: Resources = Resources(num_cpus=0.25, pool_size=1)
 
 
 class VadConfig(Model):
@@ -135,7 +132,10 @@ class BatchingConfig(Model):
 
     enabled: bool = Field(True, description="sort pooled segments by duration before packing (off: arrival order)")
     window_s: float = Field(
-        300.0, gt=0, description="audio seconds of recordings pooled into one segment-stage batch (estimated in the driver)"
+        300.0, gt=0, description="audio seconds of recordings pooled into one window (estimated in the driver)"
+    )
+    max_files: int = Field(
+        16, ge=1, description="most recordings in one pooling window (1: every recording is its own window)"
     )
     max_padded_s: float = Field(240.0, gt=0, description="budget of padded audio seconds per model call")
     quadratic_s: float = Field(
@@ -164,11 +164,11 @@ class QualityConfig(Model):
 
 
 class SegmentStageConfig(Model):
-    resources: Resources = Resources(num_cpus=1.0, pool_size=1, batch_size=64)
+    resources: Resources = Resources(num_cpus=1.0, pool_size=1)
 
 
 class RecordingStageConfig(Model):
-    resources: Resources = Resources(num_cpus=0.5, pool_size=1, batch_size=4)
+    resources: Resources = Resources(num_cpus=0.5, pool_size=1)
 
 
 class ModelsConfig(Model):

@@ -48,10 +48,9 @@ def configure_data_context() -> None:
     ctx.enable_operator_progress_bars = False
 
 
-def map_actor(ds, stage_cls: type, resources: Resources, whole_blocks: bool = False, **kwargs: Any):
+def map_actor(ds, stage_cls: type, resources: Resources, **kwargs: Any):
     """Stateful stage (loads a model once per actor) -> a fixed pool of `resources.pool_size` actors.
-
-    `whole_blocks`: each call gets one whole block (a pooling window) instead of `batch_size` rows."""
+    Each call gets one whole block: a pooling window (see `map_tasks`)."""
     import ray
 
     actor_cls = type(f"{stage_cls.__name__}Actor", (stage_cls,), {})  # readable names in Ray's logs
@@ -59,7 +58,7 @@ def map_actor(ds, stage_cls: type, resources: Resources, whole_blocks: bool = Fa
         actor_cls,
         fn_constructor_kwargs=kwargs,
         batch_format="pyarrow",
-        batch_size=None if whole_blocks else resources.batch_size,
+        batch_size=None,
         compute=ray.data.ActorPoolStrategy(size=resources.pool_size),
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,
@@ -68,12 +67,16 @@ def map_actor(ds, stage_cls: type, resources: Resources, whole_blocks: bool = Fa
 
 
 def map_tasks(ds, fn, resources: Resources, **kwargs: Any):
-    """Stateless CPU stage (e.g. decode) -> plain Ray tasks, at most `pool_size` at a time."""
+    """Stateless CPU stage (e.g. decode) -> plain Ray tasks, at most `pool_size` at a time.
+
+    Each task gets one whole block, a pooling window. A row count here would make Ray Data bundle
+    several one-file windows (long recordings) into one task, so ASR could not start on the first
+    file until the whole bundle was decoded and segmented."""
     return ds.map_batches(
         fn,
         fn_kwargs=kwargs,
         batch_format="pyarrow",
-        batch_size=resources.batch_size,
+        batch_size=None,
         num_cpus=resources.num_cpus,
         concurrency=resources.pool_size,
     )

@@ -65,19 +65,20 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     from pipeline.stages.segment import SegmentStage
 
     init_ray(cfg.ray)
-    # One block per pooling window: the segment stage takes a whole block, so the segments of every
-    # recording in a window are bucketed together (pipeline/batching.py).
+    # One block per pooling window, and every stage takes whole blocks: the segment stage buckets the
+    # segments of a window's recordings together (pipeline/batching.py), and a long file (a window of
+    # its own) flows on to ASR as soon as it is decoded and segmented, not after its neighbours.
     blocks = [
         pa.Table.from_pylist(
             [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag, "mtime": f.mtime} for f in group],
             schema=INPUT_SCHEMA,
         )
-        for group in windows(todo, cfg.batching.window_s, cfg.segment_stage.resources.batch_size)
+        for group in windows(todo, cfg.batching.window_s, cfg.batching.max_files)
     ]
     ds = ray.data.from_arrow(blocks)
     ds = map_tasks(ds, decode_batch, cfg.decode.resources, cfg=cfg.decode, storage=cfg.input.storage)
     ds = map_actor(ds, RecordingStage, cfg.recording_stage.resources, cfg=cfg)
-    ds = map_actor(ds, SegmentStage, cfg.segment_stage.resources, whole_blocks=True, cfg=cfg)
+    ds = map_actor(ds, SegmentStage, cfg.segment_stage.resources, cfg=cfg)
     sink = TranscriptSink(cfg.output, run_id, fingerprint)
     ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
     return sink.summaries

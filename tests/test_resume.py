@@ -51,11 +51,7 @@ CLIPS = [
 ]
 BASE = ["ray.num_cpus=2", "asr.model=base"]
 #: One recording per Ray batch everywhere: many small parts, so a crash lands between commits.
-SMALL_BATCHES = [
-    "decode.resources.batch_size=1",
-    "recording_stage.resources.batch_size=1",
-    "segment_stage.resources.batch_size=1",
-]
+SMALL_BATCHES = ["batching.max_files=1"]
 
 
 def make_input(folder: Path, clips=CLIPS) -> Path:
@@ -384,7 +380,7 @@ def test_s3_with_injected_faults(tmp_path, corpus_in, clean):
             fs.put_file(str(corpus_in / c), f"audio/in/{c}")
         s3.start_faults()
         ep = [f"input.storage.endpoint_url={s3.endpoint}", f"output.storage.endpoint_url={s3.endpoint}"]
-        report = run_inproc("s3://audio/in/", "s3://audio/out", *ep, *SMALL_BATCHES[:1])
+        report = run_inproc("s3://audio/in/", "s3://audio/out", *ep, *SMALL_BATCHES)
         assert report.processed == len(CLIPS) and report.error == 0, report.summary()
         report2 = run_inproc("s3://audio/in/", "s3://audio/out", *ep)
         assert report2.skipped == len(CLIPS) and report2.processed == 0, report2.summary()
@@ -473,8 +469,7 @@ def remover():
 t = threading.Thread(target=remover, daemon=True)
 t.start()
 cfg = load_config(conf, [f"input.uri={inp}", f"output.uri={out}", "asr.model=base",
-                         "decode.resources.batch_size=1", "recording_stage.resources.batch_size=1",
-                         "segment_stage.resources.batch_size=1"])
+                         "batching.max_files=1"])
 report = run(cfg)
 t.join(30)
 print(f"[{time.time() - t0:.1f} s] job done", flush=True)
