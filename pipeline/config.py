@@ -105,8 +105,8 @@ class LidConfig(Model):
     window_s: float = Field(10.0, gt=0, le=30, description="whisper: seconds of each segment used to identify its language")
     split_window_s: float = Field(
         5.0, gt=0, le=30,
-        description="whisper, fused: seconds of each segment the language-switch check looks at when "
-        "segments share a 30 s window (the window's language itself comes from its own encoder pass)",
+        description="whisper, fused: when the segments sharing a 30 s window seem to speak different "
+        "languages, seconds of each that a closer check encodes before the window is cut",
     )
 
 

@@ -80,6 +80,16 @@ class AsrResult:
         return asdict(self)
 
 
+@dataclass
+class LanguageSwitch:
+    """What an ASR backend returns instead of an `AsrResult` for a packed window whose segments turn
+    out to speak different languages (Whisper decodes one language per window). Nothing was
+    transcribed; `languages` holds (language, probability) per packed part, and the caller cuts the
+    window where the language changes and sends the pieces again."""
+
+    languages: list[tuple[str, float]]
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
     import resource

@@ -71,14 +71,17 @@ def test_bad_inputs_one_run(tmp_path):
 
 
 _MEASURE = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np, av, pyarrow as pa
 from pipeline.config import DecodeConfig, StorageOptions
 from pipeline.stages.decode import INPUT_SCHEMA, decode_batch
 from pipeline.audio import decode_windows
 
+def status_mb(key):
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024
+
 def vmrss():
-    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) / 1024
+    return status_mb('VmRSS')
 
 path, mode, max_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
 base = vmrss(); t0 = time.time()
@@ -92,7 +95,9 @@ else:
     t = decode_batch(pa.Table.from_pylist([row], schema=INPUT_SCHEMA), DecodeConfig(max_duration_s=max_s), StorageOptions())
     r = t.drop_columns(["audio"]).to_pylist()[0]
     out = {"status": r["status"], "error": r["error"], "duration": r["duration"], "audio_bytes": t.column("audio").nbytes}
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries a forked child's pre-exec RSS (a copy of pytest's, models
+# loaded by earlier tests included) into ru_maxrss across exec; VmHWM belongs to this process's own memory
+peak = status_mb('VmHWM')
 print(json.dumps({**out, "base_mb": base, "peak_mb": peak, "seconds": time.time() - t0}))
 """
 
@@ -130,5 +135,7 @@ def test_two_hour_file_bounded_memory(tmp_path):
     assert grew2 <= grew1 + 32 and grew2 < 0.5 * full, (w1, w)
     r = _measure(path, "batch", 3600)
     assert r["status"] == "error" and "decode.max_duration_s=3600" in r["error"], r
-    # refused from the header, without decoding: memory, not wall time (this machine is shared)
-    assert r["peak_mb"] - r["base_mb"] <= grew1 + 32, r  # no more than streaming costs: no samples held
+    # refused from the header, without decoding: memory, not wall time (this machine is shared). The
+    # decode stage's own imports and buffers cost ~50 MB whatever the file; decoding the first hour
+    # before refusing would hold 220 MB of samples.
+    assert r["peak_mb"] - r["base_mb"] < 0.25 * full, r

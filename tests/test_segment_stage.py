@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import load_config
-from pipeline.records import AsrResult, Word
+from pipeline.records import AsrResult, LanguageSwitch, Word
 from pipeline.stages.recording import SEGMENTED_SCHEMA
 from pipeline.stages.segment import TRANSCRIBED_SCHEMA, SegmentStage
 
@@ -33,10 +33,18 @@ class FakeAsr:
         self.lid_calls.append((tuple(len(c) / SR for c in clips), window_s))
         return [("de" if float(c[0]) > 0.5 else "en", 0.9) for c in clips]
 
-    def transcribe(self, clips, languages):
+    def transcribe(self, clips, languages, parts=None):
+        """Fused LID as WhisperAsr does it: a window whose packed parts start at different 'languages'
+        (sample level) gets the closer `identify` check, then comes back as a LanguageSwitch."""
         self.calls.append(len(clips))
         out = []
-        for c, lang in zip(clips, languages):
+        for c, lang, spans in zip(clips, languages, parts or [None] * len(clips)):
+            if lang is None and spans and len(spans) > 1:
+                found = {"de" if float(c[int(a * SR)]) > 0.5 else "en" for a, _ in spans}
+                if len(found) > 1:
+                    votes = self.identify([c[int(a * SR) : int(b * SR)] for a, b in spans], window_s=4.0)
+                    out.append(LanguageSwitch(votes))
+                    continue
             dur = len(c) / SR
             if abs(dur - 3.3) < 1e-3:
                 raise RuntimeError("model exploded")
@@ -117,15 +125,25 @@ def test_recording_packing_merges_consecutive_segments_of_one_recording_only():
     assert [s["text"].split()[0] for s in out[0]["segments"]] == ["w0", "w5", "w0"]  # w5 (5.1-5.6 s) lies past the gap midpoint 5.25
 
 
-def test_fused_lid_checks_only_shared_windows_and_cuts_at_a_language_switch():
-    stage, fake = _stage("batching.pack=recording", "batching.pack_gap_s=0.5", "lid.split_window_s=4")
+def test_fused_lid_cuts_a_window_that_switches_language_and_runs_the_pieces_again():
+    stage, fake = _stage("batching.pack=recording", "batching.pack_gap_s=0.5")
     out = stage(_batch([[5.0, 6.0, 4.0], [8.0]], levels={(0, 1): 0.9, (0, 2): 0.9})).to_pylist()
-    # r0's three segments share a window, so each gets the cheap 4 s check; r1's lone segment gets none
-    assert fake.lid_calls == [((4.0, 5.0, 6.0), 4.0)]
-    # the check cuts r0's window at the en -> de switch: [5 s en] [6 s + 4 s de] + r1 = 3 windows, one call
-    assert fake.calls == [3]
+    # round 1: r0's window [5 en | 6 de | 4 de] and r1's [8 en] in one call; r0's window switches, so
+    # it was not transcribed; the closer check ran on its three parts only (a lone segment needs none)
+    assert fake.lid_calls == [((5.0, 6.0, 4.0), 4.0)]
+    # round 2: the pieces [5 s en] and [6 s + 4 s de] in one more call
+    assert fake.calls == [2, 2]
     assert [[s["language"] for s in r["segments"]] for r in out] == [["en", "de", "de"], ["en"]]
     assert [s["text"].split()[0] for s in out[0]["segments"]] == ["w0", "w0", "w6"]  # de window: 6 s | gap | 4 s
+    # the wasted first pass is paid for: r0 spent 2 windows of the first call and 2 of the second
+    assert abs(sum(r["asr_padded_seconds"] for r in out) - 4 * 30.0) < 1e-6
+
+
+def test_fused_lid_monolingual_windows_cost_no_separate_lid():
+    stage, fake = _stage("batching.pack=recording", "batching.pack_gap_s=0.5")
+    out = stage(_batch([[5.0, 6.0, 4.0], [8.0]])).to_pylist()
+    assert fake.lid_calls == [] and fake.calls == [2]
+    assert all(s["language"] == "en" for r in out for s in r["segments"])
 
 
 def test_separate_lid_is_bucketed_by_duration():

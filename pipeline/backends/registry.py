@@ -57,6 +57,7 @@ def make_lid(cfg: LidConfig, asr_cfg: AsrConfig, asr: AsrBackend, models: Models
         else:
             lid = WhisperAsr(asr_cfg.model_copy(update={"model": cfg.model or "base", "sha256": cfg.sha256}), use_gpu)
         lid.lid_window_s = cfg.window_s  # type: ignore[attr-defined]
+        lid.split_window_s = cfg.split_window_s  # type: ignore[attr-defined]
         return lid  # type: ignore[return-value]
     from pipeline.backends.nemo import NemoLid
 

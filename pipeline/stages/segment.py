@@ -2,7 +2,9 @@
 
 Segments of every recording in the Ray batch are pooled, sorted by duration and packed into model
 calls under a padded-seconds budget (pipeline/batching.py), then regrouped per recording. Language
-is identified per segment, so a file that switches language is transcribed in both. A model call
+is identified per segment, so a file that switches language is transcribed in both: by a separate
+LID model, or (Whisper) fused into the ASR call, which reads each packed segment's language from the
+window's own encoder pass and hands back a window that switches language, to be cut and run again. A model call
 that fails is retried item by item; an item that still fails marks its recording "error" with the
 message, and the other recordings of the batch are unaffected.
 """
@@ -21,7 +23,7 @@ import pyarrow as pa
 from pipeline.backends.registry import make_asr, make_lid
 from pipeline.batching import pack_consecutive, pack_windows, plan_batches, with_quadratic
 from pipeline.config import JobConfig
-from pipeline.records import SEGMENT_TYPE, AsrResult, Word, peak_rss_mb
+from pipeline.records import SEGMENT_TYPE, AsrResult, LanguageSwitch, Word, peak_rss_mb
 from pipeline.stages.punctuation import needs_punctuation_warning
 from pipeline.stages.quality import judge
 from pipeline.stages.decode import samples_at
@@ -94,6 +96,23 @@ class _Unit:
     def duration(self) -> float:
         return len(self.audio) / SAMPLE_RATE
 
+    @property
+    def parts(self) -> list[tuple[float, float]]:
+        """Where each packed segment lies in `audio`, in seconds."""
+        return [(o, o + it.duration) for o, it in zip(self.offsets, self.items)]
+
+    def cut(self, switch: LanguageSwitch, gap_s: float) -> list["_Unit"]:
+        """The window cut where its segments' language changes: one piece per run of one language."""
+        pieces: list[_Unit] = []
+        run: list[_Item] = []
+        for k, it in enumerate(self.items):
+            if run and switch.languages[k][0] != switch.languages[k - 1][0]:
+                pieces.append(_Unit.pack(run, self.language, gap_s))
+                run = []
+            run.append(it)
+        pieces.append(_Unit.pack(run, self.language, gap_s))
+        return pieces
+
     def split(self, res: AsrResult) -> None:
         """Give each packed segment the words whose middle falls inside it (times made clip-relative)."""
         if len(self.items) == 1:
@@ -130,26 +149,6 @@ class _Unit:
         return lo, hi
 
 
-def _label(it: _Item) -> str | None:
-    return it.lid[0] if it.lid else None
-
-
-def _language_groups(units: list[_Unit]) -> list[str | None]:
-    """Each window's language for planning calls: its known one, else (fused LID, read only during
-    the call) the language its recording's switch check found most, else unknown. Whisper decodes one
-    language per call, so a call that mixes three languages runs as three smaller ones."""
-    seen: dict[int, Counter] = {}
-    for u in units:
-        for it in u.items:
-            if it.lid:
-                seen.setdefault(it.row, Counter())[it.lid[0]] += it.duration
-    out = []
-    for u in units:
-        guess = seen.get(u.items[0].row)
-        out.append(u.language or (guess.most_common(1)[0][0] if guess else None))
-    return out
-
-
 class SegmentStage:
     name = "segment"
 
@@ -163,6 +162,11 @@ class SegmentStage:
             from pipeline.stages.itn import make_itn
 
             self.itn = make_itn(cfg.itn)
+
+    @property
+    def _fused(self) -> bool:
+        """Whisper LID on the ASR model itself: languages come out of the ASR call, no separate pass."""
+        return self.lid is not None and self.lid is self.asr
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         speech = batch.column("audio")
@@ -181,32 +185,47 @@ class SegmentStage:
 
     # -- models ---------------------------------------------------------------------------------
     def _run_models(self, items: list[_Item]) -> None:
+        """Plan and run the model calls. A Whisper window whose packed segments turn out to speak
+        different languages comes back cut (see `_call`); its pieces go through another round."""
         units = self._units(items)
+        while units:
+            units = self._run_round(units)
+
+    def _run_round(self, units: list[_Unit]) -> list[_Unit]:
         bcfg = self.cfg.batching
         durations = [u.duration for u in units]
         cost = with_quadratic(self.asr.padded_seconds, bcfg.quadratic_s)
-        groups = _language_groups(units) if getattr(self.asr, "batch_by_language", False) else None
+        # Whisper decodes one language per call: windows of a known language are planned by language
+        groups = [u.language for u in units] if getattr(self.asr, "batch_by_language", False) else None
+        again: list[_Unit] = []
         for idx in plan_batches(
             durations, cost, bcfg.max_padded_s, bcfg.max_items, bcfg.enabled, bcfg.max_extra_padding, groups
         ):
             group = [units[i] for i in idx]
             t0 = time.perf_counter()
-            self._call(group)
+            again += self._call(group)
             wall = time.perf_counter() - t0
             padded = self.asr.padded_seconds([durations[i] for i in idx])
             speech = sum(it.duration for u in group for it in u.items) or 1.0
             for u in group:
                 for it in u.items:  # attribute the call's cost to its segments by their share of speech
-                    it.padded_s, it.wall_s = padded * it.duration / speech, wall * it.duration / speech
+                    it.padded_s += padded * it.duration / speech
+                    it.wall_s += wall * it.duration / speech
+        return again
 
     def _units(self, items: list[_Item]) -> list[_Unit]:
         """The ASR inputs: segments alone, or (Whisper) packed into shared 30 s windows."""
         bcfg = self.cfg.batching
         window = getattr(self.asr, "window_s", None)
         packing = bool(window) and bcfg.pack != "none" and self.cfg.asr.word_timestamps and len(items) > 1
-        fused = self.lid is not None and self.lid is self.asr
-        if fused and (not packing or bcfg.pack == "recording"):
-            return self._fused_units(items, window if packing else None)
+        if self._fused and (not packing or bcfg.pack == "recording"):
+            # Whisper LID fused with ASR: each window's language is read from its own encoder pass
+            # (per packed segment, so a switch inside a window is caught: see WhisperAsr.transcribe).
+            if not packing:
+                return [_Unit.pack([it], None, 0.0) for it in items]
+            keys = [(it.row, it.span["speaker"]) for it in items]
+            windows = pack_consecutive([it.duration for it in items], keys, window, bcfg.pack_gap_s)
+            return [_Unit.pack([items[i] for i in w], None, bcfg.pack_gap_s) for w in windows]
         languages = self._identify(items)
         if not packing:
             return [_Unit.pack([it], lang, 0.0) for it, lang in zip(items, languages)]
@@ -218,36 +237,7 @@ class SegmentStage:
             idx_windows = pack_consecutive(durations, keys, window, bcfg.pack_gap_s)
         return [_Unit.pack([items[i] for i in w], languages[w[0]], bcfg.pack_gap_s) for w in idx_windows]
 
-    def _fused_units(self, items: list[_Item], window: float | None) -> list[_Unit]:
-        """Whisper LID fused with ASR: each window's language is read from its own encoder pass, so a
-        window that holds one segment costs no LID at all (per-file pipelines such as faster-whisper's
-        batched one spend a whole extra 30 s encode per file on it).
-
-        A window that merges several segments could hide a language switch, and the window's own
-        detection cannot see one: on the corpus's FLEURS pairs, half of the en+de windows came out
-        ">= 0.92 one language". So those segments get a cheap check first (`lid.split_window_s`
-        seconds each), and the window is cut where the check changes language. The check only decides
-        where to cut; each piece's language still comes from its own window's encoder pass."""
-        gap = self.cfg.batching.pack_gap_s
-        if window is None:
-            return [_Unit.pack([it], None, 0.0) for it in items]
-        keys = [(it.row, it.span["speaker"]) for it in items]
-        windows = pack_consecutive([it.duration for it in items], keys, window, gap)
-        shared = [items[i] for w in windows if len(w) > 1 for i in w]
-        self._identify(shared, window_s=self.cfg.lid.split_window_s)
-        units = []
-        for w in windows:
-            run: list[_Item] = []
-            for it in (items[i] for i in w):
-                if run and _label(run[-1]) != _label(it):
-                    units.append(_Unit.pack(run, None, gap))
-                    run = []
-                run.append(it)
-            units.append(_Unit.pack(run, None, gap))
-        log.debug("fused LID: %d windows, %d after language cuts", len(windows), len(units))
-        return units
-
-    def _identify(self, items: list[_Item], window_s: float | None = None) -> list[str | None]:
+    def _identify(self, items: list[_Item]) -> list[str | None]:
         """Language per segment from a separate LID pass (or the fixed `lid.language`). With bucketing
         on, calls take segments sorted by duration, so a padded LID model wastes little."""
         if self.lid is None:
@@ -255,42 +245,49 @@ class SegmentStage:
         order = sorted(items, key=lambda it: it.duration) if self.cfg.batching.enabled else items
         step = self.cfg.batching.max_items
         for k in range(0, len(order), step):
-            self._identify_chunk(order[k : k + step], window_s)
+            self._identify_chunk(order[k : k + step])
         return [it.lid[0] if it.lid else None for it in items]
 
-    def _identify_chunk(self, chunk: list[_Item], window_s: float | None = None) -> None:
+    def _identify_chunk(self, chunk: list[_Item]) -> None:
         """One LID call; on failure, one call per segment; a segment that still fails is an error."""
         assert self.lid is not None
         clips = [it.clip for it in chunk]
         try:
-            found = self.lid.identify(clips, window_s=window_s) if window_s else self.lid.identify(clips)
+            found = self.lid.identify(clips)
             for it, lid in zip(chunk, found):
                 it.lid = lid
         except Exception as exc:  # noqa: BLE001
             if len(chunk) > 1:
                 for it in chunk:
-                    self._identify_chunk([it], window_s)
+                    self._identify_chunk([it])
             else:
                 log.exception("language ID failed")
                 chunk[0].error = f"lid: {type(exc).__name__}: {exc}"
 
-    def _call(self, group: list[_Unit]) -> None:
-        """One model call; on failure, retry each unit alone, then each segment alone."""
+    def _call(self, group: list[_Unit]) -> list[_Unit]:
+        """One model call; on failure, retry each unit alone, then each segment alone. Returns the
+        pieces of windows the backend found to switch language, for another round."""
+        pieces: list[_Unit] = []
         try:
-            results = self.asr.transcribe([u.audio for u in group], [u.language for u in group])
+            audio, languages = [u.audio for u in group], [u.language for u in group]
+            if self._fused:
+                results = self.asr.transcribe(audio, languages, parts=[u.parts for u in group])
+            else:
+                results = self.asr.transcribe(audio, languages)
             for u, res in zip(group, results):
-                u.split(res)
+                if isinstance(res, LanguageSwitch):
+                    pieces += u.cut(res, self.cfg.batching.pack_gap_s)
+                else:
+                    u.split(res)
         except Exception as exc:  # noqa: BLE001
             if len(group) > 1:
                 log.warning("ASR call on %d windows failed (%s); retrying one at a time", len(group), exc)
-                for u in group:
-                    self._call([u])
-            elif len(group[0].items) > 1:
-                for it in group[0].items:
-                    self._call([_Unit.pack([it], group[0].language, 0.0)])
-            else:
-                log.exception("segment failed")
-                group[0].items[0].error = f"asr: {type(exc).__name__}: {exc}"
+                return [p for u in group for p in self._call([u])]
+            if len(group[0].items) > 1:
+                return [p for it in group[0].items for p in self._call([_Unit.pack([it], group[0].language, 0.0)])]
+            log.exception("segment failed")
+            group[0].items[0].error = f"asr: {type(exc).__name__}: {exc}"
+        return pieces
 
     # -- regroup --------------------------------------------------------------------------------
     def _regroup(self, rows: list[dict], items: list[_Item]) -> pa.Table:

@@ -1,0 +1,58 @@
+"""The embedded Whisper backend on real speech: fused language ID of packed windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.audio import decode
+from pipeline.config import AsrConfig
+from pipeline.records import AsrResult, LanguageSwitch
+
+SR = 16000
+
+
+def _clip(corpus: Path, rel: str) -> np.ndarray:
+    with open(corpus / rel, "rb") as f:
+        return np.frombuffer(decode(f, 3600).buffer, dtype="<f4")
+
+
+def _pack(clips: list[np.ndarray], gap_s: float = 0.5) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Clips laid end to end with silence between them, as the segment stage packs a window."""
+    pieces, parts, pos = [], [], 0
+    for k, c in enumerate(clips):
+        if k:
+            pieces.append(np.zeros(int(gap_s * SR), np.float32))
+            pos += int(gap_s * SR)
+        parts.append((pos / SR, (pos + len(c)) / SR))
+        pieces.append(c)
+        pos += len(c)
+    return np.concatenate(pieces), parts
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    from pipeline.backends.whisper import WhisperAsr
+
+    return WhisperAsr(AsrConfig())
+
+
+def test_packed_window_in_one_language_is_transcribed_with_it(whisper, corpus):
+    en = [_clip(corpus, f"speech/speechbrain_spk1_snt{k}.wav") for k in (1, 2, 3)]
+    window, parts = _pack(en)
+    de = _clip(corpus, "multilingual/fleurs-de-000.ogg")
+    res = whisper.transcribe([window, de], [None, None], parts=[parts, None])
+    assert all(isinstance(r, AsrResult) for r in res)
+    assert [r.language for r in res] == ["en", "de"]
+    assert res[0].language_prob > 0.5 and len(res[0].words) >= 15  # three Harvard sentences
+
+
+def test_packed_window_that_switches_language_comes_back_for_cutting(whisper, corpus):
+    clips = [_clip(corpus, "multilingual/fleurs-en-001.ogg"), _clip(corpus, "multilingual/fleurs-de-001.ogg"),
+             _clip(corpus, "multilingual/fleurs-de-002.ogg")]
+    window, parts = _pack([c[: 9 * SR] for c in clips])  # three 9 s parts fit one 30 s window
+    (res,) = whisper.transcribe([window], [None], parts=[parts])
+    assert isinstance(res, LanguageSwitch)
+    assert [lang for lang, _ in res.languages] == ["en", "de", "de"]
