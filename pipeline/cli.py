@@ -1,8 +1,12 @@
 """`scriptorium` command line: the only place that reads argv and the environment.
 
-    scriptorium run CONFIG [dotted.key=value ...]   transcribe; exit 1 only if nothing could be processed
+    scriptorium run CONFIG [dotted.key=value ...]   transcribe
     scriptorium status OUTPUT_URI [--config CONFIG] committed / failed counts and what a rerun would do
     scriptorium export OUTPUT_URI --format nemo|lhotse|srt|vtt --to DEST   pseudo-labels and subtitles
+
+Exit codes of `run`: 0 all done (or nothing to do); 3 done, but some files failed (see the
+`recordings` rows with status=error); 1 nothing could be processed, or the run crashed; 2 the config,
+the input or the cluster is wrong (one line on stderr says what), before any audio is touched.
 """
 
 from __future__ import annotations
@@ -51,16 +55,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(config: str, overrides: list[str]) -> int:
     from pipeline.discover import DiscoveryError
+    from pipeline.engine import ClusterTooSmall
+    from pipeline.models import ModelLoadError
+    from pipeline.report import EXIT_USAGE
     from pipeline.runner import run
 
     cfg = load_config(config, overrides)
     try:
         report = run(cfg)
-    except DiscoveryError as exc:
+    except (DiscoveryError, ClusterTooSmall, ModelLoadError) as exc:
         print(f"scriptorium: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(report.summary())
-    return 1 if report.failed_completely else 0
+    return report.exit_code
 
 
 def _status(output: str, config: str | None, overrides: list[str]) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Model(BaseModel):
@@ -26,7 +26,16 @@ class Resources(Model):
 
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
-    pool_size: int = Field(1, ge=1, description="actors (or concurrent tasks) of the stage")
+    pool_size: int = Field(1, ge=1, description="actors (or concurrent tasks) of the stage; the minimum when autoscaling")
+    max_pool_size: int | None = Field(
+        None, ge=1, description="actor stages: grow the pool up to this many actors as work queues (None: fixed pool)"
+    )
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> "Resources":
+        if self.max_pool_size is not None and self.max_pool_size < self.pool_size:
+            raise ValueError(f"max_pool_size ({self.max_pool_size}) is below pool_size ({self.pool_size})")
+        return self
 
 
 class StorageOptions(Model):
@@ -138,6 +147,11 @@ class BatchingConfig(Model):
         16, ge=1, description="most recordings in one pooling window (1: every recording is its own window)"
     )
     max_padded_s: float = Field(240.0, gt=0, description="budget of padded audio seconds per model call")
+    max_padded_s_per_gib: float | None = Field(
+        None, gt=0,
+        description="on a GPU: the budget follows its memory, this many padded seconds per GiB of the GPU share "
+        "the segment stage reserves (replaces max_padded_s there; on CPU max_padded_s holds)",
+    )
     quadratic_s: float = Field(
         0.0, ge=0, description="attention cost term: each call also costs quadratic_s * count * (longest/30 s)^2"
     )
@@ -176,6 +190,17 @@ class ModelsConfig(Model):
 
     cache_dir: str = Field("~/.cache/scriptorium/models", description="local folder, one per node")
     storage: StorageOptions = StorageOptions()
+    allow_download: bool = Field(
+        True, description="allow NeMo pretrained names (fetched from the hub at run time); false: staged files only"
+    )
+    require_sha256: bool = Field(False, description="refuse a model file whose config has no sha256")
+    device: Literal["auto", "cpu"] = Field(
+        "auto", description="auto: CUDA where a stage reserves GPUs; cpu: always CPU (checks a GPU plan on a CPU box)"
+    )
+
+    def use_gpu(self, resources: "Resources") -> bool:
+        """Whether a stage with these resources runs its models on CUDA."""
+        return self.device == "auto" and resources.num_gpus > 0
 
 
 class ItnConfig(Model):
@@ -186,7 +211,11 @@ class ItnConfig(Model):
 
 class RayConfig(Model):
     address: str | None = Field(None, description="None: start a local Ray; 'auto' or ray://... to join")
-    num_cpus: int | None = Field(None, ge=1)
+    num_cpus: int | None = Field(None, ge=1, description="local Ray only: CPUs it declares (default: all cores)")
+    num_gpus: int | None = Field(
+        None, ge=0, description="local Ray only: GPUs it declares (default: what Ray detects); logical GPUs on a CPU "
+        "machine let a GPU plan be built and run there (with models.device=cpu)",
+    )
 
 
 class JobConfig(Model):

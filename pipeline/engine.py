@@ -1,24 +1,45 @@
 """The one place (with sink.py) that knows Ray: stages -> `map_batches` operators.
 
-Stages are plain callables over pyarrow Tables; here they become Ray Data operators with the
-resources their config declares. Model stages run as a FIXED-size actor pool (the autoscaling pool
-never grew on small machines) with explicit CPU/GPU fractions, so the whole pipeline streams on
-2 cores and shares GPUs (e.g. VAD at num_gpus=0.25 beside LID).
+Stages are plain callables over pyarrow Tables of recordings; here they become Ray Data operators
+with the resources their config declares.
+
+Why every operator sees one ROW per pooling window: the driver groups recordings into pooling
+windows (pipeline/batching.py) and the segment stage buckets a window's segments together, so a
+window must reach each stage whole and alone. Ray Data cuts input by rows: `batch_size=None` passes
+whole blocks, but Ray refuses it for operators that request GPUs ("You must provide `batch_size`
+... when requesting GPUs"), and a row count on a table of recordings would bundle several one-file
+windows (long recordings) into one call or split a window in two. So between operators a window
+travels as one row holding its recordings (`nest`), every operator takes `batch_size=1` (one window,
+one call, on CPU and GPU alike), and the stage sees its plain table again (`unnest`). The last model
+stage hands plain recording rows to the sink.
+
+Model stages run as actor pools: fixed (`pool_size`) on small machines, where Ray Data's autoscaling
+pool never grew, or autoscaling between `pool_size` and `max_pool_size` on a cluster, with explicit
+CPU/GPU fractions so that stages share GPUs (e.g. VAD + diarization at 0.25 beside ASR at 0.75).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
-from pipeline.config import RayConfig, Resources
+import pyarrow as pa
+
+from pipeline.config import JobConfig, RayConfig, Resources
 
 log = logging.getLogger(__name__)
 
+WINDOW = "window"
+
+
+class ClusterTooSmall(RuntimeError):
+    """A stage asks for more than the cluster can ever offer: it would wait for resources forever."""
+
 
 def init_ray(cfg: RayConfig) -> None:
-    """Join `cfg.address` or start a local Ray (no dashboard) sized by `cfg.num_cpus`."""
+    """Join `cfg.address` or start a local Ray (no dashboard) sized by `cfg.num_cpus` / `num_gpus`."""
     import ray
 
     if ray.is_initialized():
@@ -28,6 +49,8 @@ def init_ray(cfg: RayConfig) -> None:
         kwargs["address"] = cfg.address
     else:
         kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count()
+        if cfg.num_gpus is not None:
+            kwargs["num_gpus"] = cfg.num_gpus
         kwargs["_node_ip_address"] = "127.0.0.1"
     ray.init(**kwargs)
     configure_data_context()
@@ -48,35 +71,149 @@ def configure_data_context() -> None:
     ctx.enable_operator_progress_bars = False
 
 
-def map_actor(ds, stage_cls: type, resources: Resources, **kwargs: Any):
-    """Stateful stage (loads a model once per actor) -> a fixed pool of `resources.pool_size` actors.
-    Each call gets one whole block: a pooling window (see `map_tasks`)."""
+# -- windows as rows -------------------------------------------------------------------------------
+def nest(table: pa.Table) -> pa.Table:
+    """A pooling window's recordings -> one row whose `window` column holds them (list<struct>)."""
+    rows = table.to_struct_array().combine_chunks()
+    return pa.table({WINDOW: pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows)})
+
+
+def unnest(batch: pa.Table) -> pa.Table:
+    """Rows of windows -> the plain table of their recordings (in order)."""
+    chunks = [chunk.flatten() for chunk in batch.column(WINDOW).chunks]
+    rows = pa.concat_arrays(chunks) if len(chunks) != 1 else chunks[0]
+    return pa.Table.from_struct_array(rows)
+
+
+def _per_window(fn: Callable[..., pa.Table], batch: pa.Table, **kwargs: Any) -> pa.Table:
+    return nest(fn(unnest(batch), **kwargs))
+
+
+def _window_actor(stage_cls: type, nest_output: bool) -> type:
+    """`stage_cls` as a Ray Data actor class over window rows. The last stage (`nest_output=False`)
+    returns plain recording rows for the sink, and counts them into Ray's metrics."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out = stage_cls.__call__(self, unnest(batch))
+        if nest_output:
+            return nest(out)
+        record_metrics(out)
+        return out
+
+    # a readable name in Ray's logs and dashboard
+    return type(f"{stage_cls.__name__}Actor", (stage_cls,), {"__call__": __call__})
+
+
+def map_tasks(ds, fn: Callable[..., pa.Table], resources: Resources, **kwargs: Any):
+    """Stateless CPU stage (decode) -> plain Ray tasks, at most `pool_size` at a time, one window each."""
+    return ds.map_batches(
+        functools.partial(_per_window, fn),
+        fn_kwargs=kwargs,
+        batch_format="pyarrow",
+        batch_size=1,
+        num_cpus=resources.num_cpus,
+        concurrency=resources.pool_size,
+    )
+
+
+def map_actor(ds, stage_cls: type, resources: Resources, last: bool = False, **kwargs: Any):
+    """Stateful stage (loads its models once per actor) -> an actor pool, one window per call."""
     import ray
 
-    actor_cls = type(f"{stage_cls.__name__}Actor", (stage_cls,), {})  # readable names in Ray's logs
     return ds.map_batches(
-        actor_cls,
+        _window_actor(stage_cls, nest_output=not last),
         fn_constructor_kwargs=kwargs,
         batch_format="pyarrow",
-        batch_size=None,
-        compute=ray.data.ActorPoolStrategy(size=resources.pool_size),
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(
+            min_size=resources.pool_size, max_size=resources.max_pool_size or resources.pool_size
+        ),
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,
         zero_copy_batch=True,
     )
 
 
-def map_tasks(ds, fn, resources: Resources, **kwargs: Any):
-    """Stateless CPU stage (e.g. decode) -> plain Ray tasks, at most `pool_size` at a time.
+# -- metrics ---------------------------------------------------------------------------------------
+@functools.cache
+def _counters() -> dict[str, Any]:
+    from ray.util.metrics import Counter
 
-    Each task gets one whole block, a pooling window. A row count here would make Ray Data bundle
-    several one-file windows (long recordings) into one task, so ASR could not start on the first
-    file until the whole bundle was decoded and segmented."""
-    return ds.map_batches(
-        fn,
-        fn_kwargs=kwargs,
-        batch_format="pyarrow",
-        batch_size=None,
-        num_cpus=resources.num_cpus,
-        concurrency=resources.pool_size,
-    )
+    return {
+        "files": Counter("scriptorium_files", "recordings through the pipeline, by status", tag_keys=("status",)),
+        "audio": Counter("scriptorium_audio_seconds", "seconds of audio through the pipeline", tag_keys=("status",)),
+        "errors": Counter("scriptorium_errors", "recordings that ended in an error", tag_keys=("stage",)),
+    }
+
+
+def record_metrics(recordings: pa.Table) -> None:
+    """Ray application metrics (exported on each node's metrics port as `ray_scriptorium_*`), so a
+    cluster's Prometheus sees files, audio seconds and errors while a long run goes on."""
+    if not recordings.num_rows:
+        return
+    counters = _counters()
+    for row in recordings.select(["status", "duration", "error"]).to_pylist():
+        status = row["status"] or "unknown"
+        counters["files"].inc(1.0, tags={"status": status})
+        if row["duration"]:  # Ray counters refuse increments of 0
+            counters["audio"].inc(float(row["duration"]), tags={"status": status})
+        if status == "error":
+            stage = (row["error"] or "decode").split(":", 1)[0].strip()
+            counters["errors"].inc(1.0, tags={"stage": stage if stage in ("vad/diarization", "asr") else "decode"})
+
+
+# -- will the plan ever run? -----------------------------------------------------------------------
+def stage_resources(cfg: JobConfig) -> dict[str, tuple[Resources, int]]:
+    """Every operator's per-worker request and the workers it needs at least, named as in the
+    config: an actor pool starts `pool_size` actors; decode's `pool_size` is a cap, one task runs."""
+    return {
+        "decode": (cfg.decode.resources, 1),
+        "recording_stage": (cfg.recording_stage.resources, cfg.recording_stage.resources.pool_size),
+        "segment_stage": (cfg.segment_stage.resources, cfg.segment_stage.resources.pool_size),
+    }
+
+
+def check_fits(
+    stages: dict[str, tuple[Resources, int]], node_shapes: list[dict[str, float]], ceiling: dict[str, float]
+) -> None:
+    """Raise `ClusterTooSmall` if a stage can never be scheduled: one worker must fit on one node
+    shape, and the minimum pools of all stages together must fit the cluster's ceiling (its current
+    resources, or what its autoscaler may grow to). Pure: `cluster_shape()` gathers the inputs."""
+    for name, (res, _) in stages.items():
+        need = {"CPU": res.num_cpus, "GPU": res.num_gpus}
+        if not any(all(shape.get(k, 0.0) + 1e-9 >= v for k, v in need.items()) for shape in node_shapes):
+            biggest = max(node_shapes, key=lambda s: (s.get("GPU", 0.0), s.get("CPU", 0.0)), default={})
+            raise ClusterTooSmall(
+                f"{name}: one worker asks for {res.num_cpus:g} CPUs and {res.num_gpus:g} GPUs, but the largest "
+                f"node offers {biggest.get('CPU', 0):g} CPUs and {biggest.get('GPU', 0):g} GPUs"
+            )
+    for key, label in (("CPU", "CPUs"), ("GPU", "GPUs")):
+        each = {n: (r.num_cpus if key == "CPU" else r.num_gpus, k) for n, (r, k) in stages.items()}
+        wanted = sum(per * k for per, k in each.values())
+        if wanted > ceiling.get(key, 0.0) + 1e-9:
+            parts = ", ".join(f"{n} {k} x {per:g}" for n, (per, k) in each.items() if per)
+            raise ClusterTooSmall(
+                f"the stages' minimum pools need {wanted:g} {label} ({parts}), but the cluster can offer "
+                f"at most {ceiling.get(key, 0.0):g}"
+            )
+
+
+def cluster_shape() -> tuple[list[dict[str, float]], dict[str, float]]:
+    """(node shapes, ceiling) of the Ray cluster we are connected to. With an autoscaler (KubeRay),
+    its node groups and their max counts say what the cluster can grow to; without one, the nodes
+    that are alive now are all there will be."""
+    import ray
+    from ray._private.state import state  # private, but Ray Data's own shuffle sizing reads it too
+
+    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    ceiling = dict(ray.cluster_resources())
+    try:
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - no autoscaler state: a static cluster
+        config = None
+    if config is not None and config.node_group_configs:
+        shapes += [dict(g.resources) for g in config.node_group_configs]
+        grown = state.get_max_resources_from_cluster_config() or {}
+        for key, value in grown.items():
+            ceiling[key] = max(ceiling.get(key, 0.0), float(value))
+    return shapes, ceiling

@@ -182,6 +182,21 @@ def pick_device(use_gpu: bool) -> str:
     return "cuda"
 
 
+def check_policy(ref: str, sha256: str | None, models: ModelsConfig) -> None:
+    """The config's rules for model references, checked before anything is fetched: a cluster
+    without internet (`models.allow_download: false`) takes staged files only, and a preset that
+    says `models.require_sha256` loads no file it cannot verify. Raises `ModelLoadError`."""
+    if not is_file_ref(ref):
+        if not models.allow_download:
+            raise ModelLoadError(
+                f"model {ref!r} is a pretrained name, but models.allow_download is false: stage it as a "
+                ".nemo file with its sha256 (infra/stage_models.py) or set models.allow_download=true"
+            )
+        return
+    if models.require_sha256 and not sha256:
+        raise ModelLoadError(f"model file {ref!r} has no sha256 in the config, and models.require_sha256 is true")
+
+
 def load_nemo_model(cls: Any, ref: str, sha256: str | None, models: ModelsConfig, device: str) -> Any:
     """Restore a NeMo model from a `.nemo` ref (local/remote, verified) or a pretrained name.
 
@@ -194,6 +209,7 @@ def load_nemo_model(cls: Any, ref: str, sha256: str | None, models: ModelsConfig
 
     cls = cls or ModelPT
     map_location = torch.device(device)
+    check_policy(ref, sha256, models)
     path = resolve_model(ref, sha256, models)
     if path is not None:
         model = cls.restore_from(path, map_location=map_location)
@@ -223,3 +239,29 @@ def inference_context(device: str) -> Any:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         stack.enter_context(torch.autocast("cuda", dtype=dtype))
     return stack
+
+
+def model_refs(cfg: Any) -> list[tuple[str, str, str | None]]:
+    """(config key, model reference, sha256) of every NeMo model a job config will load."""
+    refs = []
+    if cfg.vad.backend == "nemo":
+        refs.append(("vad.model", cfg.vad.model, cfg.vad.sha256))
+    if cfg.diarization.enabled and cfg.diarization.backend == "nemo":
+        refs.append(("diarization.model", cfg.diarization.model, cfg.diarization.sha256))
+    if cfg.lid.backend == "nemo":
+        refs.append(("lid.model", cfg.lid.model, cfg.lid.sha256))
+    if cfg.asr.backend == "nemo":
+        refs.append(("asr.model", cfg.asr.model, cfg.asr.sha256))
+    return refs
+
+
+def check_models(cfg: Any) -> None:
+    """Driver-side check of every NeMo model reference against the config's rules (`check_policy`),
+    before Ray starts: inside an actor the same error would surface late, wrapped in Ray tracebacks."""
+    for key, ref, sha256 in model_refs(cfg):
+        if not ref:
+            raise ModelLoadError(f"{key} is not set, but its stage uses the nemo backend")
+        try:
+            check_policy(ref, sha256, cfg.models)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{key}: {exc}") from None

@@ -9,6 +9,9 @@ from pydantic import BaseModel
 from pipeline.config import JobConfig
 
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
 class RunReport(BaseModel):
     run_id: str
     fingerprint: str
@@ -48,8 +51,17 @@ class RunReport(BaseModel):
 
     @property
     def failed_completely(self) -> bool:
-        """Exit non-zero only when there was work and none of it could be processed."""
+        """There was work and none of it could be processed."""
         return self.processed > 0 and self.ok + self.no_speech == 0
+
+    @property
+    def exit_code(self) -> int:
+        """What `scriptorium run` exits with, so a scheduler can alert on a partly failed night:
+        0 everything done (or nothing to do), 3 done but some files failed (`error` rows),
+        1 nothing could be processed. (2, a wrong config or input, is decided before a report exists.)"""
+        if self.failed_completely:
+            return EXIT_FAILED
+        return EXIT_PARTIAL if self.error else EXIT_OK
 
     def summary(self) -> str:
         hours = self.audio_seconds / 3600

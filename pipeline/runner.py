@@ -16,6 +16,7 @@ import uuid
 from pipeline.config import JobConfig
 from pipeline.discover import discover
 from pipeline.ledger import Ledger
+from pipeline.models import check_models
 from pipeline.report import RunReport, build_report
 from pipeline.storage import put_atomic, with_retries
 
@@ -26,6 +27,7 @@ def run(cfg: JobConfig) -> RunReport:
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:6]
     fingerprint = cfg.fingerprint()
+    check_models(cfg)  # a model the config's rules refuse stops the run here, not in an actor
 
     files = discover(cfg.input)
     ledger = Ledger(cfg.output)
@@ -57,7 +59,7 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     import pyarrow as pa
     import ray
 
-    from pipeline.engine import init_ray, map_actor, map_tasks
+    from pipeline.engine import check_fits, cluster_shape, init_ray, map_actor, map_tasks, nest, stage_resources
     from pipeline.sink import TranscriptSink
     from pipeline.batching import windows
     from pipeline.stages.decode import INPUT_SCHEMA, decode_batch
@@ -65,20 +67,22 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     from pipeline.stages.segment import SegmentStage
 
     init_ray(cfg.ray)
-    # One block per pooling window, and every stage takes whole blocks: the segment stage buckets the
-    # segments of a window's recordings together (pipeline/batching.py), and a long file (a window of
-    # its own) flows on to ASR as soon as it is decoded and segmented, not after its neighbours.
+    check_fits(stage_resources(cfg), *cluster_shape())  # refuse now, rather than wait forever for resources
+    # One block (and one row: see pipeline/engine.py) per pooling window, and every stage takes one
+    # window per call: the segment stage buckets the segments of a window's recordings together
+    # (pipeline/batching.py), and a long file (a window of its own) flows on to ASR as soon as it is
+    # decoded and segmented, not after its neighbours.
     blocks = [
-        pa.Table.from_pylist(
+        nest(pa.Table.from_pylist(
             [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag, "mtime": f.mtime} for f in group],
             schema=INPUT_SCHEMA,
-        )
+        ))
         for group in windows(todo, cfg.batching.window_s, cfg.batching.max_files)
     ]
     ds = ray.data.from_arrow(blocks)
     ds = map_tasks(ds, decode_batch, cfg.decode.resources, cfg=cfg.decode, storage=cfg.input.storage)
     ds = map_actor(ds, RecordingStage, cfg.recording_stage.resources, cfg=cfg)
-    ds = map_actor(ds, SegmentStage, cfg.segment_stage.resources, cfg=cfg)
+    ds = map_actor(ds, SegmentStage, cfg.segment_stage.resources, last=True, cfg=cfg)
     sink = TranscriptSink(cfg.output, run_id, fingerprint)
     ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
     return sink.summaries

@@ -59,6 +59,7 @@ def _stage(*overrides: str) -> tuple[SegmentStage, FakeAsr]:
     stage = SegmentStage.__new__(SegmentStage)  # skip model loading: backends are injected
     fake = FakeAsr()
     stage.cfg, stage.asr, stage.lid, stage.itn = cfg, fake, fake, None
+    stage.max_padded_s = cfg.batching.max_padded_s
     return stage, fake
 
 

@@ -196,7 +196,7 @@ def test_cli_corrupt_file_is_an_error_row_and_the_job_goes_on(corpus, tmp_path):
                     str(src / "jfk.m4a")], check=True)
     out = tmp_path / "out"
     res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={src}", f"output.uri={out}")
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 3, res.stderr[-3000:]  # done, but some files failed: a scheduler alerts on it
     assert "error 2" in res.stdout and "notes.wav: decode: not a decodable audio file" in res.stdout
     recs = {Path(r["uri"]).name: r for r in read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()}
     assert recs["speechbrain_spk1_snt1.wav"]["status"] == "ok"

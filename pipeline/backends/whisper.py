@@ -153,14 +153,15 @@ class WhisperAsr:
         probs: list[float | None] = [None] * len(clips)
         results: list[AsrResult | LanguageSwitch | None] = [None] * len(clips)
         need = [i for i, lang in enumerate(langs) if lang is None]
-        found = self._detect_spans(encoded, [self._spans(clips[i], parts[i]) for i in need])
-        for i, votes in zip(need, found):
+        spans = [self._spans(clips[i], parts[i]) for i in need]
+        for i, where, votes in zip(need, spans, self._detect_spans(encoded, spans)):
             if len({lang for lang, _ in votes}) > 1:
-                votes = self.identify(self._cut(clips[i], parts[i]), window_s=self.split_window_s)
+                pieces = [clips[i][int(a * 16000) : int(b * 16000)] for a, b in where]
+                votes = self.identify(pieces, window_s=self.split_window_s)
                 if len({lang for lang, _ in votes}) > 1:
                     results[i] = LanguageSwitch(votes)
                     continue
-            langs[i], probs[i] = _vote(votes, self._spans(clips[i], parts[i]))
+            langs[i], probs[i] = _vote(votes, where)
         for lang in sorted({x for i, x in enumerate(langs) if x is not None and results[i] is None}):
             idx = [i for i, x in enumerate(langs) if x == lang and results[i] is None]
             group = encoded if len(idx) == len(clips) else self._take(encoded, idx)
@@ -195,10 +196,6 @@ class WhisperAsr:
         """Where the speech of a window is, in seconds: its packed parts, or the whole clip."""
         return list(parts) if parts and len(parts) > 1 else [(0.0, len(clip) / 16000)]
 
-    @staticmethod
-    def _cut(clip: np.ndarray, parts: Sequence[tuple[float, float]] | None) -> list[np.ndarray]:
-        return [clip[int(a * 16000) : int(b * 16000)] for a, b in WhisperAsr._spans(clip, parts)]
-
     def _detect_spans(self, encoded, spans: list[list[tuple[float, float]]]) -> list[list[tuple[str, float]]]:
         """(language, probability) of each span, read from the frames of the window's encoder output
         that hold it. Why not the whole window, as faster-whisper does: the decoder step behind
@@ -229,10 +226,9 @@ class WhisperAsr:
         for n in sorted({x[3] for x in cut}):
             same = [x for x in cut if x[3] == n]
             batch = np.stack([arr[c_, f : f + n] for c_, _, f, _ in same])
-            ranked = self.model.model.detect_language(ctranslate2.StorageView.from_array(np.ascontiguousarray(batch)))
-            for (c_, k, _, _), r in zip(same, ranked):
-                token, prob = r[0]
-                out[c_][k] = (token[2:-2], float(prob))  # "<|de|>" -> "de"
+            found = self._detect(ctranslate2.StorageView.from_array(np.ascontiguousarray(batch)))
+            for (c_, k, _, _), lang in zip(same, found):
+                out[c_][k] = lang
         return out
 
     def _detect(self, encoded) -> list[tuple[str, float]]:

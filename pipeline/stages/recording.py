@@ -52,7 +52,7 @@ class RecordingStage:
     name = "recording"
 
     def __init__(self, cfg: JobConfig):
-        use_gpu = cfg.recording_stage.resources.num_gpus > 0
+        use_gpu = cfg.models.use_gpu(cfg.recording_stage.resources)
         self.cfg = cfg
         self.vad = make_vad(cfg.vad, cfg.models, use_gpu)
         self.diarizer = make_diarizer(cfg.diarization, cfg.models, use_gpu)

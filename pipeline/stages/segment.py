@@ -149,12 +149,29 @@ class _Unit:
         return lo, hi
 
 
+def padded_budget(cfg: JobConfig, use_gpu: bool) -> float:
+    """Padded audio seconds per model call. On a GPU with `batching.max_padded_s_per_gib` set, the
+    budget follows the memory of the GPU share this actor reserves, so one preset fits a 24 GB L4
+    and an 80 GB H100 without retuning; elsewhere it is `batching.max_padded_s`."""
+    per_gib = cfg.batching.max_padded_s_per_gib
+    if not (use_gpu and per_gib):
+        return cfg.batching.max_padded_s
+    import torch
+
+    total_gib = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+    share = min(1.0, cfg.segment_stage.resources.num_gpus)
+    budget = per_gib * total_gib * share
+    log.info("segment stage: %.0f padded s per call (%.1f GiB GPU x %.2f share)", budget, total_gib, share)
+    return budget
+
+
 class SegmentStage:
     name = "segment"
 
     def __init__(self, cfg: JobConfig):
-        use_gpu = cfg.segment_stage.resources.num_gpus > 0
+        use_gpu = cfg.models.use_gpu(cfg.segment_stage.resources)
         self.cfg = cfg
+        self.max_padded_s = padded_budget(cfg, use_gpu)
         self.asr = make_asr(cfg.asr, cfg.models, use_gpu)
         self.lid = make_lid(cfg.lid, cfg.asr, self.asr, cfg.models, use_gpu)
         self.itn: Callable[[str, str | None], str] | None = None
@@ -199,7 +216,7 @@ class SegmentStage:
         groups = [u.language for u in units] if getattr(self.asr, "batch_by_language", False) else None
         again: list[_Unit] = []
         for idx in plan_batches(
-            durations, cost, bcfg.max_padded_s, bcfg.max_items, bcfg.enabled, bcfg.max_extra_padding, groups
+            durations, cost, self.max_padded_s, bcfg.max_items, bcfg.enabled, bcfg.max_extra_padding, groups
         ):
             group = [units[i] for i in idx]
             t0 = time.perf_counter()

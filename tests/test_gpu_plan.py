@@ -1,0 +1,116 @@
+"""The production preset's plan (conf/nemo-gpu.yaml), built and run through the CLI on a local Ray
+that declares a logical GPU, with the tiny NeMo models of tests/nemo_models.py forced onto the CPU
+(`models.device=cpu`). Every operator of that plan requests GPUs by fraction and autoscales, which is
+what Ray refused to build before ("You must provide `batch_size` ... when requesting GPUs"). Also: a
+preset that can never be scheduled, or names a model it may not load, stops at start with one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nemo_models import session_models  # noqa: E402
+
+from pipeline.config import OutputConfig, load_config  # noqa: E402
+from pipeline.engine import ClusterTooSmall, check_fits, stage_resources  # noqa: E402
+from pipeline.ledger import read_output  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PRESET = str(REPO / "conf/nemo-gpu.yaml")
+FILES = ["speech/speechbrain_spk1_snt1.wav", "multilingual/fleurs-de-004.ogg", "diarization/pyannote_sample.wav"]
+
+
+def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_gpu_preset_plan_runs_on_logical_gpus(corpus, tmp_path):
+    tiny = session_models()
+    src = tmp_path / "in"
+    src.mkdir()
+    for rel in FILES:
+        shutil.copy(corpus / rel, src / Path(rel).name)
+    (src / "broken.wav").write_text("not audio")  # one failed file: the run says so in its exit code
+    out = tmp_path / "out"
+    res = _cli(
+        "run", PRESET,
+        # one GPU pod of the preset's node shape, on this machine: 8 logical CPUs, 1 logical GPU
+        "ray.address=null", "ray.num_cpus=8", "ray.num_gpus=1", "models.device=cpu",
+        f"models.cache_dir={tmp_path / 'cache'}", "asr.cpu_threads=1",
+        f"input.uri={src}", f"output.uri={out}",
+        f"vad.model={tiny['vad']}", f"vad.sha256={_sha(tiny['vad'])}", "vad.threshold=0.01", "vad.neg_threshold=0.0",
+        f"lid.model={tiny['lid']}", f"lid.sha256={_sha(tiny['lid'])}",
+        f"asr.model={tiny['tdt']}", f"asr.sha256={_sha(tiny['tdt'])}",
+        f"diarization.model={tiny['sortformer']}", f"diarization.sha256={_sha(tiny['sortformer'])}",
+    )
+    assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-4000:]  # done, one file failed
+    assert "ok 3  no speech 0  error 1" in res.stdout, res.stdout
+    recordings = read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()
+    by_name = {Path(r["uri"]).name: r for r in recordings}
+    assert set(by_name) == {Path(f).name for f in FILES} | {"broken.wav"}
+    assert by_name["broken.wav"]["status"] == "error"
+    segments = read_output(OutputConfig(uri=str(out)), "segments").to_pylist()
+    assert {s["recording_id"] for s in segments} == {r["recording_id"] for r in recordings if r["status"] == "ok"}
+    report = json.loads((out / "report.json").read_text())
+    assert report["ok"] == 3 and report["error"] == 1
+
+
+def test_preset_that_can_never_be_scheduled_stops_at_start(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.wav").write_bytes(b"RIFF")  # something to do, so the plan is built
+    res = _cli(
+        "run", str(REPO / "conf/local.yaml"), f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'out'}",
+        "ray.num_cpus=2", "ray.num_gpus=1", "models.device=cpu", "segment_stage.resources.num_gpus=2",
+        timeout=300,
+    )
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-3000:]
+    ours = [line for line in res.stderr.splitlines() if line.startswith("scriptorium:")]
+    assert len(ours) == 1 and "segment_stage" in ours[0] and "2 GPUs" in ours[0] and "offers 2 CPUs and 1 GPUs" in ours[0]
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out" / "segments").exists()
+
+
+def test_shipped_gpu_preset_refuses_unstaged_models_before_anything_runs(tmp_path):
+    """As shipped, the preset names staged files without their sha256 (infra/stage_models.py fills
+    them in): a run stops at once with one line, instead of fetching from a hub at run time."""
+    res = _cli("run", PRESET, f"input.uri={tmp_path}", f"output.uri={tmp_path / 'out'}", timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "vad.model" in res.stderr and "sha256" in res.stderr, res.stderr
+    res = _cli("run", PRESET, f"input.uri={tmp_path}", f"output.uri={tmp_path / 'out'}",
+               "asr.model=nvidia/parakeet-tdt-0.6b-v3", "vad.backend=none", "lid.backend=none",
+               "lid.language=en", "diarization.enabled=false", timeout=120)
+    assert res.returncode == 2 and "allow_download" in res.stderr and "asr.model" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("preset", ["conf/nemo-gpu.yaml", "conf/nemo-gpu-8x.yaml"])
+def test_gpu_presets_fill_one_gpu_by_fraction(preset):
+    cfg = load_config(REPO / preset, ["input.uri=/i", "output.uri=/o"])
+    rec, seg = cfg.recording_stage.resources, cfg.segment_stage.resources
+    assert rec.num_gpus + seg.num_gpus == 1.0  # one recording + one segment actor per GPU, nothing idle
+    assert rec.max_pool_size == seg.max_pool_size and rec.max_pool_size >= rec.pool_size
+    assert cfg.models.allow_download is False and cfg.models.require_sha256 is True
+    assert cfg.batching.max_padded_s_per_gib
+
+
+def test_check_fits_names_the_stage_and_the_numbers():
+    cfg = load_config(REPO / "conf/nemo-gpu.yaml", ["input.uri=/i", "output.uri=/o"])
+    stages = stage_resources(cfg)
+    check_fits(stages, [{"CPU": 8, "GPU": 1}], {"CPU": 8, "GPU": 1})  # one pod of its shape: fits
+    with pytest.raises(ClusterTooSmall, match="recording_stage: one worker asks for 1 CPUs and 0.25 GPUs"):
+        check_fits(stages, [{"CPU": 2}], {"CPU": 2})  # a CPU-only cluster never offers a GPU
+    big = load_config(REPO / "conf/nemo-gpu-8x.yaml", ["input.uri=/i", "output.uri=/o"])
+    with pytest.raises(ClusterTooSmall, match=r"minimum pools need 8 GPUs .* at most 1"):
+        check_fits(stage_resources(big), [{"CPU": 176, "GPU": 1}], {"CPU": 176, "GPU": 1})
