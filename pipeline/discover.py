@@ -1,14 +1,18 @@
 """Discovery: list the input (folder/prefix or NeMo-style JSONL manifest) without reading audio.
 
-Each object comes back with its size and etag/mtime, so the ledger can tell done from new from
-changed BEFORE anything is downloaded. Work is ordered in the driver, longest first (duration from
-the manifest, else file size as a proxy): cheap, and long files start early instead of straggling.
+Each object comes back with its size and etag/mtime, so the plan (pipeline/ledger.py) can tell done
+from new from changed BEFORE anything is downloaded. Manifest lines are resolved concurrently, or
+trusted where the line already gives `size` and `duration`. Work is ordered in the driver, longest
+first (duration from the manifest, else file size as a proxy): cheap, and long files start early
+instead of straggling.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from pipeline.config import InputConfig
 from pipeline.records import InputFile
@@ -57,28 +61,55 @@ def _input_file(uri: str, info: dict, duration: float | None = None, extra: dict
     )
 
 
+#: Object HEADs in flight while a manifest is resolved (one serial HEAD per line cost 5.8 s per
+#: 1,000 lines on the loopback server, hours per million on a real store).
+MANIFEST_CONCURRENCY = 64
+
+
 def _from_manifest(cfg: InputConfig) -> list[InputFile]:
+    """One InputFile per manifest line. A line that gives both `size` and `duration` is trusted as
+    is (no request at all; its optional `etag`/`mtime` are kept for change detection); the others
+    are resolved with a HEAD each, MANIFEST_CONCURRENCY at a time."""
     fs, path = filesystem(cfg.uri, cfg.storage)
     try:
         text = with_retries(lambda: fs.cat_file(path)).decode("utf-8")
     except FileNotFoundError:
         raise DiscoveryError(f"manifest {cfg.uri!r} does not exist") from None
     base = cfg.uri.rsplit("/", 1)[0]
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            audio = row.pop("audio_filepath")
-        except (json.JSONDecodeError, KeyError, AttributeError):
-            raise DiscoveryError(f"{cfg.uri} line {n}: not a JSON object with 'audio_filepath'") from None
-        uri = audio if ("://" in audio or audio.startswith("/")) else posixpath.join(base, audio)
-        afs, apath = filesystem(uri, cfg.storage)
-        try:
-            info = with_retries(lambda: afs.info(apath))
-        except FileNotFoundError:
-            info = {"size": 0}  # kept: decode turns it into an error row instead of losing it silently
-        dur = row.pop("duration", None)
-        out.append(_input_file(uri, info, float(dur) if dur is not None else None, row))
+    out: list[InputFile] = []
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(MANIFEST_CONCURRENCY, thread_name_prefix="manifest") as pool:
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                audio = row.pop("audio_filepath")
+            except (json.JSONDecodeError, KeyError, AttributeError):
+                raise DiscoveryError(f"{cfg.uri} line {n}: not a JSON object with 'audio_filepath'") from None
+            uri = audio if ("://" in audio or audio.startswith("/")) else posixpath.join(base, audio)
+            dur = row.pop("duration", None)
+            dur = float(dur) if dur is not None else None
+            if dur is not None and isinstance(row.get("size"), int):
+                mtime = row.pop("mtime", None)
+                info = {"size": row.pop("size"), "etag": row.pop("etag", None),
+                        "mtime": mtime if isinstance(mtime, (int, float)) else None}
+                out.append(_input_file(uri, info, dur, row))
+                continue
+            # the filesystem is made here, in this thread: fsspec caches instances per thread, and 64
+            # S3 clients (one per pool thread) would cost seconds and hundreds of MB to set up
+            afs, apath = filesystem(uri, cfg.storage)
+            pending.append(pool.submit(_resolve, afs, apath, uri, dur, row))
+            if len(pending) >= MANIFEST_CONCURRENCY:
+                out.append(pending.popleft().result())
+        while pending:
+            out.append(pending.popleft().result())
     return out
+
+
+def _resolve(afs, apath: str, uri: str, duration: float | None, extra: dict) -> InputFile:
+    try:
+        info = with_retries(lambda: afs.info(apath))
+    except FileNotFoundError:
+        info = {"size": 0}  # kept: decode turns it into an error row instead of losing it silently
+    return _input_file(uri, info, duration, extra)

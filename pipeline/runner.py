@@ -31,13 +31,17 @@ def run(cfg: JobConfig) -> RunReport:
 
     files = discover(cfg.input)
     ledger = Ledger(cfg.output)
-    orphans = ledger.remove_orphans()
-    todo, plan = ledger.plan(files, fingerprint)
-    log.info("discovered %d files: %s; %d orphaned part files removed", len(files), plan, orphans)
+    lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
+    try:
+        todo, plan = ledger.plan(files, fingerprint)
+        log.info("discovered %d files: %s", len(files), plan)
 
-    summaries: list[dict] = []
-    if todo:
-        summaries = _execute(cfg, todo, run_id, fingerprint)
+        summaries: list[dict] = []
+        if todo:
+            summaries = _execute(cfg, todo, run_id, fingerprint)
+        ledger.maintain_if_due()
+    finally:
+        lock.release()
 
     report = build_report(
         cfg,

@@ -1,45 +1,44 @@
-"""Parquet sink: each Ray write task commits its recordings exactly once (see pipeline/ledger.py).
+"""Delta sink: each Ray write task commits its block of recordings exactly once (pipeline/ledger.py).
 
 `write()` runs per block on a worker: it flattens the nested per-recording rows into the
-`segments` and `recordings` tables (schemas in pipeline/records.py), writes both Parquet files under
-a unique part name, then PUTs the commit record last. It returns a small summary that
-`on_write_complete` adds up on the driver for the run report. Committing per block (rather than
-once at the end, as Ray's Iceberg sink does) is what makes a crash cost minutes, not the run.
+`segments` and `recordings` tables (schemas in pipeline/records.py and pipeline/ledger.py), then
+commits `segments` and, last, `recordings`, each as one Delta transaction that replaces every older
+row of the block's recordings. It returns a small summary that `on_write_complete` adds up on the
+driver for the run report. Committing per block (Ray's own `write_delta` commits once at the end)
+is what makes a crash cost minutes, not the run.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import time
-import uuid
 from typing import Any, Iterable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink, WriteResult
 
 from pipeline.config import OutputConfig
-from pipeline.ledger import COMMITS, Ledger
-from pipeline.records import RECORDINGS_SCHEMA, SEGMENTS_SCHEMA, peak_rss_mb
-from pipeline.storage import put_atomic, with_retries
+from pipeline.ledger import RECORDINGS_TABLE_SCHEMA, SEGMENTS_TABLE_SCHEMA, Ledger, write_id_for
+from pipeline.records import RECORDINGS_SCHEMA, peak_rss_mb
 
 
-def flatten(table: pa.Table, fingerprint: str) -> tuple[pa.Table, pa.Table]:
-    """Per-recording rows with nested segments -> (segments table, recordings table)."""
+def flatten(table: pa.Table, fingerprint: str, run_id: str = "", write_id: str = "") -> tuple[pa.Table, pa.Table]:
+    """Per-recording rows with nested segments -> (segments table, recordings table), as committed."""
     seg_rows: list[dict[str, Any]] = []
     rec_rows: list[dict[str, Any]] = []
+    now = time.time()
     for row in table.to_pylist():
         segs = row.get("segments") or []
         for s in segs:
-            seg_rows.append({"recording_id": row["recording_id"], "uri": row["uri"], **s, "fingerprint": fingerprint})
+            seg_rows.append({"recording_id": row["recording_id"], "uri": row["uri"], **s, "fingerprint": fingerprint,
+                             "write_id": write_id})
         rec = {name: row.get(name) for name in RECORDINGS_SCHEMA.names}
-        rec.update(num_segments=len(segs), fingerprint=fingerprint)
+        rec.update(num_segments=len(segs), fingerprint=fingerprint, mtime=row.get("mtime"), run_id=run_id,
+                   write_id=write_id, committed_at=int(now * 1e6))
         rec_rows.append(rec)
     return (
-        pa.Table.from_pylist(seg_rows, schema=SEGMENTS_SCHEMA),
-        pa.Table.from_pylist(rec_rows, schema=RECORDINGS_SCHEMA),
+        pa.Table.from_pylist(seg_rows, schema=SEGMENTS_TABLE_SCHEMA),
+        pa.Table.from_pylist(rec_rows, schema=RECORDINGS_TABLE_SCHEMA),
     )
 
 
@@ -75,49 +74,30 @@ class TranscriptSink(Datasink[dict]):
     def get_name(self) -> str:
         return "Transcripts"
 
+    def on_write_start(self, schema=None) -> None:
+        """Create both tables once, in the driver, so parallel write tasks never race to create them."""
+        led = Ledger(self.cfg)
+        for name in ("segments", "recordings"):
+            led.ensure(name)
+
     def write(self, blocks: Iterable[Block], ctx) -> dict:
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return {"status": {}, "errors": [], "audio_seconds": 0.0}
         table = pa.concat_tables(tables)
-        segments, recordings = flatten(table, self.fingerprint)
-        part = f"{self.run_id}-{ctx.task_idx:05d}-{uuid.uuid4().hex[:8]}"
+        ids = table.column("recording_id").to_pylist()
+        write_id = write_id_for(self.run_id, ids)
+        segments, recordings = flatten(table, self.fingerprint, self.run_id, write_id)
         ledger = Ledger(self.cfg)
-        _put_parquet(ledger, f"segments/part-{part}.parquet", segments)
-        _put_parquet(ledger, f"recordings/part-{part}.parquet", recordings)
-        mtimes = table.column("mtime").to_pylist() if "mtime" in table.column_names else [None] * table.num_rows
-        commit = {
-            "part": part,
-            "run_id": self.run_id,
-            "committed_at": time.time(),
-            "recordings": [
-                {
-                    **{k: r[k] for k in ("recording_id", "uri", "size", "etag", "status", "fingerprint")},
-                    "mtime": mtime,
-                    "error": (r["error"] or "")[:500] or None,
-                }
-                for r, mtime in zip(recordings.to_pylist(), mtimes)
-            ],
-        }
-        body = json.dumps(commit).encode()
-        with_retries(lambda: put_atomic(ledger.fs, ledger.path(COMMITS, f"{part}.json"), body))
+        _commit(ledger, "segments", segments, ids, write_id)
+        _commit(ledger, "recordings", recordings, ids, write_id)  # last: the commit the next run trusts
         return _summary(table)
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:
         self.summaries = list(write_result.write_returns)
-        # Every write succeeded: drop superseded rows (changed inputs, retried write tasks) and the
-        # leftovers of failed attempts now, so plain Parquet readers see the clean output at once.
-        try:
-            Ledger(self.cfg).remove_orphans()
-        except Exception:  # noqa: BLE001 - the data is committed; the next run cleans up again
-            import logging
-
-            logging.getLogger(__name__).exception("post-run ledger cleanup failed; the next run retries it")
 
 
-def _put_parquet(ledger: Ledger, rel: str, table: pa.Table) -> None:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    data = buf.getvalue()
-    with_retries(lambda: put_atomic(ledger.fs, ledger.path(rel), data))
+def _commit(ledger: Ledger, name: str, rows: pa.Table, ids: list[str], write_id: str) -> bool:
+    """One Delta transaction on table `name` (a seam: tests hold a task between its two commits here)."""
+    return ledger.commit_table(name, rows, ids, write_id)

@@ -1,8 +1,9 @@
 """`scriptorium status`: what an output holds, and what a rerun of a config would do.
 
-Read-only: it lists the ledger (pipeline/ledger.py) and the input, never touches audio. Without
-`--config`, "what a rerun would do" is computed for the last run's input and pipeline fingerprint
-(from report.json), i.e. for a rerun of the same command.
+Read-only: one column-projected read of the `recordings` Delta table (pipeline/ledger.py) and a
+listing of the input; never touches audio. Without `--config`, "what a rerun would do" is computed
+for the last run's input and pipeline fingerprint (from report.json), i.e. for a rerun of the same
+command.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config import InputConfig, OutputConfig, load_config
 from pipeline.ledger import Ledger
@@ -20,19 +24,23 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
     cfg = load_config(config, [*overrides, f"output.uri={output_uri}"]) if config else None
     out_cfg = cfg.output if cfg else OutputConfig(uri=output_uri)
     ledger = Ledger(out_cfg)
-    commits = ledger.commits()
-    entries = ledger.entries(commits)
-    counts = Counter(e.status for e in entries.values())
+    dt = ledger.table("recordings")
+    recs = ledger.read("recordings", ["recording_id", "uri", "status", "error"])
+    counts = Counter(recs.column("status").to_pylist())
+    failed = recs.filter(pc.equal(recs.column("status"), "error")).select(["uri", "error"]).to_pylist()
+    last_commit = None
+    if dt is not None and dt.version() > 0:
+        last_commit = dt.history(1)[0]["timestamp"] / 1000.0
     data: dict = {
         "output": output_uri,
-        "committed": len(entries),
-        "parts": len(commits),
+        "committed": recs.num_rows,
+        "files": len(dt.file_uris()) if dt is not None else 0,
+        "version": dt.version() if dt is not None else None,
         "ok": counts.get("ok", 0),
         "no_speech": counts.get("no_speech", 0),
         "error": counts.get("error", 0),
-        "failed": sorted(({"uri": e.uri, "error": e.error} for e in entries.values() if e.status == "error"),
-                         key=lambda d: d["uri"]),
-        "last_commit": commits[-1]["committed_at"] if commits else None,
+        "failed": sorted(failed, key=lambda d: d["uri"]),
+        "last_commit": last_commit,
         "last_run": None,
         "rerun": None,
     }
@@ -57,8 +65,9 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
         data["rerun"] = {"error": str(exc)}
         return data
     _, plan = ledger.plan(files, fingerprint)
-    listed = {f.recording_id for f in files}
-    plan["gone"] = sum(1 for rid in entries if rid not in listed)  # committed, input no longer listed
+    listed = pa.array([f.recording_id for f in files], pa.string())
+    # committed, input no longer listed
+    plan["gone"] = recs.num_rows - pc.sum(pc.is_in(recs.column("recording_id"), value_set=listed)).as_py() if recs.num_rows else 0
     plan["input"] = in_cfg.uri
     data["rerun"] = plan
     return data
@@ -67,7 +76,8 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
 def status(output_uri: str, config: str | None = None, overrides: list[str] = ()) -> str:  # type: ignore[assignment]
     d = status_data(output_uri, config, overrides)
     lines = [
-        f"output {output_uri}: {d['committed']} recordings committed in {d['parts']} parts",
+        f"output {output_uri}: {d['committed']} recordings committed"
+        + (f" (Delta table version {d['version']}, {d['files']} data files)" if d["version"] is not None else ""),
         f"  ok {d['ok']}  no speech {d['no_speech']}  failed (error) {d['error']}",
     ]
     for f in d["failed"][:10]:

@@ -1,8 +1,10 @@
 """Issue 4: exactly-once, resumable, incremental runs that survive crashes.
 
-Invariant checked everywhere (`assert_exactly_once`): the committed output, read through the ledger
-(`read_output`) AND read as plain Parquet files (`pyarrow.dataset` over segments/), holds every
-(recording_id, segment_index) of a clean run exactly once.
+Invariant checked everywhere (`assert_exactly_once`): the committed output, read through
+`read_output` AND as plain Delta tables (delta-rs's own reader, Polars, and in one test
+`ray.data.read_delta`), holds every (recording_id, segment_index) of a clean run exactly once, and
+the row counts agree with what the runs reported. The protocol itself is unit-tested in
+tests/test_delta.py.
 
 In-process tests share one Ray session (started by the first `run`); crash tests run the CLI as a
 subprocess with its own RAY_TMPDIR so its driver can be SIGKILLed.
@@ -21,16 +23,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.dataset as pads
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faults import S3Faults, descendants, find_descendant, kill_tree, wait_for  # noqa: E402
 
 from pipeline.config import OutputConfig, load_config  # noqa: E402
-from pipeline.ledger import COMMITS, Ledger, read_output  # noqa: E402
-from pipeline.records import InputFile, recording_id_for  # noqa: E402
+from pipeline.ledger import Ledger, read_output, storage_options  # noqa: E402
+from pipeline.records import recording_id_for  # noqa: E402
 
 for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
     os.environ.setdefault(_k, _v)  # before Ray starts, so its workers inherit them (S3 test)
@@ -38,7 +38,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parents[1]
 #: Put on PYTHONPATH of a CLI subprocess (its Ray workers inherit it): holds each write task between
-#: its data files and its commit (see the module's docstring).
+#: its `segments` commit and its `recordings` commit (see that module's docstring).
 FAULT_HOOKS = Path(__file__).resolve().parent / "sitecustomize_faults"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 CLIPS = [
@@ -73,22 +73,59 @@ def seg_keys(out: str, storage: dict | None = None) -> list[tuple[str, int]]:
 
 
 def plain_keys(out: Path) -> list[tuple[str, int]]:
-    """What a reader that knows nothing of the ledger sees: every Parquet file under segments/."""
-    if not (out / "segments").exists():
+    """What a reader that knows nothing of Scriptorium sees: the `segments` Delta table as it is."""
+    from deltalake import DeltaTable
+
+    if not (out / "segments" / "_delta_log").exists():
         return []
-    t = pads.dataset(str(out / "segments"), format="parquet").to_table(columns=["recording_id", "segment_index"])
+    t = DeltaTable(str(out / "segments")).to_pyarrow_table(columns=["recording_id", "segment_index"])
     return list(zip(t.column("recording_id").to_pylist(), t.column("segment_index").to_pylist()))
 
 
-def assert_exactly_once(out: Path, expected: set, plain: bool = True) -> None:
-    keys = seg_keys(str(out))
+def committed_count(out: Path) -> int:
+    """Recordings committed so far (rows of `recordings`; 0 before the table exists)."""
+    return len(Ledger(OutputConfig(uri=str(out))).entries())
+
+
+def assert_exactly_once(out, expected: set, plain: bool = True, storage: dict | None = None,
+                        ray_read: bool = False, reported: int | None = None) -> None:
+    """Every expected segment exactly once, through every reader; row counts match the reports.
+
+    `reported`: recordings the runs reported as processed in all (ok + no speech + error)."""
+    import polars as pl
+    from deltalake import DeltaTable
+
+    cfg = OutputConfig(uri=str(out), **({"storage": storage} if storage else {}))
+    keys = seg_keys(str(out), storage)
     dup = [k for k, n in Counter(keys).items() if n > 1]
     assert not dup, f"duplicated segments: {dup[:5]}"
     assert set(keys) == expected, f"missing {sorted(expected - set(keys))[:5]}, extra {sorted(set(keys) - expected)[:5]}"
-    recs = read_output(OutputConfig(uri=str(out)), "recordings").column("recording_id").to_pylist()
-    assert len(recs) == len(set(recs)) == len({r for r, _ in expected} | set(recs))
-    if plain:
-        assert sorted(plain_keys(out)) == sorted(keys), "plain Parquet reader and read_output disagree"
+    recs = read_output(cfg, "recordings")
+    ids = recs.column("recording_id").to_pylist()
+    assert len(ids) == len(set(ids)) == len({r for r, _ in expected} | set(ids))
+    assert sum(recs.column("num_segments").to_pylist()) == len(keys), "num_segments disagrees with the segments table"
+    if reported is not None:
+        assert len(ids) == reported, f"{len(ids)} recordings committed, the runs reported {reported}"
+    if not plain:
+        return
+    opts = storage_options(cfg)
+    uri = Ledger(cfg).table_uri
+    readers = {
+        "deltalake": lambda t, cols: DeltaTable(uri(t), storage_options=opts).to_pyarrow_table(columns=cols),
+        "polars": lambda t, cols: pl.read_delta(uri(t), columns=cols, storage_options=opts).to_arrow(),
+    }
+    if ray_read:
+        import pyarrow as pa
+        import ray
+
+        readers["ray.data.read_delta"] = lambda t, cols: pa.concat_tables(
+            ray.get(ray.data.read_delta(uri(t), columns=cols, storage_options=opts).to_arrow_refs()))
+    for name, read in readers.items():
+        t = read("segments", ["recording_id", "segment_index"])
+        got = list(zip(t.column("recording_id").to_pylist(), t.column("segment_index").to_pylist()))
+        assert sorted(got) == sorted(keys), f"{name} reads {len(got)} segments, read_output {len(keys)}"
+        r = read("recordings", ["recording_id"])
+        assert sorted(r.column("recording_id").to_pylist()) == sorted(ids), f"{name}: recordings differ"
 
 
 @pytest.fixture(scope="module")
@@ -105,107 +142,6 @@ def clean(corpus_in, tmp_path_factory):
     keys = seg_keys(str(out))
     assert len(keys) >= len(CLIPS)
     return set(keys)
-
-
-# -- the ledger alone (no Ray, no models) -------------------------------------------------------
-def _fake_rows(ids: list[str], fp: str = "fp1", nseg: int = 2, status: str = "ok", size: int = 100, mtime=1.0):
-    from pipeline.stages.segment import TRANSCRIBED_SCHEMA
-
-    rows = []
-    for rid in ids:
-        rows.append({
-            "recording_id": recording_id_for(rid), "uri": rid, "size": size, "etag": None, "mtime": mtime,
-            "duration": 3.0, "source_sample_rate": 16000, "source_channels": 1, "status": status, "error": None,
-            "num_speakers": 1, "speech_seconds": 2.0, "language": "en", "punctuated": True,
-            "asr_audio_seconds": 2.0, "asr_padded_seconds": 30.0, "asr_wall_seconds": 1.0,
-            "segments": [{"segment_index": i, "start": float(i), "end": i + 1.0, "duration": 1.0, "text": f"{rid} {i}",
-                          "words": [], "reject_reasons": [], "accepted": True} for i in range(nseg)],
-        })
-    assert "mtime" in TRANSCRIBED_SCHEMA.names  # the listed input version travels through every stage
-    return pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA)
-
-
-class _Ctx:
-    def __init__(self, i):
-        self.task_idx = i
-
-
-def _write(out: str, run_id: str, ids, i=0, **kw):
-    from pipeline.sink import TranscriptSink
-
-    sink = TranscriptSink(OutputConfig(uri=out), run_id, kw.get("fp", "fp1"))
-    return sink.write([_fake_rows(ids, **kw)], _Ctx(i))
-
-
-def test_ledger_protocol_local(tmp_path):
-    out = str(tmp_path / "out")
-    led = Ledger(OutputConfig(uri=out))
-    _write(out, "20260101T000000-aaaaaa", ["a", "b"], 0)
-    _write(out, "20260101T000000-aaaaaa", ["c"], 1)
-    assert len(seg_keys(out)) == 6
-    # a crash between data files and commit: orphans that no ledger reader sees
-    from pipeline import sink as sink_mod
-
-    orig = sink_mod.put_atomic
-    sink_mod.put_atomic = lambda fs, path, data: (_ for _ in ()).throw(SystemExit("crash")) if COMMITS in path else orig(fs, path, data)
-    try:
-        with pytest.raises(SystemExit):
-            _write(out, "20260101T000000-aaaaaa", ["d"], 2)
-    finally:
-        sink_mod.put_atomic = orig
-    assert len(seg_keys(out)) == 6 and len(plain_keys(Path(out))) == 8
-    # a changed input re-committed by a later run: newest wins, old rows are superseded
-    _write(out, "20260102T000000-bbbbbb", ["a"], 0, nseg=3, size=200)
-    keys = seg_keys(out)
-    assert Counter(r for r, _ in keys)[recording_id_for("a")] == 3 and len(keys) == len(set(keys)) == 7
-    assert len(plain_keys(Path(out))) == 8 + 3  # before cleanup a plain reader still sees old rows and orphans
-    # the same recording committed twice in one run (a retried write task): still once
-    _write(out, "20260102T000000-bbbbbb", ["c"], 5)
-    assert len(seg_keys(out)) == 7
-    n = led.remove_orphans()
-    assert n >= 3
-    assert sorted(plain_keys(Path(out))) == sorted(seg_keys(out)) and len(seg_keys(out)) == 7
-    assert not list((Path(out) / "segments").glob(".tmp-*"))
-    assert led.remove_orphans() == 0  # idempotent
-    # plan: skipped / changed by size, mtime, fingerprint / retried error / new
-    _write(out, "20260103T000000-cccccc", ["e"], 0, status="error", nseg=0)
-    ents = led.entries()
-    f = lambda uri, size=100, mtime=1.0, etag=None: InputFile(uri=uri, size=size, etag=etag, mtime=mtime)  # noqa: E731
-    todo, counts = led.plan([f("a", 200), f("b", 100, 2.0), f("c"), f("e"), f("z")], "fp1")
-    assert counts == {"new": 1, "changed": 1, "skipped": 2, "retry_failed": 1}, counts
-    assert {t.uri for t in todo} == {"b", "e", "z"}
-    _, counts = led.plan([f("a", 200), f("c")], "fp2")
-    assert counts["changed"] == 2
-    assert ents[recording_id_for("a")].size == 200
-
-
-def test_ledger_s3_listing_is_fresh(tmp_path):
-    """s3fs caches listings per process: the ledger must still see commits written meanwhile (by
-    workers) and never take a committed part for an orphan."""
-    import s3fs
-
-    with S3Faults(fail_rate=0.0) as s3:
-        storage = {"endpoint_url": s3.direct}
-        cfg = OutputConfig(uri="s3://ledger/out", storage=storage)
-        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3.direct})
-        fs.mkdir("ledger")
-        led = Ledger(cfg)
-        assert led.commits() == [] and led.remove_orphans() == 0
-        _write_s3 = lambda ids, i, run="20260101T000000-aaaaaa": _write_cfg(cfg, run, ids, i)  # noqa: E731
-        _write_s3(["a"], 0)
-        assert len(led.commits()) == 1
-        fresh = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3.direct}, skip_instance_cache=True)
-        fresh.ls("ledger/out/segments")  # another process's view, cached
-        _write_s3(["b"], 1)
-        assert len(led.commits()) == 2
-        assert led.remove_orphans() == 0
-        assert len(seg_keys("s3://ledger/out", storage)) == 4
-
-
-def _write_cfg(cfg: OutputConfig, run_id: str, ids, i):
-    from pipeline.sink import TranscriptSink
-
-    return TranscriptSink(cfg, run_id, "fp1").write([_fake_rows(ids)], _Ctx(i))
 
 
 # -- resume and incremental runs (in-process Ray) --------------------------------------------
@@ -286,8 +222,7 @@ def _sigkill_driver(proc: subprocess.Popen) -> None:
 
 
 def _commits(out: Path) -> int:
-    d = out / COMMITS
-    return len(list(d.glob("*.json"))) if d.exists() else 0
+    return committed_count(out)
 
 
 def _finish(tmp, inp, out, name, timeout=240):
@@ -312,36 +247,38 @@ def test_sigkill_driver_early_midwrite_late(tmp_path, corpus_in, clean):
         _sigkill_driver(proc)
     finally:
         kill_tree(proc.pid)
-    committed_early = len(Ledger(OutputConfig(uri=str(out))).entries())
-    # 2. mid-write: a write task has written its part's data files and is held before the commit
+    committed_early = committed_count(out)
+    # 2. mid-write: a write task has committed its `segments` and is held before its `recordings` commit
     hold = tmp_path / "hold"
     proc, log = _spawn(tmp_path, corpus_in, out, "mid", hold=hold)
     try:
-        wait_for(lambda: len(list(hold.iterdir())) >= 1, 180, what="a part written, not committed")
+        wait_for(lambda: len(list(hold.iterdir())) >= 1, 180, what="segments committed, recordings not")
         time.sleep(1.0)  # let other write tasks reach the same point
         _sigkill_driver(proc)
     finally:
         kill_tree(proc.pid)
     held = {p.name for p in hold.iterdir()}
-    data = {p.name[5:-8] for p in (out / "segments").glob("part-*.parquet")}
-    committed = {c["part"] for c in Ledger(OutputConfig(uri=str(out))).commits()}
-    assert held <= data and not (held & committed), "the kill did not land between data files and commit"
+    led = Ledger(OutputConfig(uri=str(out)))
+    in_segments = set(led.read("segments", ["write_id"]).column("write_id").to_pylist())
+    in_recordings = set(led.read("recordings", ["write_id"]).column("write_id").to_pylist())
+    assert held <= in_segments and not (held & in_recordings), "the kill did not land between the two tables"
     keys = seg_keys(str(out))
-    assert len(keys) == len(set(keys)) and set(keys) <= clean  # readers never see the half-written parts
+    assert len(keys) == len(set(keys)) and set(keys) <= clean  # read_output never shows the half-done writes
+    assert len(plain_keys(out)) > len(keys), "a plain reader of `segments` sees the half-done writes (documented)"
     # 3. late: most recordings committed
     proc, log = _spawn(tmp_path, corpus_in, out, "late")
     try:
-        wait_for(lambda: len(Ledger(OutputConfig(uri=str(out))).entries()) >= n - 1, 240, interval=0.05,
+        wait_for(lambda: committed_count(out) >= n - 1, 240, interval=0.05,
                  what="all but one recording committed")
         _sigkill_driver(proc)
     finally:
         kill_tree(proc.pid)
-    before_final = len(Ledger(OutputConfig(uri=str(out))).entries())
+    before_final = committed_count(out)
     # 4. the rerun that completes: it processes only what is not committed, and the output is exact
     report = _finish(tmp_path, corpus_in, out, "final")
     assert report["skipped"] == before_final and report["new"] == n - before_final, report
     assert report["ok"] + report["no_speech"] + report["error"] == n - before_final
-    assert_exactly_once(out, clean)
+    assert_exactly_once(out, clean, reported=before_final + report["ok"] + report["no_speech"] + report["error"])
     assert committed_early < n
 
 
@@ -366,7 +303,7 @@ def test_kill_one_actor_mid_run(tmp_path, corpus_in, clean):
     t.join(5)
     assert killed, "no actor was killed (run finished too fast?)"
     assert report.processed == len(CLIPS) and report.error == 0, report.summary()
-    assert_exactly_once(out, clean)
+    assert_exactly_once(out, clean, ray_read=True, reported=report.processed)
 
 
 # -- S3 that fails a fraction of requests -----------------------------------------------------
@@ -391,10 +328,9 @@ def test_s3_with_injected_faults(tmp_path, corpus_in, clean):
         assert len(keys) == len(set(keys))
         # same segments as the clean local run (ids differ: they hash the URI) -> compare by file name
         by_name = {recording_id_for(str(corpus_in / c)): c for c in CLIPS}
-        s3_name = {recording_id_for(f"s3://audio/in/{c}"): c for c in CLIPS}
-        assert {(s3_name[r], i) for r, i in keys} == {(by_name[r], i) for r, i in clean}
-        plain = pads.dataset("audio/out/segments", filesystem=fs, format="parquet").to_table()
-        assert plain.num_rows == len(keys)
+        s3_id = {c: recording_id_for(f"s3://audio/in/{c}") for c in CLIPS}
+        expected = {(s3_id[by_name[r]], i) for r, i in clean}
+        assert_exactly_once("s3://audio/out", expected, storage=storage, reported=report.processed)
     assert injected >= 5, f"only {injected} faults injected"
     print(f"S3: {injected} faults injected ({dict(s3.faults)}) over {s3.proxy.requests} requests")
 
@@ -438,10 +374,11 @@ ballast = Ballast.options(scheduling_strategy=NodeAffinitySchedulingStrategy(hea
 assert ray.get(ballast.node.remote()) == head_id
 
 info = {"removed": False, "hosted": [], "committed_at_removal": None, "restarted_on_head": False}
-commits = os.path.join(out, "_ledger", "commits")
+from pipeline.config import OutputConfig
+from pipeline.ledger import Ledger
 
 def ncommits():
-    return len([f for f in os.listdir(commits) if f.endswith(".json")]) if os.path.isdir(commits) else 0
+    return len(Ledger(OutputConfig(uri=out)).entries())  # recordings committed (one per write task here)
 
 def on(pid, needle):
     return [cmdline(p).strip() for p in descendants(pid) if needle in cmdline(p)]
@@ -519,7 +456,7 @@ def test_two_node_cluster_lose_worker_node(tmp_path, corpus_in, clean):
     # the one run finished everything: no rerun
     assert res["processed"] == res["ok"] + res["no_speech"] + res["error"] == len(CLIPS), res
     assert res["error"] == 0, res
-    assert len(Ledger(OutputConfig(uri=str(out))).entries()) == len(CLIPS)
+    assert committed_count(out) == len(CLIPS)
     assert_exactly_once(out, clean)
     print(f"cluster ({time.time() - started:.0f} s):", res)
 

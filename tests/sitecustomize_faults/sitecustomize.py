@@ -4,11 +4,11 @@ tests/test_resume.py puts this folder on PYTHONPATH of the CLI subprocess; the d
 workers and every Ray task/actor process inherit it, so each imports this module at startup (Python's
 `site` imports the first `sitecustomize` on sys.path). Production code knows nothing of it.
 
-With SCRIPTORIUM_TEST_HOLD_DIR=<dir> set, `pipeline.sink._put_parquet` is wrapped as soon as
-`pipeline.sink` is imported: after a write task has PUT the LAST data file of its part
-(`recordings/part-<P>.parquet`, written after `segments/...`) it creates `<dir>/<P>` and waits
-there (up to 10 min, until that file is removed) before the commit, so a test can SIGKILL the job
-between "data files written" and "commit written".
+With SCRIPTORIUM_TEST_HOLD_DIR=<dir> set, `pipeline.sink._commit` is wrapped as soon as
+`pipeline.sink` is imported: after a write task has committed its block to the `segments` Delta
+table (the first of its two transactions) it creates `<dir>/<write_id>` and waits there (up to
+10 min, until that file is removed) before its `recordings` commit, so a test can SIGKILL the job
+between the two tables.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ def _hold(part: str, folder: str) -> None:
 
 def _patch(mod) -> None:
     folder = os.environ["SCRIPTORIUM_TEST_HOLD_DIR"]
-    put = mod._put_parquet
+    commit = mod._commit
 
-    def _put_parquet_then_hold(ledger, rel, table):
-        put(ledger, rel, table)
-        name = rel.rsplit("/", 1)[-1]
-        if rel.startswith("recordings/") and name.startswith("part-") and name.endswith(".parquet"):
-            _hold(name[len("part-"):-len(".parquet")], folder)
+    def _commit_then_hold(ledger, name, rows, ids, write_id):
+        done = commit(ledger, name, rows, ids, write_id)
+        if name == "segments":
+            _hold(write_id, folder)
+        return done
 
-    mod._put_parquet = _put_parquet_then_hold
+    mod._commit = _commit_then_hold
 
 
 class _Loader(importlib.abc.Loader):
