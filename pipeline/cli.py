@@ -17,29 +17,43 @@ import os
 import sys
 
 from pipeline.config import ConfigError, load_config
+from pipeline.report import EXIT_FAILED, EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline import __version__
+
     parser = argparse.ArgumentParser(prog="scriptorium", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"scriptorium {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (implies -v)")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="transcribe the input described by CONFIG")
     p_run.add_argument("config", help="YAML file, e.g. conf/local.yaml")
-    p_run.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. input.uri=s3://bucket/audio/")
     p_status = sub.add_parser("status", help="what is committed under an output")
     p_status.add_argument("output", help="output URI")
     p_status.add_argument("--config", help="job config, to say what a rerun would do")
-    p_status.add_argument("overrides", nargs="*")
     p_export = sub.add_parser("export", help="committed transcripts -> NeMo manifest, Lhotse cuts, SRT/VTT")
     p_export.add_argument("output", help="output URI of a run")
     p_export.add_argument("--format", required=True, choices=["nemo", "lhotse", "srt", "vtt"])
     p_export.add_argument("--to", required=True, help="destination folder (any fsspec URI)")
     p_export.add_argument("--all", action="store_true", help="include segments the quality stage rejected")
     p_export.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT and DEST")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    for p in (p_run, p_status):
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    # `dotted.key=value` overrides may stand anywhere among the options (`status OUT --config C k=v`
+    # and `status OUT k=v --config C` both work), so they are collected from what argparse leaves.
+    args, rest = parser.parse_known_args(argv)
+    args.overrides = [r for r in rest if "=" in r and not r.startswith("-")]
+    unknown = [r for r in rest if r not in args.overrides]
+    if unknown or (args.overrides and args.command == "export"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
+    # Our own loggers speak at INFO; libraries (botocore, s3fs, NeMo, ...) only when something is wrong.
+    verbose = args.verbose or args.debug
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("pipeline", "scriptorium"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     # Ray and its workers: keep auth tokens and temp files out of the user's home unless told otherwise.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
@@ -48,24 +62,35 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return _export(args)
         return _status(args.output, args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"scriptorium: {exc}", file=sys.stderr)
-        return 2
+    except _usage_errors() as exc:
+        if args.debug:
+            raise
+        print(f"scriptorium: {exc}".replace("\n", "\nscriptorium: "), file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - one line for the user; --debug shows the traceback
+        if args.debug:
+            raise
+        logging.getLogger("scriptorium").debug("failed", exc_info=True)
+        first = (str(exc).strip().splitlines() or [""])[-1][:300]
+        print(f"scriptorium: {args.command} failed: {type(exc).__name__}: {first} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        return EXIT_FAILED
 
 
-def _run(config: str, overrides: list[str]) -> int:
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the config, input, output, models or cluster are wrong": exit 2, one line each."""
     from pipeline.discover import DiscoveryError
     from pipeline.engine import ClusterTooSmall
     from pipeline.models import ModelLoadError
-    from pipeline.report import EXIT_USAGE
+    from pipeline.preflight import PreflightError
+
+    return ConfigError, DiscoveryError, ClusterTooSmall, ModelLoadError, PreflightError
+
+
+def _run(config: str, overrides: list[str]) -> int:
     from pipeline.runner import run
 
-    cfg = load_config(config, overrides)
-    try:
-        report = run(cfg)
-    except (DiscoveryError, ClusterTooSmall, ModelLoadError) as exc:
-        print(f"scriptorium: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    report = run(load_config(config, overrides))
     print(report.summary())
     return report.exit_code
 

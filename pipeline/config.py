@@ -43,11 +43,19 @@ class StorageOptions(Model):
 
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     anon: bool = False
+    connect_timeout_s: float = Field(10.0, gt=0, description="S3: give up connecting after this long (then retry)")
+    read_timeout_s: float = Field(120.0, gt=0, description="S3: give up on a silent connection after this long")
 
     def fsspec_kwargs(self, protocol: str) -> dict[str, Any]:
         if protocol not in ("s3", "s3a"):
             return {}
-        kw: dict[str, Any] = {"anon": self.anon}
+        # botocore's defaults (60 s connect, 60 s read, several retries) made an unreachable endpoint
+        # cost minutes before its first error line
+        kw: dict[str, Any] = {
+            "anon": self.anon,
+            "config_kwargs": {"connect_timeout": self.connect_timeout_s, "read_timeout": self.read_timeout_s,
+                              "retries": {"max_attempts": 3, "mode": "standard"}},
+        }
         if self.endpoint_url:
             kw["client_kwargs"] = {"endpoint_url": self.endpoint_url}
         return kw
@@ -218,6 +226,12 @@ class RayConfig(Model):
     )
 
 
+class ProgressConfig(Model):
+    """What the driver shows while a run goes on (pipeline/progress.py)."""
+
+    log_interval_s: float = Field(60.0, gt=0, description="without a terminal: seconds between progress lines")
+
+
 class JobConfig(Model):
     input: InputConfig
     output: OutputConfig
@@ -235,6 +249,7 @@ class JobConfig(Model):
     quality: QualityConfig = QualityConfig()
     recording_stage: RecordingStageConfig = RecordingStageConfig()
     segment_stage: SegmentStageConfig = SegmentStageConfig()
+    progress: ProgressConfig = ProgressConfig()
 
     def fingerprint(self) -> str:
         """Hash of everything that changes a transcript (models and their parameters), not of I/O."""

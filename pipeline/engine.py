@@ -54,6 +54,27 @@ def init_ray(cfg: RayConfig) -> None:
         kwargs["_node_ip_address"] = "127.0.0.1"
     ray.init(**kwargs)
     configure_data_context()
+    quiet_ray_on_screen()
+
+
+#: Ray Data messages that say nothing a Scriptorium user can act on (we switch its bars off ourselves).
+_HARMLESS = ("Progress bars disabled",)
+
+
+class _DropHarmless(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in _HARMLESS)
+
+
+def quiet_ray_on_screen() -> None:
+    """Ray Data's terminal handler shows warnings and errors only, without the known-harmless ones;
+    its session log file (named in Ray's first line) keeps everything, INFO included."""
+    import ray.data  # noqa: F401 - sets up the "ray.data" logger and its handlers
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if getattr(handler, "stream", None) is not None:  # the terminal, not the session file
+            handler.setLevel(logging.WARNING)
+            handler.addFilter(_DropHarmless())
 
 
 def configure_data_context() -> None:
@@ -85,16 +106,19 @@ def unnest(batch: pa.Table) -> pa.Table:
     return pa.Table.from_struct_array(rows)
 
 
-def _per_window(fn: Callable[..., pa.Table], batch: pa.Table, **kwargs: Any) -> pa.Table:
-    return nest(fn(unnest(batch), **kwargs))
+def _per_window(fn: Callable[..., pa.Table], stage: str, batch: pa.Table, **kwargs: Any) -> pa.Table:
+    out = fn(unnest(batch), **kwargs)
+    report_progress(stage, out)
+    return nest(out)
 
 
-def _window_actor(stage_cls: type, nest_output: bool) -> type:
+def _window_actor(stage_cls: type, stage: str, nest_output: bool) -> type:
     """`stage_cls` as a Ray Data actor class over window rows. The last stage (`nest_output=False`)
     returns plain recording rows for the sink, and counts them into Ray's metrics."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out = stage_cls.__call__(self, unnest(batch))
+        report_progress(stage, out)
         if nest_output:
             return nest(out)
         record_metrics(out)
@@ -104,24 +128,27 @@ def _window_actor(stage_cls: type, nest_output: bool) -> type:
     return type(f"{stage_cls.__name__}Actor", (stage_cls,), {"__call__": __call__})
 
 
-def map_tasks(ds, fn: Callable[..., pa.Table], resources: Resources, **kwargs: Any):
-    """Stateless CPU stage (decode) -> plain Ray tasks, at most `pool_size` at a time, one window each."""
+def map_tasks(ds, fn: Callable[..., pa.Table], resources: Resources, stage: str, **kwargs: Any):
+    """Stateless CPU stage (decode) -> plain Ray tasks, at most `pool_size` at a time, one window each.
+    `stage` names it in the progress display (pipeline/progress.py)."""
+    import ray
+
     return ds.map_batches(
-        functools.partial(_per_window, fn),
+        functools.partial(_per_window, fn, stage),
         fn_kwargs=kwargs,
         batch_format="pyarrow",
         batch_size=1,
         num_cpus=resources.num_cpus,
-        concurrency=resources.pool_size,
+        compute=ray.data.TaskPoolStrategy(size=resources.pool_size),
     )
 
 
-def map_actor(ds, stage_cls: type, resources: Resources, last: bool = False, **kwargs: Any):
+def map_actor(ds, stage_cls: type, resources: Resources, stage: str, last: bool = False, **kwargs: Any):
     """Stateful stage (loads its models once per actor) -> an actor pool, one window per call."""
     import ray
 
     return ds.map_batches(
-        _window_actor(stage_cls, nest_output=not last),
+        _window_actor(stage_cls, stage, nest_output=not last),
         fn_constructor_kwargs=kwargs,
         batch_format="pyarrow",
         batch_size=1,
@@ -132,6 +159,42 @@ def map_actor(ds, stage_cls: type, resources: Resources, last: bool = False, **k
         num_gpus=resources.num_gpus or None,
         zero_copy_batch=True,
     )
+
+
+# -- progress --------------------------------------------------------------------------------------
+PROGRESS_ACTOR = "scriptorium-progress"
+_progress_handle: list[Any] = []  # per worker process: the counter actor, looked up once
+
+
+def start_progress() -> Callable[[], dict[str, tuple[int, float]]]:
+    """Start the counter actor (0 CPUs) that the stages report to; returns the driver's snapshot
+    function for `pipeline.progress.Reporter`."""
+    import ray
+
+    from pipeline.progress import Counts
+
+    actor = ray.remote(num_cpus=0)(Counts).options(name=PROGRESS_ACTOR, get_if_exists=True).remote()
+    _progress_handle[:] = [actor]
+    return lambda: ray.get(actor.snapshot.remote(), timeout=30)
+
+
+def report_progress(stage: str, recordings: pa.Table) -> None:
+    """`stage` finished these recordings (see `add_progress`)."""
+    if recordings.num_rows:
+        add_progress(stage, recordings.num_rows, sum(d or 0.0 for d in recordings.column("duration").to_pylist()))
+
+
+def add_progress(stage: str, files: int, seconds: float) -> None:
+    """Fire-and-forget count to the run's counter actor. A missing actor (a stage called outside a
+    run, e.g. in a test or a benchmark) is not an error, and nothing here may fail a stage."""
+    try:
+        import ray
+
+        if not _progress_handle:
+            _progress_handle.append(ray.get_actor(PROGRESS_ACTOR))
+        _progress_handle[0].add.remote(stage, files, seconds)
+    except Exception:  # noqa: BLE001
+        log.debug("progress report failed", exc_info=True)
 
 
 # -- metrics ---------------------------------------------------------------------------------------

@@ -254,14 +254,3 @@ def model_refs(cfg: Any) -> list[tuple[str, str, str | None]]:
         refs.append(("asr.model", cfg.asr.model, cfg.asr.sha256))
     return refs
 
-
-def check_models(cfg: Any) -> None:
-    """Driver-side check of every NeMo model reference against the config's rules (`check_policy`),
-    before Ray starts: inside an actor the same error would surface late, wrapped in Ray tracebacks."""
-    for key, ref, sha256 in model_refs(cfg):
-        if not ref:
-            raise ModelLoadError(f"{key} is not set, but its stage uses the nemo backend")
-        try:
-            check_policy(ref, sha256, cfg.models)
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"{key}: {exc}") from None

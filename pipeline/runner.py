@@ -14,9 +14,9 @@ import time
 import uuid
 
 from pipeline.config import JobConfig
-from pipeline.discover import discover
+from pipeline.discover import DiscoveryError, discover
 from pipeline.ledger import Ledger
-from pipeline.models import check_models
+from pipeline.preflight import preflight
 from pipeline.report import RunReport, build_report
 from pipeline.storage import put_atomic, with_retries
 
@@ -27,9 +27,11 @@ def run(cfg: JobConfig) -> RunReport:
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:6]
     fingerprint = cfg.fingerprint()
-    check_models(cfg)  # a model the config's rules refuse stops the run here, not in an actor
+    preflight(cfg)  # input, output, models: a wrong setting stops here, before Ray or any model starts
 
     files = discover(cfg.input)
+    if not files:
+        raise DiscoveryError(f"input {cfg.input.uri}: no audio files found (extensions {', '.join(cfg.input.extensions)})")
     ledger = Ledger(cfg.output)
     lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
     try:
@@ -63,7 +65,10 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     import pyarrow as pa
     import ray
 
-    from pipeline.engine import check_fits, cluster_shape, init_ray, map_actor, map_tasks, nest, stage_resources
+    from pipeline.engine import (
+        check_fits, cluster_shape, init_ray, map_actor, map_tasks, nest, stage_resources, start_progress,
+    )
+    from pipeline.progress import Reporter
     from pipeline.sink import TranscriptSink
     from pipeline.batching import windows
     from pipeline.stages.decode import INPUT_SCHEMA, decode_batch
@@ -84,9 +89,13 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
         for group in windows(todo, cfg.batching.window_s, cfg.batching.max_files)
     ]
     ds = ray.data.from_arrow(blocks)
-    ds = map_tasks(ds, decode_batch, cfg.decode.resources, cfg=cfg.decode, storage=cfg.input.storage)
-    ds = map_actor(ds, RecordingStage, cfg.recording_stage.resources, cfg=cfg)
-    ds = map_actor(ds, SegmentStage, cfg.segment_stage.resources, last=True, cfg=cfg)
+    ds = map_tasks(ds, decode_batch, cfg.decode.resources, "decoded", cfg=cfg.decode, storage=cfg.input.storage)
+    ds = map_actor(ds, RecordingStage, cfg.recording_stage.resources, "segmented", cfg=cfg)
+    ds = map_actor(ds, SegmentStage, cfg.segment_stage.resources, "transcribed", last=True, cfg=cfg)
     sink = TranscriptSink(cfg.output, run_id, fingerprint)
-    ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
+    progress = Reporter(start_progress(), total_files=len(todo), interval_s=cfg.progress.log_interval_s).start()
+    try:
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
+    finally:
+        progress.stop()
     return sink.summaries

@@ -88,7 +88,9 @@ def test_shipped_gpu_preset_refuses_unstaged_models_before_anything_runs(tmp_pat
     them in): a run stops at once with one line, instead of fetching from a hub at run time."""
     res = _cli("run", PRESET, f"input.uri={tmp_path}", f"output.uri={tmp_path / 'out'}", timeout=120)
     assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and "vad.model" in res.stderr and "sha256" in res.stderr, res.stderr
+    lines = res.stderr.strip().splitlines()  # one line per problem, every model named
+    assert all(x.startswith("scriptorium: ") and "sha256" in x for x in lines), res.stderr
+    assert [x.split()[1] for x in lines] == ["vad.model:", "diarization.model:", "lid.model:", "asr.model:"]
     res = _cli("run", PRESET, f"input.uri={tmp_path}", f"output.uri={tmp_path / 'out'}",
                "asr.model=nvidia/parakeet-tdt-0.6b-v3", "vad.backend=none", "lid.backend=none",
                "lid.language=en", "diarization.enabled=false", timeout=120)

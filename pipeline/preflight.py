@@ -1,0 +1,106 @@
+"""Checks that run before Ray starts or any model loads, so that a wrong setting costs seconds and one
+line, not minutes of model loading and a page of tracebacks.
+
+Each check returns the problems it found as one-line messages naming what and why; `preflight`
+runs them all and raises `PreflightError` with every line, which the CLI prints and exits 2 on. The
+cluster's resources are checked later, once Ray is up (`pipeline.engine.check_fits`).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from pipeline.config import InputConfig, JobConfig, OutputConfig
+
+#: Object written and removed under the output to prove it is writable.
+PROBE_DIR = "_scriptorium"
+
+
+class PreflightError(RuntimeError):
+    """One or more settings cannot work; `str()` has one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as a short clause: its type and first line (botocore messages are one line)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def check_input(cfg: InputConfig) -> list[str]:
+    """The input exists and can be listed (or, for a manifest, read) with the credentials at hand."""
+    from pipeline.storage import filesystem
+
+    try:
+        fs, path = filesystem(cfg.uri, cfg.storage)
+        if path.endswith((".jsonl", ".json")):
+            fs.info(path)
+        elif not fs.isdir(path):
+            return [f"input {cfg.uri}: no such folder or prefix"]
+        else:
+            fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return [f"input {cfg.uri}: does not exist"]
+    except Exception as exc:  # noqa: BLE001 - anything here is a setup problem to report in one line
+        return [f"input {cfg.uri}: cannot be listed ({_why(exc)})"]
+    return []
+
+
+def check_output(cfg: OutputConfig) -> list[str]:
+    """The output can be written: a probe object is written and removed (S3 permissions, a read-only
+    disk or a missing bucket show here instead of after the models ran)."""
+    from pipeline.storage import filesystem, put_atomic
+
+    try:
+        fs, root = filesystem(cfg.uri, cfg.storage)
+        probe = f"{root.rstrip('/')}/{PROBE_DIR}/probe-{uuid.uuid4().hex[:12]}"
+        put_atomic(fs, probe, b"scriptorium write probe\n")
+        fs.rm(probe)
+    except Exception as exc:  # noqa: BLE001
+        return [f"output {cfg.uri}: not writable ({_why(exc)})"]
+    return []
+
+
+def check_models(cfg: JobConfig) -> list[str]:
+    """Every model the config names resolves without loading it: an embedded or local Whisper
+    model exists (and matches its sha256); a NeMo reference obeys `models.*` rules, and a local
+    `.nemo` file exists and matches its sha256. Remote files are verified where they are fetched."""
+    from pipeline.models import ModelIntegrityError, ModelLoadError, check_policy, is_file_ref, model_refs, sha256_file
+
+    problems = []
+    if cfg.asr.backend == "whisper":
+        from pipeline.backends.whisper import EMBEDDED, resolve_whisper_model
+
+        try:
+            if cfg.asr.model not in EMBEDDED:  # the embedded one is verified when it is assembled
+                resolve_whisper_model(cfg.asr)
+        except (FileNotFoundError, ModelIntegrityError) as exc:
+            problems.append(str(exc))
+    for key, ref, sha256 in model_refs(cfg):
+        if not ref:
+            problems.append(f"{key} is not set, but its stage uses the nemo backend")
+            continue
+        try:
+            check_policy(ref, sha256, cfg.models)
+        except ModelLoadError as exc:
+            problems.append(f"{key}: {exc}")
+            continue
+        if is_file_ref(ref) and "://" not in ref:
+            import os
+
+            local = os.path.expanduser(ref)
+            if not os.path.isfile(local):
+                problems.append(f"{key}: model file {ref!r} does not exist")
+            elif sha256 and sha256_file(local) != sha256.strip().lower():
+                problems.append(f"{key}: model file {ref!r} does not match its sha256 (refused: a .nemo holds code)")
+    return problems
+
+
+def preflight(cfg: JobConfig) -> None:
+    """Run every check; raise `PreflightError` listing all problems at once."""
+    problems = check_models(cfg) + check_input(cfg.input) + check_output(cfg.output)
+    if problems:
+        raise PreflightError(problems)
