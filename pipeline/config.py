@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 
 class Model(BaseModel):
@@ -140,6 +140,32 @@ class AsrConfig(Model):
     )
 
 
+class VocabularyConfig(Model):
+    """Word boosting: one job-level list of terms (products, people, places, jargon) that every ASR
+    backend honours through its own mechanism (pipeline/vocabulary.py). Read once, on the driver."""
+
+    terms: list[str] = Field([], description="terms for every language, e.g. [ComfyUI, Kubernetes]")
+    file: str | None = Field(
+        None, description="local path or fsspec/S3 URI: one term per line, optional weight after a tab "
+        "(or after a space, written with a decimal point: 'ComfyUI 2.0'); '#' starts a comment",
+    )
+    storage: StorageOptions = StorageOptions()
+    per_language: dict[str, list[str]] = Field({}, description="extra terms per ISO 639-1 language")
+    boost: float = Field(
+        1.0, gt=0, le=10,
+        description="NeMo: boosting_tree_alpha (shallow-fusion weight of the phrase-boosting tree); a term's "
+        "weight scales its per-token context score",
+    )
+    max_prompt_tokens: int = Field(
+        40, ge=1, le=200,
+        description="Whisper: most tokens of terms in the decoder prompt (highest weights first; whole terms "
+        "only), so a long list cannot crowd out the context (faster-whisper's own bound is 223)",
+    )
+    # {language or "*": [(term, weight)]}: set once on the driver by pipeline.vocabulary.resolve and
+    # pickled with the config into the actors, so they never read the file (or S3) again.
+    _resolved: dict[str, list[tuple[str, float]]] | None = PrivateAttr(None)
+
+
 class PunctuationConfig(Model):
     backend: Literal["native", "none"] = Field("native", description="native: the ASR model's own punctuation")
 
@@ -242,6 +268,7 @@ class JobConfig(Model):
     segmentation: SegmentationConfig = SegmentationConfig()
     lid: LidConfig = LidConfig()
     asr: AsrConfig = AsrConfig()
+    vocabulary: VocabularyConfig = VocabularyConfig()
     punctuation: PunctuationConfig = PunctuationConfig()
     itn: ItnConfig = ItnConfig()
     models: ModelsConfig = ModelsConfig()
@@ -260,6 +287,11 @@ class JobConfig(Model):
         from pipeline import __version__
 
         keep["pipeline_version"] = __version__
+        from pipeline.vocabulary import fingerprint_payload
+
+        vocab = fingerprint_payload(self.vocabulary)  # the resolved terms (a file's contents, not its path)
+        if vocab is not None:  # no vocabulary: the fingerprint is what it was before vocabularies existed
+            keep["vocabulary"] = vocab
         blob = json.dumps(keep, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

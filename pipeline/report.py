@@ -44,6 +44,8 @@ class RunReport(BaseModel):
     recording_stage_peak_rss_mb: float  # the largest actor of the pool
     segment_stage_peak_rss_mb: float
     warnings: list[str]
+    vocabulary_terms: int = 0  # terms of the job's vocabulary (all languages)
+    vocabulary_segments: int = 0  # segments whose text holds a vocabulary term (case-insensitive, whole words)
 
     @property
     def processed(self) -> int:
@@ -77,6 +79,8 @@ class RunReport(BaseModel):
             f"real time; peak memory: driver {self.driver_peak_rss_mb:.0f} MB, decode {self.decode_peak_rss_mb:.0f} MB, "
             f"recording actor {self.recording_stage_peak_rss_mb:.0f} MB, segment actor {self.segment_stage_peak_rss_mb:.0f} MB",
         ]
+        if self.vocabulary_terms:
+            lines.append(f"  vocabulary: {self.vocabulary_terms} terms; {self.vocabulary_segments} segments contain one")
         for e in self.errors[:10]:
             lines.append(f"  error: {e['uri']}: {e['error']}")
         if len(self.errors) > 10:
@@ -112,7 +116,13 @@ def build_report(
             f"{unpunct} recordings are unpunctuated: ASR model {cfg.asr.model!r} emits no punctuation and NeMo 3.0 "
             "has no punctuation model (choose a *_pc / Parakeet v2+ model for punctuated text)"
         )
+    from pipeline.vocabulary import all_terms
+
+    # said once however many actors and recordings met it
+    warnings += sorted({w for s in summaries for w in s.get("vocabulary_warnings", [])})
     return RunReport(
+        vocabulary_terms=len(all_terms(cfg.vocabulary)),
+        vocabulary_segments=int(total("vocabulary_hits")),
         run_id=run_id,
         fingerprint=fingerprint,
         input_uri=cfg.input.uri,

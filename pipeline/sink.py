@@ -46,7 +46,7 @@ def _summary(table: pa.Table) -> dict[str, Any]:
     rows = table.select(
         ["status", "duration", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds", "punctuated", "uri", "error",
          "recording_wall_seconds", "recording_peak_rss_mb", "segment_peak_rss_mb", "decode_wall_seconds",
-         "decode_peak_rss_mb"]
+         "decode_peak_rss_mb"] + [c for c in ("vocabulary_hits", "vocabulary_warning") if c in table.column_names]
     ).to_pylist()
     errors = [{"uri": r["uri"], "error": r["error"]} for r in rows if r["status"] == "error"]
     return {
@@ -62,6 +62,8 @@ def _summary(table: pa.Table) -> dict[str, Any]:
         "segment_peak_rss_mb": max((r["segment_peak_rss_mb"] or 0.0 for r in rows), default=0.0),
         "write_peak_rss_mb": peak_rss_mb(),
         "unpunctuated": sum(1 for r in rows if r["punctuated"] is False),
+        "vocabulary_hits": sum(r.get("vocabulary_hits") or 0 for r in rows),
+        "vocabulary_warnings": sorted({r["vocabulary_warning"] for r in rows if r.get("vocabulary_warning")}),
         "errors": errors,
     }
 

@@ -13,6 +13,7 @@ and a job that never uses NeMo never pays its ~20 s import.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import numpy as np
 
 from pipeline.backends.base import SAMPLE_RATE
 from pipeline.clustering import cluster_speakers
-from pipeline.config import AsrConfig, DiarizationConfig, LidConfig, ModelsConfig, VadConfig
+from pipeline.config import AsrConfig, DiarizationConfig, LidConfig, ModelsConfig, VadConfig, VocabularyConfig
 from pipeline.records import AsrResult, Span, Word
 
 log = logging.getLogger(__name__)
@@ -415,6 +416,12 @@ class NemoAsr:
             "tdt_include_duration": False,
             "method_cfg": {"name": "max_prob"},
         }
+        self._decoding_dc = dc
+        self._apply_decoding(dc)
+
+    def _apply_decoding(self, dc: dict) -> None:
+        from omegaconf import OmegaConf
+
         kwargs = {"decoder_type": "rnnt"} if hasattr(self._model, "cur_decoder") else {}
         self._model.change_decoding_strategy(OmegaConf.create(dc), verbose=False, **kwargs)
         self._model.eval()
@@ -438,10 +445,123 @@ class NemoAsr:
             "aggregation": "min",
             "method_cfg": {"name": "max_prob"},
         }
+        self._decoding_dc = dc
         self._model.change_decoding_strategy(OmegaConf.create(dc))
         self._model.eval()
         langs = getattr(self._model.tokenizer, "langs", None) or []
         self._canary_langs = {str(x) for x in langs if x != "spl_tokens"}
+
+    # -- word boosting ---------------------------------------------------------------------------
+    def set_vocabulary(self, vocabulary: VocabularyConfig) -> list[str]:
+        """Bias decoding towards the job's terms with NeMo's own phrase boosting (GPU-PB): a boosting
+        tree (`BoostingTreeModelConfig`, built by NeMo from `key_phrases_list` with the model's
+        tokenizer) fused into the decoder with weight `boosting_tree_alpha` = `vocabulary.boost`.
+
+        * CTC: `greedy_batch` (`GreedyBatchedCTCInfer`, decoding.greedy.boosting_tree).
+        * RNNT / TDT / hybrid (transducer head): `greedy_batch` label-looping decoders
+          (`GreedyBatchedRNNTInfer` / `GreedyBatchedTDTInfer`, decoding.greedy.boosting_tree).
+        * Canary (AED): NeMo fuses the tree only into beam search (`TransformerAEDBeamInfer`,
+          decoding.beam.boosting_tree), so decoding switches to beam (beam_size = asr.beam_size).
+        Terms of every language go into one tree (the decoder is built once per model). For a model
+        without casing the terms are lower-cased, as the model writes them; a term's weight scales
+        its per-token context score. Returns warnings for the run summary: a model type NeMo cannot
+        bias (e.g. multi-blank RNNT) keeps its plain decoding and says so."""
+        from pipeline.vocabulary import all_terms
+
+        terms = all_terms(vocabulary)
+        if not terms:
+            return []
+        if not self.native_punctuation:
+            terms = [(t.lower(), w) for t, w in terms]
+        if self._kind.multitask and self._output_vocab_size() != int(self._model.tokenizer.vocab_size):
+            # NeMo 3.0 sizes the tree by the tokenizer, Canary's beam search scores the output layer
+            # (the vocabulary padded to a multiple of 8): the shapes differ and decoding would crash.
+            return [
+                f"vocabulary ignored: NeMo 3.0 cannot boost phrases for Canary model {self.cfg.model!r} "
+                f"(tokenizer vocabulary {self._model.tokenizer.vocab_size} != output layer "
+                f"{self._output_vocab_size()})"
+            ]
+        tree = self._boosting_tree_cfg(terms)
+        dc = copy.deepcopy(self._decoding_dc)
+        try:
+            if self._kind.multitask:
+                from omegaconf import OmegaConf
+
+                dc["strategy"] = "beam"
+                beam = dict(dc.get("beam") or {})
+                beam.update(beam_size=max(1, self.cfg.beam_size), return_best_hypothesis=True,
+                            boosting_tree=tree, boosting_tree_alpha=vocabulary.boost)
+                beam.setdefault("max_generation_delta", (dc.get("greedy") or {}).get("max_generation_delta", 50))
+                dc["beam"] = beam
+                self._model.change_decoding_strategy(OmegaConf.create(dc))
+                self._model.eval()
+            else:
+                greedy = dict(dc.get("greedy") or {})
+                greedy.update(boosting_tree=tree, boosting_tree_alpha=vocabulary.boost)
+                dc["greedy"] = greedy
+                self._apply_decoding(dc)
+        except NotImplementedError as exc:
+            log.warning("vocabulary: NeMo cannot bias %s: %s", self.cfg.model, exc)
+            if self._kind.multitask:
+                self._configure_multitask_decoding()
+            else:
+                self._apply_decoding(self._decoding_dc)
+            return [
+                f"vocabulary ignored: NeMo 3.0 has no phrase boosting for ASR model {self.cfg.model!r} "
+                f"({type(self._model).__name__}: {str(exc).strip()[:160]})"
+            ]
+        self.vocabulary_terms = [t for t, _ in terms]
+        log.info("vocabulary: %d terms boosted in %s (alpha %.2f)", len(terms), self.cfg.model, vocabulary.boost)
+        return []
+
+    def _boosting_tree_cfg(self, terms: list[tuple[str, float]]) -> dict:
+        """BoostingTreeModelConfig fields for NeMo. Uniform weights: NeMo builds the tree from
+        `key_phrases_list`. Mixed weights: the tree is built here with NeMo's own ContextGraph and
+        GPUBoostingTreeModel (per-phrase token scores = weight x context_score) and handed to the
+        decoder as `model_path`, which NeMo loads instead of building its own."""
+        import importlib.util
+
+        base = {
+            "context_score": 1.0,
+            "depth_scaling": 2.0 if not self._kind.multitask else 1.0,  # NeMo's defaults per model family
+            "use_triton": self._device.startswith("cuda") and importlib.util.find_spec("triton") is not None,
+        }
+        if len({w for _, w in terms}) <= 1:
+            scale = terms[0][1]
+            return {**base, "key_phrases_list": [t for t, _ in terms], "context_score": base["context_score"] * scale}
+        import tempfile
+
+        from nemo.collections.asr.parts.context_biasing.boosting_graph_batched import GPUBoostingTreeModel
+        from nemo.collections.asr.parts.context_biasing.context_graph_universal import ContextGraph
+
+        tok = self._model.tokenizer
+        if self._kind.multitask:  # an aggregate tokenizer: one language's sub-tokenizer (English if it has one)
+            langs = sorted(self._canary_langs)
+            lang = "en" if "en" in langs or not langs else langs[0]
+            token_ids = [tok.text_to_ids(t, lang) for t, _ in terms]
+        else:
+            token_ids = [tok.text_to_ids(t) for t, _ in terms]
+        graph = ContextGraph(context_score=base["context_score"], depth_scaling=base["depth_scaling"])
+        graph.build(token_ids=token_ids, phrases=[t for t, _ in terms],
+                    scores=[base["context_score"] * w for _, w in terms])
+        tree = GPUBoostingTreeModel.from_context_graph(
+            context_graph=graph, vocab_size=tok.vocab_size, final_eos_score=1.0, use_triton=base["use_triton"]
+        )
+        self._tree_dir = tempfile.TemporaryDirectory(prefix="scriptorium-btree-")
+        path = f"{self._tree_dir.name}/boosting_tree.nemo"
+        tree.save_to(path)
+        return {**base, "model_path": path}
+
+    def _output_vocab_size(self) -> int:
+        """Labels the decoder scores (blank excluded): the tokenizer's, or Canary's padded output layer."""
+        import torch
+
+        size = int(self._model.tokenizer.vocab_size)
+        if self._kind.multitask:
+            linears = [m for m in self._model.log_softmax.modules() if isinstance(m, torch.nn.Linear)]
+            if linears:
+                size = int(linears[-1].out_features)
+        return size
 
     # -- interface -------------------------------------------------------------------------------
     def model_id(self) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.config import AsrConfig
+from pipeline.config import AsrConfig, VocabularyConfig
 from pipeline.models import ModelIntegrityError, sha256_file
 from pipeline.records import AsrResult, LanguageSwitch, Word
 
@@ -115,6 +115,43 @@ class WhisperAsr:
         compute_type = cfg.compute_type if not use_gpu or cfg.compute_type != "int8" else "float16"
         self.model = WhisperModel(self._path, device=device, compute_type=compute_type, cpu_threads=cfg.cpu_threads)
         self._multilingual = self.model.model.is_multilingual
+        self.vocabulary: VocabularyConfig | None = None
+        self._hotwords: dict[str | None, str | None] = {}  # language -> bounded hotwords string
+
+    def set_vocabulary(self, vocabulary: VocabularyConfig) -> list[str]:
+        """Bias decoding towards the job's terms: they go into the decoder prompt through
+        faster-whisper's own `hotwords` (see `hotwords_for`). Returns warnings (none for Whisper)."""
+        self.vocabulary = vocabulary
+        self._hotwords = {}
+        return []
+
+    def hotwords_for(self, tok, language: str | None) -> str | None:
+        """The `hotwords` string for `language`: its terms, highest weight first, joined with ", ",
+        whole terms only and at most `vocabulary.max_prompt_tokens` tokens (faster-whisper itself
+        only cuts at max_length // 2 - 1 = 223, mid-term), so a long list cannot crowd out the
+        context. The same for every window of a language: the prompt never carries another clip's
+        text, only job-level terms."""
+        if self.vocabulary is None:
+            return None
+        if language in self._hotwords:
+            return self._hotwords[language]
+        from pipeline.vocabulary import terms_for
+
+        terms = sorted(terms_for(self.vocabulary, language), key=lambda t: -t[1])  # stable: file order within a weight
+        budget = min(self.vocabulary.max_prompt_tokens, self.model.max_length // 2 - 1)
+        kept: list[str] = []
+        for term, _w in terms:
+            text = ", ".join(kept + [term])
+            if len(tok.encode(" " + text)) <= budget:
+                kept.append(term)
+        if len(kept) < len(terms):
+            log.warning(
+                "vocabulary: %d of %d terms for language %s fit the Whisper prompt (max_prompt_tokens=%d); "
+                "the rest are not boosted", len(kept), len(terms), language, budget,
+            )
+        hot = ", ".join(kept) or None
+        self._hotwords[language] = hot
+        return hot
 
     # -- protocol -------------------------------------------------------------------------------
     def model_id(self) -> str:
@@ -245,7 +282,10 @@ class WhisperAsr:
         from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
         tok = Tokenizer(self.model.hf_tokenizer, self._multilingual, task="transcribe", language=language)
-        prompt = self.model.get_prompt(tok, [], without_timestamps=not self.cfg.timestamp_tokens)
+        # job-level terms only (no previous text: a packed window holds segments of one recording,
+        # and windows of different recordings share a call)
+        hotwords = self.hotwords_for(tok, language)
+        prompt = self.model.get_prompt(tok, [], without_timestamps=not self.cfg.timestamp_tokens, hotwords=hotwords)
         n = len(durations)
         gen = self.model.model.generate(
             encoded,

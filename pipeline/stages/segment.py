@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from pipeline.backends.registry import make_asr, make_lid
 from pipeline.batching import pack_consecutive, pack_windows, plan_batches, with_quadratic
+from pipeline import vocabulary
 from pipeline.config import JobConfig
 from pipeline.records import SEGMENT_TYPE, AsrResult, LanguageSwitch, Word, peak_rss_mb
 from pipeline.stages.punctuation import needs_punctuation_warning
@@ -45,6 +46,8 @@ TRANSCRIBED_SCHEMA = pa.schema(
         ("asr_padded_seconds", pa.float64()),
         ("asr_wall_seconds", pa.float64()),
         ("segment_peak_rss_mb", pa.float64()),
+        ("vocabulary_hits", pa.int32()),  # segments holding a vocabulary term (None: no vocabulary)
+        ("vocabulary_warning", pa.string()),  # why the ASR backend could not honour the vocabulary
     ]
 )
 
@@ -167,6 +170,8 @@ def padded_budget(cfg: JobConfig, use_gpu: bool) -> float:
 
 class SegmentStage:
     name = "segment"
+    vocabulary = None  # the job's VocabularyConfig when it has terms (set in __init__)
+    _vocab_warning: str | None = None
 
     def __init__(self, cfg: JobConfig):
         use_gpu = cfg.models.use_gpu(cfg.segment_stage.resources)
@@ -174,6 +179,14 @@ class SegmentStage:
         self.max_padded_s = padded_budget(cfg, use_gpu)
         self.asr = make_asr(cfg.asr, cfg.models, use_gpu)
         self.lid = make_lid(cfg.lid, cfg.asr, self.asr, cfg.models, use_gpu)
+        # word boosting: the terms were resolved on the driver and travel inside cfg (pipeline/vocabulary.py)
+        self.vocabulary = None if vocabulary.is_empty(cfg.vocabulary) else cfg.vocabulary
+        self._vocab_warning: str | None = None
+        self._matchers: dict[str | None, object] = {}
+        if self.vocabulary is not None:
+            setter = getattr(self.asr, "set_vocabulary", None)
+            found = setter(self.vocabulary) if setter else [f"vocabulary ignored: ASR backend {cfg.asr.backend!r} has no word boosting"]
+            self._vocab_warning = "; ".join(found) or None
         self.itn: Callable[[str, str | None], str] | None = None
         if cfg.itn.enabled:
             from pipeline.stages.itn import make_itn
@@ -325,6 +338,8 @@ class SegmentStage:
                 asr_padded_seconds=sum(it.padded_s for it in mine),
                 asr_wall_seconds=sum(it.wall_s for it in mine),
                 segment_peak_rss_mb=rss,
+                vocabulary_hits=None,
+                vocabulary_warning=self._vocab_warning if mine else None,
             )
             errors = [it.error for it in mine if it.error]
             if errors:
@@ -338,8 +353,17 @@ class SegmentStage:
                 for s in spoken:
                     lang[s["language"]] += s["duration"]
                 rec["language"] = lang.most_common(1)[0][0] if lang else None
+                if self.vocabulary is not None:
+                    rec["vocabulary_hits"] = sum(1 for s in spoken if self._has_term(s["text"], s["language"]))
             out.append(rec)
         return pa.Table.from_pylist(out, schema=TRANSCRIBED_SCHEMA)
+
+    def _has_term(self, text: str, language: str | None) -> bool:
+        """Whether `text` holds a vocabulary term of its language (case-insensitive, whole words)."""
+        self._matchers = getattr(self, "_matchers", {})
+        if language not in self._matchers:
+            self._matchers[language] = vocabulary.matcher(vocabulary.terms_for(self.vocabulary, language))
+        return vocabulary.contains_term(text, self._matchers[language])
 
     def _segment(self, index: int, it: _Item) -> dict:
         res = it.result

@@ -1,0 +1,165 @@
+"""Word boosting: the job's vocabulary, resolved once on the driver.
+
+`resolve(cfg)` turns `vocabulary.terms`, `vocabulary.file` (local path or fsspec/S3 URI) and
+`vocabulary.per_language` into {"*": [(term, weight)], "de": [...], ...}: whitespace collapsed,
+empty lines and `#` comments dropped, duplicates (case-insensitive) merged keeping the highest
+weight, first-seen order otherwise. The result is cached on the config object, which Ray pickles
+into the actors: backends call `terms_for(cfg, language)` and never read the file again. The
+fingerprint hashes the resolved list (`fingerprint_payload`), so editing the file reprocesses.
+
+How each backend uses it: Whisper puts the terms in the decoder prompt through faster-whisper's own
+`hotwords` argument of `WhisperModel.get_prompt` (bounded by `max_prompt_tokens`); NeMo builds its
+phrase-boosting tree (GPU-PB, `BoostingTreeModelConfig`) into the greedy_batch decoder of CTC,
+RNNT/TDT and hybrid models, and into Canary's beam decoder (pipeline/backends/*.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+from pipeline.config import VocabularyConfig
+
+ALL = "*"  # key of the terms that hold for every language
+
+Term = tuple[str, float]
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class VocabularyError(ValueError):
+    """The vocabulary file cannot be read or holds a bad line; the message names the file and line."""
+
+
+def parse_line(line: str) -> Term | None:
+    """One line of a vocabulary file -> (term, weight), or None for a blank or comment line.
+
+    The weight follows a tab (`ComfyUI<TAB>2`), or a space when it is written with a decimal point
+    (`ComfyUI 2.0`), so that terms ending in a number ("Windows 11") stay whole."""
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None
+    weight = 1.0
+    if "\t" in line:
+        term, _, raw = line.rpartition("\t")
+        try:
+            weight = float(raw)
+        except ValueError:
+            raise VocabularyError(f"weight {raw!r} after the tab is not a number") from None
+    else:
+        term, _, raw = line.rpartition(" ")
+        if term and _NUMBER.match(raw):
+            weight = float(raw)
+        else:
+            term = line
+    term = " ".join(term.split())
+    if not term:
+        return None
+    if weight <= 0:
+        raise VocabularyError(f"term {term!r}: weight {weight} must be > 0")
+    return term, weight
+
+
+def normalise(terms: Iterable[Term]) -> list[Term]:
+    """Collapse whitespace, drop empties, merge case-insensitive duplicates (highest weight wins, the
+    first spelling and position are kept)."""
+    out: dict[str, list] = {}
+    for term, weight in terms:
+        term = " ".join(str(term).split())
+        if not term:
+            continue
+        key = term.casefold()
+        if key in out:
+            out[key][1] = max(out[key][1], float(weight))
+        else:
+            out[key] = [term, float(weight)]
+    return [(t, w) for t, w in out.values()]
+
+
+def read_file(uri: str, cfg: VocabularyConfig) -> list[Term]:
+    """Terms of a vocabulary file (local or any fsspec URI, e.g. s3://bucket/terms.txt)."""
+    from pipeline.storage import filesystem, with_retries
+
+    fs, path = filesystem(uri, cfg.storage)
+    try:
+        raw = with_retries(lambda: fs.cat_file(path))
+    except FileNotFoundError:
+        raise VocabularyError(f"vocabulary.file {uri!r} does not exist") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise VocabularyError(f"vocabulary.file {uri!r} is not UTF-8 text") from None
+    terms = []
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            item = parse_line(line)
+        except VocabularyError as exc:
+            raise VocabularyError(f"vocabulary.file {uri!r} line {n}: {exc}") from None
+        if item:
+            terms.append(item)
+    return terms
+
+
+def resolve(cfg: VocabularyConfig) -> dict[str, list[Term]]:
+    """{"*": terms for every language, lang: extra terms} (only non-empty keys). Reads the file on the
+    first call only: the result is cached on `cfg` and travels with it (pickled) to the actors."""
+    cached = cfg._resolved
+    if cached is not None:
+        return cached
+    common = [(t, 1.0) for t in cfg.terms]
+    if cfg.file:
+        common += read_file(cfg.file, cfg)
+    out: dict[str, list[Term]] = {}
+    if normalise(common):
+        out[ALL] = normalise(common)
+    for lang, extra in sorted(cfg.per_language.items()):
+        terms = normalise((t, 1.0) for t in extra)
+        if terms:
+            out[lang.strip().lower()] = terms
+    cfg._resolved = out
+    return out
+
+
+def terms_for(cfg: VocabularyConfig, language: str | None) -> list[Term]:
+    """The terms that hold for `language` (None: the common ones only), common ones first."""
+    resolved = resolve(cfg)
+    terms = list(resolved.get(ALL, []))
+    if language:
+        terms += resolved.get(language.lower(), [])
+    return normalise(terms)
+
+
+def all_terms(cfg: VocabularyConfig) -> list[Term]:
+    """Every term of every language (what a language-agnostic decoder is biased with)."""
+    return normalise(t for terms in resolve(cfg).values() for t in terms)
+
+
+def is_empty(cfg: VocabularyConfig) -> bool:
+    return not resolve(cfg)
+
+
+def fingerprint_payload(cfg: VocabularyConfig) -> dict | None:
+    """What the fingerprint hashes: the resolved terms and the knobs that change decoding (None when
+    there is no vocabulary, so jobs without one keep their fingerprint)."""
+    resolved = resolve(cfg)
+    if not resolved:
+        return None
+    return {
+        "terms": {lang: [[t, w] for t, w in terms] for lang, terms in sorted(resolved.items())},
+        "boost": cfg.boost,
+        "max_prompt_tokens": cfg.max_prompt_tokens,
+    }
+
+
+def matcher(terms: Sequence[Term] | Sequence[str]) -> re.Pattern | None:
+    """Case-insensitive, word-boundary regex matching any of the terms (None for no terms). A
+    boundary is the edge of a run of letters/digits, so 'C++' and 'Node.js' match too."""
+    words = sorted({(t[0] if isinstance(t, tuple) else t) for t in terms}, key=len, reverse=True)
+    if not words:
+        return None
+    alt = "|".join(r"\s+".join(re.escape(p) for p in w.split()) for w in words)
+    return re.compile(rf"(?<!\w)(?:{alt})(?!\w)", re.IGNORECASE)
+
+
+def contains_term(text: str, pattern: re.Pattern | None) -> bool:
+    return bool(pattern and text and pattern.search(text))
