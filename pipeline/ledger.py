@@ -79,8 +79,16 @@ COMMIT_KEY = ["recording_id", "fingerprint", "write_id"]
 MAINTAIN_EVERY_FILES = 200
 
 
-class OutputLockedError(RuntimeError):
+class OutputError(RuntimeError):
+    """The output cannot be used by this job (the CLI exits 2 with the message)."""
+
+
+class OutputLockedError(OutputError):
     """Another job holds this output (two jobs on one output would redo and race each other's work)."""
+
+
+class LegacyOutputError(OutputError):
+    """The output was written by the old JSON ledger (`_ledger/commits/`): it must be rewritten."""
 
 
 def storage_options(cfg: OutputConfig) -> dict[str, str] | None:
@@ -107,15 +115,16 @@ def storage_options(cfg: OutputConfig) -> dict[str, str] | None:
     return opts
 
 
-def input_changed(e: dict[str, Any], f: InputFile) -> bool:
-    """Did the object change since it was committed? Size always; the etag where both sides have
-    one (S3); else the modification time (local disks, stores without etags)."""
-    if e["size"] != f.size:
+def input_changed(size: int, etag: str | None, mtime: float | None, f: InputFile) -> bool:
+    """Did the object change since it was committed (size, etag, mtime as committed)? Size always;
+    the etag where both sides have one (S3); else the modification time (local disks, stores
+    without etags)."""
+    if size != f.size:
         return True
-    if e["etag"] and f.etag:
-        return e["etag"] != f.etag
-    if e["mtime"] is not None and f.mtime is not None:
-        return abs(e["mtime"] - f.mtime) > 1e-6
+    if etag and f.etag:
+        return etag != f.etag
+    if mtime is not None and f.mtime is not None:
+        return abs(mtime - f.mtime) > 1e-6
     return False
 
 
@@ -133,15 +142,17 @@ def _in_predicate(ids: list[str]) -> str:
 
 def _is_conflict(exc: BaseException) -> bool:
     """A lost race with another committer: retry on the fresh table state. Transient storage
-    errors that outlived object_store's own retries are retried too; anything else is a bug."""
-    from deltalake.exceptions import CommitFailedError, DeltaError
+    errors that outlived object_store's own retries are retried too; a schema or protocol error is not."""
+    from deltalake.exceptions import CommitFailedError, DeltaError, DeltaProtocolError, SchemaMismatchError
 
+    if isinstance(exc, (SchemaMismatchError, DeltaProtocolError)):
+        return False
     if isinstance(exc, CommitFailedError):
         return True
     if isinstance(exc, (DeltaError, OSError)):
         text = str(exc).lower()
-        return any(s in text for s in ("conflict", "concurrent", "already exists", "version", "timeout",
-                                       "connection", "503", "500", "slowdown", "internalerror", "generic s3"))
+        return any(s in text for s in ("conflict", "concurrent", "already exists", "timeout", "timed out", "connection",
+                                       "503", "500", "slowdown", "slow down", "internalerror", "generic s3 error"))
     return False
 
 
@@ -222,16 +233,19 @@ class Ledger:
         A committed recording is skipped when its input is unchanged (`input_changed`) and it was
         made by the same pipeline fingerprint. Recordings that ended in "error" are retried on every
         run. Nothing is downloaded: this compares listing metadata with the `recordings` table."""
-        done = self.entries()
+        t = self.read("recordings", PLAN_COLUMNS)
+        # recording_id -> (size, etag, mtime, fingerprint, status): tuples, not dicts (1 M of them)
+        done = dict(zip(t.column("recording_id").to_pylist(), zip(*(t.column(c).to_pylist() for c in PLAN_COLUMNS[1:]))))
+        del t
         todo: list[InputFile] = []
         counts = {"new": 0, "changed": 0, "skipped": 0, "retry_failed": 0}
         for f in files:
             e = done.get(f.recording_id)
             if e is None:
                 counts["new"] += 1
-            elif e["status"] == "error":
+            elif e[4] == "error":
                 counts["retry_failed"] += 1
-            elif input_changed(e, f) or e["fingerprint"] != fingerprint:
+            elif e[3] != fingerprint or input_changed(e[0], e[1], e[2], f):
                 counts["changed"] += 1
             else:
                 counts["skipped"] += 1
@@ -267,10 +281,22 @@ class Ledger:
 
     # -- one job per output ---------------------------------------------------------------------
     def lock(self, run_id: str, stale_after_s: float = 600.0, heartbeat_s: float = 30.0) -> "RunLock":
-        """Take the output for `run_id`, or raise OutputLockedError naming the holder."""
+        """Take the output for `run_id`, or raise OutputLockedError naming the holder (or
+        LegacyOutputError for an output of the old JSON ledger, which this version does not read)."""
+        self.check_not_legacy()
         lk = RunLock(self, run_id, stale_after_s, heartbeat_s)
         lk.acquire()
         return lk
+
+    def check_not_legacy(self) -> None:
+        """Writing Delta tables over an old output would hide its parts and transcribe everything
+        again (and vacuum would later delete the old files): refuse with what to do instead."""
+        old = self.path("_ledger", "commits")
+        if self.table("recordings") is None and self.fs.exists(old) and self.fs.ls(old):
+            raise LegacyOutputError(
+                f"output {self.cfg.uri} was written by an older Scriptorium (JSON ledger in _ledger/commits/); "
+                f"this version writes Delta tables: run into a new output.uri (the old output stays readable "
+                f"as Parquet under segments/ and recordings/)")
 
     # -- maintenance ----------------------------------------------------------------------------
     def maintain(self, retention_hours: float = 168.0, vacuum: bool = True) -> dict[str, Any]:
@@ -299,7 +325,7 @@ class Ledger:
             if dt is None:
                 continue
             before = len(dt.file_uris())
-            metrics = _retrying(lambda: self.table(name).optimize.compact(target_size=256 * 1024 * 1024))
+            metrics = _retrying(lambda: self.table(name).optimize.compact())
             dt = self.table(name)
             dt.create_checkpoint()
             dt.cleanup_metadata()

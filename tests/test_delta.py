@@ -391,3 +391,14 @@ def test_manifest_lines_resolved_concurrently_or_trusted(tmp_path, monkeypatch):
     assert files["missing.wav"].size == 0
     far = files["away.wav"]
     assert (far.size, far.etag, far.duration_hint, far.extra) == (99, "e1", 2.5, {"text": "t"})
+
+
+def test_an_old_json_ledger_output_is_refused(tmp_path):
+    from pipeline.ledger import LegacyOutputError, OutputError
+
+    out = tmp_path / "old"
+    (out / "_ledger" / "commits").mkdir(parents=True)
+    (out / "_ledger" / "commits" / "p1.json").write_text('{"part": "p1", "recordings": []}')
+    with pytest.raises(LegacyOutputError, match="new output.uri") as info:
+        Ledger(OutputConfig(uri=str(out))).lock(RUN_A)
+    assert isinstance(info.value, OutputError)
