@@ -3,9 +3,10 @@
 #   ffmpeg     command-line transcoding (the demo writes MP3/Ogg/FLAC; decoding itself uses PyAV's bundled FFmpeg)
 #   espeak-ng  speech synthesis for the demo corpus
 #   sox        audio inspection in tests and benchmarks
+#   chromium   headless, renders report.html in a test (a person's view of the run report)
 set -euo pipefail
 need=()
-for cmd in ffmpeg espeak-ng sox; do command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd"); done
+for cmd in ffmpeg espeak-ng sox chromium; do command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd"); done
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO apt-get update -qq

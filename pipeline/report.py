@@ -43,6 +43,15 @@ class RunReport(BaseModel):
     decode_peak_rss_mb: float  # the largest decode worker
     recording_stage_peak_rss_mb: float  # the largest actor of the pool
     segment_stage_peak_rss_mb: float
+    accepted_segments: int = 0  # segments the quality rules accept (pseudo-labels), and their seconds
+    accepted_seconds: float = 0.0
+    rejected_segments: int = 0
+    rejected_seconds: float = 0.0
+    reject_reasons: dict[str, int] = {}  # rejected segments by reason (one segment may have several)
+    language_seconds: dict[str, float] = {}  # seconds of segments per language
+    speakers_per_recording: dict[str, int] = {}  # recordings by number of speakers found
+    confidence_histogram: list[int] = []  # segments by confidence, ten bins over [0, 1]
+    slowest: list[dict[str, Any]] = []  # the recordings that took the most stage time
     warnings: list[str]
     vocabulary_terms: int = 0  # terms of the job's vocabulary (all languages)
     vocabulary_segments: int = 0  # segments whose text holds a vocabulary term (case-insensitive, whole words)
@@ -71,6 +80,10 @@ class RunReport(BaseModel):
             f"run {self.run_id}: {self.discovered} files found; {self.new} new, {self.changed} changed, "
             f"{self.retried_failed} failed before (retried), {self.skipped} already done (skipped)",
             f"  ok {self.ok}  no speech {self.no_speech}  error {self.error}",
+            f"  segments: {self.accepted_segments} accepted ({self.accepted_seconds / 3600:.3f} h), "
+            f"{self.rejected_segments} rejected ({self.rejected_seconds / 3600:.3f} h)"
+            + (": " + ", ".join(f"{k} {v}" for k, v in sorted(self.reject_reasons.items(), key=lambda kv: -kv[1]))
+               if self.reject_reasons else ""),
             f"  audio {hours:.3f} h ({self.audio_seconds:.1f} s) in {self.wall_seconds:.1f} s wall: "
             f"{self.real_time_factor:.2f}x real time",
             f"  ASR: {self.asr_audio_seconds:.1f} s of speech, {self.asr_padded_seconds:.1f} s padded "
@@ -151,5 +164,24 @@ def build_report(
         recording_stage_peak_rss_mb=peak("recording_peak_rss_mb"),
         segment_stage_peak_rss_mb=peak("segment_peak_rss_mb"),
         warnings=warnings,
+        accepted_segments=int(total("accepted_segments")),
+        accepted_seconds=round(total("accepted_seconds"), 3),
+        rejected_segments=int(total("rejected_segments")),
+        rejected_seconds=round(total("rejected_seconds"), 3),
+        reject_reasons=_add_up(s.get("reject_reasons", {}) for s in summaries),
+        language_seconds={k: round(v, 3) for k, v in _add_up(s.get("language_seconds", {}) for s in summaries).items()},
+        speakers_per_recording=_add_up(s.get("speakers_per_recording", {}) for s in summaries),
+        confidence_histogram=[int(sum(x)) for x in zip(*(s["confidence_histogram"] for s in summaries
+                                                         if s.get("confidence_histogram")))] or [0] * 10,
+        slowest=sorted((r for s in summaries for r in s.get("slowest", [])), key=lambda r: -r["seconds"])[:10],
         **status,
     )
+
+
+def _add_up(dicts) -> dict:
+    """Sum dicts of counts key by key (the write tasks' summaries -> the run's)."""
+    out: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out

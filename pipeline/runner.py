@@ -18,6 +18,7 @@ from pipeline.discover import DiscoveryError, discover
 from pipeline.ledger import Ledger
 from pipeline.preflight import preflight
 from pipeline.report import RunReport, build_report
+from pipeline.report_html import render as render_html
 from pipeline.storage import put_atomic, with_retries
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ def run(cfg: JobConfig) -> RunReport:
     body = json.dumps(report.model_dump(), indent=2).encode()
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.json"), body))
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("_ledger", "runs", f"{run_id}.json"), body))
+    page = render_html(report).encode()
+    with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.html"), page))
     return report
 
 

@@ -18,6 +18,7 @@ from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink, WriteResult
 
 from pipeline.config import OutputConfig
+from pipeline.engine import add_progress
 from pipeline.ledger import RECORDINGS_TABLE_SCHEMA, SEGMENTS_TABLE_SCHEMA, Ledger, write_id_for
 from pipeline.records import RECORDINGS_SCHEMA, peak_rss_mb
 
@@ -65,6 +66,46 @@ def _summary(table: pa.Table) -> dict[str, Any]:
         "vocabulary_hits": sum(r.get("vocabulary_hits") or 0 for r in rows),
         "vocabulary_warnings": sorted({r["vocabulary_warning"] for r in rows if r.get("vocabulary_warning")}),
         "errors": errors,
+        **_segment_summary(table),
+    }
+
+
+def _segment_summary(table: pa.Table) -> dict[str, Any]:
+    """What the report says about the segments: accepted/rejected counts and hours, rejections by
+    reason, languages, speakers per recording, a confidence histogram, the slowest recordings."""
+    accepted = rejected = 0
+    accepted_s = rejected_s = 0.0
+    reasons: dict[str, int] = {}
+    languages: dict[str, float] = {}
+    confidence = [0] * 10  # ten bins over [0, 1]
+    speakers: dict[str, int] = {}
+    for row in table.select(["segments", "num_speakers"]).to_pylist():
+        n = row["num_speakers"]
+        if n is not None:
+            speakers[str(n)] = speakers.get(str(n), 0) + 1
+        for seg in row["segments"] or []:
+            length = max(0.0, (seg["end"] or 0.0) - (seg["start"] or 0.0))
+            if seg["accepted"]:
+                accepted, accepted_s = accepted + 1, accepted_s + length
+            else:
+                rejected, rejected_s = rejected + 1, rejected_s + length
+                for reason in seg["reject_reasons"] or []:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+            if seg["language"]:
+                languages[seg["language"]] = languages.get(seg["language"], 0.0) + length
+            if seg["confidence"] is not None:
+                confidence[min(9, max(0, int(seg["confidence"] * 10)))] += 1
+    slowest = sorted(
+        ({"uri": r["uri"], "duration": r["duration"] or 0.0,
+          "seconds": (r["decode_wall_seconds"] or 0.0) + (r["recording_wall_seconds"] or 0.0) + (r["asr_wall_seconds"] or 0.0)}
+         for r in table.select(["uri", "duration", "decode_wall_seconds", "recording_wall_seconds", "asr_wall_seconds"]).to_pylist()),
+        key=lambda r: -r["seconds"],
+    )[:10]
+    return {
+        "accepted_segments": accepted, "rejected_segments": rejected,
+        "accepted_seconds": accepted_s, "rejected_seconds": rejected_s,
+        "reject_reasons": reasons, "language_seconds": languages, "speakers_per_recording": speakers,
+        "confidence_histogram": confidence, "slowest": slowest,
     }
 
 
@@ -94,7 +135,9 @@ class TranscriptSink(Datasink[dict]):
         ledger = Ledger(self.cfg)
         _commit(ledger, "segments", segments, ids, write_id)
         _commit(ledger, "recordings", recordings, ids, write_id)  # last: the commit the next run trusts
-        return _summary(table)
+        summary = _summary(table)
+        add_progress("committed", table.num_rows, summary["audio_seconds"])
+        return summary
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:
         self.summaries = list(write_result.write_returns)

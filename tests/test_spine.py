@@ -234,3 +234,29 @@ def test_export_pseudo_labels_load_in_lhotse_and_nemo_format(corpus_run, tmp_pat
     res = _cli("export", str(out), "--format", "srt", "--to", str(tmp_path / "srt"))
     srt = (tmp_path / "srt/whisper_jfk.flac.srt").read_text()
     assert srt.startswith("1\n00:00:00,") and "ask not" in srt
+
+
+def test_report_counts_segments_and_renders_as_a_page(corpus_run, tmp_path):
+    """report.json counts accepted/rejected segments as the rows say; report.html renders in headless
+    Chromium (installed by `make install`) as a page with its plots drawn."""
+    import numpy as np
+    from PIL import Image
+
+    report, segments, _, out = corpus_run
+    rows = segments.to_pylist()
+    assert report.accepted_segments == sum(1 for s in rows if s["accepted"])
+    assert report.rejected_segments == sum(1 for s in rows if not s["accepted"])
+    assert report.accepted_seconds == pytest.approx(sum(s["end"] - s["start"] for s in rows if s["accepted"]), abs=0.01)
+    assert set(report.language_seconds) == {s["language"] for s in rows if s["language"]}
+    assert sum(report.confidence_histogram) == sum(1 for s in rows if s["confidence"] is not None)
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 6 and report.run_id in page
+    shot = tmp_path / "report.png"
+    res = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                          "--window-size=1200,1600", (out / "report.html").as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert shot.exists(), res.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+    colours = {tuple(p) for p in pixels[:: 37]}
+    assert len(colours) > 50  # text, tiles and six coloured plots, not a blank or error page
+    assert (pixels.min(axis=1) < 200).mean() > 0.02  # a real share of the page is drawn

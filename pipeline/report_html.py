@@ -1,0 +1,122 @@
+"""report.html: one self-contained page a person opens after a run (no network, no JavaScript).
+
+Plots are drawn with matplotlib (Agg backend, no display) and embedded as PNG data URIs, so the page
+can be mailed, attached to a ticket or opened from an object store as it is. Everything on it comes
+from the run report (pipeline/report.py): nothing is re-read from the output tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+from pipeline.report import RunReport
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _bar(title: str, labels: list[str], values: list[float], xlabel: str = "", color: str = "#4c72b0") -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 2.6))
+    if labels:
+        ax.barh(labels[::-1], values[::-1], color=color)
+    else:
+        ax.text(0.5, 0.5, "nothing to show", ha="center", va="center", transform=ax.transAxes, color="#888")
+        ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(labelsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return _png(fig)
+
+
+def _histogram(title: str, bins: list[int]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 2.6))
+    ax.bar([i / 10 + 0.05 for i in range(len(bins))], bins, width=0.09, color="#55a868")
+    ax.set_xlim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("confidence", fontsize=8)
+    ax.set_ylabel("segments", fontsize=8)
+    ax.tick_params(labelsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return _png(fig)
+
+
+def _table(rows: list[list[str]], head: list[str]) -> str:
+    if not rows:
+        return "<p class=muted>none</p>"
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + cells + "</table>"
+
+
+def render(report: RunReport) -> str:
+    """The whole page as one HTML string."""
+    r = report
+    hours = r.audio_seconds / 3600
+    tiles = [
+        ("audio", f"{hours:.2f} h"), ("wall time", f"{r.wall_seconds / 60:.1f} min"),
+        ("speed", f"{r.real_time_factor:.1f}x real time"), ("padding", f"{r.padding_ratio:.1%}"),
+        ("files", f"{r.ok} ok · {r.no_speech} no speech · {r.error} error"),
+        ("segments", f"{r.accepted_segments} accepted ({r.accepted_seconds / 3600:.2f} h) · {r.rejected_segments} rejected"),
+    ]
+    stages = _bar("real-time factor per stage (higher is faster)", ["decode", "VAD + diarization", "ASR", "end to end"],
+                  [r.decode_real_time_factor, r.recording_stage_real_time_factor, r.asr_real_time_factor,
+                   r.real_time_factor], "audio seconds per second")
+    status = _bar("files by status", ["ok", "no speech", "error"], [r.ok, r.no_speech, r.error], "files", "#8172b2")
+    langs = sorted(r.language_seconds.items(), key=lambda kv: -kv[1])[:15]
+    languages = _bar("languages", [k for k, _ in langs], [v / 60 for _, v in langs], "minutes of segments", "#c44e52")
+    spk = sorted(r.speakers_per_recording.items(), key=lambda kv: int(kv[0]))
+    speakers = _bar("speakers per file", [f"{k} speaker{'s' if k != '1' else ''}" for k, _ in spk],
+                    [v for _, v in spk], "files", "#dd8452")
+    confidence = _histogram("segment confidence", r.confidence_histogram or [0] * 10)
+    reasons = sorted(r.reject_reasons.items(), key=lambda kv: -kv[1])
+    rejections = _bar("rejections by reason", [k for k, _ in reasons], [v for _, v in reasons], "segments", "#937860")
+    slow = _table([[s["uri"], f"{s['duration']:.1f} s", f"{s['seconds']:.1f} s"] for s in r.slowest],
+                  ["file", "audio", "stage time"])
+    failed = _table([[e["uri"], e["error"] or ""] for e in r.errors[:200]], ["file", "error"])
+    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in r.warnings)
+    images = "".join(f'<img alt="{alt}" src="{src}">' for alt, src in [
+        ("stages", stages), ("status", status), ("languages", languages), ("speakers", speakers),
+        ("confidence", confidence), ("rejections", rejections)])
+    tiles_html = "".join(f"<div class=tile><div class=k>{k}</div><div class=v>{html.escape(v)}</div></div>" for k, v in tiles)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Scriptorium run {html.escape(r.run_id)}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}}
+h1{{font-size:20px;margin:0 0 4px}} h2{{font-size:15px;margin:22px 0 8px}}
+.muted{{color:#777}} .tiles{{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}}
+.tile{{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:150px}}
+.k{{font-size:11px;color:#777;text-transform:uppercase}} .v{{font-size:15px;margin-top:2px}}
+.plots img{{margin:4px 8px 4px 0;border:1px solid #eee}}
+table{{border-collapse:collapse;font-size:12px}} td,th{{border:1px solid #ddd;padding:3px 8px;text-align:left}}
+</style></head><body>
+<h1>Scriptorium run {html.escape(r.run_id)}</h1>
+<div class=muted>{html.escape(r.input_uri)} &rarr; {html.escape(r.output_uri)} · model {html.escape(r.asr_model)} ·
+{r.discovered} files found: {r.new} new, {r.changed} changed, {r.retried_failed} retried, {r.skipped} skipped</div>
+<div class=tiles>{tiles_html}</div>
+{"<h2>Warnings</h2><ul>" + warnings + "</ul>" if warnings else ""}
+<div class=plots>{images}</div>
+<h2>Slowest files</h2>{slow}
+<h2>Failed files</h2>{failed}
+</body></html>
+"""
