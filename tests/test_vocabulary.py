@@ -1,0 +1,288 @@
+"""Word boosting (issue 17): the vocabulary config, its resolution and fingerprint, Whisper hotwords on
+real and synthesised speech, NeMo phrase boosting on tiny models, and the counts in the report."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline import vocabulary as vocab
+from pipeline.config import AsrConfig, ConfigError, ModelsConfig, VocabularyConfig, load_config
+
+SR = 16000
+BASE = ["input.uri=/in", "output.uri=/out"]
+
+
+def _cfg(*overrides: str):
+    return load_config(None, [*BASE, *overrides])
+
+
+# -- config -----------------------------------------------------------------------------------------
+
+
+def test_cli_override_gives_a_list_of_terms():
+    cfg = _cfg("vocabulary.terms=[ComfyUI,Kubernetes]", "vocabulary.per_language={de: [Bundestag]}")
+    assert cfg.vocabulary.terms == ["ComfyUI", "Kubernetes"]
+    assert vocab.resolve(cfg.vocabulary) == {"*": [("ComfyUI", 1.0), ("Kubernetes", 1.0)], "de": [("Bundestag", 1.0)]}
+    assert [t for t, _ in vocab.terms_for(cfg.vocabulary, "de")] == ["ComfyUI", "Kubernetes", "Bundestag"]
+    assert [t for t, _ in vocab.terms_for(cfg.vocabulary, "en")] == ["ComfyUI", "Kubernetes"]
+
+
+def test_unknown_or_bad_vocabulary_keys_are_refused():
+    with pytest.raises(ConfigError, match="vocabulary.weight"):
+        _cfg("vocabulary.weight=2")
+    with pytest.raises(ConfigError, match="max_prompt_tokens"):
+        _cfg("vocabulary.max_prompt_tokens=0")
+
+
+def test_file_lines_weights_comments_and_duplicates(tmp_path):
+    f = tmp_path / "terms.txt"
+    f.write_text("# products\nComfyUI\t2.5\nKubernetes 1.5\nWindows 11\n\n  comfyui  \nNode.js\t3\n", encoding="utf-8")
+    cfg = _cfg(f"vocabulary.file={f}", "vocabulary.terms=[Zorblax]")
+    assert vocab.resolve(cfg.vocabulary)["*"] == [
+        ("Zorblax", 1.0), ("ComfyUI", 2.5), ("Kubernetes", 1.5), ("Windows 11", 1.0), ("Node.js", 3.0)
+    ]
+    f.write_text("Bad\tweight\n")
+    with pytest.raises(vocab.VocabularyError, match="line 1"):
+        vocab.resolve(VocabularyConfig(file=str(f)))
+    with pytest.raises(vocab.VocabularyError, match="does not exist"):
+        vocab.resolve(VocabularyConfig(file=str(tmp_path / "missing.txt")))
+
+
+def test_file_on_s3(s3_endpoint):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("vocab-bucket")
+    fs.pipe("vocab-bucket/lists/terms.txt", b"Quentrova\nFlumio\t2\n")
+    cfg = _cfg("vocabulary.file=s3://vocab-bucket/lists/terms.txt", f"vocabulary.storage.endpoint_url={s3_endpoint}")
+    assert vocab.resolve(cfg.vocabulary) == {"*": [("Quentrova", 1.0), ("Flumio", 2.0)]}
+    # read once on the driver: the config that travels to the actors (pickled) carries the terms,
+    # so they are there even when the object is gone
+    fs.rm("vocab-bucket/lists/terms.txt")
+    shipped = pickle.loads(pickle.dumps(cfg))
+    assert [t for t, _ in vocab.terms_for(shipped.vocabulary, "en")] == ["Quentrova", "Flumio"]
+
+
+def test_fingerprint_follows_the_resolved_list(tmp_path):
+    plain = _cfg().fingerprint()
+    assert _cfg("vocabulary.terms=[]").fingerprint() == plain  # no vocabulary: fingerprint as before
+    a = _cfg("vocabulary.terms=[ComfyUI]").fingerprint()
+    assert a != plain and _cfg("vocabulary.terms=[ComfyUI]").fingerprint() == a
+    assert _cfg("vocabulary.terms=[ComfyUI,Kubernetes]").fingerprint() != a
+    f = tmp_path / "t.txt"
+    f.write_text("ComfyUI\n")
+    assert _cfg(f"vocabulary.file={f}").fingerprint() == a  # the contents count, not the path
+    f.write_text("ComfyUI\nKubernetes\n")
+    assert _cfg(f"vocabulary.file={f}").fingerprint() != a  # an edited file reprocesses
+    assert _cfg("vocabulary.terms=[ComfyUI]", "vocabulary.boost=3").fingerprint() != a
+
+
+def test_matcher_is_case_insensitive_on_whole_words():
+    m = vocab.matcher([("ComfyUI", 1.0), ("C++", 1.0), ("New York", 1.0)])
+    assert vocab.contains_term("we use comfyui daily", m)
+    assert vocab.contains_term("written in C++.", m)
+    assert vocab.contains_term("in new  york", m)
+    assert not vocab.contains_term("ComfyUIs and newyork", m)
+    assert vocab.matcher([]) is None and not vocab.contains_term("x", None)
+
+
+# -- segment stage and report -----------------------------------------------------------------------
+
+
+def test_segment_stage_counts_segments_with_a_term_and_the_report_sums_them():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_segment_stage import _batch, _stage
+
+    from pipeline.report import build_report
+
+    stage, _fake = _stage("batching.pack=none", "vocabulary.terms=[W1]")
+    stage.vocabulary, stage._vocab_warning = stage.cfg.vocabulary, "vocabulary ignored: test"
+    out = stage(_batch([[2.0, 1.5], [3.0], [1.2]]))  # the fake says "w0 w1" for 2 s, "w0" for 1.5 s
+    rows = out.to_pylist()
+    assert [r["vocabulary_hits"] for r in rows] == [1, 1, 0]
+    assert {r["vocabulary_warning"] for r in rows} == {"vocabulary ignored: test"}
+    summaries = [
+        {"vocabulary_hits": sum(r["vocabulary_hits"] or 0 for r in rows[:2]), "vocabulary_warnings": ["vocabulary ignored: test"]},
+        {"vocabulary_hits": rows[2]["vocabulary_hits"], "vocabulary_warnings": ["vocabulary ignored: test"]},
+    ]
+    rep = build_report(stage.cfg, run_id="r", fingerprint="f", discovered=3, plan={}, summaries=summaries,
+                       wall_seconds=1.0, driver_peak_rss_mb=1.0)
+    assert rep.vocabulary_terms == 1 and rep.vocabulary_segments == 2
+    assert rep.warnings.count("vocabulary ignored: test") == 1  # said once, however many tasks met it
+    assert "vocabulary: 1 terms; 2 segments contain one" in rep.summary()
+
+
+def test_segment_stage_without_vocabulary_counts_nothing():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_segment_stage import _batch, _stage
+
+    stage, _ = _stage("batching.pack=none")
+    rows = stage(_batch([[2.0]])).to_pylist()
+    assert rows[0]["vocabulary_hits"] is None and rows[0]["vocabulary_warning"] is None
+
+
+# -- Whisper ------------------------------------------------------------------------------------------
+
+# Invented product names no Whisper has heard, said by espeak-ng, each sentence between two clips of
+# real speech from the corpus.
+SENTENCES = [
+    ("Please open Zorblax Studio before the meeting starts.", "Zorblax"),
+    ("The Quentrova sensor reported a fault this morning.", "Quentrova"),
+    ("Our team switched from Jenkins to Flumio for every release.", "Flumio"),
+    ("We render every frame with Vextorial now.", "Vextorial"),
+]
+NEVER = ["Zorblax", "Quentrova", "Flumio", "Vextorial", "Kubernetes", "ComfyUI", "Snorkelbyte"]
+
+
+def _load(path) -> np.ndarray:
+    from pipeline.audio import decode
+
+    return decode(str(path)).samples
+
+
+def espeak(text: str, out: Path) -> np.ndarray:
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(out), text], check=True, capture_output=True)
+    return _load(out)
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    from pipeline.backends.whisper import WhisperAsr
+
+    return WhisperAsr(AsrConfig())
+
+
+@pytest.fixture(scope="module")
+def product_clips(corpus, tmp_path_factory) -> list[np.ndarray]:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    tmp = tmp_path_factory.mktemp("espeak")
+    real = [_load(corpus / f"speech/speechbrain_spk{s}_snt{k}.wav") for s, k in ((1, 4), (2, 5), (1, 6), (2, 2))]
+    gap = np.zeros(SR // 3, np.float32)
+    clips = []
+    for k, (text, _term) in enumerate(SENTENCES):
+        synth = espeak(text, tmp / f"{k}.wav")
+        synth = synth / max(1e-6, float(np.abs(synth).max())) * 0.5
+        clips.append(np.concatenate([real[k][: 3 * SR], gap, synth, gap, real[(k + 1) % 4][: 3 * SR]]).astype(np.float32))
+    return clips
+
+
+def _recall(results, terms) -> int:
+    return sum(vocab.contains_term(r.text, vocab.matcher([t])) for r, t in zip(results, terms))
+
+
+def test_whisper_recall_of_invented_names_rises_with_the_list(whisper, product_clips):
+    terms = [t for _, t in SENTENCES]
+    whisper.set_vocabulary(VocabularyConfig())  # an empty vocabulary: plain decoding
+    plain = whisper.transcribe(product_clips, ["en"] * len(product_clips))
+    whisper.set_vocabulary(VocabularyConfig(terms=terms))
+    try:
+        boosted = whisper.transcribe(product_clips, ["en"] * len(product_clips))
+    finally:
+        whisper.vocabulary = None
+    before, after = _recall(plain, terms), _recall(boosted, terms)
+    assert after >= before + 2 and after >= 3, ([r.text for r in plain], [r.text for r in boosted])
+
+
+def test_whisper_prompt_is_bounded_and_holds_whole_terms(whisper):
+    from faster_whisper.tokenizer import Tokenizer
+
+    tok = Tokenizer(whisper.model.hf_tokenizer, True, task="transcribe", language="en")
+    many = [f"Productname{k}" for k in range(200)]
+    whisper.set_vocabulary(VocabularyConfig(terms=["LowPriority"] + many, max_prompt_tokens=30))
+    try:
+        hot = whisper.hotwords_for(tok, "en")
+        assert len(tok.encode(" " + hot)) <= 30
+        assert all(p.strip() in ["LowPriority"] + many for p in hot.split(","))  # never a cut term
+        prompt = whisper.model.get_prompt(tok, [], without_timestamps=True, hotwords=hot)
+        assert prompt[0] == tok.sot_prev and len(prompt) <= 30 + 5  # sot_prev, terms, sot sequence, no-timestamps
+        whisper.set_vocabulary(VocabularyConfig(terms=["ComfyUI"], per_language={"de": ["Bundestag"]}))
+        assert whisper.hotwords_for(tok, "en") == "ComfyUI" and whisper.hotwords_for(tok, "de") == "ComfyUI, Bundestag"
+        # weights order the terms: the heaviest are kept when the list does not fit
+        whisper.set_vocabulary(VocabularyConfig(terms=many, max_prompt_tokens=8))
+        whisper.vocabulary._resolved = {"*": [(t, 1.0) for t in many[:-1]] + [(many[-1], 5.0)]}
+        assert whisper.hotwords_for(tok, "en").startswith(many[-1])
+    finally:
+        whisper.vocabulary = None
+
+
+def test_whisper_false_alarms_none_on_corpus_speech(whisper, corpus):
+    clips = [_load(corpus / p) for p in ("speech/whisper_jfk.flac", "speech/speechbrain_spk1_snt1.wav",
+                                         "speech/speechbrain_spk2_snt3.wav", "multilingual/fleurs-en-002.ogg")]
+    clips.append(_load(corpus / "negative/silerovad_test.opus")[: 8 * SR])  # no speech at all
+    whisper.set_vocabulary(VocabularyConfig(terms=NEVER))
+    try:
+        out = whisper.transcribe(clips, ["en"] * len(clips))
+    finally:
+        whisper.vocabulary = None
+    m = vocab.matcher(NEVER)
+    assert not [r.text for r in out if vocab.contains_term(r.text, m)]
+
+
+# -- NeMo ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_nemo(tmp_path_factory) -> dict[str, Path]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import nemo_models
+
+    if nemo_models._BUILT:  # already built by another module of this session
+        return dict(nemo_models._BUILT)
+    return nemo_models.build_all(tmp_path_factory.mktemp("tiny-nemo"), kinds=("ctc", "tdt", "hybrid_tdt_ctc", "canary"))
+
+
+@pytest.fixture()
+def tree_calls(monkeypatch) -> dict[str, int]:
+    """Counts NeMo's boosting-tree lookups (GPUBoostingTreeModel.advance) during decoding."""
+    from nemo.collections.asr.parts.context_biasing.boosting_graph_batched import GPUBoostingTreeModel
+
+    calls = {"n": 0}
+    real = GPUBoostingTreeModel.advance
+
+    def advance(self, *a, **k):
+        calls["n"] += 1
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(GPUBoostingTreeModel, "advance", advance)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["ctc", "tdt", "hybrid_tdt_ctc"])
+def test_nemo_phrase_boosting_changes_the_decoding(kind, tiny_nemo, tree_calls, corpus, tmp_path):
+    from pipeline.backends.nemo import NemoAsr
+
+    clip = _load(corpus / "speech/speechbrain_spk1_snt1.wav")
+    asr = NemoAsr(AsrConfig(backend="nemo", model=str(tiny_nemo[kind])), ModelsConfig(cache_dir=str(tmp_path)), False)
+    before = asr.transcribe([clip], ["en"])[0].text
+    assert tree_calls["n"] == 0
+    # a random model is unsure of everything: a hard boost makes the phrase win
+    assert asr.set_vocabulary(VocabularyConfig(terms=["the cat"], boost=10)) == []
+    after = asr.transcribe([clip], ["en"])[0].text
+    assert tree_calls["n"] > 0  # NeMo's boosting tree was consulted while decoding
+    assert after != before and "the cat" in after.lower(), (before, after)
+    # mixed weights: the tree is built with per-phrase scores and handed to NeMo as a file
+    f = tmp_path / "terms.txt"
+    f.write_text("the cat\t3\ndog\n")
+    assert asr.set_vocabulary(VocabularyConfig(file=str(f), boost=10)) == []
+    assert "the cat" in asr.transcribe([clip], ["en"])[0].text.lower()
+
+
+def test_nemo_canary_says_when_it_cannot_boost(tiny_nemo, tree_calls, corpus, tmp_path):
+    from pipeline.backends.nemo import NemoAsr
+
+    clip = _load(corpus / "speech/speechbrain_spk1_snt1.wav")
+    asr = NemoAsr(AsrConfig(backend="nemo", model=str(tiny_nemo["canary"])), ModelsConfig(cache_dir=str(tmp_path)), False)
+    before = asr.transcribe([clip], ["en"])[0].text
+    warnings = asr.set_vocabulary(VocabularyConfig(terms=["the cat"], boost=10))
+    # the tiny Canary's tokenizer (655) is padded to 656 outputs: NeMo 3.0's tree cannot be fused
+    assert len(warnings) == 1 and "Canary" in warnings[0]
+    assert asr.transcribe([clip], ["en"])[0].text == before and tree_calls["n"] == 0
