@@ -1,10 +1,13 @@
 """`make demo`: the whole product on one machine, s3:// to s3://, with nothing but pip and apt packages.
 
-1. Synthesises a small corpus with espeak-ng: four languages, two voices, pauses, a file that switches
-   language mid-way, a silent file and a file that is not audio (to show how errors are reported).
-2. Starts an S3 server (moto) on 127.0.0.1 and uploads the corpus to s3://demo/audio/.
+1. Takes the real speech clips shipped in jobs/demo-audio/ (see its README for sources and licences):
+   English, German, French and Spanish read speech, JFK, a two-speaker telephone call; joins two of
+   them into a file that switches from English to German, and adds a file that is not audio (to show
+   how a failure is reported while the rest goes on).
+2. Starts an S3 server (moto) on 127.0.0.1 and uploads them to s3://demo/audio/.
 3. Runs the pipeline (conf/local.yaml, diarization on) from s3://demo/audio/ to s3://demo/out/.
-4. Prints the run summary and the transcripts, and copies the output to ./demo-out for a look.
+4. Prints the run summary and the transcripts, and copies the output to ./demo-out for a look
+   (open demo-out/report.html in a browser).
 
 Then point it at your own data:  scriptorium run conf/local.yaml input.uri=... output.uri=...
 """
@@ -15,7 +18,6 @@ import argparse
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,56 +26,23 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
+CLIPS = REPO / "jobs" / "demo-audio"
 SR = 16000
-
-# (file name, [(espeak voice, text), ...]): a pause of PAUSE_S is put between parts. Pauses shorter
-# than segmentation.merge_gap_s are merged into one utterance (cut & merge), so a language switch
-# needs a real pause to get its own segment and language.
-PAUSE_S = 1.5
-CORPUS = [
-    ("interview_en.flac", [
-        ("en-us+m3", "Welcome back to the archive. Today we talk about the history of the harbour."),
-        ("en-us+f4", "Thank you. The harbour was built in eighteen seventy, and it changed the whole town."),
-        ("en-us+m3", "What happened to the old fishing boats?"),
-        ("en-us+f4", "Most of them were sold, but a few are still kept in the museum."),
-    ]),
-    ("nachrichten_de.mp3", [("de+m2", "Guten Abend. Das Wetter bleibt morgen sonnig und warm, im Norden gibt es einzelne Schauer.")]),
-    ("note_fr.ogg", [("fr+f2", "Bonjour à tous. La réunion de demain commence à neuf heures dans la grande salle.")]),
-    ("cuento_es.wav", [("es+m1", "Había una vez un pequeño pueblo junto al mar, donde todos conocían el nombre del viento.")]),
-    ("mixed en-de.flac", [
-        ("en-us+m1", "This recording starts in English and then switches to German."),
-        ("de+m1", "Jetzt sprechen wir Deutsch, und das Modell erkennt die Sprache für jeden Abschnitt."),
-    ]),
-]
-
-
-def synthesise(text: str, voice: str) -> np.ndarray:
-    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", tmp.name, text], check=True)
-        audio, rate = sf.read(tmp.name, dtype="float32")
-    if rate != SR:  # espeak-ng speaks at 22.05 kHz; write 16 kHz so every codec below accepts it
-        import soxr
-
-        audio = soxr.resample(audio, rate, SR)
-    return audio
+PAUSE_S = 1.5  # longer than segmentation.merge_gap_s, so the language switch gets its own segment
 
 
 def build_corpus(folder: Path) -> list[Path]:
+    """The shipped clips, one file joined from two languages, and one file that is not audio."""
+    from pipeline.audio import decode
+
     folder.mkdir(parents=True, exist_ok=True)
+    for clip in sorted(CLIPS.iterdir()):
+        if clip.suffix in (".opus", ".ogg") and clip.stem not in ("fleurs-en-000", "fleurs-de-003"):
+            shutil.copyfile(clip, folder / clip.name)
     pause = np.zeros(int(PAUSE_S * SR), dtype=np.float32)
-    paths = []
-    for name, parts in CORPUS:
-        pieces = [pause]
-        for voice, text in parts:
-            pieces += [synthesise(text, voice), pause]
-        audio = np.concatenate(pieces)
-        wav = folder / (Path(name).stem + ".tmp.wav")
-        sf.write(wav, audio, SR)
-        target = folder / name
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(target)], check=True)
-        wav.unlink()
-        paths.append(target)
-    sf.write(folder / "silence.wav", np.zeros(5 * SR, dtype=np.float32), SR)
+    en = decode(str(CLIPS / "fleurs-en-000.ogg")).samples
+    de = decode(str(CLIPS / "fleurs-de-003.ogg")).samples
+    sf.write(folder / "switch en-de.flac", np.concatenate([en, pause, de]), SR)
     (folder / "readme-not-audio.wav").write_text("this file is text, not audio\n")
     return sorted(folder.iterdir())
 
@@ -109,7 +78,7 @@ def main() -> int:
     endpoint = f"http://127.0.0.1:{port}"
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            print(f"1/4 synthesising a demo corpus with espeak-ng ...")
+            print(f"1/4 preparing the demo clips from {CLIPS.relative_to(REPO)}/ ...")
             files = build_corpus(Path(tmp) / "audio")
             fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
             fs.mkdir("demo")
@@ -132,12 +101,13 @@ def main() -> int:
         print("\n" + report.summary() + "\n")
         print("4/4 transcripts (s3://demo/out/segments/*.parquet):")
         for s in sorted(read_output(cfg.output, "segments").to_pylist(), key=lambda s: (s["uri"], s["start"])):
-            print(f"  {Path(s['uri']).name:22s} {s['start']:6.2f}-{s['end']:6.2f} {s['speaker'] or '-':5s} "
-                  f"{s['language']} {s['text']}")
+            mark = "" if s["accepted"] else f"   [rejected: {', '.join(s['reject_reasons'])}]"
+            print(f"  {Path(s['uri']).name:34s} {s['start']:6.2f}-{s['end']:6.2f} {s['speaker'] or '-':5s} "
+                  f"{s['language']} {s['text']}{mark}")
         local = Path(args.local_copy)
         shutil.rmtree(local, ignore_errors=True)
         fs.get("demo/out/", str(local), recursive=True)
-        print(f"\noutput copied to {local}/ (segments/, recordings/, report.json, _ledger/)")
+        print(f"\noutput copied to {local}/ (Delta tables segments/ and recordings/, report.json, report.html)")
         return 1 if report.failed_completely else 0
     finally:
         server.stop()
