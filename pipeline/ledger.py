@@ -212,13 +212,13 @@ class Ledger:
 
         return _retrying(attempt)
 
-    def read(self, name: str, columns: list[str] | None = None, filters=None) -> pa.Table:
+    def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """Current version of a table (column-projected); empty with the schema if none yet."""
         dt = self.table(name)
         schema = SCHEMAS[name]
         if dt is None:
             return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
-        return dt.to_pyarrow_dataset().to_table(columns=columns, filter=filters)
+        return dt.to_pyarrow_table(columns=columns)
 
     # -- planning -------------------------------------------------------------------------------
     def entries(self) -> dict[str, dict[str, Any]]:
@@ -334,6 +334,12 @@ class Ledger:
             out[name] = {"files_before": before, "files_after": len(self.table(name).file_uris()),
                          "version": dt.version(), "vacuumed": len(removed),
                          "compacted": metrics.get("numFilesRemoved", 0)}
+        lock = self.table(LOCK_TABLE)
+        if lock is not None:  # every heartbeat is a commit with a one-row file: keep an hour of them
+            lock.create_checkpoint()
+            lock.cleanup_metadata()
+            out["lock_vacuumed"] = len(lock.vacuum(retention_hours=1, enforce_retention_duration=False,
+                                                   dry_run=False)) if vacuum else 0
         return out
 
     def _delete(self, name: str, which: pa.Table, chunk: int = 500) -> None:
