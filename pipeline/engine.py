@@ -190,6 +190,8 @@ def add_progress(stage: str, files: int, seconds: float) -> None:
     try:
         import ray
 
+        if not ray.is_initialized():  # outside a run (tests, benchmarks): get_actor would START a Ray
+            return
         if not _progress_handle:
             _progress_handle.append(ray.get_actor(PROGRESS_ACTOR))
         _progress_handle[0].add.remote(stage, files, seconds)
