@@ -280,7 +280,7 @@ class Ledger:
         return _retrying(attempt)
 
     # -- one job per output ---------------------------------------------------------------------
-    def lock(self, run_id: str, stale_after_s: float = 600.0, heartbeat_s: float = 30.0) -> "RunLock":
+    def lock(self, run_id: str, stale_after_s: float = 300.0, heartbeat_s: float = 30.0) -> "RunLock":
         """Take the output for `run_id`, or raise OutputLockedError naming the holder (or
         LegacyOutputError for an output of the old JSON ledger, which this version does not read)."""
         self.check_not_legacy()
@@ -299,14 +299,14 @@ class Ledger:
                 f"as Parquet under segments/ and recordings/)")
 
     # -- maintenance ----------------------------------------------------------------------------
-    def maintain(self, retention_hours: float = 168.0, vacuum: bool = True) -> dict[str, Any]:
+    def maintain(self, retention_hours: float = 168.0, vacuum: bool = True, repair: bool = True) -> dict[str, Any]:
         """Compact small files, checkpoint, delete orphaned segments, vacuum. Call under the lock.
 
         Orphaned segments are rows whose commit never got its `recordings` row (a task died between
         the tables) and whose input was not redone since; with the lock held no job is between its
         two commits, so they can go. Returns what was done, per table."""
         out: dict[str, Any] = {"orphaned_segment_recordings": 0, "recordings_to_redo": 0}
-        if self.table("segments") is not None and self.table("recordings") is not None:
+        if repair and self.table("segments") is not None and self.table("recordings") is not None:
             committed = self.read("recordings", [*COMMIT_KEY, "num_segments"])
             seg = self.read("segments", COMMIT_KEY)
             orphans = seg.filter(pc.invert(_key_in(seg, committed))).group_by(["recording_id", "write_id"]).aggregate([])
@@ -358,11 +358,13 @@ class Ledger:
                 return True
         return False
 
-    def maintain_if_due(self) -> dict[str, Any] | None:
+    def maintain_if_due(self, every_files: int = MAINTAIN_EVERY_FILES) -> dict[str, Any] | None:
         """End of a run: maintain when due. Never fails the run (the data is committed already)."""
         try:
-            if self.maintenance_due():
-                done = self.maintain()
+            if self.maintenance_due(every_files):
+                # no orphan scan here (it reads all of `segments`): a rerun's predicate overwrites
+                # clear what crashes left; `scriptorium maintain` repairs the rest
+                done = self.maintain(repair=False)
                 log.info("output maintenance: %s", done)
                 return done
         except Exception:  # noqa: BLE001
@@ -435,7 +437,7 @@ class RunLock:
 
     ledger: Ledger
     run_id: str
-    stale_after_s: float = 600.0
+    stale_after_s: float = 300.0
     heartbeat_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -465,20 +467,36 @@ class RunLock:
         write_deltalake(dt, row, mode="overwrite")
 
     def acquire(self) -> None:
+        """Take the lock, or raise OutputLockedError. A holder that missed three heartbeats is
+        probably dead (a crashed driver whose retry starts at once, e.g. a Kubernetes Job's next
+        attempt): wait for its lock to go stale instead of refusing, unless it beats meanwhile."""
         def attempt() -> None:
             dt, row = self._current()
             if not self._free(row):
                 age = time.time() - row["heartbeat"]
-                raise OutputLockedError(
+                exc = OutputLockedError(
                     f"output {self.ledger.cfg.uri} is in use by run {row['run_id']} ({row['holder']}, heartbeat "
                     f"{age:.0f} s ago); one job per output at a time. If that job is dead, retry after "
                     f"{max(0.0, self.stale_after_s - age):.0f} s, when its lock goes stale."
                 )
+                exc.heartbeat_age = age
+                raise exc
             if row is not None and not row["released"] and row["run_id"] != self.run_id:
                 log.warning("taking over the stale lock of run %s (%s)", row["run_id"], row["holder"])
             self._put(dt, released=False)
 
-        _retrying(attempt)
+        while True:
+            try:
+                _retrying(attempt)
+                break
+            except OutputLockedError as exc:
+                age = getattr(exc, "heartbeat_age", 0.0)
+                if age < 3 * self.heartbeat_s:
+                    raise
+                wait = self.stale_after_s - age + 0.5
+                log.warning("the output's holder missed %d heartbeats; waiting %.0f s for its lock to go stale",
+                            age // self.heartbeat_s, wait)
+                time.sleep(wait)
         self._thread = threading.Thread(target=self._beat, name="scriptorium-lock", daemon=True)
         self._thread.start()
 

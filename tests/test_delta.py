@@ -255,6 +255,11 @@ def test_stale_locks_are_taken_over(tmp_path):
     holder_row("elsewhere:1:1", 5)
     with pytest.raises(OutputLockedError, match="heartbeat 5 s ago"):
         led.lock(RUN_B, stale_after_s=60)
+    # a holder that missed three beats is probably dead: wait for its lock to go stale, then take it
+    holder_row("elsewhere:1:1", 3.5)
+    t0 = time.time()
+    led.lock(RUN_B, stale_after_s=4, heartbeat_s=1).release()
+    assert 0.4 < time.time() - t0 < 10
     holder_row("elsewhere:1:1", 120)
     lk = led.lock(RUN_B, stale_after_s=60)
     # the old holder comes back and tries to beat: it sees it lost the lock and does not take it back
@@ -402,3 +407,15 @@ def test_an_old_json_ledger_output_is_refused(tmp_path):
     with pytest.raises(LegacyOutputError, match="new output.uri") as info:
         Ledger(OutputConfig(uri=str(out))).lock(RUN_A)
     assert isinstance(info.value, OutputError)
+
+
+def test_a_run_maintains_the_output_when_due(tmp_path):
+    out = str(tmp_path / "out")
+    led = Ledger(OutputConfig(uri=out))
+    for i in range(4):
+        write(out, RUN_A, [f"d{i}"])
+    assert led.maintain_if_due(every_files=5) is None  # not yet: 4 files per table
+    write(out, RUN_A, ["d4"])
+    done = led.maintain_if_due(every_files=5)
+    assert done and done["segments"]["files_after"] == done["recordings"]["files_after"] == 1, done
+    assert "orphaned_segment_recordings" in done and read_output(OutputConfig(uri=out)).num_rows == 10
