@@ -270,6 +270,9 @@ class Ledger:
                 return False
             write_deltalake(
                 dt, rows, mode="overwrite", predicate=predicate,
+                # a release that adds a column (a new quality signal) adds it to the table; rows of an
+                # older writer read it as null
+                schema_mode="merge",
                 commit_properties=CommitProperties(
                     app_transactions=[Transaction(app_id=app_id, version=1)],
                     custom_metadata={"scriptorium.write_id": write_id},

@@ -419,3 +419,15 @@ def test_a_run_maintains_the_output_when_due(tmp_path):
     done = led.maintain_if_due(every_files=5)
     assert done and done["segments"]["files_after"] == done["recordings"]["files_after"] == 1, done
     assert "orphaned_segment_recordings" in done and read_output(OutputConfig(uri=out)).num_rows == 10
+
+
+def test_a_table_of_an_older_schema_gains_new_columns(tmp_path):
+    """An output written before a column was added (e.g. a new quality signal) takes the new rows."""
+    from pipeline.ledger import SEGMENTS_TABLE_SCHEMA
+
+    out = str(tmp_path / "out")
+    old_schema = pa.schema([f for f in SEGMENTS_TABLE_SCHEMA if f.name != "chars_per_second"])
+    DeltaTable.create(f"{out}/segments", schema=old_schema)
+    write(out, RUN_A, ["a"])
+    t = read_output(OutputConfig(uri=out))
+    assert t.num_rows == 2 and "chars_per_second" in t.column_names
