@@ -8,9 +8,16 @@ and an honest error when a file is not audio, so the loop is written out here (i
 Memory is bounded: `decode_windows` streams fixed-size windows (the input is read as a stream, one
 packet at a time), and `decode` appends each window to ONE growing buffer (a bytearray, which glibc
 grows in place with mremap for large sizes), so a long file costs ~1x its float32 samples (2 h:
-460 MB), never the 2-3x of "list of chunks -> concatenate -> astype -> tobytes". Files longer than
-`max_duration_s` are refused before decoding when the header declares their length, else as soon
-as decoding passes the limit.
+460 MB), never the 2-3x of "list of chunks -> concatenate -> astype -> tobytes".
+
+Headers are not trusted: limits apply to what decodes. A file whose header declares more than
+`max_duration_s` is refused at once only when a seek to the limit finds audio there (a real long
+file costs one seek, not an hour of decoding); otherwise the header lied (a 100 KB WAV "of 4 GB", a
+FLAC "of 100 h") and the file is decoded for what it holds, with a warning. Decoding stops with an
+error as soon as it passes the limit, so `max_duration_s` x 64 KB/s bounds the decoded buffer
+whatever the file claims or compresses to (4 h: 922 MB). A file that decodes to less than its header
+declares is kept with a warning saying how much is missing; an Ogg stream (Opus, Vorbis), whose
+header declares no length, is "truncated" when it ends without its end-of-stream page.
 """
 
 from __future__ import annotations
@@ -71,27 +78,41 @@ def decode_windows(
 
     info = info if info is not None else StreamInfo()
     wav_declared = _wav_declared_seconds(source)
+    ogg_eos = _ogg_has_eos(source)
     window = max(1, int(window_s * SAMPLE_RATE))
     limit = int(max_duration_s * SAMPLE_RATE) if max_duration_s else None
     pending: list[np.ndarray] = []
     pending_n = 0
     bad_frames = 0
-    try:
-        container = av.open(source, mode="r", metadata_errors="ignore")
-    except (av.error.FFmpegError, UnicodeDecodeError, EOFError) as exc:
-        raise DecodeError(f"not a decodable audio file ({_reason(exc)})") from None
-    with container:
-        if not container.streams.audio:
-            raise DecodeError("file has no audio stream")
-        stream = container.streams.audio[0]
-        info.source_sample_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
-        info.source_channels = int(stream.codec_context.channels or 0)
-        info.declared_seconds = wav_declared or _declared_seconds(container, stream)
-        if max_duration_s and info.declared_seconds and info.declared_seconds > max_duration_s * 1.01:
+    header_lied = False
+    container = _open(source)
+    if not container.streams.audio:
+        container.close()
+        raise DecodeError("file has no audio stream")
+    stream = container.streams.audio[0]
+    declared = wav_declared or _declared_seconds(container, stream)
+    if max_duration_s and declared and declared > max_duration_s * 1.01:
+        # the header says "too long": believe it only if there is audio where the limit lies
+        past = _audio_past(container, stream, max_duration_s)
+        if past:
+            container.close()
             raise DecodeError(
-                f"{info.declared_seconds:.0f} s long, more than decode.max_duration_s={max_duration_s:.0f} s; "
+                f"{declared:.0f} s long, more than decode.max_duration_s={max_duration_s:.0f} s; "
                 "raise it to process this file"
             )
+        header_lied = past is False
+        container.close()
+        _rewind(source)
+        container = _open(source)
+        stream = container.streams.audio[0]
+    with container:
+        info.source_sample_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+        info.source_channels = int(stream.codec_context.channels or 0)
+        info.declared_seconds = declared
+        if info.source_channels <= 0:
+            raise DecodeError("the header declares 0 audio channels: the file is corrupt, nothing can be decoded")
+        if info.source_sample_rate <= 0:
+            raise DecodeError("the header declares no sample rate: the file is corrupt, nothing can be decoded")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
 
         def take(frames) -> Iterator[np.ndarray]:
@@ -138,9 +159,23 @@ def decode_windows(
     if bad_frames:
         info.warnings.append(f"{bad_frames} corrupt packet(s) skipped")
     decoded_s = info.samples / SAMPLE_RATE
-    if info.samples and info.declared_seconds and decoded_s < info.declared_seconds * (1 - TRUNCATION_TOLERANCE) - 0.05:
+    declared = info.declared_seconds
+    if info.samples and declared and decoded_s < declared * (1 - TRUNCATION_TOLERANCE) - 0.05:
+        lost = declared - decoded_s
+        if header_lied or decoded_s < 0.5 * declared:
+            info.warnings.append(
+                f"header declares {declared:.2f} s but only {decoded_s:.2f} s decode: the header is wrong or the "
+                f"file is truncated ({lost:.2f} s missing); kept what decodes"
+            )
+        else:
+            info.warnings.append(
+                f"file looks truncated: decoded {decoded_s:.2f} s of the {declared:.2f} s its header declares "
+                f"({lost:.2f} s lost)"
+            )
+    elif info.samples and ogg_eos is False:
         info.warnings.append(
-            f"file looks truncated: decoded {decoded_s:.2f} s of the {info.declared_seconds:.2f} s its header declares"
+            f"file looks truncated: its Ogg stream ends without an end-of-stream page; decoded {decoded_s:.2f} s, "
+            "what followed is lost (an Ogg header declares no length, so how much is unknown)"
         )
 
 
@@ -160,6 +195,76 @@ def decode(source: str | BinaryIO, max_duration_s: float | None = None, window_s
         warnings.append(f"{info.nonfinite} NaN/inf samples set to 0")
     samples = np.frombuffer(buf, dtype="<f4")
     return DecodedAudio(samples, info.source_sample_rate, info.source_channels, warnings, buffer=buf)
+
+
+def _open(source):
+    import av
+
+    try:
+        return av.open(source, mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, EOFError, ValueError) as exc:
+        raise DecodeError(f"not a decodable audio file ({_reason(exc)})") from None
+
+
+def _rewind(source) -> None:
+    if not isinstance(source, str):
+        source.seek(0)
+
+
+def _audio_past(container, stream, seconds: float) -> bool | None:
+    """Whether the stream holds audio at `seconds` (one seek and one packet, nothing decoded):
+    True / False, or None when the container cannot seek (the limit then holds while decoding)."""
+    import av
+
+    try:
+        if stream.time_base is None:
+            return None
+        container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            t = packet.pts if packet.pts is not None else packet.dts
+            if t is None:
+                return None
+            # a backward seek lands on the last sync point before the target: allow that slack
+            return float(t * stream.time_base) >= seconds * 0.9
+        return False
+    except (av.error.FFmpegError, OSError, ValueError, OverflowError):
+        return None
+
+
+def _ogg_has_eos(source) -> bool | None:
+    """For an Ogg file: whether its last page carries the end-of-stream flag (a cut file's does not);
+    None when the source is not Ogg or cannot be peeked at."""
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                if f.read(4) != b"OggS":
+                    return None
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - 65536))
+                tail = f.read()
+        elif source.seekable():
+            pos = source.tell()
+            magic = source.read(4)
+            if magic != b"OggS":
+                source.seek(pos)
+                return None
+            size = source.seek(0, 2)
+            source.seek(max(0, size - 65536))
+            tail = source.read()
+            source.seek(pos)
+        else:
+            return None
+    except (OSError, AttributeError, ValueError):
+        return None
+    i = tail.rfind(b"OggS")
+    while i >= 0 and (i + 6 > len(tail) or tail[i + 4] != 0):  # version byte 0: a real page header
+        i = tail.rfind(b"OggS", 0, i)
+    if i < 0:
+        return False
+    return bool(tail[i + 5] & 0x04)
 
 
 def _wav_declared_seconds(source) -> float | None:

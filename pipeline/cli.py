@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     verbose = args.verbose or args.debug
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipeline.text import SafeLogFilter, safe, safe_lines
+
+    for handler in logging.getLogger().handlers:  # every log line: credentials redacted, controls escaped
+        handler.addFilter(SafeLogFilter())
     for name in ("pipeline", "scriptorium"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     # Ray and its workers: keep auth tokens and temp files out of the user's home unless told otherwise.
@@ -65,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     except _usage_errors() as exc:
         if args.debug:
             raise
-        print(f"scriptorium: {exc}".replace("\n", "\nscriptorium: "), file=sys.stderr)
+        print(f"scriptorium: {safe_lines(exc)}".replace("\n", "\nscriptorium: "), file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - one line for the user; --debug shows the traceback
         if args.debug:
             raise
         logging.getLogger("scriptorium").debug("failed", exc_info=True)
         first = (str(exc).strip().splitlines() or [""])[-1][:300]
-        print(f"scriptorium: {args.command} failed: {type(exc).__name__}: {first} (rerun with --debug for the "
+        print(f"scriptorium: {args.command} failed: {type(exc).__name__}: {safe(first)} (rerun with --debug for the "
               "traceback)", file=sys.stderr)
         return EXIT_FAILED
 
@@ -107,8 +111,10 @@ def _export(args: argparse.Namespace) -> int:
     from pipeline.export import export
 
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
+    from pipeline.text import safe
+
     for path in export(out, args.format, args.to, accepted_only=not args.all):
-        print(path)
+        print(safe(path))
     return 0
 
 

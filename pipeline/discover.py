@@ -5,18 +5,30 @@ from new from changed BEFORE anything is downloaded. Manifest lines are resolved
 trusted where the line already gives `size` and `duration`. Work is ordered in the driver, longest
 first (duration from the manifest, else file size as a proxy): cheap, and long files start early
 instead of straggling.
+
+Containment (input is untrusted): a folder's symlinks must resolve inside the folder, a manifest's
+local entries inside the manifest's folder, its remote entries on the manifest's own protocol and
+bucket (or host); `input.allowed_roots` / `input.allowed_buckets` widen that. Only regular files are
+read: a FIFO, socket or device is never opened (a FIFO blocks its reader forever). An entry that is
+refused, or cannot be reached, is not dropped: it becomes an `InputFile` with `error` set, which the
+job records as a `status=error` row with that reason while the files beside it are processed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import stat
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from fsspec.utils import get_protocol
+
 from pipeline.config import InputConfig
 from pipeline.records import InputFile
-from pipeline.storage import filesystem, full_uri, with_retries
+from pipeline.storage import filesystem, full_uri, is_local, with_retries
+from pipeline.text import safe
 
 
 class DiscoveryError(ValueError):
@@ -34,19 +46,93 @@ def discover(cfg: InputConfig) -> list[InputFile]:
 
 def _from_listing(cfg: InputConfig) -> list[InputFile]:
     fs, root = filesystem(cfg.uri, cfg.storage)
+    if is_local(fs):
+        return _list_local(cfg, root)
     if not with_retries(lambda: fs.exists(root)):
-        raise DiscoveryError(f"input.uri {cfg.uri!r} does not exist")
+        raise DiscoveryError(f"input.uri {safe(cfg.uri)!r} does not exist")
     exts = tuple(e.lower() for e in cfg.extensions)
     found = with_retries(lambda: fs.find(root, detail=True))
     out = []
     for path, info in sorted(found.items()):
         if info.get("type") == "directory" or not path.lower().endswith(exts):
             continue
-        out.append(_input_file(full_uri(fs, path), info))
+        error = None if info.get("type", "file") == "file" else f"refused: not a regular file ({info.get('type')})"
+        out.append(_input_file(full_uri(fs, path), info, error=error))
     return out
 
 
-def _input_file(uri: str, info: dict, duration: float | None = None, extra: dict | None = None) -> InputFile:
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+
+
+def not_regular(mode: int) -> str | None:
+    """Why a file of this st_mode is refused (None for a regular file): reading a FIFO blocks until a
+    writer comes, a device never ends."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return f"refused: {kind}, not a regular file; only regular files are read"
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _local_roots(cfg: InputConfig, first: str) -> list[str]:
+    """Real (symlink-resolved) local folders inputs may lie in: `first` and input.allowed_roots."""
+    roots = [os.path.realpath(first)]
+    for r in cfg.allowed_roots:
+        if get_protocol(r) in ("file", "local"):
+            roots.append(os.path.realpath(os.path.expanduser(r.split("://", 1)[1] if "://" in r else r)))
+    return roots
+
+
+def _local_entry(path: str, roots: list[str], uri: str | None = None, duration: float | None = None,
+                 extra: dict | None = None, what: str = "the input folder") -> InputFile:
+    """A local file as an InputFile, lstat/stat only (never opened): refused (error set) when it
+    resolves outside `roots` or is not a regular file."""
+    uri = uri or path
+    real = os.path.realpath(path)
+    if not _inside(real, roots):
+        how = "a symlink that resolves" if os.path.islink(path) else "resolves"
+        return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra or {},
+                         error=f"refused: {how} outside {what} (to {real}); add its folder to input.allowed_roots "
+                               "to allow it")
+    try:
+        st = os.stat(path)  # follows a symlink whose target is inside
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra or {},
+                             error="refused: a symlink whose target does not exist")
+        return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra or {})  # decode says "not found"
+    except OSError as exc:
+        return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra or {},
+                         error=f"cannot be read: {type(exc).__name__}: {exc.strerror or exc}")
+    why = not_regular(st.st_mode)
+    info = {"size": st.st_size if why is None else 0, "mtime": st.st_mtime}
+    return _input_file(uri, info, duration, extra, error=why)
+
+
+def _list_local(cfg: InputConfig, root: str) -> list[InputFile]:
+    """Walk a local folder without following symlinked folders and without opening anything."""
+    if os.path.isfile(root):  # one file given as the input
+        return [_local_entry(root, [os.path.realpath(root)])]
+    if not os.path.isdir(root):
+        raise DiscoveryError(f"input.uri {safe(cfg.uri)!r} does not exist")
+    exts = tuple(e.lower() for e in cfg.extensions)
+    roots = _local_roots(cfg, root)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        # symlinked folders are listed in dirnames and not walked into; one named like audio is checked
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            if name.lower().endswith(exts):
+                out.append(_local_entry(os.path.join(dirpath, name), roots))
+    out.sort(key=lambda f: f.uri)
+    return out
+
+
+def _input_file(uri: str, info: dict, duration: float | None = None, extra: dict | None = None,
+                error: str | None = None) -> InputFile:
     etag = info.get("ETag") or info.get("etag")
     mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
     if mtime is not None and not isinstance(mtime, (int, float)):
@@ -58,6 +144,7 @@ def _input_file(uri: str, info: dict, duration: float | None = None, extra: dict
         mtime=float(mtime) if mtime is not None else None,
         duration_hint=duration,
         extra=extra or {},
+        error=error,
     )
 
 
@@ -74,8 +161,13 @@ def _from_manifest(cfg: InputConfig) -> list[InputFile]:
     try:
         text = with_retries(lambda: fs.cat_file(path)).decode("utf-8")
     except FileNotFoundError:
-        raise DiscoveryError(f"manifest {cfg.uri!r} does not exist") from None
+        raise DiscoveryError(f"manifest {safe(cfg.uri)!r} does not exist") from None
+    except UnicodeDecodeError:
+        raise DiscoveryError(f"manifest {safe(cfg.uri)!r} is not UTF-8 text") from None
+    except Exception as exc:  # noqa: BLE001 - a stalled or refused server: one line, exit 2
+        raise DiscoveryError(f"manifest {safe(cfg.uri)!r} cannot be read ({type(exc).__name__}: {safe(exc)})") from None
     base = cfg.uri.rsplit("/", 1)[0]
+    policy = _Containment(cfg, fs, path)
     out: list[InputFile] = []
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(MANIFEST_CONCURRENCY, thread_name_prefix="manifest") as pool:
@@ -86,15 +178,24 @@ def _from_manifest(cfg: InputConfig) -> list[InputFile]:
                 row = json.loads(line)
                 audio = row.pop("audio_filepath")
             except (json.JSONDecodeError, KeyError, AttributeError):
-                raise DiscoveryError(f"{cfg.uri} line {n}: not a JSON object with 'audio_filepath'") from None
+                raise DiscoveryError(f"{safe(cfg.uri)} line {n}: not a JSON object with 'audio_filepath'") from None
+            if not isinstance(audio, str) or not audio:
+                raise DiscoveryError(f"{safe(cfg.uri)} line {n}: 'audio_filepath' is not a non-empty string")
             uri = audio if ("://" in audio or audio.startswith("/")) else posixpath.join(base, audio)
             dur = row.pop("duration", None)
-            dur = float(dur) if dur is not None else None
+            try:
+                dur = float(dur) if dur is not None else None
+            except (TypeError, ValueError):
+                raise DiscoveryError(f"{safe(cfg.uri)} line {n}: 'duration' is not a number") from None
+            refused = policy.check(audio, uri)  # containment: no I/O
             if dur is not None and isinstance(row.get("size"), int):
                 mtime = row.pop("mtime", None)
                 info = {"size": row.pop("size"), "etag": row.pop("etag", None),
                         "mtime": mtime if isinstance(mtime, (int, float)) else None}
-                out.append(_input_file(uri, info, dur, row))
+                out.append(_input_file(uri, info, dur, row, error=refused))
+                continue
+            if refused is not None:  # an error row with the reason; nothing is asked of its store
+                out.append(InputFile(uri=uri, size=0, duration_hint=dur, extra=row, error=refused))
                 continue
             # the filesystem is made here, in this thread: fsspec caches instances per thread, and 64
             # S3 clients (one per pool thread) would cost seconds and hundreds of MB to set up
@@ -108,8 +209,85 @@ def _from_manifest(cfg: InputConfig) -> list[InputFile]:
 
 
 def _resolve(afs, apath: str, uri: str, duration: float | None, extra: dict) -> InputFile:
+    if is_local(afs):  # stat only (never opened); containment was checked on the real path already
+        return _local_entry(apath, [os.path.realpath(apath)], uri, duration, extra)
     try:
         info = with_retries(lambda: afs.info(apath))
     except FileNotFoundError:
         info = {"size": 0}  # kept: decode turns it into an error row instead of losing it silently
-    return _input_file(uri, info, duration, extra)
+    except Exception as exc:  # noqa: BLE001 - unreachable after bounded retries: this entry's error row
+        return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra,
+                         error=f"storage: cannot be reached (gave up after retries): {type(exc).__name__}: {exc}")
+    t = info.get("type", "file")
+    error = None if t == "file" else f"refused: not a regular file ({t})"
+    return _input_file(uri, info, duration, extra, error=error)
+
+
+def _bucket(protocol: str, path: str) -> str:
+    """The bucket (object stores) or host (http) of a stripped path."""
+    if protocol in ("http", "https"):
+        return path.split("://", 1)[-1].split("/", 1)[0]
+    return path.split("/", 1)[0]
+
+
+_SAME = {"s3a": "s3", "gcs": "gs", "https": "http", "abfs": "az", "abfss": "az"}
+
+
+class _Containment:
+    """Where a manifest's entries may point: its own folder (local) or its own protocol and bucket
+    (remote), plus input.allowed_roots / input.allowed_buckets. `check` returns why an entry is
+    refused, or None."""
+
+    def __init__(self, cfg: InputConfig, fs, manifest_path: str):
+        self.cfg = cfg
+        self.protocol = get_protocol(cfg.uri)
+        self.local = is_local(fs)
+        if self.local:
+            self.roots = _local_roots(cfg, os.path.dirname(os.path.realpath(manifest_path)))
+        else:
+            self.bucket = _bucket(self.protocol, manifest_path)
+            self.buckets = {self.bucket, *cfg.allowed_buckets}
+        self.remote_roots = [r for r in cfg.allowed_roots if get_protocol(r) not in ("file", "local")]
+
+    def _allowed_remote_root(self, uri: str) -> bool:
+        proto = get_protocol(uri)
+        rest = posixpath.normpath(uri.split("://", 1)[1])
+        for r in self.remote_roots:
+            if _SAME.get(get_protocol(r), get_protocol(r)) == _SAME.get(proto, proto) and _inside(
+                rest, [r.split("://", 1)[1].rstrip("/")]
+            ):
+                return True
+        return False
+
+    def check(self, audio: str, uri: str) -> str | None:
+        proto = get_protocol(audio) if "://" in audio else None
+        if self.local:
+            if proto is not None and proto not in ("file", "local"):
+                if self._allowed_remote_root(audio):
+                    return None
+                return (f"refused: a local manifest names a {proto}:// entry; add its prefix to "
+                        "input.allowed_roots to allow it")
+            path = os.path.normpath(uri.split("://", 1)[1] if "://" in uri else uri)
+            real = os.path.realpath(path)
+            if not _inside(real, self.roots):
+                return (f"refused: resolves outside the manifest's folder (to {real}); add its folder to "
+                        "input.allowed_roots to allow it")
+            return None
+        # a remote manifest: same protocol, same bucket (or an allowed one), never a local path
+        if proto is None and audio.startswith("/") or proto in ("file", "local"):
+            return (f"refused: a local path in a {self.protocol}:// manifest (entries must stay on "
+                    f"{self.protocol}://{self.bucket})")
+        if self._allowed_remote_root(uri):
+            return None
+        eproto = get_protocol(uri)
+        if _SAME.get(eproto, eproto) != _SAME.get(self.protocol, self.protocol):
+            return (f"refused: a {eproto}:// entry in a {self.protocol}:// manifest; add its prefix to "
+                    "input.allowed_roots to allow it")
+        rest = uri.split("://", 1)[1]
+        bucket = _bucket(eproto, rest)
+        if bucket not in self.buckets:
+            return (f"refused: entry in bucket {bucket!r}, outside the manifest's bucket {self.bucket!r}; "
+                    "add it to input.allowed_buckets to allow it")
+        if ".." in rest.split("/")[1:]:
+            return "refused: '..' in an object key (the store would read it literally)"
+        return None

@@ -59,12 +59,51 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def _digest_cache_dir() -> Path:
+    return Path(os.path.expanduser(os.environ.get("SCRIPTORIUM_DIGEST_CACHE", "~/.cache/scriptorium/digests")))
+
+
+def cached_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a model file, re-verified on every load at the cost of one stat: the digest is
+    remembered (a sidecar under ~/.cache/scriptorium/digests) with the file's identity (real path,
+    inode, size, mtime_ns and ctime_ns; ctime cannot be set back by a writer), and the file is hashed
+    again whenever any of them changed. A file edited in place is therefore always re-hashed."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    key = [real, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    sidecar = _digest_cache_dir() / (hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".json")
+    try:
+        cached = json.loads(sidecar.read_text())
+        if cached.get("key") == key and isinstance(cached.get("sha256"), str):
+            return cached["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = sha256_file(real)
+    try:  # best effort: a read-only home only costs a re-hash next time
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
+        tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}")
+        tmp.write_text(json.dumps({"key": key, "sha256": digest}))
+        os.replace(tmp, sidecar)
+    except OSError:
+        pass
+    return digest
+
+
+def same_digest(expected: str | None, actual: str) -> bool:
+    """Hex digests compare case-insensitively (and without surrounding blanks)."""
+    return expected is None or actual.strip().lower() == expected.strip().lower()
+
+
+def mismatch_message(what: str, expected: str, actual: str) -> str:
+    """The one line a digest mismatch says: which file, expected and found digests."""
+    return f"{what} does not match its sha256: expected {expected.strip().lower()}, found {actual.lower()}"
+
+
 def _check(ref: str, expected: str | None, actual: str) -> None:
-    if expected is not None and actual.lower() != expected.strip().lower():
+    if not same_digest(expected, actual):
         raise ModelIntegrityError(
-            f"sha256 mismatch for model {ref!r}: expected {expected.strip().lower()}, got {actual}. "
-            "Refusing to load it (a .nemo file contains pickles, i.e. code). Fix the `sha256` in the config "
-            "if the model was updated on purpose."
+            mismatch_message(f"model file {ref!r}", expected, actual) + "; Refusing to load it (a .nemo file "
+            "contains pickles, i.e. code); fix the `sha256` in the config if the model was updated on purpose"
         )
 
 
@@ -86,7 +125,7 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
         if not os.path.isfile(path):
             raise FileNotFoundError(f"model file {ref!r} does not exist")
         if sha256 is not None:
-            _check(ref, sha256, sha256_file(path))
+            _check(ref, sha256, cached_sha256(path))  # on every load: a changed file is hashed again
         return path
 
     fs = fsspec.filesystem(protocol, **models.storage.fsspec_kwargs(protocol))
@@ -104,9 +143,12 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
         if target.exists() and meta_path.exists():
             meta = json.loads(meta_path.read_text())
             same_object = meta.get("size") == remote["size"] and meta.get("etag") == remote["etag"]
-            if same_object and (sha256 is None or meta.get("sha256") == sha256.strip().lower()):
+            # the cached bytes themselves are verified on every load (not the meta file's word for them)
+            if same_object and same_digest(sha256 or meta.get("sha256"), cached_sha256(target)) and (
+                sha256 is None or same_digest(sha256, meta.get("sha256") or "")
+            ):
                 return str(target)
-            log.info("cached copy of %s is stale or unverified; downloading again", ref)
+            log.warning("cached copy of %s is stale or does not match its sha256; downloading again", ref)
         digest = _download(fs, ref, slot, target, sha256)
         meta_path.write_text(json.dumps({"uri": ref, "sha256": digest, **remote}))
         return str(target)

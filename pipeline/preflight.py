@@ -26,26 +26,29 @@ class PreflightError(RuntimeError):
 
 def _why(exc: BaseException) -> str:
     """An exception as a short clause: its type and first line (botocore messages are one line)."""
+    from pipeline.text import safe
+
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {safe(text)}" if text else type(exc).__name__
 
 
 def check_input(cfg: InputConfig) -> list[str]:
     """The input exists and can be listed (or, for a manifest, read) with the credentials at hand."""
     from pipeline.storage import filesystem
+    from pipeline.text import safe
 
     try:
         fs, path = filesystem(cfg.uri, cfg.storage)
         if path.endswith((".jsonl", ".json")):
             fs.info(path)
         elif not fs.isdir(path):
-            return [f"input {cfg.uri}: no such folder or prefix"]
+            return [f"input {safe(cfg.uri)}: no such folder or prefix"]
         else:
             fs.ls(path, detail=False)
     except FileNotFoundError:
-        return [f"input {cfg.uri}: does not exist"]
+        return [f"input {safe(cfg.uri)}: does not exist"]
     except Exception as exc:  # noqa: BLE001 - anything here is a setup problem to report in one line
-        return [f"input {cfg.uri}: cannot be listed ({_why(exc)})"]
+        return [f"input {safe(cfg.uri)}: cannot be listed ({_why(exc)})"]
     return []
 
 
@@ -53,6 +56,7 @@ def check_output(cfg: OutputConfig) -> list[str]:
     """The output can be written: a probe object is written and removed (S3 permissions, a read-only
     disk or a missing bucket show here instead of after the models ran)."""
     from pipeline.storage import filesystem, put_atomic
+    from pipeline.text import safe
 
     try:
         fs, root = filesystem(cfg.uri, cfg.storage)
@@ -60,7 +64,7 @@ def check_output(cfg: OutputConfig) -> list[str]:
         put_atomic(fs, probe, b"scriptorium write probe\n")
         fs.rm(probe)
     except Exception as exc:  # noqa: BLE001
-        return [f"output {cfg.uri}: not writable ({_why(exc)})"]
+        return [f"output {safe(cfg.uri)}: not writable ({_why(exc)})"]
     return []
 
 
@@ -68,15 +72,17 @@ def check_models(cfg: JobConfig) -> list[str]:
     """Every model the config names resolves without loading it: an embedded or local Whisper
     model exists (and matches its sha256); a NeMo reference obeys `models.*` rules, and a local
     `.nemo` file exists and matches its sha256. Remote files are verified where they are fetched."""
-    from pipeline.models import ModelIntegrityError, ModelLoadError, check_policy, is_file_ref, model_refs, sha256_file
+    from pipeline.models import (
+        ModelIntegrityError, ModelLoadError, cached_sha256, check_policy, is_file_ref, mismatch_message, model_refs,
+        same_digest,
+    )
 
     problems = []
     if cfg.asr.backend == "whisper":
-        from pipeline.backends.whisper import EMBEDDED, resolve_whisper_model
+        from pipeline.backends.whisper import resolve_whisper_model
 
-        try:
-            if cfg.asr.model not in EMBEDDED:  # the embedded one is verified when it is assembled
-                resolve_whisper_model(cfg.asr)
+        try:  # the embedded model too: its cached copy is re-verified (one stat when unchanged)
+            resolve_whisper_model(cfg.asr)
         except (FileNotFoundError, ModelIntegrityError) as exc:
             problems.append(str(exc))
     for key, ref, sha256 in model_refs(cfg):
@@ -94,8 +100,9 @@ def check_models(cfg: JobConfig) -> list[str]:
             local = os.path.expanduser(ref)
             if not os.path.isfile(local):
                 problems.append(f"{key}: model file {ref!r} does not exist")
-            elif sha256 and sha256_file(local) != sha256.strip().lower():
-                problems.append(f"{key}: model file {ref!r} does not match its sha256 (refused: a .nemo holds code)")
+            elif sha256 and not same_digest(sha256, found := cached_sha256(local)):
+                problems.append(f"{key}: " + mismatch_message(f"model file {ref!r}", sha256, found)
+                                + " (refused: a .nemo holds code)")
     return problems
 
 

@@ -28,6 +28,9 @@ class InputFile:
     duration_hint: float | None = None
     # Free-form fields a manifest line carried (e.g. reference `text`), kept for exports.
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set when discovery refuses the entry (outside the input's containment, not a regular file,
+    # unreachable): it becomes a recordings row with status "error" and this message, never a read.
+    error: str | None = None
 
     @property
     def recording_id(self) -> str:

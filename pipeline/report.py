@@ -94,12 +94,14 @@ class RunReport(BaseModel):
         ]
         if self.vocabulary_terms:
             lines.append(f"  vocabulary: {self.vocabulary_terms} terms; {self.vocabulary_segments} segments contain one")
+        from pipeline.text import safe  # names and messages come from inputs: escaped, credentials redacted
+
         for e in self.errors[:10]:
-            lines.append(f"  error: {e['uri']}: {e['error']}")
+            lines.append(f"  error: {safe(e['uri'])}: {safe(e['error'])}")
         if len(self.errors) > 10:
             lines.append(f"  ... and {len(self.errors) - 10} more errors (see report.json)")
-        lines += [f"  warning: {w}" for w in self.warnings]
-        lines.append(f"  output: {self.output_uri}")
+        lines += [f"  warning: {safe(w)}" for w in self.warnings]
+        lines.append(f"  output: {safe(self.output_uri)}")
         return "\n".join(lines)
 
 

@@ -86,7 +86,8 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     # decoded and segmented, not after its neighbours.
     blocks = [
         nest(pa.Table.from_pylist(
-            [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag, "mtime": f.mtime} for f in group],
+            [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag, "mtime": f.mtime,
+              "refused": f.error} for f in group],
             schema=INPUT_SCHEMA,
         ))
         for group in windows(todo, cfg.batching.window_s, cfg.batching.max_files)

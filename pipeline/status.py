@@ -74,20 +74,22 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
 
 
 def status(output_uri: str, config: str | None = None, overrides: list[str] = ()) -> str:  # type: ignore[assignment]
+    from pipeline.text import safe  # names and messages come from inputs: escaped, credentials redacted
+
     d = status_data(output_uri, config, overrides)
     lines = [
-        f"output {output_uri}: {d['committed']} recordings committed"
+        f"output {safe(output_uri)}: {d['committed']} recordings committed"
         + (f" (Delta table version {d['version']}, {d['files']} data files)" if d["version"] is not None else ""),
         f"  ok {d['ok']}  no speech {d['no_speech']}  failed (error) {d['error']}",
     ]
     for f in d["failed"][:10]:
-        lines.append(f"  failed: {f['uri']}: {f['error']}")
+        lines.append(f"  failed: {safe(f['uri'])}: {safe(f['error'])}")
     if len(d["failed"]) > 10:
         lines.append(f"  ... and {len(d['failed']) - 10} more failed")
     last = d["last_run"]
     if last:
         lines.append(
-            f"  last run {last['run_id']}: {last.get('new', 0)} new, {last.get('changed', 0)} changed, "
+            f"  last run {safe(last['run_id'])}: {last.get('new', 0)} new, {last.get('changed', 0)} changed, "
             f"{last.get('skipped', 0)} skipped; ok {last['ok']}, no speech {last['no_speech']}, error {last['error']}; "
             f"{last['audio_seconds']:.1f} s audio in {last['wall_seconds']:.1f} s"
         )
@@ -95,10 +97,10 @@ def status(output_uri: str, config: str | None = None, overrides: list[str] = ()
         lines.append(f"  last commit {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(d['last_commit']))}")
     r = d["rerun"]
     if r and "error" in r:
-        lines.append(f"  a rerun cannot list its input: {r['error']}")
+        lines.append(f"  a rerun cannot list its input: {safe(r['error'])}")
     elif r:
         lines.append(
-            f"  a rerun on {r['input']} would process {r['new']} new, {r['changed']} changed, "
+            f"  a rerun on {safe(r['input'])} would process {r['new']} new, {r['changed']} changed, "
             f"{r['retry_failed']} failed before (retried); skip {r['skipped']} done"
             + (f"; {r['gone']} committed recordings are no longer in the input" if r["gone"] else "")
         )

@@ -26,6 +26,11 @@ def filesystem(uri: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSy
     return fs, path
 
 
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    return protocol in ("file", "local")
+
+
 def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """Path from `fs.find` -> the URI a user would write (s3://bucket/key, or the local path)."""
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol

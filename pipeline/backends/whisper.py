@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.config import AsrConfig, VocabularyConfig
-from pipeline.models import ModelIntegrityError, sha256_file
+from pipeline.models import ModelIntegrityError, cached_sha256, mismatch_message, same_digest, sha256_file
 from pipeline.records import AsrResult, LanguageSwitch, Word
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,13 @@ def embedded_model_dir(name: str, cache_dir: str | None = None) -> Path:
     root = Path(os.path.expanduser(cache_dir or "~/.cache/scriptorium/whisper"))
     target = root / f"{name}-{spec['sha256'][:12]}"
     if (target / "model.bin").exists():
+        # verified on every load, not only when assembled (a digest cache makes it one stat when unchanged)
+        found = cached_sha256(target / "model.bin")
+        if not same_digest(spec["sha256"], found):
+            raise ModelIntegrityError(
+                mismatch_message(f"embedded Whisper {name!r} model file {target / 'model.bin'}", spec["sha256"], found)
+                + f"; refusing to load it (delete {target} to reassemble it from the packages)"
+            )
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
@@ -87,8 +94,10 @@ def resolve_whisper_model(cfg: AsrConfig) -> str:
             f"asr.model={cfg.model!r}: not an embedded model ({', '.join(EMBEDDED)}) nor a CTranslate2 "
             "folder with model.bin (no model hub is contacted)"
         )
-    if cfg.sha256 and sha256_file(path / "model.bin") != cfg.sha256:
-        raise ModelIntegrityError(f"{path}/model.bin does not match asr.sha256={cfg.sha256}")
+    if cfg.sha256:  # case-insensitive; re-verified on every load (digest cache keyed by the file's identity)
+        found = cached_sha256(path / "model.bin")
+        if not same_digest(cfg.sha256, found):
+            raise ModelIntegrityError(mismatch_message(f"asr.model file {path / 'model.bin'}", cfg.sha256, found))
     return str(path)
 
 

@@ -8,12 +8,21 @@ The row carries the input version seen at listing time (size, etag, mtime) to th
 commits it. If the object's size at read time differs (replaced between listing and reading), the
 read-time version is recorded instead, so the ledger never claims the listed version was processed.
 
+Untrusted input: only regular files are read (a local file is opened non-blocking and checked with
+fstat before a byte is read, so a FIFO swapped in after listing cannot hang the worker); an entry
+discovery refused (`refused`) becomes its error row without any read; remote reads are bounded by the
+storage timeouts (`input.storage.connect_timeout_s` / `read_timeout_s`, S3 and HTTP) and
+`with_retries`' attempts, so a stalled source costs at most about 4 x (connect + 2 x read timeout) +
+3 s before it is that recording's error row. Messages are redacted (pipeline/text.py) before they
+are stored.
+
 Memory: one decoded recording is held once, as a float32 buffer that becomes the Arrow `audio`
 value without a copy (one Arrow chunk per row), so a 2-hour file costs ~460 MB here, not 3x that.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import pyarrow as pa
@@ -21,9 +30,10 @@ import pyarrow as pa
 from pipeline.audio import DecodeError, decode
 from pipeline.config import DecodeConfig, StorageOptions
 from pipeline.records import peak_rss_mb
-from pipeline.storage import filesystem, is_transient, with_retries
+from pipeline.storage import filesystem, is_local, is_transient, with_retries
+from pipeline.text import redact
 
-#: What a discovery row carries into the pipeline.
+#: What a discovery row carries into the pipeline (`refused`: why discovery refused it, else null).
 INPUT_SCHEMA = pa.schema(
     [
         ("recording_id", pa.string()),
@@ -31,12 +41,13 @@ INPUT_SCHEMA = pa.schema(
         ("size", pa.int64()),
         ("etag", pa.string()),
         ("mtime", pa.float64()),
+        ("refused", pa.string()),
     ]
 )
 
 #: What the decode stage hands to the recording stage. `audio` is float32 little-endian bytes.
 DECODED_SCHEMA = pa.schema(
-    list(INPUT_SCHEMA)
+    [f for f in INPUT_SCHEMA if f.name != "refused"]
     + [
         ("duration", pa.float64()),
         ("source_sample_rate", pa.int32()),
@@ -88,12 +99,56 @@ class _Reader:
         return self.f.seekable()
 
 
+class NotRegularFile(ValueError):
+    """A local path that is not a regular file (FIFO, socket, device, directory): never read."""
+
+
+def _open_local(path: str):
+    """Open a local file for reading without ever blocking on it: O_NONBLOCK makes opening a FIFO
+    return at once, fstat then refuses anything that is not a regular file."""
+    from pipeline.discover import not_regular
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        why = not_regular(os.fstat(fd).st_mode)
+        if why is not None:
+            raise NotRegularFile(why)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _unreachable(exc: FileNotFoundError) -> BaseException | None:
+    """fsspec's HTTP filesystem turns ANY failure of its HEAD/GET (refused connection, timeout) into
+    FileNotFoundError; the real cause, unless it was a 404/410, is a storage error worth retrying."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, FileNotFoundError):
+        return None
+    if getattr(cause, "status", None) in (404, 410):
+        return None
+    return cause
+
+
 def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size: int | None = None) -> dict:
     fs, path = filesystem(uri, storage)
     version: dict = {}
+    local = is_local(fs)
+
+    def opened():
+        if local:
+            return _open_local(path)
+        try:
+            return fs.open(path, "rb")
+        except FileNotFoundError as exc:
+            cause = _unreachable(exc)
+            if cause is not None:
+                raise cause from None  # a refused connection or a timeout, not a missing file: retry
+            raise
 
     def attempt():
-        with fs.open(path, "rb") as f:
+        with opened() as f:
             v = _version(fs, path, f)
             if listed_size is not None and v["size"] != listed_size:
                 version.update(v)  # changed since listing: commit what was actually read
@@ -111,19 +166,21 @@ def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size
     try:
         audio = with_retries(attempt)
     except DecodeError as exc:
-        return {**version, "status": "error", "error": f"decode: {exc}"}
+        return {**version, "status": "error", "error": redact(f"decode: {exc}")}
+    except NotRegularFile as exc:
+        return {"status": "error", "error": str(exc)}
     except FileNotFoundError:
         return {"status": "error", "error": "input file not found (deleted after listing?)"}
     except Exception as exc:  # noqa: BLE001 - any failure of one file must become its error row
         kind = "storage (gave up after retries)" if is_transient(exc) else "decode"
-        return {**version, "status": "error", "error": f"{kind}: {type(exc).__name__}: {exc}"}
+        return {**version, "status": "error", "error": redact(f"{kind}: {type(exc).__name__}: {exc}")}
     return {
         **version,
         "duration": audio.duration,
         "source_sample_rate": audio.source_sample_rate,
         "source_channels": audio.source_channels,
         "status": "ok",
-        "error": "; ".join(audio.warnings) or None,
+        "error": redact("; ".join(audio.warnings)) or None,  # warnings of an ok row (see pipeline/audio.py)
         "audio": audio.buffer,
     }
 
@@ -146,7 +203,11 @@ def decode_batch(batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions) ->
     for row in batch.select(names).to_pylist():
         t0 = time.perf_counter()
         out = {"duration": None, "source_sample_rate": None, "source_channels": None}
-        out.update(decode_one(row["uri"], cfg, storage, row.get("size")))
+        refused = row.pop("refused", None)
+        if refused:  # discovery refused it (containment, not a regular file, unreachable): never read
+            out.update(status="error", error=redact(refused))
+        else:
+            out.update(decode_one(row["uri"], cfg, storage, row.get("size")))
         audio.append(out.pop("audio", None))
         rows.append({"mtime": None, **row, **out, "decode_wall_seconds": time.perf_counter() - t0})
     rss = peak_rss_mb()
