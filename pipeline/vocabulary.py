@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from pipeline.config import VocabularyConfig
+from pipeline.config import ConfigError, VocabularyConfig
 
 ALL = "*"  # key of the terms that hold for every language
 
@@ -27,8 +27,9 @@ Term = tuple[str, float]
 _NUMBER = re.compile(r"^[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-class VocabularyError(ValueError):
-    """The vocabulary file cannot be read or holds a bad line; the message names the file and line."""
+class VocabularyError(ConfigError):
+    """The vocabulary file cannot be read or holds a bad line; the message names the file and line.
+    A ConfigError: the CLI exits 2 with this one line."""
 
 
 def parse_line(line: str) -> Term | None:
