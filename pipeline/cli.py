@@ -2,7 +2,9 @@
 
     scriptorium run CONFIG [dotted.key=value ...]   transcribe
     scriptorium status OUTPUT_URI [--config CONFIG] committed / failed counts and what a rerun would do
-    scriptorium export OUTPUT_URI --format nemo|lhotse|srt|vtt --to DEST   pseudo-labels and subtitles
+    scriptorium export OUTPUT_URI --format nemo|lhotse|lhotse-shar|srt|vtt|txt|json --to DEST [--overwrite]
+    scriptorium filter OUTPUT_URI [RULES.yaml] [quality.key=value ...]   re-judge segments, no model
+    scriptorium eval REFERENCES OUTPUT_URI [--json FILE]   WER/CER, yield, LID accuracy, DER
 
 Exit codes of `run`: 0 all done (or nothing to do); 3 done, but some files failed (see the
 `recordings` rows with status=error); 1 nothing could be processed, or the run crashed; 2 the config,
@@ -35,10 +37,23 @@ def main(argv: list[str] | None = None) -> int:
     p_status.add_argument("--config", help="job config, to say what a rerun would do")
     p_export = sub.add_parser("export", help="committed transcripts -> NeMo manifest, Lhotse cuts, SRT/VTT")
     p_export.add_argument("output", help="output URI of a run")
-    p_export.add_argument("--format", required=True, choices=["nemo", "lhotse", "srt", "vtt"])
+    p_export.add_argument("--format", required=True, choices=["nemo", "lhotse", "lhotse-shar", "srt", "vtt", "txt", "json"])
+    p_export.add_argument("--overwrite", action="store_true", help="write into a non-empty destination")
+    p_export.add_argument("--with-audio", action="store_true", help="nemo: cut each segment to a 16 kHz WAV")
+    p_export.add_argument("--split-by-language", action="store_true", help="nemo: one manifest per language")
+    p_export.add_argument("--drop-rejected", action="store_true", help="srt/vtt/txt/json: leave rejected out")
     p_export.add_argument("--to", required=True, help="destination folder (any fsspec URI)")
     p_export.add_argument("--all", action="store_true", help="include segments the quality stage rejected")
     p_export.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT and DEST")
+    p_filter = sub.add_parser("filter", help="re-judge every segment from its stored signals (no model)")
+    p_filter.add_argument("output", help="output URI of a run")
+    p_filter.add_argument("rules", nargs="?", help="YAML with a quality: section (or its keys)")
+    p_filter.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT")
+    p_eval = sub.add_parser("eval", help="WER/CER, yield, language ID and DER against references")
+    p_eval.add_argument("references", help="NeMo-style manifest: audio_filepath, text, lang, rttm_filepath")
+    p_eval.add_argument("output", help="output URI of a run")
+    p_eval.add_argument("--json", dest="json_path", help="write the numbers here (default OUTPUT/eval.json)")
+    p_eval.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT")
     for p in (p_run, p_status):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # `dotted.key=value` overrides may stand anywhere among the options (`status OUT --config C k=v`
@@ -46,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     args.overrides = [r for r in rest if "=" in r and not r.startswith("-")]
     unknown = [r for r in rest if r not in args.overrides]
-    if unknown or (args.overrides and args.command == "export"):
+    if args.command == "filter" and args.rules and "=" in args.rules:  # `filter OUT quality.k=v`: no YAML
+        args.overrides.insert(0, args.rules)
+        args.rules = None
+    if unknown or (args.overrides and args.command in ("export", "eval")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     # Our own loggers speak at INFO; libraries (botocore, s3fs, NeMo, ...) only when something is wrong.
     verbose = args.verbose or args.debug
@@ -65,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args.config, args.overrides)
         if args.command == "export":
             return _export(args)
+        if args.command == "filter":
+            return _filter(args)
+        if args.command == "eval":
+            return _eval(args)
         return _status(args.output, args.config, args.overrides)
     except _usage_errors() as exc:
         if args.debug:
@@ -87,8 +109,13 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     from pipeline.engine import ClusterTooSmall
     from pipeline.models import ModelLoadError
     from pipeline.preflight import PreflightError
+    from pipeline.export import ExportError
+    from pipeline.filter import OutputMissingError
+    from pipeline.eval import EvalError
+    from pipeline.ledger import OutputLockedError
 
-    return ConfigError, DiscoveryError, ClusterTooSmall, ModelLoadError, PreflightError
+    return (ConfigError, DiscoveryError, ClusterTooSmall, ModelLoadError, PreflightError, ExportError,
+            OutputMissingError, EvalError, OutputLockedError)
 
 
 def _run(config: str, overrides: list[str]) -> int:
@@ -113,8 +140,30 @@ def _export(args: argparse.Namespace) -> int:
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
     from pipeline.text import safe
 
-    for path in export(out, args.format, args.to, accepted_only=not args.all):
+    for path in export(out, args.format, args.to, accepted_only=not args.all, overwrite=args.overwrite,
+                       with_audio=args.with_audio, split_by_language=args.split_by_language,
+                       drop_rejected=args.drop_rejected):
         print(safe(path))
+    return 0
+
+
+def _filter(args: argparse.Namespace) -> int:
+    from pipeline.config import OutputConfig, StorageOptions
+    from pipeline.filter import load_rules, refilter, summary
+
+    out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
+    print(summary(refilter(out, load_rules(args.rules, args.overrides))))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pipeline.config import OutputConfig, StorageOptions
+    from pipeline.eval import evaluate, table, write_json
+
+    out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
+    res = evaluate(args.references, out)
+    print(table(res))
+    print(write_json(res, out, args.json_path))
     return 0
 
 

@@ -220,11 +220,47 @@ class BatchingConfig(Model):
     pack_gap_s: float = Field(0.5, ge=0, description="silence laid between packed segments")
 
 
-class QualityConfig(Model):
-    min_confidence: float = Field(0.35, ge=0, le=1)
+class QualityRules(Model):
+    """Thresholds of the quality judgement (pipeline/stages/quality.py); every one has a reject reason.
+    Defaults calibrated on ../shared/corpus (README "Pseudo-label quality")."""
+
+    min_confidence: float = Field(0.85, ge=0, le=1, description="mean word probability")
     max_chars_per_second: float = Field(30.0, gt=0)
-    max_compression_ratio: float = Field(2.4, gt=0)
+    max_compression_ratio: float = Field(2.4, gt=0, description="gzip ratio of the text (Whisper loops)")
     max_no_speech_prob: float = Field(0.8, ge=0, le=1)
+    min_language_prob: float = Field(0.0, ge=0, le=1, description="language ID probability")
+    max_repetition: float = Field(0.5, ge=0, le=1, description="share of repeated word 2/3-grams")
+    min_unique_word_ratio: float = Field(0.3, ge=0, le=1, description="distinct/total words, texts of >= 6 words")
+    max_word_length: int = Field(40, ge=1, description="characters of the longest word")
+    require_language_agreement: bool = Field(True, description="reject when a separate LID and the ASR disagree")
+    reject_fillers: bool = Field(True, description="reject known hallucination phrases on near-silence")
+    filler_min_no_speech_prob: float = Field(0.1, ge=0, le=1, description="... near-silence: no_speech_prob above this")
+    filler_min_confidence: float = Field(0.8, ge=0, le=1, description="... or confidence below this")
+
+
+class QualityConfig(QualityRules):
+    per_language: dict[str, dict[str, Any]] = Field(
+        {"de": {"min_confidence": 0.8}, "es": {"min_confidence": 0.8}},
+        description="ISO 639-1 code -> thresholds that replace the ones above for that language (setting it "
+        "replaces these calibrated defaults as a whole)",
+    )
+
+    @model_validator(mode="after")
+    def _per_language_valid(self) -> "QualityConfig":
+        for lang, over in self.per_language.items():
+            try:
+                QualityRules.model_validate({**self.model_dump(exclude={"per_language"}), **(over or {})})
+            except ValidationError as exc:
+                e = exc.errors()[0]
+                what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+                raise ValueError(f"per_language.{lang}.{'.'.join(map(str, e['loc']))}: {what}") from None
+        return self
+
+    def rules_for(self, language: str | None) -> QualityRules:
+        """The thresholds that apply to a segment of `language`."""
+        over = self.per_language.get(language or "") if self.per_language else None
+        base = self.model_dump(exclude={"per_language"})
+        return QualityRules.model_validate({**base, **over}) if over else QualityRules.model_validate(base)
 
 
 class SegmentStageConfig(Model):

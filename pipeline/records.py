@@ -126,6 +126,12 @@ SEGMENT_TYPE = pa.struct(
         ("no_speech_prob", pa.float64()),
         ("compression_ratio", pa.float64()),
         ("chars_per_second", pa.float64()),
+        # text-derived quality signals (pipeline/stages/quality.py text_signals)
+        ("repetition_score", pa.float64()),  # share of repeated word 2/3-grams
+        ("unique_word_ratio", pa.float64()),
+        ("longest_word", pa.int32()),  # characters
+        ("filler_phrase", pa.bool_()),  # a known hallucination ("Thank you.", subtitle credits)
+        ("language_agreement", pa.bool_()),  # separate LID == ASR language (None: no separate LID)
         ("accepted", pa.bool_()),
         ("reject_reasons", pa.list_(pa.string())),
     ]

@@ -43,6 +43,9 @@ def run(cfg: JobConfig) -> RunReport:
         if todo:
             summaries = _execute(cfg, todo, run_id, fingerprint)
         ledger.maintain_if_due()
+        from pipeline.filter import apply_rules_after_run
+
+        apply_rules_after_run(cfg.output, cfg.quality, skipped=plan.get("skipped", 0))  # one rule set per output
     finally:
         lock.release()
 

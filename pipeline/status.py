@@ -51,6 +51,9 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
     except FileNotFoundError:
         pass
     data["last_run"] = last
+    from pipeline.filter import recorded_rules
+
+    data["quality_rules"] = recorded_rules(out_cfg)  # what judged `accepted` (scriptorium filter / a run)
     if cfg is not None:
         in_cfg, fingerprint = cfg.input, cfg.fingerprint()
     elif last is not None:
@@ -95,6 +98,13 @@ def status(output_uri: str, config: str | None = None, overrides: list[str] = ()
         )
     if d["last_commit"]:
         lines.append(f"  last commit {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(d['last_commit']))}")
+    q = d.get("quality_rules")
+    if q:
+        rules = {k: v for k, v in q["rules"].items() if k != "per_language"}
+        per = q["rules"].get("per_language") or {}
+        lines.append(f"  quality rules {q['hash']} (applied by {q['applied_by']} at {q['applied_at']}): "
+                     + ", ".join(f"{k}={v}" for k, v in rules.items())
+                     + "".join(f"; {lang}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for lang, o in per.items()))
     r = d["rerun"]
     if r and "error" in r:
         lines.append(f"  a rerun cannot list its input: {safe(r['error'])}")

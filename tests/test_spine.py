@@ -223,7 +223,7 @@ def test_export_pseudo_labels_load_in_lhotse_and_nemo_format(corpus_run, tmp_pat
     assert res.returncode == 0, res.stderr
     cuts = CutSet.from_file(tmp_path / "lhotse/cuts.jsonl.gz")
     accepted = [s for s in segments.to_pylist() if s["accepted"] and s["text"]]
-    assert len(cuts) == len(accepted) > 30
+    assert len(cuts) == len(accepted) > 20
     jfk = next(c for c in cuts if "ask not what your country" in c.supervisions[0].text.lower())
     audio = jfk.load_audio()  # reads the original 44.1 kHz FLAC by offset, no copy was made
     assert audio.shape[1] == pytest.approx(jfk.duration * jfk.sampling_rate, abs=2)
@@ -232,7 +232,7 @@ def test_export_pseudo_labels_load_in_lhotse_and_nemo_format(corpus_run, tmp_pat
     assert len(lines) == len(accepted)
     assert all(Path(x["audio_filepath"]).exists() and x["duration"] > 0 and x["text"] for x in lines)
     res = _cli("export", str(out), "--format", "srt", "--to", str(tmp_path / "srt"))
-    srt = (tmp_path / "srt/whisper_jfk.flac.srt").read_text()
+    srt = (tmp_path / "srt/speech/whisper_jfk.flac.srt").read_text()  # names mirror the input's relative path
     assert srt.startswith("1\n00:00:00,") and "ask not" in srt
 
 

@@ -26,7 +26,7 @@ from pipeline import vocabulary
 from pipeline.config import JobConfig
 from pipeline.records import SEGMENT_TYPE, AsrResult, LanguageSwitch, Word, peak_rss_mb
 from pipeline.stages.punctuation import needs_punctuation_warning
-from pipeline.stages.quality import judge
+from pipeline.stages.quality import judge, text_signals
 from pipeline.stages.decode import samples_at
 from pipeline.stages.recording import SEGMENTED_SCHEMA
 
@@ -399,6 +399,8 @@ class SegmentStage:
             "no_speech_prob": res.no_speech_prob,
             "compression_ratio": res.compression_ratio,
             "chars_per_second": round(len(text) / duration, 3) if duration > 0 else None,
+            **text_signals(text, language),
+            "language_agreement": (it.lid[0] == res.language) if (it.lid and res.language) else None,
         }
         seg["accepted"], seg["reject_reasons"] = judge(seg, self.cfg.quality)
         return seg

@@ -1,0 +1,327 @@
+"""`scriptorium eval REFERENCES OUTPUT`: how good are the transcripts and the pseudo-labels.
+
+REFERENCES is a NeMo-style manifest (one JSON object a line): `audio_filepath` (relative to the manifest's
+folder, or absolute / a URI), optional `text`, `lang` (ISO 639-1) and `rttm_filepath` (reference speaker
+turns) or `num_speakers`. An input manifest can serve as its own references: discovery keeps its extra
+fields. Lines are matched to the output's recordings by URI.
+
+What is measured (all numbers land in eval.json, and a table is printed):
+
+* **WER and CER per language** (jiwer 4), corpus-level (errors summed over files / reference words).
+  Text normalisation: whisper-normalizer's `EnglishTextNormalizer` for `en` (spelling, numbers,
+  contractions), `BasicTextNormalizer` otherwise (lower case, punctuation and diacritic-free marks removed).
+  A file's hypothesis is its segments' texts in start order, each normalised, joined by one space; a
+  file without segments is all deletions.
+* **WER of all / accepted / rejected segments** and the yield (share of segments and of segment audio
+  accepted). References are per file; jiwer's alignment of the file's reference to its hypothesis assigns
+  each reference word to the segment holding its aligned hypothesis word (a deleted word to the segment of
+  the hypothesis word before it), so the errors of every segment are counted exactly once and
+  accepted + rejected errors add up to the total.
+* **Language ID accuracy per file**: the recording's language (its segments' majority language) against
+  the reference `lang`.
+* **DER** with a 0.25 s collar around every reference boundary (NIST md-eval convention; overlap scored),
+  on a 10 ms grid, with the optimal one-to-one speaker mapping (Hungarian, scipy's linear_sum_assignment),
+  split into missed speech, false alarm and confusion; and the **speaker-count error** (hypothesis speakers
+  minus reference speakers) wherever the reference gives an RTTM or `num_speakers`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import OutputConfig
+from pipeline.ledger import Ledger
+from pipeline.storage import filesystem, put_atomic
+
+COLLAR_S = 0.25
+FRAME_S = 0.01
+
+
+class EvalError(RuntimeError):
+    """References or output cannot be read (exit 2)."""
+
+
+# -- text ---------------------------------------------------------------------------------------------
+_NORMALISERS: dict[str, Any] = {}
+
+
+def normalise(text: str, lang: str | None) -> str:
+    """The documented normalisation: EnglishTextNormalizer for en, BasicTextNormalizer otherwise."""
+    key = "en" if lang == "en" else "basic"
+    if key not in _NORMALISERS:
+        if key == "en":
+            from whisper_normalizer.english import EnglishTextNormalizer
+
+            _NORMALISERS[key] = EnglishTextNormalizer()
+        else:
+            from whisper_normalizer.basic import BasicTextNormalizer
+
+            _NORMALISERS[key] = BasicTextNormalizer()
+    return " ".join(_NORMALISERS[key](text or "").split())
+
+
+def segment_errors(ref: str, hyp_segments: list[str]) -> tuple[list[dict[str, int]], dict[str, int]]:
+    """Errors of a file split over its segments. `ref` and each hypothesis segment are normalised text.
+    Returns per-segment {ref_words, sub, del, ins} and the file's totals (equal to jiwer's counts)."""
+    import jiwer
+
+    per = [{"ref_words": 0, "sub": 0, "del": 0, "ins": 0} for _ in hyp_segments]
+    owner = [k for k, h in enumerate(hyp_segments) for _ in h.split()]
+    hyp = " ".join(h for h in hyp_segments if h.split())
+    ref_words = len(ref.split())
+    if not ref_words:
+        return per, {"ref_words": 0, "sub": 0, "del": 0, "ins": len(owner)}
+    if not owner:
+        return per, {"ref_words": ref_words, "sub": 0, "del": ref_words, "ins": 0}
+    out = jiwer.process_words(ref, hyp)
+    for ch in out.alignments[0]:
+        if ch.type in ("equal", "substitute"):
+            for i in range(ch.ref_end_idx - ch.ref_start_idx):
+                seg = per[owner[ch.hyp_start_idx + i]]
+                seg["ref_words"] += 1
+                seg["sub"] += ch.type == "substitute"
+        elif ch.type == "delete":
+            seg = per[owner[max(0, ch.hyp_start_idx - 1)]]
+            seg["ref_words"] += ch.ref_end_idx - ch.ref_start_idx
+            seg["del"] += ch.ref_end_idx - ch.ref_start_idx
+        else:  # insert
+            for j in range(ch.hyp_start_idx, ch.hyp_end_idx):
+                per[owner[j]]["ins"] += 1
+    total = {"ref_words": ref_words, "sub": out.substitutions, "del": out.deletions, "ins": out.insertions}
+    return per, total
+
+
+def _wer(c: dict[str, int]) -> float | None:
+    return round((c["sub"] + c["del"] + c["ins"]) / c["ref_words"], 6) if c["ref_words"] else None
+
+
+def _add(a: dict[str, int], b: dict[str, int]) -> None:
+    for k in ("ref_words", "sub", "del", "ins"):
+        a[k] = a.get(k, 0) + b[k]
+
+
+# -- diarization --------------------------------------------------------------------------------------
+def read_rttm(text: str) -> list[tuple[float, float, str]]:
+    """(start, end, speaker) of each SPEAKER line."""
+    turns = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 8 and f[0] == "SPEAKER":
+            start, dur = float(f[3]), float(f[4])
+            turns.append((start, start + dur, f[7]))
+    return turns
+
+
+def der(ref: list[tuple[float, float, str]], hyp: list[tuple[float, float, str]], collar: float = COLLAR_S,
+        frame: float = FRAME_S) -> dict[str, float]:
+    """Diarization error rate (see the module docstring). Returns der, missed, false_alarm, confusion
+    (seconds) and scored reference speech (seconds)."""
+    from scipy.optimize import linear_sum_assignment
+
+    end = max([e for _, e, _ in ref + hyp] + [0.0])
+    n = int(np.ceil(end / frame)) + 1
+    t = (np.arange(n) + 0.5) * frame  # frame centres
+
+    def matrix(turns):
+        names = sorted({s for _, _, s in turns})
+        m = np.zeros((len(names), n), dtype=bool)
+        for s, e, spk in turns:
+            m[names.index(spk)] |= (t >= s) & (t < e)
+        return names, m
+
+    rn, R = matrix(ref)
+    hn, H = matrix(hyp)
+    scored = np.ones(n, dtype=bool)
+    for s, e, _ in ref:
+        for b in (s, e):
+            scored &= ~((t > b - collar) & (t < b + collar))
+    R, H = R[:, scored], H[:, scored]
+    overlap = (R[:, None, :] & H[None, :, :]).sum(axis=2) if len(rn) and len(hn) else np.zeros((len(rn), len(hn)))
+    rows, cols = linear_sum_assignment(-overlap) if overlap.size else ([], [])
+    n_ref, n_hyp = R.sum(axis=0), H.sum(axis=0)
+    correct = np.zeros(R.shape[1], dtype=int)
+    for i, j in zip(rows, cols):
+        correct += R[i] & H[j]
+    missed = np.maximum(n_ref - n_hyp, 0).sum() * frame
+    fa = np.maximum(n_hyp - n_ref, 0).sum() * frame
+    conf = (np.minimum(n_ref, n_hyp) - correct).sum() * frame
+    total = n_ref.sum() * frame
+    return {"der": round(float((missed + fa + conf) / total), 6) if total else None,
+            "missed_s": round(float(missed), 3), "false_alarm_s": round(float(fa), 3),
+            "confusion_s": round(float(conf), 3), "scored_s": round(float(total), 3),
+            "ref_speakers": len(rn), "hyp_speakers": len(hn), "speaker_count_error": len(hn) - len(rn)}
+
+
+# -- evaluation ---------------------------------------------------------------------------------------
+def _key(uri: str) -> str:
+    if uri.startswith("file://"):
+        uri = uri[7:]
+    return os.path.normpath(uri) if "://" not in uri else uri
+
+
+def read_references(path: str, output: OutputConfig) -> list[dict[str, Any]]:
+    fs, p = filesystem(path, output.storage)
+    try:
+        text = fs.cat_file(p).decode("utf-8")
+    except FileNotFoundError:
+        raise EvalError(f"references {path!r} do not exist") from None
+    base = path.rsplit("/", 1)[0] if "/" in path else "."
+    refs = []
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may stand inside a JSON string
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            audio = row["audio_filepath"]
+        except (ValueError, KeyError, TypeError):
+            raise EvalError(f"{path} line {n}: not a JSON object with 'audio_filepath'") from None
+        resolve = lambda a: a if ("://" in a or a.startswith("/")) else posixpath.join(base, a)  # noqa: E731
+        row["uri"] = os.path.abspath(resolve(audio)) if "://" not in resolve(audio) else resolve(audio)
+        if row.get("rttm_filepath"):
+            row["rttm_filepath"] = resolve(row["rttm_filepath"])
+        refs.append(row)
+    return refs
+
+
+def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) -> dict[str, Any]:
+    led = Ledger(output)
+    if led.table("recordings") is None or led.table("segments") is None:
+        raise EvalError(f"no Scriptorium output at {output.uri!r}")
+    refs = read_references(references, output)
+    from pipeline.ledger import read_output
+
+    recs = {_key(r["uri"]): r for r in read_output(output, "recordings").to_pylist()}
+    segs: dict[str, list[dict]] = defaultdict(list)
+    cols = ["recording_id", "start", "end", "text", "language", "speaker", "accepted"]
+    for s in read_output(output, "segments").select(cols).to_pylist():
+        segs[s["recording_id"]].append(s)
+    files, per_lang, lid_rows, der_rows = [], {}, [], []
+    groups = {"all": {}, "accepted": {}, "rejected": {}}
+    yield_c = {"segments": 0, "accepted_segments": 0, "seconds": 0.0, "accepted_seconds": 0.0}
+    matched = 0
+    for ref in refs:
+        rec = recs.get(_key(ref["uri"]))
+        if rec is None:
+            files.append({"audio_filepath": ref["audio_filepath"], "missing": True})
+            continue
+        matched += 1
+        mine = sorted(segs.get(rec["recording_id"], []), key=lambda s: s["start"])
+        spoken = [s for s in mine if s["text"]]
+        lang = ref.get("lang")
+        row: dict[str, Any] = {"audio_filepath": ref["audio_filepath"], "lang": lang, "hyp_lang": rec["language"],
+                               "segments": len(spoken), "accepted": sum(1 for s in spoken if s["accepted"])}
+        if lang:
+            row["lid_correct"] = rec["language"] == lang
+            lid_rows.append(row["lid_correct"])
+        if ref.get("text") is not None:
+            norm_ref = normalise(ref["text"], lang)
+            norm_hyp = [normalise(s["text"], lang) for s in spoken]
+            per, total = segment_errors(norm_ref, norm_hyp)
+            import jiwer
+
+            hyp_joined = " ".join(h for h in norm_hyp if h)
+            cer = jiwer.process_characters(norm_ref, hyp_joined) if norm_ref else None
+            lang_c = per_lang.setdefault(lang or "?", {"ref_words": 0, "sub": 0, "del": 0, "ins": 0,
+                                                       "ref_chars": 0, "char_errors": 0, "files": 0})
+            _add(lang_c, total)
+            lang_c["files"] += 1
+            if cer is not None:
+                lang_c["ref_chars"] += cer.substitutions + cer.deletions + cer.hits
+                lang_c["char_errors"] += cer.substitutions + cer.deletions + cer.insertions
+            _add(groups["all"], total)
+            for s, c in zip(spoken, per):
+                _add(groups["accepted" if s["accepted"] else "rejected"], c)
+            unassigned = dict(total)
+            for c in per:
+                for k in unassigned:
+                    unassigned[k] -= c[k]
+            _add(groups["rejected"], unassigned)  # a file without any segment: its words were lost
+            for s in spoken:
+                yield_c["segments"] += 1
+                yield_c["seconds"] += s["end"] - s["start"]
+                if s["accepted"]:
+                    yield_c["accepted_segments"] += 1
+                    yield_c["accepted_seconds"] += s["end"] - s["start"]
+            row.update(ref_text=norm_ref, hyp_text=hyp_joined, wer=_wer(total))
+        n_ref_spk = ref.get("num_speakers")
+        hyp_turns = [(s["start"], s["end"], s["speaker"] or "spk") for s in spoken]
+        if ref.get("rttm_filepath"):
+            fs, p = filesystem(ref["rttm_filepath"], output.storage)
+            d = der(read_rttm(fs.cat_file(p).decode()), hyp_turns, collar)
+            d["audio_filepath"] = ref["audio_filepath"]
+            der_rows.append(d)
+            row["der"] = d["der"]
+        if n_ref_spk is not None and (spoken or n_ref_spk):
+            row["speaker_count_error"] = len({t[2] for t in hyp_turns}) - int(n_ref_spk)
+        files.append(row)
+    if not matched:
+        raise EvalError(f"none of the {len(refs)} references is a recording of {output.uri!r}")
+    languages = {}
+    for lang, c in sorted(per_lang.items()):
+        if not c["ref_words"]:
+            continue  # an empty reference (a file without speech): nothing to score
+        languages[lang] = {"files": c["files"], "ref_words": c["ref_words"], "wer": _wer(c),
+                           "cer": round(c["char_errors"] / c["ref_chars"], 6) if c["ref_chars"] else None}
+    wer_groups = {k: {"wer": _wer(v), **v} if v else {"wer": None, "ref_words": 0} for k, v in groups.items()}
+    y = yield_c
+    scored = sum(d["scored_s"] for d in der_rows)
+    spk_err = [f["speaker_count_error"] for f in files if "speaker_count_error" in f]
+    return {
+        "references": references, "output": output.uri, "files": len(refs), "matched": matched,
+        "languages": languages,
+        "overall": {"wer": _wer(groups["all"]), "ref_words": groups["all"].get("ref_words", 0)},
+        "wer_by_judgement": wer_groups,
+        "yield": {"segments": y["segments"], "accepted_segments": y["accepted_segments"],
+                  "segment_share": round(y["accepted_segments"] / y["segments"], 6) if y["segments"] else None,
+                  "seconds": round(y["seconds"], 3), "accepted_seconds": round(y["accepted_seconds"], 3),
+                  "audio_share": round(y["accepted_seconds"] / y["seconds"], 6) if y["seconds"] else None},
+        "lid": {"files": len(lid_rows), "correct": sum(lid_rows),
+                "accuracy": round(sum(lid_rows) / len(lid_rows), 6) if lid_rows else None},
+        "diarization": {
+            "collar_s": collar, "files": len(der_rows),
+            "der": round(sum((d["der"] or 0) * d["scored_s"] for d in der_rows) / scored, 6) if scored else None,
+            "per_file": der_rows,
+            "speaker_count_mean_abs_error": round(float(np.mean(np.abs(spk_err))), 4) if spk_err else None,
+        },
+        "per_file": files,
+    }
+
+
+def table(res: dict[str, Any]) -> str:
+    f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    lines = [f"eval of {res['output']} against {res['references']}: {res['matched']}/{res['files']} files matched",
+             "", f"{'language':<10}{'files':>6}{'words':>7}{'WER':>9}{'CER':>9}"]
+    for lang, v in res["languages"].items():
+        lines.append(f"{lang:<10}{v['files']:>6}{v['ref_words']:>7}{f(v['wer']):>9}{f(v['cer']):>9}")
+    lines.append(f"{'all':<10}{'':>6}{res['overall']['ref_words']:>7}{f(res['overall']['wer']):>9}")
+    w, y = res["wer_by_judgement"], res["yield"]
+    lines += ["", f"segments    WER all {f(w['all']['wer'])}   accepted {f(w['accepted']['wer'])}   "
+                  f"rejected {f(w['rejected']['wer'])}",
+              f"yield       {y['accepted_segments']}/{y['segments']} segments ({f(y['segment_share'])}), "
+              f"{y['accepted_seconds']:.1f}/{y['seconds']:.1f} s of audio ({f(y['audio_share'])})",
+              f"language ID {res['lid']['correct']}/{res['lid']['files']} files ({f(res['lid']['accuracy'])})"]
+    d = res["diarization"]
+    if d["files"]:
+        lines.append(f"DER         {f(d['der'])} over {d['files']} file(s), collar {d['collar_s']} s; "
+                     f"speaker count mean |error| {d['speaker_count_mean_abs_error']}")
+        for r in d["per_file"]:
+            lines.append(f"  {r['audio_filepath']}: DER {f(r['der'])} (missed {r['missed_s']} s, false alarm "
+                         f"{r['false_alarm_s']} s, confusion {r['confusion_s']} s), speakers {r['hyp_speakers']} "
+                         f"vs {r['ref_speakers']}")
+    return "\n".join(lines)
+
+
+def write_json(res: dict[str, Any], output: OutputConfig, path: str | None = None) -> str:
+    if path is None:
+        led = Ledger(output)
+        fs, p = led.fs, led.path("eval.json")
+    else:
+        fs, p = filesystem(path, output.storage)
+    put_atomic(fs, p, json.dumps(res, indent=1, ensure_ascii=False).encode())
+    return f"wrote {path or p}"

@@ -1,0 +1,181 @@
+"""`scriptorium filter OUTPUT [RULES.yaml] [quality.key=value ...]`: re-judge every segment, no model.
+
+Reads the committed `segments` table chunk by chunk (a chunk = up to CHUNK_RECORDINGS recordings, so
+memory stays bounded), recomputes `accepted` and `reject_reasons` with `pipeline.stages.quality.judge`
+(the very function the segment stage calls), and writes back only the chunks whose verdicts changed, one
+Delta transaction each (`write_deltalake(mode="overwrite", predicate="recording_id IN (...)")`, the
+ledger's own commit shape). Every other column is written back as read, so the result is deterministic
+and running the same rules twice changes nothing. The rules are recorded in `_scriptorium/rules.json`
+(shown by `scriptorium status`). The output's run lock is held meanwhile, so a run and a filter never
+interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from pipeline.config import ConfigError, OutputConfig, QualityConfig, apply_override
+from pipeline.ledger import Ledger
+from pipeline.stages.quality import TEXT_SIGNALS, judge, rules_payload, text_signals
+from pipeline.storage import put_atomic, with_retries
+
+log = logging.getLogger(__name__)
+
+RULES_PATH = "_scriptorium/rules.json"
+CHUNK_RECORDINGS = 2000
+
+
+class OutputMissingError(RuntimeError):
+    """The output named on the command line holds no committed Scriptorium tables (exit 2)."""
+
+
+def load_rules(path: str | None, overrides: list[str] = ()) -> QualityConfig:  # type: ignore[assignment]
+    """Rules from a YAML file (either a `quality:` section or its keys at top level) + `quality.k=v`."""
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"rules file {path!r} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"rules file {path!r} must hold a mapping")
+        data = {"quality": loaded.get("quality", loaded)}
+    for item in overrides:
+        if not item.startswith("quality."):
+            raise ConfigError(f"filter takes only quality.* overrides, got {item!r}")
+        apply_override(data, item)
+    from pydantic import ValidationError
+
+    try:
+        return QualityConfig.model_validate(data.get("quality") or {})
+    except ValidationError as exc:
+        raise ConfigError("invalid rules: " + "; ".join(
+            f"quality.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+
+
+def recorded_rules(output: OutputConfig) -> dict[str, Any] | None:
+    """What `_scriptorium/rules.json` says (None for an output judged before rules were recorded)."""
+    led = Ledger(output)
+    try:
+        return json.loads(with_retries(lambda: led.fs.cat_file(led.path(RULES_PATH))))
+    except FileNotFoundError:
+        return None
+
+
+def record_rules(output: OutputConfig, cfg: QualityConfig, applied_by: str, **extra: Any) -> dict[str, Any]:
+    led = Ledger(output)
+    payload = {**rules_payload(cfg), "applied_by": applied_by,
+               "applied_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+    led.fs.makedirs(led.path("_scriptorium"), exist_ok=True)
+    put_atomic(led.fs, led.path(RULES_PATH), json.dumps(payload, indent=1, sort_keys=True).encode())
+    return payload
+
+
+def rejudge_table(t: pa.Table, cfg: QualityConfig) -> pa.Table:
+    """`t` with `accepted` and `reject_reasons` recomputed (and text signals filled in where an older
+    output lacks them); every other column as it was."""
+    missing = [c for c in TEXT_SIGNALS if c not in t.column_names]
+    cols = ["text", "language", "confidence", "chars_per_second", "compression_ratio", "no_speech_prob",
+            "language_prob", *[c for c in (*TEXT_SIGNALS, "language_agreement") if c in t.column_names]]
+    rows = t.select(cols).to_pylist()
+    if missing:
+        sig = [text_signals(r["text"], r["language"]) for r in rows]
+        for r, s in zip(rows, sig):
+            r.update(s)
+    verdicts = [judge(r, cfg) for r in rows]
+    accepted = pa.array([v[0] for v in verdicts], pa.bool_())
+    reasons = pa.array([v[1] for v in verdicts], pa.list_(pa.string()))
+    t = t.set_column(t.column_names.index("accepted"), "accepted", accepted)
+    t = t.set_column(t.column_names.index("reject_reasons"), "reject_reasons", reasons)
+    return t
+
+
+def _committed_ids(led: Ledger) -> list[str]:
+    recs = led.read("recordings", ["recording_id"])
+    return sorted(set(recs.column("recording_id").to_pylist()))
+
+
+def refilter(output: OutputConfig, cfg: QualityConfig, applied_by: str = "filter", lock: bool = True) -> dict[str, Any]:
+    """Re-judge every segment of `output` under `cfg`; returns counts before/after and the rules."""
+    from deltalake import write_deltalake
+
+    led = Ledger(output)
+    dt = led.table("segments")
+    if dt is None or led.table("recordings") is None:
+        raise OutputMissingError(f"no Scriptorium output at {output.uri!r} (no committed segments/recordings tables)")
+    run_lock = led.lock(f"filter-{time.time():.0f}") if lock else None
+    try:
+        ids = _committed_ids(led)
+        before = {"accepted": 0, "rejected": 0}
+        after = {"accepted": 0, "rejected": 0, "accepted_seconds": 0.0, "rejected_seconds": 0.0}
+        by_reason: dict[str, int] = {}
+        changed_rows = commits = 0
+        for k in range(0, len(ids), CHUNK_RECORDINGS):
+            chunk = ids[k : k + CHUNK_RECORDINGS]
+            dt = led.table("segments")
+            old = dt.to_pyarrow_dataset().to_table(filter=pc.field("recording_id").isin(chunk))
+            if old.num_rows == 0:
+                continue
+            new = rejudge_table(old, cfg)
+            n_acc_old = pc.sum(old.column("accepted")).as_py() or 0
+            before["accepted"] += n_acc_old
+            before["rejected"] += old.num_rows - n_acc_old
+            dur = pc.subtract(new.column("end"), new.column("start")).to_pylist()
+            for a, rs, d in zip(new.column("accepted").to_pylist(), new.column("reject_reasons").to_pylist(), dur):
+                after["accepted" if a else "rejected"] += 1
+                after["accepted_seconds" if a else "rejected_seconds"] += d
+                for r in rs or []:
+                    by_reason[r] = by_reason.get(r, 0) + 1
+            diff = pc.or_(
+                pc.not_equal(pc.fill_null(old.column("accepted"), False), new.column("accepted")),
+                pc.not_equal(pc.binary_join(pc.fill_null(old.column("reject_reasons"), pa.scalar([], pa.list_(pa.string()))), ","),
+                             pc.binary_join(new.column("reject_reasons"), ",")),
+            )
+            n_changed = pc.sum(diff).as_py() or 0
+            if n_changed == 0:
+                continue  # idempotent: same rules, no commit
+            changed_rows += n_changed
+            quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in chunk)
+            write_deltalake(dt, new, mode="overwrite", predicate=f"recording_id IN ({quoted})",
+                            schema_mode="merge" if new.schema != dt.schema().to_arrow() else None)
+            commits += 1
+        after["accepted_seconds"] = round(after["accepted_seconds"], 3)
+        after["rejected_seconds"] = round(after["rejected_seconds"], 3)
+        rules = record_rules(output, cfg, applied_by, segments_version=led.table("segments").version())
+    finally:
+        if run_lock is not None:
+            run_lock.release()
+    return {"before": before, "after": after, "by_reason": dict(sorted(by_reason.items())),
+            "changed_segments": changed_rows, "commits": commits, "rules_hash": rules["hash"]}
+
+
+def summary(res: dict[str, Any]) -> str:
+    a, b = res["after"], res["before"]
+    reasons = ", ".join(f"{k} {v}" for k, v in res["by_reason"].items()) or "none"
+    return (f"filter: {a['accepted']} accepted ({a['accepted_seconds'] / 3600:.3f} h), {a['rejected']} rejected "
+            f"({a['rejected_seconds'] / 3600:.3f} h); before {b['accepted']} accepted, {b['rejected']} rejected; "
+            f"{res['changed_segments']} segments changed in {res['commits']} commits; rules {res['rules_hash']}\n"
+            f"  rejections by reason: {reasons}")
+
+
+def apply_rules_after_run(output: OutputConfig, cfg: QualityConfig, skipped: int) -> dict[str, Any] | None:
+    """End of a run (the run holds the lock): the quality rules are not in the fingerprint, so rows kept
+    from earlier runs may have been judged by other rules. Re-judge them when the recorded rules differ
+    from this run's (or were never recorded while earlier rows exist); else just record the rules."""
+    led = Ledger(output)
+    if led.table("segments") is None:
+        return None
+    before = recorded_rules(output)
+    if (before is None and skipped) or (before is not None and before["hash"] != rules_payload(cfg)["hash"]):
+        log.info("quality rules changed since the output was last judged: re-judging every segment")
+        return refilter(output, cfg, applied_by="run", lock=False)
+    record_rules(output, cfg, "run", segments_version=led.table("segments").version())
+    return None

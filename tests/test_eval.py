@@ -1,0 +1,105 @@
+"""`scriptorium eval`: WER/CER per language equal to an independent jiwer computation (4 decimals), WER
+split into accepted/rejected with the yield, language ID per file, and DER with a collar on a
+hand-worked case."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jiwer
+import pytest
+
+from pl_output import REPO, pipeline_output
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+
+
+def test_eval_matches_an_independent_jiwer_computation(tmp_path):
+    from whisper_normalizer.basic import BasicTextNormalizer
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    from pipeline.config import OutputConfig
+    from pipeline.ledger import read_output
+
+    audio, out = pipeline_output()
+    refs_path = audio.parent / "references.jsonl"
+    res = _cli("eval", str(refs_path), str(out), "--json", str(tmp_path / "eval.json"))
+    assert res.returncode == 0, res.stderr
+    assert "WER" in res.stdout and "yield" in res.stdout and "language ID" in res.stdout
+    got = json.loads((tmp_path / "eval.json").read_text())
+
+    # independent: whole-file hypothesis = normalised segment texts in order, jiwer over each language
+    recs = {r["uri"]: r for r in read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()}
+    segs = read_output(OutputConfig(uri=str(out)), "segments").to_pylist()
+    en, basic = EnglishTextNormalizer(), BasicTextNormalizer()
+    norm = lambda t, lang: " ".join((en if lang == "en" else basic)(t).split())  # noqa: E731
+    by_lang: dict[str, tuple[list, list]] = {}
+    lid = []
+    for line in filter(None, refs_path.read_text().split("\n")):  # one name holds U+2028: not splitlines()
+        ref = json.loads(line)
+        rec = recs[str(audio.parent / ref["audio_filepath"])]
+        lid.append(rec["language"] == ref["lang"])
+        if "text" not in ref:
+            continue
+        mine = sorted((s for s in segs if s["recording_id"] == rec["recording_id"] and s["text"]), key=lambda s: s["start"])
+        hyp = " ".join(x for x in (norm(s["text"], ref["lang"]) for s in mine) if x)
+        r, h = by_lang.setdefault(ref["lang"], ([], []))
+        r.append(norm(ref["text"], ref["lang"]))
+        h.append(hyp)
+    assert set(got["languages"]) == set(by_lang) >= {"en", "de", "fr"}
+    for lang, (r, h) in by_lang.items():
+        assert got["languages"][lang]["wer"] == pytest.approx(jiwer.wer(r, h), abs=5e-5), lang
+        assert got["languages"][lang]["cer"] == pytest.approx(jiwer.cer(r, h), abs=5e-5), lang
+    all_r = [x for r, _ in by_lang.values() for x in r]
+    all_h = [x for _, h in by_lang.values() for x in h]
+    assert got["overall"]["wer"] == pytest.approx(jiwer.wer(all_r, all_h), abs=5e-5)
+    assert got["lid"]["accuracy"] == pytest.approx(sum(lid) / len(lid), abs=5e-5)
+    # accepted + rejected errors are the errors of all segments; yield from the rows
+    w = got["wer_by_judgement"]
+    errs = lambda g: g["sub"] + g["del"] + g["ins"] if g.get("ref_words") else 0  # noqa: E731
+    assert errs(w["accepted"]) + errs(w["rejected"]) == errs(w["all"])
+    assert w["accepted"]["ref_words"] + w["rejected"].get("ref_words", 0) == w["all"]["ref_words"]
+    assert 0 < got["yield"]["audio_share"] <= 1
+
+
+def test_segment_errors_assign_each_reference_word_once():
+    from pipeline.eval import segment_errors
+
+    per, total = segment_errors("a b c d e f", ["a b x", "d e f g"])
+    assert total == {"ref_words": 6, "sub": 1, "del": 0, "ins": 1}
+    assert [p["ref_words"] for p in per] == [3, 3]
+    assert [p["sub"] + p["del"] + p["ins"] for p in per] == [1, 1]
+    per, total = segment_errors("a b c d e f", ["a b", "d e f"])  # c deleted: charged to the segment before
+    assert total["del"] == 1 and [p["del"] for p in per] == [1, 0] and [p["ref_words"] for p in per] == [3, 3]
+    per, total = segment_errors("a b c", [])  # no segment: every word lost
+    assert total == {"ref_words": 3, "sub": 0, "del": 3, "ins": 0} and per == []
+
+
+def test_der_with_collar_on_a_hand_worked_case(tmp_path):
+    from pipeline.eval import der, read_rttm
+
+    rttm = "SPEAKER f 1 0.00 10.00 <NA> <NA> A <NA> <NA>\nSPEAKER f 1 10.00 10.00 <NA> <NA> B <NA> <NA>\n"
+    ref = read_rttm(rttm)
+    hyp = [(0.0, 12.0, "s1"), (12.0, 20.0, "s2")]
+    # no collar: 2 s of B called s1 (mapped to A) over 20 s of speech
+    assert der(ref, hyp, collar=0.0)["der"] == pytest.approx(0.1)
+    # 0.25 s collar: 0.25 s around 0 and 20, 0.5 s around 10 are not scored -> 1.75 s / 19 s
+    d = der(ref, hyp)
+    assert d["scored_s"] == pytest.approx(19.0) and d["confusion_s"] == pytest.approx(1.75)
+    assert d["der"] == pytest.approx(1.75 / 19, abs=1e-4)
+    # one hypothesis speaker for two: confusion of the shorter one, speaker-count error -1
+    one = der(ref, [(0.0, 20.0, "x")], collar=0.0)
+    assert one["der"] == pytest.approx(0.5) and one["speaker_count_error"] == -1
+    # missed and false alarm
+    d = der(ref, [(0.0, 5.0, "s1"), (10.0, 22.0, "s2")], collar=0.0)
+    assert (d["missed_s"], d["false_alarm_s"], d["confusion_s"]) == pytest.approx((5.0, 2.0, 0.0))
+
+
+def test_eval_refuses_missing_inputs(tmp_path):
+    res = _cli("eval", str(tmp_path / "none.jsonl"), str(tmp_path / "out"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1

@@ -1,0 +1,168 @@
+"""Exports a trainer reads without our code: round trips through the public CLI on real clips (Ogg
+Vorbis, real Ogg/Opus, MP3, 44.1 kHz stereo FLAC, same basenames in two folders, a 250-byte name, a
+U+2028 name), loaded back with Lhotse (load_manifest, from_shar, load_audio, qa.validate) and NeMo's own
+manifest reader."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pl_output import CLIPS, LONG_NAME, ODD_NAME, OPUS, REPO, pipeline_output
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def output():
+    audio, out = pipeline_output()
+    from pipeline.config import OutputConfig
+    from pipeline.ledger import read_output
+
+    segs = read_output(OutputConfig(uri=str(out)), "segments").to_pylist()
+    return audio, out, segs
+
+
+def test_lhotse_cuts_have_the_true_audio_format_and_validate(output, tmp_path):
+    from lhotse import Recording, load_manifest
+    from lhotse.qa import validate
+
+    audio, out, segs = output
+    res = _cli("export", str(out), "--format", "lhotse", "--to", str(tmp_path / "lh"), "--all")  # every codec
+    assert res.returncode == 0, res.stderr
+    cuts = load_manifest(tmp_path / "lh/cuts.jsonl.gz")
+    accepted = [s for s in segs if s["text"]]
+    assert len(cuts) == len(accepted) == 8
+    res = _cli("export", str(out), "--format", "lhotse", "--to", str(tmp_path / "lh-acc"))
+    assert len(load_manifest(tmp_path / "lh-acc/cuts.jsonl.gz")) == sum(1 for s in segs if s["accepted"]) >= 4
+    validate(cuts, read_data=True)  # every cut's audio decodes to the length its manifest claims
+    by_source = {c.recording.sources[0].source: c for c in cuts}
+    for rel in ("de/fleurs-de-000.ogg", OPUS, "cv.mp3", "jfk.flac"):
+        cut = by_source[str(audio / rel)]
+        truth = Recording.from_file(audio / rel)
+        assert (cut.recording.sampling_rate, cut.recording.num_samples, cut.recording.channel_ids) == (
+            truth.sampling_rate, truth.num_samples, truth.channel_ids), rel
+        samples = cut.load_audio()
+        assert samples.shape[-1] == pytest.approx(cut.duration * cut.sampling_rate, abs=2)
+    assert by_source[str(audio / "jfk.flac")].load_audio().shape[0] == 2  # stereo kept
+    texts = sorted(c.supervisions[0].text for c in cuts)
+    assert texts == sorted(s["text"] for s in accepted)
+
+
+def test_shar_round_trip_decodes_the_original_samples(output, tmp_path):
+    from lhotse import CutSet, load_manifest
+
+    _, out, segs = output
+    res = _cli("export", str(out), "--format", "lhotse-shar", "--to", str(tmp_path / "shar"))
+    assert res.returncode == 0, res.stderr
+    assert _cli("export", str(out), "--format", "lhotse", "--to", str(tmp_path / "lh")).returncode == 0
+    ref = {c.id: c for c in load_manifest(tmp_path / "lh/cuts.jsonl.gz")}
+    shar = CutSet.from_shar(in_dir=tmp_path / "shar")
+    n = 0
+    for cut in shar:
+        n += 1
+        a, b = cut.load_audio(), ref[cut.id].load_audio()
+        assert a.shape == b.shape
+        assert np.abs(a - b).max() < 1e-3  # FLAC at 16 bits: quantisation only
+        assert cut.supervisions[0].text == ref[cut.id].supervisions[0].text
+    assert n == len(ref)
+
+
+def test_nemo_manifest_reads_back_with_nemo_and_odd_names_stay_one_line(output, tmp_path):
+    from nemo.collections.asr.parts.utils.manifest_utils import read_manifest
+
+    audio, out, segs = output
+    res = _cli("export", str(out), "--format", "nemo", "--to", str(tmp_path / "nemo"))
+    assert res.returncode == 0, res.stderr
+    raw = (tmp_path / "nemo/manifest.jsonl").read_bytes()
+    assert raw.isascii()  # U+2028 escaped: no reader splits the line there
+    ours = [json.loads(x) for x in raw.decode().split("\n") if x]
+    theirs = read_manifest(str(tmp_path / "nemo/manifest.jsonl"))
+    assert len(ours) == len(theirs) == sum(1 for s in segs if s["accepted"] and s["text"])
+    assert {x["audio_filepath"] for x in theirs} >= {str(audio / ODD_NAME), str(audio / LONG_NAME)}
+    assert all(Path(x["audio_filepath"]).exists() and x["duration"] > 0 and x["text"] for x in theirs)
+
+
+def test_nemo_with_audio_is_trainable_by_nemo_dataset(output, tmp_path):
+    import soundfile as sf
+    from nemo.collections.asr.data.audio_to_text import AudioToCharDataset
+
+    _, out, segs = output
+    dest = tmp_path / "nemo-audio"
+    res = _cli("export", str(out), "--format", "nemo", "--to", str(dest), "--with-audio", "--split-by-language")
+    assert res.returncode == 0, res.stderr
+    manifests = sorted(dest.glob("manifest_*.jsonl"))
+    assert "manifest_en.jsonl" in {m.name for m in manifests}
+    lines = [json.loads(x) for m in manifests for x in m.read_text().splitlines()]
+    assert len(lines) == sum(1 for s in segs if s["accepted"] and s["text"])
+    for x in lines:
+        assert not Path(x["audio_filepath"]).is_absolute() and "offset" not in x
+        info = sf.info(dest / x["audio_filepath"])
+        assert info.samplerate == 16000 and info.channels == 1
+        assert info.duration == pytest.approx(x["duration"], abs=1e-3)
+    ds = AudioToCharDataset(manifest_filepath=str(dest / "manifest_en.jsonl"), labels=list(" abcdefghijklmnopqrstuvwxyz'"),
+                            sample_rate=16000)
+    item = ds[0]
+    assert item[0].shape[0] == pytest.approx(16000 * ds.manifest_processor.collection[0].duration, abs=2)
+
+
+def test_subtitles_mirror_input_paths_wrap_and_split(output, tmp_path):
+    audio, out, segs = output
+    for fmt in ("srt", "vtt", "txt", "json"):
+        res = _cli("export", str(out), "--format", fmt, "--to", str(tmp_path / fmt))
+        assert res.returncode == 0, res.stderr
+        names = {p.relative_to(tmp_path / fmt).as_posix() for p in (tmp_path / fmt).rglob(f"*.{fmt}")}
+        assert {"a/x.wav." + fmt, "b/x.wav." + fmt, f"{ODD_NAME}.{fmt}"} <= names  # no collision
+        longs = [n for n in names if n.startswith("LLLL")]
+        assert len(longs) == 1 and len(longs[0].encode()) <= 200
+        assert len(names) == len(CLIPS) + 1
+    a = (tmp_path / "srt/a/x.wav.srt").read_text()
+    b = (tmp_path / "srt/b/x.wav.srt").read_text()
+    assert a != b and a.startswith("1\n00:00:")
+    jfk = (tmp_path / "vtt/jfk.flac.vtt").read_text()
+    assert jfk.startswith("WEBVTT")
+    for block in jfk.split("\n\n")[1:]:
+        text_lines = [x for x in block.splitlines()[2:] if x]
+        assert len(text_lines) <= 2 and all(len(x) <= 42 for x in text_lines), block
+    doc = json.loads((tmp_path / "json/jfk.flac.json").read_text())
+    assert "ask not" in " ".join(s["text"] for s in doc["segments"]).lower()
+
+
+def test_long_segment_is_split_by_word_timestamps_and_speakers_are_voice_tags():
+    from pipeline.export import subtitle_text
+
+    words = [{"word": f" word{k}", "start": k * 0.5, "end": k * 0.5 + 0.4, "confidence": 0.9} for k in range(40)]
+    seg = {"start": 0.0, "end": 20.0, "text": "".join(w["word"] for w in words).strip(), "words": words,
+           "speaker": "spk0", "accepted": False, "reject_reasons": ["low_confidence"]}
+    vtt = subtitle_text([seg], "vtt")
+    cues = [b for b in vtt.split("\n\n") if "-->" in b]
+    assert len(cues) >= 4
+    assert "NOTE rejected: low_confidence" in vtt and all("<v spk0>" in c for c in cues)
+    assert "00:00:00.000 -->" in cues[0] and "--> 00:00:20.000" in cues[-1]
+
+
+def test_bad_outputs_and_busy_destinations_exit_2(output, tmp_path):
+    _, out, _ = output
+    for bad in (tmp_path / "missing", tmp_path):  # missing; an existing folder that is no output
+        res = _cli("export", str(bad), "--format", "nemo", "--to", str(tmp_path / "d1"))
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no Scriptorium output" in res.stderr
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    res = _cli("export", str(out), "--format", "srt", "--to", str(busy))
+    assert res.returncode == 2 and "not empty" in res.stderr and res.stderr.count("\n") == 1
+    # idempotent: exporting again with --overwrite replaces our own export with the same bytes
+    d = tmp_path / "again"
+    assert _cli("export", str(out), "--format", "nemo", "--to", str(d)).returncode == 0
+    first = (d / "manifest.jsonl").read_bytes()
+    assert _cli("export", str(out), "--format", "nemo", "--to", str(d)).returncode == 2
+    assert _cli("export", str(out), "--format", "nemo", "--to", str(d), "--overwrite").returncode == 0
+    assert (d / "manifest.jsonl").read_bytes() == first
