@@ -159,6 +159,7 @@ RECORDINGS_SCHEMA = pa.schema(
         ("num_segments", pa.int32()),
         ("num_speakers", pa.int32()),
         ("speech_seconds", pa.float64()),
+        ("vocabulary_hits", pa.int32()),  # segments holding a vocabulary term (None: the job had no vocabulary)
         ("fingerprint", pa.string()),
     ]
 )

@@ -109,6 +109,10 @@ def test_segment_stage_counts_segments_with_a_term_and_the_report_sums_them():
     rows = out.to_pylist()
     assert [r["vocabulary_hits"] for r in rows] == [1, 1, 0]
     assert {r["vocabulary_warning"] for r in rows} == {"vocabulary ignored: test"}
+    from pipeline.sink import flatten
+
+    _segments, recordings = flatten(out, "fp")  # the count is kept in the recordings table
+    assert recordings.column("vocabulary_hits").to_pylist() == [1, 1, 0]
     summaries = [
         {"vocabulary_hits": sum(r["vocabulary_hits"] or 0 for r in rows[:2]), "vocabulary_warnings": ["vocabulary ignored: test"]},
         {"vocabulary_hits": rows[2]["vocabulary_hits"], "vocabulary_warnings": ["vocabulary ignored: test"]},
