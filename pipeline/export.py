@@ -15,7 +15,9 @@ Formats (`scriptorium export OUTPUT --format F --to DEST`):
                   rejected segments marked (VTT NOTE / SRT "[?]") or left out with --drop-rejected.
     txt, json     transcript per input, same naming.
 
-Pseudo-label formats (nemo, lhotse, lhotse-shar) keep only `accepted` segments unless `--all`.
+Pseudo-label formats (nemo, lhotse, lhotse-shar) keep only `accepted` segments unless `--all`. Fields an
+input manifest carried (reference text, ...) are recorded by each run (`record_input_fields`) and travel
+into `json` (`input_fields`) and Lhotse cuts (`cut.custom["input_fields"]`).
 
 Every export reads only committed rows, streams them (the segments table is scanned with a Delta/Arrow
 filter CHUNK_RECORDINGS recordings at a time, so memory is bounded by a chunk, not the output), and is
@@ -64,6 +66,43 @@ class ExportError(RuntimeError):
     """The export cannot be made as asked (no such output, nothing to export, destination in use): exit 2."""
 
 
+# -- fields an input manifest carried (reference text, ...) ------------------------------------------
+INPUTS_TABLE = "_scriptorium/inputs"
+
+
+def record_input_fields(output: OutputConfig, files: list) -> int:
+    """Keep the extra fields of manifest lines (`InputFile.extra`: reference `text`, `lang`, ...) with the
+    output, in the Delta table `_scriptorium/inputs` (recording_id, uri, fields as JSON), so exports and
+    `eval` carry them. One predicate overwrite per 5,000 recordings; files without fields are skipped."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    rows = [{"recording_id": f.recording_id, "uri": f.uri, "fields": json.dumps(f.extra, sort_keys=True, default=str)}
+            for f in files if getattr(f, "extra", None)]
+    if not rows:
+        return 0
+    led = Ledger(output)
+    uri = led.table_uri(INPUTS_TABLE)
+    schema = pa.schema([("recording_id", pa.string()), ("uri", pa.string()), ("fields", pa.string())])
+    for k in range(0, len(rows), 5000):
+        part = rows[k : k + 5000]
+        quoted = ", ".join("'" + r["recording_id"].replace("'", "''") + "'" for r in part)
+        exists = led.table(INPUTS_TABLE) is not None
+        write_deltalake(uri, pa.Table.from_pylist(part, schema=schema), mode="overwrite" if exists else "append",
+                        predicate=f"recording_id IN ({quoted})" if exists else None, storage_options=led.options)
+    return len(rows)
+
+
+def input_fields(led: Ledger, recording_ids: list[str]) -> dict[str, dict]:
+    """recording_id -> the manifest fields recorded for it (empty when none were)."""
+    dt = led.table(INPUTS_TABLE)
+    if dt is None:
+        return {}
+    t = dt.to_pyarrow_dataset().to_table(filter=pc.field("recording_id").isin(recording_ids),
+                                         columns=["recording_id", "fields"])
+    return {rid: json.loads(f) for rid, f in zip(t.column("recording_id").to_pylist(), t.column("fields").to_pylist())}
+
+
 # -- reading ---------------------------------------------------------------------------------------
 def _open(output: OutputConfig) -> tuple[Ledger, list[dict]]:
     led = Ledger(output)
@@ -91,9 +130,10 @@ def iter_recordings(output: OutputConfig, accepted_only: bool, drop_rejected: bo
                 r = chunk[s["recording_id"]]
                 if s["text"] and (s["fingerprint"], s["write_id"]) == (r["fingerprint"], r["write_id"]):
                     by_rec.setdefault(s["recording_id"], []).append(s)
+        fields = input_fields(led, list(chunk))
         for rid, r in chunk.items():  # chunk keeps URI order
             if by_rec.get(rid):
-                yield r, sorted(by_rec[rid], key=lambda s: (s["start"], s["segment_index"]))
+                yield {**r, "input_fields": fields.get(rid, {})}, sorted(by_rec[rid], key=lambda s: (s["start"], s["segment_index"]))
 
 
 def _input_root(led: Ledger, recs: list[dict]) -> str:
@@ -212,7 +252,7 @@ def lhotse_recording(rec: dict, storage: StorageOptions, tmpdir: str):
                      channel_ids=r.channel_ids)
 
 
-def _cut(rec, s: dict):
+def _cut(rec, s: dict, fields: dict | None = None):
     """One cut per segment; supervision and word alignment relative to the cut, clamped to the audio."""
     from lhotse import MonoCut, MultiCut, SupervisionSegment
     from lhotse.supervision import AlignmentItem
@@ -237,9 +277,12 @@ def _cut(rec, s: dict):
                 "reject_reasons": list(s["reject_reasons"] or [])},
         alignment={"word": words},
     )
+    custom = {"input_fields": fields} if fields else None  # what the input manifest said of the whole file
     if mono:
-        return MonoCut(id=cid, start=start, duration=dur, channel=rec.channel_ids[0], supervisions=[sup], recording=rec)
-    return MultiCut(id=cid, start=start, duration=dur, channel=list(rec.channel_ids), supervisions=[sup], recording=rec)
+        return MonoCut(id=cid, start=start, duration=dur, channel=rec.channel_ids[0], supervisions=[sup], recording=rec,
+                       custom=custom)
+    return MultiCut(id=cid, start=start, duration=dur, channel=list(rec.channel_ids), supervisions=[sup], recording=rec,
+                    custom=custom)
 
 
 def iter_cuts(output: OutputConfig, accepted_only: bool = True) -> Iterator[Any]:
@@ -247,7 +290,7 @@ def iter_cuts(output: OutputConfig, accepted_only: bool = True) -> Iterator[Any]
         for rec_row, segs in iter_recordings(output, accepted_only):
             rec = lhotse_recording(rec_row, output.storage, tmp)
             for s in segs:
-                cut = _cut(rec, s)
+                cut = _cut(rec, s, rec_row.get("input_fields"))
                 if cut is not None:
                     yield cut
 
@@ -335,7 +378,8 @@ def _transcript_json(rec: dict, segs: list[dict]) -> bytes:
     keep = ["segment_index", "start", "end", "speaker", "language", "text", "confidence", "accepted",
             "reject_reasons", "words"]
     doc = {"uri": rec["uri"], "recording_id": rec["recording_id"], "duration": rec["duration"],
-           "language": rec["language"], "segments": [{k: s[k] for k in keep} for s in segs]}
+           "language": rec["language"], "input_fields": rec.get("input_fields") or {},
+           "segments": [{k: s[k] for k in keep} for s in segs]}
     return json.dumps(doc, ensure_ascii=False, indent=1).encode()
 
 

@@ -37,6 +37,9 @@ def run(cfg: JobConfig) -> RunReport:
     lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
     try:
         todo, plan = ledger.plan(files, fingerprint)
+        from pipeline.export import record_input_fields
+
+        record_input_fields(cfg.output, files)  # a manifest's reference text etc., for exports and eval
         log.info("discovered %d files: %s", len(files), plan)
 
         summaries: list[dict] = []

@@ -166,3 +166,30 @@ def test_bad_outputs_and_busy_destinations_exit_2(output, tmp_path):
     assert _cli("export", str(out), "--format", "nemo", "--to", str(d)).returncode == 2
     assert _cli("export", str(out), "--format", "nemo", "--to", str(d), "--overwrite").returncode == 0
     assert (d / "manifest.jsonl").read_bytes() == first
+
+
+def test_input_manifest_fields_are_carried_to_exports(output, tmp_path):
+    """A manifest's extra fields (reference text, lang) travel with the output into json and Lhotse exports
+    (here recorded from the fixture's references manifest, as a run over that manifest does)."""
+    import shutil
+
+    from lhotse import load_manifest
+
+    from pipeline.config import InputConfig, OutputConfig
+    from pipeline.discover import discover
+    from pipeline.export import record_input_fields
+
+    audio, src, _ = output
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    manifest = audio.parent / "manifest-ascii.jsonl"  # discovery splits lines at U+2028 too: escape it
+    manifest.write_text("".join(json.dumps(json.loads(x)) + "\n"
+                                for x in (audio.parent / "references.jsonl").read_text().split("\n") if x))
+    files = discover(InputConfig(uri=str(manifest)))
+    assert record_input_fields(OutputConfig(uri=str(out)), files) == len(CLIPS) + 1
+    assert _cli("export", str(out), "--format", "json", "--to", str(tmp_path / "j")).returncode == 0
+    doc = json.loads((tmp_path / "j/jfk.flac.json").read_text())
+    assert "ask not what your country" in doc["input_fields"]["text"] and doc["input_fields"]["lang"] == "en"
+    assert _cli("export", str(out), "--format", "lhotse", "--to", str(tmp_path / "l"), "--all").returncode == 0
+    cuts = load_manifest(tmp_path / "l/cuts.jsonl.gz")
+    assert all(c.custom["input_fields"]["lang"] == c.supervisions[0].language for c in cuts)
