@@ -114,12 +114,16 @@ class DiarizationConfig(Model):
     sha256: str | None = None
     max_speakers: int = Field(8, ge=1)
     # Cosine distance above which two clusters are different speakers (agglomerative, average link).
-    # 0.30 with min_cluster_fraction 0.25 was calibrated for Resemblyzer on ../shared/corpus: the
-    # two-speaker call gives 2 speakers and 29 of 31 single-speaker clips give 1 (see README).
+    # 0.30 with min_speaker_s 3.0 was calibrated for Resemblyzer on ../shared/corpus (pipeline/clustering.py).
     cluster_threshold: float = Field(0.30, gt=0, lt=2)
-    min_cluster_fraction: float = Field(
-        0.25, ge=0, lt=1, description="clusters holding fewer of the windows are folded into the nearest big one"
+    min_speaker_s: float = Field(
+        3.0, ge=0, description="a speaker holds at least this much speech; smaller clusters join the nearest speaker"
     )
+    min_cluster_fraction: float = Field(
+        0.0, ge=0, lt=1, description="also fold clusters holding less than this share of the windows (0: off)"
+    )
+    num_speakers: int | None = Field(None, ge=1, description="the known number of speakers (skips the estimate)")
+    min_speakers: int = Field(1, ge=1, description="the estimated count is at least this")
     window_s: float = Field(1.6, gt=0, description="embedding window (Resemblyzer's is fixed at 1.6 s)")
     hop_s: float = Field(0.5, gt=0)
 

@@ -60,9 +60,10 @@ class Span:
 @dataclass
 class Word:
     word: str
-    start: float  # seconds, original timeline
+    start: float  # seconds: relative to the clip in an AsrResult, original timeline in the output
     end: float
     confidence: float
+    speaker: str | None = None  # given after recognition, by overlap with the speaker turns
 
 
 @dataclass
@@ -106,6 +107,7 @@ WORD_TYPE = pa.struct(
         ("start", pa.float64()),
         ("end", pa.float64()),
         ("confidence", pa.float64()),
+        ("speaker", pa.string()),
     ]
 )
 

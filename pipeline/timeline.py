@@ -80,3 +80,36 @@ def utterances(
     for s in spans:
         out.extend(split_long(s, cfg.max_segment_s, audio))
     return [s for s in out if s.duration >= cfg.min_segment_s]
+
+
+# -- speakers after recognition ------------------------------------------------------------------
+# Diarization never cuts what ASR hears (a diarization mistake would cut a sentence and cost Whisper
+# its context on both sides); speakers are given to the recognised WORDS afterwards, by overlap with
+# the speaker turns, as WhisperX does, and a segment is split where its words change speaker.
+
+
+def speaker_at(start: float, end: float, turns: Sequence[Span]) -> str | None:
+    """The speaker of [start, end]: the turn that overlaps it most (a word straddling a change goes
+    to the larger share); with no overlap at all, the nearest turn; None without turns."""
+    best, best_overlap = None, 0.0
+    for t in turns:
+        overlap = min(end, t.end) - max(start, t.start)
+        if overlap > best_overlap:
+            best, best_overlap = t.speaker, overlap
+    if best is not None or not turns:
+        return best
+    mid = (start + end) / 2
+    return min(turns, key=lambda t: min(abs(mid - t.start), abs(mid - t.end))).speaker
+
+
+def speaker_runs(words: Sequence[tuple[float, float]], turns: Sequence[Span]) -> list[tuple[str | None, list[int]]]:
+    """Words (start, end seconds, original timeline) -> runs of consecutive word indices with one
+    speaker each, in order. Where a segment must be split."""
+    runs: list[tuple[str | None, list[int]]] = []
+    for i, (a, b) in enumerate(words):
+        who = speaker_at(a, b, turns)
+        if runs and runs[-1][0] == who:
+            runs[-1][1].append(i)
+        else:
+            runs.append((who, [i]))
+    return runs

@@ -137,6 +137,19 @@ def test_diarization_finds_two_speakers_in_the_call(corpus, tmp_path):
     assert {s["speaker"] for s in segs} == {"spk0", "spk1"}
     for s in segs:
         assert s["words"] and all(s["start"] <= w["start"] <= w["end"] <= s["end"] for w in s["words"])
+        assert {w["speaker"] for w in s["words"]} == {s["speaker"]}  # a segment is split where its words change speaker
+    # speakers are given to words after recognition: JFK's sentence is transcribed whole, one speaker
+    jfk = sorted((s for s in read_output(cfg.output, "segments").to_pylist() if s["uri"].endswith("jfk.flac")),
+                 key=lambda s: s["start"])
+    assert {s["speaker"] for s in jfk} == {"spk0"}
+    assert "ask not what your country can do for you" in " ".join(s["text"] for s in jfk).lower()
+    # DER of the segments' speakers against the reference turns (0.25 s collar)
+    from pipeline.eval import der, read_rttm
+
+    hyp = [(s["start"], s["end"], s["speaker"]) for s in segs]
+    ref = read_rttm((corpus / "diarization/pyannote_sample.rttm").read_text())
+    result = der(ref, hyp, collar=0.25)
+    assert result["der"] <= 0.35, result
 
 
 def test_s3_in_s3_out(corpus, s3_endpoint, tmp_path):

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from pipeline.backends.base import SAMPLE_RATE
-from pipeline.clustering import cluster_speakers
+from pipeline.clustering import cluster_for
 from pipeline.config import AsrConfig, DiarizationConfig, LidConfig, ModelsConfig, VadConfig, VocabularyConfig
 from pipeline.records import AsrResult, Span, Word
 
@@ -848,7 +848,7 @@ class NemoDiarizer:
         embs = np.concatenate(
             [split_on_oom(self._embed, clips[i : i + self.embed_batch]) for i in range(0, len(clips), self.embed_batch)]
         )
-        labels = cluster_speakers(embs, self.cfg.cluster_threshold, self.cfg.max_speakers, self.cfg.min_cluster_fraction)
+        labels = cluster_for(self.cfg, embs, self.cfg.hop_s)
         centres = np.array([(a + b) / 2 for a, b in windows])
         frame_s = 0.01
         n_frames = int(math.ceil(len(audio) / SAMPLE_RATE / frame_s))

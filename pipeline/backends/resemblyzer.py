@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.backends.base import SAMPLE_RATE
 from pipeline.config import DiarizationConfig
-from pipeline.clustering import cluster_speakers
+from pipeline.clustering import cluster_for
 from pipeline.records import Span
 
 # Resemblyzer's partial window is fixed by the model: 160 mel frames of 10 ms.
@@ -36,9 +36,7 @@ class ResemblyzerDiarizer:
         centres, embeds = self._window_embeddings(audio, regions)
         if len(embeds) == 0:
             return [Span(r.start, r.end, "spk0") for r in regions]
-        labels = cluster_speakers(
-            np.stack(embeds), self.cfg.cluster_threshold, self.cfg.max_speakers, self.cfg.min_cluster_fraction
-        )
+        labels = cluster_for(self.cfg, np.stack(embeds), self.cfg.hop_s)
         return turns_from_windows(regions, np.asarray(centres), labels)
 
     def _window_embeddings(self, audio: np.ndarray, regions: Sequence[Span]) -> tuple[list[float], list[np.ndarray]]:

@@ -39,6 +39,9 @@ SEGMENTED_SCHEMA = pa.schema(
     [f for f in DECODED_SCHEMA if f.name != "audio"]
     + [
         ("spans", pa.list_(SPAN_TYPE)),
+        # diarization's speaker turns (seconds, original timeline); the segment stage gives them to
+        # the recognised words. Null without diarization.
+        ("turns", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64()), ("speaker", pa.string())]))),
         ("num_speakers", pa.int32()),
         ("speech_seconds", pa.float64()),
         ("recording_wall_seconds", pa.float64()),  # VAD + diarization time spent on this recording
@@ -62,7 +65,7 @@ class RecordingStage:
         rows = batch.drop_columns(["audio"]).to_pylist()
         speech: list[np.ndarray | None] = []
         for i, row in enumerate(rows):
-            row.update(spans=[], num_speakers=None, speech_seconds=None)
+            row.update(spans=[], turns=None, num_speakers=None, speech_seconds=None)
             t0 = time.perf_counter()
             out = None
             if row["status"] == "ok":
@@ -84,9 +87,14 @@ class RecordingStage:
         duration = len(audio) / SAMPLE_RATE
         regions = self.vad.speech_regions(audio) if self.vad else [Span(0.0, round(duration, 3))]
         turns = self.diarizer.speaker_turns(audio, regions) if (self.diarizer and regions) else None
-        spans = utterances(regions, turns, self.cfg.segmentation, audio)
+        # Utterances follow VAD and length only: speakers are given to words after ASR (segment stage)
+        spans = utterances(regions, None, self.cfg.segmentation, audio)
         row["speech_seconds"] = round(sum(s.duration for s in spans), 3)
-        row["num_speakers"] = len({s.speaker for s in spans}) if turns is not None else (1 if spans else 0)
+        if turns is not None:
+            row["turns"] = [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns]
+            row["num_speakers"] = len({t.speaker for t in turns})
+        else:
+            row["num_speakers"] = 1 if spans else 0
         if not spans:
             row["status"] = "no_speech"
             return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -24,17 +24,18 @@ from pipeline.backends.registry import make_asr, make_lid
 from pipeline.batching import pack_consecutive, pack_windows, plan_batches, with_quadratic
 from pipeline import vocabulary
 from pipeline.config import JobConfig
-from pipeline.records import SEGMENT_TYPE, AsrResult, LanguageSwitch, Word, peak_rss_mb
+from pipeline.records import SEGMENT_TYPE, AsrResult, LanguageSwitch, Span, Word, peak_rss_mb
 from pipeline.stages.punctuation import needs_punctuation_warning
 from pipeline.stages.quality import judge, text_signals
 from pipeline.stages.decode import samples_at
 from pipeline.stages.recording import SEGMENTED_SCHEMA
+from pipeline.timeline import speaker_at, speaker_runs
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 
-_KEEP = [f for f in SEGMENTED_SCHEMA.names if f not in ("audio", "spans")]  # audio is dropped here
+_KEEP = [f for f in SEGMENTED_SCHEMA.names if f not in ("audio", "spans", "turns")]  # audio is dropped here
 
 TRANSCRIBED_SCHEMA = pa.schema(
     [SEGMENTED_SCHEMA.field(n) for n in _KEEP]
@@ -123,7 +124,6 @@ class _Unit:
             return
         from faster_whisper.transcribe import get_compression_ratio
 
-        joiner = "" if res.language in _NO_SPACES else " "
         for k, (it, start) in enumerate(zip(self.items, self.offsets)):
             lo, hi = self._bounds(k)
             mine = [w for w in res.words if lo <= (w.start + w.end) / 2 < hi]
@@ -132,7 +132,7 @@ class _Unit:
                      round(min(max(w.end - start, 0.0), it.duration), 3), w.confidence)
                 for w in mine
             ]
-            text = joiner.join(w.word for w in words).strip()
+            text = _join_words([w.word for w in words], res.language)
             it.result = AsrResult(
                 text=text,
                 words=words,
@@ -166,6 +166,41 @@ def padded_budget(cfg: JobConfig, use_gpu: bool) -> float:
     budget = per_gib * total_gib * share
     log.info("segment stage: %.0f padded s per call (%.1f GiB GPU x %.2f share)", budget, total_gib, share)
     return budget
+
+
+def _by_speaker(it: _Item, turns: list[dict]) -> list[_Item]:
+    """A transcribed segment -> one piece per run of words with one speaker (pipeline/timeline.py
+    `speaker_runs`): each piece keeps its words, its share of the text and of the cost, and every
+    signal of the whole; its span runs from its first word to its last (the first piece starts, and
+    the last ends, where the segment did). Without words the segment takes the speaker it overlaps most."""
+    spans = [Span(t["start"], t["end"], t["speaker"]) for t in turns]
+    res, start, end = it.result, it.span["start"], it.span["end"]
+    if res is None or not res.words:
+        return [replace(it, span={**it.span, "speaker": speaker_at(start, end, spans)})]
+    runs = speaker_runs([(start + w.start, start + w.end) for w in res.words], spans)
+    if len(runs) == 1:
+        words = [replace(w, speaker=runs[0][0]) for w in res.words]
+        return [replace(it, span={**it.span, "speaker": runs[0][0]}, result=replace(res, words=words))]
+    pieces = []
+    for k, (who, idx) in enumerate(runs):
+        words = [res.words[i] for i in idx]
+        a = start if k == 0 else round(start + words[0].start, 3)
+        b = end if k == len(runs) - 1 else round(start + words[-1].end, 3)
+        shift = a - start  # word times stay relative to the piece's own start
+        moved = [replace(w, start=round(w.start - shift, 3), end=round(w.end - shift, 3), speaker=who) for w in words]
+        share = len(idx) / len(res.words)
+        piece = replace(
+            res, words=moved, text=_join_words([w.word for w in words], res.language),
+            confidence=float(np.mean([w.confidence for w in words])),
+        )
+        pieces.append(replace(it, span={**it.span, "start": a, "end": b, "speaker": who}, result=piece,
+                              padded_s=it.padded_s * share, wall_s=it.wall_s * share))
+    return pieces
+
+
+def _join_words(words: list[str], language: str | None) -> str:
+    """Words back into text (Whisper's words carry their leading space, NeMo's do not)."""
+    return ("" if language in _NO_SPACES else " ").join(w.strip() for w in words).strip()
 
 
 class SegmentStage:
@@ -345,6 +380,8 @@ class SegmentStage:
             if errors:
                 rec.update(status="error", error=f"{len(errors)} of {len(mine)} segments failed; first: {errors[0]}")
             elif mine:
+                if row.get("turns") is not None:  # diarization ran: speakers go to the words now
+                    mine = [piece for it in mine for piece in _by_speaker(it, row["turns"])]
                 rec["segments"] = [self._segment(k, it) for k, it in enumerate(mine)]
                 spoken = [s for s in rec["segments"] if s["text"]]
                 if not spoken:
@@ -380,6 +417,7 @@ class SegmentStage:
                 "start": round(min(max(start + w.start, start), end), 3),
                 "end": round(min(max(start + w.end, start), end), 3),
                 "confidence": w.confidence,
+                "speaker": w.speaker,
             }
             for w in res.words
         ]
