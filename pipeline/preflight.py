@@ -39,12 +39,11 @@ def check_input(cfg: InputConfig) -> list[str]:
 
     try:
         fs, path = filesystem(cfg.uri, cfg.storage)
-        if path.endswith((".jsonl", ".json")):
-            fs.info(path)
-        elif not fs.isdir(path):
-            return [f"input {safe(cfg.uri)}: no such folder or prefix"]
-        else:
-            fs.ls(path, detail=False)
+        # One metadata request (s3fs asks for at most one key under a prefix), never a listing: the
+        # run lists the input anyway, and a second full listing doubled a no-op rerun's cost.
+        info = fs.info(path)
+        if not path.endswith((".jsonl", ".json")) and info.get("type") != "directory":
+            return [f"input {safe(cfg.uri)}: not a folder or prefix (nor a .jsonl manifest)"]
     except FileNotFoundError:
         return [f"input {safe(cfg.uri)}: does not exist"]
     except Exception as exc:  # noqa: BLE001 - anything here is a setup problem to report in one line

@@ -47,7 +47,7 @@ def test_empty_input_says_so(tmp_path):
 
 def test_missing_input_and_unwritable_output_before_anything_starts(tmp_path):
     _one_line_exit_2(_cli("run", CONF, f"input.uri={tmp_path / 'nope'}", f"output.uri={tmp_path / 'out'}"),
-                     "input", "no such folder")
+                     "input", "does not exist")
     (tmp_path / "in").mkdir()
     blocker = tmp_path / "file"
     blocker.write_text("a file where the output folder should be")
