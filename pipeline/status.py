@@ -54,6 +54,7 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
     from pipeline.filter import recorded_rules
 
     data["quality_rules"] = recorded_rules(out_cfg)  # what judged `accepted` (scriptorium filter / a run)
+    data["judgement"] = _judgement(ledger)
     if cfg is not None:
         in_cfg, fingerprint = cfg.input, cfg.fingerprint()
     elif last is not None:
@@ -98,6 +99,11 @@ def status(output_uri: str, config: str | None = None, overrides: list[str] = ()
         )
     if d["last_commit"]:
         lines.append(f"  last commit {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(d['last_commit']))}")
+    j = d.get("judgement")
+    if j and j["segments"]:
+        lines.append(f"  segments: {j['accepted']} accepted ({j['accepted_hours']:.3f} h), {j['rejected']} rejected "
+                     f"({j['rejected_hours']:.3f} h)" + ("; rejected by reason: " + ", ".join(
+                         f"{k} {n} ({h:.3f} h)" for k, (n, h) in j["by_reason"].items()) if j["by_reason"] else ""))
     q = d.get("quality_rules")
     if q:
         rules = {k: v for k, v in q["rules"].items() if k != "per_language"}
@@ -115,3 +121,21 @@ def status(output_uri: str, config: str | None = None, overrides: list[str] = ()
             + (f"; {r['gone']} committed recordings are no longer in the input" if r["gone"] else "")
         )
     return "\n".join(lines)
+
+
+def _judgement(ledger: Ledger) -> dict:
+    """Accepted / rejected segments and hours, rejections by reason (one column-projected read of
+    `segments`; rows of a recording being rewritten may be counted from its older commit)."""
+    t = ledger.read("segments", ["recording_id", "start", "end", "accepted", "reject_reasons"])
+    dur = pc.subtract(t.column("end"), t.column("start")).to_pylist()
+    out = {"segments": t.num_rows, "accepted": 0, "rejected": 0, "accepted_hours": 0.0, "rejected_hours": 0.0,
+           "by_reason": {}}
+    for a, rs, d in zip(t.column("accepted").to_pylist(), t.column("reject_reasons").to_pylist(), dur):
+        key = "accepted" if a else "rejected"
+        out[key] += 1
+        out[key + "_hours"] += d / 3600
+        for r in rs or []:
+            n, h = out["by_reason"].get(r, (0, 0.0))
+            out["by_reason"][r] = (n + 1, h + d / 3600)
+    out["by_reason"] = dict(sorted(out["by_reason"].items()))
+    return out

@@ -71,6 +71,8 @@ def test_filter_changes_only_the_judgement_and_is_deterministic(out, tmp_path):
 
     st = status(str(out))
     assert f"quality rules {rec['hash']}" in st and "de: min_confidence=0.999" in st
+    n_rej = sum(1 for a in after.to_pylist() if not a["accepted"])
+    assert f"{n_rej} rejected (" in st and "low_confidence" in st  # counts and hours by reason
     # back to the defaults: the original verdicts return
     assert _cli("filter", str(out)).returncode == 0
     assert _segments(out).equals(before)
