@@ -290,3 +290,14 @@ def test_nemo_canary_says_when_it_cannot_boost(tiny_nemo, tree_calls, corpus, tm
     # the tiny Canary's tokenizer (655) is padded to 656 outputs: NeMo 3.0's tree cannot be fused
     assert len(warnings) == 1 and "Canary" in warnings[0]
     assert asr.transcribe([clip], ["en"])[0].text == before and tree_calls["n"] == 0
+
+
+def test_segment_stage_hands_the_vocabulary_to_the_asr_backend(tiny_nemo, tmp_path):
+    """The real constructor: Whisper gets the terms; a NeMo model that cannot boost yields the warning."""
+    from pipeline.stages.segment import SegmentStage
+
+    stage = SegmentStage(_cfg("vocabulary.terms=[ComfyUI]"))
+    assert stage.asr.vocabulary is stage.cfg.vocabulary and stage._vocab_warning is None
+    nemo = SegmentStage(_cfg("vocabulary.terms=[ComfyUI]", "asr.backend=nemo", f"asr.model={tiny_nemo['canary']}",
+                             "lid.backend=none", "lid.language=en", f"models.cache_dir={tmp_path}"))
+    assert nemo._vocab_warning and "Canary" in nemo._vocab_warning
