@@ -14,7 +14,21 @@ import pytest
 from pl_output import REPO, pipeline_output
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str):
+    """The public CLI in-process (`pipeline.cli.main`): stdout, stderr and the exit code as a subprocess gives."""
+    import contextlib
+    import io
+    import types
+
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return types.SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def _cli_proc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO,
                           timeout=300)
 
@@ -101,5 +115,5 @@ def test_der_with_collar_on_a_hand_worked_case(tmp_path):
 
 
 def test_eval_refuses_missing_inputs(tmp_path):
-    res = _cli("eval", str(tmp_path / "none.jsonl"), str(tmp_path / "out"))
+    res = _cli_proc("eval", str(tmp_path / "none.jsonl"), str(tmp_path / "out"))
     assert res.returncode == 2 and res.stderr.count("\n") == 1

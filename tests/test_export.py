@@ -16,7 +16,21 @@ import pytest
 from pl_output import CLIPS, LONG_NAME, ODD_NAME, OPUS, REPO, pipeline_output
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str):
+    """The public CLI in-process (`pipeline.cli.main`): stdout, stderr and the exit code as a subprocess gives."""
+    import contextlib
+    import io
+    import types
+
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return types.SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def _cli_proc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO,
                           timeout=300)
 
@@ -152,12 +166,12 @@ def test_long_segment_is_split_by_word_timestamps_and_speakers_are_voice_tags():
 def test_bad_outputs_and_busy_destinations_exit_2(output, tmp_path):
     _, out, _ = output
     for bad in (tmp_path / "missing", tmp_path):  # missing; an existing folder that is no output
-        res = _cli("export", str(bad), "--format", "nemo", "--to", str(tmp_path / "d1"))
+        res = _cli_proc("export", str(bad), "--format", "nemo", "--to", str(tmp_path / "d1"))
         assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no Scriptorium output" in res.stderr
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
-    res = _cli("export", str(out), "--format", "srt", "--to", str(busy))
+    res = _cli_proc("export", str(out), "--format", "srt", "--to", str(busy))
     assert res.returncode == 2 and "not empty" in res.stderr and res.stderr.count("\n") == 1
     # idempotent: exporting again with --overwrite replaces our own export with the same bytes
     d = tmp_path / "again"

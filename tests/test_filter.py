@@ -17,7 +17,21 @@ from pl_output import REPO, pipeline_output
 JUDGEMENT = ["accepted", "reject_reasons"]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str):
+    """The public CLI in-process (`pipeline.cli.main`): stdout, stderr and the exit code as a subprocess gives."""
+    import contextlib
+    import io
+    import types
+
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return types.SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def _cli_proc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO,
                           timeout=300)
 
@@ -83,7 +97,7 @@ def test_filter_refuses_bad_rules_and_missing_outputs(out, tmp_path):
     assert res.returncode == 2 and "min_confidenc" in res.stderr
     res = _cli("filter", str(out), "asr.model=tiny")
     assert res.returncode == 2 and "quality" in res.stderr
-    res = _cli("filter", str(tmp_path / "nothing"))
+    res = _cli_proc("filter", str(tmp_path / "nothing"))
     assert res.returncode == 2 and "no Scriptorium output" in res.stderr
 
 
@@ -111,3 +125,25 @@ def test_new_signals_are_stored_and_judged():
         "language_disagreement"]
     long = {**base, "text": "a" * 60, **text_signals("a" * 60, "en")}
     assert "long_word" in judge(long, cfg)[1]
+
+
+def test_a_rerun_with_other_rules_rejudges_the_kept_recordings(out):
+    """quality.* is not in the fingerprint (no model re-runs), so a rerun skips finished recordings; the end of
+    the run (pipeline/runner.py -> filter.apply_rules_after_run) re-judges the whole output when its rules
+    differ from the recorded ones, instead of leaving rows judged by the old rules."""
+    from pipeline.config import OutputConfig, QualityConfig
+    from pipeline.filter import apply_rules_after_run, record_rules
+
+    cfg = OutputConfig(uri=str(out))
+    record_rules(cfg, QualityConfig(), "run")
+    assert apply_rules_after_run(cfg, QualityConfig(), skipped=8) is None  # same rules: nothing to do
+    before = _segments(out)
+    strict = QualityConfig(min_confidence=0.999, per_language={})
+    res = apply_rules_after_run(cfg, strict, skipped=8)
+    assert res is not None and res["after"]["accepted"] == 0
+    rows = [r for r in _segments(out).to_pylist() if r["text"]]
+    assert rows and all(not r["accepted"] and "low_confidence" in r["reject_reasons"] for r in rows)
+    others = [c for c in before.column_names if c not in JUDGEMENT]
+    assert _segments(out).select(others).equals(before.select(others))
+    rec = json.loads((out / "_scriptorium/rules.json").read_text())
+    assert rec["applied_by"] == "run" and rec["rules"]["min_confidence"] == 0.999
