@@ -177,7 +177,7 @@ class VocabularyConfig(Model):
         "weight scales its per-token context score",
     )
     max_prompt_tokens: int = Field(
-        64, ge=1, le=200,
+        40, ge=1, le=200,  # measured by bench/vocabulary.py (README "Vocabulary"); 64 was never measured
         description="Whisper: most tokens of terms in the decoder prompt (highest weights first; whole terms "
         "only), so a long list cannot crowd out the context (faster-whisper's own bound is 223)",
     )
