@@ -5,6 +5,7 @@
     scriptorium export OUTPUT_URI --format nemo|lhotse|lhotse-shar|srt|vtt|txt|json --to DEST [--overwrite]
     scriptorium filter OUTPUT_URI [RULES.yaml] [quality.key=value ...]   re-judge segments, no model
     scriptorium eval REFERENCES OUTPUT_URI [--json FILE]   WER/CER, yield, LID accuracy, DER
+    scriptorium maintain OUTPUT_URI [--retention-hours H]   compact, checkpoint, vacuum the tables
 
 Exit codes of `run`: 0 all done (or nothing to do); 3 done, but some files failed (see the
 `recordings` rows with status=error); 1 nothing could be processed, or the run crashed; 2 the config,
@@ -14,6 +15,7 @@ the input or the cluster is wrong (one line on stderr says what), before any aud
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -54,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("output", help="output URI of a run")
     p_eval.add_argument("--json", dest="json_path", help="write the numbers here (default OUTPUT/eval.json)")
     p_eval.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT")
+    p_maintain = sub.add_parser("maintain", help="compact, checkpoint and vacuum an output's Delta tables")
+    p_maintain.add_argument("output", help="output URI of a run")
+    p_maintain.add_argument("--retention-hours", type=float, default=168.0,
+                            help="vacuum files no table version of the last H hours references (default 7 days)")
+    p_maintain.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT")
     for p in (p_run, p_status):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # `dotted.key=value` overrides may stand anywhere among the options (`status OUT --config C k=v`
@@ -87,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return _filter(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "maintain":
+            return _maintain(args)
         return _status(args.output, args.config, args.overrides)
     except _usage_errors() as exc:
         if args.debug:
@@ -112,10 +121,10 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     from pipeline.export import ExportError
     from pipeline.filter import OutputMissingError
     from pipeline.eval import EvalError
-    from pipeline.ledger import OutputLockedError
+    from pipeline.ledger import OutputError
 
     return (ConfigError, DiscoveryError, ClusterTooSmall, ModelLoadError, PreflightError, ExportError,
-            OutputMissingError, EvalError, OutputLockedError)
+            OutputMissingError, EvalError, OutputError)
 
 
 def _run(config: str, overrides: list[str]) -> int:
@@ -153,6 +162,16 @@ def _filter(args: argparse.Namespace) -> int:
 
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
     print(summary(refilter(out, load_rules(args.rules, args.overrides))))
+    return 0
+
+
+def _maintain(args: argparse.Namespace) -> int:
+    from pipeline.config import OutputConfig, StorageOptions
+    from pipeline.ledger import maintain
+
+    out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
+    done = maintain(out, retention_hours=args.retention_hours)
+    print(json.dumps(done, indent=2, default=str))
     return 0
 
 

@@ -431,3 +431,22 @@ def test_a_table_of_an_older_schema_gains_new_columns(tmp_path):
     write(out, RUN_A, ["a"])
     t = read_output(OutputConfig(uri=out))
     assert t.num_rows == 2 and "chars_per_second" in t.column_names
+
+
+def test_maintain_and_lock_through_the_cli(tmp_path, capsys):
+    """`scriptorium maintain OUT` compacts what runs wrote; a held output is one line and exit 2."""
+    import json
+
+    from pipeline.cli import main
+
+    out = str(tmp_path / "out")
+    for i in range(3):
+        write(out, RUN_A, [f"c{i}"])
+    held = Ledger(OutputConfig(uri=out)).lock(RUN_B)
+    assert main(["maintain", out]) == 2
+    assert f"in use by run {RUN_B}" in capsys.readouterr().err
+    held.release()
+    assert main(["maintain", out, "--retention-hours", "0"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["segments"]["files_before"] == 3
+    assert len(DeltaTable(f"{out}/segments").file_uris()) == 1
