@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -73,3 +74,22 @@ def pipeline_output() -> tuple[Path, Path]:
     references(root)  # beside the audio folder, so the input holds audio only
     _CACHE.update(audio=audio, out=out, root=root)
     return audio, out
+
+
+def cli(*args: str):
+    """The public CLI in-process (`pipeline.cli.main`): stdout, stderr and the exit code as a subprocess gives."""
+    import contextlib
+    import io
+    import types
+
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return types.SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def cli_proc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)

@@ -5,32 +5,12 @@ hand-worked case."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import jiwer
 import pytest
 
-from pl_output import REPO, pipeline_output
-
-
-def _cli(*args: str):
-    """The public CLI in-process (`pipeline.cli.main`): stdout, stderr and the exit code as a subprocess gives."""
-    import contextlib
-    import io
-    import types
-
-    from pipeline.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(args))
-    return types.SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
-
-
-def _cli_proc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
+from pl_output import pipeline_output
+from pl_output import cli as _cli, cli_proc as _cli_proc
 
 
 def test_eval_matches_an_independent_jiwer_computation(tmp_path):

@@ -6,33 +6,13 @@ manifest reader."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pl_output import CLIPS, LONG_NAME, ODD_NAME, OPUS, REPO, pipeline_output
-
-
-def _cli(*args: str):
-    """The public CLI in-process (`pipeline.cli.main`): stdout, stderr and the exit code as a subprocess gives."""
-    import contextlib
-    import io
-    import types
-
-    from pipeline.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(args))
-    return types.SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
-
-
-def _cli_proc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
+from pl_output import CLIPS, LONG_NAME, ODD_NAME, OPUS, pipeline_output
+from pl_output import cli as _cli, cli_proc as _cli_proc
 
 
 @pytest.fixture(scope="module")
