@@ -401,8 +401,8 @@ def nemo_manifest(output: OutputConfig, accepted_only: bool = True) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _segment_wav(rec, s: dict) -> bytes | None:
-    """The segment as 16 kHz mono 16-bit WAV (channels averaged)."""
+def _segment_wav(rec, s: dict) -> tuple[bytes, int] | None:
+    """The segment as 16 kHz mono 16-bit WAV (channels averaged), and its number of samples."""
     import numpy as np
     import soundfile as sf
 
@@ -413,7 +413,7 @@ def _segment_wav(rec, s: dict) -> bytes | None:
     mono = audio.mean(axis=0) if audio.ndim == 2 else audio
     buf = io.BytesIO()
     sf.write(buf, np.clip(mono, -1, 1), 16000, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+    return buf.getvalue(), int(mono.shape[-1])
 
 
 # -- export --------------------------------------------------------------------------------------------
@@ -490,12 +490,12 @@ def _export_nemo(output: OutputConfig, out: _Dest, accepted_only: bool, with_aud
             rec = lhotse_recording(rec_row, output.storage, tmp) if with_audio else None
             for s in segs:
                 if with_audio:
-                    wav = _segment_wav(rec, s)
-                    if wav is None:
+                    got = _segment_wav(rec, s)
+                    if got is None:
                         continue
                     rel = f"audio/{s['recording_id']}/{s['segment_index']:05d}.wav"
-                    out.put_bytes(rel, wav)
-                    line = nemo_line(s, rel, None, round(len(wav[44:]) / 2 / 16000, 4))
+                    out.put_bytes(rel, got[0])
+                    line = nemo_line(s, rel, None, round(got[1] / 16000, 4))
                 else:
                     line = nemo_line(s, s["uri"], s["start"], round(s["end"] - s["start"], 3))
                 handle(s["language"]).write(line + "\n")
