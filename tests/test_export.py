@@ -141,6 +141,8 @@ def test_long_segment_is_split_by_word_timestamps_and_speakers_are_voice_tags():
     assert len(cues) >= 4
     assert "NOTE rejected: low_confidence" in vtt and all("<v spk0>" in c for c in cues)
     assert "00:00:00.000 -->" in cues[0] and "--> 00:00:20.000" in cues[-1]
+    srt = subtitle_text([seg, {**seg, "start": 21.0, "end": 22.0, "text": "fine", "words": [], "accepted": True}], "srt")
+    assert srt.count("[?] [spk0]") == len(cues) and "\n[spk0] fine\n" in srt  # rejected cues marked
 
 
 def test_bad_outputs_and_busy_destinations_exit_2(output, tmp_path):
