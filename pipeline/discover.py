@@ -171,7 +171,7 @@ def _from_manifest(cfg: InputConfig) -> list[InputFile]:
     out: list[InputFile] = []
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(MANIFEST_CONCURRENCY, thread_name_prefix="manifest") as pool:
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may stand inside a JSON string
             if not line.strip():
                 continue
             try:

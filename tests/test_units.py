@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,19 @@ def test_whisper_weights_are_verified_before_loading(tmp_path):
         resolve_whisper_model(AsrConfig(model=str(own), sha256="0" * 64))
     with pytest.raises(FileNotFoundError, match="no model hub is contacted"):
         resolve_whisper_model(AsrConfig(model="large-v3"))
+
+
+def test_manifest_line_holding_a_u2028_is_one_entry(tmp_path):
+    """JSON may carry U+2028 raw inside a string (ensure_ascii=False); it is not a line break."""
+    import json
+    import shutil
+
+    from pipeline.config import InputConfig
+    from pipeline.discover import discover
+
+    corpus = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+    name = "odd\u2028name.wav"
+    shutil.copy(corpus / "speech" / "speechbrain_spk1_snt1.wav", tmp_path / name)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": name, "text": "x"}, ensure_ascii=False) + "\n")
+    (found,) = discover(InputConfig(uri=str(tmp_path / "m.jsonl")))
+    assert found.uri.endswith(name) and found.size > 0
