@@ -104,7 +104,7 @@ def test_s3_model_loads_with_sha256_and_is_cached(s3_models, s3_endpoint, tiny, 
 
 def test_s3_sha256_mismatch_is_refused_and_leaves_nothing(s3_models, s3_endpoint, tmp_path):
     cfg = s3_cfg(s3_endpoint, tmp_path / "cache")
-    with pytest.raises(ModelIntegrityError, match="expected f{64}, got [0-9a-f]{64}"):
+    with pytest.raises(ModelIntegrityError, match="expected f{64}, found [0-9a-f]{64}"):
         resolve_model(f"s3://{BUCKET}/asr/ctc.nemo", "f" * 64, cfg)
     leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.name.endswith(".lock")]
     assert leftovers == []
