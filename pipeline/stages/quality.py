@@ -14,7 +14,6 @@ Reject reasons (one per rule in `QualityRules`, pipeline/config.py):
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from typing import Any
 
@@ -80,26 +79,24 @@ def text_signals(text: str | None, language: str | None) -> dict[str, Any]:
     }
 
 
+#: Threshold rules, in the order their reasons are listed: (signal, bound in QualityRules, kind, reason).
+_THRESHOLDS = (
+    ("confidence", "min_confidence", "min", "low_confidence"),
+    ("chars_per_second", "max_chars_per_second", "max", "too_many_chars_per_second"),
+    ("compression_ratio", "max_compression_ratio", "max", "repetitive"),  # Whisper's loops compress well
+    ("no_speech_prob", "max_no_speech_prob", "max", "no_speech_prob"),
+    ("language_prob", "min_language_prob", "min", "low_language_prob"),
+    ("repetition_score", "max_repetition", "max", "repeated_ngrams"),
+)
+
+
 def _verdict(seg: dict[str, Any], r: QualityRules) -> list[str]:
     reasons: list[str] = []
-    conf = seg.get("confidence")
-    if conf is not None and conf < r.min_confidence:
-        reasons.append("low_confidence")
-    cps = seg.get("chars_per_second")
-    if cps is not None and cps > r.max_chars_per_second:
-        reasons.append("too_many_chars_per_second")
-    cr = seg.get("compression_ratio")
-    if cr is not None and cr > r.max_compression_ratio:
-        reasons.append("repetitive")  # Whisper's hallucination loops compress very well
-    nsp = seg.get("no_speech_prob")
-    if nsp is not None and nsp > r.max_no_speech_prob:
-        reasons.append("no_speech_prob")
-    lp = seg.get("language_prob")
-    if lp is not None and lp < r.min_language_prob:
-        reasons.append("low_language_prob")
-    rep = seg.get("repetition_score")
-    if rep is not None and rep > r.max_repetition:
-        reasons.append("repeated_ngrams")
+    for signal, bound, kind, reason in _THRESHOLDS:
+        value, limit = seg.get(signal), getattr(r, bound)
+        if value is not None and (value < limit if kind == "min" else value > limit):
+            reasons.append(reason)
+    conf, nsp = seg.get("confidence"), seg.get("no_speech_prob")
     uwr = seg.get("unique_word_ratio")
     if uwr is not None and uwr < r.min_unique_word_ratio and len((seg.get("text") or "").split()) >= 6:
         reasons.append("few_unique_words")
