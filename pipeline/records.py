@@ -94,6 +94,11 @@ class LanguageSwitch:
     languages: list[tuple[str, float]]
 
 
+#: Languages written without spaces between words (Whisper's own list): text joins words with no
+#: space, and text signals count characters instead of words.
+NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
     import resource

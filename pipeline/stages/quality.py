@@ -18,6 +18,7 @@ import unicodedata
 from typing import Any
 
 from pipeline.config import QualityConfig, QualityRules
+from pipeline.records import NO_SPACE_LANGUAGES
 
 #: Known Whisper hallucinations on silence/music/noise (normalised: lower case, letters and digits only).
 FILLER_PHRASES = frozenset(
@@ -35,8 +36,6 @@ FILLER_SUBSTRINGS = (
     "subtítulos realizados", "subtitles by", "legendas pela comunidade", "thanks for watching",
     "thank you for watching", "please subscribe",
 )
-#: Languages written without spaces between words: signals count characters instead of words.
-_NO_SPACES = {"zh", "ja", "th", "lo", "my", "yue"}
 #: The signals `text_signals` derives, in the segments table (pipeline/records.py SEGMENT_TYPE).
 TEXT_SIGNALS = ("repetition_score", "unique_word_ratio", "longest_word", "filler_phrase")
 
@@ -50,7 +49,7 @@ def normalise(text: str) -> str:
 
 def _tokens(text: str, language: str | None) -> list[str]:
     norm = normalise(text)
-    return list(norm.replace(" ", "")) if language in _NO_SPACES else norm.split()
+    return list(norm.replace(" ", "")) if language in NO_SPACE_LANGUAGES else norm.split()
 
 
 def repetition_score(tokens: list[str]) -> float:
@@ -70,7 +69,7 @@ def text_signals(text: str | None, language: str | None) -> dict[str, Any]:
         return {"repetition_score": None, "unique_word_ratio": None, "longest_word": None, "filler_phrase": None}
     tokens = _tokens(text, language)
     norm = normalise(text)
-    words = text.split() if language not in _NO_SPACES else tokens
+    words = text.split() if language not in NO_SPACE_LANGUAGES else tokens
     return {
         "repetition_score": repetition_score(tokens),
         "unique_word_ratio": round(len(set(tokens)) / len(tokens), 4) if tokens else None,

@@ -24,7 +24,7 @@ from pipeline.backends.registry import make_asr, make_lid
 from pipeline.batching import pack_consecutive, pack_windows, plan_batches, with_quadratic
 from pipeline import vocabulary
 from pipeline.config import JobConfig
-from pipeline.records import SEGMENT_TYPE, AsrResult, LanguageSwitch, Span, Word, peak_rss_mb
+from pipeline.records import NO_SPACE_LANGUAGES, SEGMENT_TYPE, AsrResult, LanguageSwitch, Span, Word, peak_rss_mb
 from pipeline.stages.punctuation import needs_punctuation_warning
 from pipeline.stages.quality import judge, text_signals
 from pipeline.stages.decode import samples_at
@@ -67,10 +67,6 @@ class _Item:
     @property
     def duration(self) -> float:
         return len(self.clip) / SAMPLE_RATE
-
-
-# Languages written without spaces between words (Whisper's own list).
-_NO_SPACES = {"zh", "ja", "th", "lo", "my", "yue"}
 
 
 @dataclass
@@ -200,7 +196,7 @@ def _by_speaker(it: _Item, turns: list[dict]) -> list[_Item]:
 
 def _join_words(words: list[str], language: str | None) -> str:
     """Words back into text (Whisper's words carry their leading space, NeMo's do not)."""
-    return ("" if language in _NO_SPACES else " ").join(w.strip() for w in words).strip()
+    return ("" if language in NO_SPACE_LANGUAGES else " ").join(w.strip() for w in words).strip()
 
 
 class SegmentStage:
