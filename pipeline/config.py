@@ -396,16 +396,20 @@ def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
+def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file holding a mapping at the top (an empty file is an empty mapping); `ConfigError`
+    naming `what` and the path otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} {str(p)!r} does not exist")
+    loaded = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {str(p)!r} must hold a mapping at the top")
+    return loaded
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> JobConfig:  # type: ignore[assignment]
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top")
-        data = loaded
+    data: dict[str, Any] = read_mapping(path) if path is not None else {}
     for item in overrides:
         apply_override(data, item)
     try:

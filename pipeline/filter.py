@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 
-from pipeline.config import ConfigError, OutputConfig, QualityConfig, apply_override
+from pipeline.config import ConfigError, OutputConfig, QualityConfig, apply_override, read_mapping
 from pipeline.ledger import Ledger
 from pipeline.stages.quality import TEXT_SIGNALS, judge, rules_payload, text_signals
 from pipeline.storage import put_atomic, with_retries
@@ -41,12 +39,7 @@ def load_rules(path: str | None, overrides: list[str] = ()) -> QualityConfig:  #
     """Rules from a YAML file (either a `quality:` section or its keys at top level) + `quality.k=v`."""
     data: dict[str, Any] = {}
     if path:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"rules file {path!r} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"rules file {path!r} must hold a mapping")
+        loaded = read_mapping(path, "rules file")
         data = {"quality": loaded.get("quality", loaded)}
     for item in overrides:
         if not item.startswith("quality."):
