@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -24,12 +23,6 @@ def corpus() -> Path:
     return CORPUS
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 API (moto's threaded HTTP server) on 127.0.0.1, with throwaway credentials."""
@@ -45,7 +38,9 @@ def s3_endpoint():
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         os.environ[key] = value
-    port = _free_port()
+    from faults import free_port
+
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
-from pipeline.progress import STAGES, Counts, Reporter, line
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from faults import free_port  # noqa: E402
+
+from pipeline.progress import STAGES, Counts, Reporter, line  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf/local.yaml")
@@ -69,9 +70,7 @@ def test_s3_without_credentials_or_endpoint_is_one_line(tmp_path):
     env.update(AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true")
     _one_line_exit_2(_cli("run", CONF, "input.uri=s3://bucket/audio/", f"output.uri={tmp_path / 'out'}", env=env),
                      "s3://bucket/audio/", "NoCredentialsError")
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     env.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-east-1")
     res = _cli("run", CONF, "input.uri=s3://bucket/audio/", f"input.storage.endpoint_url=http://127.0.0.1:{port}",
                "input.storage.connect_timeout_s=1", f"output.uri={tmp_path / 'out'}", env=env)
