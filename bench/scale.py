@@ -159,7 +159,7 @@ def _commit_new_block(cfg, tag: str) -> int:
 
     from pipeline.ledger import Ledger
     from pipeline.sink import flatten
-    from pipeline.stages.segment import TRANSCRIBED_SCHEMA
+    from pipeline.records import TRANSCRIBED_SCHEMA
 
     rows = [{"recording_id": hashlib.sha1(f"{tag}{i}".encode()).hexdigest()[:16], "uri": f"s3://new/{tag}{i}.wav",
              "size": 1, "status": "ok", "duration": 1.0,

@@ -36,7 +36,8 @@ overrides = json.loads(sys.argv[5])
 sys.path.insert(0, repo)
 import pyarrow as pa
 from pipeline.config import load_config
-from pipeline.stages.decode import INPUT_SCHEMA, decode_batch
+from pipeline.records import INPUT_SCHEMA
+from pipeline.stages.decode import decode_batch
 from pipeline.stages.recording import RecordingStage
 from pipeline.stages.segment import SegmentStage
 

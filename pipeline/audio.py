@@ -27,7 +27,8 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from pipeline.records import SAMPLE_RATE
+
 #: A file whose decoded length falls short of what its header declares by more than this is "truncated".
 TRUNCATION_TOLERANCE = 0.02
 #: Above this share of NaN/inf samples the file is refused; below, they are zeroed with a warning.

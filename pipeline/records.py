@@ -5,16 +5,23 @@ Like lhotse's `SupervisionSegment`, records are flat and explicit; each stage fi
 seconds on the ORIGINAL recording's timeline (never post-VAD, never sample indices), so a row can be
 cut out of the source file with nothing but `uri`, `start` and `end`.
 
-The Parquet schemas below are the output contract (see README "Output layout"): native Arrow types,
-nested `words` as list<struct>, no pickled Python objects.
+Every Arrow schema lives here, in flow order (discovery -> decode -> recording stage -> segment
+stage -> output tables), each built from the one before, so no stage imports another to learn what
+it receives. The Parquet schemas are the output contract (see README "Output layout"): native Arrow
+types, nested `words` as list<struct>, no pickled Python objects. Audio travels between stages as
+float32 bytes in a `large_binary` column (`audio_column` / `samples_at`, no copies).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+
+#: The one sample rate of the pipeline: decode resamples everything to it, every model reads it.
+SAMPLE_RATE = 16000
 
 @dataclass(frozen=True)
 class InputFile:
@@ -57,18 +64,27 @@ class Span:
         return self.end - self.start
 
 
-@dataclass
+@dataclass(frozen=True)
 class Word:
+    """A recognised word. Its times are seconds relative to whatever holds it: the clip in an
+    `AsrResult`, the segment in a `Segment` (the output writes them on the recording's timeline)."""
+
     word: str
-    start: float  # seconds: relative to the clip in an AsrResult, original timeline in the output
+    start: float
     end: float
     confidence: float
     speaker: str | None = None  # given after recognition, by overlap with the speaker turns
 
+    def shifted(self, offset: float, lo: float = float("-inf"), hi: float = float("inf")) -> "Word":
+        """The word moved by `offset` seconds and clamped to [lo, hi] (as lhotse's `with_offset`):
+        the one place word times change time base."""
+        start = round(min(max(self.start + offset, lo), hi), 3)
+        return replace(self, start=start, end=round(min(max(self.end + offset, start), hi), 3))
+
 
 @dataclass
 class AsrResult:
-    """What an ASR backend returns for one clip (times relative to the clip start, in seconds)."""
+    """What an ASR backend returns for one clip: word times are seconds relative to the clip start."""
 
     text: str
     words: list[Word]
@@ -144,6 +160,145 @@ SEGMENT_TYPE = pa.struct(
     ]
 )
 
+@dataclass
+class Segment:
+    """One utterance as the segment stage writes it (a `SEGMENT_TYPE` struct): start, end and word
+    times on the recording's timeline. `to_row` is the one place it becomes an Arrow row."""
+
+    segment_index: int
+    start: float
+    end: float
+    speaker: str | None
+    language: str | None
+    language_prob: float | None
+    text: str
+    words: list[Word]
+    confidence: float
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    language_agreement: bool | None = None  # separate LID == ASR language (None: no separate LID)
+    signals: dict[str, Any] = field(default_factory=dict)  # stages/quality.py text_signals
+    accepted: bool = True
+    reject_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return round(self.end - self.start, 3)
+
+    def to_row(self) -> dict[str, Any]:
+        d = self.duration
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("signals", "words")}
+        row.update(self.signals, duration=d, words=[asdict(w) for w in self.words],
+                   chars_per_second=round(len(self.text) / d, 3) if d > 0 else None)
+        return {name: row[name] for name in SEGMENT_TYPE.names}  # KeyError: the struct and the record drifted
+
+
+# -- what travels between stages, in flow order ------------------------------------------------------
+
+#: A discovery row, into the decode stage (`refused`: why discovery refused it, else null).
+INPUT_SCHEMA = pa.schema(
+    [
+        ("recording_id", pa.string()),
+        ("uri", pa.string()),
+        ("size", pa.int64()),
+        ("etag", pa.string()),
+        ("mtime", pa.float64()),
+        ("refused", pa.string()),
+    ]
+)
+
+#: Decode stage -> recording stage. `audio` is the whole recording, float32 little-endian bytes.
+DECODED_SCHEMA = pa.schema(
+    [f for f in INPUT_SCHEMA if f.name != "refused"]
+    + [
+        ("duration", pa.float64()),
+        ("source_sample_rate", pa.int32()),
+        ("source_channels", pa.int32()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("decode_wall_seconds", pa.float64()),  # download + decode time of this file
+        ("decode_peak_rss_mb", pa.float64()),  # the decode worker's peak RSS after this batch
+        ("audio", pa.large_binary()),
+    ]
+)
+
+#: One utterance cut by the recording stage: where it lies in the recording and in the row's speech audio.
+SPAN_TYPE = pa.struct(
+    [
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("speaker", pa.string()),
+        ("audio_offset", pa.int64()),  # samples: where this utterance starts in the row's speech audio
+        ("num_samples", pa.int64()),
+    ]
+)
+
+TURN_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("speaker", pa.string())])
+
+#: Recording stage -> segment stage. `audio` now holds the speech only: the spans' samples, back to back.
+SEGMENTED_SCHEMA = pa.schema(
+    [f for f in DECODED_SCHEMA if f.name != "audio"]
+    + [
+        ("spans", pa.list_(SPAN_TYPE)),
+        # diarization's speaker turns (seconds, original timeline); the segment stage gives them to
+        # the recognised words. Null without diarization.
+        ("turns", pa.list_(TURN_TYPE)),
+        ("num_speakers", pa.int32()),
+        ("speech_seconds", pa.float64()),
+        ("recording_wall_seconds", pa.float64()),  # VAD + diarization time spent on this recording
+        ("recording_peak_rss_mb", pa.float64()),  # the actor's peak RSS when it finished this batch
+        ("audio", pa.large_binary()),
+    ]
+)
+
+#: Segment stage -> sink: one row per recording, its utterances nested; the audio is dropped.
+TRANSCRIBED_SCHEMA = pa.schema(
+    [f for f in SEGMENTED_SCHEMA if f.name not in ("audio", "spans", "turns")]
+    + [
+        ("language", pa.string()),
+        ("segments", pa.list_(SEGMENT_TYPE)),
+        ("punctuated", pa.bool_()),
+        ("models", pa.string()),  # provenance: the backends' model_id()s, "stage=id; ..."
+        ("asr_audio_seconds", pa.float64()),
+        ("asr_padded_seconds", pa.float64()),
+        ("asr_wall_seconds", pa.float64()),
+        ("segment_peak_rss_mb", pa.float64()),
+        ("vocabulary_hits", pa.int32()),  # segments holding a vocabulary term (None: no vocabulary)
+        ("vocabulary_warning", pa.string()),  # why the ASR backend could not honour the vocabulary
+    ]
+)
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema, audio: list | None = None) -> pa.Table:
+    """Python rows (+ float32 buffers for an `audio` field) -> a table of `schema`."""
+    meta = pa.Table.from_pylist(rows, schema=pa.schema([f for f in schema if f.name != "audio"]))
+    return meta if audio is None else meta.append_column(schema.field("audio"), audio_column(audio))
+
+
+def binary_value(buf) -> pa.LargeBinaryArray:
+    """A one-row large_binary array whose value IS `buf` (a float32 buffer), not a copy of it."""
+    if buf is None:
+        return pa.array([None], pa.large_binary())
+    data = pa.py_buffer(buf)
+    offsets = pa.py_buffer(np.array([0, data.size], dtype=np.int64))  # bytes, whatever `buf` holds
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, data])
+
+
+def audio_column(buffers: list) -> pa.ChunkedArray:
+    """float32 sample buffers (or None) -> an `audio` column that shares their memory."""
+    chunks = [binary_value(b) for b in buffers] or [pa.array([], pa.large_binary())]
+    return pa.chunked_array(chunks, pa.large_binary())
+
+
+def samples_at(column: pa.ChunkedArray, i: int) -> np.ndarray | None:
+    """Row i of an `audio` column as float32 samples, without copying (None for a null)."""
+    value = column[i]
+    return np.frombuffer(value.as_buffer(), dtype="<f4") if value.is_valid else None
+
+
+# -- the output tables ------------------------------------------------------------------------------
+
 #: The `segments` table: the utterance fields, flat, keyed by recording.
 SEGMENTS_SCHEMA = pa.schema(
     [("recording_id", pa.string()), ("uri", pa.string())]
@@ -167,6 +322,7 @@ RECORDINGS_SCHEMA = pa.schema(
         ("num_speakers", pa.int32()),
         ("speech_seconds", pa.float64()),
         ("vocabulary_hits", pa.int32()),  # segments holding a vocabulary term (None: the job had no vocabulary)
+        ("models", pa.string()),  # provenance: the backends' model_id()s that made this row
         ("fingerprint", pa.string()),
     ]
 )

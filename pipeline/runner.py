@@ -80,7 +80,8 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     from pipeline.progress import Reporter
     from pipeline.sink import TranscriptSink
     from pipeline.batching import windows
-    from pipeline.stages.decode import INPUT_SCHEMA, decode_batch
+    from pipeline.records import INPUT_SCHEMA
+    from pipeline.stages.decode import decode_batch
     from pipeline.stages.recording import RecordingStage
     from pipeline.stages.segment import SegmentStage
 

@@ -15,9 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.config import SegmentationConfig
-from pipeline.records import Span
+from pipeline.records import SAMPLE_RATE, Span
 
-SAMPLE_RATE = 16000
 
 
 def assign_speakers(regions: Sequence[Span], turns: Sequence[Span]) -> list[Span]:

@@ -84,7 +84,8 @@ _MEASURE = r"""
 import json, sys, time
 import numpy as np, av, pyarrow as pa
 from pipeline.config import DecodeConfig, StorageOptions
-from pipeline.stages.decode import INPUT_SCHEMA, decode_batch
+from pipeline.records import INPUT_SCHEMA
+from pipeline.stages.decode import decode_batch
 from pipeline.audio import decode_windows
 
 def status_mb(key):
@@ -159,7 +160,8 @@ def _decode_rows(files, **decode_kw) -> dict[str, dict]:
     import pyarrow as pa
 
     from pipeline.config import DecodeConfig, StorageOptions
-    from pipeline.stages.decode import INPUT_SCHEMA, decode_batch
+    from pipeline.records import INPUT_SCHEMA
+    from pipeline.stages.decode import decode_batch
 
     rows = [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag, "mtime": f.mtime,
              "refused": f.error} for f in files]

@@ -35,7 +35,7 @@ RUN_A, RUN_B = "20260101T000000-aaaaaa", "20260102T000000-bbbbbb"
 
 def fake_rows(ids: list[str], nseg: int = 2, status: str = "ok", size: int = 100, mtime=1.0) -> pa.Table:
     """What the segment stage hands the sink: one row per recording, segments nested."""
-    from pipeline.stages.segment import TRANSCRIBED_SCHEMA
+    from pipeline.records import TRANSCRIBED_SCHEMA
 
     rows = []
     for rid in ids:

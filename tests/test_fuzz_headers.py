@@ -36,7 +36,8 @@ _FUZZ = r"""
 import json, os, random, signal, struct, sys, time
 import pyarrow as pa
 from pipeline.config import DecodeConfig, StorageOptions
-from pipeline.stages.decode import INPUT_SCHEMA, decode_batch
+from pipeline.records import INPUT_SCHEMA
+from pipeline.stages.decode import decode_batch
 
 def vm(key):
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024

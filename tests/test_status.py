@@ -12,7 +12,7 @@ from pipeline.cli import main
 from pipeline.config import OutputConfig
 from pipeline.records import recording_id_for
 from pipeline.sink import TranscriptSink
-from pipeline.stages.segment import TRANSCRIBED_SCHEMA
+from pipeline.records import TRANSCRIBED_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -84,7 +84,7 @@ def test_plan_batches_covers_every_item_once_and_respects_budget():
 def test_audio_column_shares_float32_buffers_and_reads_back_in_place():
     import pyarrow as pa
 
-    from pipeline.stages.decode import audio_column, samples_at
+    from pipeline.records import audio_column, samples_at
 
     a, b = np.arange(10, dtype="<f4"), np.arange(1000, dtype="<f4")
     col = audio_column([a, None, b])

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from pipeline.backends.base import SAMPLE_RATE
+from pipeline.records import SAMPLE_RATE
 from pipeline.clustering import cluster_for
 from pipeline.config import AsrConfig, DiarizationConfig, LidConfig, ModelsConfig, VadConfig, VocabularyConfig
 from pipeline.records import AsrResult, Span, Word

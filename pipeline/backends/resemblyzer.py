@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.backends.base import SAMPLE_RATE
+from pipeline.records import SAMPLE_RATE
 from pipeline.config import DiarizationConfig
 from pipeline.clustering import cluster_for
 from pipeline.records import Span

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.backends.base import SAMPLE_RATE
+from pipeline.records import SAMPLE_RATE
 from pipeline.config import VadConfig
 from pipeline.records import Span
 

@@ -29,37 +29,9 @@ import pyarrow as pa
 
 from pipeline.audio import DecodeError, decode
 from pipeline.config import DecodeConfig, StorageOptions
-from pipeline.records import peak_rss_mb
+from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, peak_rss_mb, rows_to_table
 from pipeline.storage import filesystem, is_local, is_transient, with_retries
 from pipeline.text import redact
-
-#: What a discovery row carries into the pipeline (`refused`: why discovery refused it, else null).
-INPUT_SCHEMA = pa.schema(
-    [
-        ("recording_id", pa.string()),
-        ("uri", pa.string()),
-        ("size", pa.int64()),
-        ("etag", pa.string()),
-        ("mtime", pa.float64()),
-        ("refused", pa.string()),
-    ]
-)
-
-#: What the decode stage hands to the recording stage. `audio` is float32 little-endian bytes.
-DECODED_SCHEMA = pa.schema(
-    [f for f in INPUT_SCHEMA if f.name != "refused"]
-    + [
-        ("duration", pa.float64()),
-        ("source_sample_rate", pa.int32()),
-        ("source_channels", pa.int32()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("decode_wall_seconds", pa.float64()),  # download + decode time of this file
-        ("decode_peak_rss_mb", pa.float64()),  # the decode worker's peak RSS after this batch
-        ("audio", pa.large_binary()),
-    ]
-)
-
 
 def _version(fs, path: str, f) -> dict:
     """size/etag/mtime of the object as opened (s3fs keeps the HEAD result in `f.details`)."""
@@ -185,17 +157,6 @@ def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size
     }
 
 
-def binary_value(buf) -> pa.Array:
-    """One large_binary value over `buf` without copying it (None -> a null)."""
-    if buf is None:
-        return pa.array([None], pa.large_binary())
-    import numpy as np
-
-    data = pa.py_buffer(buf)
-    offsets = pa.py_buffer(np.array([0, data.size], dtype=np.int64))  # bytes, whatever `buf` holds
-    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, data])
-
-
 def decode_batch(batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions) -> pa.Table:
     """Ray Data function: a batch of discovery rows -> decoded rows (one out per row in)."""
     rows, audio = [], []
@@ -213,19 +174,4 @@ def decode_batch(batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions) ->
     rss = peak_rss_mb()
     for row in rows:
         row["decode_peak_rss_mb"] = rss
-    meta = pa.Table.from_pylist(rows, schema=pa.schema([f for f in DECODED_SCHEMA if f.name != "audio"]))
-    return meta.append_column(DECODED_SCHEMA.field("audio"), audio_column(audio))
-
-
-def audio_column(buffers: list) -> pa.ChunkedArray:
-    """float32 sample buffers (or None) -> an `audio` column that shares their memory."""
-    chunks = [binary_value(b) for b in buffers] or [pa.array([], pa.large_binary())]
-    return pa.chunked_array(chunks, pa.large_binary())
-
-
-def samples_at(column: pa.ChunkedArray, i: int):
-    """Row i of an `audio` column as float32 samples, without copying (None for a null)."""
-    import numpy as np
-
-    value = column[i]
-    return np.frombuffer(value.as_buffer(), dtype="<f4") if value.is_valid else None
+    return rows_to_table(rows, DECODED_SCHEMA, audio)

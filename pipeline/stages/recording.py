@@ -17,39 +17,10 @@ import pyarrow as pa
 
 from pipeline.backends.registry import make_diarizer, make_vad
 from pipeline.config import JobConfig
-from pipeline.records import Span, peak_rss_mb
-from pipeline.stages.decode import DECODED_SCHEMA, audio_column, samples_at
+from pipeline.records import SAMPLE_RATE, SEGMENTED_SCHEMA, Span, peak_rss_mb, rows_to_table, samples_at
 from pipeline.timeline import utterances
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
-
-SPAN_TYPE = pa.struct(
-    [
-        ("start", pa.float64()),
-        ("end", pa.float64()),
-        ("speaker", pa.string()),
-        ("audio_offset", pa.int64()),  # samples: where this utterance starts in the row's speech audio
-        ("num_samples", pa.int64()),
-    ]
-)
-
-SEGMENTED_SCHEMA = pa.schema(
-    [f for f in DECODED_SCHEMA if f.name != "audio"]
-    + [
-        ("spans", pa.list_(SPAN_TYPE)),
-        # diarization's speaker turns (seconds, original timeline); the segment stage gives them to
-        # the recognised words. Null without diarization.
-        ("turns", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64()), ("speaker", pa.string())]))),
-        ("num_speakers", pa.int32()),
-        ("speech_seconds", pa.float64()),
-        ("recording_wall_seconds", pa.float64()),  # VAD + diarization time spent on this recording
-        ("recording_peak_rss_mb", pa.float64()),  # the actor's peak RSS when it finished this batch
-        ("audio", pa.large_binary()),  # speech only: the spans' samples, concatenated
-    ]
-)
-
 
 class RecordingStage:
     name = "recording"
@@ -79,8 +50,7 @@ class RecordingStage:
         rss = peak_rss_mb()
         for row in rows:
             row["recording_peak_rss_mb"] = rss
-        meta = pa.Table.from_pylist(rows, schema=pa.schema([f for f in SEGMENTED_SCHEMA if f.name != "audio"]))
-        return meta.append_column(SEGMENTED_SCHEMA.field("audio"), audio_column(speech))
+        return rows_to_table(rows, SEGMENTED_SCHEMA, speech)
 
     def _process(self, row: dict, audio: np.ndarray) -> np.ndarray | None:
         """Fill the row's spans; return the speech samples (None when there is no speech)."""
