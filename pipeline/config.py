@@ -124,8 +124,8 @@ class DiarizationConfig(Model):
     )
     num_speakers: int | None = Field(None, ge=1, description="the known number of speakers (skips the estimate)")
     min_speakers: int = Field(1, ge=1, description="the estimated count is at least this")
-    window_s: float = Field(1.6, gt=0, description="embedding window (Resemblyzer's is fixed at 1.6 s)")
-    hop_s: float = Field(0.5, gt=0)
+    embedding_window_s: float = Field(1.6, gt=0, description="seconds of audio per speaker embedding (Resemblyzer's is fixed at 1.6 s)")
+    embedding_hop_s: float = Field(0.5, gt=0, description="seconds between speaker embeddings")
 
 
 class SegmentationConfig(Model):

@@ -310,7 +310,7 @@ def test_use_gpu_without_cuda_is_a_clear_error(tiny, models_cfg):
 
 @pytest.mark.parametrize("kind,mode", [("sortformer", "sortformer"), ("speaker", "embedding")])
 def test_diarization_turns_cover_vad_regions(tiny, models_cfg, call, kind, mode):
-    cfg = DiarizationConfig(enabled=True, backend="nemo", model=str(tiny[kind]), window_s=1.5, hop_s=0.75)
+    cfg = DiarizationConfig(enabled=True, backend="nemo", model=str(tiny[kind]), embedding_window_s=1.5, embedding_hop_s=0.75)
     diar = NemoDiarizer(cfg, models_cfg, use_gpu=False)
     assert diar.mode == mode
     duration = len(call) / SR

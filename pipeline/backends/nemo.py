@@ -834,21 +834,21 @@ class NemoDiarizer:
     def _embedding_turns(self, audio: np.ndarray, regions: Sequence[Span]) -> list[Span]:
         windows: list[tuple[float, float]] = []
         for r in regions:
-            if r.duration <= self.cfg.window_s:
+            if r.duration <= self.cfg.embedding_window_s:
                 windows.append((r.start, r.end))
                 continue
             t = r.start
             while True:
-                end = min(t + self.cfg.window_s, r.end)
-                windows.append((end - self.cfg.window_s, end))
+                end = min(t + self.cfg.embedding_window_s, r.end)
+                windows.append((end - self.cfg.embedding_window_s, end))
                 if end >= r.end:
                     break
-                t += self.cfg.hop_s
+                t += self.cfg.embedding_hop_s
         clips = [audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)] for a, b in windows]
         embs = np.concatenate(
             [split_on_oom(self._embed, clips[i : i + self.embed_batch]) for i in range(0, len(clips), self.embed_batch)]
         )
-        labels = cluster_for(self.cfg, embs, self.cfg.hop_s)
+        labels = cluster_for(self.cfg, embs, self.cfg.embedding_hop_s)
         centres = np.array([(a + b) / 2 for a, b in windows])
         frame_s = 0.01
         n_frames = int(math.ceil(len(audio) / SAMPLE_RATE / frame_s))
@@ -861,7 +861,7 @@ class NemoDiarizer:
             t = (np.arange(lo, hi) + 0.5) * frame_s
             nearest = cand[np.abs(t[:, None] - centres[cand][None, :]).argmin(axis=1)]
             probs[np.arange(lo, hi), labels[nearest]] = 1.0
-        return exclusive_turns(probs, frame_s, regions, min_turn_s=min(0.3, self.cfg.hop_s))
+        return exclusive_turns(probs, frame_s, regions, min_turn_s=min(0.3, self.cfg.embedding_hop_s))
 
     def _embed(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         from pipeline.models import inference_context

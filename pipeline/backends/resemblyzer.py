@@ -36,13 +36,13 @@ class ResemblyzerDiarizer:
         centres, embeds = self._window_embeddings(audio, regions)
         if len(embeds) == 0:
             return [Span(r.start, r.end, "spk0") for r in regions]
-        labels = cluster_for(self.cfg, np.stack(embeds), self.cfg.hop_s)
+        labels = cluster_for(self.cfg, np.stack(embeds), self.cfg.embedding_hop_s)
         return turns_from_windows(regions, np.asarray(centres), labels)
 
     def _window_embeddings(self, audio: np.ndarray, regions: Sequence[Span]) -> tuple[list[float], list[np.ndarray]]:
         centres: list[float] = []
         embeds: list[np.ndarray] = []
-        rate = 1.0 / self.cfg.hop_s
+        rate = 1.0 / self.cfg.embedding_hop_s
         for region in regions:
             a, b = int(region.start * SAMPLE_RATE), int(region.end * SAMPLE_RATE)
             wav = audio[a:b]
