@@ -248,6 +248,9 @@ SEGMENTED_SCHEMA = pa.schema(
         ("speech_seconds", pa.float64()),
         ("recording_wall_seconds", pa.float64()),  # VAD + diarization time spent on this recording
         ("recording_peak_rss_mb", pa.float64()),  # the actor's peak RSS when it finished this batch
+        # provenance: "role=model_id; ..." of every backend that made the row (the recording stage
+        # writes vad/diarization, the segment stage appends lid/asr)
+        ("models", pa.string()),
         ("audio", pa.large_binary()),
     ]
 )
@@ -259,7 +262,6 @@ TRANSCRIBED_SCHEMA = pa.schema(
         ("language", pa.string()),
         ("segments", pa.list_(SEGMENT_TYPE)),
         ("punctuated", pa.bool_()),
-        ("models", pa.string()),  # provenance: the backends' model_id()s, "stage=id; ..."
         ("asr_audio_seconds", pa.float64()),
         ("asr_padded_seconds", pa.float64()),
         ("asr_wall_seconds", pa.float64()),
