@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from pipeline.backends.base import AsrCapabilities, ContractError, FusedLid
 from pipeline.config import load_config
-from pipeline.records import AsrResult, LanguageSwitch, Word
-from pipeline.stages.recording import SEGMENTED_SCHEMA
-from pipeline.stages.segment import TRANSCRIBED_SCHEMA, SegmentStage
+from pipeline.records import SEGMENTED_SCHEMA, TRANSCRIBED_SCHEMA, AsrResult, LanguageSwitch, Word
+from pipeline.stages.segment import SegmentStage
 
 SR = 16000
 
@@ -16,8 +16,7 @@ SR = 16000
 class FakeAsr:
     """Says 'w<k>' for each second of a clip; a clip of exactly 3.3 s makes the model raise."""
 
-    native_punctuation = True
-    window_s = 30.0
+    capabilities = AsrCapabilities(window_s=30.0, one_language_per_call=True, detects_language=True, native_punctuation=True)
 
     def __init__(self):
         self.calls: list[int] = []
@@ -26,11 +25,14 @@ class FakeAsr:
     def model_id(self):
         return "fake"
 
+    def set_vocabulary(self, vocabulary):
+        return ["fake: no boosting"]
+
     def padded_seconds(self, durations):
         return 30.0 * len(durations)
 
-    def identify(self, clips, window_s=None):
-        self.lid_calls.append((tuple(len(c) / SR for c in clips), window_s))
+    def identify(self, clips, probe_s=None):
+        self.lid_calls.append((tuple(len(c) / SR for c in clips), probe_s))
         return [("de" if float(c[0]) > 0.5 else "en", 0.9) for c in clips]
 
     def transcribe(self, clips, languages, parts=None):
@@ -42,7 +44,7 @@ class FakeAsr:
             if lang is None and spans and len(spans) > 1:
                 found = {"de" if float(c[int(a * SR)]) > 0.5 else "en" for a, _ in spans}
                 if len(found) > 1:
-                    votes = self.identify([c[int(a * SR) : int(b * SR)] for a, b in spans], window_s=4.0)
+                    votes = self.identify([c[int(a * SR) : int(b * SR)] for a, b in spans], probe_s=4.0)
                     out.append(LanguageSwitch(votes))
                     continue
             dur = len(c) / SR
@@ -54,13 +56,13 @@ class FakeAsr:
         return out
 
 
-def _stage(*overrides: str) -> tuple[SegmentStage, FakeAsr]:
-    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", *overrides])
-    stage = SegmentStage.__new__(SegmentStage)  # skip model loading: backends are injected
+def _stage(*overrides: str, lid: str = "fused") -> tuple[SegmentStage, FakeAsr]:
+    """The stage built from fake backends. `lid`: "fused" (the ASR reads languages itself), "asr"
+    (the ASR model answers a separate identify pass, as with corpus packing) or "own" (another model)."""
+    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", *overrides]).segment_stage
     fake = FakeAsr()
-    stage.cfg, stage.asr, stage.lid, stage.itn = cfg, fake, fake, None
-    stage.max_padded_s = cfg.batching.max_padded_s
-    return stage, fake
+    lid_backend = {"fused": FusedLid(fake), "asr": fake, "own": FakeAsr()}[lid]
+    return SegmentStage(cfg, fake, lid_backend), fake
 
 
 def _batch(durations_per_recording: list[list[float]], level: float = 0.1, levels: dict | None = None) -> pa.Table:
@@ -77,6 +79,7 @@ def _batch(durations_per_recording: list[list[float]], level: float = 0.1, level
             offset += int(d * SR)
         rows.append({
             "recording_id": f"r{r}", "uri": f"/a/{r}.wav", "size": 1, "etag": None, "mtime": None, "duration": total,
+            "models": "vad=fake",
             "source_sample_rate": SR, "source_channels": 1, "status": "ok", "error": None, "audio": audio.tobytes(),
             "spans": spans, "num_speakers": 1, "speech_seconds": sum(durs), "recording_wall_seconds": 0.0,
             "recording_peak_rss_mb": 0.0,
@@ -85,7 +88,7 @@ def _batch(durations_per_recording: list[list[float]], level: float = 0.1, level
 
 
 def test_one_failing_segment_fails_only_its_recording():
-    stage, fake = _stage("batching.pack=none")
+    stage, fake = _stage("segment_stage.packing.mode=none")
     out = stage(_batch([[2.0, 5.0], [3.3], [4.0]])).to_pylist()
     assert [r["status"] for r in out] == ["ok", "error", "ok"]
     assert "model exploded" in out[1]["error"] and out[1]["segments"] == []
@@ -95,7 +98,7 @@ def test_one_failing_segment_fails_only_its_recording():
 
 
 def test_bucketing_pools_recordings_and_restores_order():
-    stage, fake = _stage("batching.max_items=4", "batching.pack=none")
+    stage, fake = _stage("segment_stage.batching.max_items=4", "segment_stage.packing.mode=none")
     out = stage(_batch([[1.5, 9.0, 4.0], [8.0], [2.0, 6.0]])).to_pylist()
     assert fake.calls == [4, 2]  # 6 segments from 3 recordings pooled into 2 calls
     assert [[s["segment_index"] for s in r["segments"]] for r in out] == [[0, 1, 2], [0], [0, 1]]
@@ -104,7 +107,7 @@ def test_bucketing_pools_recordings_and_restores_order():
 
 
 def test_packing_shares_windows_and_gives_each_segment_its_own_words():
-    stage, fake = _stage("batching.pack=corpus", "batching.pack_gap_s=1.0")
+    stage, fake = _stage("segment_stage.packing.mode=corpus", "segment_stage.packing.gap_s=1.0", lid="asr")
     out = stage(_batch([[2.0, 3.0], [4.0]])).to_pylist()
     assert fake.calls == [1]  # 9 s of speech in one 30 s window
     texts = [[s["text"] for s in r["segments"]] for r in out]
@@ -118,7 +121,7 @@ def test_packing_shares_windows_and_gives_each_segment_its_own_words():
 
 
 def test_recording_packing_merges_consecutive_segments_of_one_recording_only():
-    stage, fake = _stage("batching.pack=recording", "batching.pack_gap_s=0.5")
+    stage, fake = _stage("segment_stage.packing.mode=recording", "segment_stage.packing.gap_s=0.5")
     out = stage(_batch([[5.0, 6.0, 25.0], [4.0]])).to_pylist()
     # r0: [5, 6] share a window, 25 s does not fit after them; r1 alone -> 3 windows, one call
     assert fake.calls == [3]
@@ -127,7 +130,7 @@ def test_recording_packing_merges_consecutive_segments_of_one_recording_only():
 
 
 def test_fused_lid_cuts_a_window_that_switches_language_and_runs_the_pieces_again():
-    stage, fake = _stage("batching.pack=recording", "batching.pack_gap_s=0.5")
+    stage, fake = _stage("segment_stage.packing.mode=recording", "segment_stage.packing.gap_s=0.5")
     out = stage(_batch([[5.0, 6.0, 4.0], [8.0]], levels={(0, 1): 0.9, (0, 2): 0.9})).to_pylist()
     # round 1: r0's window [5 en | 6 de | 4 de] and r1's [8 en] in one call; r0's window switches, so
     # it was not transcribed; the closer check ran on its three parts only (a lone segment needs none)
@@ -141,15 +144,43 @@ def test_fused_lid_cuts_a_window_that_switches_language_and_runs_the_pieces_agai
 
 
 def test_fused_lid_monolingual_windows_cost_no_separate_lid():
-    stage, fake = _stage("batching.pack=recording", "batching.pack_gap_s=0.5")
+    stage, fake = _stage("segment_stage.packing.mode=recording", "segment_stage.packing.gap_s=0.5")
     out = stage(_batch([[5.0, 6.0, 4.0], [8.0]])).to_pylist()
     assert fake.lid_calls == [] and fake.calls == [2]
     assert all(s["language"] == "en" for r in out for s in r["segments"])
 
 
 def test_separate_lid_is_bucketed_by_duration():
-    stage, fake = _stage("batching.pack=none", "batching.max_items=2", "lid.backend=whisper")
-    stage.lid = FakeAsr()  # a LID model of its own: every segment is identified before ASR
+    stage, fake = _stage("segment_stage.packing.mode=none", "segment_stage.batching.max_items=2", lid="own")
+    # a LID model of its own: every segment is identified before ASR
     out = stage(_batch([[9.0, 2.0], [8.0, 3.0]])).to_pylist()
     assert stage.lid.lid_calls == [((2.0, 3.0), None), ((8.0, 9.0), None)]  # arrival order would pair 9 with 2
     assert fake.lid_calls == [] and all(s["language"] == "en" for r in out for s in r["segments"])
+
+
+def test_provenance_names_every_model_that_made_the_row():
+    stage, _ = _stage("segment_stage.packing.mode=none")
+    out = stage(_batch([[2.0]])).to_pylist()
+    assert out[0]["models"] == "vad=fake; lid=fused with asr (fake); asr=fake"
+    assert out[0]["vocabulary_warning"] is None  # no vocabulary, nothing to warn about
+
+
+class _DroppingAsr(FakeAsr):
+    """A broken backend: loses the last result of every call with more than one clip."""
+
+    def transcribe(self, clips, languages, parts=None):
+        out = super().transcribe(clips, languages, parts)
+        return out[:-1] if len(out) > 1 else out
+
+
+def test_a_backend_that_loses_a_result_is_caught_not_zipped_onto_the_wrong_segment():
+    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.mode=none"]).segment_stage
+    asr = _DroppingAsr()
+    out = SegmentStage(cfg, asr, FusedLid(asr))(_batch([[2.0, 5.0], [4.0]])).to_pylist()
+    # the 3-clip call raised ContractError; retried one clip at a time, every segment got its own text
+    assert asr.calls[0] == 3 and all(c == 1 for c in asr.calls[1:])
+    assert [[s["text"] for s in r["segments"]] for r in out] == [["w0 w1", "w0 w1 w2 w3 w4"], ["w0 w1 w2 w3"]]
+    with __import__("pytest").raises(ContractError, match="2 results for 3 clips"):
+        from pipeline.backends.base import check_results
+
+        check_results(asr.transcribe([np.zeros(SR)] * 3, [None] * 3), [None] * 3, asr)

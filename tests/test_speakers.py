@@ -1,13 +1,12 @@
 """Speakers never cost words: utterances follow VAD and length only, and diarization's turns are given
-to the recognised words afterwards (pipeline/timeline.py, pipeline/stages/segment.py `_by_speaker`)."""
+to the recognised words afterwards (pipeline/timeline.py; the split itself: tests/test_packing.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline.clustering import cluster_speakers
-from pipeline.records import AsrResult, Span, Word
-from pipeline.stages.segment import _by_speaker, _Item
+from pipeline.records import Span
 from pipeline.timeline import speaker_at, speaker_runs, utterances
 from pipeline.config import SegmentationConfig
 
@@ -32,37 +31,6 @@ def test_utterances_ignore_speakers_now():
     regions = [Span(0.0, 4.0), Span(4.5, 7.0)]
     spans = utterances(regions, None, SegmentationConfig(merge_gap_s=1.0))
     assert [(s.start, s.end) for s in spans] == [(0.0, 7.0)]  # one utterance across a speaker change
-
-
-def _item(words: list[Word], start: float = 10.0, end: float = 16.0) -> _Item:
-    clip = np.zeros(int((end - start) * 16000), np.float32)
-    res = AsrResult(text=" ".join(w.word.strip() for w in words), words=words, confidence=0.9, language="en",
-                    avg_logprob=-0.2, no_speech_prob=0.01, compression_ratio=1.2)
-    return _Item(0, {"start": start, "end": end, "speaker": None, "audio_offset": 0, "num_samples": len(clip)}, clip,
-                 result=res, padded_s=30.0, wall_s=2.0)
-
-
-def test_a_segment_splits_where_its_words_change_speaker():
-    words = [Word(" Hello", 0.2, 0.6, 0.9), Word(" there.", 0.7, 1.1, 0.8),
-             Word(" Hi,", 2.4, 2.7, 0.7), Word(" you.", 2.8, 3.4, 0.5)]
-    turns = [{"start": 10.0, "end": 12.0, "speaker": "spk1"}, {"start": 12.0, "end": 16.0, "speaker": "spk0"}]
-    first, second = _by_speaker(_item(words), turns)
-    assert (first.span["start"], first.span["end"], first.span["speaker"]) == (10.0, 11.1, "spk1")
-    assert (second.span["start"], second.span["end"], second.span["speaker"]) == (12.4, 16.0, "spk0")
-    assert first.result.text == "Hello there." and second.result.text == "Hi, you."
-    assert [w.speaker for w in first.result.words] == ["spk1", "spk1"]
-    # word times stay relative to the piece: 12.4 + 0.0 = 12.4 s on the original timeline
-    assert second.result.words[0].start == 0.0 and abs(second.result.words[1].end - 1.0) < 1e-9
-    assert abs(first.result.confidence - 0.85) < 1e-9 and abs(second.result.confidence - 0.6) < 1e-9
-    assert first.padded_s + second.padded_s == 30.0  # the call's cost is shared, not counted twice
-    only = _by_speaker(_item(words[:2]), turns)
-    assert len(only) == 1 and only[0].span["speaker"] == "spk1" and only[0].span["end"] == 16.0
-
-
-def test_a_segment_without_words_takes_the_speaker_it_overlaps_most():
-    it = _item([])
-    (one,) = _by_speaker(it, [{"start": 10.0, "end": 11.0, "speaker": "spk1"}, {"start": 11.0, "end": 16.0, "speaker": "spk0"}])
-    assert one.span["speaker"] == "spk0"
 
 
 def test_speaker_count_bounds():

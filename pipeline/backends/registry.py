@@ -6,8 +6,8 @@ needs it: a job that never uses NeMo never pays its 20 s import.
 
 from __future__ import annotations
 
-from pipeline.backends.base import AsrBackend, DiarizationBackend, LidBackend, VadBackend
-from pipeline.config import AsrConfig, DiarizationConfig, LidConfig, ModelsConfig, VadConfig
+from pipeline.backends.base import AsrBackend, DiarizationBackend, FusedLid, LidBackend, VadBackend
+from pipeline.config import AsrConfig, DiarizationConfig, LidConfig, ModelsConfig, SegmentStageConfig, VadConfig
 
 
 def make_vad(cfg: VadConfig, models: ModelsConfig, use_gpu: bool) -> VadBackend | None:
@@ -34,31 +34,33 @@ def make_diarizer(cfg: DiarizationConfig, models: ModelsConfig, use_gpu: bool) -
     return NemoDiarizer(cfg, models, use_gpu)
 
 
-def make_asr(cfg: AsrConfig, models: ModelsConfig, use_gpu: bool) -> AsrBackend:
+def make_asr(cfg: AsrConfig, models: ModelsConfig, use_gpu: bool, lid: LidConfig | None = None) -> AsrBackend:
+    """The ASR backend. `lid` gives a Whisper model the probe lengths of its fused language ID."""
     if cfg.backend == "whisper":
         from pipeline.backends.whisper import WhisperAsr
 
-        return WhisperAsr(cfg, use_gpu)
+        return WhisperAsr(cfg, use_gpu, lid)
     from pipeline.backends.nemo import NemoAsr
 
     return NemoAsr(cfg, models, use_gpu)
 
 
-def make_lid(cfg: LidConfig, asr_cfg: AsrConfig, asr: AsrBackend, models: ModelsConfig, use_gpu: bool) -> LidBackend | None:
-    """Language ID backend. Whisper LID on the ASR model is fused: the ASR backend detects the
-    language from the same encoder pass, so we return the ASR instance itself."""
-    if cfg.backend == "none":
+def make_lid(cfg: SegmentStageConfig, asr: AsrBackend, models: ModelsConfig, use_gpu: bool) -> LidBackend | FusedLid | None:
+    """Language ID for the segment stage. Whisper LID on the ASR's own Whisper model is fused
+    (`FusedLid`: the language comes out of the ASR call's encoder pass), except when packing is
+    "corpus": windows then gather one language from many recordings, so the language must be
+    known before packing, and the same model answers a separate `identify` pass."""
+    lid = cfg.lid
+    if lid.backend == "none":
         return None
-    if cfg.backend == "whisper":
-        from pipeline.backends.whisper import WhisperAsr
+    if lid.backend == "nemo":
+        from pipeline.backends.nemo import NemoLid
 
-        if asr_cfg.backend == "whisper" and cfg.model in (None, asr_cfg.model):
-            lid = asr
-        else:
-            lid = WhisperAsr(asr_cfg.model_copy(update={"model": cfg.model or "base", "sha256": cfg.sha256}), use_gpu)
-        lid.lid_window_s = cfg.window_s  # type: ignore[attr-defined]
-        lid.split_window_s = cfg.split_window_s  # type: ignore[attr-defined]
-        return lid  # type: ignore[return-value]
-    from pipeline.backends.nemo import NemoLid
+        return NemoLid(lid, models, use_gpu)
+    from pipeline.backends.whisper import WhisperAsr
 
-    return NemoLid(cfg, models, use_gpu)
+    if lid.model not in (None, cfg.asr.model) or not isinstance(asr, WhisperAsr):
+        model = cfg.asr.model_copy(update={"backend": "whisper", "model": lid.model or "base", "sha256": lid.sha256})
+        return WhisperAsr(model, use_gpu, lid)
+    corpus_packing = cfg.packing.mode == "corpus" and cfg.asr.word_timestamps
+    return asr if corpus_packing else FusedLid(asr)

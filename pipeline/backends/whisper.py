@@ -23,9 +23,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.config import AsrConfig, VocabularyConfig
+from pipeline.backends.base import AsrCapabilities, Parts, check_results
+from pipeline.config import AsrConfig, LidConfig, VocabularyConfig
 from pipeline.models import ModelIntegrityError, cached_sha256, mismatch_message, same_digest, sha256_file
-from pipeline.records import AsrResult, LanguageSwitch, Word
+from pipeline.records import SAMPLE_RATE, AsrResult, LanguageSwitch, Word
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +105,23 @@ def resolve_whisper_model(cfg: AsrConfig) -> str:
 class WhisperAsr:
     """Batched Whisper ASR with fused, per-clip language ID (also serves as the LID backend)."""
 
-    native_punctuation = True
-    #: `transcribe` decodes one language at a time: the segment stage plans calls per language.
-    batch_by_language = True
-    #: Every call is padded to this window; the segment stage packs short clips into it.
-    window_s = WINDOW_S
-    #: Seconds of each clip `identify` looks at. CTranslate2 encodes shorter inputs at a fraction of
-    #: the cost (10 s: ~8x cheaper than 30 s here) and LID stays right on the FLEURS clips.
-    lid_window_s = 10.0
-    #: Seconds of each packed part `identify` encodes when a window's parts disagree (lid.split_window_s).
-    split_window_s = 5.0
+    capabilities = AsrCapabilities(
+        window_s=WINDOW_S,  # every input is padded to 30 s: the segment stage packs short clips into it
+        one_language_per_call=True,  # the decoder prompt holds one language
+        detects_language=True,  # from the same encoder pass, per packed part
+        native_punctuation=True,
+    )
 
-    def __init__(self, cfg: AsrConfig, use_gpu: bool = False):
+    def __init__(self, cfg: AsrConfig, use_gpu: bool = False, lid: LidConfig | None = None):
         from faster_whisper import WhisperModel
 
         self.cfg = cfg
+        lid = lid or LidConfig()
+        #: Seconds of each clip `identify` looks at. CTranslate2 encodes shorter inputs at a fraction
+        #: of the cost (10 s: ~8x cheaper than 30 s here) and LID stays right on the FLEURS clips.
+        self.probe_s = lid.probe_s
+        #: Seconds of each packed part encoded for a closer look when a window's parts disagree.
+        self.part_probe_s = lid.part_probe_s
         self._path = resolve_whisper_model(cfg)
         device = "cuda" if use_gpu else "cpu"
         compute_type = cfg.compute_type if not use_gpu or cfg.compute_type != "int8" else "float16"
@@ -164,7 +167,8 @@ class WhisperAsr:
 
     # -- protocol -------------------------------------------------------------------------------
     def model_id(self) -> str:
-        return f"whisper:{self.cfg.model}"
+        digest = EMBEDDED[self.cfg.model]["sha256"] if self.cfg.model in EMBEDDED else self.cfg.sha256
+        return f"whisper:{self.cfg.model}" + (f"@sha256:{digest[:12]}" if digest else "")
 
     def labels(self) -> list[str]:
         return list(self.model.supported_languages)
@@ -172,19 +176,16 @@ class WhisperAsr:
     def padded_seconds(self, durations: Sequence[float]) -> float:
         return WINDOW_S * len(durations)
 
-    def identify(self, clips: Sequence[np.ndarray], window_s: float | None = None) -> list[tuple[str, float]]:
-        """Language per clip from its first `window_s` seconds (default `lid_window_s`), zero-padded.
+    def identify(self, clips: Sequence[np.ndarray], probe_s: float | None = None) -> list[tuple[str, float]]:
+        """Language per clip from its first `probe_s` seconds (default `lid.probe_s`), zero-padded.
         Measured on the corpus's 45 labelled clips: 30 s 45/45 right, 10 s 45/45 at 1/5 of the cost,
         5 s 44/45 at 1/15 (good enough to notice a language switch, see the segment stage)."""
         if not clips:
             return []
-        return self._detect(self._encode(clips, frames=int((window_s or self.lid_window_s) * 100)))
+        return self._detect(self._encode(clips, frames=int((probe_s or self.probe_s) * 100)))
 
     def transcribe(
-        self,
-        clips: Sequence[np.ndarray],
-        languages: Sequence[str | None],
-        parts: Sequence[Sequence[tuple[float, float]] | None] | None = None,
+        self, clips: Sequence[np.ndarray], languages: Sequence[str | None], parts: Parts | None = None
     ) -> list[AsrResult | LanguageSwitch]:
         """One result per clip. A clip whose language is None gets it from its own encoder pass
         (fused LID: no extra encode). `parts` gives, per clip, the (start, end) seconds of the
@@ -202,8 +203,8 @@ class WhisperAsr:
         spans = [self._spans(clips[i], parts[i]) for i in need]
         for i, where, votes in zip(need, spans, self._detect_spans(encoded, spans)):
             if len({lang for lang, _ in votes}) > 1:
-                pieces = [clips[i][int(a * 16000) : int(b * 16000)] for a, b in where]
-                votes = self.identify(pieces, window_s=self.split_window_s)
+                pieces = [clips[i][int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)] for a, b in where]
+                votes = self.identify(pieces, probe_s=self.part_probe_s)
                 if len({lang for lang, _ in votes}) > 1:
                     results[i] = LanguageSwitch(votes)
                     continue
@@ -211,11 +212,11 @@ class WhisperAsr:
         for lang in sorted({x for i, x in enumerate(langs) if x is not None and results[i] is None}):
             idx = [i for i, x in enumerate(langs) if x == lang and results[i] is None]
             group = encoded if len(idx) == len(clips) else self._take(encoded, idx)
-            durations = [len(clips[i]) / 16000 for i in idx]
+            durations = [len(clips[i]) / SAMPLE_RATE for i in idx]
             for i, res in zip(idx, self._decode(group, lang, durations)):
                 res.language, res.language_prob = lang, probs[i]
                 results[i] = res
-        return [r for r in results if r is not None]
+        return check_results(results, clips, self)
 
     # -- internals ------------------------------------------------------------------------------
     def _encode(self, clips: Sequence[np.ndarray], frames: int = 3000):
@@ -240,7 +241,7 @@ class WhisperAsr:
     @staticmethod
     def _spans(clip: np.ndarray, parts: Sequence[tuple[float, float]] | None) -> list[tuple[float, float]]:
         """Where the speech of a window is, in seconds: its packed parts, or the whole clip."""
-        return list(parts) if parts and len(parts) > 1 else [(0.0, len(clip) / 16000)]
+        return list(parts) if parts and len(parts) > 1 else [(0.0, len(clip) / SAMPLE_RATE)]
 
     def _detect_spans(self, encoded, spans: list[list[tuple[float, float]]]) -> list[list[tuple[str, float]]]:
         """(language, probability) of each span, read from the frames of the window's encoder output

@@ -12,6 +12,6 @@ from pipeline.backends.base import AsrBackend
 from pipeline.config import PunctuationConfig
 
 
-def needs_punctuation_warning(cfg: PunctuationConfig, asr: AsrBackend) -> bool:
-    """True when transcripts will come out unpunctuated (recorded per recording as punctuated=False)."""
-    return cfg.backend == "none" or not getattr(asr, "native_punctuation", False)
+def punctuated(cfg: PunctuationConfig, asr: AsrBackend) -> bool:
+    """Whether transcripts come out punctuated (recorded per recording; False is the warning)."""
+    return cfg.backend != "none" and asr.capabilities.native_punctuation

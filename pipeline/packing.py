@@ -1,0 +1,184 @@
+"""Window packing: utterances -> ASR inputs, and the model's words back to utterances.
+
+A model that pads every input to a fixed window (Whisper: 30 s) wastes most of each call on a 5 s
+utterance, so short utterances share a window with silence between them (cut & merge, as WhisperX
+and faster-whisper's batched pipeline do). This module is the whole of that, model-free:
+
+    pack(utterances, languages, window_s, mode, gap_s) -> [Window]      the one entry point
+    Window.split(result)         the window's words -> each packed utterance (clip-relative times)
+    Window.cut(switch, gap_s)    a window whose utterances speak different languages -> pieces
+    by_speaker(utterance, turns) a transcribed utterance -> one piece per run of one speaker's words
+
+Times: an `Utterance`'s words are relative to its own clip; a `Window`'s offsets are seconds from
+the window's start. Nothing here knows a model; `tests/test_packing.py` drives it with numbers.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, replace
+from typing import Literal, Sequence
+
+import numpy as np
+
+from pipeline.batching import pack_consecutive, pack_windows
+from pipeline.records import NO_SPACE_LANGUAGES, SAMPLE_RATE, AsrResult, LanguageSwitch, Span, Word
+from pipeline.timeline import speaker_at, speaker_runs
+
+PackMode = Literal["none", "recording", "corpus"]
+
+
+@dataclass
+class Utterance:
+    """One utterance on its way through LID and ASR: where it came from (`row`, `span`), its
+    samples, and what the models said about it."""
+
+    row: int  # the recording's row in the stage's batch
+    span: dict  # the recording stage's span: start, end (seconds, recording timeline), speaker, ...
+    clip: np.ndarray
+    result: AsrResult | None = None
+    error: str | None = None
+    lid: tuple[str, float] | None = None  # from a separate LID pass
+    padded_s: float = 0.0  # its share of the model calls' padded seconds and wall time
+    wall_s: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return len(self.clip) / SAMPLE_RATE
+
+
+@dataclass
+class Window:
+    """One ASR input: one utterance, or several of one language laid out with `gap_s` of silence
+    between them."""
+
+    items: list[Utterance]
+    offsets: list[float]  # seconds: where each utterance starts inside `audio`
+    audio: np.ndarray
+    language: str | None  # None: the ASR backend reads it (fused LID)
+
+    @classmethod
+    def of(cls, items: list[Utterance], language: str | None, gap_s: float) -> "Window":
+        if len(items) == 1:
+            return cls(items, [0.0], items[0].clip, language)
+        gap = np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.float32)
+        pieces, offsets, pos = [], [], 0
+        for k, it in enumerate(items):
+            if k:
+                pieces.append(gap)
+                pos += len(gap)
+            offsets.append(pos / SAMPLE_RATE)
+            pieces.append(it.clip)
+            pos += len(it.clip)
+        return cls(items, offsets, np.concatenate(pieces), language)
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    @property
+    def parts(self) -> list[tuple[float, float]]:
+        """Where each packed utterance lies in `audio`, in seconds."""
+        return [(o, o + it.duration) for o, it in zip(self.offsets, self.items)]
+
+    def alone(self) -> list["Window"]:
+        """The window taken apart: one window per utterance (to retry a failed call item by item)."""
+        return [Window.of([it], self.language, 0.0) for it in self.items]
+
+    def cut(self, switch: LanguageSwitch, gap_s: float) -> list["Window"]:
+        """The window cut where its utterances' language changes: one piece per run of one language."""
+        pieces: list[Window] = []
+        run: list[Utterance] = []
+        for k, it in enumerate(self.items):
+            if run and switch.languages[k][0] != switch.languages[k - 1][0]:
+                pieces.append(Window.of(run, self.language, gap_s))
+                run = []
+            run.append(it)
+        pieces.append(Window.of(run, self.language, gap_s))
+        return pieces
+
+    def split(self, res: AsrResult) -> None:
+        """Give each packed utterance the words whose middle falls inside it, clip-relative."""
+        if len(self.items) == 1:
+            self.items[0].result = res
+            return
+        for k, (it, start) in enumerate(zip(self.items, self.offsets)):
+            lo, hi = self._bounds(k)
+            words = [w.shifted(-start, 0.0, it.duration) for w in res.words if lo <= (w.start + w.end) / 2 < hi]
+            it.result = replace(
+                res,
+                text=join_words([w.word for w in words], res.language),
+                words=words,
+                confidence=float(np.mean([w.confidence for w in words])) if words else 0.0,
+            )
+            it.result.compression_ratio = compression_ratio(it.result.text)
+
+    def _bounds(self, k: int) -> tuple[float, float]:
+        """Window-time range owned by utterance k: its span, extended halfway into the gaps beside it."""
+        ends = [o + it.duration for o, it in zip(self.offsets, self.items)]
+        lo = float("-inf") if k == 0 else (ends[k - 1] + self.offsets[k]) / 2
+        hi = float("inf") if k == len(self.items) - 1 else (ends[k] + self.offsets[k + 1]) / 2
+        return lo, hi
+
+
+def pack(
+    items: Sequence[Utterance],
+    languages: Sequence[str | None],
+    window_s: float | None,
+    mode: PackMode,
+    gap_s: float,
+) -> list[Window]:
+    """The ASR inputs for `items` (in time order per recording), each with its language (None:
+    the model detects it). Without a window (`window_s` None) or with `mode` "none": one window per
+    utterance. "recording": consecutive utterances of one recording, speaker and language share a
+    window. "corpus": utterances of one language from any recording, first-fit decreasing."""
+    items = list(items)
+    if not window_s or mode == "none" or len(items) < 2:
+        return [Window.of([it], lang, 0.0) for it, lang in zip(items, languages)]
+    durations = [it.duration for it in items]
+    if mode == "corpus":
+        groups = pack_windows(durations, list(languages), window_s, gap_s)
+    else:
+        keys = [(it.row, it.span["speaker"], lang) for it, lang in zip(items, languages)]
+        groups = pack_consecutive(durations, keys, window_s, gap_s)
+    return [Window.of([items[i] for i in g], languages[g[0]], gap_s) for g in groups]
+
+
+def by_speaker(it: Utterance, turns: list[dict]) -> list[Utterance]:
+    """A transcribed utterance -> one piece per run of words with one speaker (`timeline.speaker_runs`):
+    each piece keeps its words, its share of the text and of the cost, and every signal of the
+    whole; its span runs from its first word to its last (the first piece starts, and the last
+    ends, where the utterance did). Without words it takes the speaker it overlaps most."""
+    spans = [Span(t["start"], t["end"], t["speaker"]) for t in turns]
+    res, start, end = it.result, it.span["start"], it.span["end"]
+    if res is None or not res.words:
+        return [replace(it, span={**it.span, "speaker": speaker_at(start, end, spans)})]
+    runs = speaker_runs([(start + w.start, start + w.end) for w in res.words], spans)
+    pieces = []
+    for k, (who, idx) in enumerate(runs):
+        words = [res.words[i] for i in idx]
+        a = start if k == 0 else round(start + words[0].start, 3)
+        b = end if k == len(runs) - 1 else round(start + words[-1].end, 3)
+        moved = [replace(w.shifted(start - a), speaker=who) for w in words]  # relative to the piece
+        share = len(idx) / len(res.words)
+        piece = res if len(runs) == 1 else replace(
+            res, text=join_words([w.word for w in words], res.language),
+            confidence=float(np.mean([w.confidence for w in words])),
+        )
+        pieces.append(replace(it, span={**it.span, "start": a, "end": b, "speaker": who},
+                              result=replace(piece, words=moved), padded_s=it.padded_s * share, wall_s=it.wall_s * share))
+    return pieces
+
+
+def join_words(words: list[str], language: str | None) -> str:
+    """Words back into text (Whisper's words carry their leading space, NeMo's do not)."""
+    return ("" if language in NO_SPACE_LANGUAGES else " ").join(w.strip() for w in words).strip()
+
+
+def compression_ratio(text: str) -> float:
+    """gzip ratio of the text, as faster-whisper computes it (its `get_compression_ratio`; written
+    here so that a NeMo job does not import faster-whisper's transcribe module for one line)."""
+    if not text:
+        return 0.0
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data))

@@ -1,0 +1,84 @@
+"""Window packing without a model (pipeline/packing.py): utterances into shared windows, the window's
+words back to each utterance, a window cut where its language changes, a segment split by speaker."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.packing import Utterance, Window, by_speaker, compression_ratio, pack
+from pipeline.records import AsrResult, LanguageSwitch, Word
+
+SR = 16000
+
+
+def _utts(durations: list[float], row: int = 0) -> list[Utterance]:
+    out, t = [], 0.0
+    for d in durations:
+        out.append(Utterance(row, {"start": t, "end": t + d, "speaker": None}, np.zeros(int(d * SR), np.float32)))
+        t += d + 1.0
+    return out
+
+
+def test_pack_follows_its_mode():
+    utts = _utts([5.0, 6.0, 25.0]) + _utts([4.0], row=1)
+    langs = ["en"] * 4
+    assert [len(w.items) for w in pack(utts, langs, None, "recording", 0.5)] == [1, 1, 1, 1]  # no window: alone
+    assert [len(w.items) for w in pack(utts, langs, 30.0, "none", 0.5)] == [1, 1, 1, 1]
+    rec = pack(utts, langs, 30.0, "recording", 0.5)
+    assert [[it.duration for it in w.items] for w in rec] == [[5.0, 6.0], [25.0], [4.0]]  # never across recordings
+    assert rec[0].parts == [(0.0, 5.0), (5.5, 11.5)] and rec[0].duration == 11.5
+    corpus = pack(utts, langs, 30.0, "corpus", 0.5)  # first-fit decreasing, any recording
+    assert [[it.duration for it in w.items] for w in corpus] == [[25.0, 4.0], [6.0, 5.0]]
+    mixed = pack(_utts([2.0, 2.0, 2.0]), ["en", "de", "de"], 30.0, "recording", 0.5)
+    assert [(w.language, len(w.items)) for w in mixed] == [("en", 1), ("de", 2)]  # a language change closes a window
+
+
+def test_split_gives_each_utterance_the_words_in_its_half_of_the_gaps():
+    (w,) = pack(_utts([4.0, 3.0]), [None, None], 30.0, "recording", 1.0)  # 4 s at 0 | gap | 3 s at 5
+    words = [Word(f"w{k}", k + 0.1, k + 0.6, 0.9) for k in range(8)]
+    w.split(AsrResult(" ".join(x.word for x in words), words, 0.9, language="en", avg_logprob=-0.1))
+    a, b = (it.result for it in w.items)
+    assert a.text == "w0 w1 w2 w3 w4" and b.text == "w5 w6 w7"  # w4 (4.1-4.6) is left of the midpoint 4.5
+    assert b.words[0].start == 0.1 and b.words[-1].end == 2.6  # clip-relative again
+    assert a.words[-1].end == 4.0  # clamped to its own clip
+    assert a.language == "en" and a.avg_logprob == -0.1 and a.compression_ratio == compression_ratio(a.text)
+
+
+def test_cut_splits_a_window_where_the_language_changes():
+    (w,) = pack(_utts([2.0, 2.0, 2.0]), [None] * 3, 30.0, "recording", 0.5)
+    pieces = w.cut(LanguageSwitch([("en", 0.9), ("de", 0.8), ("de", 0.7)]), 0.5)
+    assert [[it.duration for it in p.items] for p in pieces] == [[2.0], [2.0, 2.0]]
+    assert [len(x.items) for x in w.alone()] == [1, 1, 1]
+
+
+def _item(words: list[Word], start: float = 10.0, end: float = 16.0) -> Utterance:
+    clip = np.zeros(int((end - start) * 16000), np.float32)
+    res = AsrResult(text=" ".join(w.word.strip() for w in words), words=words, confidence=0.9, language="en",
+                    avg_logprob=-0.2, no_speech_prob=0.01, compression_ratio=1.2)
+    return Utterance(0, {"start": start, "end": end, "speaker": None, "audio_offset": 0, "num_samples": len(clip)}, clip,
+                 result=res, padded_s=30.0, wall_s=2.0)
+
+
+def test_a_segment_splits_where_its_words_change_speaker():
+    words = [Word(" Hello", 0.2, 0.6, 0.9), Word(" there.", 0.7, 1.1, 0.8),
+             Word(" Hi,", 2.4, 2.7, 0.7), Word(" you.", 2.8, 3.4, 0.5)]
+    turns = [{"start": 10.0, "end": 12.0, "speaker": "spk1"}, {"start": 12.0, "end": 16.0, "speaker": "spk0"}]
+    first, second = by_speaker(_item(words), turns)
+    assert (first.span["start"], first.span["end"], first.span["speaker"]) == (10.0, 11.1, "spk1")
+    assert (second.span["start"], second.span["end"], second.span["speaker"]) == (12.4, 16.0, "spk0")
+    assert first.result.text == "Hello there." and second.result.text == "Hi, you."
+    assert [w.speaker for w in first.result.words] == ["spk1", "spk1"]
+    # word times stay relative to the piece: 12.4 + 0.0 = 12.4 s on the original timeline
+    assert second.result.words[0].start == 0.0 and abs(second.result.words[1].end - 1.0) < 1e-9
+    assert abs(first.result.confidence - 0.85) < 1e-9 and abs(second.result.confidence - 0.6) < 1e-9
+    assert first.padded_s + second.padded_s == 30.0  # the call's cost is shared, not counted twice
+    only = by_speaker(_item(words[:2]), turns)
+    assert len(only) == 1 and only[0].span["speaker"] == "spk1" and only[0].span["end"] == 16.0
+
+
+def test_a_segment_without_words_takes_the_speaker_it_overlaps_most():
+    it = _item([])
+    (one,) = by_speaker(it, [{"start": 10.0, "end": 11.0, "speaker": "spk1"}, {"start": 11.0, "end": 16.0, "speaker": "spk0"}])
+    assert one.span["speaker"] == "spk0"
+
+
