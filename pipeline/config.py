@@ -2,20 +2,27 @@
 
 Config is data. Every knob lives here with its default and unit; stages receive their own options
 object and never read files or environment variables. `load_config(path, overrides)` is what the CLI
-calls: YAML, then `dotted.key=value` overrides, then validation. Unknown keys and bad values raise
+calls: YAML, then `dotted.key=value` overrides, then keys of the older flat layout moved to their
+places (`MOVED_KEYS`, one warning line each), then validation. Unknown keys and bad values raise
 `ConfigError` with the key's dotted path and the valid choices.
+
+The sections follow the data: `input` -> `pooling` (windows of recordings) -> `decode` ->
+`recording_stage` (vad, diarization, segmentation) -> `segment_stage` (batching, packing, lid, asr,
+vocabulary, punctuation, itn, quality) -> `output`; `models`, `ray` and `progress` serve them all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+log = logging.getLogger(__name__)
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -87,11 +94,11 @@ class InputConfig(Model):
 class OutputConfig(Model):
     uri: str
     storage: StorageOptions = StorageOptions()
-    rows_per_file: int = Field(5000, ge=1, description="segments per Parquet part (roughly)")
 
 
 class DecodeConfig(Model):
-    sample_rate: Literal[16000] = 16000
+    """Download + decode to `pipeline.records.SAMPLE_RATE` mono float32 (CPU tasks)."""
+
     max_duration_s: float = Field(4 * 3600, gt=0, description="longer files are refused with an error")
     resources: Resources = Resources(num_cpus=0.25, pool_size=1)
 
@@ -139,8 +146,8 @@ class LidConfig(Model):
     model: str | None = Field(None, description="defaults to the ASR model for whisper")
     sha256: str | None = None
     language: str | None = Field(None, description="with backend none: the fixed language of every segment")
-    window_s: float = Field(10.0, gt=0, le=30, description="whisper: seconds of each segment used to identify its language")
-    split_window_s: float = Field(
+    probe_s: float = Field(10.0, gt=0, le=30, description="whisper: seconds of each segment used to identify its language")
+    part_probe_s: float = Field(
         5.0, gt=0, le=30,
         description="whisper, fused: when the segments sharing a 30 s window seem to speak different "
         "languages, seconds of each that a closer check encodes before the window is cut",
@@ -190,16 +197,22 @@ class PunctuationConfig(Model):
     backend: Literal["native", "none"] = Field("native", description="native: the ASR model's own punctuation")
 
 
-class BatchingConfig(Model):
-    """Duration bucketing of the segment stage (see pipeline/batching.py)."""
+class PoolingConfig(Model):
+    """How the driver groups recordings into pooling windows (pipeline/batching.py `windows`): every
+    stage takes one window per call, and the segment stage buckets a window's segments together."""
 
-    enabled: bool = Field(True, description="sort pooled segments by duration before packing (off: arrival order)")
-    window_s: float = Field(
+    window_audio_s: float = Field(
         300.0, gt=0, description="audio seconds of recordings pooled into one window (estimated in the driver)"
     )
     max_files: int = Field(
         16, ge=1, description="most recordings in one pooling window (1: every recording is its own window)"
     )
+
+
+class BatchingConfig(Model):
+    """Duration bucketing of the segment stage (see pipeline/batching.py)."""
+
+    enabled: bool = Field(True, description="sort pooled segments by duration before packing (off: arrival order)")
     max_padded_s: float = Field(240.0, gt=0, description="budget of padded audio seconds per model call")
     max_padded_s_per_gib: float | None = Field(
         None, gt=0,
@@ -213,15 +226,20 @@ class BatchingConfig(Model):
     max_extra_padding: float | None = Field(
         0.05, ge=0, description="close a sorted batch when an item would add more padding than this share of it"
     )
+
+
+class PackingConfig(Model):
+    """How segments share an ASR model's fixed input window (pipeline/packing.py)."""
+
     # Whisper pads every input to 30 s. "recording": consecutive segments of one recording, speaker
     # and language share a window (cut & merge, as WhisperX does). "corpus": short segments of any
     # recordings of one language are packed together: on FLEURS (25 clips) ASR ran 1.6x faster, but
     # word error rose from 0.36 to 0.60 in French and 0.18 to 0.30 in German (words lost at clip
     # boundaries), so it is opt-in. "none": one segment per input.
-    pack: Literal["none", "recording", "corpus"] = Field(
+    mode: Literal["none", "recording", "corpus"] = Field(
         "recording", description="whisper: how segments share 30 s windows (needs word timestamps)"
     )
-    pack_gap_s: float = Field(0.5, ge=0, description="silence laid between packed segments")
+    gap_s: float = Field(0.5, ge=0, description="silence laid between packed segments")
 
 
 class QualityRules(Model):
@@ -267,12 +285,34 @@ class QualityConfig(QualityRules):
         return QualityRules.model_validate({**base, **over}) if over else QualityRules.model_validate(base)
 
 
-class SegmentStageConfig(Model):
-    resources: Resources = Resources(num_cpus=1.0, pool_size=1)
+class ItnConfig(Model):
+    """Inverse text normalisation ("twenty three" -> "23"); needs the `itn` extra (nemo_text_processing)."""
+
+    enabled: bool = False
 
 
 class RecordingStageConfig(Model):
+    """The recording stage (actor, pipeline/stages/recording.py): VAD -> diarization -> utterances."""
+
     resources: Resources = Resources(num_cpus=0.5, pool_size=1)
+    vad: VadConfig = VadConfig()
+    diarization: DiarizationConfig = DiarizationConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
+
+
+class SegmentStageConfig(Model):
+    """The segment stage (actor, pipeline/stages/segment.py): pooled, bucketed, packed LID -> ASR ->
+    punctuation -> ITN -> quality."""
+
+    resources: Resources = Resources(num_cpus=1.0, pool_size=1)
+    batching: BatchingConfig = BatchingConfig()
+    packing: PackingConfig = PackingConfig()
+    lid: LidConfig = LidConfig()
+    asr: AsrConfig = AsrConfig()
+    vocabulary: VocabularyConfig = VocabularyConfig()
+    punctuation: PunctuationConfig = PunctuationConfig()
+    itn: ItnConfig = ItnConfig()
+    quality: QualityConfig = QualityConfig()
 
 
 class ModelsConfig(Model):
@@ -293,12 +333,6 @@ class ModelsConfig(Model):
         return self.device == "auto" and resources.num_gpus > 0
 
 
-class ItnConfig(Model):
-    """Inverse text normalisation ("twenty three" -> "23"); needs the `itn` extra (nemo_text_processing)."""
-
-    enabled: bool = False
-
-
 class RayConfig(Model):
     address: str | None = Field(None, description="None: start a local Ray; 'auto' or ray://... to join")
     num_cpus: int | None = Field(None, ge=1, description="local Ray only: CPUs it declares (default: all cores)")
@@ -314,46 +348,186 @@ class ProgressConfig(Model):
     log_interval_s: float = Field(60.0, gt=0, description="without a terminal: seconds between progress lines")
 
 
+class ConfigError(ValueError):
+    """A config the user wrote is wrong; the message names the key and what would be valid."""
+
+
+#: Where each key of the flat layout before the config followed the flow (issue 15) lives now: old
+#: dotted key -> new dotted key, or None for a key nothing reads any more. A key under a listed
+#: section moves with it (`asr.model` -> `segment_stage.asr.model`); the longest listed prefix of a
+#: key decides (`batching.window_s` -> `pooling.window_audio_s`, other `batching.*` keys ->
+#: `segment_stage.batching.*`). `migrate` applies it; `JobConfig.fingerprint` reads it backwards.
+MOVED_KEYS: dict[str, str | None] = {
+    "vad": "recording_stage.vad",
+    "diarization": "recording_stage.diarization",
+    "diarization.window_s": "recording_stage.diarization.embedding_window_s",
+    "diarization.hop_s": "recording_stage.diarization.embedding_hop_s",
+    "segmentation": "recording_stage.segmentation",
+    "batching": "segment_stage.batching",
+    "batching.window_s": "pooling.window_audio_s",
+    "batching.max_files": "pooling.max_files",
+    "batching.pack": "segment_stage.packing.mode",
+    "batching.pack_gap_s": "segment_stage.packing.gap_s",
+    "lid": "segment_stage.lid",
+    "lid.window_s": "segment_stage.lid.probe_s",
+    "lid.split_window_s": "segment_stage.lid.part_probe_s",
+    "asr": "segment_stage.asr",
+    "vocabulary": "segment_stage.vocabulary",
+    "punctuation": "segment_stage.punctuation",
+    "itn": "segment_stage.itn",
+    "quality": "segment_stage.quality",
+    "decode.sample_rate": None,  # audio is always decoded to pipeline.records.SAMPLE_RATE
+    "output.rows_per_file": None,  # the sink commits one Delta transaction per block, whatever its size
+}
+_OLD_ROOTS = frozenset(key.split(".", 1)[0] for key in MOVED_KEYS)
+
+#: The sections the fingerprint hashes, by their names before issue 15 (see `JobConfig.fingerprint`).
+_FINGERPRINT_SECTIONS = ("vad", "diarization", "segmentation", "lid", "asr", "punctuation", "itn")
+
+
+def migrate(data: Any) -> Any:
+    """`data` (a job config mapping) with every key of `MOVED_KEYS` moved to its new place, one
+    warning line each (logger `pipeline.config`); keys nothing reads are dropped with a warning.
+    `ConfigError` when a key is given both at its old and its new place. `data` is not modified."""
+    if not isinstance(data, dict) or not _OLD_ROOTS & data.keys():
+        return data
+    out = _copy_mappings(data)
+    moves = []
+    for path, value in _leaves(out, ()):
+        if path[0] not in _OLD_ROOTS:
+            continue
+        for n in range(len(path), 0, -1):
+            old = ".".join(path[:n])
+            if old in MOVED_KEYS:
+                moves.append((path, value, old, path[n:]))
+                break
+    for path, *_ in moves:
+        _remove(out, path)
+    placed: dict[tuple[str, ...], str] = {}
+    said: dict[str, list[str]] = {}  # listed old key -> its keys met, for one warning line each
+    for path, value, listed, rest in moves:
+        said.setdefault(listed, []).append(".".join(rest))
+        new = MOVED_KEYS[listed]
+        if new is None:
+            continue
+        target = (*new.split("."), *rest)
+        _place(out, target, value, ".".join(path), placed.get(target))
+        placed[target] = ".".join(path)
+    for old, keys in said.items():
+        new = MOVED_KEYS[old]
+        if new is None:
+            log.warning("config: %r is no longer read; remove it", old)
+        elif keys == [""] or len(keys) == 1:  # the key itself, or one key of a moved section: name it
+            tail = f".{keys[0]}" if keys[0] else ""
+            log.warning("config: %r is now %r", old + tail, new + tail)
+        else:
+            log.warning("config: %r is now %r (%s)", old, new, ", ".join(keys))
+    return out
+
+
+def _copy_mappings(data: dict) -> dict:
+    return {k: _copy_mappings(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def _leaves(node: dict, prefix: tuple[str, ...]):
+    """(dotted path, value) of every non-mapping value and empty mapping under `node`."""
+    for key, value in node.items():
+        path = (*prefix, str(key))
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, path)
+        else:
+            yield path, value
+
+
+def _remove(data: dict, path: tuple[str, ...]) -> None:
+    """Delete `path`, and the mappings it leaves empty."""
+    parents = [data]
+    for key in path[:-1]:
+        parents.append(parents[-1][key])
+    del parents[-1][path[-1]]
+    for depth in range(len(path) - 1, 0, -1):
+        if parents[depth]:
+            break
+        del parents[depth - 1][path[depth - 1]]
+
+
+def _place(data: dict, target: tuple[str, ...], value: Any, old: str, moved_from: str | None) -> None:
+    new = ".".join(target)
+    node = data
+    for i, key in enumerate(target[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config: cannot move {old!r} to {new!r}: {'.'.join(target[:i + 1])!r} is not a mapping")
+        node = child
+    last = target[-1]
+    if last not in node:
+        node[last] = value
+    elif isinstance(value, dict) and not value and isinstance(node[last], dict):
+        pass  # an empty old section beside its new one: nothing to move
+    else:
+        given = f"{moved_from!r} (now {new!r})" if moved_from else repr(new)
+        raise ConfigError(f"config: {old!r} and {given} are both given; they are one key now: keep only {new!r}")
+
+
+def _old_name(section: str, field: str) -> str:
+    """A field's name in the fingerprint: the one it had before it was renamed (`MOVED_KEYS`)."""
+    new_section = MOVED_KEYS[section]
+    for old, new in MOVED_KEYS.items():
+        if new and old.startswith(section + ".") and new == f"{new_section}.{field}":
+            return old.split(".", 1)[1]
+    return field
+
+
 class JobConfig(Model):
+    """The whole job, in the order its data flows: input -> pooling windows -> decode -> recording
+    stage -> segment stage -> output. Each stage receives its own section."""
+
     input: InputConfig
-    output: OutputConfig
-    ray: RayConfig = RayConfig()
+    pooling: PoolingConfig = PoolingConfig()
     decode: DecodeConfig = DecodeConfig()
-    vad: VadConfig = VadConfig()
-    diarization: DiarizationConfig = DiarizationConfig()
-    segmentation: SegmentationConfig = SegmentationConfig()
-    lid: LidConfig = LidConfig()
-    asr: AsrConfig = AsrConfig()
-    vocabulary: VocabularyConfig = VocabularyConfig()
-    punctuation: PunctuationConfig = PunctuationConfig()
-    itn: ItnConfig = ItnConfig()
-    models: ModelsConfig = ModelsConfig()
-    batching: BatchingConfig = BatchingConfig()
-    quality: QualityConfig = QualityConfig()
     recording_stage: RecordingStageConfig = RecordingStageConfig()
     segment_stage: SegmentStageConfig = SegmentStageConfig()
+    output: OutputConfig
+    models: ModelsConfig = ModelsConfig()
+    ray: RayConfig = RayConfig()
     progress: ProgressConfig = ProgressConfig()
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes a transcript (models and their parameters), not of I/O."""
-        keep = self.model_dump(
-            include={"vad", "diarization", "segmentation", "lid", "asr", "punctuation", "itn", "decode"}
-        )
-        keep["decode"].pop("resources", None)
-        from pipeline import __version__
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """An old-shaped mapping (keys of `MOVED_KEYS`) validates too, for Python API users."""
+        return migrate(data)
 
+    def section(self, dotted: str) -> Model:
+        """The sub-config at a dotted path, e.g. `segment_stage.asr`."""
+        node: Any = self
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        return node
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes a transcript (models and their parameters), not of I/O.
+
+        Outputs record it to skip files already done, so the payload keeps the layout it had
+        before the config followed the flow: the old section and field names (`MOVED_KEYS` read
+        backwards) and the `decode.sample_rate` that is no longer a key. Same config, same hash."""
+        keep: dict[str, Any] = {}
+        for old in _FINGERPRINT_SECTIONS:
+            dump = self.section(MOVED_KEYS[old]).model_dump()  # type: ignore[arg-type]
+            keep[old] = {_old_name(old, k): v for k, v in dump.items()}
+        from pipeline import __version__
+        from pipeline.records import SAMPLE_RATE
+
+        keep["decode"] = {"sample_rate": SAMPLE_RATE, "max_duration_s": self.decode.max_duration_s}
         keep["pipeline_version"] = __version__
         from pipeline.vocabulary import fingerprint_payload
 
-        vocab = fingerprint_payload(self.vocabulary)  # the resolved terms (a file's contents, not its path)
+        # the resolved terms (a file's contents, not its path)
+        vocab = fingerprint_payload(self.segment_stage.vocabulary)
         if vocab is not None:  # no vocabulary: the fingerprint is what it was before vocabularies existed
             keep["vocabulary"] = vocab
         blob = json.dumps(keep, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-class ConfigError(ValueError):
-    """A config the user wrote is wrong; the message names the key and what would be valid."""
 
 
 def apply_override(data: dict[str, Any], dotted: str) -> None:
@@ -412,6 +586,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> JobConfig
     data: dict[str, Any] = read_mapping(path) if path is not None else {}
     for item in overrides:
         apply_override(data, item)
+    data = migrate(data)  # keys of the layout before issue 15 -> their places now, a warning each
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:

@@ -112,20 +112,25 @@ def _per_window(fn: Callable[..., pa.Table], stage: str, batch: pa.Table, **kwar
     return nest(out)
 
 
-def _window_actor(stage_cls: type, stage: str, nest_output: bool) -> type:
-    """`stage_cls` as a Ray Data actor class over window rows. The last stage (`nest_output=False`)
-    returns plain recording rows for the sink, and counts them into Ray's metrics."""
+def _window_actor(make_stage: Callable[..., Callable[[pa.Table], pa.Table]], stage: str, nest_output: bool) -> type:
+    """A Ray Data actor class over window rows whose actors each hold one `make_stage(**kwargs)`
+    (built in the actor, so models load there, once). The last stage (`nest_output=False`) returns
+    plain recording rows for the sink, and counts them into Ray's metrics."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.stage = make_stage(**kwargs)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        out = stage_cls.__call__(self, unnest(batch))
+        out = self.stage(unnest(batch))
         report_progress(stage, out)
         if nest_output:
             return nest(out)
         record_metrics(out)
         return out
 
-    # a readable name in Ray's logs and dashboard
-    return type(f"{stage_cls.__name__}Actor", (stage_cls,), {"__call__": __call__})
+    # a readable name in Ray's logs and dashboard: RecordingStage.from_config -> RecordingStageActor
+    name = getattr(make_stage, "__qualname__", type(make_stage).__name__).split(".")[0]
+    return type(f"{name}Actor", (), {"__init__": __init__, "__call__": __call__})
 
 
 def map_tasks(ds, fn: Callable[..., pa.Table], resources: Resources, stage: str, **kwargs: Any):
@@ -143,12 +148,20 @@ def map_tasks(ds, fn: Callable[..., pa.Table], resources: Resources, stage: str,
     )
 
 
-def map_actor(ds, stage_cls: type, resources: Resources, stage: str, last: bool = False, **kwargs: Any):
-    """Stateful stage (loads its models once per actor) -> an actor pool, one window per call."""
+def map_actor(
+    ds,
+    make_stage: Callable[..., Callable[[pa.Table], pa.Table]],
+    resources: Resources,
+    stage: str,
+    last: bool = False,
+    **kwargs: Any,
+):
+    """Stateful stage (loads its models once per actor) -> an actor pool, one window per call. Each
+    actor builds its stage with `make_stage(**kwargs)` (e.g. `RecordingStage.from_config`, job=cfg)."""
     import ray
 
     return ds.map_batches(
-        _window_actor(stage_cls, stage, nest_output=not last),
+        _window_actor(make_stage, stage, nest_output=not last),
         fn_constructor_kwargs=kwargs,
         batch_format="pyarrow",
         batch_size=1,

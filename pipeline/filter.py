@@ -35,15 +35,25 @@ class OutputMissingError(RuntimeError):
     """The output named on the command line holds no committed Scriptorium tables (exit 2)."""
 
 
+#: Where a job config holds its rules (a job config works as a rules file).
+JOB_RULES = "segment_stage.quality."
+
+
 def load_rules(path: str | None, overrides: list[str] = ()) -> QualityConfig:  # type: ignore[assignment]
-    """Rules from a YAML file (either a `quality:` section or its keys at top level) + `quality.k=v`."""
+    """Rules from a YAML file (a `quality:` section, its keys at top level, or a job config's
+    `segment_stage.quality`) + `quality.k=v` (or `segment_stage.quality.k=v`) overrides."""
     data: dict[str, Any] = {}
     if path:
         loaded = read_mapping(path, "rules file")
+        job = loaded.get("segment_stage")
+        if isinstance(job, dict) and "quality" in job:
+            loaded = job
         data = {"quality": loaded.get("quality", loaded)}
     for item in overrides:
+        if item.startswith(JOB_RULES):
+            item = item[len("segment_stage."):]
         if not item.startswith("quality."):
-            raise ConfigError(f"filter takes only quality.* overrides, got {item!r}")
+            raise ConfigError(f"filter takes only quality.* (or {JOB_RULES}*) overrides, got {item!r}")
         apply_override(data, item)
     from pydantic import ValidationError
 

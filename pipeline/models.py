@@ -285,14 +285,11 @@ def inference_context(device: str) -> Any:
 
 def model_refs(cfg: Any) -> list[tuple[str, str, str | None]]:
     """(config key, model reference, sha256) of every NeMo model a job config will load."""
-    refs = []
-    if cfg.vad.backend == "nemo":
-        refs.append(("vad.model", cfg.vad.model, cfg.vad.sha256))
-    if cfg.diarization.enabled and cfg.diarization.backend == "nemo":
-        refs.append(("diarization.model", cfg.diarization.model, cfg.diarization.sha256))
-    if cfg.lid.backend == "nemo":
-        refs.append(("lid.model", cfg.lid.model, cfg.lid.sha256))
-    if cfg.asr.backend == "nemo":
-        refs.append(("asr.model", cfg.asr.model, cfg.asr.sha256))
-    return refs
-
+    rec, seg = cfg.recording_stage, cfg.segment_stage
+    sections = [("recording_stage.vad", rec.vad), ("recording_stage.diarization", rec.diarization),
+                ("segment_stage.lid", seg.lid), ("segment_stage.asr", seg.asr)]
+    return [
+        (f"{key}.model", section.model, section.sha256)
+        for key, section in sections
+        if section.backend == "nemo" and getattr(section, "enabled", True)
+    ]

@@ -77,11 +77,12 @@ def check_models(cfg: JobConfig) -> list[str]:
     )
 
     problems = []
-    if cfg.asr.backend == "whisper":
+    asr = cfg.segment_stage.asr
+    if asr.backend == "whisper":
         from pipeline.backends.whisper import resolve_whisper_model
 
         try:  # the embedded model too: its cached copy is re-verified (one stat when unchanged)
-            resolve_whisper_model(cfg.asr)
+            resolve_whisper_model(asr)
         except (FileNotFoundError, ModelIntegrityError) as exc:
             problems.append(str(exc))
     for key, ref, sha256 in model_refs(cfg):

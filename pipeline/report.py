@@ -17,7 +17,7 @@ class RunReport(BaseModel):
     fingerprint: str
     input_uri: str
     output_uri: str
-    asr_model: str
+    models: list[str] = []  # provenance: the distinct `models` values of the rows this run wrote
     discovered: int
     new: int
     changed: int
@@ -87,11 +87,12 @@ class RunReport(BaseModel):
             f"  audio {hours:.3f} h ({self.audio_seconds:.1f} s) in {self.wall_seconds:.1f} s wall: "
             f"{self.real_time_factor:.2f}x real time",
             f"  ASR: {self.asr_audio_seconds:.1f} s of speech, {self.asr_padded_seconds:.1f} s padded "
-            f"(padding {self.padding_ratio:.1%}), {self.asr_real_time_factor:.2f}x real time ({self.asr_model})",
+            f"(padding {self.padding_ratio:.1%}), {self.asr_real_time_factor:.2f}x real time",
             f"  decode {self.decode_real_time_factor:.1f}x, VAD+diarization {self.recording_stage_real_time_factor:.1f}x "
             f"real time; peak memory: driver {self.driver_peak_rss_mb:.0f} MB, decode {self.decode_peak_rss_mb:.0f} MB, "
             f"recording actor {self.recording_stage_peak_rss_mb:.0f} MB, segment actor {self.segment_stage_peak_rss_mb:.0f} MB",
         ]
+        lines += [f"  models: {m}" for m in self.models]
         if self.vocabulary_terms:
             lines.append(f"  vocabulary: {self.vocabulary_terms} terms; {self.vocabulary_segments} segments contain one")
         from pipeline.text import safe  # names and messages come from inputs: escaped, credentials redacted
@@ -128,7 +129,7 @@ def build_report(
     unpunct = int(total("unpunctuated"))
     if unpunct:
         warnings.append(
-            f"{unpunct} recordings are unpunctuated: ASR model {cfg.asr.model!r} emits no punctuation and NeMo 3.0 "
+            f"{unpunct} recordings are unpunctuated: ASR model {cfg.segment_stage.asr.model!r} emits no punctuation and NeMo 3.0 "
             "has no punctuation model (choose a *_pc / Parakeet v2+ model for punctuated text)"
         )
     from pipeline.vocabulary import all_terms
@@ -136,13 +137,13 @@ def build_report(
     # said once however many actors and recordings met it
     warnings += sorted({w for s in summaries for w in s.get("vocabulary_warnings", [])})
     return RunReport(
-        vocabulary_terms=len(all_terms(cfg.vocabulary)),
+        vocabulary_terms=len(all_terms(cfg.segment_stage.vocabulary)),
         vocabulary_segments=int(total("vocabulary_hits")),
         run_id=run_id,
         fingerprint=fingerprint,
         input_uri=cfg.input.uri,
         output_uri=cfg.output.uri,
-        asr_model=f"{cfg.asr.backend}:{cfg.asr.model}",
+        models=sorted({m for s in summaries for m in s.get("models", [])}),
         discovered=discovered,
         new=plan.get("new", 0),
         changed=plan.get("changed", 0),

@@ -94,6 +94,7 @@ def render(report: RunReport) -> str:
     slow = _table([[s["uri"], f"{s['duration']:.1f} s", f"{s['seconds']:.1f} s"] for s in r.slowest],
                   ["file", "audio", "stage time"])
     failed = _table([[e["uri"], e["error"] or ""] for e in r.errors[:200]], ["file", "error"])
+    models = _table([[m] for m in r.models], ["models (provenance of the rows written)"])
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in r.warnings)
     images = "".join(f'<img alt="{alt}" src="{src}">' for alt, src in [
         ("stages", stages), ("status", status), ("languages", languages), ("speakers", speakers),
@@ -111,11 +112,12 @@ h1{{font-size:20px;margin:0 0 4px}} h2{{font-size:15px;margin:22px 0 8px}}
 table{{border-collapse:collapse;font-size:12px}} td,th{{border:1px solid #ddd;padding:3px 8px;text-align:left}}
 </style></head><body>
 <h1>Scriptorium run {html.escape(r.run_id)}</h1>
-<div class=muted>{html.escape(r.input_uri)} &rarr; {html.escape(r.output_uri)} · model {html.escape(r.asr_model)} ·
+<div class=muted>{html.escape(r.input_uri)} &rarr; {html.escape(r.output_uri)} ·
 {r.discovered} files found: {r.new} new, {r.changed} changed, {r.retried_failed} retried, {r.skipped} skipped</div>
 <div class=tiles>{tiles_html}</div>
 {"<h2>Warnings</h2><ul>" + warnings + "</ul>" if warnings else ""}
 <div class=plots>{images}</div>
+<h2>Models</h2>{models}
 <h2>Slowest files</h2>{slow}
 <h2>Failed files</h2>{failed}
 </body></html>

@@ -48,7 +48,7 @@ def run(cfg: JobConfig) -> RunReport:
         ledger.maintain_if_due()
         from pipeline.filter import apply_rules_after_run
 
-        apply_rules_after_run(cfg.output, cfg.quality, skipped=plan.get("skipped", 0))  # one rule set per output
+        apply_rules_after_run(cfg.output, cfg.segment_stage.quality, skipped=plan.get("skipped", 0))  # one rule set per output
     finally:
         lock.release()
 
@@ -97,12 +97,12 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
               "refused": f.error} for f in group],
             schema=INPUT_SCHEMA,
         ))
-        for group in windows(todo, cfg.batching.window_s, cfg.batching.max_files)
+        for group in windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)
     ]
     ds = ray.data.from_arrow(blocks)
     ds = map_tasks(ds, decode_batch, cfg.decode.resources, "decoded", cfg=cfg.decode, storage=cfg.input.storage)
-    ds = map_actor(ds, RecordingStage, cfg.recording_stage.resources, "segmented", cfg=cfg)
-    ds = map_actor(ds, SegmentStage, cfg.segment_stage.resources, "transcribed", last=True, cfg=cfg)
+    ds = map_actor(ds, RecordingStage.from_config, cfg.recording_stage.resources, "segmented", job=cfg)
+    ds = map_actor(ds, SegmentStage.from_config, cfg.segment_stage.resources, "transcribed", last=True, job=cfg)
     sink = TranscriptSink(cfg.output, run_id, fingerprint)
     progress = Reporter(start_progress(), total_files=len(todo), interval_s=cfg.progress.log_interval_s).start()
     try:

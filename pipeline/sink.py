@@ -47,7 +47,8 @@ def _summary(table: pa.Table) -> dict[str, Any]:
     rows = table.select(
         ["status", "duration", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds", "punctuated", "uri", "error",
          "recording_wall_seconds", "recording_peak_rss_mb", "segment_peak_rss_mb", "decode_wall_seconds",
-         "decode_peak_rss_mb"] + [c for c in ("vocabulary_hits", "vocabulary_warning") if c in table.column_names]
+         "decode_peak_rss_mb"]
+        + [c for c in ("vocabulary_hits", "vocabulary_warning", "models") if c in table.column_names]
     ).to_pylist()
     errors = [{"uri": r["uri"], "error": r["error"]} for r in rows if r["status"] == "error"]
     return {
@@ -65,6 +66,7 @@ def _summary(table: pa.Table) -> dict[str, Any]:
         "unpunctuated": sum(1 for r in rows if r["punctuated"] is False),
         "vocabulary_hits": sum(r.get("vocabulary_hits") or 0 for r in rows),
         "vocabulary_warnings": sorted({r["vocabulary_warning"] for r in rows if r.get("vocabulary_warning")}),
+        "models": sorted({r["models"] for r in rows if r.get("models")}),  # provenance, for the report
         "errors": errors,
         **_segment_summary(table),
     }

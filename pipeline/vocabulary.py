@@ -1,7 +1,7 @@
 """Word boosting: the job's vocabulary, resolved once on the driver.
 
-`resolve(cfg)` turns `vocabulary.terms`, `vocabulary.file` (local path or fsspec/S3 URI) and
-`vocabulary.per_language` into {"*": [(term, weight)], "de": [...], ...}: whitespace collapsed,
+`resolve(cfg)` turns `segment_stage.vocabulary`'s `terms`, `file` (local path or fsspec/S3 URI) and
+`per_language` into {"*": [(term, weight)], "de": [...], ...}: whitespace collapsed,
 empty lines and `#` comments dropped, duplicates (case-insensitive) merged keeping the highest
 weight, first-seen order otherwise. The result is cached on the config object, which Ray pickles
 into the actors: backends call `terms_for(cfg, language)` and never read the file again. The
@@ -85,17 +85,17 @@ def read_file(uri: str, cfg: VocabularyConfig) -> list[Term]:
     try:
         raw = with_retries(lambda: fs.cat_file(path))
     except FileNotFoundError:
-        raise VocabularyError(f"vocabulary.file {uri!r} does not exist") from None
+        raise VocabularyError(f"segment_stage.vocabulary.file {uri!r} does not exist") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise VocabularyError(f"vocabulary.file {uri!r} is not UTF-8 text") from None
+        raise VocabularyError(f"segment_stage.vocabulary.file {uri!r} is not UTF-8 text") from None
     terms = []
     for n, line in enumerate(text.splitlines(), 1):
         try:
             item = parse_line(line)
         except VocabularyError as exc:
-            raise VocabularyError(f"vocabulary.file {uri!r} line {n}: {exc}") from None
+            raise VocabularyError(f"segment_stage.vocabulary.file {uri!r} line {n}: {exc}") from None
         if item:
             terms.append(item)
     return terms

@@ -32,6 +32,12 @@ class ResemblyzerDiarizer:
         self.cfg = cfg
         self.encoder = VoiceEncoder(device="cuda" if use_gpu else "cpu", verbose=False)
 
+    def model_id(self) -> str:
+        """Provenance: the speaker encoder shipped in the installed resemblyzer package."""
+        from importlib.metadata import version
+
+        return f"resemblyzer:{version('resemblyzer')}"
+
     def speaker_turns(self, audio: np.ndarray, regions: Sequence[Span]) -> list[Span]:
         centres, embeds = self._window_embeddings(audio, regions)
         if len(embeds) == 0:

@@ -46,3 +46,9 @@ class SileroVad:
                 else:
                     spans.append(Span(round(start, 3), round(end, 3)))
         return spans
+
+    def model_id(self) -> str:
+        """Provenance: the Silero v6 ONNX model of the installed faster-whisper wheel."""
+        from importlib.metadata import version
+
+        return f"silero-vad:v6 (faster-whisper {version('faster-whisper')})"

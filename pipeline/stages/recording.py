@@ -15,28 +15,40 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from pipeline.backends.registry import make_diarizer, make_vad
-from pipeline.config import JobConfig
+from pipeline.backends.base import DiarizationBackend, VadBackend
+from pipeline.config import JobConfig, RecordingStageConfig
 from pipeline.records import SAMPLE_RATE, SEGMENTED_SCHEMA, Span, peak_rss_mb, rows_to_table, samples_at
 from pipeline.timeline import utterances
 
 log = logging.getLogger(__name__)
 
+
 class RecordingStage:
     name = "recording"
 
-    def __init__(self, cfg: JobConfig):
-        use_gpu = cfg.models.use_gpu(cfg.recording_stage.resources)
-        self.cfg = cfg
-        self.vad = make_vad(cfg.vad, cfg.models, use_gpu)
-        self.diarizer = make_diarizer(cfg.diarization, cfg.models, use_gpu)
+    def __init__(self, cfg: RecordingStageConfig, vad: VadBackend | None, diarizer: DiarizationBackend | None):
+        self.cfg, self.vad, self.diarizer = cfg, vad, diarizer
+        # provenance of every row this stage makes; the segment stage appends its own (lid, asr)
+        roles = {"vad": vad.model_id() if vad is not None else "none"}
+        if diarizer is not None:
+            roles["diarization"] = diarizer.model_id()
+        self.models = "; ".join(f"{k}={v}" for k, v in roles.items())
+
+    @classmethod
+    def from_config(cls, job: JobConfig) -> "RecordingStage":
+        """The stage with the job's backends, loaded here (inside the Ray actor that holds them)."""
+        from pipeline.backends.registry import make_diarizer, make_vad
+
+        cfg = job.recording_stage
+        use_gpu = job.models.use_gpu(cfg.resources)
+        return cls(cfg, make_vad(cfg.vad, job.models, use_gpu), make_diarizer(cfg.diarization, job.models, use_gpu))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         audio = batch.column("audio")
         rows = batch.drop_columns(["audio"]).to_pylist()
         speech: list[np.ndarray | None] = []
         for i, row in enumerate(rows):
-            row.update(spans=[], turns=None, num_speakers=None, speech_seconds=None)
+            row.update(spans=[], turns=None, num_speakers=None, speech_seconds=None, models=self.models)
             t0 = time.perf_counter()
             out = None
             if row["status"] == "ok":
