@@ -4,8 +4,9 @@
     HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 python infra/stage_models.py conf/nemo-gpu.yaml \
         --models-dir /mnt/scriptorium-models --out conf/nemo-gpu.yaml
 
-For every NeMo model of the preset (`vad.model`, `lid.model`, `asr.model`, `diarization.model` with
-`backend: nemo`) that is a pretrained name, or a `/models/<name>.nemo` path not filled in yet, it
+For every NeMo model of the preset (`recording_stage.vad.model`, `recording_stage.diarization.model`,
+`segment_stage.lid.model`, `segment_stage.asr.model` with `backend: nemo`; a preset still written in the
+flat layout before issue 15, `vad:` ... at the top, is read there too) that is a pretrained name, or a `/models/<name>.nemo` path not filled in yet, it
 downloads the pretrained model with NeMo using the class the pipeline restores it with (see
 pipeline/backends/nemo.py), saves it as `<models-dir>/<name>.nemo`, computes the file's sha256 and
 writes a copy of the preset in which that model reads `model: /models/<name>.nemo` and `sha256: <hex>`
@@ -33,10 +34,13 @@ from typing import Any, Callable
 
 import yaml
 
-# The config sections that name a NeMo model, and the NeMo class the pipeline restores each with
-# (pipeline/backends/nemo.py: NemoVad, NemoLid, NemoAsr, NemoDiarizer). Saving with the same class
-# means the .nemo's config names the class the pipeline expects.
-MODEL_SECTIONS = ("vad", "diarization", "lid", "asr")
+# The config sections that name a NeMo model (dotted paths, in the order the data meets them), and the
+# NeMo class the pipeline restores each with (pipeline/backends/nemo: NemoVad, NemoLid, NemoAsr,
+# NemoDiarizer). Saving with the same class means the .nemo's config names the class the pipeline expects.
+MODEL_SECTIONS = ("recording_stage.vad", "recording_stage.diarization", "segment_stage.lid", "segment_stage.asr")
+# Where a preset of the flat layout before issue 15 has them (pipeline/config.py MOVED_KEYS).
+_OLD_PLACE = {"recording_stage.vad": "vad", "recording_stage.diarization": "diarization",
+              "segment_stage.lid": "lid", "segment_stage.asr": "asr"}
 _CLASS_BY_SECTION = {
     "vad": "EncDecFrameClassificationModel",
     "lid": "EncDecSpeakerLabelModel",
@@ -45,7 +49,9 @@ _CLASS_BY_SECTION = {
 
 
 def nemo_class_name(section: str, ref: str) -> str:
-    """Name of the class in `nemo.collections.asr.models` the pipeline uses for `section`'s model."""
+    """Name of the class in `nemo.collections.asr.models` the pipeline uses for `section`'s model
+    (`segment_stage.asr` or just `asr`)."""
+    section = section.rsplit(".", 1)[-1]
     if section == "diarization":
         # Same rule as NemoDiarizer: Sortformer end-to-end diarizer, else a speaker-embedding model.
         return "SortformerEncLabelModel" if "sortformer" in ref.lower() else "EncDecSpeakerLabelModel"
@@ -68,7 +74,7 @@ def file_name(ref: str) -> str:
 
 # Pretrained name of a staged file whose preset already names `/models/<stem>.nemo` (the shipped presets
 # do): NGC-listed names are the stem itself; Hugging Face ones need their organisation. `--pretrained
-# SECTION=NAME` overrides.
+# SECTION=NAME` overrides (SECTION: `segment_stage.asr`, or just `asr`).
 KNOWN_PRETRAINED = {
     "parakeet-tdt-0.6b-v3": "nvidia/parakeet-tdt-0.6b-v3",
     "parakeet-tdt-0.6b-v2": "nvidia/parakeet-tdt-0.6b-v2",
@@ -78,7 +84,7 @@ KNOWN_PRETRAINED = {
 
 @dataclass(frozen=True)
 class StagedModel:
-    section: str
+    section: str  # dotted path of the config section, e.g. segment_stage.asr
     source: str  # the pretrained name downloaded
     class_name: str
     path: str  # the file as the Ray pods see it, e.g. /models/parakeet-tdt-0.6b-v3.nemo
@@ -97,61 +103,89 @@ def plan_staging(
     pretrained = pretrained or {}
     plan = []
     for section in MODEL_SECTIONS:
-        cfg = preset.get(section) or {}
+        if _lookup(preset, section) is None and isinstance(preset.get(_OLD_PLACE[section]), dict):
+            section = _OLD_PLACE[section]  # a preset of the flat layout: stage it where it is
+        cfg = _lookup(preset, section) or {}
         if not isinstance(cfg, dict) or cfg.get("backend") != "nemo":
             continue
-        if section == "diarization" and not cfg.get("enabled", False):
+        if section.endswith("diarization") and not cfg.get("enabled", False):
             continue
         ref = str(cfg.get("model") or "")
         if not ref:
             continue
+        named = pretrained.get(section) or pretrained.get(section.rsplit(".", 1)[-1])
         if is_pretrained_name(ref):
-            source, rel = pretrained.get(section, ref), file_name(ref)
+            source, rel = named or ref, file_name(ref)
         elif ref.startswith(mount) and ref.endswith(".nemo"):
             rel = ref[len(mount):]
             if ".." in Path(rel).parts:
                 raise ValueError(f"{section}.model {ref!r} leaves {mount_path}")
             stem = Path(rel).name[: -len(".nemo")]
-            source = pretrained.get(section) or KNOWN_PRETRAINED.get(stem, stem)
+            source = named or KNOWN_PRETRAINED.get(stem, stem)
         else:
             continue
         plan.append(StagedModel(section, source, nemo_class_name(section, source), mount + rel, rel))
     return plan
 
 
-def _section_spans(lines: list[str]) -> dict[str, tuple[int, int]]:
-    """Line ranges [start, end) of each top-level `key:` block of a block-style YAML mapping."""
-    starts = [(i, m.group(1)) for i, line in enumerate(lines) if (m := re.match(r"([A-Za-z_][\w-]*):", line))]
-    spans = {}
-    for n, (i, key) in enumerate(starts):
-        spans[key] = (i, starts[n + 1][0] if n + 1 < len(starts) else len(lines))
-    return spans
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
 
 
-def _set_key(lines: list[str], start: int, end: int, key: str, value: str, after: str | None) -> None:
-    """Set `  key: value` (first indentation level) inside lines[start:end], keeping any trailing comment;
-    insert it after the `after` key's line when absent."""
-    pat = re.compile(rf"^(\s+){re.escape(key)}:(\s*)([^#\n]*?)(\s*#.*)?$")
+def _is_key_line(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("#")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _block(lines: list[str], dotted: str) -> tuple[int, int, str] | None:
+    """(line of `key:`, end of its block, indentation of its keys) of a dotted section of a
+    block-style YAML mapping, or None where it is absent."""
+    start, end, indent = -1, len(lines), ""
+    for part in dotted.split("."):
+        pat = re.compile(rf"^{re.escape(indent)}{re.escape(part)}:")
+        found = next((i for i in range(start + 1, end) if pat.match(lines[i])), None)
+        if found is None:
+            return None
+        start, level = found, len(indent)
+        # the block ends at the next key line indented no deeper than its own key
+        end = next((i for i in range(found + 1, end) if _is_key_line(lines[i]) and _indent(lines[i]) <= level), end)
+        first = next((lines[i] for i in range(found + 1, end) if _is_key_line(lines[i])), None)
+        indent = " " * (_indent(first) if first is not None and _indent(first) > level else level + 2)
+    return start, end, indent
+
+
+def _set_key(lines: list[str], start: int, end: int, indent: str, key: str, value: str, after: str | None) -> None:
+    """Set `key: value` (at `indent`, the block's own keys) inside lines[start:end], keeping any trailing
+    comment; insert it after the `after` key's line when absent."""
+    pat = re.compile(rf"^({re.escape(indent)}){re.escape(key)}:(\s*)([^#\n]*?)(\s*#.*)?$")
     for i in range(start + 1, end):
         m = pat.match(lines[i])
         if m:
             comment = m.group(4) or ""
             lines[i] = f"{m.group(1)}{key}: {value}{comment}"
             return
-    indent = "  "
     anchor = start
     if after is not None:
         for i in range(start + 1, end):
-            m = re.match(rf"^(\s+){re.escape(after)}:", lines[i])
-            if m:
-                anchor, indent = i, m.group(1)
+            if re.match(rf"^{re.escape(indent)}{re.escape(after)}:", lines[i]):
+                anchor = i
                 break
     lines.insert(anchor + 1, f"{indent}{key}: {value}")
 
 
 def rewrite_preset(text: str, staged: dict[str, tuple[str, str]]) -> str:
     """Return `text` (a preset's YAML) with `<section>.model` and `<section>.sha256` replaced by the staged
-    (path, sha256) of each section in `staged`; every other line, comments included, is kept.
+    (path, sha256) of each section in `staged` (dotted paths, e.g. `segment_stage.asr`); every other
+    line, comments included, is kept.
 
     The edit is line-based so that the operator's comments survive; it is then checked by parsing both
     texts: the result must equal the original mapping with exactly those keys changed (a round trip), or
@@ -160,20 +194,20 @@ def rewrite_preset(text: str, staged: dict[str, tuple[str, str]]) -> str:
     for section, (path, digest) in staged.items():
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise ValueError(f"{section}: {digest!r} is not a sha256 hex digest")
-        spans = _section_spans(lines)
-        if section not in spans:
-            raise ValueError(f"section {section!r} not found at the top level of the preset")
-        start, end = spans[section]
+        block = _block(lines, section)
+        if block is None:
+            raise ValueError(f"section {section!r} not found in the preset")
+        start, end, indent = block
         if not lines[start].rstrip().endswith(":") and "#" not in lines[start]:
             raise ValueError(f"section {section!r} is not a block mapping; edit it by hand")
-        _set_key(lines, start, end, "model", _yaml_scalar(path), after=None)
-        start, end = _section_spans(lines)[section]
-        _set_key(lines, start, end, "sha256", digest, after="model")
+        _set_key(lines, start, end, indent, "model", _yaml_scalar(path), after=None)
+        start, end, indent = _block(lines, section)  # type: ignore[misc]
+        _set_key(lines, start, end, indent, "sha256", digest, after="model")
     out = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
 
     expected = yaml.safe_load(text) or {}
     for section, (path, digest) in staged.items():
-        expected[section] = dict(expected.get(section) or {}, model=path, sha256=digest)
+        _lookup(expected, section).update(model=path, sha256=digest)
     if yaml.safe_load(out) != expected:
         raise ValueError("rewriting the preset changed more than the staged model keys; edit it by hand")
     return out
@@ -248,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="where to write the staged preset (may be the input)")
     ap.add_argument("--mount-path", default="/models", help="where the Ray pods mount the volume (default /models)")
     ap.add_argument("--pretrained", action="append", default=[], metavar="SECTION=NAME",
-                    help="pretrained name to download for a section whose model is already a /models path")
+                    help="pretrained name to download for a section (segment_stage.asr, or asr) whose model is "
+                    "already a /models path")
     args = ap.parse_args(argv)
     pretrained = dict(item.split("=", 1) for item in args.pretrained)
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):

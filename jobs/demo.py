@@ -28,7 +28,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO / "jobs" / "demo-audio"
 SR = 16000
-PAUSE_S = 1.5  # longer than segmentation.merge_gap_s, so the language switch gets its own segment
+PAUSE_S = 1.5  # longer than recording_stage.segmentation.merge_gap_s, so the language switch gets its own segment
 
 
 def build_corpus(folder: Path) -> list[Path]:
@@ -93,7 +93,7 @@ def main() -> int:
                 "output.uri=s3://demo/out",
                 f"input.storage={storage}",
                 f"output.storage={storage}",
-                "diarization.enabled=true",
+                "recording_stage.diarization.enabled=true",
             ],
         )
         print("3/4 running the pipeline: decode -> VAD -> diarization -> LID -> ASR -> Parquet ...")

@@ -522,65 +522,107 @@ PRESET = """\
 # a comment the operator wrote
 input:
   uri: s3://in/
+recording_stage:
+  resources: {num_cpus: 1.0, num_gpus: 0.25}
+  vad:
+    backend: nemo
+    model: vad_multilingual_frame_marblenet   # frame MarbleNet
+    threshold: 0.5
+  diarization:
+    enabled: true
+    backend: nemo
+    model: /models/diar_sortformer_4spk-v1.nemo
+    sha256: null          # filled by stage_models
+segment_stage:
+  lid:
+    backend: nemo
+    model: s3://bucket/ambernet.nemo
+    sha256: null
+  asr:
+    backend: nemo
+    model: nvidia/parakeet-tdt-0.6b-v3  # Parakeet v3
+    sha256: null
+output:
+  uri: s3://out/
+"""
+
+#: The same preset in the flat layout before issue 15 (an operator's own preset may still be one).
+OLD_PRESET = """\
+input:
+  uri: s3://in/
 output:
   uri: s3://out/
 vad:
   backend: nemo
   model: vad_multilingual_frame_marblenet   # frame MarbleNet
-  threshold: 0.5
-diarization:
-  enabled: true
-  backend: nemo
-  model: /models/diar_sortformer_4spk-v1.nemo
-  sha256: null          # filled by stage_models
-lid:
-  backend: nemo
-  model: s3://bucket/ambernet.nemo
-  sha256: null
 asr:
   backend: nemo
-  model: nvidia/parakeet-tdt-0.6b-v3  # Parakeet v3
+  model: nvidia/parakeet-tdt-0.6b-v3
   sha256: null
 """
+
+VAD, DIAR, LID, ASR = "recording_stage.vad", "recording_stage.diarization", "segment_stage.lid", "segment_stage.asr"
+
+
+def _at(data, dotted):
+    for part in dotted.split("."):
+        data = data[part]
+    return data
 
 
 def test_plan_staging_picks_pretrained_names_and_unfilled_volume_paths():
     plan = stage_models.plan_staging(yaml.safe_load(PRESET))
     assert [(m.section, m.source, m.class_name, m.path) for m in plan] == [
-        ("vad", "vad_multilingual_frame_marblenet", "EncDecFrameClassificationModel",
+        (VAD, "vad_multilingual_frame_marblenet", "EncDecFrameClassificationModel",
          "/models/vad_multilingual_frame_marblenet.nemo"),
-        ("diarization", "diar_sortformer_4spk-v1", "SortformerEncLabelModel", "/models/diar_sortformer_4spk-v1.nemo"),
+        (DIAR, "diar_sortformer_4spk-v1", "SortformerEncLabelModel", "/models/diar_sortformer_4spk-v1.nemo"),
         # lid is an s3:// file: pipeline/models.py fetches and verifies it, nothing to stage
-        ("asr", "nvidia/parakeet-tdt-0.6b-v3", "ASRModel", "/models/parakeet-tdt-0.6b-v3.nemo"),
+        (ASR, "nvidia/parakeet-tdt-0.6b-v3", "ASRModel", "/models/parakeet-tdt-0.6b-v3.nemo"),
     ]
     assert stage_models.nemo_class_name("diarization", "titanet_large") == "EncDecSpeakerLabelModel"
-    assert stage_models.nemo_class_name("lid", "langid_ambernet") == "EncDecSpeakerLabelModel"
+    assert stage_models.nemo_class_name(DIAR, "titanet_large") == "EncDecSpeakerLabelModel"
+    assert stage_models.nemo_class_name(LID, "langid_ambernet") == "EncDecSpeakerLabelModel"
     off = yaml.safe_load(PRESET)
-    off["diarization"]["enabled"] = False
-    assert "diarization" not in [m.section for m in stage_models.plan_staging(off)]
+    off["recording_stage"]["diarization"]["enabled"] = False
+    assert DIAR not in [m.section for m in stage_models.plan_staging(off)]
     with pytest.raises(ValueError):
         stage_models.file_name("nvidia/not a file name")
     escape = yaml.safe_load(PRESET)
-    escape["asr"]["model"] = "/models/../etc/asr.nemo"
+    escape["segment_stage"]["asr"]["model"] = "/models/../etc/asr.nemo"
     with pytest.raises(ValueError, match="leaves"):
         stage_models.plan_staging(escape)
+    # --pretrained SECTION=NAME: the dotted section, or its last name
+    staged = yaml.safe_load(PRESET)
+    staged["segment_stage"]["asr"]["model"] = "/models/asr.nemo"
+    for key in (ASR, "asr"):
+        (asr,) = [m for m in stage_models.plan_staging(staged, pretrained={key: "nvidia/x"}) if m.section == ASR]
+        assert asr.source == "nvidia/x"
+
+
+def test_plan_and_rewrite_a_preset_of_the_old_flat_layout():
+    plan = stage_models.plan_staging(yaml.safe_load(OLD_PRESET))
+    assert [m.section for m in plan] == ["vad", "asr"]
+    out = stage_models.rewrite_preset(OLD_PRESET, {m.section: (m.path, "d" * 64) for m in plan})
+    data = yaml.safe_load(out)
+    assert data["asr"] == {"backend": "nemo", "model": "/models/parakeet-tdt-0.6b-v3.nemo", "sha256": "d" * 64}
 
 
 def test_rewrite_preset_fills_models_and_keeps_everything_else():
     a, b = "a" * 64, "b" * 64
-    out = stage_models.rewrite_preset(PRESET, {"vad": ("/models/vad.nemo", a), "asr": ("/models/asr.nemo", b)})
+    out = stage_models.rewrite_preset(PRESET, {VAD: ("/models/vad.nemo", a), ASR: ("/models/asr.nemo", b)})
     data = yaml.safe_load(out)
-    assert data["vad"] == {"backend": "nemo", "model": "/models/vad.nemo", "sha256": a, "threshold": 0.5}
-    assert data["asr"]["model"] == "/models/asr.nemo" and data["asr"]["sha256"] == b
-    assert data["lid"] == yaml.safe_load(PRESET)["lid"]
-    # Comments survive; the inserted sha256 sits right after model.
+    assert _at(data, VAD) == {"backend": "nemo", "model": "/models/vad.nemo", "sha256": a, "threshold": 0.5}
+    assert _at(data, ASR)["model"] == "/models/asr.nemo" and _at(data, ASR)["sha256"] == b
+    assert _at(data, LID) == _at(yaml.safe_load(PRESET), LID)
+    assert _at(data, DIAR) == _at(yaml.safe_load(PRESET), DIAR)  # its own model/sha256 keys untouched
+    # Comments survive; the inserted sha256 sits right after model, at the section's indentation.
     assert out.startswith("# a comment the operator wrote\n")
-    assert "model: /models/vad.nemo   # frame MarbleNet\n  sha256: " + a in out
+    assert "    model: /models/vad.nemo   # frame MarbleNet\n    sha256: " + a in out
     assert "# Parakeet v3" in out
     with pytest.raises(ValueError, match="sha256"):
-        stage_models.rewrite_preset(PRESET, {"vad": ("/models/vad.nemo", "not-a-digest")})
+        stage_models.rewrite_preset(PRESET, {VAD: ("/models/vad.nemo", "not-a-digest")})
     with pytest.raises(ValueError, match="not found"):
-        stage_models.rewrite_preset(PRESET, {"punctuation": ("/models/p.nemo", a)})
+        stage_models.rewrite_preset(PRESET, {"segment_stage.punctuation": ("/models/p.nemo", a)})
 
 
 def test_stage_with_a_fake_downloader(tmp_path):
@@ -596,20 +638,20 @@ def test_stage_with_a_fake_downloader(tmp_path):
 
     volume = tmp_path / "volume"
     staged = stage_models.stage(preset, volume, tmp_path / "out.yaml", download=fake_download, log=lambda s: None)
-    assert [c[0] for c in calls] == ["vad", "diarization", "asr"]
+    assert [c[0] for c in calls] == [VAD, DIAR, ASR]
     expect = hashlib.sha256(b"weights of nvidia/parakeet-tdt-0.6b-v3").hexdigest()
-    assert staged["asr"] == ("/models/parakeet-tdt-0.6b-v3.nemo", expect)
+    assert staged[ASR] == ("/models/parakeet-tdt-0.6b-v3.nemo", expect)
     assert (volume / "parakeet-tdt-0.6b-v3.nemo").stat().st_mode & 0o777 == 0o644
     assert not list(volume.glob(".*partial"))
     out = yaml.safe_load((tmp_path / "out.yaml").read_text())
-    assert out["asr"]["sha256"] == expect and out["diarization"]["model"] == "/models/diar_sortformer_4spk-v1.nemo"
+    assert _at(out, ASR)["sha256"] == expect and _at(out, DIAR)["model"] == "/models/diar_sortformer_4spk-v1.nemo"
 
     # The staged preset is a valid config whose model files verify against their sha256.
     from pipeline.config import load_config
     from pipeline.models import sha256_file
 
     cfg = load_config(tmp_path / "out.yaml")
-    assert cfg.asr.sha256 == sha256_file(volume / "parakeet-tdt-0.6b-v3.nemo")
+    assert cfg.segment_stage.asr.sha256 == sha256_file(volume / "parakeet-tdt-0.6b-v3.nemo")
 
     # Idempotent: staging again downloads nothing and writes the same preset.
     calls.clear()
@@ -623,8 +665,8 @@ def test_shipped_presets_can_be_staged():
     for preset in sorted((ROOT / "conf").glob("nemo-gpu*.yaml")):
         text = preset.read_text()
         plan = stage_models.plan_staging(yaml.safe_load(text))
-        assert {m.section for m in plan} >= {"vad", "asr"}, preset.name
+        assert {m.section for m in plan} >= {VAD, ASR}, preset.name
         out = stage_models.rewrite_preset(text, {m.section: (m.path, "c" * 64) for m in plan})
         data = yaml.safe_load(out)
         for m in plan:
-            assert data[m.section]["model"] == m.path and data[m.section]["sha256"] == "c" * 64
+            assert _at(data, m.section)["model"] == m.path and _at(data, m.section)["sha256"] == "c" * 64
