@@ -2,8 +2,9 @@
 
 Config is data. Every knob lives here with its default and unit; stages receive their own options
 object and never read files or environment variables. `load_config(path, overrides)` is what the CLI
-calls: YAML, then `dotted.key=value` overrides, then keys of the older flat layout moved to their
-places (`MOVED_KEYS`, one warning line each), then validation. Unknown keys and bad values raise
+calls: YAML, then `dotted.key=value` overrides, then validation. Keys of the older flat layout (in
+the file or an override) move to their places (`MOVED_KEYS`, one warning line each; one key given at
+both places is a `ConfigError`); `JobConfig.model_validate` moves them too. Unknown keys and bad values raise
 `ConfigError` with the key's dotted path and the valid choices.
 
 The sections follow the data: `input` -> `pooling` (windows of recordings) -> `decode` ->
@@ -530,20 +531,48 @@ class JobConfig(Model):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def apply_override(data: dict[str, Any], dotted: str) -> None:
-    """Apply one `a.b.c=value` override; the value is parsed as YAML (so 3, true, [x, y] work)."""
+def _parse_override(dotted: str) -> tuple[list[str], Any]:
     if "=" not in dotted:
         raise ConfigError(f"override {dotted!r} is not of the form dotted.key=value")
     key, raw = dotted.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else None
-    parts = key.strip().split(".")
+    return key.strip().split("."), (yaml.safe_load(raw) if raw != "" else None)
+
+
+def _set(data: dict[str, Any], parts: list[str] | tuple[str, ...], value: Any) -> None:
     node = data
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+            raise ConfigError(f"override {'.'.join(parts)!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def apply_override(data: dict[str, Any], dotted: str) -> None:
+    """Apply one `a.b.c=value` override; the value is parsed as YAML (so 3, true, [x, y] work)."""
+    _set(data, *_parse_override(dotted))
+
+
+def apply_job_override(data: dict[str, Any], dotted: str, given: dict[str, str] | None = None) -> None:
+    """`apply_override` for a job config: a key of the old layout is set at its new place (one
+    warning line, see `migrate`). `given` (new dotted key -> the key an override named, kept across
+    the overrides of one command) turns an old and a new spelling of one key into a `ConfigError`."""
+    parts, value = _parse_override(dotted)
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    moved = migrate(nested)
+    if moved == nested:  # not a key of the old layout: set as written (a mapping replaces the section)
+        targets = [(tuple(parts), value)]
+    else:  # set each key it holds at its new place
+        targets = list(_leaves(moved, ()))
+    for target, leaf in targets:
+        new = ".".join(target)
+        if given is not None:
+            if given.setdefault(new, ".".join(parts)) != ".".join(parts):
+                raise ConfigError(f"config: overrides {given[new]!r} and {'.'.join(parts)!r} are both given; they "
+                                  f"are one key now: keep only {new!r}")
+        _set(data, target, leaf)
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -583,10 +612,14 @@ def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> JobConfig:  # type: ignore[assignment]
-    data: dict[str, Any] = read_mapping(path) if path is not None else {}
+    # Keys of the layout before issue 15 move to their places now, a warning line each: the file's
+    # (one key at both places in the file: ConfigError), then each override's, so that an old
+    # override still overrides the new key of the file (and an old and a new override of one key
+    # are a ConfigError).
+    data: dict[str, Any] = migrate(read_mapping(path) if path is not None else {})
+    given: dict[str, str] = {}
     for item in overrides:
-        apply_override(data, item)
-    data = migrate(data)  # keys of the layout before issue 15 -> their places now, a warning each
+        apply_job_override(data, item, given)
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:

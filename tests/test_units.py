@@ -17,21 +17,23 @@ BASE = ["input.uri=/in", "output.uri=/out"]
 
 def test_config_unknown_key_names_key_and_choices():
     with pytest.raises(ConfigError) as err:
-        load_config("conf/local.yaml", [*BASE, "asr.modle=base"])
-    assert "asr.modle" in str(err.value) and "model" in str(err.value)
+        load_config("conf/local.yaml", [*BASE, "segment_stage.asr.modle=base"])
+    assert "segment_stage.asr.modle" in str(err.value) and "model" in str(err.value)
 
 
 def test_config_bad_choice_lists_valid_values():
     with pytest.raises(ConfigError) as err:
-        load_config("conf/local.yaml", [*BASE, "vad.backend=webrtc"])
+        load_config("conf/local.yaml", [*BASE, "recording_stage.vad.backend=webrtc"])
     msg = str(err.value)
-    assert "vad.backend" in msg and "'silero'" in msg and "'nemo'" in msg
+    assert "recording_stage.vad.backend" in msg and "'silero'" in msg and "'nemo'" in msg
 
 
 def test_overrides_are_typed_and_change_the_fingerprint():
     a = load_config("conf/local.yaml", BASE)
-    b = load_config("conf/local.yaml", [*BASE, "segmentation.max_segment_s=12", "diarization.enabled=true"])
-    assert b.segmentation.max_segment_s == 12.0 and b.diarization.enabled is True
+    b = load_config("conf/local.yaml", [*BASE, "recording_stage.segmentation.max_segment_s=12",
+                                        "recording_stage.diarization.enabled=true"])
+    rec = b.recording_stage
+    assert rec.segmentation.max_segment_s == 12.0 and rec.diarization.enabled is True
     assert a.fingerprint() != b.fingerprint()
     # output location is not part of what a transcript depends on
     assert a.fingerprint() == load_config("conf/local.yaml", ["input.uri=/x", "output.uri=/y"]).fingerprint()
