@@ -41,7 +41,8 @@ def test_bad_inputs_one_run(tmp_path):
     for name in GOOD:
         shutil.copyfile(CORPUS / "speech" / name, inp / name)
     out = tmp_path / "out"
-    cfg = load_config(REPO / "conf" / "local.yaml", [f"input.uri={inp}", f"output.uri={out}", "ray.num_cpus=2", "asr.model=base"])
+    cfg = load_config(REPO / "conf" / "local.yaml", [f"input.uri={inp}", f"output.uri={out}", "ray.num_cpus=2",
+                                                     "segment_stage.asr.model=base"])
     report = run(cfg)
     recs = {Path(r["uri"]).name: r for r in read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()}
     segs = read_output(OutputConfig(uri=str(out)), "segments").to_pylist()
@@ -309,7 +310,7 @@ def test_terminal_escapes_and_secrets_never_printed(tmp_path):
                                                     "input.storage.anon=http://admin:hunter2@minio:9000"])
     assert "hunter2" not in str(err.value) and "input.storage.anon" in str(err.value)
     fields = {k: 0 for k, f in RunReport.model_fields.items() if f.is_required()}
-    fields.update(run_id="r", fingerprint="f", input_uri="i", output_uri="s3://u:pw@b/out\x1b]0;x\x07", asr_model="m",
+    fields.update(run_id="r", fingerprint="f", input_uri="i", output_uri="s3://u:pw@b/out\x1b]0;x\x07",
                   errors=[{"uri": f"/in/{n}", "error": "decode: bad \x1b[31m"} for n in HOSTILE_NAMES], warnings=[])
     text = RunReport(**fields).summary()
     assert not any(c in text for c in "\x1b\r\x07\u202e\u2028") and ":pw@" not in text, text
@@ -354,9 +355,9 @@ def test_models_verified_at_load_not_once(tmp_path, monkeypatch):
     nemo.write_bytes(b"y" * 4096)
     with pytest.raises(ModelIntegrityError, match=sha256_file(nemo)):
         resolve_model(str(nemo), digest, ModelsConfig())
-    cfg = load_config(REPO / "conf" / "local.yaml", ["input.uri=/x", "output.uri=/y", "asr.backend=nemo",
-                                                     f"asr.model={nemo}", f"asr.sha256={digest}", "lid.backend=none",
-                                                     "lid.language=en"])
+    cfg = load_config(REPO / "conf" / "local.yaml", ["input.uri=/x", "output.uri=/y", "segment_stage.asr.backend=nemo",
+                                                     f"segment_stage.asr.model={nemo}", f"segment_stage.asr.sha256={digest}",
+                                                     "segment_stage.lid.backend=none", "segment_stage.lid.language=en"])
     problems = check_models(cfg)
     assert len(problems) == 1 and digest in problems[0] and sha256_file(nemo) in problems[0], problems
 

@@ -59,7 +59,7 @@ def test_missing_input_and_unwritable_output_before_anything_starts(tmp_path):
 def test_unknown_model_is_one_line_before_any_model_loads(tmp_path):
     (tmp_path / "in").mkdir()
     t = time.monotonic()
-    res = _cli("run", CONF, f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'out'}", "asr.model=large-v3")
+    res = _cli("run", CONF, f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'out'}", "segment_stage.asr.model=large-v3")
     _one_line_exit_2(res, "asr.model='large-v3'", "not an embedded model")
     assert not (tmp_path / "out" / "segments").exists()
     assert time.monotonic() - t < 60  # no Ray, no model: seconds (generous on a loaded machine)

@@ -238,3 +238,11 @@ def test_unknown_keys_are_still_named_with_their_full_path():
     with pytest.raises(ConfigError) as err:
         load_config(REPO / "conf/local.yaml", [*BASE, "segment_stage.packing.gap=1"])
     assert "segment_stage.packing.gap" in str(err.value) and "gap_s" in str(err.value)
+
+
+def test_a_job_config_is_a_filter_rules_file():
+    from pipeline.filter import load_rules
+
+    rules = load_rules(str(REPO / "conf/nemo-gpu.yaml"), ["segment_stage.quality.max_repetition=0.9"])
+    assert (rules.min_confidence, rules.max_repetition) == (0.35, 0.9)
+    assert load_rules(None, ["quality.min_confidence=0.6"]).min_confidence == 0.6  # the filter's own namespace

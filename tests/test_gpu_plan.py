@@ -49,12 +49,14 @@ def test_gpu_preset_plan_runs_on_logical_gpus(corpus, tmp_path):
         "run", PRESET,
         # one GPU pod of the preset's node shape, on this machine: 8 logical CPUs, 1 logical GPU
         "ray.address=null", "ray.num_cpus=8", "ray.num_gpus=1", "models.device=cpu",
-        f"models.cache_dir={tmp_path / 'cache'}", "asr.cpu_threads=1",
+        f"models.cache_dir={tmp_path / 'cache'}", "segment_stage.asr.cpu_threads=1",
         f"input.uri={src}", f"output.uri={out}",
-        f"vad.model={tiny['vad']}", f"vad.sha256={_sha(tiny['vad'])}", "vad.threshold=0.01", "vad.neg_threshold=0.0",
-        f"lid.model={tiny['lid']}", f"lid.sha256={_sha(tiny['lid'])}",
-        f"asr.model={tiny['tdt']}", f"asr.sha256={_sha(tiny['tdt'])}",
-        f"diarization.model={tiny['sortformer']}", f"diarization.sha256={_sha(tiny['sortformer'])}",
+        f"recording_stage.vad.model={tiny['vad']}", f"recording_stage.vad.sha256={_sha(tiny['vad'])}",
+        "recording_stage.vad.threshold=0.01", "recording_stage.vad.neg_threshold=0.0",
+        f"segment_stage.lid.model={tiny['lid']}", f"segment_stage.lid.sha256={_sha(tiny['lid'])}",
+        f"segment_stage.asr.model={tiny['tdt']}", f"segment_stage.asr.sha256={_sha(tiny['tdt'])}",
+        f"recording_stage.diarization.model={tiny['sortformer']}",
+        f"recording_stage.diarization.sha256={_sha(tiny['sortformer'])}",
     )
     assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-4000:]  # done, one file failed
     assert "ok 3  no speech 0  error 1" in res.stdout, res.stdout
@@ -90,11 +92,13 @@ def test_shipped_gpu_preset_refuses_unstaged_models_before_anything_runs(tmp_pat
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()  # one line per problem, every model named
     assert all(x.startswith("scriptorium: ") and "sha256" in x for x in lines), res.stderr
-    assert [x.split()[1] for x in lines] == ["vad.model:", "diarization.model:", "lid.model:", "asr.model:"]
+    assert [x.split()[1] for x in lines] == ["recording_stage.vad.model:", "recording_stage.diarization.model:",
+                                             "segment_stage.lid.model:", "segment_stage.asr.model:"]
     res = _cli("run", PRESET, f"input.uri={tmp_path}", f"output.uri={tmp_path / 'out'}",
-               "asr.model=nvidia/parakeet-tdt-0.6b-v3", "vad.backend=none", "lid.backend=none",
-               "lid.language=en", "diarization.enabled=false", timeout=120)
-    assert res.returncode == 2 and "allow_download" in res.stderr and "asr.model" in res.stderr, res.stderr
+               "segment_stage.asr.model=nvidia/parakeet-tdt-0.6b-v3", "recording_stage.vad.backend=none",
+               "segment_stage.lid.backend=none", "segment_stage.lid.language=en",
+               "recording_stage.diarization.enabled=false", timeout=120)
+    assert res.returncode == 2 and "allow_download" in res.stderr and "segment_stage.asr.model" in res.stderr, res.stderr
 
 
 @pytest.mark.parametrize("preset", ["conf/nemo-gpu.yaml", "conf/nemo-gpu-8x.yaml"])
@@ -104,7 +108,7 @@ def test_gpu_presets_fill_one_gpu_by_fraction(preset):
     assert rec.num_gpus + seg.num_gpus == 1.0  # one recording + one segment actor per GPU, nothing idle
     assert rec.max_pool_size == seg.max_pool_size and rec.max_pool_size >= rec.pool_size
     assert cfg.models.allow_download is False and cfg.models.require_sha256 is True
-    assert cfg.batching.max_padded_s_per_gib
+    assert cfg.segment_stage.batching.max_padded_s_per_gib
 
 
 def test_check_fits_names_the_stage_and_the_numbers():

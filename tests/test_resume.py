@@ -49,9 +49,9 @@ CLIPS = [
     "speechbrain_spk2_snt3.wav",
     "lhotse_common_voice_en_651325.mp3",
 ]
-BASE = ["ray.num_cpus=2", "asr.model=base"]
+BASE = ["ray.num_cpus=2", "segment_stage.asr.model=base"]
 #: One recording per Ray batch everywhere: many small parts, so a crash lands between commits.
-SMALL_BATCHES = ["batching.max_files=1"]
+SMALL_BATCHES = ["pooling.max_files=1"]
 
 
 def make_input(folder: Path, clips=CLIPS) -> Path:
@@ -167,7 +167,7 @@ def test_incremental_and_changed_inputs(tmp_path):
     keys = seg_keys(str(out))
     assert len(keys) == len(set(keys)) and sorted(plain_keys(out)) == sorted(keys)
     # a changed pipeline fingerprint reprocesses everything and replaces every row
-    r4 = run_inproc(inp, out, "vad.pad_s=0.25")
+    r4 = run_inproc(inp, out, "recording_stage.vad.pad_s=0.25")
     assert (r4.changed, r4.skipped, r4.processed, r4.error) == (4, 0, 4, 0), r4.summary()
     keys = seg_keys(str(out))
     assert len(keys) == len(set(keys)) and sorted(plain_keys(out)) == sorted(keys)
@@ -406,8 +406,8 @@ def remover():
 
 t = threading.Thread(target=remover, daemon=True)
 t.start()
-cfg = load_config(conf, [f"input.uri={inp}", f"output.uri={out}", "asr.model=base",
-                         "batching.max_files=1"])
+cfg = load_config(conf, [f"input.uri={inp}", f"output.uri={out}", "segment_stage.asr.model=base",
+                         "pooling.max_files=1"])
 report = run(cfg)
 t.join(30)
 print(f"[{time.time() - t0:.1f} s] job done", flush=True)

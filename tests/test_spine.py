@@ -127,7 +127,7 @@ def test_diarization_finds_two_speakers_in_the_call(corpus, tmp_path):
     shutil.copy(corpus / "diarization/pyannote_sample.wav", src)
     shutil.copy(corpus / "speech/whisper_jfk.flac", src)
     cfg = load_config(
-        REPO / "conf/local.yaml", [f"input.uri={src}", f"output.uri={tmp_path / 'out'}", "diarization.enabled=true"]
+        REPO / "conf/local.yaml", [f"input.uri={src}", f"output.uri={tmp_path / 'out'}", "recording_stage.diarization.enabled=true"]
     )
     run(cfg)
     rec = {Path(r["uri"]).name: r for r in read_output(cfg.output, "recordings").to_pylist()}
@@ -181,9 +181,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_config_error_names_key_and_choices(tmp_path):
-    res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={tmp_path}", "output.uri=/tmp/x", "asr.backend=kaldi")
+    res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={tmp_path}", "output.uri=/tmp/x", "segment_stage.asr.backend=kaldi")
     assert res.returncode == 2
-    assert "asr.backend" in res.stderr and "'whisper' or 'nemo'" in res.stderr
+    assert "segment_stage.asr.backend" in res.stderr and "'whisper' or 'nemo'" in res.stderr
     res = _cli("run", str(REPO / "conf/local.yaml"), "inptu.uri=/x")
     assert res.returncode == 2 and "unknown key 'inptu'" in res.stderr and "input" in res.stderr
 

@@ -56,7 +56,7 @@ def test_status_counts_failures_and_rerun_plan(tmp_path, capsys):
     assert "last run 20260101T000000-abcdef" in text, text
     assert "would process 1 new, 1 changed, 1 failed before (retried); skip 1 done" in text, text
     # with an explicit config whose fingerprint differs, everything committed is "changed"
-    assert main(["status", str(out), f"input.uri={inp}", "vad.pad_s=0.3", "--config", str(REPO / "conf" / "local.yaml")]) == 0
+    assert main(["status", str(out), f"input.uri={inp}", "recording_stage.vad.pad_s=0.3", "--config", str(REPO / "conf" / "local.yaml")]) == 0
     text = capsys.readouterr().out
     assert "would process 1 new, 2 changed, 1 failed before (retried); skip 0 done" in text, text
 

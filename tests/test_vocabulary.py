@@ -28,25 +28,27 @@ def _cfg(*overrides: str):
 
 
 def test_cli_override_gives_a_list_of_terms():
-    cfg = _cfg("vocabulary.terms=[ComfyUI,Kubernetes]", "vocabulary.per_language={de: [Bundestag]}")
-    assert cfg.vocabulary.terms == ["ComfyUI", "Kubernetes"]
-    assert vocab.resolve(cfg.vocabulary) == {"*": [("ComfyUI", 1.0), ("Kubernetes", 1.0)], "de": [("Bundestag", 1.0)]}
-    assert [t for t, _ in vocab.terms_for(cfg.vocabulary, "de")] == ["ComfyUI", "Kubernetes", "Bundestag"]
-    assert [t for t, _ in vocab.terms_for(cfg.vocabulary, "en")] == ["ComfyUI", "Kubernetes"]
+    cfg = _cfg("segment_stage.vocabulary.terms=[ComfyUI,Kubernetes]",
+               "segment_stage.vocabulary.per_language={de: [Bundestag]}")
+    v = cfg.segment_stage.vocabulary
+    assert v.terms == ["ComfyUI", "Kubernetes"]
+    assert vocab.resolve(v) == {"*": [("ComfyUI", 1.0), ("Kubernetes", 1.0)], "de": [("Bundestag", 1.0)]}
+    assert [t for t, _ in vocab.terms_for(v, "de")] == ["ComfyUI", "Kubernetes", "Bundestag"]
+    assert [t for t, _ in vocab.terms_for(v, "en")] == ["ComfyUI", "Kubernetes"]
 
 
 def test_unknown_or_bad_vocabulary_keys_are_refused():
-    with pytest.raises(ConfigError, match="vocabulary.weight"):
-        _cfg("vocabulary.weight=2")
+    with pytest.raises(ConfigError, match="segment_stage.vocabulary.weight"):
+        _cfg("segment_stage.vocabulary.weight=2")
     with pytest.raises(ConfigError, match="max_prompt_tokens"):
-        _cfg("vocabulary.max_prompt_tokens=0")
+        _cfg("segment_stage.vocabulary.max_prompt_tokens=0")
 
 
 def test_file_lines_weights_comments_and_duplicates(tmp_path):
     f = tmp_path / "terms.txt"
     f.write_text("# products\nComfyUI\t2.5\nKubernetes 1.5\nWindows 11\n\n  comfyui  \nNode.js\t3\n", encoding="utf-8")
-    cfg = _cfg(f"vocabulary.file={f}", "vocabulary.terms=[Zorblax]")
-    assert vocab.resolve(cfg.vocabulary)["*"] == [
+    cfg = _cfg(f"segment_stage.vocabulary.file={f}", "segment_stage.vocabulary.terms=[Zorblax]")
+    assert vocab.resolve(cfg.segment_stage.vocabulary)["*"] == [
         ("Zorblax", 1.0), ("ComfyUI", 2.5), ("Kubernetes", 1.5), ("Windows 11", 1.0), ("Node.js", 3.0)
     ]
     f.write_text("Bad\tweight\n")
@@ -62,27 +64,28 @@ def test_file_on_s3(s3_endpoint):
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
     fs.mkdir("vocab-bucket")
     fs.pipe("vocab-bucket/lists/terms.txt", b"Quentrova\nFlumio\t2\n")
-    cfg = _cfg("vocabulary.file=s3://vocab-bucket/lists/terms.txt", f"vocabulary.storage.endpoint_url={s3_endpoint}")
-    assert vocab.resolve(cfg.vocabulary) == {"*": [("Quentrova", 1.0), ("Flumio", 2.0)]}
+    cfg = _cfg("segment_stage.vocabulary.file=s3://vocab-bucket/lists/terms.txt",
+               f"segment_stage.vocabulary.storage.endpoint_url={s3_endpoint}")
+    assert vocab.resolve(cfg.segment_stage.vocabulary) == {"*": [("Quentrova", 1.0), ("Flumio", 2.0)]}
     # read once on the driver: the config that travels to the actors (pickled) carries the terms,
     # so they are there even when the object is gone
     fs.rm("vocab-bucket/lists/terms.txt")
     shipped = pickle.loads(pickle.dumps(cfg))
-    assert [t for t, _ in vocab.terms_for(shipped.vocabulary, "en")] == ["Quentrova", "Flumio"]
+    assert [t for t, _ in vocab.terms_for(shipped.segment_stage.vocabulary, "en")] == ["Quentrova", "Flumio"]
 
 
 def test_fingerprint_follows_the_resolved_list(tmp_path):
     plain = _cfg().fingerprint()
-    assert _cfg("vocabulary.terms=[]").fingerprint() == plain  # no vocabulary: fingerprint as before
-    a = _cfg("vocabulary.terms=[ComfyUI]").fingerprint()
-    assert a != plain and _cfg("vocabulary.terms=[ComfyUI]").fingerprint() == a
-    assert _cfg("vocabulary.terms=[ComfyUI,Kubernetes]").fingerprint() != a
+    assert _cfg("segment_stage.vocabulary.terms=[]").fingerprint() == plain  # no vocabulary: fingerprint as before
+    a = _cfg("segment_stage.vocabulary.terms=[ComfyUI]").fingerprint()
+    assert a != plain and _cfg("segment_stage.vocabulary.terms=[ComfyUI]").fingerprint() == a
+    assert _cfg("segment_stage.vocabulary.terms=[ComfyUI,Kubernetes]").fingerprint() != a
     f = tmp_path / "t.txt"
     f.write_text("ComfyUI\n")
-    assert _cfg(f"vocabulary.file={f}").fingerprint() == a  # the contents count, not the path
+    assert _cfg(f"segment_stage.vocabulary.file={f}").fingerprint() == a  # the contents count, not the path
     f.write_text("ComfyUI\nKubernetes\n")
-    assert _cfg(f"vocabulary.file={f}").fingerprint() != a  # an edited file reprocesses
-    assert _cfg("vocabulary.terms=[ComfyUI]", "vocabulary.boost=3").fingerprint() != a
+    assert _cfg(f"segment_stage.vocabulary.file={f}").fingerprint() != a  # an edited file reprocesses
+    assert _cfg("segment_stage.vocabulary.terms=[ComfyUI]", "segment_stage.vocabulary.boost=3").fingerprint() != a
 
 
 def test_matcher_is_case_insensitive_on_whole_words():
@@ -103,7 +106,7 @@ def test_segment_stage_counts_segments_with_a_term_and_the_report_sums_them():
 
     from pipeline.report import build_report
 
-    stage, _fake = _stage("batching.pack=none", "vocabulary.terms=[W1]")
+    stage, _fake = _stage("segment_stage.packing.mode=none", "segment_stage.vocabulary.terms=[W1]")
     stage.vocabulary, stage._vocab_warning = stage.cfg.vocabulary, "vocabulary ignored: test"
     out = stage(_batch([[2.0, 1.5], [3.0], [1.2]]))  # the fake says "w0 w1" for 2 s, "w0" for 1.5 s
     rows = out.to_pylist()
@@ -117,8 +120,8 @@ def test_segment_stage_counts_segments_with_a_term_and_the_report_sums_them():
         {"vocabulary_hits": sum(r["vocabulary_hits"] or 0 for r in rows[:2]), "vocabulary_warnings": ["vocabulary ignored: test"]},
         {"vocabulary_hits": rows[2]["vocabulary_hits"], "vocabulary_warnings": ["vocabulary ignored: test"]},
     ]
-    rep = build_report(stage.cfg, run_id="r", fingerprint="f", discovered=3, plan={}, summaries=summaries,
-                       wall_seconds=1.0, driver_peak_rss_mb=1.0)
+    rep = build_report(_cfg("segment_stage.vocabulary.terms=[W1]"), run_id="r", fingerprint="f", discovered=3, plan={},
+                       summaries=summaries, wall_seconds=1.0, driver_peak_rss_mb=1.0)
     assert rep.vocabulary_terms == 1 and rep.vocabulary_segments == 2
     assert rep.warnings.count("vocabulary ignored: test") == 1  # said once, however many tasks met it
     assert "vocabulary: 1 terms; 2 segments contain one" in rep.summary()
@@ -128,7 +131,7 @@ def test_segment_stage_without_vocabulary_counts_nothing():
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from test_segment_stage import _batch, _stage
 
-    stage, _ = _stage("batching.pack=none")
+    stage, _ = _stage("segment_stage.packing.mode=none")
     rows = stage(_batch([[2.0]])).to_pylist()
     assert rows[0]["vocabulary_hits"] is None and rows[0]["vocabulary_warning"] is None
 
@@ -296,8 +299,10 @@ def test_segment_stage_hands_the_vocabulary_to_the_asr_backend(tiny_nemo, tmp_pa
     """The real constructor: Whisper gets the terms; a NeMo model that cannot boost yields the warning."""
     from pipeline.stages.segment import SegmentStage
 
-    stage = SegmentStage(_cfg("vocabulary.terms=[ComfyUI]"))
+    stage = SegmentStage.from_config(_cfg("segment_stage.vocabulary.terms=[ComfyUI]"))
     assert stage.asr.vocabulary is stage.cfg.vocabulary and stage._vocab_warning is None
-    nemo = SegmentStage(_cfg("vocabulary.terms=[ComfyUI]", "asr.backend=nemo", f"asr.model={tiny_nemo['canary']}",
-                             "lid.backend=none", "lid.language=en", f"models.cache_dir={tmp_path}"))
+    nemo = SegmentStage.from_config(_cfg(
+        "segment_stage.vocabulary.terms=[ComfyUI]", "segment_stage.asr.backend=nemo",
+        f"segment_stage.asr.model={tiny_nemo['canary']}", "segment_stage.lid.backend=none",
+        "segment_stage.lid.language=en", f"models.cache_dir={tmp_path}"))
     assert nemo._vocab_warning and "Canary" in nemo._vocab_warning
