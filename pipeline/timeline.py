@@ -1,6 +1,9 @@
-"""Pure time helpers: speech regions + speaker turns -> utterances. Seconds, original timeline.
+"""Pure time helpers: frame probabilities -> speech regions and speaker turns; regions + turns ->
+utterances; words -> speakers. Seconds, original timeline.
 
-Kept free of models and Ray so the rules that shape every training example are unit-testable:
+Kept free of models and Ray so the rules that shape every training example are unit-testable. Model
+outputs are turned into time spans here (`probs_to_regions` for frame VAD, `exclusive_turns` for
+per-frame speaker activity, `stitch_chunk_activity` for chunked diarization). The utterance rules:
   * an utterance never crosses a speaker change;
   * an utterance is at most `max_segment_s` long (long speech is split at its quietest moment);
   * neighbouring regions of one speaker closer than `merge_gap_s` are merged while they fit
@@ -10,13 +13,13 @@ Kept free of models and Ray so the rules that shape every training example are u
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
 from pipeline.config import SegmentationConfig
 from pipeline.records import SAMPLE_RATE, Span
-
 
 
 def assign_speakers(regions: Sequence[Span], turns: Sequence[Span]) -> list[Span]:
@@ -112,3 +115,151 @@ def speaker_runs(words: Sequence[tuple[float, float]], turns: Sequence[Span]) ->
         else:
             runs.append((who, [i]))
     return runs
+
+
+# -- model outputs -> spans ----------------------------------------------------------------------
+
+
+def probs_to_regions(
+    probs: np.ndarray,
+    frame_s: float,
+    onset: float,
+    offset: float,
+    min_speech_s: float,
+    min_silence_s: float,
+    pad_s: float,
+    duration: float,
+) -> list[Span]:
+    """Frame speech probabilities -> speech regions, in seconds of the same timeline as frame 0.
+
+    Hysteresis: speech starts at the first frame with p >= `onset` and ends at the first frame with
+    p < `offset` (offset <= onset). Then, in order: pauses shorter than `min_silence_s` are bridged,
+    regions shorter than `min_speech_s` are dropped, each region is padded by `pad_s` on both sides
+    (clamped to [0, duration]) and regions that now touch are merged. Sorted, non-overlapping."""
+    offset = min(offset, onset)
+    raw: list[list[float]] = []
+    start: int | None = None
+    for i, p in enumerate(np.asarray(probs, dtype=np.float64)):
+        if start is None and p >= onset:
+            start = i
+        elif start is not None and p < offset:
+            raw.append([start * frame_s, i * frame_s])
+            start = None
+    if start is not None:
+        raw.append([start * frame_s, len(probs) * frame_s])
+    merged: list[list[float]] = []
+    for s, e in raw:
+        if merged and s - merged[-1][1] < min_silence_s:
+            merged[-1][1] = e
+        else:
+            merged.append([s, e])
+    out: list[list[float]] = []
+    for s, e in merged:
+        if e - s < min_speech_s:
+            continue
+        s, e = max(0.0, s - pad_s), min(duration, e + pad_s)
+        if e <= s:
+            continue
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [Span(float(s), float(e)) for s, e in out]
+
+
+def exclusive_turns(
+    probs: np.ndarray, frame_s: float, regions: Sequence[Span], min_turn_s: float = 0.3
+) -> list[Span]:
+    """Per-frame speaker probabilities (T, S) -> non-overlapping speaker turns covering `regions`.
+
+    Each frame inside a region goes to its most probable speaker (exclusive diarization: overlapped
+    speech goes to the dominant speaker, so every word lands in exactly one turn). Runs shorter than
+    `min_turn_s` are absorbed by the previous run (or the next, at a region start). Turn boundaries are
+    frame boundaries, except at region edges, which are kept exactly. Speakers are renamed "spk0",
+    "spk1", ... in order of first appearance."""
+    probs = np.asarray(probs, dtype=np.float64)
+    turns: list[tuple[float, float, int]] = []
+    n_frames = probs.shape[0]
+    for region in regions:
+        lo = min(int(math.floor(region.start / frame_s)), max(n_frames - 1, 0))
+        hi = max(min(int(math.ceil(region.end / frame_s)), n_frames), lo + 1)
+        labels = speaker_per_frame(probs[lo:hi]) if n_frames else np.zeros(1, dtype=int)
+        runs: list[list[int]] = []  # [first_frame, end_frame, speaker]
+        for j, spk in enumerate(labels):
+            if runs and runs[-1][2] == spk:
+                runs[-1][1] = lo + j + 1
+            else:
+                runs.append([lo + j, lo + j + 1, int(spk)])
+        min_frames = max(1, int(round(min_turn_s / frame_s)))
+        smoothed: list[list[int]] = []
+        for run in runs:
+            if smoothed and (smoothed[-1][2] == run[2] or run[1] - run[0] < min_frames):
+                smoothed[-1][1] = run[1]  # same speaker, or too short to be a turn: absorbed
+            else:
+                smoothed.append(list(run))
+        if len(smoothed) > 1 and smoothed[0][1] - smoothed[0][0] < min_frames:
+            smoothed[1][0] = smoothed[0][0]  # a too-short first run goes to the next speaker
+            smoothed.pop(0)
+        for k, (a, b, spk) in enumerate(smoothed):
+            s = region.start if k == 0 else max(region.start, a * frame_s)
+            e = region.end if k == len(smoothed) - 1 else min(region.end, b * frame_s)
+            if e > s:
+                turns.append((s, e, spk))
+    names: dict[int, str] = {}
+    out: list[Span] = []
+    for s, e, spk in turns:
+        name = names.setdefault(spk, f"spk{len(names)}")
+        if out and out[-1].speaker == name and abs(out[-1].end - s) < 1e-9:
+            out[-1] = Span(out[-1].start, e, name)
+        else:
+            out.append(Span(float(s), float(e), name))
+    return out
+
+
+def speaker_per_frame(probs: np.ndarray, active: float = 0.5) -> np.ndarray:
+    """Column index of the most probable speaker per frame of `probs` (T, S); frames where nobody
+    reaches `active` (a pause inside a VAD region) take the speaker of the nearest active frame."""
+    labels = probs.argmax(axis=1)
+    is_active = probs.max(axis=1) >= active
+    if is_active.all() or not is_active.any():
+        return labels
+    idx = np.where(is_active)[0]
+    pos = np.searchsorted(idx, np.arange(len(labels)))
+    left = idx[np.clip(pos - 1, 0, len(idx) - 1)]
+    right = idx[np.clip(pos, 0, len(idx) - 1)]
+    frames = np.arange(len(labels))
+    nearest = np.where(np.abs(frames - left) <= np.abs(right - frames), left, right)
+    return labels[nearest]
+
+
+def stitch_chunk_activity(glob: np.ndarray, p: np.ndarray, f0: int, overlap: int) -> np.ndarray:
+    """Merge one chunk's speaker activity `p` (T, S), starting at global frame `f0` and sharing its
+    first `overlap` frames with what `glob` (T_total, G) already holds, into `glob`: the chunk's
+    speakers are matched to global columns by co-activity on the overlap (Hungarian assignment; a
+    match needs more than one frame's worth of shared activity); unmatched active speakers become
+    new columns, silent slots are dropped. Overlap frames are averaged. Returns the new `glob`."""
+    from scipy.optimize import linear_sum_assignment
+
+    total = glob.shape[0]
+    p = p[: total - f0]
+    overlap = min(overlap, len(p))
+    mapping: dict[int, int] = {}
+    if overlap > 0:
+        a, b = glob[f0 : f0 + overlap], p[:overlap]
+        sim = np.minimum(a[:, :, None], b[:, None, :]).sum(axis=0)  # (G, S)
+        rows, cols = linear_sum_assignment(-sim)
+        for g, s in zip(rows, cols):
+            if sim[g, s] > 1.0:  # at least one frame's worth of shared activity
+                mapping[int(s)] = int(g)
+    for s in range(p.shape[1]):
+        if s not in mapping:
+            if p[:, s].max() < 0.5:
+                continue  # a silent slot of this chunk
+            glob = np.concatenate([glob, np.zeros((total, 1), dtype=glob.dtype)], axis=1)
+            mapping[s] = glob.shape[1] - 1
+    for s, g in mapping.items():
+        seg = glob[f0 : f0 + len(p), g]
+        new = p[:, s].copy()
+        new[:overlap] = (seg[:overlap] + new[:overlap]) / 2
+        glob[f0 : f0 + len(p), g] = new
+    return glob

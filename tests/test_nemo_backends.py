@@ -17,18 +17,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nemo_models import LID_LABELS, session_models  # noqa: E402
 
-from pipeline.backends.nemo import (  # noqa: E402
-    NemoAsr,
-    NemoDiarizer,
-    NemoLid,
-    NemoVad,
-    exclusive_turns,
-    probs_to_regions,
-    tokenizer_has_punctuation,
-)
+from pipeline.backends.base import AsrCapabilities, ContractError  # noqa: E402
+from pipeline.backends.nemo import NemoAsr, NemoDiarizer, NemoLid, NemoVad  # noqa: E402
+from pipeline.backends.nemo.words import clip_words, tokenizer_has_punctuation  # noqa: E402
 from pipeline.clustering import cluster_speakers  # noqa: E402
 from pipeline.config import AsrConfig, DiarizationConfig, ItnConfig, LidConfig, ModelsConfig, VadConfig  # noqa: E402
 from pipeline.records import Span  # noqa: E402
+from pipeline.timeline import exclusive_turns, probs_to_regions  # noqa: E402
 
 SR = 16000
 
@@ -171,6 +166,27 @@ def test_tokenizer_punctuation_detection():
     assert not tokenizer_has_punctuation(Tok(["<unk>", "<|en|>", "▁the", "s", "'"]))
 
 
+def test_clip_words_are_clamped_monotonic_and_rounded():
+    items = [("a", -0.2, 0.3, 1.4), ("", 0.3, 0.4, 0.5), ("b", 0.25, 0.4, 0.7), ("x", 0.1, 0.05, -0.1),
+             ("c", 0.51234, 9.0, 0.5)]
+    assert [(w.word, w.start, w.end, w.confidence) for w in clip_words(items, duration=1.0)] == [
+        ("a", 0.0, 0.3, 1.0),  # clamped to the clip start; confidence to [0, 1]; empty text dropped
+        ("b", 0.25, 0.4, 0.7),
+        ("x", 0.25, 0.25, 0.0),  # start never before the previous word's; end never before its start
+        ("c", 0.512, 1.0, 0.5),  # rounded to ms; clamped to the clip end
+    ]
+
+
+@pytest.mark.parametrize("cls,cfg", [(NemoVad, VadConfig(backend="nemo")), (NemoLid, LidConfig(backend="nemo")),
+                                     (NemoDiarizer, DiarizationConfig(enabled=True, backend="nemo"))])
+def test_model_id_is_name_and_digest(cls, cfg):
+    backend = object.__new__(cls)
+    backend.cfg, backend._ref = cfg, cfg.model or cls.default_model
+    assert backend.model_id() == f"nemo:{cls.default_model}"
+    backend.cfg = cfg.model_copy(update={"sha256": "ABCDEF012345" + "0" * 52})
+    assert backend.model_id() == f"nemo:{cls.default_model}@sha256:abcdef012345"
+
+
 def test_import_is_cheap():
     code = "import sys, pipeline.backends.nemo, pipeline.models, pipeline.stages.itn; " \
            "bad = [m for m in ('torch', 'nemo', 'fsspec') if m in sys.modules]; assert not bad, bad"
@@ -184,6 +200,7 @@ def test_vad_regions_on_real_speech(tiny, models_cfg, corpus):
     audio = load(corpus / "speech" / "silerovad_test.wav")  # 60 s lecture with pauses
     vad = NemoVad(VadConfig(backend="nemo", model=str(tiny["vad"]), threshold=0.5), models_cfg, use_gpu=False)
     assert vad.frame_s == pytest.approx(0.02)
+    assert vad.model_id() == f"nemo:{tiny['vad']}"
     duration = len(audio) / SR
     probs = vad.speech_probs(audio)
     assert probs.shape == (int(np.ceil(duration / 0.02)),)
@@ -192,12 +209,12 @@ def test_vad_regions_on_real_speech(tiny, models_cfg, corpus):
     for r in regions:
         assert 0 <= r.start < r.end <= duration + 1e-6
     assert all(a.end < b.start for a, b in zip(regions, regions[1:]))
-    # windowed processing (bounded memory) gives the same probabilities as one long window
-    vad.window_s = 7.0
-    windowed = vad.speech_probs(audio)
-    vad.window_s = 1000.0
+    # chunked processing (bounded memory) gives the same probabilities as one long chunk
+    vad.chunk_s = 7.0
+    chunked = vad.speech_probs(audio)
+    vad.chunk_s = 1000.0
     whole = vad.speech_probs(audio)
-    np.testing.assert_allclose(windowed, whole, atol=1e-4)
+    np.testing.assert_allclose(chunked, whole, atol=1e-4)
     assert vad.speech_regions(np.zeros(0, dtype=np.float32)) == []
 
 
@@ -207,6 +224,7 @@ def test_vad_regions_on_real_speech(tiny, models_cfg, corpus):
 def test_lid_labels_and_batching(tiny, models_cfg, clips):
     lid = NemoLid(LidConfig(backend="nemo", model=str(tiny["lid"])), models_cfg, use_gpu=False)
     assert lid.labels() == LID_LABELS
+    assert lid.model_id() == f"nemo:{tiny['lid']}"
     batched = lid.identify(clips)
     assert len(batched) == len(clips)
     for (lang, prob), single in zip(batched, (lid.identify([c])[0] for c in clips)):
@@ -225,6 +243,9 @@ def test_lid_labels_and_batching(tiny, models_cfg, clips):
 def test_asr_words_timestamps_and_batching(tiny, models_cfg, clips, kind, punctuated):
     asr = NemoAsr(AsrConfig(backend="nemo", model=str(tiny[kind])), models_cfg, use_gpu=False)
     assert asr.native_punctuation is punctuated
+    assert asr.capabilities == AsrCapabilities(
+        window_s=None, one_language_per_call=False, detects_language=False, native_punctuation=punctuated
+    )
     assert asr.frame_s == pytest.approx(0.08)
     assert asr.model_id().startswith("nemo:")
     langs = ["en", "en", "de", None, "fr"]
@@ -238,7 +259,7 @@ def test_asr_words_timestamps_and_batching(tiny, models_cfg, clips, kind, punctu
         assert starts == sorted(starts)
         for w in res.words:
             assert type(w.start) is float and type(w.end) is float and type(w.confidence) is float
-            assert 0.0 <= w.start <= w.end <= duration + 1e-6
+            assert 0.0 <= w.start <= w.end <= duration + 5e-4  # Word times are rounded to ms
             assert 0.0 <= w.confidence <= 1.0
             assert w.word and w.word == w.word.strip()
         assert " ".join(w.word for w in res.words).split() == res.text.split()
@@ -275,6 +296,12 @@ def test_asr_edge_cases_and_oom_split(tiny, models_cfg, clips, monkeypatch):
     assert res[0].text == "" and res[0].words == [] and res[1].text == asr.transcribe([clips[1]], ["en"])[0].text
     with pytest.raises(ValueError):
         asr.transcribe(clips[:2], ["en"])
+    # a forward that loses a result is a broken contract, not a shifted one
+    real = asr._forward
+    monkeypatch.setattr(asr, "_forward", lambda batch: real(batch)[:-1])
+    with pytest.raises(ContractError, match=r"2 results for 2 clips \(1 of them None\)"):
+        asr.transcribe(clips[:2], ["en", "en"])
+    monkeypatch.undo()
 
     expected = [r.text for r in asr.transcribe(clips, [None] * len(clips))]
     real_forward = asr._forward
@@ -313,6 +340,7 @@ def test_diarization_turns_cover_vad_regions(tiny, models_cfg, call, kind, mode)
     cfg = DiarizationConfig(enabled=True, backend="nemo", model=str(tiny[kind]), embedding_window_s=1.5, embedding_hop_s=0.75)
     diar = NemoDiarizer(cfg, models_cfg, use_gpu=False)
     assert diar.mode == mode
+    assert diar.model_id() == f"nemo:{tiny[kind]}"
     duration = len(call) / SR
     regions = [Span(0.4, 6.2), Span(7.0, 18.5), Span(19.0, duration + 5.0)]  # the last one overhangs the file
     turns = diar.speaker_turns(call, regions)
@@ -333,13 +361,15 @@ def test_diarization_turns_cover_vad_regions(tiny, models_cfg, call, kind, mode)
 
 def test_registry_builds_nemo_backends(tiny, models_cfg):
     from pipeline.backends.registry import make_asr, make_diarizer, make_lid, make_vad
-    from pipeline.config import AsrConfig as A
+    from pipeline.config import SegmentStageConfig
 
-    asr_cfg = A(backend="nemo", model=str(tiny["tdt"]))
-    asr = make_asr(asr_cfg, models_cfg, False)
+    stage_cfg = SegmentStageConfig(
+        asr=AsrConfig(backend="nemo", model=str(tiny["tdt"])), lid=LidConfig(backend="nemo", model=str(tiny["lid"]))
+    )
+    asr = make_asr(stage_cfg.asr, models_cfg, False)
     assert isinstance(asr, NemoAsr)
     assert isinstance(make_vad(VadConfig(backend="nemo", model=str(tiny["vad"])), models_cfg, False), NemoVad)
-    assert isinstance(make_lid(LidConfig(backend="nemo", model=str(tiny["lid"])), asr_cfg, asr, models_cfg, False), NemoLid)
+    assert isinstance(make_lid(stage_cfg, asr, models_cfg, False), NemoLid)
     diar = make_diarizer(DiarizationConfig(enabled=True, backend="nemo", model=str(tiny["sortformer"])), models_cfg, False)
     assert isinstance(diar, NemoDiarizer)
 

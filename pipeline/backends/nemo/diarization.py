@@ -1,0 +1,143 @@
+"""NeMo speaker diarization: Sortformer end-to-end, or TitaNet-style embeddings + clustering.
+
+Both produce per-frame speaker activity that `pipeline.timeline.exclusive_turns` turns into
+non-overlapping turns covering the recording's speech regions."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.backends.nemo.common import NemoBackend, frame_seconds_of, frames_in, is_file_ref, split_on_oom
+from pipeline.clustering import cluster_for
+from pipeline.config import DiarizationConfig, ModelsConfig
+from pipeline.records import SAMPLE_RATE, Span
+from pipeline.timeline import exclusive_turns, stitch_chunk_activity
+
+
+class NemoDiarizer(NemoBackend):
+    """Speaker diarization of one recording, restricted to its VAD regions.
+
+    * Sortformer (`SortformerEncLabelModel`, e.g. diar_sortformer_4spk-v1): one forward gives per-frame
+      speaker activity (80 ms frames, up to 4 speakers). Recordings longer than `sortformer_chunk_s` are
+      processed in chunks overlapping by `sortformer_overlap_s`, whose speakers are matched on the
+      overlap (Hungarian assignment on co-activity), so memory stays bounded and labels stay
+      consistent; streaming Sortformer models take the whole recording.
+    * TitaNet-style speaker-embedding model (`EncDecSpeakerLabelModel`): embeddings of
+      `cfg.embedding_window_s` windows every `cfg.embedding_hop_s` inside the speech regions
+      (`windows_per_batch` per forward), clustered (`pipeline.clustering.cluster_for`), each instant
+      assigned to the nearest window centre.
+
+    Both produce exclusive turns (no overlap; overlapped speech goes to the dominant speaker) that
+    exactly cover `regions`, labelled "spk0", "spk1", ... in order of appearance."""
+
+    default_model = "diar_sortformer_4spk-v1"
+    sortformer_chunk_s = 600.0
+    sortformer_overlap_s = 60.0
+    windows_per_batch = 64
+
+    def __init__(self, cfg: DiarizationConfig, models: ModelsConfig, use_gpu: bool):
+        from nemo.collections.asr.models import EncDecSpeakerLabelModel, SortformerEncLabelModel
+
+        super().__init__(cfg, models, use_gpu)
+        if isinstance(self._model, SortformerEncLabelModel):
+            self.mode = "sortformer"
+            self.frame_s = frame_seconds_of(self._model, 0.08)
+        elif isinstance(self._model, EncDecSpeakerLabelModel):
+            self.mode = "embedding"
+        else:
+            raise TypeError(
+                f"diarization model {self._ref!r} is a {type(self._model).__name__}; expected a Sortformer "
+                "(SortformerEncLabelModel) or a speaker-embedding model (EncDecSpeakerLabelModel)"
+            )
+
+    def _model_class(self) -> Any:
+        from nemo.collections.asr.models import EncDecSpeakerLabelModel, SortformerEncLabelModel
+
+        if is_file_ref(self._ref):
+            return None  # a .nemo names its own class
+        return SortformerEncLabelModel if "sortformer" in self._ref.lower() else EncDecSpeakerLabelModel
+
+    def speaker_turns(self, audio: np.ndarray, regions: Sequence[Span]) -> list[Span]:
+        """Speaker turns, seconds of the recording's timeline, covering exactly the speech in `regions`."""
+        duration = len(audio) / SAMPLE_RATE
+        regions = [Span(max(0.0, r.start), min(duration, r.end)) for r in regions]
+        regions = [r for r in sorted(regions, key=lambda r: r.start) if r.end > r.start]
+        if not regions:
+            return []
+        if self.mode == "sortformer":
+            probs = self.sortformer_probs(audio)
+            return exclusive_turns(probs, self.frame_s, regions)
+        return self._embedding_turns(audio, regions)
+
+    # -- Sortformer ------------------------------------------------------------------------------
+    def sortformer_probs(self, audio: np.ndarray) -> np.ndarray:
+        """Speaker activity (T, S) in [0, 1] at `frame_s`, frame 0 at sample 0; columns are global
+        speakers (consistent across chunks)."""
+        n = len(audio)
+        chunk = int(self.sortformer_chunk_s * SAMPLE_RATE)
+        if n <= chunk or getattr(self._model, "streaming_mode", False):
+            return self._sortformer_forward(audio)
+        hop = chunk - int(self.sortformer_overlap_s * SAMPLE_RATE)
+        total = frames_in(n, self.frame_s)
+        glob: np.ndarray | None = None
+        written = 0  # global frames filled so far
+        for s in range(0, n, hop):
+            p = self._sortformer_forward(audio[s : s + chunk])
+            f0 = int(round(s / SAMPLE_RATE / self.frame_s))
+            if glob is None:
+                glob = np.zeros((total, p.shape[1]), dtype=np.float32)
+                glob[f0 : f0 + len(p)] = p[: total - f0]
+            else:
+                glob = stitch_chunk_activity(glob, p, f0, overlap=max(0, written - f0))
+            written = min(total, f0 + len(p))
+            if s + chunk >= n:
+                break
+        assert glob is not None
+        return glob
+
+    def _sortformer_forward(self, clip: np.ndarray) -> np.ndarray:
+        x, lens = self._inputs([clip], min_samples=SAMPLE_RATE)
+        with self._inference():
+            preds = self._model(audio_signal=x, audio_signal_length=lens)
+        return preds[0, : frames_in(len(clip), self.frame_s)].float().cpu().numpy()
+
+    # -- embeddings + clustering -----------------------------------------------------------------
+    def _embedding_turns(self, audio: np.ndarray, regions: Sequence[Span]) -> list[Span]:
+        window_s, hop_s = self.cfg.embedding_window_s, self.cfg.embedding_hop_s
+        windows: list[tuple[float, float]] = []
+        for r in regions:
+            if r.duration <= window_s:
+                windows.append((r.start, r.end))
+                continue
+            t = r.start
+            while True:
+                end = min(t + window_s, r.end)
+                windows.append((end - window_s, end))
+                if end >= r.end:
+                    break
+                t += hop_s
+        clips = [audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)] for a, b in windows]
+        step = self.windows_per_batch
+        embs = np.concatenate([split_on_oom(self._embed, clips[i : i + step]) for i in range(0, len(clips), step)])
+        labels = cluster_for(self.cfg, embs, hop_s)
+        centres = np.array([(a + b) / 2 for a, b in windows])
+        frame_s = 0.01
+        n_frames = frames_in(len(audio), frame_s)
+        probs = np.zeros((n_frames, int(labels.max()) + 1), dtype=np.float32)
+        for r in regions:
+            lo, hi = int(r.start / frame_s), min(n_frames, int(math.ceil(r.end / frame_s)))
+            inside = np.where((centres >= r.start - 1e-6) & (centres <= r.end + 1e-6))[0]
+            cand = inside if len(inside) else np.arange(len(centres))
+            t = (np.arange(lo, hi) + 0.5) * frame_s
+            nearest = cand[np.abs(t[:, None] - centres[cand][None, :]).argmin(axis=1)]
+            probs[np.arange(lo, hi), labels[nearest]] = 1.0
+        return exclusive_turns(probs, frame_s, regions, min_turn_s=min(0.3, hop_s))
+
+    def _embed(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        x, lens = self._inputs(clips, min_samples=SAMPLE_RATE // 4)
+        with self._inference():
+            _logits, emb = self._model(input_signal=x, input_signal_length=lens)
+        return list(emb.float().cpu().numpy())
