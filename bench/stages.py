@@ -36,8 +36,11 @@ overrides = json.loads(sys.argv[5])
 sys.path.insert(0, repo)
 import pyarrow as pa
 from pipeline.config import load_config
-from pipeline.records import INPUT_SCHEMA
 from pipeline.stages.decode import decode_batch
+try:
+    from pipeline.records import INPUT_SCHEMA
+except ImportError:  # a revision from before the schemas moved to records.py (bench --against)
+    from pipeline.stages.decode import INPUT_SCHEMA
 from pipeline.stages.recording import RecordingStage
 from pipeline.stages.segment import SegmentStage
 
@@ -47,7 +50,8 @@ cfg = load_config(Path(repo) / "conf" / "local.yaml", ["input.uri=/in", "output.
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-recording, segment = RecordingStage(cfg), SegmentStage(cfg)  # model loads are not timed
+# model loads are not timed; `from_config` since the stages receive their own config section
+recording, segment = (getattr(c, "from_config", c)(cfg) for c in (RecordingStage, SegmentStage))
 took = {"decode": 0.0, "recording": 0.0, "segment": 0.0, "segment_cpu": 0.0}
 rows = []
 for k in range(0, len(files), window):
