@@ -4,10 +4,16 @@ A model that pads every input to a fixed window (Whisper: 30 s) wastes most of e
 utterance, so short utterances share a window with silence between them (cut & merge, as WhisperX
 and faster-whisper's batched pipeline do). This module is the whole of that, model-free:
 
-    pack(utterances, languages, window_s, mode, gap_s) -> [Window]      the one entry point
+    pack(utterances, languages, window_s, mode, gap_s, min_piece_s) -> [Window]   the one entry point
     Window.split(result)         the window's words -> each packed utterance (clip-relative times)
     Window.cut(switch, gap_s)    a window whose utterances speak different languages -> pieces
+    Utterance.join_pieces()      an utterance cut across two windows gets its words back whole
     by_speaker(utterance, turns) a transcribed utterance -> one piece per run of one speaker's words
+
+Filling windows (mode "recording", `min_piece_s` > 0): whole utterances leave ~7 s of a 30 s window
+empty on average; an utterance that does not fit the room left is cut at a pause inside it (the
+quietest 100 ms, if it is a real pause: `pause_at`), its head fills the window and its tail opens
+the next. The output keeps the utterance whole: its pieces' words are joined back after ASR.
 
 Times: an `Utterance`'s words are relative to its own clip; a `Window`'s offsets are seconds from
 the window's start. Nothing here knows a model; `tests/test_packing.py` drives it with numbers.
@@ -16,7 +22,7 @@ the window's start. Nothing here knows a model; `tests/test_packing.py` drives i
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal, Sequence
 
 import numpy as np
@@ -41,10 +47,49 @@ class Utterance:
     lid: tuple[str, float] | None = None  # from a separate LID pass
     padded_s: float = 0.0  # its share of the model calls' padded seconds and wall time
     wall_s: float = 0.0
+    offset_s: float = 0.0  # a piece: where it starts inside the whole utterance's clip
+    pieces: list["Utterance"] = field(default_factory=list)  # set when it was cut to fill windows
 
     @property
     def duration(self) -> float:
         return len(self.clip) / SAMPLE_RATE
+
+    def cut(self, at_s: float) -> tuple["Utterance", "Utterance"]:
+        """Head and tail of this utterance (or piece) at `at_s` seconds into its clip."""
+        n = int(at_s * SAMPLE_RATE)
+        head = Utterance(self.row, self.span, self.clip[:n], lid=self.lid, offset_s=self.offset_s)
+        tail = Utterance(self.row, self.span, self.clip[n:], lid=self.lid, offset_s=self.offset_s + n / SAMPLE_RATE)
+        return head, tail
+
+    def join_pieces(self) -> None:
+        """Result, error and cost of a cut utterance from its pieces (no-op for a whole one). Words
+        move back onto the utterance's clip; the language is the one spoken longest."""
+        if not self.pieces:
+            return
+        self.padded_s = sum(p.padded_s for p in self.pieces)
+        self.wall_s = sum(p.wall_s for p in self.pieces)
+        self.error = next((p.error for p in self.pieces if p.error), None)
+        if self.error or any(p.result is None for p in self.pieces):
+            self.error = self.error or "asr: a piece of the utterance got no result"
+            return
+        results = [p.result for p in self.pieces]
+        weights = [p.duration for p in self.pieces]
+        spoken: dict[str | None, float] = {}
+        for r, w in zip(results, weights):
+            spoken[r.language] = spoken.get(r.language, 0.0) + w
+        language = max(spoken, key=spoken.__getitem__)
+        words = [w.shifted(p.offset_s, 0.0, self.duration) for p in self.pieces for w in p.result.words]
+        text = join_words([r.text for r in results if r.text], language)
+        self.result = AsrResult(
+            text=text,
+            words=words,
+            confidence=float(np.mean([w.confidence for w in words])) if words else float(np.average([r.confidence for r in results], weights=weights)),
+            language=language,
+            language_prob=_weighted([r.language_prob for r in results], weights),
+            avg_logprob=_weighted([r.avg_logprob for r in results], weights),
+            no_speech_prob=min((r.no_speech_prob for r in results if r.no_speech_prob is not None), default=None),
+            compression_ratio=compression_ratio(text),
+        )
 
 
 @dataclass
@@ -127,14 +172,19 @@ def pack(
     window_s: float | None,
     mode: PackMode,
     gap_s: float,
+    min_piece_s: float = 0.0,
 ) -> list[Window]:
     """The ASR inputs for `items` (in time order per recording), each with its language (None:
     the model detects it). Without a window (`window_s` None) or with `mode` "none": one window per
     utterance. "recording": consecutive utterances of one recording, speaker and language share a
-    window. "corpus": utterances of one language from any recording, first-fit decreasing."""
+    window, and with `min_piece_s` > 0 an utterance that does not fit is cut at a pause to fill it
+    (pieces of at least `min_piece_s`). "corpus": utterances of one language from any recording,
+    first-fit decreasing."""
     items = list(items)
     if not window_s or mode == "none" or len(items) < 2:
         return [Window.of([it], lang, 0.0) for it, lang in zip(items, languages)]
+    if mode == "recording" and min_piece_s > 0:
+        return _fill(items, languages, window_s, gap_s, min_piece_s)
     durations = [it.duration for it in items]
     if mode == "corpus":
         groups = pack_windows(durations, list(languages), window_s, gap_s)
@@ -142,6 +192,64 @@ def pack(
         keys = [(it.row, it.span["speaker"], lang) for it, lang in zip(items, languages)]
         groups = pack_consecutive(durations, keys, window_s, gap_s)
     return [Window.of([items[i] for i in g], languages[g[0]], gap_s) for g in groups]
+
+
+def _fill(items: list[Utterance], languages: Sequence[str | None], window_s: float, gap_s: float,
+          min_piece_s: float) -> list[Window]:
+    """Consecutive packing (as `batching.pack_consecutive`) that cuts an utterance which does not
+    fit at a pause, so the window is filled; the pieces are recorded on their utterance."""
+    out: list[Window] = []
+    current: list[Utterance] = []
+    used, key = 0.0, None
+
+    def close() -> None:
+        nonlocal current, used
+        if current:
+            out.append(Window.of(current, key[2], gap_s))
+        current, used = [], 0.0
+
+    for whole, lang in zip(items, languages):
+        k = (whole.row, whole.span["speaker"], lang)
+        if k != key:
+            close()
+            key = k
+        it = whole
+        while current and used + gap_s + it.duration > window_s:
+            at = pause_at(it.clip, window_s - used - gap_s, min_piece_s)
+            if at is not None:
+                head, it = it.cut(at)
+                whole.pieces.append(head)
+                current.append(head)
+            close()
+        if it is not whole:
+            whole.pieces.append(it)
+        used += (gap_s if current else 0.0) + it.duration
+        current.append(it)
+    close()
+    return out
+
+
+def pause_at(clip: np.ndarray, room_s: float, min_piece_s: float, frame_s: float = 0.1) -> float | None:
+    """Seconds into `clip` where it can be cut so that its head fits `room_s`: the quietest
+    `frame_s` frame between halfway and the room's end (both pieces at least `min_piece_s`), if
+    that frame is a pause (energy below a tenth of the clip's median frame: -10 dB); else None."""
+    n = int(frame_s * SAMPLE_RATE)
+    hi = min(room_s, len(clip) / SAMPLE_RATE - min_piece_s)
+    lo = max(min_piece_s, hi / 2)
+    if hi - lo < 2 * frame_s or len(clip) < 4 * n:
+        return None
+    energy = (clip[: len(clip) // n * n].astype(np.float64).reshape(-1, n) ** 2).mean(axis=1)
+    a, b = int(np.ceil(lo / frame_s)), int(hi / frame_s)
+    k = a + int(np.argmin(energy[a:b]))
+    if energy[k] > 0.1 * float(np.median(energy)):
+        return None
+    return (k + 0.5) * frame_s
+
+
+def _weighted(values: list[float | None], weights: list[float]) -> float | None:
+    if any(v is None for v in values):
+        return None
+    return float(np.average(values, weights=weights))
 
 
 def by_speaker(it: Utterance, turns: list[dict]) -> list[Utterance]:

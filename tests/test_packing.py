@@ -82,3 +82,43 @@ def test_a_segment_without_words_takes_the_speaker_it_overlaps_most():
     assert one.span["speaker"] == "spk0"
 
 
+
+
+def _speech(seconds: float, pauses: list[float] = (), seed: int = 0) -> np.ndarray:
+    """Noise 'speech' with 300 ms of near-silence centred at each of `pauses` (seconds)."""
+    clip = np.random.default_rng(seed).normal(0, 0.1, int(seconds * SR)).astype(np.float32)
+    for p in pauses:
+        clip[int((p - 0.15) * SR) : int((p + 0.15) * SR)] *= 0.01
+    return clip
+
+
+def test_filling_cuts_an_utterance_at_a_pause_and_joins_its_words_back():
+    first = Utterance(0, {"start": 0.0, "end": 20.0, "speaker": None}, _speech(20.0))
+    second = Utterance(0, {"start": 21.0, "end": 41.0, "speaker": None}, _speech(20.0, pauses=[4.0, 8.0]))
+    windows = pack([first, second], ["en", "en"], 30.0, "recording", 0.5, min_piece_s=3.0)
+    # room left after the first: 30 - 20 - 0.5 = 9.5 s; the pause nearest the room's end is at 8 s
+    assert [len(w.items) for w in windows] == [2, 1] and second.pieces == [windows[0].items[1], windows[1].items[0]]
+    cut = second.pieces[1].offset_s
+    assert 7.85 <= cut <= 8.15 and abs(second.pieces[0].duration - cut) < 1e-9  # inside the pause
+    # each window says a word per second of its own audio; the pieces' words go back onto the whole
+    for w in windows:
+        words = [Word(f"w{k}", k + 0.1, k + 0.6, 0.9) for k in range(int(w.duration))]
+        w.split(AsrResult(" ".join(x.word for x in words), words, 0.9, language="en", avg_logprob=-0.2,
+                          no_speech_prob=0.1))
+    second.join_pieces()
+    words = second.result.words
+    assert len(words) == 8 + int(20.0 - cut)  # w20..w27 of window 1, then every word of window 2
+    assert second.result.text.split()[7:9] == ["w27", "w0"]
+    assert words[8].start == round(cut + 0.1, 3)  # back on the utterance's own clip
+    assert all(0 <= a.start <= a.end <= b.start for a, b in zip(words, words[1:])) and words[-1].end <= 20.0
+    assert second.result.avg_logprob == -0.2 and second.result.language == "en" and first.pieces == []
+
+
+def test_no_cut_without_a_pause_or_room():
+    first = Utterance(0, {"start": 0.0, "end": 20.0, "speaker": None}, _speech(20.0))
+    flat = Utterance(0, {"start": 21.0, "end": 41.0, "speaker": None}, _speech(20.0, seed=1))  # no pause
+    assert [len(w.items) for w in pack([first, flat], ["en", "en"], 30.0, "recording", 0.5, 3.0)] == [1, 1]
+    assert flat.pieces == []
+    big = Utterance(0, {"start": 0.0, "end": 28.0, "speaker": None}, _speech(28.0))
+    late = Utterance(0, {"start": 29.0, "end": 39.0, "speaker": None}, _speech(10.0, pauses=[1.0]))
+    assert [len(w.items) for w in pack([big, late], ["en", "en"], 30.0, "recording", 0.5, 3.0)] == [1, 1]  # 1.5 s room
