@@ -264,6 +264,11 @@ def test_report_counts_segments_and_renders_as_a_page(corpus_run, tmp_path):
     assert sum(report.confidence_histogram) == sum(1 for s in rows if s["confidence"] is not None)
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 6 and report.run_id in page
+    # provenance: every row names the models that made it (recording stage, then segment stage), and
+    # the report lists the distinct values
+    made = {r["models"] for r in corpus_run[2].to_pylist() if r["status"] == "ok"}
+    assert made and all(m.startswith("vad=silero-vad:v6") and "asr=whisper:base" in m for m in made), made
+    assert made <= set(report.models) and all(m in page for m in report.models)
     shot = tmp_path / "report.png"
     res = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
                           "--window-size=1200,1600", (out / "report.html").as_uri()], capture_output=True, text=True,
