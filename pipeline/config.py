@@ -241,6 +241,11 @@ class PackingConfig(Model):
         "recording", description="whisper: how segments share 30 s windows (needs word timestamps)"
     )
     gap_s: float = Field(0.5, ge=0, description="silence laid between packed segments")
+    min_piece_s: float = Field(
+        0.0, ge=0,
+        description="recording mode: cut a segment that does not fit the room left in a window at a pause, "
+        "into pieces of at least this many seconds, to fill the window (0: never cut; words are joined back)",
+    )
 
 
 class QualityRules(Model):

@@ -196,7 +196,7 @@ def pack(
 
 def _fill(items: list[Utterance], languages: Sequence[str | None], window_s: float, gap_s: float,
           min_piece_s: float) -> list[Window]:
-    """Consecutive packing (as `batching.pack_consecutive`) that cuts an utterance which does not
+    """Consecutive packing (as `pipeline.batching.pack_consecutive`) that cuts an utterance which does not
     fit at a pause, so the window is filled; the pieces are recorded on their utterance."""
     out: list[Window] = []
     current: list[Utterance] = []

@@ -34,10 +34,11 @@ from pipeline.stages.quality import judge, text_signals
 
 log = logging.getLogger(__name__)
 
+
 def padded_budget(cfg: SegmentStageConfig, use_gpu: bool) -> float:
-    """Padded audio seconds per model call. On a GPU with `batching.max_padded_s_per_gib` set, the
+    """Padded audio seconds per model call. On a GPU with `segment_stage.batching.max_padded_s_per_gib` set, the
     budget follows the memory of the GPU share this actor reserves, so one preset fits a 24 GB L4
-    and an 80 GB H100 without retuning; elsewhere it is `batching.max_padded_s`."""
+    and an 80 GB H100 without retuning; elsewhere it is `segment_stage.batching.max_padded_s`."""
     per_gib = cfg.batching.max_padded_s_per_gib
     if not (use_gpu and per_gib):
         return cfg.batching.max_padded_s
@@ -109,9 +110,12 @@ class SegmentStage:
         languages = [None] * len(items) if fused else self._identify(items)
         timestamps = self.cfg.asr.word_timestamps  # words are what a packed window is split back by
         mode = self.cfg.packing.mode if timestamps else "none"
-        windows = pack(items, languages, self.asr.capabilities.window_s, mode, self.cfg.packing.gap_s)
+        packing = self.cfg.packing
+        windows = pack(items, languages, self.asr.capabilities.window_s, mode, packing.gap_s, packing.min_piece_s)
         while windows:
             windows = self._run_round(windows)
+        for it in items:  # an utterance cut to fill windows gets its words back whole
+            it.join_pieces()
 
     def _run_round(self, windows: list[Window]) -> list[Window]:
         bcfg = self.cfg.batching
@@ -135,7 +139,7 @@ class SegmentStage:
         return again
 
     def _identify(self, items: list[Utterance]) -> list[str | None]:
-        """Language per utterance from a separate LID pass (or the fixed `lid.language`). With
+        """Language per utterance from a separate LID pass (or the fixed `segment_stage.lid.language`). With
         bucketing on, calls take utterances sorted by duration, so a padded LID model wastes little."""
         if self.lid is None:
             return [self.cfg.lid.language] * len(items)
