@@ -1,0 +1,116 @@
+"""The whole job (`JobConfig`), with the sections that serve every stage: how recordings are pooled
+and decoded, where models are cached, Ray, progress; and its fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.config.base import Model, Resources
+from pipeline.config.io import InputConfig, OutputConfig, StorageOptions
+from pipeline.config.migration import migrate, old_shape_payload
+from pipeline.config.recording import RecordingStageConfig
+from pipeline.config.segment import SegmentStageConfig
+
+
+class PoolingConfig(Model):
+    """How the driver groups recordings into pooling windows (pipeline/batching.py `windows`): every
+    stage takes one window per call, and the segment stage buckets a window's segments together."""
+
+    window_audio_s: float = Field(
+        300.0, gt=0, description="audio seconds of recordings pooled into one window (estimated in the driver)"
+    )
+    max_files: int = Field(
+        16, ge=1, description="most recordings in one pooling window (1: every recording is its own window)"
+    )
+
+
+class DecodeConfig(Model):
+    """Download + decode to `pipeline.records.SAMPLE_RATE` mono float32 (CPU tasks)."""
+
+    max_duration_s: float = Field(4 * 3600, gt=0, description="longer files are refused with an error")
+    resources: Resources = Resources(num_cpus=0.25, pool_size=1)
+
+
+class ModelsConfig(Model):
+    """Where model files fetched from object storage are cached (once per node)."""
+
+    cache_dir: str = Field("~/.cache/scriptorium/models", description="local folder, one per node")
+    storage: StorageOptions = StorageOptions()
+    allow_download: bool = Field(
+        True, description="allow NeMo pretrained names (fetched from the hub at run time); false: staged files only"
+    )
+    require_sha256: bool = Field(False, description="refuse a model file whose config has no sha256")
+    device: Literal["auto", "cpu"] = Field(
+        "auto", description="auto: CUDA where a stage reserves GPUs; cpu: always CPU (checks a GPU plan on a CPU box)"
+    )
+
+    def use_gpu(self, resources: "Resources") -> bool:
+        """Whether a stage with these resources runs its models on CUDA."""
+        return self.device == "auto" and resources.num_gpus > 0
+
+
+class RayConfig(Model):
+    address: str | None = Field(None, description="None: start a local Ray; 'auto' or ray://... to join")
+    num_cpus: int | None = Field(None, ge=1, description="local Ray only: CPUs it declares (default: all cores)")
+    num_gpus: int | None = Field(
+        None, ge=0, description="local Ray only: GPUs it declares (default: what Ray detects); logical GPUs on a CPU "
+        "machine let a GPU plan be built and run there (with models.device=cpu)",
+    )
+
+
+class ProgressConfig(Model):
+    """What the driver shows while a run goes on (pipeline/progress.py)."""
+
+    log_interval_s: float = Field(60.0, gt=0, description="without a terminal: seconds between progress lines")
+
+
+class JobConfig(Model):
+    """The whole job, in the order its data flows: input -> pooling windows -> decode -> recording
+    stage -> segment stage -> output. Each stage receives its own section."""
+
+    input: InputConfig
+    pooling: PoolingConfig = PoolingConfig()
+    decode: DecodeConfig = DecodeConfig()
+    recording_stage: RecordingStageConfig = RecordingStageConfig()
+    segment_stage: SegmentStageConfig = SegmentStageConfig()
+    output: OutputConfig
+    models: ModelsConfig = ModelsConfig()
+    ray: RayConfig = RayConfig()
+    progress: ProgressConfig = ProgressConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """An old-shaped mapping (keys of `MOVED_KEYS`) validates too, for Python API users."""
+        return migrate(data)
+
+    def section(self, dotted: str) -> Model:
+        """The sub-config at a dotted path, e.g. `segment_stage.asr`."""
+        node: Any = self
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        return node
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes a transcript (models and their parameters), not of I/O.
+
+        Outputs record it to skip files already done, so the payload keeps the layout it had
+        before the config followed the flow: the old section and field names (`MOVED_KEYS` read
+        backwards) and the `decode.sample_rate` that is no longer a key (`old_shape_payload`). Same
+        config, same hash."""
+        keep = old_shape_payload(self)
+        from pipeline import __version__
+
+        keep["pipeline_version"] = __version__
+        from pipeline.vocabulary import fingerprint_payload
+
+        # the resolved terms (a file's contents, not its path)
+        vocab = fingerprint_payload(self.segment_stage.vocabulary)
+        if vocab is not None:  # no vocabulary: the fingerprint is what it was before vocabularies existed
+            keep["vocabulary"] = vocab
+        blob = json.dumps(keep, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,110 @@
+"""Reading a job config: the YAML file, then `dotted.key=value` overrides (old keys move, see
+`migrate`), then validation; a wrong key or value is a `ConfigError` naming it and what is valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pipeline.config.base import ConfigError
+from pipeline.config.job import JobConfig
+from pipeline.config.migration import _leaves, migrate
+
+
+def _parse_override(dotted: str) -> tuple[list[str], Any]:
+    if "=" not in dotted:
+        raise ConfigError(f"override {dotted!r} is not of the form dotted.key=value")
+    key, raw = dotted.split("=", 1)
+    return key.strip().split("."), (yaml.safe_load(raw) if raw != "" else None)
+
+
+def _set(data: dict[str, Any], parts: list[str] | tuple[str, ...], value: Any) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(parts)!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_override(data: dict[str, Any], dotted: str) -> None:
+    """Apply one `a.b.c=value` override; the value is parsed as YAML (so 3, true, [x, y] work)."""
+    _set(data, *_parse_override(dotted))
+
+
+def apply_job_override(data: dict[str, Any], dotted: str, given: dict[str, str] | None = None) -> None:
+    """`apply_override` for a job config: a key of the old layout is set at its new place (one
+    warning line, see `migrate`). `given` (new dotted key -> the key an override named, kept across
+    the overrides of one command) turns an old and a new spelling of one key into a `ConfigError`."""
+    parts, value = _parse_override(dotted)
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    moved = migrate(nested)
+    if moved == nested:  # not a key of the old layout: set as written (a mapping replaces the section)
+        targets = [(tuple(parts), value)]
+    else:  # set each key it holds at its new place
+        targets = list(_leaves(moved, ()))
+    for target, leaf in targets:
+        new = ".".join(target)
+        if given is not None:
+            if given.setdefault(new, ".".join(parts)) != ".".join(parts):
+                raise ConfigError(f"config: overrides {given[new]!r} and {'.'.join(parts)!r} are both given; they "
+                                  f"are one key now: keep only {new!r}")
+        _set(data, target, leaf)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        parent = _section_model(err["loc"][:-1])
+        valid = ", ".join(sorted(parent.model_fields)) if parent else "?"
+        return f"unknown key {loc!r}; valid keys here: {valid}"
+    if err["type"] == "missing":
+        return f"missing required key {loc!r}"
+    from pipeline.text import safe
+
+    return f"{loc}: {err['msg']} (got {safe(repr(err.get('input')))})"  # redacted: endpoints may hold user:password@
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = JobConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file holding a mapping at the top (an empty file is an empty mapping); `ConfigError`
+    naming `what` and the path otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} {str(p)!r} does not exist")
+    loaded = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {str(p)!r} must hold a mapping at the top")
+    return loaded
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> JobConfig:  # type: ignore[assignment]
+    # Keys of the layout before issue 15 move to their places now, a warning line each: the file's
+    # (one key at both places in the file: ConfigError), then each override's, so that an old
+    # override still overrides the new key of the file (and an old and a new override of one key
+    # are a ConfigError).
+    data: dict[str, Any] = migrate(read_mapping(path) if path is not None else {})
+    given: dict[str, str] = {}
+    for item in overrides:
+        apply_job_override(data, item, given)
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,56 @@
+"""The recording stage's sections: VAD -> diarization -> utterances (cut & merge)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.config.base import Model, Resources
+
+
+class VadConfig(Model):
+    backend: Literal["silero", "nemo", "none"] = "silero"
+    model: str | None = Field(None, description="nemo: pretrained name, local .nemo or s3://.../x.nemo")
+    sha256: str | None = None
+    threshold: float = Field(0.5, gt=0, lt=1, description="speech probability onset")
+    neg_threshold: float | None = Field(None, description="offset threshold; default threshold - 0.15")
+    min_speech_s: float = Field(0.25, ge=0)
+    min_silence_s: float = Field(0.5, ge=0, description="pauses shorter than this do not split speech")
+    pad_s: float = Field(0.2, ge=0, description="padding added on each side of a speech region")
+
+
+class DiarizationConfig(Model):
+    enabled: bool = False
+    backend: Literal["resemblyzer", "nemo"] = "resemblyzer"
+    model: str | None = None
+    sha256: str | None = None
+    max_speakers: int = Field(8, ge=1)
+    # Cosine distance above which two clusters are different speakers (agglomerative, average link).
+    # 0.30 with min_speaker_s 3.0 was calibrated for Resemblyzer on ../shared/corpus (pipeline/clustering.py).
+    cluster_threshold: float = Field(0.30, gt=0, lt=2)
+    min_speaker_s: float = Field(
+        3.0, ge=0, description="a speaker holds at least this much speech; smaller clusters join the nearest speaker"
+    )
+    min_cluster_fraction: float = Field(
+        0.0, ge=0, lt=1, description="also fold clusters holding less than this share of the windows (0: off)"
+    )
+    num_speakers: int | None = Field(None, ge=1, description="the known number of speakers (skips the estimate)")
+    min_speakers: int = Field(1, ge=1, description="the estimated count is at least this")
+    embedding_window_s: float = Field(1.6, gt=0, description="seconds of audio per speaker embedding (Resemblyzer's is fixed at 1.6 s)")
+    embedding_hop_s: float = Field(0.5, gt=0, description="seconds between speaker embeddings")
+
+
+class SegmentationConfig(Model):
+    max_segment_s: float = Field(30.0, gt=1, description="utterances never exceed this many seconds")
+    min_segment_s: float = Field(0.3, ge=0, description="shorter speech is dropped (recorded in the report)")
+    merge_gap_s: float = Field(1.0, ge=0, description="cut & merge: join regions of one speaker closer than this")
+
+
+class RecordingStageConfig(Model):
+    """The recording stage (actor, pipeline/stages/recording.py): VAD -> diarization -> utterances."""
+
+    resources: Resources = Resources(num_cpus=0.5, pool_size=1)
+    vad: VadConfig = VadConfig()
+    diarization: DiarizationConfig = DiarizationConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
