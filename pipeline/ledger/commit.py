@@ -1,0 +1,203 @@
+"""The commit protocol (see `pipeline.ledger`): open the tables, plan a run against them, commit a
+block of recordings exactly once, and read back only what was committed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+
+from pipeline.config import OutputConfig
+from pipeline.ledger.lock import LOCK_SCHEMA, RunLock
+from pipeline.ledger.maintenance import Maintenance
+from pipeline.ledger.tables import (
+    COMMIT_KEY,
+    PLAN_COLUMNS,
+    SCHEMAS,
+    LegacyOutputError,
+    _key_in,
+    _retrying,
+    storage_options,
+)
+from pipeline.records import InputFile
+from pipeline.storage import filesystem
+
+
+def input_changed(size: int, etag: str | None, mtime: float | None, f: InputFile) -> bool:
+    """Did the object change since it was committed (size, etag, mtime as committed)? Size always;
+    the etag where both sides have one (S3); else the modification time (local disks, stores
+    without etags)."""
+    if size != f.size:
+        return True
+    if etag and f.etag:
+        return etag != f.etag
+    if mtime is not None and f.mtime is not None:
+        return abs(mtime - f.mtime) > 1e-6
+    return False
+
+
+def write_id_for(run_id: str, recording_ids: list[str]) -> str:
+    """Deterministic per (run, block): every attempt of one write task gets the same id, so a retry
+    recognises its own earlier commits and both tables' rows of one write share one key."""
+    h = hashlib.sha1("\n".join([run_id, *sorted(recording_ids)]).encode()).hexdigest()[:16]
+    return f"{run_id}-{h}"
+
+
+def _in_predicate(ids: list[str]) -> str:
+    quoted = ",".join("'" + i.replace("'", "''") + "'" for i in sorted(set(ids)))
+    return f"recording_id IN ({quoted})"
+
+
+class Ledger(Maintenance):
+    """The output's two tables: open, plan against, commit to, lock, maintain."""
+
+    def __init__(self, cfg: OutputConfig):
+        self.cfg = cfg
+        self.fs, self.root = filesystem(cfg.uri, cfg.storage)
+        self.options = storage_options(cfg)
+
+    def path(self, *parts: str) -> str:
+        """fsspec path of an object under the output (report.json and friends)."""
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def table_uri(self, name: str) -> str:
+        """URI delta-rs understands: the s3:// URI, or an absolute local path."""
+        if fsspec.utils.get_protocol(self.cfg.uri) in ("file", "local"):
+            return os.path.abspath(os.path.join(self.root, name))
+        return f"{self.cfg.uri.rstrip('/')}/{name}"
+
+    # -- opening --------------------------------------------------------------------------------
+    def table(self, name: str, version: int | None = None):
+        """The Delta table, or None while nothing was ever committed there."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(self.table_uri(name), version=version, storage_options=self.options)
+        except TableNotFoundError:
+            return None
+
+    def ensure(self, name: str):
+        """Open the table, creating it (empty, with its schema) on first use. Racing creators are
+        fine: the loser sees the winner's table."""
+        from deltalake import DeltaTable
+
+        def attempt():
+            dt = self.table(name)
+            if dt is not None:
+                return dt
+            schema = SCHEMAS[name] if name in SCHEMAS else LOCK_SCHEMA
+            return DeltaTable.create(self.table_uri(name), schema=schema, mode="ignore",
+                                     storage_options=self.options, name=name)
+
+        return _retrying(attempt)
+
+    def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        """Current version of a table (column-projected); empty with the schema if none yet."""
+        dt = self.table(name)
+        schema = SCHEMAS[name]
+        if dt is None:
+            return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
+        return dt.to_pyarrow_table(columns=columns)
+
+    # -- planning -------------------------------------------------------------------------------
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """recording_id -> committed plan columns (one column-projected read of `recordings`)."""
+        t = self.read("recordings", PLAN_COLUMNS)
+        cols = [t.column(c).to_pylist() for c in PLAN_COLUMNS]
+        return {row[0]: dict(zip(PLAN_COLUMNS, row)) for row in zip(*cols)}
+
+    def plan(self, files: list[InputFile], fingerprint: str) -> tuple[list[InputFile], dict[str, int]]:
+        """Inputs - committed work. Returns (todo, counts of new/changed/skipped/retry_failed).
+
+        A committed recording is skipped when its input is unchanged (`input_changed`) and it was
+        made by the same pipeline fingerprint. Recordings that ended in "error" are retried on every
+        run. Nothing is downloaded: this compares listing metadata with the `recordings` table."""
+        t = self.read("recordings", PLAN_COLUMNS)
+        # recording_id -> (size, etag, mtime, fingerprint, status): tuples, not dicts (1 M of them)
+        done = dict(zip(t.column("recording_id").to_pylist(), zip(*(t.column(c).to_pylist() for c in PLAN_COLUMNS[1:]))))
+        del t
+        todo: list[InputFile] = []
+        counts = {"new": 0, "changed": 0, "skipped": 0, "retry_failed": 0}
+        for f in files:
+            e = done.get(f.recording_id)
+            if e is None:
+                counts["new"] += 1
+            elif e[4] == "error":
+                counts["retry_failed"] += 1
+            elif e[3] != fingerprint or input_changed(e[0], e[1], e[2], f):
+                counts["changed"] += 1
+            else:
+                counts["skipped"] += 1
+                continue
+            todo.append(f)
+        return todo, counts
+
+    # -- committing -----------------------------------------------------------------------------
+    def commit_table(self, name: str, rows: pa.Table, recording_ids: list[str], write_id: str) -> bool:
+        """One Delta transaction on `name`: replace every row of `recording_ids` by `rows`.
+
+        Returns False when this write was already committed (a retried task): nothing is written."""
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        app_id = f"scriptorium-{write_id}"
+        predicate = _in_predicate(recording_ids)
+        rows = rows.cast(SCHEMAS[name])
+
+        def attempt() -> bool:
+            dt = self.ensure(name)
+            if dt.transaction_version(app_id) is not None:
+                return False
+            write_deltalake(
+                dt, rows, mode="overwrite", predicate=predicate,
+                # a release that adds a column (a new quality signal) adds it to the table; rows of an
+                # older writer read it as null
+                schema_mode="merge",
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(app_id=app_id, version=1)],
+                    custom_metadata={"scriptorium.write_id": write_id},
+                ),
+            )
+            return True
+
+        return _retrying(attempt)
+
+    # -- one job per output ---------------------------------------------------------------------
+    def lock(self, run_id: str, stale_after_s: float = 300.0, heartbeat_s: float = 30.0) -> "RunLock":
+        """Take the output for `run_id`, or raise OutputLockedError naming the holder (or
+        LegacyOutputError for an output of the old JSON ledger, which this version does not read)."""
+        self.check_not_legacy()
+        lk = RunLock(self, run_id, stale_after_s, heartbeat_s)
+        lk.acquire()
+        return lk
+
+    def check_not_legacy(self) -> None:
+        """Writing Delta tables over an old output would hide its parts and transcribe everything
+        again (and vacuum would later delete the old files): refuse with what to do instead."""
+        old = self.path("_ledger", "commits")
+        if self.table("recordings") is None and self.fs.exists(old) and self.fs.ls(old):
+            raise LegacyOutputError(
+                f"output {self.cfg.uri} was written by an older Scriptorium (JSON ledger in _ledger/commits/); "
+                f"this version writes Delta tables: run into a new output.uri (the old output stays readable "
+                f"as Parquet under segments/ and recordings/)")
+
+
+# -- readers ------------------------------------------------------------------------------------
+def read_output(cfg: OutputConfig, table: str = "segments") -> pa.Table:
+    """Committed rows of `segments` or `recordings` as one pyarrow Table.
+
+    `recordings` is the table as it is. `segments` keeps only rows whose (recording_id, fingerprint,
+    write_id) match a committed `recordings` row: rows a task committed before dying ahead of its
+    recordings commit are left out. (While a job rewrites a recording, that recording may be absent
+    from one read; it is never present twice.)"""
+    led = Ledger(cfg)
+    if table == "recordings":
+        return led.read("recordings")
+    if table != "segments":
+        raise ValueError(f"unknown table {table!r}: segments | recordings")
+    committed = led.read("recordings", COMMIT_KEY)
+    seg = led.read("segments")
+    return seg.filter(_key_in(seg, committed))

@@ -1,0 +1,171 @@
+"""One job per output: `RunLock`, a compare-and-swap row in the Delta table `_scriptorium/lock`, kept
+alive by a heartbeat thread and taken over when its holder is gone or silent."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from pipeline.ledger.tables import LOCK_TABLE, OutputLockedError, _retrying
+
+if TYPE_CHECKING:
+    from pipeline.ledger.commit import Ledger
+
+# one logger for the whole output, as before the split (`pipeline.ledger`: what users filter on)
+log = logging.getLogger("pipeline.ledger")
+
+LOCK_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("holder", pa.string()),  # host:pid:process start time
+    ("heartbeat", pa.float64()),  # unix seconds
+    ("released", pa.bool_()),
+])
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    """Process start time (clock ticks since boot): tells a live pid from a reused one."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _holder_alive(holder: str) -> bool | None:
+    """True/False when the holder ran on this host (its pid can be checked); None elsewhere."""
+    try:
+        host, pid, start = holder.rsplit(":", 2)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    return _start_time(int(pid)) == start
+
+
+@dataclass
+class RunLock:
+    """One job per output, as a compare-and-swap on a one-row Delta table.
+
+    Taking, refreshing and releasing the lock each overwrite the row in one Delta transaction
+    read from the version that was checked; two jobs doing it at once both remove the same data
+    file, so Delta's conflict check lets exactly one commit (the other sees the winner and
+    refuses). A holder refreshes its heartbeat every `heartbeat_s`; a lock is stale (taken over) when
+    released, when its holder process is gone (same host), or when its heartbeat is older than
+    `stale_after_s` (a driver on another host that died)."""
+
+    ledger: Ledger
+    run_id: str
+    stale_after_s: float = 300.0
+    heartbeat_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.holder = _holder()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False
+
+    def _current(self):
+        dt = self.ledger.ensure(LOCK_TABLE)
+        rows = dt.to_pyarrow_table().to_pylist()
+        return dt, (max(rows, key=lambda r: r["heartbeat"]) if rows else None)
+
+    def _free(self, row: dict | None) -> bool:
+        if row is None or row["released"] or row["run_id"] == self.run_id:
+            return True
+        alive = _holder_alive(row["holder"])
+        if alive is False:
+            return True
+        return time.time() - row["heartbeat"] > self.stale_after_s
+
+    def _put(self, dt, released: bool) -> None:
+        from deltalake import write_deltalake
+
+        row = pa.Table.from_pylist([{"run_id": self.run_id, "holder": self.holder, "heartbeat": time.time(),
+                                     "released": released}], schema=LOCK_SCHEMA)
+        write_deltalake(dt, row, mode="overwrite")
+
+    def acquire(self) -> None:
+        """Take the lock, or raise OutputLockedError. A holder that missed three heartbeats is
+        probably dead (a crashed driver whose retry starts at once, e.g. a Kubernetes Job's next
+        attempt): wait for its lock to go stale instead of refusing, unless it beats meanwhile."""
+        def attempt() -> None:
+            dt, row = self._current()
+            if not self._free(row):
+                age = time.time() - row["heartbeat"]
+                exc = OutputLockedError(
+                    f"output {self.ledger.cfg.uri} is in use by run {row['run_id']} ({row['holder']}, heartbeat "
+                    f"{age:.0f} s ago); one job per output at a time. If that job is dead, retry after "
+                    f"{max(0.0, self.stale_after_s - age):.0f} s, when its lock goes stale."
+                )
+                exc.heartbeat_age = age
+                raise exc
+            if row is not None and not row["released"] and row["run_id"] != self.run_id:
+                log.warning("taking over the stale lock of run %s (%s)", row["run_id"], row["holder"])
+            self._put(dt, released=False)
+
+        while True:
+            try:
+                _retrying(attempt)
+                break
+            except OutputLockedError as exc:
+                age = getattr(exc, "heartbeat_age", 0.0)
+                if age < 3 * self.heartbeat_s:
+                    raise
+                wait = self.stale_after_s - age + 0.5
+                log.warning("the output's holder missed %d heartbeats; waiting %.0f s for its lock to go stale",
+                            age // self.heartbeat_s, wait)
+                time.sleep(wait)
+        self._thread = threading.Thread(target=self._beat, name="scriptorium-lock", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a missed beat is harmless until stale_after_s
+                log.exception("lock heartbeat failed")
+
+    def refresh(self) -> None:
+        """Move the heartbeat, if the lock is still ours (a lock taken over is not taken back)."""
+        def attempt() -> None:
+            dt, row = self._current()
+            if row is None or row["run_id"] != self.run_id or row["released"]:
+                if not self.lost:
+                    log.error("lost the output lock to run %s", row and row["run_id"])
+                self.lost = True
+                return
+            self._put(dt, released=False)
+
+        _retrying(attempt)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+        def attempt() -> None:
+            dt, row = self._current()
+            if row is not None and row["run_id"] == self.run_id and not row["released"]:
+                self._put(dt, released=True)
+
+        try:
+            _retrying(attempt)
+        except Exception:  # noqa: BLE001 - our process ends; the next job finds the lock stale
+            log.exception("could not release the output lock")
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
