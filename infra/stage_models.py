@@ -8,7 +8,7 @@ For every NeMo model of the preset (`recording_stage.vad.model`, `recording_stag
 `segment_stage.lid.model`, `segment_stage.asr.model` with `backend: nemo`; a preset still written in the
 flat layout before issue 15, `vad:` ... at the top, is read there too) that is a pretrained name, or a `/models/<name>.nemo` path not filled in yet, it
 downloads the pretrained model with NeMo using the class the pipeline restores it with (see
-pipeline/backends/nemo.py), saves it as `<models-dir>/<name>.nemo`, computes the file's sha256 and
+pipeline/backends/nemo/), saves it as `<models-dir>/<name>.nemo`, computes the file's sha256 and
 writes a copy of the preset in which that model reads `model: /models/<name>.nemo` and `sha256: <hex>`
 (`/models` is where the Ray pods mount the volume; `--mount-path` changes it). Everything else in the
 preset, comments included, is kept as it was.
@@ -38,7 +38,7 @@ import yaml
 # NeMo class the pipeline restores each with (pipeline/backends/nemo: NemoVad, NemoLid, NemoAsr,
 # NemoDiarizer). Saving with the same class means the .nemo's config names the class the pipeline expects.
 MODEL_SECTIONS = ("recording_stage.vad", "recording_stage.diarization", "segment_stage.lid", "segment_stage.asr")
-# Where a preset of the flat layout before issue 15 has them (pipeline/config.py MOVED_KEYS).
+# Where a preset of the flat layout before issue 15 has them (pipeline/config/migration.py MOVED_KEYS).
 _OLD_PLACE = {"recording_stage.vad": "vad", "recording_stage.diarization": "diarization",
               "segment_stage.lid": "lid", "segment_stage.asr": "asr"}
 _CLASS_BY_SECTION = {

@@ -1,6 +1,6 @@
 """Discovery: list the input (folder/prefix or NeMo-style JSONL manifest) without reading audio.
 
-Each object comes back with its size and etag/mtime, so the plan (pipeline/ledger.py) can tell done
+Each object comes back with its size and etag/mtime, so the plan (pipeline/ledger/) can tell done
 from new from changed BEFORE anything is downloaded. Manifest lines are resolved concurrently, or
 trusted where the line already gives `size` and `duration`. Work is ordered in the driver, longest
 first (duration from the manifest, else file size as a proxy): cheap, and long files start early

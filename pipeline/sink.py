@@ -1,7 +1,7 @@
-"""Delta sink: each Ray write task commits its block of recordings exactly once (pipeline/ledger.py).
+"""Delta sink: each Ray write task commits its block of recordings exactly once (pipeline/ledger/).
 
 `write()` runs per block on a worker: it flattens the nested per-recording rows into the
-`segments` and `recordings` tables (schemas in pipeline/records.py and pipeline/ledger.py), then
+`segments` and `recordings` tables (schemas in pipeline/records.py and pipeline/ledger/tables.py), then
 commits `segments` and, last, `recordings`, each as one Delta transaction that replaces every older
 row of the block's recordings. It returns a small summary that `on_write_complete` adds up on the
 driver for the run report. Committing per block (Ray's own `write_delta` commits once at the end)

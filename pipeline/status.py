@@ -1,6 +1,6 @@
 """`scriptorium status`: what an output holds, and what a rerun of a config would do.
 
-Read-only: one column-projected read of the `recordings` Delta table (pipeline/ledger.py) and a
+Read-only: one column-projected read of the `recordings` Delta table (pipeline/ledger/) and a
 listing of the input; never touches audio. Without `--config`, "what a rerun would do" is computed
 for the last run's input and pipeline fingerprint (from report.json), i.e. for a rerun of the same
 command.

@@ -5,7 +5,7 @@ Rejects are data, not log lines (datatrove's habit): every signal is kept in the
 stage (pipeline/stages/segment.py) and `scriptorium filter` (pipeline/filter.py) call the SAME two
 functions here: `text_signals` (signals derived from the text alone) and `judge` (signals -> verdict).
 
-Reject reasons (one per rule in `QualityRules`, pipeline/config.py):
+Reject reasons (one per rule in `QualityRules`, pipeline/config/segment.py):
     empty_text, low_confidence, too_many_chars_per_second, repetitive (gzip compression ratio),
     no_speech_prob, low_language_prob, repeated_ngrams, few_unique_words, long_word,
     language_disagreement (a separate LID and the ASR named different languages),
