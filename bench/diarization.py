@@ -2,10 +2,10 @@
 run, plus DER (0.25 s collar) and the speaker count on the corpus's multi-speaker files.
 
     .venv/bin/python bench/diarization.py                      # ../shared/corpus, embedded default
-    .venv/bin/python bench/diarization.py --override diarization.min_speaker_s=2
+    .venv/bin/python bench/diarization.py --override recording_stage.diarization.min_speaker_s=2
 
 Both runs go through the public API (`pipeline.runner.run`) on the same files; only
-`diarization.enabled` differs. WER uses pipeline/eval.py's normalisation (whisper-normalizer + jiwer),
+`recording_stage.diarization.enabled` differs. WER uses pipeline/eval.py's normalisation (whisper-normalizer + jiwer),
 DER its `der` against the corpus's RTTM, with the segments' speakers as the hypothesis.
 """
 
@@ -61,8 +61,8 @@ def main() -> None:
             r = json.loads(line)
             refs[Path(r["audio_filepath"]).name] = r
     with tempfile.TemporaryDirectory() as tmp:
-        off_segs, _ = _run(CORPUS, Path(tmp) / "off", ["diarization.enabled=false", *args.override])
-        on_segs, on_recs = _run(CORPUS, Path(tmp) / "on", ["diarization.enabled=true", *args.override])
+        off_segs, _ = _run(CORPUS, Path(tmp) / "off", ["recording_stage.diarization.enabled=false", *args.override])
+        on_segs, on_recs = _run(CORPUS, Path(tmp) / "on", ["recording_stage.diarization.enabled=true", *args.override])
     off, on = _wer_by_language(off_segs, refs), _wer_by_language(on_segs, refs)
     print("| language | WER diarization off | WER diarization on | change |")
     print("| --- | --- | --- | --- |")

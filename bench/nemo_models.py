@@ -1,23 +1,55 @@
-"""Tiny, randomly initialised NeMo models saved as `.nemo` files, for tests.
+"""Randomly initialised NeMo models with real architectures, saved as `.nemo` files: the one builder
+of the benchmark's FastConformer (bench/throughput.py rows 5-6, at a real model's size) and of the
+tests' tiny models (tests/helpers/nemo_models.py builds the set once per test session).
 
 No model hub is reachable from CI, and real checkpoints are hundreds of MB, so the NeMo backends are
 tested with models that have the real architectures (FastConformer CTC/RNNT/TDT/hybrid, frame
-MarbleNet, AmberNet/TitaNet-style speaker-label models, Sortformer) at toy sizes. Their weights are
-random: outputs are garbage text and random probabilities, but shapes, time bases, batching and the
-loader (`restore_from` of a `.nemo`) are exactly what a real checkpoint goes through.
+MarbleNet, AmberNet/TitaNet-style speaker-label models, Sortformer, Canary) at toy sizes, and the
+benchmark measures the compute of a FastConformer of a real size. Their weights are random: outputs
+are garbage text and random probabilities, but shapes, time bases, batching and the loader
+(`restore_from` of a `.nemo`) are exactly what a real checkpoint goes through.
 
-Everything here imports NeMo lazily (~20 s), so importing this module is free. Call `build_all(dir)`
-once per test session.
+Everything here imports NeMo lazily (~20 s), so importing this module is free; it imports nothing
+from the rest of bench/ (the tests import it as `bench.nemo_models`, the benchmark as `nemo_models`).
+
+    .venv/bin/python bench/nemo_models.py OUT_DIR                   # the tests' set (`build_all`)
+    .venv/bin/python bench/nemo_models.py OUT_DIR --size large      # the benchmark's ASR + LID
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 LID_LABELS = ["de", "en", "es", "fr", "pt"]
+
+
+@dataclass(frozen=True)
+class EncoderSize:
+    """A FastConformer encoder's shape (and the mel features it reads)."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int = 2
+    conv_channels: int = 16  # subsampling_conv_channels
+    features: int = 40
+    ff_expansion: int = 2
+
+
+#: FastConformer sizes. "toy" is the tests' (built in seconds); the others are the benchmark's
+#: `--nemo-size`: "large" is the shape of stt_en_fastconformer_ctc_large (~115M parameters),
+#: "medium"/"small" follow NeMo's smaller configs.
+NEMO_SIZES: dict[str, EncoderSize] = {
+    "toy": EncoderSize(32, 2),
+    "tiny": EncoderSize(32, 2, 2, 16, features=80, ff_expansion=4),
+    "small": EncoderSize(176, 16, 4, 176, features=80, ff_expansion=4),
+    "medium": EncoderSize(256, 16, 4, 256, features=80, ff_expansion=4),
+    "large": EncoderSize(512, 17, 8, 256, features=80, ff_expansion=4),
+}
+TOY = NEMO_SIZES["toy"]
 
 # A few punctuated, cased lines so the tokenizer of the "_pc" test model holds punctuation.
 _PC_TEXT = [
@@ -27,9 +59,9 @@ _PC_TEXT = [
 ]
 
 
-def _training_text(cased: bool) -> list[str]:
+def _training_text(cased: bool, corpus: Path = CORPUS) -> list[str]:
     lines = []
-    for line in (CORPUS / "references.jsonl").read_text().splitlines():
+    for line in (corpus / "references.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if rec.get("text"):
             lines.append(rec["text"] if cased else rec["text"].lower())
@@ -40,13 +72,13 @@ def _training_text(cased: bool) -> list[str]:
     return lines
 
 
-def build_tokenizer(out_dir: Path, vocab_size: int = 64, cased: bool = False) -> Path:
+def build_tokenizer(out_dir: Path, vocab_size: int = 64, cased: bool = False, corpus: Path = CORPUS) -> Path:
     """A SentencePiece BPE tokenizer trained on the corpus references; returns its folder."""
     from nemo.collections.common.tokenizers.sentencepiece_tokenizer import create_spt_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     text = out_dir / "text.txt"
-    text.write_text("\n".join(_training_text(cased)) + "\n")
+    text.write_text("\n".join(_training_text(cased, corpus)) + "\n")
     create_spt_model(
         str(text),
         vocab_size=vocab_size,
@@ -74,20 +106,20 @@ def _preprocessor(features: int = 40, normalize: str = "per_feature") -> dict[st
     }
 
 
-def _conformer(features: int = 40, d_model: int = 32, n_layers: int = 2) -> dict[str, Any]:
+def _conformer(size: EncoderSize = TOY) -> dict[str, Any]:
     return {
         "_target_": "nemo.collections.asr.modules.ConformerEncoder",
-        "feat_in": features,
+        "feat_in": size.features,
         "feat_out": -1,
-        "n_layers": n_layers,
-        "d_model": d_model,
+        "n_layers": size.n_layers,
+        "d_model": size.d_model,
         "subsampling": "dw_striding",
         "subsampling_factor": 8,
-        "subsampling_conv_channels": 16,
+        "subsampling_conv_channels": size.conv_channels,
         "causal_downsampling": False,
-        "ff_expansion_factor": 2,
+        "ff_expansion_factor": size.ff_expansion,
         "self_attention_model": "rel_pos",
-        "n_heads": 2,
+        "n_heads": size.n_heads,
         "att_context_size": [-1, -1],
         "xscaling": True,
         "untie_biases": True,
@@ -105,17 +137,24 @@ def _ds_stub() -> dict[str, Any]:
     return {"manifest_filepath": None, "sample_rate": 16000, "batch_size": 1, "defer_setup": True}
 
 
-def build_asr(kind: str, tokenizer_dir: Path, path: Path, d_model: int = 32) -> Path:
+def build_asr(kind: str, tokenizer_dir: Path, path: Path, size: EncoderSize = TOY) -> Path:
     """kind: ctc | rnnt | tdt | hybrid_tdt_ctc. Saves and returns `path`."""
+    asr_model(kind, tokenizer_dir, size).save_to(str(path))
+    return path
+
+
+def asr_model(kind: str, tokenizer_dir: Path, size: EncoderSize = TOY):
+    """The model `build_asr` saves (kind: ctc | rnnt | tdt | hybrid_tdt_ctc), FastConformer of `size`."""
     from omegaconf import OmegaConf
 
     from nemo.collections.asr.models import EncDecCTCModelBPE, EncDecHybridRNNTCTCBPEModel, EncDecRNNTBPEModel
 
+    d_model = size.d_model
     cfg: dict[str, Any] = {
         "sample_rate": 16000,
         "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
-        "preprocessor": _preprocessor(),
-        "encoder": _conformer(d_model=d_model),
+        "preprocessor": _preprocessor(features=size.features),
+        "encoder": _conformer(size),
         "train_ds": _ds_stub(),
         "validation_ds": _ds_stub(),
         "optim": None,
@@ -169,9 +208,7 @@ def build_asr(kind: str, tokenizer_dir: Path, path: Path, d_model: int = 32) -> 
                 "decoding": {"strategy": "greedy"},
             }
             cls = EncDecHybridRNNTCTCBPEModel
-    model = cls(cfg=OmegaConf.create(cfg))
-    model.save_to(str(path))
-    return path
+    return cls(cfg=OmegaConf.create(cfg))
 
 
 def build_vad(path: Path) -> Path:
@@ -219,8 +256,9 @@ def build_vad(path: Path) -> Path:
     return path
 
 
-def build_speaker_label(path: Path, labels: list[str], emb_size: int = 32) -> Path:
-    """A TitaNet/AmberNet-shaped EncDecSpeakerLabelModel (conv encoder + attentive pooling decoder).
+def build_speaker_label(path: Path, labels: list[str], emb_size: int = 32, filters: int = 32) -> Path:
+    """A TitaNet/AmberNet-shaped EncDecSpeakerLabelModel (conv encoder of `filters`, `filters`,
+    2 x `filters` channels + attentive pooling decoder).
 
     With language labels it is a language-ID model (AmberNet); with speaker ids, a speaker-embedding
     model (TitaNet): the architecture is the same."""
@@ -252,11 +290,11 @@ def build_speaker_label(path: Path, labels: list[str], emb_size: int = 32) -> Pa
             "feat_in": 40,
             "activation": "relu",
             "conv_mask": True,
-            "jasper": [block(32, 3, False), block(32, 7, True), block(64, 1, False)],
+            "jasper": [block(filters, 3, False), block(filters, 7, True), block(2 * filters, 1, False)],
         },
         "decoder": {
             "_target_": "nemo.collections.asr.modules.SpeakerDecoder",
-            "feat_in": 64,
+            "feat_in": 2 * filters,
             "num_classes": len(labels),
             "pool_mode": "attention",
             "emb_sizes": emb_size,
@@ -275,7 +313,7 @@ def build_sortformer(path: Path, num_spks: int = 4) -> Path:
 
     from nemo.collections.asr.models import SortformerEncLabelModel
 
-    fc_d, tf_d = 32, 32
+    fc_d, tf_d = TOY.d_model, 32
     ds = {**_ds_stub(), "num_spks": num_spks, "session_len_sec": 90, "soft_label_thres": 0.5,
           "soft_targets": False, "labels": None, "window_stride": 0.01, "subsampling_factor": 8}
     cfg = {
@@ -296,7 +334,7 @@ def build_sortformer(path: Path, num_spks: int = 4) -> Path:
             "fc_d_model": fc_d,
             "tf_d_model": tf_d,
         },
-        "encoder": _conformer(d_model=fc_d),
+        "encoder": _conformer(TOY),
         "transformer_encoder": {
             "_target_": "nemo.collections.asr.modules.transformer.transformer_encoders.TransformerEncoder",
             "num_layers": 2,
@@ -318,7 +356,7 @@ def build_sortformer(path: Path, num_spks: int = 4) -> Path:
     return path
 
 
-def build_canary(path: Path, tokenizer_dir: Path, special_dir: Path, d_model: int = 32) -> Path:
+def build_canary(path: Path, tokenizer_dir: Path, special_dir: Path) -> Path:
     """A Canary-style multitask AED model (`EncDecMultiTaskModel`, prompt format "canary"): FastConformer
     encoder + 1-layer Transformer decoder, one aggregate tokenizer with a sub-tokenizer per language."""
     from omegaconf import OmegaConf
@@ -329,7 +367,7 @@ def build_canary(path: Path, tokenizer_dir: Path, special_dir: Path, d_model: in
     CanaryTokenizer.build_special_tokenizer(
         ["<|translate|>", "<|transcribe|>"] + [f"<|{lang}|>" for lang in LID_LABELS], special_dir
     )
-    d = d_model
+    d = TOY.d_model
     cfg = {
         "sample_rate": 16000,
         "prompt_format": "canary",
@@ -349,7 +387,7 @@ def build_canary(path: Path, tokenizer_dir: Path, special_dir: Path, d_model: in
             },
         },
         "preprocessor": _preprocessor(),
-        "encoder": {**_conformer(d_model=d), "xscaling": False},
+        "encoder": {**_conformer(TOY), "xscaling": False},
         "transf_encoder": {
             "_target_": "nemo.collections.asr.modules.transformer.transformer_encoders.TransformerEncoder",
             "num_layers": 0,
@@ -440,25 +478,33 @@ def build_all(out_dir: Path, kinds: tuple[str, ...] | None = None) -> dict[str, 
     return out
 
 
-_BUILT: dict[str, Path] = {}
+def build_benchmark_models(out_dir: Path, size: str, corpus: Path = CORPUS) -> dict[str, Any]:
+    """The benchmark's NeMo rows: FastConformer CTC (BPE, 128 tokens) of `NEMO_SIZES[size]` as
+    `asr.nemo` and an AmberNet-style LID (64/64/128 channels) as `lid.nemo`, random weights; writes and
+    returns {"size", "asr_params"} (also as models.json)."""
+    import torch
+
+    torch.manual_seed(0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out_dir / "tok", vocab_size=128, corpus=corpus)
+    asr = asr_model("ctc", tok, NEMO_SIZES[size])
+    asr.save_to(str(out_dir / "asr.nemo"))
+    build_speaker_label(out_dir / "lid.nemo", LID_LABELS, emb_size=64, filters=64)
+    info = {"size": size, "asr_params": sum(p.numel() for p in asr.parameters())}
+    (out_dir / "models.json").write_text(json.dumps(info))
+    return info
 
 
-def session_models() -> dict[str, Path]:
-    """`build_all` once per process (test modules share it), into a temp dir removed at exit."""
-    if not _BUILT:
-        import atexit
-        import shutil
-        import tempfile
-
-        out = Path(tempfile.mkdtemp(prefix="scriptorium-nemo-models-"))
-        atexit.register(shutil.rmtree, out, True)
-        _BUILT.update(build_all(out))
-    return dict(_BUILT)
-
-
-if __name__ == "__main__":  # python tests/nemo_models.py OUT_DIR
-    import sys
+if __name__ == "__main__":
+    import argparse
     import time
 
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--size", choices=sorted(NEMO_SIZES), help="the benchmark's two models of this size "
+                    "(default: the tests' whole set)")
+    ap.add_argument("--corpus", type=Path, default=CORPUS, help="references.jsonl for the tokenizer")
+    a = ap.parse_args()
     t = time.time()
-    print(build_all(Path(sys.argv[1])), f"{time.time() - t:.1f}s")
+    built = build_benchmark_models(a.out_dir, a.size, a.corpus) if a.size else build_all(a.out_dir)
+    print(built, f"{time.time() - t:.1f}s")

@@ -21,12 +21,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import OutputConfig, QualityConfig  # noqa: E402
-from pipeline.eval import _key, normalise, read_references, segment_errors  # noqa: E402
-from pipeline.ledger import read_output  # noqa: E402
-from pipeline.stages.quality import judge  # noqa: E402
+from pipeline.config import OutputConfig, QualityConfig
+from pipeline.eval import _key, normalise, read_references, segment_errors
+from pipeline.ledger import read_output
+from pipeline.stages.quality import judge
 
 TARGET_RATIO, MIN_KEPT = 0.6, 0.6
 

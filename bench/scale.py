@@ -24,13 +24,13 @@ import hashlib
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 OPS = ["listing", "manifest", "manifest-head", "plan", "no-op run", "status", "commit", "maintain",
@@ -193,20 +193,23 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from tests.faults import free_port
-
-    port = free_port()
+    with socket.socket() as sock:  # a free port on the loopback
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.million else [])
     results: dict = {}
+    # each measured operation imports this checkout's `pipeline` (the repository root first on its path)
+    env = dict(os.environ, RAY_AUTH_MODE="disabled",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     try:
         for n in sizes:
             synthesise(endpoint, n, args.chunk, min(args.head_lines, n))
             for op in args.ops.split(","):
                 proc = subprocess.run([sys.executable, __file__, "--_measure", endpoint, str(n), op],
-                                      capture_output=True, text=True, cwd=REPO, env=dict(os.environ, RAY_AUTH_MODE="disabled"))
+                                      capture_output=True, text=True, cwd=REPO, env=env)
                 line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
                 if line is None:
                     print(proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)

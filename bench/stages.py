@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/stages.py --against 29ddede                 # ../shared/corpus, WER + LID too
     .venv/bin/python bench/stages.py --input /tmp/scriptorium-bench/long-3-300-450/audio --against 29ddede
-    .venv/bin/python bench/stages.py --override batching.pack=corpus   # a config variant, same code
+    .venv/bin/python bench/stages.py --override segment_stage.packing.mode=corpus   # a config variant, same code
 
 Why: `throughput.py` measures the whole job on Ray, where start-up, scheduling and other tenants of
 this shared machine move wall times by +-5% from run to run. A change inside a model stage is seen
@@ -33,8 +33,7 @@ import json, resource, sys, time
 from pathlib import Path
 repo, inp, out, window = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 overrides = json.loads(sys.argv[5])
-sys.path.insert(0, repo)
-import pyarrow as pa
+import pyarrow as pa  # run with cwd=repo: `python -c` puts it first on sys.path, so `pipeline` is that checkout's
 from pipeline.config import load_config
 from pipeline.stages.decode import decode_batch
 try:
@@ -80,9 +79,9 @@ def git_worktree(rev: str) -> Path:
 
 def run_variant(repo: Path, args: argparse.Namespace) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [sys.executable, "-c", _CHILD, str(repo), str(args.input), out.name, str(args.window_files),
+        cmd = [sys.executable, "-c", _CHILD, str(repo), str(args.input.resolve()), out.name, str(args.window_files),
                json.dumps(args.override or [])]
-        p = subprocess.run(cmd, capture_output=True, text=True)
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
         if p.returncode != 0:
             raise RuntimeError(f"variant {repo} failed:\n{p.stderr[-3000:]}")
         return json.loads(Path(out.name).read_text())

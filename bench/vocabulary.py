@@ -29,12 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from pipeline import vocabulary as vocab
+from pipeline.audio import decode
+from pipeline.config import AsrConfig, VocabularyConfig
 
-from pipeline import vocabulary as vocab  # noqa: E402
-from pipeline.audio import decode  # noqa: E402
-from pipeline.config import AsrConfig, VocabularyConfig  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CORPUS = REPO.parent / "shared" / "corpus"
 SR = 16000

@@ -1,4 +1,4 @@
-"""Smoke test of the throughput benchmark: a tiny corpus, rows 2 (per-file batching) and 3
+"""Smoke test of the throughput benchmark (bench/throughput.py): a tiny corpus, rows 2 (per-file batching) and 3
 (Scriptorium, bucketing on), one Markdown table and a JSON file with both rows.
 
 Takes ~1-2 min on 2 cores (Ray start-up and two Whisper model loads dominate)."""
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_bench_quick_rows_2_3(tmp_path: Path, corpus: Path) -> None:
     out_json = tmp_path / "bench.json"

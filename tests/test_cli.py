@@ -1,28 +1,21 @@
 """What a person sees at the command line: one line and exit 2 for a setting that cannot work, before
-Ray or any model starts; --version; options in any order; progress lines in a log."""
+Ray or any model starts; --version; options in any order. (Progress lines: tests/test_progress.py.)"""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
+from tests.helpers import LOCAL_CONF
+from tests.helpers.cli import run_cli
+from tests.helpers.faults import free_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faults import free_port  # noqa: E402
-
-from pipeline.progress import STAGES, Counts, Reporter, line  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = str(REPO / "conf/local.yaml")
+CONF = str(LOCAL_CONF)
 
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env=env)
+    return run_cli(*args, env=env, timeout=timeout)
 
 
 def _one_line_exit_2(res: subprocess.CompletedProcess, *needles: str) -> None:
@@ -87,26 +80,9 @@ def test_status_takes_options_in_any_order(tmp_path):
     assert res.returncode == 2 and "unrecognized arguments: --bogus" in res.stderr
 
 
-def test_progress_counts_and_log_line():
-    c = Counts()
-    c.add("decoded", 3, 7200.0)
-    c.add("committed", 1, 3600.0)
-    snap = c.snapshot()
-    assert list(snap) == list(STAGES) and snap["decoded"] == (3, 7200.0)
-    text = line(snap, total_files=4, elapsed=120.0)
-    assert "decoded 3/4 (2.00 h)" in text and "committed 1/4 (1.00 h)" in text
-    assert "1/4" in text and "file/s" in text or "s/file" in text  # tqdm's rate, with an ETA
-
-
-def test_progress_reporter_logs_without_a_terminal(caplog):
-    c = Counts()
-    rep = Reporter(c.snapshot, total_files=2, interval_s=0.05, live=False, poll_s=0.01)
-    with caplog.at_level(logging.INFO, logger="scriptorium.progress"):
-        rep.start()
-        c.add("decoded", 1, 10.0)
-        time.sleep(0.4)
-        c.add("committed", 2, 20.0)
-        rep.stop()
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) >= 2 and all(x.startswith("progress: ") for x in lines)
-    assert "committed 2/2" in lines[-1]  # the final state is always shown
+def test_cli_config_error_names_key_and_choices(tmp_path):
+    res = _cli("run", CONF, f"input.uri={tmp_path}", "output.uri=/tmp/x", "segment_stage.asr.backend=kaldi")
+    assert res.returncode == 2
+    assert "segment_stage.asr.backend" in res.stderr and "'whisper' or 'nemo'" in res.stderr
+    res = _cli("run", CONF, "inptu.uri=/x")
+    assert res.returncode == 2 and "unknown key 'inptu'" in res.stderr and "input" in res.stderr

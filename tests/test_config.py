@@ -4,13 +4,13 @@ dead keys warn, the presets load without a warning, and the fingerprint is what 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 
 from pipeline.config import MOVED_KEYS, ConfigError, JobConfig, load_config
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 BASE = ["input.uri=/in", "output.uri=/out"]
 
 # Fingerprints computed before the config was reshaped, at commit 7c1e52c (the one before the
@@ -246,3 +246,30 @@ def test_a_job_config_is_a_filter_rules_file():
     rules = load_rules(str(REPO / "conf/nemo-gpu.yaml"), ["segment_stage.quality.max_repetition=0.9"])
     assert (rules.min_confidence, rules.max_repetition) == (0.35, 0.9)
     assert load_rules(None, ["quality.min_confidence=0.6"]).min_confidence == 0.6  # the filter's own namespace
+
+
+# -- validation and overrides ---------------------------------------------------------------------
+
+
+def test_config_unknown_key_names_key_and_choices():
+    with pytest.raises(ConfigError) as err:
+        load_config("conf/local.yaml", [*BASE, "segment_stage.asr.modle=base"])
+    assert "segment_stage.asr.modle" in str(err.value) and "model" in str(err.value)
+
+
+def test_config_bad_choice_lists_valid_values():
+    with pytest.raises(ConfigError) as err:
+        load_config("conf/local.yaml", [*BASE, "recording_stage.vad.backend=webrtc"])
+    msg = str(err.value)
+    assert "recording_stage.vad.backend" in msg and "'silero'" in msg and "'nemo'" in msg
+
+
+def test_overrides_are_typed_and_change_the_fingerprint():
+    a = load_config("conf/local.yaml", BASE)
+    b = load_config("conf/local.yaml", [*BASE, "recording_stage.segmentation.max_segment_s=12",
+                                        "recording_stage.diarization.enabled=true"])
+    rec = b.recording_stage
+    assert rec.segmentation.max_segment_s == 12.0 and rec.diarization.enabled is True
+    assert a.fingerprint() != b.fingerprint()
+    # output location is not part of what a transcript depends on
+    assert a.fingerprint() == load_config("conf/local.yaml", ["input.uri=/x", "output.uri=/y"]).fingerprint()

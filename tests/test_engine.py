@@ -1,6 +1,6 @@
-"""The production preset's plan (conf/nemo-gpu.yaml), built and run through the CLI on a local Ray
-that declares a logical GPU, with the tiny NeMo models of tests/nemo_models.py forced onto the CPU
-(`models.device=cpu`). Every operator of that plan requests GPUs by fraction and autoscales, which is
+"""The Ray plan (pipeline/engine.py): the production preset's plan (conf/nemo-gpu.yaml), built and run
+through the CLI on a local Ray that declares a logical GPU, with the tiny NeMo models (the `tiny`
+fixture) forced onto the CPU (`models.device=cpu`). Every operator of that plan requests GPUs by fraction and autoscales, which is
 what Ray refused to build before ("You must provide `batch_size` ... when requesting GPUs"). Also: a
 preset that can never be scheduled, or names a model it may not load, stops at start with one line."""
 
@@ -10,35 +10,32 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nemo_models import session_models  # noqa: E402
+from pipeline.config import OutputConfig, load_config
+from pipeline.engine import ClusterTooSmall, check_fits, stage_resources
+from pipeline.ledger import read_output
 
-from pipeline.config import OutputConfig, load_config  # noqa: E402
-from pipeline.engine import ClusterTooSmall, check_fits, stage_resources  # noqa: E402
-from pipeline.ledger import read_output  # noqa: E402
+from tests.helpers import REPO
+from tests.helpers.cli import run_cli
 
-REPO = Path(__file__).resolve().parents[1]
 PRESET = str(REPO / "conf/nemo-gpu.yaml")
 FILES = ["speech/speechbrain_spk1_snt1.wav", "multilingual/fleurs-de-004.ogg", "diarization/pyannote_sample.wav"]
 
 
 def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return run_cli(*args, timeout=timeout)
 
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.ray
 @pytest.mark.slow
-def test_gpu_preset_plan_runs_on_logical_gpus(corpus, tmp_path):
-    tiny = session_models()
+def test_gpu_preset_plan_runs_on_logical_gpus(corpus, tiny, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     for rel in FILES:
@@ -70,6 +67,7 @@ def test_gpu_preset_plan_runs_on_logical_gpus(corpus, tmp_path):
     assert report["ok"] == 3 and report["error"] == 1
 
 
+@pytest.mark.ray  # a Ray of 2 CPUs and 1 GPU, in the CLI's process: the plan is checked against it
 def test_preset_that_can_never_be_scheduled_stops_at_start(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.wav").write_bytes(b"RIFF")  # something to do, so the plan is built

@@ -9,18 +9,17 @@ import json
 import jiwer
 import pytest
 
-from pl_output import pipeline_output
-from pl_output import cli as _cli, cli_proc as _cli_proc
+from tests.helpers.cli import cli_inproc as _cli, run_cli as _cli_proc
 
 
-def test_eval_matches_an_independent_jiwer_computation(tmp_path):
+def test_eval_matches_an_independent_jiwer_computation(tmp_path, shared_output):
     from whisper_normalizer.basic import BasicTextNormalizer
     from whisper_normalizer.english import EnglishTextNormalizer
 
     from pipeline.config import OutputConfig
     from pipeline.ledger import read_output
 
-    audio, out = pipeline_output()
+    audio, out = shared_output
     refs_path = audio.parent / "references.jsonl"
     res = _cli("eval", str(refs_path), str(out), "--json", str(tmp_path / "eval.json"))
     assert res.returncode == 0, res.stderr

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pl_output import CLIPS, LONG_NAME, ODD_NAME, OPUS, pipeline_output
-from pl_output import cli as _cli, cli_proc as _cli_proc
+from tests.helpers.cli import cli_inproc as _cli, run_cli as _cli_proc
+from tests.helpers.pl_output import CLIPS, LONG_NAME, ODD_NAME, OPUS
 
 
 @pytest.fixture(scope="module")
-def output():
-    audio, out = pipeline_output()
+def output(shared_output):
+    audio, out = shared_output
     from pipeline.config import OutputConfig
     from pipeline.ledger import read_output
 

@@ -10,8 +10,7 @@ import shutil
 import pyarrow as pa
 import pytest
 
-from pl_output import pipeline_output
-from pl_output import cli as _cli, cli_proc as _cli_proc
+from tests.helpers.cli import cli_inproc as _cli, run_cli as _cli_proc
 
 JUDGEMENT = ["accepted", "reject_reasons"]
 
@@ -25,8 +24,8 @@ def _segments(out) -> pa.Table:
 
 
 @pytest.fixture()
-def out(tmp_path):
-    _, src = pipeline_output()
+def out(tmp_path, shared_output):
+    _, src = shared_output
     dst = tmp_path / "out"
     shutil.copytree(src, dst)
     return dst
@@ -75,17 +74,17 @@ def test_filter_changes_only_the_judgement_and_is_deterministic(out, tmp_path):
 def test_filter_refuses_bad_rules_and_missing_outputs(out, tmp_path):
     res = _cli("filter", str(out), "quality.per_language.de.min_confidenc=0.5")
     assert res.returncode == 2 and "min_confidenc" in res.stderr
-    res = _cli("filter", str(out), "asr.model=tiny")
+    res = _cli("filter", str(out), "segment_stage.asr.model=tiny")
     assert res.returncode == 2 and "quality" in res.stderr
     res = _cli_proc("filter", str(tmp_path / "nothing"))
     assert res.returncode == 2 and "no Scriptorium output" in res.stderr
 
 
-def test_new_signals_are_stored_and_judged():
+def test_new_signals_are_stored_and_judged(shared_output):
     from pipeline.config import QualityConfig
     from pipeline.stages.quality import judge, text_signals
 
-    _, src = pipeline_output()
+    _, src = shared_output
     rows = [r for r in _segments(src).to_pylist() if r["text"]]
     assert all(r["repetition_score"] is not None and r["unique_word_ratio"] and r["longest_word"] for r in rows)
     assert all(r["filler_phrase"] is False for r in rows)  # real speech: no hallucinated credits

@@ -17,23 +17,21 @@ from __future__ import annotations
 import copy
 import re
 import shlex
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from infra import stage_models  # a script beside the manifests; infra/ is a namespace package from the root
+from tests.helpers import REPO as ROOT
+
 INFRA = ROOT / "infra"
 K8S = INFRA / "k8s"
 SCHEMAS = yaml.safe_load((ROOT / "tests/data/kuberay/crd-schemas.yaml").read_text())
 K8S_VERSION = "1.30"
 RAY_KINDS = {"RayCluster", "RayJob", "RayCronJob"}
 IMAGE_IN_CONTAINER = "/opt/scriptorium/conf/"  # where the image holds the repo's conf/
-
-sys.path.insert(0, str(INFRA))
-import stage_models  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------- loading

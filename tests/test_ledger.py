@@ -1,7 +1,8 @@
-"""Issue 11: the output's Delta commit protocol, unit level (no Ray cluster, no models).
+"""The output's Delta tables and their commit protocol (pipeline/ledger/, issue 11), unit level (no
+Ray cluster, no models).
 
 Each test writes blocks the way a Ray write task does (`TranscriptSink.write`) and reads the tables
-back with delta-rs's own reader, Polars and `read_output`. See pipeline/ledger.py for the protocol.
+back with delta-rs's own reader, Polars and `read_output`. See pipeline/ledger/ for the protocol.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pipeline.ledger import (
     write_id_for,
 )
 from pipeline.records import InputFile, recording_id_for
+
+from tests.helpers import LOCAL_CONF
 
 RUN_A, RUN_B = "20260101T000000-aaaaaa", "20260102T000000-bbbbbb"
 
@@ -276,7 +279,6 @@ def test_refused_run_fails_before_doing_anything(tmp_path):
     from pipeline.config import load_config
     from pipeline.runner import run
 
-    repo = Path(__file__).resolve().parents[1]
     inp = tmp_path / "in"
     inp.mkdir()
     (inp / "a.wav").write_bytes(b"RIFF" + os.urandom(64))
@@ -284,7 +286,7 @@ def test_refused_run_fails_before_doing_anything(tmp_path):
     held = Ledger(OutputConfig(uri=str(out))).lock(RUN_A)
     try:
         with pytest.raises(OutputLockedError):
-            run(load_config(repo / "conf" / "local.yaml", [f"input.uri={inp}", f"output.uri={out}"]))
+            run(load_config(LOCAL_CONF, [f"input.uri={inp}", f"output.uri={out}"]))
     finally:
         held.release()
     assert not (out / "segments").exists() and not (out / "report.json").exists()
@@ -331,16 +333,14 @@ def test_storage_options_for_s3_never_hold_credentials(monkeypatch):
     assert storage_options(OutputConfig(uri="s3://b/out", storage=StorageOptions(anon=True)))["AWS_SKIP_SIGNATURE"] == "true"
 
 
+@pytest.mark.s3
 def test_s3_commits_with_injected_faults():
     """On the loopback S3 server behind a proxy failing 15% of requests (including answers lost after
     the server acted): every write lands exactly once, and a plain reader and Polars agree."""
-    import sys
-
     import polars as pl
     import s3fs
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from faults import S3Faults
+    from tests.helpers.faults import S3Faults
 
     with S3Faults(fail_rate=0.15, seed=11) as s3:
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3.direct})
@@ -363,39 +363,6 @@ def test_s3_commits_with_injected_faults():
         assert sorted(keys(read_output(clean))) == sorted(keys(t))
         assert pl.read_delta("s3://deltafaults/out/recordings", storage_options=opts).height == 6
         assert sum(s3.faults.values()) >= 3, s3.faults
-
-
-def test_manifest_lines_resolved_concurrently_or_trusted(tmp_path, monkeypatch):
-    """Lines with size and duration are trusted (no request); the rest are resolved in parallel."""
-    import json
-    import time
-
-    from pipeline import discover as disc
-    from pipeline.config import InputConfig
-
-    (tmp_path / "real.wav").write_bytes(b"x" * 1234)
-    lines = [{"audio_filepath": "real.wav", "text": "hello"},
-             {"audio_filepath": "missing.wav"},
-             {"audio_filepath": "s3://far/away.wav", "size": 99, "duration": 2.5, "etag": "e1", "text": "t"}]
-    lines += [{"audio_filepath": f"slow{i}.wav"} for i in range(40)]
-    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
-    real_resolve = disc._resolve
-    calls: list[str] = []
-
-    def slow_resolve(afs, apath, uri, duration, extra):
-        calls.append(uri)
-        time.sleep(0.1)
-        return real_resolve(afs, apath, uri, duration, extra)
-
-    monkeypatch.setattr(disc, "_resolve", slow_resolve)
-    t0 = time.time()
-    files = {f.uri.rsplit("/", 1)[-1]: f for f in disc.discover(InputConfig(uri=str(tmp_path / "m.jsonl")))}
-    assert time.time() - t0 < 2.0, "42 lookups of 0.1 s each must overlap"
-    assert len(files) == 43 and len(calls) == 42 and not any("far/away" in c for c in calls)
-    assert (files["real.wav"].size, files["real.wav"].extra) == (1234, {"text": "hello"})
-    assert files["missing.wav"].size == 0
-    far = files["away.wav"]
-    assert (far.size, far.etag, far.duration_hint, far.extra) == (99, "e1", 2.5, {"text": "t"})
 
 
 def test_an_old_json_ledger_output_is_refused(tmp_path):

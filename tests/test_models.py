@@ -12,19 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nemo_models import session_models  # noqa: E402
+import pipeline.models as pm
+from pipeline.config import ModelsConfig, StorageOptions
+from pipeline.models import ModelIntegrityError, ModelLoadError, load_nemo_model, resolve_model
 
-import pipeline.models as pm  # noqa: E402
-from pipeline.config import ModelsConfig, StorageOptions  # noqa: E402
-from pipeline.models import ModelIntegrityError, ModelLoadError, load_nemo_model, resolve_model  # noqa: E402
+from tests.helpers import LOCAL_CONF, REPO
 
 BUCKET = "scriptorium-models"
-
-
-@pytest.fixture(scope="session")
-def tiny() -> dict[str, Path]:
-    return session_models()
 
 
 def sha(path: Path) -> str:
@@ -64,6 +58,7 @@ def test_local_path_and_sha256(tiny, tmp_path):
     assert not (tmp_path / "cache").exists()  # local files are never copied
 
 
+@pytest.mark.slow  # NeMo's import (~25 s), when no test before it paid for it
 def test_pretrained_name_without_network_fails_fast(tmp_path):
     from nemo.collections.asr.models import EncDecFrameClassificationModel
 
@@ -167,7 +162,7 @@ def test_s3_concurrent_fetch_from_two_processes_downloads_once(s3_models, s3_end
     ref, marker = f"s3://{BUCKET}/vad/vad.nemo", tmp_path / "downloads.txt"
     args = [sys.executable, "-c", _CHILD, s3_endpoint, str(tmp_path / "cache"), str(marker), ref, sha(tiny["vad"])]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+                              cwd=REPO) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     paths = {o[0].strip() for o in outs}
@@ -228,3 +223,48 @@ def test_transient_fetch_errors_are_retried_then_given_up(tmp_path, monkeypatch)
     with pytest.raises(ConnectionResetError):
         resolve_model("s3://b/other.nemo", None, cfg)
     assert dead.opens == 3
+
+
+def test_models_verified_at_load_not_once(tmp_path, monkeypatch):
+    """The embedded Whisper copy and a cached/local model file are re-verified whenever they load: a
+    file changed in place (same size) is refused with file, expected and found digests; upper-case
+    digests are accepted."""
+    from pipeline.backends.whisper import EMBEDDED, embedded_model_dir, resolve_whisper_model
+    from pipeline.config import AsrConfig, load_config
+    from pipeline.models import ModelIntegrityError, resolve_model, sha256_file
+    from pipeline.config import ModelsConfig
+    from pipeline.preflight import check_models
+
+    monkeypatch.setenv("SCRIPTORIUM_DIGEST_CACHE", str(tmp_path / "digests"))
+    want = EMBEDDED["base"]["sha256"]
+    folder = embedded_model_dir("base", str(tmp_path / "whisper"))  # a private copy: reassembled, verified
+    assert embedded_model_dir("base", str(tmp_path / "whisper")) == folder  # cached digest: one stat
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "model.bin").symlink_to(folder / "model.bin")
+    assert resolve_whisper_model(AsrConfig(model=str(own), sha256=want.upper())) == str(own)
+    with open(folder / "model.bin", "r+b") as f:  # corrupt one byte in place: same size
+        f.seek(1000)
+        b = f.read(1)
+        f.seek(1000)
+        f.write(bytes([b[0] ^ 0xFF]))
+    found = sha256_file(folder / "model.bin")
+    with pytest.raises(ModelIntegrityError) as err:
+        embedded_model_dir("base", str(tmp_path / "whisper"))
+    msg = str(err.value)
+    assert "\n" not in msg and "model.bin" in msg and want in msg and found in msg, msg
+    with pytest.raises(ModelIntegrityError, match=found):
+        resolve_whisper_model(AsrConfig(model=str(own), sha256=want))
+    # a local .nemo: verified on every resolve, a change in place is caught; preflight says it in one line
+    nemo = tmp_path / "m.nemo"
+    nemo.write_bytes(b"x" * 4096)
+    digest = sha256_file(nemo)
+    assert resolve_model(str(nemo), digest.upper(), ModelsConfig()) == str(nemo)
+    nemo.write_bytes(b"y" * 4096)
+    with pytest.raises(ModelIntegrityError, match=sha256_file(nemo)):
+        resolve_model(str(nemo), digest, ModelsConfig())
+    cfg = load_config(LOCAL_CONF, ["input.uri=/x", "output.uri=/y", "segment_stage.asr.backend=nemo",
+                                                     f"segment_stage.asr.model={nemo}", f"segment_stage.asr.sha256={digest}",
+                                                     "segment_stage.lid.backend=none", "segment_stage.lid.language=en"])
+    problems = check_models(cfg)
+    assert len(problems) == 1 and digest in problems[0] and sha256_file(nemo) in problems[0], problems

@@ -1,4 +1,5 @@
-"""NeMo backends on real speech, with tiny randomly initialised models (tests/nemo_models.py).
+"""NeMo backends (pipeline/backends/nemo/) on real speech, with tiny randomly initialised models
+(bench/nemo_models.py, built once per session: the `tiny` fixture of tests/conftest.py).
 
 Random weights give meaningless text, languages and speakers, so these tests check contracts: shapes,
 time bases, ordering, label sets, batching invariance, error paths. The post-processing that turns
@@ -14,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nemo_models import LID_LABELS, session_models  # noqa: E402
+from pipeline.backends.base import AsrCapabilities, ContractError
+from pipeline.backends.nemo import NemoAsr, NemoDiarizer, NemoLid, NemoVad
+from pipeline.backends.nemo.words import clip_words, tokenizer_has_punctuation
+from pipeline.clustering import cluster_speakers
+from pipeline.config import AsrConfig, DiarizationConfig, ItnConfig, LidConfig, ModelsConfig, VadConfig
+from pipeline.records import Span
+from pipeline.timeline import exclusive_turns, probs_to_regions
 
-from pipeline.backends.base import AsrCapabilities, ContractError  # noqa: E402
-from pipeline.backends.nemo import NemoAsr, NemoDiarizer, NemoLid, NemoVad  # noqa: E402
-from pipeline.backends.nemo.words import clip_words, tokenizer_has_punctuation  # noqa: E402
-from pipeline.clustering import cluster_speakers  # noqa: E402
-from pipeline.config import AsrConfig, DiarizationConfig, ItnConfig, LidConfig, ModelsConfig, VadConfig  # noqa: E402
-from pipeline.records import Span  # noqa: E402
-from pipeline.timeline import exclusive_turns, probs_to_regions  # noqa: E402
+from tests.helpers import REPO
+from tests.helpers.nemo_models import LID_LABELS
 
 SR = 16000
 
@@ -32,11 +33,6 @@ def load(path: Path) -> np.ndarray:
     from pipeline.audio import decode  # the project's decoder: any codec -> 16 kHz mono float32
 
     return decode(str(path)).samples
-
-
-@pytest.fixture(scope="session")
-def tiny() -> dict[str, Path]:
-    return session_models()
 
 
 @pytest.fixture(scope="session")
@@ -190,7 +186,7 @@ def test_model_id_is_name_and_digest(cls, cfg):
 def test_import_is_cheap():
     code = "import sys, pipeline.backends.nemo, pipeline.models, pipeline.stages.itn; " \
            "bad = [m for m in ('torch', 'nemo', 'fsspec') if m in sys.modules]; assert not bad, bad"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 # ---------------------------------------------------------------------------------------------- VAD

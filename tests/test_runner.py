@@ -1,15 +1,20 @@
-"""End-to-end: the embedded default on real speech, through the public API and the CLI.
+"""End-to-end (`pipeline.runner.run`, directly and through the CLI): the embedded default on real
+speech, and every model stage on NeMo backends.
 
 One run over the whole shared corpus (local folder -> local Parquet) feeds the accuracy tests; S3,
-diarization, config errors and corrupt input each have their own small run.
+diarization and corrupt input each have their own small run. The NeMo run checks the output
+contract with tiny random models, not transcript quality. The CLI runs here call `pipeline.cli.main`
+in this process (`cli_inproc`: its exit code, stdout and stderr), so they share this process's Ray
+session instead of starting one each; `python -m pipeline.cli` as a subprocess is tests/test_cli.py's
+and the crash tests' (tests/test_runner_resume.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import jiwer
@@ -24,7 +29,11 @@ from pipeline.ledger import read_output
 from pipeline.records import RECORDINGS_SCHEMA, SEGMENTS_SCHEMA
 from pipeline.runner import run
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import LOCAL_CONF
+from tests.helpers.cli import cli_inproc as _cli
+from tests.helpers.nemo_models import LID_LABELS
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # every test runs the pipeline, or reads the corpus run
 
 
 def _refs(corpus: Path) -> dict[str, dict]:
@@ -35,7 +44,7 @@ def _refs(corpus: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def corpus_run(corpus: Path, tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus-out")
-    cfg = load_config(REPO / "conf/local.yaml", [f"input.uri={corpus}", f"output.uri={out}"])
+    cfg = load_config(LOCAL_CONF, [f"input.uri={corpus}", f"output.uri={out}"])
     report = run(cfg)
     segments = read_output(cfg.output, "segments")
     recordings = read_output(cfg.output, "recordings")
@@ -127,7 +136,7 @@ def test_diarization_finds_two_speakers_in_the_call(corpus, tmp_path):
     shutil.copy(corpus / "diarization/pyannote_sample.wav", src)
     shutil.copy(corpus / "speech/whisper_jfk.flac", src)
     cfg = load_config(
-        REPO / "conf/local.yaml", [f"input.uri={src}", f"output.uri={tmp_path / 'out'}", "recording_stage.diarization.enabled=true"]
+        LOCAL_CONF, [f"input.uri={src}", f"output.uri={tmp_path / 'out'}", "recording_stage.diarization.enabled=true"]
     )
     run(cfg)
     rec = {Path(r["uri"]).name: r for r in read_output(cfg.output, "recordings").to_pylist()}
@@ -160,11 +169,8 @@ def test_s3_in_s3_out(corpus, s3_endpoint, tmp_path):
     for rel in ["speech/whisper_jfk.flac", "multilingual/fleurs-fr-002.ogg", "negative/silerovad_test.opus"]:
         fs.put_file(str(corpus / rel), f"spine/audio/{rel.replace('/', ' - ')}")  # names with spaces
     storage = f"{{endpoint_url: '{s3_endpoint}'}}"
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", str(REPO / "conf/local.yaml"),
-         "input.uri=s3://spine/audio/", "output.uri=s3://spine/out", f"input.storage={storage}", f"output.storage={storage}"],
-        capture_output=True, text=True, timeout=600,
-    )
+    result = _cli("run", str(LOCAL_CONF), "input.uri=s3://spine/audio/", "output.uri=s3://spine/out",
+                  f"input.storage={storage}", f"output.storage={storage}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ok 2  no speech 1  error 0" in result.stdout
     out = load_config(None, ["input.uri=x", "output.uri=s3://spine/out", f"output.storage={storage}"]).output
@@ -174,18 +180,6 @@ def test_s3_in_s3_out(corpus, s3_endpoint, tmp_path):
     segs = read_output(out, "segments").to_pylist()
     assert any("ask not what your country" in s["text"].lower() for s in segs)
     assert fs.glob("spine/out/segments/*.parquet") and fs.exists("spine/out/report.json")
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=600)
-
-
-def test_cli_config_error_names_key_and_choices(tmp_path):
-    res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={tmp_path}", "output.uri=/tmp/x", "segment_stage.asr.backend=kaldi")
-    assert res.returncode == 2
-    assert "segment_stage.asr.backend" in res.stderr and "'whisper' or 'nemo'" in res.stderr
-    res = _cli("run", str(REPO / "conf/local.yaml"), "inptu.uri=/x")
-    assert res.returncode == 2 and "unknown key 'inptu'" in res.stderr and "input" in res.stderr
 
 
 def test_cli_corrupt_file_is_an_error_row_and_the_job_goes_on(corpus, tmp_path):
@@ -208,7 +202,7 @@ def test_cli_corrupt_file_is_an_error_row_and_the_job_goes_on(corpus, tmp_path):
     subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(corpus / "speech/whisper_jfk.flac"), "-c:a", "aac",
                     str(src / "jfk.m4a")], check=True)
     out = tmp_path / "out"
-    res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={src}", f"output.uri={out}")
+    res = _cli("run", str(LOCAL_CONF), f"input.uri={src}", f"output.uri={out}")
     assert res.returncode == 3, res.stderr[-3000:]  # done, but some files failed: a scheduler alerts on it
     assert "error 2" in res.stdout and "notes.wav: decode: not a decodable audio file" in res.stdout
     recs = {Path(r["uri"]).name: r for r in read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()}
@@ -224,7 +218,7 @@ def test_cli_corrupt_file_is_an_error_row_and_the_job_goes_on(corpus, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.mp3").write_bytes(b"\0" * 64)
-    res = _cli("run", str(REPO / "conf/local.yaml"), f"input.uri={bad}", f"output.uri={tmp_path / 'out2'}")
+    res = _cli("run", str(LOCAL_CONF), f"input.uri={bad}", f"output.uri={tmp_path / 'out2'}")
     assert res.returncode == 1 and "error 1" in res.stdout
 
 
@@ -278,3 +272,73 @@ def test_report_counts_segments_and_renders_as_a_page(corpus_run, tmp_path):
     colours = {tuple(p) for p in pixels[:: 37]}
     assert len(colours) > 50  # text, tiles and six coloured plots, not a blank or error page
     assert (pixels.min(axis=1) < 200).mean() > 0.02  # a real share of the page is drawn
+
+
+# -- every model stage on NeMo ------------------------------------------------------------------
+
+NEMO_FILES = ["speech/speechbrain_spk1_snt1.wav", "multilingual/fleurs-de-004.ogg", "diarization/pyannote_sample.wav"]
+
+
+def test_cli_run_with_every_stage_on_nemo(corpus, s3_endpoint, tiny, tmp_path):
+    """Frame-VAD, AmberNet-style LID, Sortformer diarization and a TDT ASR model fetched from S3 (moto)
+    with its sha256, all tiny and randomly initialised (bench/nemo_models.py)."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    if not fs.exists("nemo-e2e"):
+        fs.mkdir("nemo-e2e")  # no region: moto refuses a LocationConstraint
+    fs.put(str(tiny["tdt"]), "nemo-e2e/models/asr.nemo")
+    asr_sha = hashlib.sha256(tiny["tdt"].read_bytes()).hexdigest()
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for rel in NEMO_FILES:  # a temp copy outside the repository
+        shutil.copy(corpus / rel, src / Path(rel).name)
+    out, cache = tmp_path / "out", tmp_path / "model-cache"
+    overrides = [
+        f"input.uri={src}",
+        f"output.uri={out}",
+        "recording_stage.vad.backend=nemo",
+        f"recording_stage.vad.model={tiny['vad']}",
+        # random weights: a near-zero threshold makes every file one speech region (deterministic)
+        "recording_stage.vad.threshold=0.01",
+        "recording_stage.vad.neg_threshold=0.0",
+        "segment_stage.lid.backend=nemo",
+        f"segment_stage.lid.model={tiny['lid']}",
+        "segment_stage.asr.backend=nemo",
+        "segment_stage.asr.model=s3://nemo-e2e/models/asr.nemo",
+        f"segment_stage.asr.sha256={asr_sha}",
+        f"models.storage.endpoint_url={s3_endpoint}",
+        f"models.cache_dir={cache}",
+        "recording_stage.diarization.enabled=true",
+        "recording_stage.diarization.backend=nemo",
+        f"recording_stage.diarization.model={tiny['sortformer']}",
+    ]
+    res = _cli("run", str(LOCAL_CONF), *overrides)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+
+    recordings = read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()
+    segments = read_output(OutputConfig(uri=str(out)), "segments").to_pylist()
+    assert sorted(Path(r["uri"]).name for r in recordings) == sorted(Path(f).name for f in NEMO_FILES)
+    assert all(r["status"] == "ok" for r in recordings), [(r["uri"], r["status"], r["error"]) for r in recordings]
+    by_rec: dict[str, list[dict]] = {}
+    for s in segments:
+        by_rec.setdefault(s["recording_id"], []).append(s)
+    assert set(by_rec) == {r["recording_id"] for r in recordings}
+    durations = {r["recording_id"]: r["duration"] for r in recordings}
+    for rid, segs in by_rec.items():
+        segs.sort(key=lambda s: s["segment_index"])
+        for s in segs:
+            assert 0.0 <= s["start"] < s["end"] <= durations[rid] + 1e-6
+            assert s["end"] - s["start"] <= 30.0 + 1e-6  # segmentation.max_segment_s
+            assert s["speaker"] is not None and s["speaker"].startswith("spk")
+            assert s["language"] in LID_LABELS and 0.0 <= s["language_prob"] <= 1.0
+            assert isinstance(s["text"], str) and 0.0 <= s["confidence"] <= 1.0
+            starts = [w["start"] for w in s["words"]]
+            assert starts == sorted(starts)
+            for w in s["words"]:  # original timeline, inside the segment
+                assert s["start"] - 1e-6 <= w["start"] <= w["end"] <= s["end"] + 1e-6
+        assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(segs, segs[1:]))
+    # the ASR model came from S3 once, into the node cache, verified
+    cached = list(cache.rglob("asr.nemo"))
+    assert len(cached) == 1 and hashlib.sha256(cached[0].read_bytes()).hexdigest() == asr_sha

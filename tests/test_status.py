@@ -14,7 +14,8 @@ from pipeline.records import recording_id_for
 from pipeline.sink import TranscriptSink
 from pipeline.records import TRANSCRIBED_SCHEMA
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 
 
 class _Ctx:

@@ -1,14 +1,14 @@
-"""Speakers never cost words: utterances follow VAD and length only, and diarization's turns are given
-to the recognised words afterwards (pipeline/timeline.py; the split itself: tests/test_packing.py)."""
+"""The timeline (pipeline/timeline.py): utterances follow VAD and length only, so speakers never cost
+words; diarization's turns are given to the recognised words afterwards (the split itself:
+tests/test_packing.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.clustering import cluster_speakers
+from pipeline.config import SegmentationConfig
 from pipeline.records import Span
 from pipeline.timeline import speaker_at, speaker_runs, utterances
-from pipeline.config import SegmentationConfig
 
 TURNS = [Span(0.0, 2.0, "spk0"), Span(2.0, 5.0, "spk1"), Span(6.0, 8.0, "spk0")]
 
@@ -33,15 +33,20 @@ def test_utterances_ignore_speakers_now():
     assert [(s.start, s.end) for s in spans] == [(0.0, 7.0)]  # one utterance across a speaker change
 
 
-def test_speaker_count_bounds():
+def test_utterances_never_cross_speakers_and_respect_max_length():
+    cfg = SegmentationConfig(max_segment_s=10, min_segment_s=0.3, merge_gap_s=1.0)
+    regions = [Span(0.0, 4.0), Span(4.5, 30.0), Span(31.0, 31.1)]
+    turns = [Span(0.0, 3.0, "spk0"), Span(3.0, 12.0, "spk1"), Span(12.0, 40.0, "spk0")]
     rng = np.random.default_rng(0)
-    centres = rng.normal(size=(3, 32))
-    embeds = np.concatenate([c + 0.05 * rng.normal(size=(20, 32)) for c in centres])
-    assert len(set(cluster_speakers(embeds, 0.3, 8))) == 3
-    assert len(set(cluster_speakers(embeds, 0.3, 8, num_speakers=2))) == 2
-    assert len(set(cluster_speakers(embeds, 0.3, 2))) == 2
-    assert len(set(cluster_speakers(embeds[:20], 0.3, 8, min_speakers=2))) == 2
-    # a speaker with a few windows is kept when it holds enough of them, folded when it does not
-    few = np.concatenate([embeds[:40], embeds[40:46]])
-    assert len(set(cluster_speakers(few, 0.3, 8, min_windows=6))) == 3
-    assert len(set(cluster_speakers(few, 0.3, 8, min_windows=7))) == 2
+    audio = rng.normal(0, 0.1, 40 * 16000).astype(np.float32)
+    audio[int(8.0 * 16000) : int(8.1 * 16000)] = 0  # a quiet moment to split at
+    out = utterances(regions, turns, cfg, audio)
+    assert all(s.duration <= 10.0 + 1e-6 for s in out)
+    assert all(s.duration >= 0.3 for s in out)  # the 0.1 s blip is dropped
+    for s in out:
+        owners = {t.speaker for t in turns if t.start < s.end and s.start < t.end}
+        assert owners == {s.speaker}
+    assert [s.start for s in out] == sorted(s.start for s in out)
+    # speech of spk1 from 3.0 to 12.0 minus the 4.0-4.5 gap merged back (gap < 1 s) and split once
+    spk1 = [s for s in out if s.speaker == "spk1"]
+    assert spk1[0].start == 3.0 and spk1[-1].end == 12.0

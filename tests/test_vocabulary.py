@@ -6,7 +6,6 @@ from __future__ import annotations
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +100,7 @@ def test_matcher_is_case_insensitive_on_whole_words():
 
 
 def test_segment_stage_counts_segments_with_a_term_and_the_report_sums_them():
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_segment_stage import _batch, _stage
+    from tests.test_segment_stage import _batch, _stage
 
     from pipeline.report import build_report
 
@@ -128,8 +126,7 @@ def test_segment_stage_counts_segments_with_a_term_and_the_report_sums_them():
 
 
 def test_segment_stage_without_vocabulary_counts_nothing():
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_segment_stage import _batch, _stage
+    from tests.test_segment_stage import _batch, _stage
 
     stage, _ = _stage("segment_stage.packing.mode=none")
     rows = stage(_batch([[2.0]])).to_pylist()
@@ -186,6 +183,7 @@ def _recall(results, terms) -> int:
     return sum(vocab.contains_term(r.text, vocab.matcher([t])) for r, t in zip(results, terms))
 
 
+@pytest.mark.slow
 def test_whisper_recall_of_invented_names_rises_with_the_list(whisper, product_clips):
     terms = [t for _, t in SENTENCES]
     whisper.set_vocabulary(VocabularyConfig())  # an empty vocabulary: plain decoding
@@ -221,6 +219,7 @@ def test_whisper_prompt_is_bounded_and_holds_whole_terms(whisper):
         whisper.vocabulary = None
 
 
+@pytest.mark.slow
 def test_whisper_false_alarms_none_on_corpus_speech(whisper, corpus):
     clips = [_load(corpus / p) for p in ("speech/whisper_jfk.flac", "speech/speechbrain_spk1_snt1.wav",
                                          "speech/speechbrain_spk2_snt3.wav", "multilingual/fleurs-en-002.ogg")]
@@ -239,12 +238,10 @@ def test_whisper_false_alarms_none_on_corpus_speech(whisper, corpus):
 
 @pytest.fixture(scope="module")
 def tiny_nemo(tmp_path_factory) -> dict[str, Path]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import nemo_models
+    from tests.helpers.nemo_models import some_models
 
-    if nemo_models._BUILT:  # already built by another module of this session
-        return dict(nemo_models._BUILT)
-    return nemo_models.build_all(tmp_path_factory.mktemp("tiny-nemo"), kinds=("ctc", "tdt", "hybrid_tdt_ctc", "canary"))
+    # the session's set when another module built it already, else only the four kinds needed here
+    return some_models(tmp_path_factory.mktemp("tiny-nemo"), ("ctc", "tdt", "hybrid_tdt_ctc", "canary"))
 
 
 @pytest.fixture()

@@ -1,4 +1,5 @@
-"""The embedded Whisper backend on real speech: fused language ID of packed windows."""
+"""The embedded Whisper backend (pipeline/backends/whisper.py): its weights verified before loading,
+and on real speech the fused language ID of packed windows."""
 
 from __future__ import annotations
 
@@ -12,6 +13,23 @@ from pipeline.config import AsrConfig
 from pipeline.records import AsrResult, LanguageSwitch
 
 SR = 16000
+
+
+def test_whisper_weights_are_verified_before_loading(tmp_path):
+    from pipeline.backends.whisper import EMBEDDED, embedded_model_dir, resolve_whisper_model
+    from pipeline.config import AsrConfig
+    from pipeline.models import ModelIntegrityError, sha256_file
+
+    embedded = embedded_model_dir("base")  # reassembled from the two pip packages, hash checked
+    assert sha256_file(embedded / "model.bin") == EMBEDDED["base"]["sha256"]
+    own = tmp_path / "ct2"
+    own.mkdir()
+    (own / "model.bin").symlink_to(embedded / "model.bin")
+    assert resolve_whisper_model(AsrConfig(model=str(own), sha256=EMBEDDED["base"]["sha256"])) == str(own)
+    with pytest.raises(ModelIntegrityError):
+        resolve_whisper_model(AsrConfig(model=str(own), sha256="0" * 64))
+    with pytest.raises(FileNotFoundError, match="no model hub is contacted"):
+        resolve_whisper_model(AsrConfig(model="large-v3"))
 
 
 def _clip(corpus: Path, rel: str) -> np.ndarray:

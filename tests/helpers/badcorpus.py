@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+from tests.helpers import CORPUS
 SPEECH = CORPUS / "speech" / "speechbrain_spk1_snt2.wav"  # 3.15 s, 16 kHz mono: "Drop the two when you add the figures."
 SPEECH2 = CORPUS / "speech" / "speechbrain_spk2_snt1.wav"  # 2.0 s
 

@@ -1,6 +1,7 @@
-"""One real pipeline output shared by tests/test_export.py, test_filter.py and test_eval.py.
+"""One real pipeline output shared by tests/test_export.py, test_filter.py and test_eval.py (through the
+`shared_output` fixture of tests/conftest.py).
 
-The pipeline runs ONCE per pytest process (the result is cached here, in a module imported by all three)
+The pipeline runs ONCE per pytest process (the result is cached here)
 on corpus clips chosen to break exports: Ogg (FLEURS), a real Ogg/Opus file made with ffmpeg, an MP3,
 the 44.1 kHz stereo JFK FLAC, two inputs of the same basename in two folders (a/x.wav, b/x.wav), a
 250-byte basename and a name holding U+2028. Tests that change the output (filter) copy it first.
@@ -12,12 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
+from tests.helpers import CORPUS, LOCAL_CONF
+
 LONG_NAME = "L" * 246 + ".wav"  # 250 bytes
 ODD_NAME = "odd\u2028name ü.wav"
 
@@ -69,27 +69,8 @@ def pipeline_output() -> tuple[Path, Path]:
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(CORPUS / "multilingual/fleurs-fr-000.ogg"),
                     "-c:a", "libopus", "-b:a", "32k", str(audio / OPUS)], check=True)
     out = root / "out"
-    report = run(load_config(REPO / "conf/local.yaml", [f"input.uri={audio}", f"output.uri={out}"]))
+    report = run(load_config(LOCAL_CONF, [f"input.uri={audio}", f"output.uri={out}"]))
     assert report.ok == len(CLIPS) + 1, report.summary()
     references(root)  # beside the audio folder, so the input holds audio only
     _CACHE.update(audio=audio, out=out, root=root)
     return audio, out
-
-
-def cli(*args: str):
-    """The public CLI in-process (`pipeline.cli.main`): stdout, stderr and the exit code as a subprocess gives."""
-    import contextlib
-    import io
-    import types
-
-    from pipeline.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(args))
-    return types.SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
-
-
-def cli_proc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)

@@ -1,0 +1,240 @@
+"""The measured rows of bench/throughput.py: what each row runs (the children, each in a fresh
+interpreter: `throughput.py _child ...`), and running one row (or the NeMo model build) while its
+process tree is sampled (bench/sampling.py).
+
+Rows:
+  1  naive: one `WhisperModel.transcribe` per file, sequentially
+  2  per-file batching (what WhisperX does): `BatchedInferencePipeline` per file, Silero VAD on
+  3  Scriptorium end to end (decode + VAD + LID + ASR + Parquet), Whisper, bucketing on
+  4  the same with bucketing off (segments packed in arrival order)
+  5  row 3 with a NeMo FastConformer CTC model (+ AmberNet-style NeMo LID), bucketing on
+  6  row 5 with bucketing off
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import corpora
+import nemo_models
+from sampling import run_sampled
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRY = Path(__file__).resolve().with_name("throughput.py")  # children run as `throughput.py _child ...`
+
+ROW_NAMES = {
+    1: "naive Whisper, per file",
+    2: "BatchedInferencePipeline per file",
+    3: "Scriptorium, Whisper, bucketing on",
+    4: "Scriptorium, Whisper, bucketing off",
+    5: "Scriptorium, NeMo FC-CTC, bucketing on",
+    6: "Scriptorium, NeMo FC-CTC, bucketing off",
+}
+WHISPER_BATCH = 16  # BatchedInferencePipeline batch size (the environment notes measured 8-16)
+
+
+# ----------------------------------------------------------------------------------------------
+# children: one per measured row
+
+
+def _child_whisper(args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    from pipeline.backends.whisper import embedded_model_dir
+
+    model = WhisperModel(str(embedded_model_dir("base")), device="cpu", compute_type="int8", cpu_threads=2)
+    runner = BatchedInferencePipeline(model) if args.row == 2 else model
+    load_s = time.perf_counter() - t0
+    common = dict(beam_size=args.beam_size, temperature=0.0, word_timestamps=True)
+    if args.row == 2:
+        common.update(batch_size=WHISPER_BATCH, vad_filter=True)
+    else:
+        common.update(vad_filter=False)
+    audio_s = chars = segments = 0
+    asr_s = 0.0
+    for path in sorted(Path(args.input).glob("*.flac")):
+        t = time.perf_counter()
+        segs, info = runner.transcribe(str(path), **common)
+        segs = list(segs)  # the generator does the work
+        asr_s += time.perf_counter() - t
+        audio_s += info.duration
+        chars += sum(len(s.text.strip()) for s in segs)
+        segments += len(segs)
+    wall = time.perf_counter() - t0
+    return {
+        "audio_seconds": round(audio_s, 3),
+        "wall_seconds": round(wall, 3),
+        "startup_seconds": round(load_s, 3),
+        "transcribe_seconds": round(asr_s, 3),
+        "padding_ratio": None,
+        "segments": segments,
+        "chars": chars,
+        "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _child_scriptorium(args: argparse.Namespace) -> dict:
+    from pipeline.config import load_config
+    from pipeline.engine import init_ray
+    from pipeline.runner import run
+
+    nemo = args.row in (5, 6)
+    overrides = [
+        f"input.uri={args.input}",
+        f"output.uri={args.output}",
+        f"segment_stage.batching.enabled={'true' if args.row in (3, 5) else 'false'}",
+        "ray.num_cpus=2",
+        f"segment_stage.asr.beam_size={args.beam_size}",
+    ]
+    if nemo:
+        overrides += [
+            "segment_stage.asr.backend=nemo",
+            f"segment_stage.asr.model={args.nemo_dir}/asr.nemo",
+            "segment_stage.lid.backend=nemo",
+            f"segment_stage.lid.model={args.nemo_dir}/lid.nemo",
+        ]
+    overrides += args.override or []
+    cfg = load_config(REPO / "conf" / "local.yaml", overrides)
+    t0 = time.perf_counter()
+    init_ray(cfg.ray)  # timed on its own; run() then finds Ray up and reuses it
+    ray_s = time.perf_counter() - t0
+    report = run(cfg)
+    wall = time.perf_counter() - t0
+    import ray
+
+    chars = segments = 0
+    try:
+        import pyarrow.parquet as pq
+
+        for p in Path(args.output).rglob("segments/*.parquet"):
+            texts = pq.read_table(p, columns=["text"]).column("text").to_pylist()
+            segments += len(texts)
+            chars += sum(len(t or "") for t in texts)
+    except Exception as exc:  # noqa: BLE001 - sanity numbers only
+        chars = f"unreadable: {exc}"
+    ray.shutdown()
+    return {
+        "audio_seconds": report.audio_seconds,
+        "wall_seconds": round(wall, 3),
+        "startup_seconds": round(ray_s, 3),
+        "report_wall_seconds": report.wall_seconds,
+        "asr_audio_seconds": report.asr_audio_seconds,
+        "asr_padded_seconds": report.asr_padded_seconds,
+        "asr_wall_seconds": report.asr_wall_seconds,
+        "padding_ratio": report.padding_ratio,
+        "driver_peak_rss_mb": report.driver_peak_rss_mb,
+        "ok": report.ok,
+        "no_speech": report.no_speech,
+        "error": report.error,
+        "errors": report.errors[:3],
+        "segments": segments,
+        "chars": chars,
+        "vad_seconds": getattr(report, "recording_stage_wall_seconds", None),  # VAD (+diarization), summed
+        "report": report.model_dump(exclude={"errors", "warnings"}),
+    }
+
+
+def _child_build_nemo(args: argparse.Namespace) -> dict:
+    """FastConformer CTC (BPE) of `--nemo-size` and a small AmberNet-style LID, random weights
+    (bench/nemo_models.py, the builder the tests' tiny models come from too)."""
+    return nemo_models.build_benchmark_models(Path(args.nemo_dir), args.nemo_size, Path(args.corpus))
+
+
+def child_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--row", type=int, default=0)
+    p.add_argument("--input", default="")
+    p.add_argument("--output", default="")
+    p.add_argument("--result", required=True)
+    p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--nemo-dir", default="")
+    p.add_argument("--nemo-size", default="medium")
+    p.add_argument("--corpus", default="")
+    p.add_argument("--override", action="append")
+    args = p.parse_args(argv)
+    if args.row == 0:
+        res = _child_build_nemo(args)
+    elif args.row in (1, 2):
+        res = _child_whisper(args)
+    else:
+        res = _child_scriptorium(args)
+    Path(args.result).write_text(json.dumps(res))
+
+
+# ----------------------------------------------------------------------------------------------
+# orchestrator side
+
+
+def run_child(name: str, child_args: list[str], logs: Path, env_extra: dict[str, str] | None = None) -> dict:
+    """Run one measurement in a fresh interpreter, sampling its process tree's memory.
+
+    The child imports this checkout's `pipeline` (PYTHONPATH = the repository root, which its Ray
+    workers inherit), whatever else the environment would resolve it to."""
+    result = Path(tempfile.mkstemp(prefix="res-", suffix=".json", dir=logs)[1])
+    log_path = logs / f"{name}.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, str(ENTRY), "_child", "--result", str(result), *child_args]
+    run = run_sampled(cmd, log_path, env, REPO)
+    if run.returncode != 0 or result.stat().st_size == 0:
+        tail = log_path.read_text()[-3000:]
+        raise RuntimeError(f"{name} failed (exit {run.returncode}); log {log_path}:\n{tail}")
+    res = json.loads(result.read_text())
+    result.unlink()
+    res.update(tree_peak_rss_mb=round(run.peak_rss_mb, 1), tree_peak_pss_mb=round(run.peak_pss_mb, 1),
+               tree_processes_at_peak=run.processes_at_peak, process_seconds=round(run.elapsed_s, 1),
+               cpu_seconds=round(sum(run.cpu.values()), 1), load1_max=max(run.load))
+    res["cpu_seconds_by_process"] = run.cpu_seconds_by_process()
+    return res
+
+
+def measure_row(row: int, corpus: corpora.CorpusInfo, label: str, args: argparse.Namespace, work: Path) -> dict:
+    name = f"row{row}-{label}"
+    child = ["--row", str(row), "--input", corpus.path, "--beam-size", str(args.beam_size)]
+    env = {}
+    if row >= 3:
+        out = work / "out" / name
+        shutil.rmtree(out, ignore_errors=True)
+        ray_tmp = Path(tempfile.mkdtemp(prefix="sbr", dir="/tmp"))  # short: Ray's socket paths are length-limited
+        child += ["--output", str(out)]
+        for o in args.override or []:
+            child += ["--override", o]
+        if row >= 5:
+            child += ["--nemo-dir", str(work / "models" / args.nemo_size)]
+        # torch inside a Ray actor would otherwise get OMP_NUM_THREADS=<actor num_cpus> = 1 thread;
+        # Whisper (CTranslate2) is given cpu_threads=2 explicitly. Same threads for every row: 2.
+        env = {"RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "2"}
+    print(f"  {name}: {ROW_NAMES[row]} on {corpus.files} files ({corpus.audio_seconds:.0f} s) ...", end="", flush=True)
+    try:
+        res = run_child(name, child, work / "logs", env)
+    finally:
+        if row >= 3:
+            for f in Path(env["RAY_TMPDIR"]).glob("ray/session_latest/logs/ray-data/ray-data.log"):
+                shutil.copyfile(f, work / "logs" / f"{name}-ray-data.log")  # per-operator stats, for diagnosis
+            shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+            shutil.rmtree(work / "out" / name, ignore_errors=True)
+    res["peak_rss_mb"] = res["self_peak_rss_mb"] if row <= 2 else res["tree_peak_rss_mb"]
+    res["rtf"] = round(res["audio_seconds"] / res["wall_seconds"], 3) if res["wall_seconds"] else 0.0
+    res["audio_per_cpu_s"] = round(res["audio_seconds"] / res["cpu_seconds"], 3) if res["cpu_seconds"] else 0.0
+    res.update(row=row, name=ROW_NAMES[row], corpus=label, files=corpus.files)
+    print(f" {res['wall_seconds']:.1f} s wall, {res['rtf']:.2f}x real time, peak {res['peak_rss_mb']:.0f} MB")
+    return res
+
+
+def build_nemo(args: argparse.Namespace, work: Path) -> None:
+    target = work / "models" / args.nemo_size
+    if (target / "models.json").exists() and (target / "asr.nemo").exists() and (target / "lid.nemo").exists():
+        return
+    print(f"building NeMo models ({args.nemo_size}) ...", flush=True)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    run_child("build-nemo", ["--nemo-dir", str(target), "--nemo-size", args.nemo_size, "--corpus", str(args.corpus)],
+              work / "logs")

@@ -1,0 +1,139 @@
+"""Process-tree sampling from /proc (no psutil in the venv): summed RSS and PSS, CPU seconds per
+process and the 1-minute load average, while a measured child runs (bench/throughput.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def _tree(pid: int) -> list[int]:
+    kids = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def _kb(path: str, key: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_NAMES: dict[int, str] = {}
+
+
+def _name(pid: int) -> str:
+    """A short process label: Ray's process title (ray::SegmentStageActor...) or the executable."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        first = argv[0].decode(errors="replace")
+        if first.startswith("ray::"):
+            return first.split(" ")[0][:60]
+        if "default_worker.py" in b" ".join(argv).decode(errors="replace"):
+            return "ray worker (starting or idle)"
+        if "throughput.py" in b" ".join(argv).decode(errors="replace"):
+            return "driver"
+        return os.path.basename(first)[:40] or "?"
+    except OSError:
+        return "?"
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def sample_tree(pid: int, cpu: dict[int, float] | None = None) -> tuple[float, float, int]:
+    """(RSS MB, PSS MB, processes) summed over `pid` and all its descendants; records each
+    process's CPU seconds so far in `cpu` (pid -> s)."""
+    pids = _tree(pid)
+    rss = sum(_kb(f"/proc/{p}/status", "VmRSS:") for p in pids)
+    pss = sum(_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
+    if cpu is not None:
+        for p in pids:
+            cpu[p] = max(cpu.get(p, 0.0), _cpu_s(p))
+            label = _name(p)  # Ray retitles a worker when it becomes an actor: keep the most specific
+            if p not in _NAMES or (label.startswith("ray::") and label != "ray::IDLE"):
+                _NAMES[p] = label
+    return rss / 1024, pss / 1024, len(pids)
+
+
+def load1() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+@dataclass
+class Sampled:
+    """What `run_sampled` saw of one command's process tree."""
+
+    returncode: int
+    elapsed_s: float
+    peak_rss_mb: float = 0.0
+    peak_pss_mb: float = 0.0
+    processes_at_peak: int = 0
+    cpu: dict[int, float] = field(default_factory=dict)  # pid -> CPU seconds
+    load: list[float] = field(default_factory=list)  # 1-min load averages seen
+
+    def cpu_seconds_by_process(self) -> dict[str, float]:
+        """CPU seconds summed per process label, largest first."""
+        by_name: dict[str, float] = {}
+        for pid, secs in self.cpu.items():
+            label = _NAMES.get(pid, "?")
+            by_name[label] = round(by_name.get(label, 0.0) + secs, 1)
+        return dict(sorted(by_name.items(), key=lambda kv: -kv[1]))
+
+
+def run_sampled(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path, interval_s: float = 0.5) -> Sampled:
+    """Run `cmd` to its end (stdout and stderr to `log_path`), sampling its process tree's memory
+    and CPU every `interval_s` and the load average every ~10 s."""
+    peak_rss = peak_pss = 0.0
+    procs = 0
+    cpu: dict[int, float] = {}
+    load = [load1()]
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        while proc.poll() is None:
+            rss, pss, n = sample_tree(proc.pid, cpu)
+            if rss > peak_rss:
+                peak_rss, procs = rss, n
+            peak_pss = max(peak_pss, pss)
+            time.sleep(interval_s)
+            if len(cpu) and int(time.perf_counter() - t0) % 10 == 0:
+                load.append(load1())
+    load.append(load1())
+    return Sampled(proc.returncode, time.perf_counter() - t0, peak_rss, peak_pss, procs, cpu, load)
