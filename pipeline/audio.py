@@ -19,6 +19,10 @@ whatever the file claims or compresses to (4 h: 922 MB). A file that decodes to 
 declares is kept with a warning saying how much is missing; an Ogg stream (Opus, Vorbis), whose
 header declares no length, is "truncated" when it ends without its end-of-stream page.
 
+Channel energy (only when asked, for `diarization.backend=channels`): every 10 ms of the decoded
+frames (source rate, each channel) becomes its mean square per channel, so a 4 h stereo file costs a
+~12 MB envelope (channels x frames float32), never its channel samples.
+
 It stays one module of ~330 lines on purpose: everything below `decode` is a private header check of
 `decode_windows` (the policy of the paragraph above, used nowhere else), so it changes with it.
 """
@@ -36,6 +40,11 @@ from pipeline.records import SAMPLE_RATE
 TRUNCATION_TOLERANCE = 0.02
 #: Above this share of NaN/inf samples the file is refused; below, they are zeroed with a warning.
 MAX_NONFINITE_FRACTION = 0.01
+#: Channel energy: one value per channel every ENERGY_FRAME_S (10 ms).
+ENERGY_FRAMES_PER_S = 100
+ENERGY_FRAME_S = 1 / ENERGY_FRAMES_PER_S
+#: More channels than this get no envelope (a warning instead): it bounds the envelope's memory.
+MAX_ENERGY_CHANNELS = 8
 
 
 class DecodeError(ValueError):
@@ -49,6 +58,9 @@ class DecodedAudio:
     source_channels: int
     warnings: list[str]
     buffer: bytearray | None = field(default=None, repr=False)  # the samples' bytes (little-endian float32)
+    # (channels, frames) float32: mean square of every ENERGY_FRAME_S per source channel, frame 0 at
+    # sample 0; None unless asked for (`decode(..., channel_energy=True)`)
+    channel_energy: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def duration(self) -> float:
@@ -65,6 +77,72 @@ class StreamInfo:
     warnings: list[str] = field(default_factory=list)
     samples: int = 0  # decoded so far (16 kHz)
     nonfinite: int = 0  # NaN/inf samples seen (and zeroed)
+    channel_energy: np.ndarray | None = None  # (channels, frames) float32, once the stream ends (if asked)
+
+
+class _ChannelEnergy:
+    """Per-channel mean square of every ENERGY_FRAME_S of the decoded frames, read as they come out of
+    the decoder (source rate and layout: a second resampler would double the decode time). Squares
+    are reduced to frames about once a second, so it holds the envelope plus at most a second of them."""
+
+    def __init__(self) -> None:
+        self.rate = 0  # the stream's, from its first frame
+        self.channels = 0
+        self.done = 0  # envelope frames made; frame k covers source samples [start(k), start(k + 1))
+        self.pending: list[np.ndarray] = []  # squares, (channels, n) float32, from start(done) on
+        self.pending_n = 0
+        self.chunks: list[np.ndarray] = []
+
+    def start(self, k: int) -> int:
+        return k * self.rate // ENERGY_FRAMES_PER_S
+
+    def add(self, frame) -> None:
+        """One decoded frame."""
+        channels, rate = len(frame.layout.channels), int(frame.sample_rate)
+        if not self.rate:
+            self.rate, self.channels = rate, channels
+        if (rate, channels) != (self.rate, self.channels) or not channels or rate < ENERGY_FRAMES_PER_S:
+            return  # parameters changing mid-stream: the mono resampler refuses such a stream anyway
+        arr = frame.to_ndarray()
+        if not frame.format.is_planar:
+            arr = arr.reshape(-1, channels).T  # interleaved -> (channels, n)
+        if arr.dtype.kind == "u":  # u8: offset binary
+            arr = (arr.astype(np.float32) - 128.0) / 128.0
+        elif arr.dtype.kind == "i":  # full scale is 1.0, as in the float formats
+            arr = arr.astype(np.float32) / float(2 ** (8 * arr.dtype.itemsize - 1))
+        else:
+            arr = arr.astype(np.float32)
+        arr = np.where(np.isfinite(arr), arr, np.float32(0.0))
+        self.pending.append(arr * arr)
+        self.pending_n += arr.shape[1]
+        if self.pending_n >= self.rate:
+            self._reduce(final=False)
+
+    def _reduce(self, final: bool) -> None:
+        if not self.pending:
+            return
+        sq = np.concatenate(self.pending, axis=1) if len(self.pending) > 1 else self.pending[0]
+        base, n = self.start(self.done), sq.shape[1]
+        end = (base + n) * ENERGY_FRAMES_PER_S // self.rate  # the frames that end inside `sq`
+        if final and self.start(end) < base + n:
+            end += 1  # the last frame, partial
+        if end > self.done:
+            bounds = np.minimum([self.start(k) - base for k in range(self.done, end + 1)], n)
+            sums = np.add.reduceat(sq[:, : bounds[-1]], bounds[:-1], axis=1, dtype=np.float64)
+            self.chunks.append((sums / np.diff(bounds)).astype(np.float32))
+            sq = sq[:, bounds[-1] :]
+            self.done = end
+        self.pending = [sq] if sq.shape[1] else []
+        self.pending_n = sq.shape[1]
+
+    def result(self, channels: int) -> np.ndarray | None:
+        """The envelope, (channels, frames); None if the frames did not hold the header's `channels`."""
+        self._reduce(final=True)
+        if self.channels and self.channels != channels:
+            return None
+        if not self.chunks:
+            return np.zeros((channels, 0), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(self.chunks, axis=1), dtype="<f4")
 
 
 def decode_windows(
@@ -72,12 +150,14 @@ def decode_windows(
     window_s: float = 30.0,
     max_duration_s: float | None = None,
     info: StreamInfo | None = None,
+    channel_energy: bool = False,
 ) -> Iterator[np.ndarray]:
     """Stream 16 kHz mono float32 windows of `window_s` seconds (the last may be shorter).
 
     Raises DecodeError (not audio, too long, nothing decodable). NaN/inf samples are zeroed as they
     pass and counted in `info.nonfinite`; warnings (corrupt packets, early stop, truncation) are
-    appended to `info.warnings` once the stream ends."""
+    appended to `info.warnings` once the stream ends. With `channel_energy`, `info.channel_energy`
+    holds the per-channel envelope once the stream ends (see `_ChannelEnergy`)."""
     import av
 
     info = info if info is not None else StreamInfo()
@@ -118,6 +198,14 @@ def decode_windows(
         if info.source_sample_rate <= 0:
             raise DecodeError("the header declares no sample rate: the file is corrupt, nothing can be decoded")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        energy = None
+        if channel_energy:
+            if info.source_channels <= MAX_ENERGY_CHANNELS:
+                energy = _ChannelEnergy()
+            else:
+                info.warnings.append(
+                    f"{info.source_channels} channels: no channel energy (at most {MAX_ENERGY_CHANNELS} channels)"
+                )
 
         def take(frames) -> Iterator[np.ndarray]:
             nonlocal pending, pending_n
@@ -148,15 +236,23 @@ def decode_windows(
                     bad_frames += 1
                     continue
                 for frame in frames:
+                    if energy is not None:
+                        energy.add(frame)
                     yield from take(resampler.resample(frame))
             yield from take(resampler.resample(None))
         except av.error.FFmpegError as exc:
             if info.samples == 0:
                 raise DecodeError(f"not a decodable audio file ({_reason(exc)})") from None
             info.warnings.append(f"decoding stopped early ({_reason(exc)}); kept the first part")
+        if energy is not None:
+            info.channel_energy = energy.result(info.source_channels)
+            if info.channel_energy is None:
+                info.warnings.append(
+                    f"no channel energy: the frames do not hold the {info.source_channels} channels the header declares"
+                )
         if pending_n:
             yield np.concatenate(pending) if len(pending) > 1 else pending[0]
-        del resampler
+        del resampler, energy
     # No gc.collect() here (faster-whisper calls one per file for older PyAV's resampler cycles,
     # faster-whisper#390): with PyAV 18, 4 x 384 decodes and 4 x 24 min files kept RSS flat without
     # it, and in a Ray worker a full collection cost ~30 ms per file, most of decoding a short clip.
@@ -183,11 +279,14 @@ def decode_windows(
         )
 
 
-def decode(source: str | BinaryIO, max_duration_s: float | None = None, window_s: float = 30.0) -> DecodedAudio:
-    """Decode, downmix and resample the whole file into one buffer. Raises DecodeError with a reason."""
+def decode(
+    source: str | BinaryIO, max_duration_s: float | None = None, window_s: float = 30.0, channel_energy: bool = False
+) -> DecodedAudio:
+    """Decode, downmix and resample the whole file into one buffer. Raises DecodeError with a reason.
+    `channel_energy`: also keep the per-channel energy envelope (`DecodedAudio.channel_energy`)."""
     info = StreamInfo()
     buf = bytearray()
-    for win in decode_windows(source, window_s, max_duration_s, info):
+    for win in decode_windows(source, window_s, max_duration_s, info, channel_energy):
         buf += memoryview(np.ascontiguousarray(win, dtype="<f4")).cast("B")
     if info.samples == 0:
         raise DecodeError("file holds no audio samples (empty or truncated before the first frame)")
@@ -198,7 +297,9 @@ def decode(source: str | BinaryIO, max_duration_s: float | None = None, window_s
             raise DecodeError(f"{frac:.1%} of the samples are NaN or infinite")
         warnings.append(f"{info.nonfinite} NaN/inf samples set to 0")
     samples = np.frombuffer(buf, dtype="<f4")
-    return DecodedAudio(samples, info.source_sample_rate, info.source_channels, warnings, buffer=buf)
+    return DecodedAudio(
+        samples, info.source_sample_rate, info.source_channels, warnings, buffer=buf, channel_energy=info.channel_energy
+    )
 
 
 def _open(source):

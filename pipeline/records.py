@@ -208,7 +208,9 @@ INPUT_SCHEMA = pa.schema(
     ]
 )
 
-#: Decode stage -> recording stage. `audio` is the whole recording, float32 little-endian bytes.
+#: Decode stage -> recording stage. `audio` is the whole recording, float32 little-endian bytes;
+#: `channel_energy` (only for diarization.backend=channels, else null) the mean square of every 10 ms
+#: per source channel, float32 bytes of shape (source_channels, frames).
 DECODED_SCHEMA = pa.schema(
     [f for f in INPUT_SCHEMA if f.name != "refused"]
     + [
@@ -219,6 +221,7 @@ DECODED_SCHEMA = pa.schema(
         ("error", pa.string()),
         ("decode_wall_seconds", pa.float64()),  # download + decode time of this file
         ("decode_peak_rss_mb", pa.float64()),  # the decode worker's peak RSS after this batch
+        ("channel_energy", pa.large_binary()),
         ("audio", pa.large_binary()),
     ]
 )
@@ -238,7 +241,7 @@ TURN_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("speaker
 
 #: Recording stage -> segment stage. `audio` now holds the speech only: the spans' samples, back to back.
 SEGMENTED_SCHEMA = pa.schema(
-    [f for f in DECODED_SCHEMA if f.name != "audio"]
+    [f for f in DECODED_SCHEMA if f.name not in ("audio", "channel_energy")]  # the recording stage used it
     + [
         ("spans", pa.list_(SPAN_TYPE)),
         # diarization's speaker turns (seconds, original timeline); the segment stage gives them to

@@ -100,7 +100,9 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
         for group in windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)
     ]
     ds = ray.data.from_arrow(blocks)
-    ds = map_tasks(ds, decode_batch, cfg.decode.resources, "decoded", cfg=cfg.decode, storage=cfg.input.storage)
+    diar = cfg.recording_stage.diarization
+    ds = map_tasks(ds, decode_batch, cfg.decode.resources, "decoded", cfg=cfg.decode, storage=cfg.input.storage,
+                   channel_energy=diar.enabled and diar.backend == "channels")  # decode keeps per-channel energy
     ds = map_actor(ds, RecordingStage.from_config, cfg.recording_stage.resources, "segmented", job=cfg)
     ds = map_actor(ds, SegmentStage.from_config, cfg.segment_stage.resources, "transcribed", last=True, job=cfg)
     sink = TranscriptSink(cfg.output, run_id, fingerprint)

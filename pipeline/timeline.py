@@ -168,7 +168,11 @@ def probs_to_regions(
 
 
 def exclusive_turns(
-    probs: np.ndarray, frame_s: float, regions: Sequence[Span], min_turn_s: float = 0.3
+    probs: np.ndarray,
+    frame_s: float,
+    regions: Sequence[Span],
+    min_turn_s: float = 0.3,
+    names: Sequence[str] | None = None,
 ) -> list[Span]:
     """Per-frame speaker probabilities (T, S) -> non-overlapping speaker turns covering `regions`.
 
@@ -176,7 +180,8 @@ def exclusive_turns(
     speech goes to the dominant speaker, so every word lands in exactly one turn). Runs shorter than
     `min_turn_s` are absorbed by the previous run (or the next, at a region start). Turn boundaries are
     frame boundaries, except at region edges, which are kept exactly. Speakers are renamed "spk0",
-    "spk1", ... in order of first appearance."""
+    "spk1", ... in order of first appearance, or, given `names` (one per column of `probs`), column k
+    is called names[k] (e.g. the channels "ch0", "ch1" of channel diarization)."""
     probs = np.asarray(probs, dtype=np.float64)
     turns: list[tuple[float, float, int]] = []
     n_frames = probs.shape[0]
@@ -205,10 +210,10 @@ def exclusive_turns(
             e = region.end if k == len(smoothed) - 1 else min(region.end, b * frame_s)
             if e > s:
                 turns.append((s, e, spk))
-    names: dict[int, str] = {}
+    labels_of: dict[int, str] = {}
     out: list[Span] = []
     for s, e, spk in turns:
-        name = names.setdefault(spk, f"spk{len(names)}")
+        name = names[spk] if names is not None else labels_of.setdefault(spk, f"spk{len(labels_of)}")
         if out and out[-1].speaker == name and abs(out[-1].end - s) < 1e-9:
             out[-1] = Span(out[-1].start, e, name)
         else:

@@ -32,10 +32,15 @@ class VadBackend(Protocol):
 
 
 class DiarizationBackend(Protocol):
-    def speaker_turns(self, audio: np.ndarray, regions: Sequence[Span]) -> list[Span]:
+    def speaker_turns(
+        self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
+    ) -> list[Span]:
         """Speaker turns (each Span has `speaker` set) covering the speech in `regions`.
 
-        Labels are local to the recording ("spk0", "spk1", ...)."""
+        Labels are local to the recording ("spk0", "spk1", ...; "ch0", "ch1", ... by channel).
+        `channel_energy`: the source channels' energy envelope, (channels, frames) float32 mean
+        square of every 10 ms (pipeline/audio.py), when decode kept it (diarization.backend=channels);
+        the backends that listen to the mono audio ignore it."""
         ...
 
     def model_id(self) -> str: ...

@@ -29,6 +29,10 @@ def make_diarizer(cfg: DiarizationConfig, models: ModelsConfig, use_gpu: bool) -
         from pipeline.backends.resemblyzer import ResemblyzerDiarizer
 
         return ResemblyzerDiarizer(cfg, use_gpu)
+    if cfg.backend == "channels":
+        from pipeline.backends.channels import ChannelDiarizer
+
+        return ChannelDiarizer(cfg)
     from pipeline.backends.nemo import NemoDiarizer
 
     return NemoDiarizer(cfg, models, use_gpu)

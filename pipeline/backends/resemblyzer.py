@@ -38,7 +38,9 @@ class ResemblyzerDiarizer:
 
         return f"resemblyzer:{version('resemblyzer')}"
 
-    def speaker_turns(self, audio: np.ndarray, regions: Sequence[Span]) -> list[Span]:
+    def speaker_turns(
+        self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
+    ) -> list[Span]:
         centres, embeds = self._window_embeddings(audio, regions)
         if len(embeds) == 0:
             return [Span(r.start, r.end, "spk0") for r in regions]

@@ -22,7 +22,11 @@ class VadConfig(Model):
 
 class DiarizationConfig(Model):
     enabled: bool = False
-    backend: Literal["resemblyzer", "nemo"] = "resemblyzer"
+    backend: Literal["resemblyzer", "nemo", "channels"] = Field(
+        "resemblyzer",
+        description="resemblyzer (embedded), nemo (Sortformer/TitaNet), or channels: each channel of a stereo "
+        "file is one party (call centres), speakers ch0, ch1, ... by the loudest channel; no model",
+    )
     model: str | None = None
     sha256: str | None = None
     max_speakers: int = Field(8, ge=1)

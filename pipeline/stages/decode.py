@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from pipeline.audio import DecodeError, decode
 from pipeline.config import DecodeConfig, StorageOptions
-from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, peak_rss_mb, rows_to_table
+from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, audio_column, peak_rss_mb, rows_to_table
 from pipeline.storage import filesystem, is_local, is_transient, with_retries
 from pipeline.text import redact
 
@@ -103,7 +103,9 @@ def _unreachable(exc: FileNotFoundError) -> BaseException | None:
     return cause
 
 
-def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size: int | None = None) -> dict:
+def decode_one(
+    uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size: int | None = None, channel_energy: bool = False
+) -> dict:
     fs, path = filesystem(uri, storage)
     version: dict = {}
     local = is_local(fs)
@@ -126,7 +128,7 @@ def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size
                 version.update(v)  # changed since listing: commit what was actually read
             reader = _Reader(f)
             try:
-                audio = decode(reader, cfg.max_duration_s)
+                audio = decode(reader, cfg.max_duration_s, channel_energy=channel_energy)
             except DecodeError:
                 if reader.error is not None:
                     raise reader.error from None  # a storage error, not bad audio: retry
@@ -154,12 +156,19 @@ def decode_one(uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size
         "status": "ok",
         "error": redact("; ".join(audio.warnings)) or None,  # warnings of an ok row (see pipeline/audio.py)
         "audio": audio.buffer,
+        "channel_energy": audio.channel_energy,
     }
 
 
-def decode_batch(batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions) -> pa.Table:
-    """Ray Data function: a batch of discovery rows -> decoded rows (one out per row in)."""
-    rows, audio = [], []
+def decode_batch(
+    batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions, channel_energy: bool = False
+) -> pa.Table:
+    """Ray Data function: a batch of discovery rows -> decoded rows (one out per row in).
+
+    `channel_energy` (the runner sets it for `diarization.backend=channels`): each ok row also carries
+    its per-channel energy envelope (pipeline/audio.py) in the `channel_energy` column, float32 bytes
+    of (source_channels, frames); null otherwise."""
+    rows, audio, energy = [], [], []
     names = [n for n in INPUT_SCHEMA.names if n in batch.column_names]
     for row in batch.select(names).to_pylist():
         t0 = time.perf_counter()
@@ -168,10 +177,13 @@ def decode_batch(batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions) ->
         if refused:  # discovery refused it (containment, not a regular file, unreachable): never read
             out.update(status="error", error=redact(refused))
         else:
-            out.update(decode_one(row["uri"], cfg, storage, row.get("size")))
+            out.update(decode_one(row["uri"], cfg, storage, row.get("size"), channel_energy))
         audio.append(out.pop("audio", None))
+        energy.append(out.pop("channel_energy", None))
         rows.append({"mtime": None, **row, **out, "decode_wall_seconds": time.perf_counter() - t0})
     rss = peak_rss_mb()
     for row in rows:
         row["decode_peak_rss_mb"] = rss
-    return rows_to_table(rows, DECODED_SCHEMA, audio)
+    table = rows_to_table(rows, DECODED_SCHEMA, audio)
+    i = DECODED_SCHEMA.get_field_index("channel_energy")
+    return table.set_column(i, DECODED_SCHEMA.field(i), audio_column(energy))  # the envelopes' memory, no copy

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.backends.base import DiarizationBackend, VadBackend
+from pipeline.backends.channels import ChannelDiarizer
 from pipeline.config import JobConfig, RecordingStageConfig
 from pipeline.records import SAMPLE_RATE, SEGMENTED_SCHEMA, Span, peak_rss_mb, rows_to_table, samples_at
 from pipeline.timeline import utterances
@@ -45,7 +46,9 @@ class RecordingStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         audio = batch.column("audio")
-        rows = batch.drop_columns(["audio"]).to_pylist()
+        # decode's per-channel energy (only for diarization.backend=channels); used here, not passed on
+        energy = batch.column("channel_energy") if "channel_energy" in batch.column_names else None
+        rows = batch.drop_columns([c for c in ("audio", "channel_energy") if c in batch.column_names]).to_pylist()
         speech: list[np.ndarray | None] = []
         for i, row in enumerate(rows):
             row.update(spans=[], turns=None, num_speakers=None, speech_seconds=None, models=self.models)
@@ -53,7 +56,7 @@ class RecordingStage:
             out = None
             if row["status"] == "ok":
                 try:
-                    out = self._process(row, samples_at(audio, i))
+                    out = self._process(row, samples_at(audio, i), _envelope(energy, i, row["source_channels"]))
                 except Exception as exc:  # noqa: BLE001 - one bad recording must not stop the batch
                     log.exception("recording stage failed on %s", row["uri"])
                     row.update(status="error", error=f"vad/diarization: {type(exc).__name__}: {exc}", spans=[])
@@ -64,11 +67,18 @@ class RecordingStage:
             row["recording_peak_rss_mb"] = rss
         return rows_to_table(rows, SEGMENTED_SCHEMA, speech)
 
-    def _process(self, row: dict, audio: np.ndarray) -> np.ndarray | None:
+    def _process(self, row: dict, audio: np.ndarray, channel_energy: np.ndarray | None = None) -> np.ndarray | None:
         """Fill the row's spans; return the speech samples (None when there is no speech)."""
         duration = len(audio) / SAMPLE_RATE
         regions = self.vad.speech_regions(audio) if self.vad else [Span(0.0, round(duration, 3))]
-        turns = self.diarizer.speaker_turns(audio, regions) if (self.diarizer and regions) else None
+        turns = None
+        if self.diarizer and regions:
+            if isinstance(self.diarizer, ChannelDiarizer):  # it says why a file is one speaker (mono, ...)
+                turns, warning = self.diarizer.turns_and_warning(regions, channel_energy)
+                if warning:  # a warning of an ok row goes to its `error` column, as decode's do
+                    row["error"] = "; ".join(w for w in (row["error"], warning) if w)
+            else:
+                turns = self.diarizer.speaker_turns(audio, regions, channel_energy=channel_energy)
         # Utterances follow VAD and length only: speakers are given to words after ASR (segment stage)
         spans = utterances(regions, None, self.cfg.segmentation, audio)
         row["speech_seconds"] = round(sum(s.duration for s in spans), 3)
@@ -91,3 +101,11 @@ class RecordingStage:
             pieces.append(clip)
             offset += len(clip)
         return np.concatenate(pieces)
+
+
+def _envelope(column: pa.ChunkedArray | None, i: int, channels: int | None) -> np.ndarray | None:
+    """Row i of decode's `channel_energy` column as (channels, frames) float32, no copy (None if absent)."""
+    flat = samples_at(column, i) if column is not None else None
+    if flat is None or not channels or len(flat) % channels:
+        return None
+    return flat.reshape(channels, -1)

@@ -60,7 +60,9 @@ class NemoDiarizer(NemoBackend):
             return None  # a .nemo names its own class
         return SortformerEncLabelModel if "sortformer" in self._ref.lower() else EncDecSpeakerLabelModel
 
-    def speaker_turns(self, audio: np.ndarray, regions: Sequence[Span]) -> list[Span]:
+    def speaker_turns(
+        self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
+    ) -> list[Span]:
         """Speaker turns, seconds of the recording's timeline, covering exactly the speech in `regions`."""
         duration = len(audio) / SAMPLE_RATE
         regions = [Span(max(0.0, r.start), min(duration, r.end)) for r in regions]
