@@ -6,7 +6,6 @@ preset that can never be scheduled, or names a model it may not load, stops at s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from pipeline.engine import ClusterTooSmall, check_fits, stage_resources
 from pipeline.ledger import read_output
 
 from tests.helpers import REPO
+from tests.helpers import sha256_of as _sha
 from tests.helpers.cli import run_cli
 
 PRESET = str(REPO / "conf/nemo-gpu.yaml")
@@ -27,10 +27,6 @@ FILES = ["speech/speechbrain_spk1_snt1.wav", "multilingual/fleurs-de-004.ogg", "
 
 def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return run_cli(*args, timeout=timeout)
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.ray

@@ -17,12 +17,9 @@ from pipeline.config import ModelsConfig, StorageOptions
 from pipeline.models import ModelIntegrityError, ModelLoadError, load_nemo_model, resolve_model
 
 from tests.helpers import LOCAL_CONF, REPO
+from tests.helpers import sha256_of as sha
 
 BUCKET = "scriptorium-models"
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,15 +23,10 @@ from pipeline.records import Span
 from pipeline.timeline import exclusive_turns, probs_to_regions
 
 from tests.helpers import REPO
+from tests.helpers import load_audio as load  # the project's decoder: any codec -> 16 kHz mono float32
 from tests.helpers.nemo_models import LID_LABELS
 
 SR = 16000
-
-
-def load(path: Path) -> np.ndarray:
-    from pipeline.audio import decode  # the project's decoder: any codec -> 16 kHz mono float32
-
-    return decode(str(path)).samples
 
 
 @pytest.fixture(scope="session")

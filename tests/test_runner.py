@@ -11,7 +11,6 @@ and the crash tests' (tests/test_runner_resume.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -29,7 +28,7 @@ from pipeline.ledger import read_output
 from pipeline.records import RECORDINGS_SCHEMA, SEGMENTS_SCHEMA
 from pipeline.runner import run
 
-from tests.helpers import LOCAL_CONF
+from tests.helpers import LOCAL_CONF, sha256_of
 from tests.helpers.cli import cli_inproc as _cli
 from tests.helpers.nemo_models import LID_LABELS
 
@@ -288,7 +287,7 @@ def test_cli_run_with_every_stage_on_nemo(corpus, s3_endpoint, tiny, tmp_path):
     if not fs.exists("nemo-e2e"):
         fs.mkdir("nemo-e2e")  # no region: moto refuses a LocationConstraint
     fs.put(str(tiny["tdt"]), "nemo-e2e/models/asr.nemo")
-    asr_sha = hashlib.sha256(tiny["tdt"].read_bytes()).hexdigest()
+    asr_sha = sha256_of(tiny["tdt"])
 
     src = tmp_path / "in"
     src.mkdir()
@@ -341,4 +340,4 @@ def test_cli_run_with_every_stage_on_nemo(corpus, s3_endpoint, tiny, tmp_path):
         assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(segs, segs[1:]))
     # the ASR model came from S3 once, into the node cache, verified
     cached = list(cache.rglob("asr.nemo"))
-    assert len(cached) == 1 and hashlib.sha256(cached[0].read_bytes()).hexdigest() == asr_sha
+    assert len(cached) == 1 and sha256_of(cached[0]) == asr_sha

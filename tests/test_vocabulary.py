@@ -15,6 +15,8 @@ import pytest
 from pipeline import vocabulary as vocab
 from pipeline.config import AsrConfig, ConfigError, ModelsConfig, VocabularyConfig, load_config
 
+from tests.helpers import load_audio as _load
+
 SR = 16000
 BASE = ["input.uri=/in", "output.uri=/out"]
 
@@ -144,12 +146,6 @@ SENTENCES = [
     ("We render every frame with Vextorial now.", "Vextorial"),
 ]
 NEVER = ["Zorblax", "Quentrova", "Flumio", "Vextorial", "Kubernetes", "ComfyUI", "Snorkelbyte"]
-
-
-def _load(path) -> np.ndarray:
-    from pipeline.audio import decode
-
-    return decode(str(path)).samples
 
 
 def espeak(text: str, out: Path) -> np.ndarray:
