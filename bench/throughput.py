@@ -4,13 +4,8 @@
     .venv/bin/python bench/throughput.py --short-clips 200 --long-files 10 --long-min-s 300 --long-max-s 1200
     .venv/bin/python bench/throughput.py --quick --rows 2,3 --corpora short --scale 0 --json /tmp/r.json
 
-Rows (each run in a fresh subprocess, so model caches, Ray sessions and peak memory are isolated):
-  1  naive: one `WhisperModel.transcribe` per file, sequentially
-  2  per-file batching (what WhisperX does): `BatchedInferencePipeline` per file, Silero VAD on
-  3  Scriptorium end to end (decode + VAD + LID + ASR + Parquet), Whisper, bucketing on
-  4  the same with bucketing off (segments packed in arrival order)
-  5  row 3 with a NeMo FastConformer CTC model (+ AmberNet-style NeMo LID), bucketing on
-  6  row 5 with bucketing off
+Rows 1-6 are listed in bench/rows.py (each runs in a fresh subprocess, so model caches, Ray sessions
+and peak memory are isolated).
 All Whisper rows: the embedded Whisper base, CTranslate2 int8, 2 threads, beam = conf segment_stage.asr.beam_size,
 greedy without temperature fallback, word timestamps on. The NeMo models are built here with random
 weights at a real architecture's size (`--nemo-size`): their cost is what is measured, not their words.
