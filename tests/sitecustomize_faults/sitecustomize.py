@@ -1,6 +1,6 @@
 """Test-only fault injection, loaded by every Python process of a CLI run the crash tests start.
 
-tests/test_resume.py puts this folder on PYTHONPATH of the CLI subprocess; the driver, the raylet's
+tests/test_runner_resume.py puts this folder on PYTHONPATH of the CLI subprocess; the driver, the raylet's
 workers and every Ray task/actor process inherit it, so each imports this module at startup (Python's
 `site` imports the first `sitecustomize` on sys.path). Production code knows nothing of it.
 
