@@ -288,6 +288,17 @@ def decode(
     buf = bytearray()
     for win in decode_windows(source, window_s, max_duration_s, info, channel_energy):
         buf += memoryview(np.ascontiguousarray(win, dtype="<f4")).cast("B")
+    warnings = finished(info)
+    samples = np.frombuffer(buf, dtype="<f4")
+    return DecodedAudio(
+        samples, info.source_sample_rate, info.source_channels, warnings, buffer=buf, channel_energy=info.channel_energy
+    )
+
+
+def finished(info: StreamInfo) -> list[str]:
+    """The verdict on a stream that `decode_windows` has run to its end: its warnings, or DecodeError
+    (no samples at all; too many NaN/inf samples). `decode` and decode's pieces (pipeline/pieces.py)
+    both end with it."""
     if info.samples == 0:
         raise DecodeError("file holds no audio samples (empty or truncated before the first frame)")
     warnings = list(info.warnings)
@@ -296,10 +307,7 @@ def decode(
         if frac > MAX_NONFINITE_FRACTION:
             raise DecodeError(f"{frac:.1%} of the samples are NaN or infinite")
         warnings.append(f"{info.nonfinite} NaN/inf samples set to 0")
-    samples = np.frombuffer(buf, dtype="<f4")
-    return DecodedAudio(
-        samples, info.source_sample_rate, info.source_channels, warnings, buffer=buf, channel_energy=info.channel_energy
-    )
+    return warnings
 
 
 def _open(source):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
@@ -106,10 +106,13 @@ def unnest(batch: pa.Table) -> pa.Table:
     return pa.Table.from_struct_array(rows)
 
 
-def _per_window(fn: Callable[..., pa.Table], stage: str, batch: pa.Table, **kwargs: Any) -> pa.Table:
+def _per_window(fn: Callable[..., Any], stage: str, batch: pa.Table, **kwargs: Any) -> Iterator[pa.Table]:
+    """A task stage over one window row; `fn` returns a table, or yields several (decode sends each
+    piece of a long recording on as its own window: pipeline/pieces.py)."""
     out = fn(unnest(batch), **kwargs)
-    report_progress(stage, out)
-    return nest(out)
+    for table in [out] if isinstance(out, pa.Table) else out:
+        report_progress(stage, table)
+        yield nest(table)
 
 
 def _window_actor(make_stage: Callable[..., Callable[[pa.Table], pa.Table]], stage: str, nest_output: bool) -> type:
@@ -192,9 +195,18 @@ def start_progress() -> Callable[[], dict[str, tuple[int, float]]]:
 
 
 def report_progress(stage: str, recordings: pa.Table) -> None:
-    """`stage` finished these recordings (see `add_progress`)."""
+    """`stage` finished these recordings (see `add_progress`). A piece of a long recording adds its
+    seconds; the recording counts as a file once, with its last piece (pipeline/pieces.py)."""
     if recordings.num_rows:
-        add_progress(stage, recordings.num_rows, sum(d or 0.0 for d in recordings.column("duration").to_pylist()))
+        add_progress(stage, sum(ends_recording(recordings)), sum(d or 0.0 for d in recordings.column("duration").to_pylist()))
+
+
+def ends_recording(recordings: pa.Table) -> list[bool]:
+    """Per row, whether it ends a recording: every whole one does, a long one's last piece does."""
+    if "piece" not in recordings.column_names:
+        return [True] * recordings.num_rows
+    pieces, last = recordings.column("piece").to_pylist(), recordings.column("last_piece").to_pylist()
+    return [p is None or bool(end) for p, end in zip(pieces, last)]
 
 
 def add_progress(stage: str, files: int, seconds: float) -> None:
@@ -230,9 +242,11 @@ def record_metrics(recordings: pa.Table) -> None:
     if not recordings.num_rows:
         return
     counters = _counters()
-    for row in recordings.select(["status", "duration", "error"]).to_pylist():
+    rows = recordings.select(["status", "duration", "error"]).to_pylist()
+    for row, end in zip(rows, ends_recording(recordings)):  # a long recording is one file (its last piece)
         status = row["status"] or "unknown"
-        counters["files"].inc(1.0, tags={"status": status})
+        if end:
+            counters["files"].inc(1.0, tags={"status": status})
         if row["duration"]:  # Ray counters refuse increments of 0
             counters["audio"].inc(float(row["duration"]), tags={"status": status})
         if status == "error":

@@ -208,7 +208,7 @@ INPUT_SCHEMA = pa.schema(
     ]
 )
 
-#: Decode stage -> recording stage. `audio` is the whole recording, float32 little-endian bytes;
+#: Decode stage -> recording stage. `audio` is the recording (or its piece), float32 little-endian bytes;
 #: `channel_energy` (only for diarization.backend=channels, else null) the mean square of every 10 ms
 #: per source channel, float32 bytes of shape (source_channels, frames).
 DECODED_SCHEMA = pa.schema(
@@ -219,6 +219,14 @@ DECODED_SCHEMA = pa.schema(
         ("source_channels", pa.int32()),
         ("status", pa.string()),
         ("error", pa.string()),
+        # A long recording travels as pieces (pipeline/pieces.py): `piece` is k (null: the whole
+        # recording in one row), `piece_start` where the row's audio starts (s), [`core_start`,
+        # `core_end`) the stretch this piece answers for, `last_piece` set on the final one.
+        ("piece", pa.int32()),
+        ("piece_start", pa.float64()),
+        ("core_start", pa.float64()),
+        ("core_end", pa.float64()),
+        ("last_piece", pa.bool_()),
         ("decode_wall_seconds", pa.float64()),  # download + decode time of this file
         ("decode_peak_rss_mb", pa.float64()),  # the decode worker's peak RSS after this batch
         ("channel_energy", pa.large_binary()),

@@ -81,7 +81,7 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     from pipeline.sink import TranscriptSink
     from pipeline.batching import windows
     from pipeline.records import INPUT_SCHEMA
-    from pipeline.stages.decode import decode_batch
+    from pipeline.stages.decode import decode_stream
     from pipeline.stages.recording import RecordingStage
     from pipeline.stages.segment import SegmentStage
 
@@ -101,7 +101,10 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     ]
     ds = ray.data.from_arrow(blocks)
     diar = cfg.recording_stage.diarization
-    ds = map_tasks(ds, decode_batch, cfg.decode.resources, "decoded", cfg=cfg.decode, storage=cfg.input.storage,
+    # Speaker labels come from clustering the whole recording, so a diarized recording is not cut
+    # into pieces (pipeline/pieces.py): it is held whole, as before pieces existed.
+    decode_cfg = cfg.decode.model_copy(update={"piece_s": 0.0}) if diar.enabled else cfg.decode
+    ds = map_tasks(ds, decode_stream, cfg.decode.resources, "decoded", cfg=decode_cfg, storage=cfg.input.storage,
                    channel_energy=diar.enabled and diar.backend == "channels")  # decode keeps per-channel energy
     ds = map_actor(ds, RecordingStage.from_config, cfg.recording_stage.resources, "segmented", job=cfg)
     ds = map_actor(ds, SegmentStage.from_config, cfg.segment_stage.resources, "transcribed", last=True, job=cfg)

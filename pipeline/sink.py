@@ -6,21 +6,33 @@ commits `segments` and, last, `recordings`, each as one Delta transaction that r
 row of the block's recordings. It returns a small summary that `on_write_complete` adds up on the
 driver for the run report. Committing per block (Ray's own `write_delta` commits once at the end)
 is what makes a crash cost minutes, not the run.
+
+A long recording arrives as pieces (pipeline/pieces.py). Its pieces are staged under `_pieces/` until
+the last one is in; the write task that completes it joins them and commits the recording once, with
+its block: a reader never sees part of a recording.
 """
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink, WriteResult
 
 from pipeline.config import OutputConfig
 from pipeline.engine import add_progress
 from pipeline.ledger import RECORDINGS_TABLE_SCHEMA, SEGMENTS_TABLE_SCHEMA, Ledger, write_id_for
+from pipeline.pieces import PieceRegistry, join
 from pipeline.records import RECORDINGS_SCHEMA, peak_rss_mb
+from pipeline.storage import put_atomic, with_retries
+
+#: Where the sink stages the pieces of long recordings until each recording is whole (pipeline/pieces.py).
+PIECES_DIR = "_pieces"
 
 
 def flatten(table: pa.Table, fingerprint: str, run_id: str = "", write_id: str = "") -> tuple[pa.Table, pa.Table]:
@@ -115,22 +127,31 @@ class TranscriptSink(Datasink[dict]):
     def __init__(self, cfg: OutputConfig, run_id: str, fingerprint: str):
         self.cfg, self.run_id, self.fingerprint = cfg, run_id, fingerprint
         self.summaries: list[dict] = []
+        self.registry = None  # the run's PieceRegistry actor (on_write_start)
 
     def get_name(self) -> str:
         return "Transcripts"
 
     def on_write_start(self, schema=None) -> None:
-        """Create both tables once, in the driver, so parallel write tasks never race to create them."""
+        """Create both tables once, in the driver, so parallel write tasks never race to create them;
+        start the run's piece registry, and drop pieces staged by a run that died (the output's lock
+        says no other run is writing)."""
+        import ray
+
         led = Ledger(self.cfg)
         for name in ("segments", "recordings"):
             led.ensure(name)
+        with_retries(lambda: led.fs.rm(led.path(PIECES_DIR), recursive=True) if led.fs.exists(led.path(PIECES_DIR)) else None)
+        # the handle travels with the sink to the write tasks (and keeps the actor alive until the end)
+        self.registry = ray.remote(num_cpus=0)(PieceRegistry).remote()
 
     def write(self, blocks: Iterable[Block], ctx) -> dict:
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
-        if not tables:
+        if tables:
+            table = self._join_pieces(pa.concat_tables(tables))
+        if not tables or not table.num_rows:
             return {"status": {}, "errors": [], "audio_seconds": 0.0}
-        table = pa.concat_tables(tables)
         ids = table.column("recording_id").to_pylist()
         write_id = write_id_for(self.run_id, ids)
         segments, recordings = flatten(table, self.fingerprint, self.run_id, write_id)
@@ -142,7 +163,52 @@ class TranscriptSink(Datasink[dict]):
         return summary
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:
+        import ray
+
         self.summaries = list(write_result.write_returns)
+        if self.registry is not None:
+            ray.kill(self.registry)
+            self.registry = None
+        led = Ledger(self.cfg)
+        with_retries(lambda: led.fs.rm(led.path(PIECES_DIR), recursive=True) if led.fs.exists(led.path(PIECES_DIR)) else None)
+
+    def _join_pieces(self, table: pa.Table) -> pa.Table:
+        """The block's whole recordings, plus every long recording that one of its pieces completes.
+
+        Each piece is staged (a one-row Parquet file under `_pieces/`) before the run's registry is
+        told; the task whose piece completes a recording reads them all back and joins them into one
+        row (pipeline/pieces.py `join`), which is then committed like a short recording's."""
+        if "piece" not in table.column_names or table.column("piece").null_count == table.num_rows:
+            return table
+        import ray
+
+        is_piece = pc.is_valid(table.column("piece"))
+        pieces, whole = table.filter(is_piece), table.filter(pc.invert(is_piece))
+        led = Ledger(self.cfg)
+        registry = self.registry
+        done = []
+        for i in range(pieces.num_rows):
+            one = pieces.slice(i, 1)
+            rid, k, last = (one.column(c)[0].as_py() for c in ("recording_id", "piece", "last_piece"))
+            folder = led.path(PIECES_DIR, self.run_id, rid)
+            body = _parquet_bytes(one)
+            with_retries(lambda: put_atomic(led.fs, f"{folder}/{k:06d}.parquet", body))
+            if ray.get(registry.add.remote(rid, k, bool(last))):
+                done.append(folder)
+        joined = []
+        for folder in done:
+            files = sorted(with_retries(lambda: led.fs.ls(folder, detail=False)))
+            rows = [r for f in files for r in pq.read_table(io.BytesIO(with_retries(lambda: led.fs.cat_file(f)))).to_pylist()]
+            joined.append(join(rows))
+        if joined:
+            whole = pa.concat_tables([whole, pa.Table.from_pylist(joined, schema=table.schema)])
+        return whole
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
 
 
 def _commit(ledger: Ledger, name: str, rows: pa.Table, ids: list[str], write_id: str) -> bool:

@@ -29,10 +29,28 @@ class PoolingConfig(Model):
 
 
 class DecodeConfig(Model):
-    """Download + decode to `pipeline.records.SAMPLE_RATE` mono float32 (CPU tasks)."""
+    """Download + decode to `pipeline.records.SAMPLE_RATE` mono float32 (CPU tasks).
+
+    A recording longer than `piece_s` + `piece_overlap_s` travels as pieces (pipeline/pieces.py):
+    decode sends each piece on as soon as it is decoded, so ASR starts on a 4-hour file after
+    minutes, and no stage holds more than one piece's samples. Not in the fingerprint: like pooling,
+    it decides how the work is cut, and a transcript differs only where a speech region is longer
+    than the overlap at a piece's edge."""
 
     max_duration_s: float = Field(4 * 3600, gt=0, description="longer files are refused with an error")
+    piece_s: float = Field(
+        600.0, ge=0, description="longer recordings are cut into pieces of this many seconds (0: never cut)"
+    )
+    piece_overlap_s: float = Field(
+        20.0, ge=0, description="audio each piece carries past both of its edges, so VAD sees whole regions there"
+    )
     resources: Resources = Resources(num_cpus=0.25, pool_size=1)
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "DecodeConfig":
+        if self.piece_s and self.piece_overlap_s * 2 > self.piece_s:
+            raise ValueError(f"decode.piece_overlap_s={self.piece_overlap_s} must be at most half of decode.piece_s={self.piece_s}")
+        return self
 
 
 class ModelsConfig(Model):

@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 
-from pipeline.audio import DecodeError, decode
+from pipeline.audio import DecodeError, StreamInfo, decode_windows, finished
 from pipeline.config import DecodeConfig, StorageOptions
 from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, audio_column, peak_rss_mb, rows_to_table
-from pipeline.storage import filesystem, is_local, is_transient, with_retries
+from pipeline.pieces import cut
+from pipeline.storage import filesystem, is_local, is_transient
 from pipeline.text import redact
+
+#: Attempts at a file on transient storage errors (as `pipeline.storage.with_retries`).
+RETRIES = 4
 
 def _version(fs, path: str, f) -> dict:
     """size/etag/mtime of the object as opened (s3fs keeps the HEAD result in `f.details`)."""
@@ -106,9 +111,24 @@ def _unreachable(exc: FileNotFoundError) -> BaseException | None:
 def decode_one(
     uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size: int | None = None, channel_energy: bool = False
 ) -> dict:
+    """The recording decoded whole, as one row (never in pieces), or its error row."""
+    return next(decode_rows(uri, cfg.model_copy(update={"piece_s": 0.0}), storage, listed_size, channel_energy))
+
+
+def decode_rows(
+    uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size: int | None = None, channel_energy: bool = False
+) -> Iterator[dict]:
+    """The recording's decoded row, or, for a recording longer than `cfg.piece_s`, its pieces' rows
+    one by one as they decode (pipeline/pieces.py). A failure is an error row; once pieces have gone
+    on, it is the last piece's row, so the sink records the whole recording as failed.
+
+    `channel_energy` (diarization.backend=channels) keeps the recording whole: the envelope is made
+    for the whole stream at its end."""
     fs, path = filesystem(uri, storage)
     version: dict = {}
     local = is_local(fs)
+    piece_s = 0.0 if channel_energy else cfg.piece_s
+    sent = 0  # pieces already yielded: a retry decodes again from the start and skips them
 
     def opened():
         if local:
@@ -121,69 +141,111 @@ def decode_one(
                 raise cause from None  # a refused connection or a timeout, not a missing file: retry
             raise
 
-    def attempt():
+    def attempt() -> Iterator[dict]:
+        nonlocal sent
         with opened() as f:
             v = _version(fs, path, f)
             if listed_size is not None and v["size"] != listed_size:
                 version.update(v)  # changed since listing: commit what was actually read
             reader = _Reader(f)
+            info = StreamInfo()
             try:
-                audio = decode(reader, cfg.max_duration_s, channel_energy=channel_energy)
+                windows = decode_windows(reader, 30.0, cfg.max_duration_s, info, channel_energy)
+                for piece in cut(windows, piece_s, cfg.piece_overlap_s):
+                    if reader.error is not None:  # decoding "stopped early" because a read failed: retry
+                        raise reader.error
+                    if piece.index is not None and piece.index < sent:
+                        continue
+                    warnings = finished(info) if piece.last else []
+                    yield {
+                        **version,
+                        "duration": piece.core_end - piece.core_start,
+                        "source_sample_rate": info.source_sample_rate,
+                        "source_channels": info.source_channels,
+                        "status": "ok",
+                        "error": redact("; ".join(warnings)) or None,  # warnings of an ok row (see pipeline/audio.py)
+                        "audio": piece.buffer,
+                        "channel_energy": info.channel_energy if piece.last else None,
+                        **piece.row(),
+                    }
+                    sent += piece.index is not None
             except DecodeError:
                 if reader.error is not None:
                     raise reader.error from None  # a storage error, not bad audio: retry
                 raise
-            if reader.error is not None:  # decoding "stopped early" because a read failed: retry
-                raise reader.error
-            return audio
 
-    try:
-        audio = with_retries(attempt)
-    except DecodeError as exc:
-        return {**version, "status": "error", "error": redact(f"decode: {exc}")}
-    except NotRegularFile as exc:
-        return {"status": "error", "error": str(exc)}
-    except FileNotFoundError:
-        return {"status": "error", "error": "input file not found (deleted after listing?)"}
-    except Exception as exc:  # noqa: BLE001 - any failure of one file must become its error row
-        kind = "storage (gave up after retries)" if is_transient(exc) else "decode"
-        return {**version, "status": "error", "error": redact(f"{kind}: {type(exc).__name__}: {exc}")}
-    return {
-        **version,
-        "duration": audio.duration,
-        "source_sample_rate": audio.source_sample_rate,
-        "source_channels": audio.source_channels,
-        "status": "ok",
-        "error": redact("; ".join(audio.warnings)) or None,  # warnings of an ok row (see pipeline/audio.py)
-        "audio": audio.buffer,
-        "channel_energy": audio.channel_energy,
-    }
+    def failed(message: str, **extra) -> dict:
+        row = {**extra, "status": "error", "error": message}
+        if sent:  # the pieces before it went on: this row ends the recording (pipeline/pieces.py)
+            row.update(piece=sent, last_piece=True)
+        return row
+
+    # Written out rather than `with_retries`: a retry must resume after the pieces already sent,
+    # which a decorator around a generator cannot do. Same policy: 4 attempts, exponential backoff.
+    for tries in range(1, RETRIES + 1):
+        try:
+            yield from attempt()
+            return
+        except DecodeError as exc:
+            yield failed(redact(f"decode: {exc}"), **version)
+        except NotRegularFile as exc:
+            yield failed(str(exc))
+        except FileNotFoundError:
+            yield failed("input file not found (deleted after listing?)")
+        except Exception as exc:  # noqa: BLE001 - any failure of one file must become its error row
+            if is_transient(exc) and tries < RETRIES:
+                time.sleep(min(5.0, 0.2 * 2**tries))
+                continue
+            kind = "storage (gave up after retries)" if is_transient(exc) else "decode"
+            yield failed(redact(f"{kind}: {type(exc).__name__}: {exc}"), **version)
+        return
+
+
+def decode_stream(
+    batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions, channel_energy: bool = False
+) -> Iterator[pa.Table]:
+    """Ray Data function: a pooling window of discovery rows -> decoded rows. The window's whole
+    recordings leave together, at the end; each piece of a long recording leaves on its own as soon
+    as it is decoded (a window of its own downstream), so the stages after decode start on it at once.
+
+    `channel_energy` (the runner sets it for `diarization.backend=channels`): each ok row also carries
+    its per-channel energy envelope (pipeline/audio.py) in the `channel_energy` column, float32 bytes
+    of (source_channels, frames); null otherwise."""
+    whole: list[dict] = []
+    names = [n for n in INPUT_SCHEMA.names if n in batch.column_names]
+    for row in batch.select(names).to_pylist():
+        t0 = time.perf_counter()
+        blank = {"duration": None, "source_sample_rate": None, "source_channels": None}
+        refused = row.pop("refused", None)
+        if refused:  # discovery refused it (containment, not a regular file, unreachable): never read
+            outs: Iterable[dict] = [{"status": "error", "error": redact(refused)}]
+        else:
+            outs = decode_rows(row["uri"], cfg, storage, row.get("size"), channel_energy)
+        for out in outs:
+            decoded = {"mtime": None, **row, **blank, **out, "decode_wall_seconds": time.perf_counter() - t0}
+            if decoded.get("piece") is None:
+                whole.append(decoded)
+                continue
+            yield _table([decoded])
+            t0 = time.perf_counter()
+    if whole:
+        yield _table(whole)
 
 
 def decode_batch(
     batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions, channel_energy: bool = False
 ) -> pa.Table:
-    """Ray Data function: a batch of discovery rows -> decoded rows (one out per row in).
+    """`decode_stream` as one table (tests and benchmarks that want every row at once)."""
+    return pa.concat_tables(list(decode_stream(batch, cfg, storage, channel_energy)))
 
-    `channel_energy` (the runner sets it for `diarization.backend=channels`): each ok row also carries
-    its per-channel energy envelope (pipeline/audio.py) in the `channel_energy` column, float32 bytes
-    of (source_channels, frames); null otherwise."""
-    rows, audio, energy = [], [], []
-    names = [n for n in INPUT_SCHEMA.names if n in batch.column_names]
-    for row in batch.select(names).to_pylist():
-        t0 = time.perf_counter()
-        out = {"duration": None, "source_sample_rate": None, "source_channels": None}
-        refused = row.pop("refused", None)
-        if refused:  # discovery refused it (containment, not a regular file, unreachable): never read
-            out.update(status="error", error=redact(refused))
-        else:
-            out.update(decode_one(row["uri"], cfg, storage, row.get("size"), channel_energy))
-        audio.append(out.pop("audio", None))
-        energy.append(out.pop("channel_energy", None))
-        rows.append({"mtime": None, **row, **out, "decode_wall_seconds": time.perf_counter() - t0})
+
+def _table(rows: list[dict]) -> pa.Table:
+    """Decoded rows -> a DECODED_SCHEMA table whose audio and envelopes share the rows' buffers."""
+    audio = [r.pop("audio", None) for r in rows]
+    energy = [r.pop("channel_energy", None) for r in rows]
     rss = peak_rss_mb()
-    for row in rows:
-        row["decode_peak_rss_mb"] = rss
+    for r in rows:
+        r["decode_peak_rss_mb"] = rss
     table = rows_to_table(rows, DECODED_SCHEMA, audio)
     i = DECODED_SCHEMA.get_field_index("channel_energy")
     return table.set_column(i, DECODED_SCHEMA.field(i), audio_column(energy))  # the envelopes' memory, no copy

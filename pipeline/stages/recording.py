@@ -1,10 +1,11 @@
 """Recording stage (actor): VAD -> speech regions; diarization -> speaker turns; cut into utterances.
 
-One row per recording goes in and one comes out, its utterances nested in `spans` (seconds, original
-timeline). Only the SPEECH travels on to the segment stage: the `audio` column leaves holding the
+One row per recording (or per piece of a long one, pipeline/pieces.py) goes in and one comes out, its
+utterances nested in `spans` (seconds, the recording's timeline). Only the SPEECH travels on to the segment stage: the `audio` column leaves holding the
 utterances' samples back to back (each span knows its `audio_offset` and `num_samples`), so silence
 and music never cross the object store twice, and a recording without speech leaves with none.
-The input audio is read in place from Arrow (no copy): a 2-hour file costs its samples once.
+The input audio is read in place from Arrow (no copy): a row costs its samples once, and a long
+recording arrives in pieces of `decode.piece_s`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pipeline.backends.base import DiarizationBackend, VadBackend
 from pipeline.backends.channels import ChannelDiarizer
 from pipeline.config import JobConfig, RecordingStageConfig
 from pipeline.records import SAMPLE_RATE, SEGMENTED_SCHEMA, Span, peak_rss_mb, rows_to_table, samples_at
+from pipeline.pieces import clip_to_core
 from pipeline.timeline import utterances
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class RecordingStage:
         """Fill the row's spans; return the speech samples (None when there is no speech)."""
         duration = len(audio) / SAMPLE_RATE
         regions = self.vad.speech_regions(audio) if self.vad else [Span(0.0, round(duration, 3))]
+        regions = clip_to_core(regions, row)  # a piece of a long recording keeps its own stretch
+        offset_s = row.get("piece_start") or 0.0  # where this row's audio lies in the recording
         turns = None
         if self.diarizer and regions:
             if isinstance(self.diarizer, ChannelDiarizer):  # it says why a file is one speaker (mono, ...)
@@ -83,7 +87,8 @@ class RecordingStage:
         spans = utterances(regions, None, self.cfg.segmentation, audio)
         row["speech_seconds"] = round(sum(s.duration for s in spans), 3)
         if turns is not None:
-            row["turns"] = [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns]
+            row["turns"] = [{"start": round(t.start + offset_s, 3), "end": round(t.end + offset_s, 3), "speaker": t.speaker}
+                            for t in turns]
             row["num_speakers"] = len({t.speaker for t in turns})
         else:
             row["num_speakers"] = 1 if spans else 0
@@ -95,8 +100,9 @@ class RecordingStage:
             # rounding to ms must not push the last span past the end of the audio
             end = min(s.end, duration)
             clip = audio[int(s.start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+            start_s, end_s = round(s.start + offset_s, 3), round(end + offset_s, 3)
             row["spans"].append(
-                {"start": s.start, "end": end, "speaker": s.speaker, "audio_offset": offset, "num_samples": len(clip)}
+                {"start": start_s, "end": end_s, "speaker": s.speaker, "audio_offset": offset, "num_samples": len(clip)}
             )
             pieces.append(clip)
             offset += len(clip)
