@@ -157,12 +157,21 @@ def map_actor(
     resources: Resources,
     stage: str,
     last: bool = False,
+    threads: int | None = None,
     **kwargs: Any,
 ):
     """Stateful stage (loads its models once per actor) -> an actor pool, one window per call. Each
-    actor builds its stage with `make_stage(**kwargs)` (e.g. `RecordingStage.from_config`, job=cfg)."""
+    actor builds its stage with `make_stage(**kwargs)` (e.g. `RecordingStage.from_config`, job=cfg).
+
+    `threads`: the native thread pools' size in the actor (OpenMP, MKL, OpenBLAS), set in its
+    runtime_env before any library starts. Ray's own default is the actor's whole CPUs, at least 1,
+    so a 1-CPU ASR actor told `asr.cpu_threads: 2` would run torch's and NumPy's pools on one."""
     import ray
 
+    extra: dict[str, Any] = {}
+    if threads:
+        n = str(threads)
+        extra["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}}
     return ds.map_batches(
         _window_actor(make_stage, stage, nest_output=not last),
         fn_constructor_kwargs=kwargs,
@@ -174,6 +183,7 @@ def map_actor(
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,
         zero_copy_batch=True,
+        **extra,
     )
 
 

@@ -107,7 +107,9 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     ds = map_tasks(ds, decode_stream, cfg.decode.resources, "decoded", cfg=decode_cfg, storage=cfg.input.storage,
                    channel_energy=diar.enabled and diar.backend == "channels")  # decode keeps per-channel energy
     ds = map_actor(ds, RecordingStage.from_config, cfg.recording_stage.resources, "segmented", job=cfg)
-    ds = map_actor(ds, SegmentStage.from_config, cfg.segment_stage.resources, "transcribed", last=True, job=cfg)
+    seg = cfg.segment_stage
+    asr_threads = None if cfg.models.use_gpu(seg.resources) else seg.asr.cpu_threads  # on a CPU: ASR's own count
+    ds = map_actor(ds, SegmentStage.from_config, seg.resources, "transcribed", last=True, threads=asr_threads, job=cfg)
     sink = TranscriptSink(cfg.output, run_id, fingerprint)
     progress = Reporter(start_progress(), total_files=len(todo), interval_s=cfg.progress.log_interval_s).start()
     try:
