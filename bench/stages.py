@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/stages.py --against 29ddede                 # ../shared/corpus, WER + LID too
     .venv/bin/python bench/stages.py --input /tmp/scriptorium-bench/long-3-300-450/audio --against 29ddede
-    .venv/bin/python bench/stages.py --override segment_stage.packing.mode=corpus   # a config variant, same code
+    .venv/bin/python bench/stages.py --override segment_stage.packing.mode=corpus   # every variant, same code
+    .venv/bin/python bench/stages.py --variant filled:segment_stage.packing.min_piece_s=3   # this checkout twice
 
 Why: `throughput.py` measures the whole job on Ray, where start-up, scheduling and other tenants of
 this shared machine move wall times by +-5% from run to run. A change inside a model stage is seen
@@ -77,10 +78,10 @@ def git_worktree(rev: str) -> Path:
     return path
 
 
-def run_variant(repo: Path, args: argparse.Namespace) -> dict:
+def run_variant(repo: Path, args: argparse.Namespace, extra: list[str] = ()) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [sys.executable, "-c", _CHILD, str(repo), str(args.input.resolve()), out.name, str(args.window_files),
-               json.dumps(args.override or [])]
+               json.dumps([*(args.override or []), *extra])]
         p = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
         if p.returncode != 0:
             raise RuntimeError(f"variant {repo} failed:\n{p.stderr[-3000:]}")
@@ -117,17 +118,22 @@ def main(argv: list[str]) -> int:
     p.add_argument("--input", type=Path, default=REPO.parent / "shared" / "corpus")
     p.add_argument("--against", help="a commit to compare this checkout with")
     p.add_argument("--override", action="append", help="dotted.key=value for every variant (repeatable)")
+    p.add_argument("--variant", action="append", default=[],
+                   help="NAME:key=value[,key=value]: this checkout once more with these overrides (repeatable)")
     p.add_argument("--window-files", type=int, default=16, help="recordings pooled per segment-stage call")
     p.add_argument("--repeat", type=int, default=2, help="runs per variant, taking turns; the fastest counts")
     args = p.parse_args(argv)
-    variants = {"this checkout": REPO}
+    variants: dict[str, tuple[Path, list[str]]] = {"this checkout": (REPO, [])}
     if args.against:
-        variants[f"{args.against}"] = git_worktree(args.against)
+        variants[f"{args.against}"] = (git_worktree(args.against), [])
+    for v in args.variant:  # e.g. "filled:segment_stage.packing.min_piece_s=3"
+        name, _, keys = v.partition(":")
+        variants[name] = (REPO, keys.split(","))
     best: dict[str, dict] = {}
     for k in range(args.repeat):
-        for name, repo in variants.items():
+        for name, (repo, extra) in variants.items():
             print(f"  run {k + 1}/{args.repeat}: {name} ...", flush=True)
-            res = run_variant(repo, args)
+            res = run_variant(repo, args, extra)
             if name not in best or res["took"]["segment"] < best[name]["took"]["segment"]:
                 best[name] = res
     refs = args.input / "references.jsonl"

@@ -12,8 +12,8 @@ and faster-whisper's batched pipeline do). This module is the whole of that, mod
 
 Filling windows (mode "recording", `min_piece_s` > 0): whole utterances leave ~7 s of a 30 s window
 empty on average; an utterance that does not fit the room left is cut at a pause inside it (the
-quietest 100 ms, if it is a real pause: `pause_at`), its head fills the window and its tail opens
-the next. The output keeps the utterance whole: its pieces' words are joined back after ASR.
+latest pause VAD heard that fits: `cut_point`; without VAD, the quietest 100 ms if it is a real
+pause: `pause_at`), its head fills the window and its tail opens the next. The output keeps the utterance whole: its pieces' words are joined back after ASR.
 
 Times: an `Utterance`'s words are relative to its own clip; a `Window`'s offsets are seconds from
 the window's start. Nothing here knows a model; `tests/test_packing.py` drives it with numbers.
@@ -215,7 +215,7 @@ def _fill(items: list[Utterance], languages: Sequence[str | None], window_s: flo
             key = k
         it = whole
         while current and used + gap_s + it.duration > window_s:
-            at = pause_at(it.clip, window_s - used - gap_s, min_piece_s)
+            at = cut_point(it, window_s - used - gap_s, min_piece_s)
             if at is not None:
                 head, it = it.cut(at)
                 whole.pieces.append(head)
@@ -227,6 +227,19 @@ def _fill(items: list[Utterance], languages: Sequence[str | None], window_s: flo
         current.append(it)
     close()
     return out
+
+
+def cut_point(it: Utterance, room_s: float, min_piece_s: float) -> float | None:
+    """Seconds into `it`'s clip where it may be cut so that its head fits `room_s`, both pieces at
+    least `min_piece_s`: the latest pause VAD heard there (`span["pauses"]`, recording timeline); for
+    an utterance that came without them (no VAD), the quietest frame if it is a pause (`pause_at`)."""
+    pauses = it.span.get("pauses")
+    if pauses is None:
+        return pause_at(it.clip, room_s, min_piece_s)
+    origin = it.span["start"] + it.offset_s
+    hi = min(room_s, it.duration - min_piece_s)
+    fits = [p - origin for p in pauses if min_piece_s <= p - origin <= hi]
+    return round(max(fits), 3) if fits else None
 
 
 def pause_at(clip: np.ndarray, room_s: float, min_piece_s: float, frame_s: float = 0.1) -> float | None:

@@ -242,6 +242,9 @@ SPAN_TYPE = pa.struct(
         ("speaker", pa.string()),
         ("audio_offset", pa.int64()),  # samples: where this utterance starts in the row's speech audio
         ("num_samples", pa.int64()),
+        # seconds (the recording's timeline) where VAD hears a pause inside the utterance; null unless
+        # the segment stage fills windows (`packing.min_piece_s` > 0: pipeline/packing.py)
+        ("pauses", pa.list_(pa.float64())),
     ]
 )
 

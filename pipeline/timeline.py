@@ -167,6 +167,22 @@ def probs_to_regions(
     return [Span(float(s), float(e)) for s, e in out]
 
 
+#: A pause at least this long inside a speech region is a place where an utterance may be cut to
+#: fill an ASR window (pipeline/packing.py); faster-whisper's batched pipeline cuts at 160 ms too.
+PAUSE_S = 0.16
+
+
+def pauses_inside(fine: Sequence[Span], regions: Sequence[Span]) -> list[float]:
+    """The middles of the gaps between `fine` speech regions (VAD run with `PAUSE_S` as its minimum
+    silence and no padding) that lie inside the coarse `regions`: seconds, sorted."""
+    out = []
+    for a, b in zip(fine, fine[1:]):
+        mid = round((a.end + b.start) / 2, 3)
+        if any(r.start < mid < r.end for r in regions):
+            out.append(mid)
+    return out
+
+
 def exclusive_turns(
     probs: np.ndarray,
     frame_s: float,

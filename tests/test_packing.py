@@ -4,6 +4,7 @@ words back to each utterance, a window cut where its language changes, a segment
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline.packing import Utterance, Window, by_speaker, compression_ratio, pack
 from pipeline.records import AsrResult, LanguageSwitch, Word
@@ -122,3 +123,16 @@ def test_no_cut_without_a_pause_or_room():
     big = Utterance(0, {"start": 0.0, "end": 28.0, "speaker": None}, _speech(28.0))
     late = Utterance(0, {"start": 29.0, "end": 39.0, "speaker": None}, _speech(10.0, pauses=[1.0]))
     assert [len(w.items) for w in pack([big, late], ["en", "en"], 30.0, "recording", 0.5, 3.0)] == [1, 1]  # 1.5 s room
+
+
+def test_filling_cuts_at_the_pauses_vad_heard_not_at_the_quietest_frame():
+    """With `span["pauses"]` (the recording stage's VAD pauses, recording timeline) the cut is the
+    latest of them that fits the room, even where the signal has no quiet frame; none fits: no cut."""
+    first = Utterance(0, {"start": 0.0, "end": 20.0, "speaker": None, "pauses": None}, _speech(20.0))
+    flat = _speech(20.0, seed=1)  # no quiet frame anywhere: `pause_at` would not cut it
+    second = Utterance(0, {"start": 21.0, "end": 41.0, "speaker": None, "pauses": [24.5, 27.25, 40.0]}, flat)
+    windows = pack([first, second], ["en", "en"], 30.0, "recording", 0.5, min_piece_s=3.0)
+    assert [len(w.items) for w in windows] == [2, 1]
+    assert second.pieces[1].offset_s == pytest.approx(6.25, abs=1e-3)  # 27.25 s; 40.0 leaves < 3 s after it
+    none_fits = Utterance(0, {"start": 21.0, "end": 41.0, "speaker": None, "pauses": [39.0]}, flat)
+    assert [len(w.items) for w in pack([first, none_fits], ["en", "en"], 30.0, "recording", 0.5, 3.0)] == [1, 1]

@@ -50,3 +50,34 @@ def test_utterances_never_cross_speakers_and_respect_max_length():
     # speech of spk1 from 3.0 to 12.0 minus the 4.0-4.5 gap merged back (gap < 1 s) and split once
     spk1 = [s for s in out if s.speaker == "spk1"]
     assert spk1[0].start == 3.0 and spk1[-1].end == 12.0
+
+
+def test_pauses_are_the_gaps_of_the_fine_vad_inside_the_coarse_regions():
+    from pipeline.timeline import pauses_inside
+
+    fine = [Span(1.0, 2.0), Span(2.2, 3.0), Span(3.5, 5.0), Span(9.0, 10.0)]
+    regions = [Span(0.9, 5.1), Span(8.9, 10.1)]
+    assert pauses_inside(fine, regions) == [2.1, 3.25]  # 7.0 lies between the regions: not a pause inside one
+
+
+def test_silero_pauses_fall_inside_speech_and_in_quiet_moments(corpus):
+    """On the corpus lecture: Silero's 160 ms pauses lie inside its speech regions, and each is far
+    quieter than the speech around it (the frame there against its region's median frame)."""
+    from pipeline.backends.silero import SileroVad
+    from pipeline.config import VadConfig
+
+    from tests.helpers import load_audio
+
+    audio = load_audio(corpus / "speech" / "silerovad_test.wav")
+    vad = SileroVad(VadConfig())
+    regions = vad.speech_regions(audio)
+    pauses = vad.pauses(audio, regions)
+    assert len(pauses) >= 5
+    frame = 1600  # 100 ms
+    energy = (audio[: len(audio) // frame * frame].astype(np.float64).reshape(-1, frame) ** 2).mean(axis=1)
+    quiet = 0
+    for p in pauses:
+        region = next(r for r in regions if r.start < p < r.end)
+        inside = energy[int(region.start * 10) : int(region.end * 10)]
+        quiet += energy[int(p * 10)] < 0.1 * np.median(inside)
+    assert quiet >= 0.8 * len(pauses)

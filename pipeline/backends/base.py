@@ -28,6 +28,11 @@ class VadBackend(Protocol):
         """Speech regions of one recording, in seconds of its timeline, sorted, non-overlapping."""
         ...
 
+    def pauses(self, audio: np.ndarray, regions: Sequence[Span]) -> list[float]:
+        """Seconds inside `regions` where the speech stops for at least `timeline.PAUSE_S`: where the
+        segment stage may cut an utterance to fill an ASR window (`packing.min_piece_s`)."""
+        ...
+
     def model_id(self) -> str: ...
 
 

@@ -7,11 +7,13 @@ minimum speech and silence, padding); we only convert samples to seconds.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
-from pipeline.records import SAMPLE_RATE
 from pipeline.config import VadConfig
-from pipeline.records import Span
+from pipeline.records import SAMPLE_RATE, Span
+from pipeline.timeline import PAUSE_S, pauses_inside
 
 # Silero processes audio in 512-sample windows; long files are fed in blocks so memory stays bounded.
 _BLOCK_S = 600.0
@@ -32,16 +34,28 @@ class SileroVad:
         )
 
     def speech_regions(self, audio: np.ndarray) -> list[Span]:
+        return self._regions(audio, self._opts, self.cfg.min_silence_s)
+
+    def pauses(self, audio: np.ndarray, regions: Sequence[Span]) -> list[float]:
+        """Silero's own pauses inside the regions: a second pass with `PAUSE_S` as the minimum silence
+        and no padding (faster-whisper keeps the frame probabilities inside `get_speech_timestamps`,
+        so they cannot be shared with the first pass; Silero costs ~1 ms per second of audio here)."""
+        from dataclasses import replace
+
+        fine = replace(self._opts, min_silence_duration_ms=int(PAUSE_S * 1000), speech_pad_ms=0)
+        return pauses_inside(self._regions(audio, fine, PAUSE_S), regions)
+
+    def _regions(self, audio: np.ndarray, opts, min_silence_s: float) -> list[Span]:
         from faster_whisper.vad import get_speech_timestamps
 
         block = int(_BLOCK_S * SAMPLE_RATE)
         spans: list[Span] = []
         for offset in range(0, len(audio), block):
             chunk = audio[offset : offset + block]
-            for ts in get_speech_timestamps(chunk, self._opts, sampling_rate=SAMPLE_RATE):
+            for ts in get_speech_timestamps(chunk, opts, sampling_rate=SAMPLE_RATE):
                 start = (offset + ts["start"]) / SAMPLE_RATE
                 end = (offset + ts["end"]) / SAMPLE_RATE
-                if spans and start - spans[-1].end < self.cfg.min_silence_s:
+                if spans and start - spans[-1].end < min_silence_s:
                     spans[-1] = Span(spans[-1].start, max(end, spans[-1].end))
                 else:
                     spans.append(Span(round(start, 3), round(end, 3)))

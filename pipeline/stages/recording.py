@@ -29,8 +29,12 @@ log = logging.getLogger(__name__)
 class RecordingStage:
     name = "recording"
 
-    def __init__(self, cfg: RecordingStageConfig, vad: VadBackend | None, diarizer: DiarizationBackend | None):
-        self.cfg, self.vad, self.diarizer = cfg, vad, diarizer
+    def __init__(
+        self, cfg: RecordingStageConfig, vad: VadBackend | None, diarizer: DiarizationBackend | None, pauses: bool = False
+    ):
+        """`pauses`: also pass on where VAD hears pauses inside each utterance (the segment stage cuts
+        there to fill its windows: `segment_stage.packing.min_piece_s` > 0)."""
+        self.cfg, self.vad, self.diarizer, self.pauses = cfg, vad, diarizer, pauses
         # provenance of every row this stage makes; the segment stage appends its own (lid, asr)
         roles = {"vad": vad.model_id() if vad is not None else "none"}
         if diarizer is not None:
@@ -44,7 +48,9 @@ class RecordingStage:
 
         cfg = job.recording_stage
         use_gpu = job.models.use_gpu(cfg.resources)
-        return cls(cfg, make_vad(cfg.vad, job.models, use_gpu), make_diarizer(cfg.diarization, job.models, use_gpu))
+        packing = job.segment_stage.packing
+        fills = packing.mode == "recording" and packing.min_piece_s > 0
+        return cls(cfg, make_vad(cfg.vad, job.models, use_gpu), make_diarizer(cfg.diarization, job.models, use_gpu), fills)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         audio = batch.column("audio")
@@ -95,15 +101,16 @@ class RecordingStage:
         if not spans:
             row["status"] = "no_speech"
             return None
+        pauses = self.vad.pauses(audio, regions) if (self.pauses and self.vad) else None
         pieces, offset = [], 0
         for s in spans:
             # rounding to ms must not push the last span past the end of the audio
             end = min(s.end, duration)
             clip = audio[int(s.start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
             start_s, end_s = round(s.start + offset_s, 3), round(end + offset_s, 3)
-            row["spans"].append(
-                {"start": start_s, "end": end_s, "speaker": s.speaker, "audio_offset": offset, "num_samples": len(clip)}
-            )
+            inside = None if pauses is None else [round(p + offset_s, 3) for p in pauses if s.start < p < end]
+            row["spans"].append({"start": start_s, "end": end_s, "speaker": s.speaker, "audio_offset": offset,
+                                 "num_samples": len(clip), "pauses": inside})
             pieces.append(clip)
             offset += len(clip)
         return np.concatenate(pieces)

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from pipeline.backends.nemo.common import NemoBackend, frame_seconds_of, frames_in, split_on_oom
 from pipeline.config import ModelsConfig, VadConfig
 from pipeline.records import SAMPLE_RATE, Span
-from pipeline.timeline import probs_to_regions
+from pipeline.timeline import PAUSE_S, pauses_inside, probs_to_regions
 
 
 class NemoVad(NemoBackend):
@@ -70,7 +70,13 @@ class NemoVad(NemoBackend):
 
     def speech_regions(self, audio: np.ndarray) -> list[Span]:
         """Speech regions of one recording, seconds of its timeline, sorted and non-overlapping."""
-        probs = self.speech_probs(audio)
+        return self._regions(self.speech_probs(audio), len(audio), self.cfg.min_silence_s, self.cfg.pad_s)
+
+    def pauses(self, audio: np.ndarray, regions: Sequence[Span]) -> list[float]:
+        """Pauses of at least `PAUSE_S` inside the regions, from the same frame probabilities."""
+        return pauses_inside(self._regions(self.speech_probs(audio), len(audio), PAUSE_S, 0.0), regions)
+
+    def _regions(self, probs: np.ndarray, n: int, min_silence_s: float, pad_s: float) -> list[Span]:
         neg = self.cfg.neg_threshold if self.cfg.neg_threshold is not None else max(0.01, self.cfg.threshold - 0.15)
         return probs_to_regions(
             probs,
@@ -78,7 +84,7 @@ class NemoVad(NemoBackend):
             onset=self.cfg.threshold,
             offset=neg,
             min_speech_s=self.cfg.min_speech_s,
-            min_silence_s=self.cfg.min_silence_s,
-            pad_s=self.cfg.pad_s,
-            duration=len(audio) / SAMPLE_RATE,
+            min_silence_s=min_silence_s,
+            pad_s=pad_s,
+            duration=n / SAMPLE_RATE,
         )
