@@ -14,6 +14,8 @@ it is decoded. The rules, one per stage:
   two pieces' VAD differ near the boundary; and a boundary in the quietest spot rarely cuts a word.
 - sink (`join`): once every piece of a recording is there, one recording row (segments in time order,
   renumbered; times summed; the worst status, every error kept) and one commit, as for a short file.
+  With diarization, each piece has clustered its own speakers; their mean voices are clustered
+  together (`stitch`), so a speaker keeps one label across the whole recording.
 """
 
 from __future__ import annotations
@@ -126,14 +128,72 @@ _SUMMED = ("duration", "speech_seconds", "asr_audio_seconds", "asr_padded_second
 _PEAK = ("decode_peak_rss_mb", "recording_peak_rss_mb", "segment_peak_rss_mb")
 
 
-def join(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+def stitch(rows: list[dict[str, Any]], cfg: Any) -> dict[tuple[int, str], str]:
+    """(piece, its speaker label) -> the recording's speaker label, by clustering every piece's
+    speakers by voice: average link, stopped at the job's `cluster_threshold`, within its speaker
+    bounds (cfg is the DiarizationConfig), as the pieces clustered their own windows. A voice is the
+    mean of a speaker's unit d-vectors, so 1 - a.b is the average cosine distance between the two
+    speakers' windows: the same scale as the threshold. A piece clusters its own windows first, so a
+    speaker it split in two (a user's `num_speakers` it does not hold) is merged back here. A label
+    that came without a voice (a piece too short to embed) goes to the most heard speaker."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    keys = [(r["piece"], v["speaker"]) for r in rows for v in (r.get("voices") or [])]
+    if not keys:
+        return {}
+    voices = np.array([v["embedding"] for r in rows for v in (r.get("voices") or [])], dtype=np.float64)
+    seconds = [v["seconds"] for r in rows for v in (r.get("voices") or [])]
+    if len(keys) == 1:
+        labels = np.ones(1, dtype=int)
+    else:
+        dist = np.clip(1.0 - voices @ voices.T, 0.0, 2.0)
+        np.fill_diagonal(dist, 0.0)
+        tree = linkage(squareform(dist, checks=False), method="average")
+        labels = fcluster(tree, cfg.cluster_threshold, criterion="distance")
+        bound = cfg.num_speakers or min(max(len(set(labels)), cfg.min_speakers), cfg.max_speakers)
+        if bound != len(set(labels)):
+            labels = fcluster(tree, bound, criterion="maxclust")
+    order: dict[int, int] = {}
+    for lab in labels:  # numbered by first appearance, as a whole recording's are
+        order.setdefault(int(lab), len(order))
+    mapping = {key: f"spk{order[int(lab)]}" for key, lab in zip(keys, labels)}
+    heard: Counter = Counter()
+    for key, s in zip(keys, seconds):
+        heard[mapping[key]] += s
+    most = heard.most_common(1)[0][0]
+    for r in rows:
+        for seg in r.get("segments") or []:
+            for name in [seg.get("speaker"), *(w.get("speaker") for w in seg.get("words") or [])]:
+                if name is not None:
+                    mapping.setdefault((r["piece"], name), most)
+    return mapping
+
+
+def _relabel(row: dict[str, Any], mapping: dict[tuple[int, str], str]) -> None:
+    k = row["piece"]
+    for seg in row.get("segments") or []:
+        if seg.get("speaker") is not None:
+            seg["speaker"] = mapping[(k, seg["speaker"])]
+        for w in seg.get("words") or []:
+            if w.get("speaker") is not None:
+                w["speaker"] = mapping[(k, w["speaker"])]
+
+
+def join(pieces: list[dict[str, Any]], diarization: Any = None) -> dict[str, Any]:
     """The rows of one recording's pieces (segment stage output, any order) -> its one row.
 
     Status: "error" if any piece failed (the recording must be redone, so a rerun retries it), else
-    "ok" if any piece holds speech, else "no_speech". Every piece's error or warning is kept."""
+    "ok" if any piece holds speech, else "no_speech". Every piece's error or warning is kept.
+    Speakers: with `diarization` (the job's DiarizationConfig) and pieces that carry voices, each
+    piece's labels become the recording's (`stitch`)."""
     rows = sorted(pieces, key=lambda r: r["piece"])
+    if diarization is not None and any(r.get("voices") for r in rows):
+        mapping = stitch(rows, diarization)
+        for r in rows:
+            _relabel(r, mapping)
     out = dict(rows[0])
-    out.update(piece=None, piece_start=None, core_start=None, core_end=None, last_piece=None)
+    out.update(piece=None, piece_start=None, core_start=None, core_end=None, last_piece=None, voices=None)
     for name in _SUMMED:
         values = [r.get(name) for r in rows if r.get(name) is not None]
         out[name] = sum(values) if values else None

@@ -249,6 +249,7 @@ SPAN_TYPE = pa.struct(
 )
 
 TURN_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("speaker", pa.string())])
+VOICE_TYPE = pa.struct([("speaker", pa.string()), ("seconds", pa.float64()), ("embedding", pa.list_(pa.float32()))])
 
 #: Recording stage -> segment stage. `audio` now holds the speech only: the spans' samples, back to back.
 SEGMENTED_SCHEMA = pa.schema(
@@ -258,6 +259,9 @@ SEGMENTED_SCHEMA = pa.schema(
         # diarization's speaker turns (seconds, original timeline); the segment stage gives them to
         # the recognised words. Null without diarization.
         ("turns", pa.list_(TURN_TYPE)),
+        # a piece of a long recording (pipeline/pieces.py): each of its speakers' mean voice embedding,
+        # which the sink matches across pieces so that labels hold for the whole recording
+        ("voices", pa.list_(VOICE_TYPE)),
         ("num_speakers", pa.int32()),
         ("speech_seconds", pa.float64()),
         ("recording_wall_seconds", pa.float64()),  # VAD + diarization time spent on this recording

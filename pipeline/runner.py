@@ -79,6 +79,7 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     )
     from pipeline.progress import Reporter
     from pipeline.sink import TranscriptSink
+    from pipeline.backends.registry import stitches_pieces
     from pipeline.batching import windows
     from pipeline.records import INPUT_SCHEMA
     from pipeline.stages.decode import decode_stream
@@ -101,16 +102,16 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     ]
     ds = ray.data.from_arrow(blocks)
     diar = cfg.recording_stage.diarization
-    # Speaker labels come from clustering the whole recording, so a diarized recording is not cut
-    # into pieces (pipeline/pieces.py): it is held whole, as before pieces existed.
-    decode_cfg = cfg.decode.model_copy(update={"piece_s": 0.0}) if diar.enabled else cfg.decode
+    # A long recording goes in pieces (pipeline/pieces.py) unless its speakers could not be matched
+    # across them: then it is held whole, as before pieces existed.
+    decode_cfg = cfg.decode if stitches_pieces(diar) else cfg.decode.model_copy(update={"piece_s": 0.0})
     ds = map_tasks(ds, decode_stream, cfg.decode.resources, "decoded", cfg=decode_cfg, storage=cfg.input.storage,
                    channel_energy=diar.enabled and diar.backend == "channels")  # decode keeps per-channel energy
     ds = map_actor(ds, RecordingStage.from_config, cfg.recording_stage.resources, "segmented", job=cfg)
     seg = cfg.segment_stage
     asr_threads = None if cfg.models.use_gpu(seg.resources) else seg.asr.cpu_threads  # on a CPU: ASR's own count
     ds = map_actor(ds, SegmentStage.from_config, seg.resources, "transcribed", last=True, threads=asr_threads, job=cfg)
-    sink = TranscriptSink(cfg.output, run_id, fingerprint)
+    sink = TranscriptSink(cfg.output, run_id, fingerprint, diar)
     progress = Reporter(start_progress(), total_files=len(todo), interval_s=cfg.progress.log_interval_s).start()
     try:
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink, WriteResult
 
-from pipeline.config import OutputConfig
+from pipeline.config import DiarizationConfig, OutputConfig
 from pipeline.engine import add_progress
 from pipeline.ledger import RECORDINGS_TABLE_SCHEMA, SEGMENTS_TABLE_SCHEMA, Ledger, write_id_for
 from pipeline.pieces import PieceRegistry, join
@@ -124,8 +124,10 @@ def _segment_summary(table: pa.Table) -> dict[str, Any]:
 
 
 class TranscriptSink(Datasink[dict]):
-    def __init__(self, cfg: OutputConfig, run_id: str, fingerprint: str):
+    def __init__(self, cfg: OutputConfig, run_id: str, fingerprint: str, diarization: DiarizationConfig | None = None):
+        """`diarization`: the job's, to match the speakers of a long recording's pieces (pipeline/pieces.py)."""
         self.cfg, self.run_id, self.fingerprint = cfg, run_id, fingerprint
+        self.diarization = diarization if diarization is not None and diarization.enabled else None
         self.summaries: list[dict] = []
         self.registry = None  # the run's PieceRegistry actor (on_write_start)
 
@@ -199,7 +201,7 @@ class TranscriptSink(Datasink[dict]):
         for folder in done:
             files = sorted(with_retries(lambda: led.fs.ls(folder, detail=False)))
             rows = [r for f in files for r in pq.read_table(io.BytesIO(with_retries(lambda: led.fs.cat_file(f)))).to_pylist()]
-            joined.append(join(rows))
+            joined.append(join(rows, self.diarization))
         if joined:
             whole = pa.concat_tables([whole, pa.Table.from_pylist(joined, schema=table.schema)])
         return whole

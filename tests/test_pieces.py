@@ -133,3 +133,33 @@ def test_overlap_longer_than_half_a_piece_is_refused(piece_s, overlap_s):
 
     with pytest.raises(ValueError, match="piece_overlap_s"):
         DecodeConfig(piece_s=piece_s, piece_overlap_s=overlap_s)
+
+
+def _voice(direction: np.ndarray, spread: float, seed: int) -> list[float]:
+    """The mean of 20 unit vectors scattered around `direction` (as a speaker's d-vectors are)."""
+    rng = np.random.default_rng(seed)
+    v = direction + spread * rng.standard_normal((20, len(direction)))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).mean(axis=0).tolist()
+
+
+def test_stitch_gives_a_speaker_one_label_across_pieces():
+    from pipeline.config import DiarizationConfig
+    from pipeline.pieces import stitch
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(64), rng.standard_normal(64)  # two voices, far apart
+    rows = [
+        {"piece": 0, "voices": [{"speaker": "spk0", "seconds": 30, "embedding": _voice(b, 0.05, 1)},
+                                {"speaker": "spk1", "seconds": 20, "embedding": _voice(a, 0.05, 2)}]},
+        # piece 1 was told num_speakers=2 but holds speaker b alone: it split b in two
+        {"piece": 1, "voices": [{"speaker": "spk0", "seconds": 25, "embedding": _voice(b, 0.05, 3)},
+                                {"speaker": "spk1", "seconds": 5, "embedding": _voice(b, 0.05, 4)}],
+         "segments": [{"speaker": "spk2", "words": []}]},  # a label without a voice
+        {"piece": 2, "voices": [{"speaker": "spk0", "seconds": 30, "embedding": _voice(a, 0.05, 5)}]},
+    ]
+    m = stitch(rows, DiarizationConfig(enabled=True))
+    assert m[(0, "spk0")] == m[(1, "spk0")] == m[(1, "spk1")] == "spk0"  # b, numbered first as it speaks first
+    assert m[(0, "spk1")] == m[(2, "spk0")] == "spk1"
+    assert m[(1, "spk2")] == "spk0"  # no voice: the most heard speaker (b, 60 s; a, 50 s)
+    fixed = stitch(rows, DiarizationConfig(enabled=True, num_speakers=3))
+    assert len(set(fixed.values())) == 3

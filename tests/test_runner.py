@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import jiwer
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -150,6 +151,32 @@ def test_a_recording_cut_into_pieces_is_one_recording_with_the_same_words(corpus
     whole = _text_by_uri(corpus_run[1])[str((corpus / "speech" / "silerovad_test.wav").resolve())]
     pieced = " ".join(s["text"] for s in segs)
     assert _wer(whole, pieced, "en") < 0.1
+
+
+def test_a_diarized_recording_in_pieces_keeps_one_label_per_speaker(corpus, tmp_path):
+    """The two-speaker call three times over (90 s) in 30 s pieces: each piece clusters its own
+    speakers, the sink matches them by voice (pipeline/pieces.py `stitch`), and the recording has
+    2 speakers whose labels hold across pieces (DER against the reference turns, repeated)."""
+    import soundfile as sf
+
+    from pipeline.der import der, read_rttm
+    from tests.helpers import load_audio
+
+    call = load_audio(corpus / "diarization/pyannote_sample.wav")
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(str(src / "call-x3.flac"), np.concatenate([call, call, call]), 16000, subtype="PCM_16")
+    cfg = load_config(LOCAL_CONF, [f"input.uri={src}", f"output.uri={tmp_path / 'out'}", "recording_stage.diarization.enabled=true",
+                                   "decode.piece_s=30", "decode.piece_overlap_s=4"])
+    run(cfg)
+    (rec,) = read_output(cfg.output, "recordings").to_pylist()
+    segs = read_output(cfg.output, "segments").to_pylist()
+    assert rec["num_speakers"] == 2 and {s["speaker"] for s in segs} == {"spk0", "spk1"}
+    length = len(call) / 16000
+    ref = [(a + k * length, b + k * length, who) for k in range(3)
+           for a, b, who in read_rttm((corpus / "diarization/pyannote_sample.rttm").read_text())]
+    result = der(ref, [(s["start"], s["end"], s["speaker"]) for s in segs], collar=0.25)
+    assert result["der"] <= 0.35, result
 
 
 def test_diarization_finds_two_speakers_in_the_call(corpus, tmp_path):

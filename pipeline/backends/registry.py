@@ -38,6 +38,14 @@ def make_diarizer(cfg: DiarizationConfig, models: ModelsConfig, use_gpu: bool) -
     return NemoDiarizer(cfg, models, use_gpu)
 
 
+def stitches_pieces(cfg: DiarizationConfig) -> bool:
+    """Whether a long recording may be cut into pieces (pipeline/pieces.py) under this diarization:
+    none, or one whose speakers can be matched across pieces by voice (Resemblyzer gives each
+    speaker's mean d-vector: `ResemblyzerDiarizer.voices`). The others (NeMo, whose labels are
+    per call; channels, whose envelope decode makes for the whole stream) keep a recording whole."""
+    return not cfg.enabled or cfg.backend == "resemblyzer"
+
+
 def make_asr(cfg: AsrConfig, models: ModelsConfig, use_gpu: bool, lid: LidConfig | None = None) -> AsrBackend:
     """The ASR backend. `lid` gives a Whisper model the probe lengths of its fused language ID."""
     if cfg.backend == "whisper":

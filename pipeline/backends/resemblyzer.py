@@ -30,6 +30,7 @@ class ResemblyzerDiarizer:
             from resemblyzer import VoiceEncoder
 
         self.cfg = cfg
+        self._voices: list[dict] = []
         self.encoder = VoiceEncoder(device="cuda" if use_gpu else "cpu", verbose=False)
 
     def model_id(self) -> str:
@@ -42,10 +43,23 @@ class ResemblyzerDiarizer:
         self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
     ) -> list[Span]:
         centres, embeds = self._window_embeddings(audio, regions)
+        self._voices = []
         if len(embeds) == 0:
             return [Span(r.start, r.end, "spk0") for r in regions]
         labels = cluster_for(self.cfg, np.stack(embeds), self.cfg.embedding_hop_s)
+        unit = np.stack(embeds) / np.maximum(np.linalg.norm(np.stack(embeds), axis=1, keepdims=True), 1e-9)
+        for lab in sorted(set(labels.tolist())):
+            mine = unit[labels == lab]
+            self._voices.append({"speaker": f"spk{lab}", "seconds": len(mine) * self.cfg.embedding_hop_s,
+                                 "embedding": mine.mean(axis=0).astype(np.float32).tolist()})
         return turns_from_windows(regions, np.asarray(centres), labels)
+
+    def voices(self) -> list[dict]:
+        """Each speaker of the last `speaker_turns` call: its label, its seconds of embedded speech and
+        the mean of its unit d-vectors (not renormalised: 1 - a.b of two such means is the average
+        cosine distance between their windows, the distance the clustering used), so that the
+        speakers of a long recording's pieces can be matched across them (pipeline/pieces.py `stitch`)."""
+        return list(self._voices)
 
     def _window_embeddings(self, audio: np.ndarray, regions: Sequence[Span]) -> tuple[list[float], list[np.ndarray]]:
         centres: list[float] = []

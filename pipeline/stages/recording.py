@@ -59,7 +59,7 @@ class RecordingStage:
         rows = batch.drop_columns([c for c in ("audio", "channel_energy") if c in batch.column_names]).to_pylist()
         speech: list[np.ndarray | None] = []
         for i, row in enumerate(rows):
-            row.update(spans=[], turns=None, num_speakers=None, speech_seconds=None, models=self.models)
+            row.update(spans=[], turns=None, voices=None, num_speakers=None, speech_seconds=None, models=self.models)
             t0 = time.perf_counter()
             out = None
             if row["status"] == "ok":
@@ -96,6 +96,8 @@ class RecordingStage:
             row["turns"] = [{"start": round(t.start + offset_s, 3), "end": round(t.end + offset_s, 3), "speaker": t.speaker}
                             for t in turns]
             row["num_speakers"] = len({t.speaker for t in turns})
+            if row.get("piece") is not None:  # the sink matches this piece's speakers with the others'
+                row["voices"] = self.diarizer.voices()
         else:
             row["num_speakers"] = 1 if spans else 0
         if not spans:
