@@ -24,27 +24,38 @@ class ExportError(RuntimeError):
 INPUTS_TABLE = "_scriptorium/inputs"
 
 
-def record_input_fields(output: OutputConfig, files: list) -> int:
+def record_input_fields(output: OutputConfig, files) -> int:
     """Keep the extra fields of manifest lines (`InputFile.extra`: reference `text`, `lang`, ...) with the
     output, in the Delta table `_scriptorium/inputs` (recording_id, uri, fields as JSON), so exports and
-    `eval` carry them. One predicate overwrite per 5,000 recordings; files without fields are skipped."""
+    `eval` carry them. `files`: the listing as a table (`discover_table`) or a list of InputFile. Only
+    rows not already recorded as they are now are written (a nightly rerun of an unchanged manifest
+    writes nothing), one predicate overwrite per 5,000. Returns how many files carry fields."""
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    rows = [{"recording_id": f.recording_id, "uri": f.uri, "fields": json.dumps(f.extra, sort_keys=True, default=str)}
-            for f in files if getattr(f, "extra", None)]
-    if not rows:
+    from pipeline.records import input_table
+
+    listed = input_table(files)
+    rows = (listed.filter(pc.is_valid(listed.column("extra"))).select(["recording_id", "uri", "extra"])
+            .rename_columns(["recording_id", "uri", "fields"]))
+    if not rows.num_rows:
         return 0
     led = Ledger(output)
     uri = led.table_uri(INPUTS_TABLE)
-    schema = pa.schema([("recording_id", pa.string()), ("uri", pa.string()), ("fields", pa.string())])
-    for k in range(0, len(rows), 5000):
-        part = rows[k : k + 5000]
-        quoted = ", ".join("'" + r["recording_id"].replace("'", "''") + "'" for r in part)
+    dt = led.table(INPUTS_TABLE)
+    todo = rows
+    if dt is not None:
+        def key(t: pa.Table) -> pa.ChunkedArray:
+            return pc.binary_join_element_wise(t.column("recording_id"), t.column("uri"), t.column("fields"), "\x1f")
+
+        todo = rows.filter(pc.invert(pc.is_in(key(rows), value_set=key(dt.to_pyarrow_table(columns=rows.column_names)))))
+    for k in range(0, todo.num_rows, 5000):
+        part = todo.slice(k, 5000)
+        quoted = ", ".join("'" + r.replace("'", "''") + "'" for r in part.column("recording_id").to_pylist())
         exists = led.table(INPUTS_TABLE) is not None
-        write_deltalake(uri, pa.Table.from_pylist(part, schema=schema), mode="overwrite" if exists else "append",
+        write_deltalake(uri, part, mode="overwrite" if exists else "append",
                         predicate=f"recording_id IN ({quoted})" if exists else None, storage_options=led.options)
-    return len(rows)
+    return rows.num_rows
 
 
 def input_fields(led: Ledger, recording_ids: list[str]) -> dict[str, dict]:
