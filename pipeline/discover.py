@@ -96,13 +96,16 @@ def _found(fs, root: str) -> Iterator[tuple[str, dict]]:
     yield from sorted(with_retries(lambda: fs.find(root, detail=True)).items())
 
 
+#: Keys per S3 listing request (1,000 is the most S3 returns).
+LIST_PAGE_KEYS = 1000
+
+
 def _s3_objects(fs, root: str) -> Iterator[tuple[str, dict]]:
-    """(path, info) of every object under an S3 prefix, one `list_objects_v2` page (1,000 keys) at a
-    time, each page retried on its own. Not s3fs's `find`: it collects the whole listing (and a
+    """(path, info) of every object under an S3 prefix, one `list_objects_v2` page at a time, each page retried on its own. Not s3fs's `find`: it collects the whole listing (and a
     second copy in its directory cache) before returning."""
     bucket, key, _ = fs.split_path(root)
     prefix = key.rstrip("/") + "/" if key else ""
-    kwargs: dict = {"Bucket": bucket, "Prefix": prefix}
+    kwargs: dict = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE_KEYS}
     listed = 0
     while True:
         page = with_retries(lambda: fs.call_s3("list_objects_v2", **kwargs))
