@@ -224,11 +224,12 @@ def _manifest_lines(cfg: InputConfig, fs, path: str) -> Iterator[str]:
 
     try:
         size = with_retries(lambda: fs.size(path))
-        if size is None:
-            raise fail("cannot be read (its store gives no size)")
         rest = b""
-        for start in range(0, size, MANIFEST_RANGE):
-            chunk = with_retries(lambda: fs.cat_file(path, start=start, end=min(start + MANIFEST_RANGE, size)))
+        # a server that gives no size (HTTP without Content-Length): one read of the whole manifest
+        starts = range(0, size, MANIFEST_RANGE) if size is not None else [None]
+        for start in starts:
+            chunk = with_retries(lambda: fs.cat_file(path) if start is None else
+                                 fs.cat_file(path, start=start, end=min(start + MANIFEST_RANGE, size)))
             *lines, rest = (rest + chunk).split(b"\n")
             for line in lines:
                 yield line.decode("utf-8")
