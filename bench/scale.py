@@ -1,18 +1,23 @@
 """Corpus-scale benchmark (issue 11): start-up cost of a nightly rerun against a big output.
 
     .venv/bin/python bench/scale.py                      # 10 k and 100 k committed recordings
-    .venv/bin/python bench/scale.py --sizes 10000 --million   # add 1 M (slow to synthesise)
+    .venv/bin/python bench/scale.py --sizes 10000 --million   # add 1 M (manifest operations only, below)
 
 On the loopback S3 server (moto, `ThreadedMotoServer` on 127.0.0.1), per size N:
   1. N tiny input objects under s3://scale/in-N/ and a manifest of them (with and without size and
      duration on each line), and N committed recordings synthesised straight into the output's
-     Delta tables (`recordings` + one `segments` row each, in commits of --chunk rows; no models).
-  2. Each measured operation runs in a fresh subprocess (its own peak RSS = the driver's):
+     Delta tables (`recordings` + one `segments` row each, in commits of --chunk rows; no models),
+     with the quality rules a run records (else the first no-op run re-judges every segment).
+     At 1 M (--million) no input objects are made (moto keeps each object in a temporary file and
+     lists a bucket in O(N) per 1,000-key page) and only the manifest operations are measured.
+  2. Each measured operation runs in a fresh subprocess; its peak memory is the driver's (VmHWM,
+     not ru_maxrss, which Linux carries over from the big parent across fork + exec):
        listing      discover() of the folder (the listing itself)
        manifest     discover() of a manifest that gives size + duration (trusted: no request per line)
        manifest-head discover() of a manifest of bare paths (one HEAD per line, 64 in flight)
        plan         the column-projected read of `recordings` + Ledger.plan (all skipped)
        no-op run    pipeline.runner.run on the unchanged input (discover + lock + plan + report)
+       no-op run (manifest)  the same with the trusted manifest as its input
        status       pipeline.status.status_data (reads `recordings`, lists the input, plans)
   3. A table: seconds and peak RSS per operation and size.
 """
@@ -33,8 +38,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-OPS = ["listing", "manifest", "manifest-head", "plan", "no-op run", "status", "commit", "maintain",
-       "plan after maintain", "commit after maintain"]
+OPS = ["listing", "manifest", "manifest-head", "plan", "no-op run", "no-op run (manifest)", "status", "commit",
+       "maintain", "plan after maintain", "commit after maintain"]
+#: What is measured at 1 M: no input objects exist there (see the docstring).
+MILLION_OPS = ["manifest", "plan", "no-op run (manifest)"]
 
 
 def _cfg(endpoint: str, n: int, manifest: str | None = None):
@@ -46,8 +53,9 @@ def _cfg(endpoint: str, n: int, manifest: str | None = None):
         f"input.storage.endpoint_url={endpoint}", f"output.storage.endpoint_url={endpoint}"])
 
 
-def synthesise(endpoint: str, n: int, chunk: int, head_lines: int) -> None:
-    """Input objects, manifests and N committed recordings (the commits a run would have made)."""
+def synthesise(endpoint: str, n: int, chunk: int, head_lines: int, objects: bool = True) -> None:
+    """Input objects (unless not `objects`), manifests and N committed recordings (the commits a run
+    would have made)."""
     import pyarrow as pa
     import s3fs
 
@@ -61,21 +69,23 @@ def synthesise(endpoint: str, n: int, chunk: int, head_lines: int) -> None:
     fp = cfg.fingerprint()
     t0 = time.time()
     bodies = {f"scale/in-{n}/f{i:07d}.wav": f"RIFF{i:012d}".encode() for i in range(n)}
-    # Straight into the in-process moto backend: uploading 100 k objects over HTTP takes longer than
-    # everything measured here; the listing and HEADs measured below do go over HTTP.
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.s3.models import s3_backends
+    if objects:
+        # Straight into the in-process moto backend: uploading 100 k objects over HTTP takes longer than
+        # everything measured here; the listing and HEADs measured below do go over HTTP.
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
 
-    backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
-    for key, body in bodies.items():
-        backend.put_object("scale", key.split("/", 1)[1], body, disable_notification=True)
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+        for key, body in bodies.items():
+            backend.put_object("scale", key.split("/", 1)[1], body, disable_notification=True)
     uris = [f"s3://{k}" for k in bodies]
     trusted = "\n".join(json.dumps({"audio_filepath": u, "size": len(b), "duration": 1.0,
                                     "etag": hashlib.md5(b).hexdigest()}) for u, b in zip(uris, bodies.values()))
     fs.pipe_file(f"scale/in-{n}.jsonl", trusted.encode())
+    del trusted
     bare = "\n".join(json.dumps({"audio_filepath": u}) for u in uris[:head_lines])
     fs.pipe_file(f"scale/in-{n}-bare.jsonl", bare.encode())
-    print(f"  {n}: {n} objects + manifests in {time.time() - t0:.1f} s", flush=True)
+    print(f"  {n}: {n if objects else 0} objects + manifests in {time.time() - t0:.1f} s", flush=True)
     t0 = time.time()
     led = Ledger(cfg.output)
     from deltalake import write_deltalake
@@ -97,6 +107,9 @@ def synthesise(endpoint: str, n: int, chunk: int, head_lines: int) -> None:
                         mode="append", storage_options=led.options)
         write_deltalake(led.table_uri("recordings"), pa.Table.from_pylist(rec, schema=RECORDINGS_TABLE_SCHEMA),
                         mode="append", storage_options=led.options)
+    from pipeline.filter import record_rules
+
+    record_rules(cfg.output, cfg.segment_stage.quality, "run")  # what a run leaves beside its commits
     print(f"  {n}: {n} recordings committed in {-(-n // chunk)} commits per table in {time.time() - t0:.1f} s",
           flush=True)
 
@@ -110,8 +123,9 @@ def _cpu() -> float:
 
 def measure(endpoint: str, n: int, op: str) -> dict:
     """One operation, in this (fresh) process: wall seconds and the process's peak RSS."""
-    from pipeline.discover import discover
+    from pipeline.discover import discover_table as discover
     from pipeline.ledger import Ledger
+    from pipeline.records import peak_rss_mb
 
     cfg = _cfg(endpoint, n)
     if op.startswith("commit"):  # imports (Ray Data) are not what is measured
@@ -120,11 +134,11 @@ def measure(endpoint: str, n: int, op: str) -> dict:
     t0, c0 = time.time(), _cpu()
     out: dict = {}
     if op == "listing":
-        out["files"] = len(discover(cfg.input))
+        out["files"] = discover(cfg.input).num_rows
     elif op == "manifest":
-        out["files"] = len(discover(_cfg(endpoint, n, f"s3://scale/in-{n}.jsonl").input))
+        out["files"] = discover(_cfg(endpoint, n, f"s3://scale/in-{n}.jsonl").input).num_rows
     elif op == "manifest-head":
-        out["files"] = len(discover(_cfg(endpoint, n, f"s3://scale/in-{n}-bare.jsonl").input))
+        out["files"] = discover(_cfg(endpoint, n, f"s3://scale/in-{n}-bare.jsonl").input).num_rows
     elif op.startswith("commit"):
         out["files_before"] = _commit_new_block(cfg, op)
     elif op == "maintain":
@@ -137,10 +151,10 @@ def measure(endpoint: str, n: int, op: str) -> dict:
         t0, c0 = time.time(), _cpu()  # the plan alone: one read of `recordings` + the comparison
         _, counts = Ledger(cfg.output).plan(files, cfg.fingerprint())
         out.update(counts)
-    elif op == "no-op run":
+    elif op.startswith("no-op run"):
         from pipeline.runner import run
 
-        r = run(cfg)
+        r = run(_cfg(endpoint, n, f"s3://scale/in-{n}.jsonl") if "manifest" in op else cfg)
         out.update(skipped=r.skipped, processed=r.processed)
     elif op == "status":
         from pipeline.status import status_data
@@ -149,7 +163,7 @@ def measure(endpoint: str, n: int, op: str) -> dict:
                [f"input.uri={cfg.input.uri}", f"input.storage.endpoint_url={endpoint}",
                 f"output.storage.endpoint_url={endpoint}"])
         out.update(committed=d["committed"], skipped=d["rerun"]["skipped"])
-    out.update(seconds=time.time() - t0, cpu_seconds=_cpu() - c0, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out.update(seconds=time.time() - t0, cpu_seconds=_cpu() - c0, peak_rss_mb=peak_rss_mb())
     return out
 
 
@@ -176,7 +190,8 @@ def _commit_new_block(cfg, tag: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000")
-    ap.add_argument("--million", action="store_true", help="add 1,000,000")
+    ap.add_argument("--million", action="store_true",
+                    help=f"add 1,000,000 (no input objects; only {', '.join(MILLION_OPS)})")
     ap.add_argument("--chunk", type=int, default=2000, help="recordings per synthesised commit")
     ap.add_argument("--head-lines", type=int, default=1000, help="lines of the bare manifest (one HEAD each)")
     ap.add_argument("--ops", default=",".join(OPS))
@@ -206,8 +221,12 @@ def main() -> None:
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     try:
         for n in sizes:
-            synthesise(endpoint, n, args.chunk, min(args.head_lines, n))
+            million = n >= 1_000_000
+            synthesise(endpoint, n, max(args.chunk, 100_000) if million else args.chunk, min(args.head_lines, n),
+                       objects=not million)
             for op in args.ops.split(","):
+                if million and op not in MILLION_OPS:
+                    continue
                 proc = subprocess.run([sys.executable, __file__, "--_measure", endpoint, str(n), op],
                                       capture_output=True, text=True, cwd=REPO, env=env)
                 line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -225,8 +244,8 @@ def main() -> None:
     for op in args.ops.split(","):
         cells = []
         for n in sizes:
-            r = results[(n, op)]
-            cells += [f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}", f"{r['peak_rss_mb']:.0f}"]
+            r = results.get((n, op))
+            cells += [f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}", f"{r['peak_rss_mb']:.0f}"] if r else ["—"] * 3
         label = op if op != "manifest-head" else f"manifest-head (first {args.head_lines:,} lines at most)"
         print(f"| {label} | " + " | ".join(cells) + " |")
     if args.json:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from pipeline.records import InputFile
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 CostFn = Callable[[Sequence[float]], float]
 
@@ -71,30 +73,32 @@ _BYTES_PER_S = {".wav": 32000, ".flac": 18000, ".mp3": 16000, ".m4a": 16000, ".m
                 ".ogg": 8000, ".opus": 4000, ".webm": 6000}
 
 
-def estimated_seconds(f: InputFile) -> float:
-    if f.duration_hint is not None:
-        return f.duration_hint
-    ext = "." + f.uri.rsplit(".", 1)[-1].lower() if "." in f.uri else ""
-    return f.size / _BYTES_PER_S.get(ext, 16000)
+def estimated_seconds(files: pa.Table) -> np.ndarray:
+    """Seconds of each listed file (a LISTED_SCHEMA table): the manifest's duration, else the size
+    over the container's typical bytes per second."""
+    uri = pc.utf8_lower(files.column("uri"))
+    rate = pa.repeat(pa.scalar(16000.0), files.num_rows)
+    for ext, bps in _BYTES_PER_S.items():
+        rate = pc.if_else(pc.ends_with(uri, ext), bps * 1.0, rate)
+    by_size = pc.divide(pc.cast(files.column("size"), pa.float64()), rate)
+    return pc.coalesce(files.column("duration_hint"), by_size).to_numpy().astype(float)
 
 
-def windows(files: Sequence[InputFile], window_s: float, max_files: int) -> list[list[InputFile]]:
-    """Group the (already ordered) files into pooling windows of about `window_s` estimated seconds.
+def windows(files: pa.Table, window_s: float, max_files: int) -> list[tuple[int, int]]:
+    """Group the (already ordered) files into pooling windows of about `window_s` estimated seconds;
+    returns (offset, length) slices of `files`.
 
     A window is one Ray block, and the segment stage receives it whole, so its segments are bucketed
     together. Long files go alone; neighbours in the longest-first order have similar lengths."""
-    out: list[list[InputFile]] = []
-    current: list[InputFile] = []
-    seconds = 0.0
-    for f in files:
-        est = estimated_seconds(f)
-        if current and (seconds + est > window_s or len(current) >= max_files):
-            out.append(current)
-            current, seconds = [], 0.0
-        current.append(f)
+    out: list[tuple[int, int]] = []
+    start, seconds = 0, 0.0
+    for i, est in enumerate(estimated_seconds(files).tolist()):
+        if i > start and (seconds + est > window_s or i - start >= max_files):
+            out.append((start, i - start))
+            start, seconds = i, 0.0
         seconds += est
-    if current:
-        out.append(current)
+    if files.num_rows > start:
+        out.append((start, files.num_rows - start))
     return out
 
 

@@ -6,6 +6,12 @@ trusted where the line already gives `size` and `duration`. Work is ordered in t
 first (duration from the manifest, else file size as a proxy): cheap, and long files start early
 instead of straggling.
 
+Streaming: listings are read page by page (an S3 prefix one `list_objects_v2` page at a time, a
+manifest in 8 MB ranges) and every PAGE entries become one Arrow table, so the driver never holds a
+million-file corpus as Python objects (~1 KB each), only as Arrow rows (~100 bytes each).
+`discover_table` is what the job uses; `discover` gives the same as `InputFile` objects, for small
+inputs and tests.
+
 Containment (input is untrusted): a folder's symlinks must resolve inside the folder, a manifest's
 local entries inside the manifest's folder, its remote entries on the manifest's own protocol and
 bucket (or host); `input.allowed_roots` / `input.allowed_buckets` widen that. Only regular files are
@@ -22,11 +28,14 @@ import posixpath
 import stat
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterable, Iterator
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from fsspec.utils import get_protocol
 
 from pipeline.config import InputConfig
-from pipeline.records import InputFile
+from pipeline.records import LISTED_SCHEMA, InputFile, input_files, input_table
 from pipeline.storage import filesystem, full_uri, is_local, with_retries
 from pipeline.text import safe
 
@@ -35,30 +44,82 @@ class DiscoveryError(ValueError):
     """The input cannot be listed (missing folder, unreadable manifest line)."""
 
 
+#: Entries per Arrow page of a listing: the most InputFile objects alive at once.
+PAGE = 10_000
+
+
+def discover_table(cfg: InputConfig) -> pa.Table:
+    """The input as a LISTED_SCHEMA table, longest first (then by URI), cut to `input.limit`."""
+    entries = _from_manifest(cfg) if cfg.uri.endswith((".jsonl", ".json")) else _from_listing(cfg)
+    t = pa.concat_tables([LISTED_SCHEMA.empty_table(), *_pages(entries)])
+    est = pc.coalesce(t.column("duration_hint"), pc.divide(pc.cast(t.column("size"), pa.float64()), 32000.0))
+    order = pc.sort_indices(pa.table({"est": est, "uri": t.column("uri")}),
+                            sort_keys=[("est", "descending"), ("uri", "ascending")])
+    t = t.take(order)
+    return t.slice(0, cfg.limit) if cfg.limit else t
+
+
 def discover(cfg: InputConfig) -> list[InputFile]:
-    if cfg.uri.endswith((".jsonl", ".json")):
-        files = _from_manifest(cfg)
-    else:
-        files = _from_listing(cfg)
-    files.sort(key=lambda f: (-(f.duration_hint if f.duration_hint is not None else f.size / 32000.0), f.uri))
-    return files[: cfg.limit] if cfg.limit else files
+    """`discover_table` as InputFile objects (small inputs, tests, the Python API)."""
+    return input_files(discover_table(cfg))
 
 
-def _from_listing(cfg: InputConfig) -> list[InputFile]:
+def _pages(entries: Iterable[InputFile]) -> Iterator[pa.Table]:
+    page: list[InputFile] = []
+    for f in entries:
+        page.append(f)
+        if len(page) >= PAGE:
+            yield input_table(page)
+            page = []
+    if page:
+        yield input_table(page)
+
+
+def _from_listing(cfg: InputConfig) -> Iterator[InputFile]:
     fs, root = filesystem(cfg.uri, cfg.storage)
     if is_local(fs):
-        return _list_local(cfg, root)
+        yield from _list_local(cfg, root)
+        return
     if not with_retries(lambda: fs.exists(root)):
         raise DiscoveryError(f"input.uri {safe(cfg.uri)!r} does not exist")
     exts = tuple(e.lower() for e in cfg.extensions)
-    found = with_retries(lambda: fs.find(root, detail=True))
-    out = []
-    for path, info in sorted(found.items()):
+    found = _s3_objects(fs, root) if hasattr(fs, "call_s3") else _found(fs, root)
+    for path, info in found:
         if info.get("type") == "directory" or not path.lower().endswith(exts):
             continue
         error = None if info.get("type", "file") == "file" else f"refused: not a regular file ({info.get('type')})"
-        out.append(_input_file(full_uri(fs, path), info, error=error))
-    return out
+        yield _input_file(full_uri(fs, path), info, error=error)
+
+
+def _found(fs, root: str) -> Iterator[tuple[str, dict]]:
+    """Other object stores: fsspec's `find` (one call; the store's client pages it)."""
+    yield from sorted(with_retries(lambda: fs.find(root, detail=True)).items())
+
+
+#: Keys per S3 listing request (1,000 is the most S3 returns).
+LIST_PAGE_KEYS = 1000
+
+
+def _s3_objects(fs, root: str) -> Iterator[tuple[str, dict]]:
+    """(path, info) of every object under an S3 prefix, one `list_objects_v2` page at a time, each page retried on its own. Not s3fs's `find`: it collects the whole listing (and a
+    second copy in its directory cache) before returning."""
+    bucket, key, _ = fs.split_path(root)
+    prefix = key.rstrip("/") + "/" if key else ""
+    kwargs: dict = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE_KEYS}
+    listed = 0
+    while True:
+        page = with_retries(lambda: fs.call_s3("list_objects_v2", **kwargs))
+        for c in page.get("Contents", []):
+            if c["Key"].endswith("/"):  # a folder placeholder
+                continue
+            listed += 1
+            yield f"{bucket}/{c['Key']}", {"type": "file", "size": c["Size"], "ETag": c.get("ETag"),
+                                           "LastModified": c.get("LastModified")}
+        if not page.get("IsTruncated"):
+            break
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+    if not listed and key:  # the input is one object, not a prefix
+        yield root, with_retries(lambda: fs.info(root))
 
 
 _KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
@@ -113,22 +174,20 @@ def _local_entry(path: str, roots: list[str], uri: str | None = None, duration: 
     return _input_file(uri, info, duration, extra, error=why)
 
 
-def _list_local(cfg: InputConfig, root: str) -> list[InputFile]:
+def _list_local(cfg: InputConfig, root: str) -> Iterator[InputFile]:
     """Walk a local folder without following symlinked folders and without opening anything."""
     if os.path.isfile(root):  # one file given as the input
-        return [_local_entry(root, [os.path.realpath(root)])]
+        yield _local_entry(root, [os.path.realpath(root)])
+        return
     if not os.path.isdir(root):
         raise DiscoveryError(f"input.uri {safe(cfg.uri)!r} does not exist")
     exts = tuple(e.lower() for e in cfg.extensions)
     roots = _local_roots(cfg, root)
-    out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         # symlinked folders are listed in dirnames and not walked into; one named like audio is checked
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             if name.lower().endswith(exts):
-                out.append(_local_entry(os.path.join(dirpath, name), roots))
-    out.sort(key=lambda f: f.uri)
-    return out
+                yield _local_entry(os.path.join(dirpath, name), roots)
 
 
 def _input_file(uri: str, info: dict, duration: float | None = None, extra: dict | None = None,
@@ -153,25 +212,51 @@ def _input_file(uri: str, info: dict, duration: float | None = None, extra: dict
 MANIFEST_CONCURRENCY = 64
 
 
-def _from_manifest(cfg: InputConfig) -> list[InputFile]:
+#: Bytes of a manifest read per request: the manifest is never held whole.
+MANIFEST_RANGE = 8 << 20
+
+
+def _manifest_lines(cfg: InputConfig, fs, path: str) -> Iterator[str]:
+    """The manifest's lines, read MANIFEST_RANGE bytes at a time (each range retried on its own).
+    Split at "\\n" only, not splitlines(): U+2028 may stand raw inside a JSON string."""
+    def fail(why: str) -> DiscoveryError:
+        return DiscoveryError(f"manifest {safe(cfg.uri)!r} {why}")
+
+    try:
+        size = with_retries(lambda: fs.size(path))
+        rest = b""
+        # a server that gives no size (HTTP without Content-Length): one read of the whole manifest
+        starts = range(0, size, MANIFEST_RANGE) if size is not None else [None]
+        for start in starts:
+            chunk = with_retries(lambda: fs.cat_file(path) if start is None else
+                                 fs.cat_file(path, start=start, end=min(start + MANIFEST_RANGE, size)))
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8")
+        if rest:
+            yield rest.decode("utf-8")
+    except FileNotFoundError:
+        raise fail("does not exist") from None
+    except UnicodeDecodeError:
+        raise fail("is not UTF-8 text") from None
+    except DiscoveryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a stalled or refused server: one line, exit 2
+        raise fail(f"cannot be read ({type(exc).__name__}: {safe(exc)})") from None
+
+
+def _from_manifest(cfg: InputConfig) -> Iterator[InputFile]:
     """One InputFile per manifest line. A line that gives both `size` and `duration` is trusted as
     is (no request at all; its optional `etag`/`mtime` are kept for change detection); the others
     are resolved with a HEAD each, MANIFEST_CONCURRENCY at a time."""
     fs, path = filesystem(cfg.uri, cfg.storage)
-    try:
-        text = with_retries(lambda: fs.cat_file(path)).decode("utf-8")
-    except FileNotFoundError:
-        raise DiscoveryError(f"manifest {safe(cfg.uri)!r} does not exist") from None
-    except UnicodeDecodeError:
-        raise DiscoveryError(f"manifest {safe(cfg.uri)!r} is not UTF-8 text") from None
-    except Exception as exc:  # noqa: BLE001 - a stalled or refused server: one line, exit 2
-        raise DiscoveryError(f"manifest {safe(cfg.uri)!r} cannot be read ({type(exc).__name__}: {safe(exc)})") from None
+    lines = _manifest_lines(cfg, fs, path)
+    first = next(lines, None)  # a missing or unreadable manifest fails here, before any thread starts
     base = cfg.uri.rsplit("/", 1)[0]
     policy = _Containment(cfg, fs, path)
-    out: list[InputFile] = []
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(MANIFEST_CONCURRENCY, thread_name_prefix="manifest") as pool:
-        for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may stand inside a JSON string
+        for n, line in enumerate(_chain(first, lines), 1):
             if not line.strip():
                 continue
             try:
@@ -192,20 +277,25 @@ def _from_manifest(cfg: InputConfig) -> list[InputFile]:
                 mtime = row.pop("mtime", None)
                 info = {"size": row.pop("size"), "etag": row.pop("etag", None),
                         "mtime": mtime if isinstance(mtime, (int, float)) else None}
-                out.append(_input_file(uri, info, dur, row, error=refused))
+                yield _input_file(uri, info, dur, row, error=refused)
                 continue
             if refused is not None:  # an error row with the reason; nothing is asked of its store
-                out.append(InputFile(uri=uri, size=0, duration_hint=dur, extra=row, error=refused))
+                yield InputFile(uri=uri, size=0, duration_hint=dur, extra=row, error=refused)
                 continue
             # the filesystem is made here, in this thread: fsspec caches instances per thread, and 64
             # S3 clients (one per pool thread) would cost seconds and hundreds of MB to set up
             afs, apath = filesystem(uri, cfg.storage)
             pending.append(pool.submit(_resolve, afs, apath, uri, dur, row))
             if len(pending) >= MANIFEST_CONCURRENCY:
-                out.append(pending.popleft().result())
+                yield pending.popleft().result()
         while pending:
-            out.append(pending.popleft().result())
-    return out
+            yield pending.popleft().result()
+
+
+def _chain(first: str | None, rest: Iterator[str]) -> Iterator[str]:
+    if first is not None:
+        yield first
+        yield from rest
 
 
 def _resolve(afs, apath: str, uri: str, duration: float | None, extra: dict) -> InputFile:

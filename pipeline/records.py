@@ -116,10 +116,21 @@ NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
+    """This process's peak resident memory, in MB.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this program's own memory. Not
+    ru_maxrss: the kernel carries that across fork + exec, so a process started by a big parent (a
+    benchmark that holds the S3 server, a test runner) reports the parent's size instead of its own."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux (bytes on macOS)
 
 
 WORD_TYPE = pa.struct(
@@ -207,6 +218,41 @@ INPUT_SCHEMA = pa.schema(
         ("refused", pa.string()),
     ]
 )
+
+#: The listing as the driver keeps it (`pipeline.discover.discover_table`): INPUT_SCHEMA plus what
+#: only the driver needs (the duration hint that orders the work, a manifest line's other fields as
+#: JSON). One Arrow row costs ~100 bytes where an `InputFile` costs ~1 KB: a million-file listing fits.
+LISTED_SCHEMA = INPUT_SCHEMA.append(pa.field("duration_hint", pa.float64())).append(pa.field("extra", pa.string()))
+
+
+def input_table(files) -> pa.Table:
+    """InputFile objects (any iterable; e.g. one page of a listing) -> a LISTED_SCHEMA table. A table
+    is returned as it is, so callers accept either form."""
+    if isinstance(files, pa.Table):
+        return files
+    import json
+
+    files = list(files)
+    cols = {
+        "recording_id": [f.recording_id for f in files],
+        "uri": [f.uri for f in files],
+        "size": [f.size for f in files],
+        "etag": [f.etag for f in files],
+        "mtime": [f.mtime for f in files],
+        "refused": [f.error for f in files],
+        "duration_hint": [f.duration_hint for f in files],
+        "extra": [json.dumps(f.extra, sort_keys=True, default=str) if f.extra else None for f in files],
+    }
+    return pa.Table.from_pydict(cols, schema=LISTED_SCHEMA)
+
+
+def input_files(table: pa.Table) -> list[InputFile]:
+    """A LISTED_SCHEMA table -> InputFile objects (for small listings: tests, the Python API)."""
+    import json
+
+    return [InputFile(uri=r["uri"], size=r["size"], etag=r["etag"], mtime=r["mtime"], duration_hint=r["duration_hint"],
+                      extra=json.loads(r["extra"]) if r["extra"] else {}, error=r["refused"])
+            for r in table.to_pylist()]
 
 #: Decode stage -> recording stage. `audio` is the recording (or its piece), float32 little-endian bytes;
 #: `channel_energy` (only for diarization.backend=channels, else null) the mean square of every 10 ms

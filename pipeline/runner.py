@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import time
 import uuid
 
+import pyarrow as pa
+
 from pipeline.config import JobConfig
-from pipeline.discover import DiscoveryError, discover
+from pipeline.discover import DiscoveryError, discover_table
 from pipeline.ledger import Ledger
 from pipeline.preflight import preflight
+from pipeline.records import peak_rss_mb
 from pipeline.report import RunReport, build_report
 from pipeline.report_html import render as render_html
 from pipeline.storage import put_atomic, with_retries
@@ -30,8 +32,8 @@ def run(cfg: JobConfig) -> RunReport:
     fingerprint = cfg.fingerprint()
     preflight(cfg)  # input, output, models: a wrong setting stops here, before Ray or any model starts
 
-    files = discover(cfg.input)
-    if not files:
+    files = discover_table(cfg.input)  # Arrow rows, longest first: a million files fit in a driver
+    if not files.num_rows:
         raise DiscoveryError(f"input {cfg.input.uri}: no audio files found (extensions {', '.join(cfg.input.extensions)})")
     ledger = Ledger(cfg.output)
     lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
@@ -40,10 +42,12 @@ def run(cfg: JobConfig) -> RunReport:
         from pipeline.export import record_input_fields
 
         record_input_fields(cfg.output, files)  # a manifest's reference text etc., for exports and eval
-        log.info("discovered %d files: %s", len(files), plan)
+        log.info("discovered %d files: %s", files.num_rows, plan)
+        discovered = files.num_rows
+        del files
 
         summaries: list[dict] = []
-        if todo:
+        if todo.num_rows:
             summaries = _execute(cfg, todo, run_id, fingerprint)
         ledger.maintain_if_due()
         from pipeline.filter import apply_rules_after_run
@@ -56,11 +60,11 @@ def run(cfg: JobConfig) -> RunReport:
         cfg,
         run_id=run_id,
         fingerprint=fingerprint,
-        discovered=len(files),
+        discovered=discovered,
         plan=plan,
         summaries=summaries,
         wall_seconds=time.time() - started,
-        driver_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        driver_peak_rss_mb=peak_rss_mb(),
     )
     body = json.dumps(report.model_dump(), indent=2).encode()
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.json"), body))
@@ -70,8 +74,7 @@ def run(cfg: JobConfig) -> RunReport:
     return report
 
 
-def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
-    import pyarrow as pa
+def _execute(cfg: JobConfig, todo: pa.Table, run_id: str, fingerprint: str) -> list[dict]:
     import ray
 
     from pipeline.engine import (
@@ -92,14 +95,9 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     # window per call: the segment stage buckets the segments of a window's recordings together
     # (pipeline/batching.py), and a long file (a window of its own) flows on to ASR as soon as it is
     # decoded and segmented, not after its neighbours.
-    blocks = [
-        nest(pa.Table.from_pylist(
-            [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag, "mtime": f.mtime,
-              "refused": f.error} for f in group],
-            schema=INPUT_SCHEMA,
-        ))
-        for group in windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)
-    ]
+    rows = todo.select(INPUT_SCHEMA.names)  # Arrow slices: no Python object per file
+    blocks = [nest(rows.slice(offset, length))
+              for offset, length in windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)]
     ds = ray.data.from_arrow(blocks)
     diar = cfg.recording_stage.diarization
     # A long recording goes in pieces (pipeline/pieces.py) unless its speakers could not be matched
@@ -112,7 +110,7 @@ def _execute(cfg: JobConfig, todo, run_id: str, fingerprint: str) -> list[dict]:
     asr_threads = None if cfg.models.use_gpu(seg.resources) else seg.asr.cpu_threads  # on a CPU: ASR's own count
     ds = map_actor(ds, SegmentStage.from_config, seg.resources, "transcribed", last=True, threads=asr_threads, job=cfg)
     sink = TranscriptSink(cfg.output, run_id, fingerprint, diar)
-    progress = Reporter(start_progress(), total_files=len(todo), interval_s=cfg.progress.log_interval_s).start()
+    progress = Reporter(start_progress(), total_files=todo.num_rows, interval_s=cfg.progress.log_interval_s).start()
     try:
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
     finally:

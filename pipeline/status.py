@@ -12,7 +12,6 @@ import json
 import time
 from collections import Counter
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import InputConfig, OutputConfig, load_config
@@ -61,15 +60,15 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
         in_cfg, fingerprint = InputConfig(uri=last["input_uri"], storage=out_cfg.storage), last["fingerprint"]
     else:
         return data
-    from pipeline.discover import DiscoveryError, discover
+    from pipeline.discover import DiscoveryError, discover_table
 
     try:
-        files = discover(in_cfg)
+        files = discover_table(in_cfg)
     except DiscoveryError as exc:
         data["rerun"] = {"error": str(exc)}
         return data
     _, plan = ledger.plan(files, fingerprint)
-    listed = pa.array([f.recording_id for f in files], pa.string())
+    listed = files.column("recording_id")
     # committed, input no longer listed
     plan["gone"] = recs.num_rows - pc.sum(pc.is_in(recs.column("recording_id"), value_set=listed)).as_py() if recs.num_rows else 0
     plan["input"] = in_cfg.uri

@@ -85,3 +85,46 @@ def test_remote_manifest_keeps_to_its_protocol_and_bucket(s3_endpoint):
     got = {f.uri: f for f in discover(InputConfig(uri="s3://contain/m/manifest.jsonl", storage=st,
                                                   allowed_buckets=["other"]))}
     assert got["s3://other/y.wav"].error is None  # allowed: looked up (and missing: decode says so)
+
+
+def test_listings_stream_page_by_page(s3_endpoint, tmp_path, monkeypatch):
+    """An S3 prefix is listed one small page at a time and a manifest is read in small byte ranges
+    (lines and UTF-8 characters cut across ranges), into Arrow pages of PAGE entries: the same files,
+    in the same order (longest first, then URI), as one page would give; `input.limit` cuts that order."""
+    import json
+
+    import s3fs
+
+    from pipeline import discover as disc
+    from pipeline.config import InputConfig, StorageOptions
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    if not fs.exists("pages"):
+        fs.mkdir("pages")
+    fs.pipe({f"pages/in/{k}/f{i}.wav": b"x" * (100 + 7 * i) for k in "ab" for i in range(5)})
+    fs.pipe("pages/in/skip.txt", b"not audio")
+    lines = [{"audio_filepath": f"clip-é\u2028{i}.wav", "size": 10, "duration": float(i % 3), "text": f"t{i}é"}
+             for i in range(9)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    st = StorageOptions(endpoint_url=s3_endpoint)
+
+    def both(cfg):
+        whole = disc.discover_table(cfg)
+        calls: list[dict] = []
+        real = fs.call_s3
+        monkeypatch.setattr(disc, "PAGE", 2)
+        monkeypatch.setattr(disc, "LIST_PAGE_KEYS", 3)
+        monkeypatch.setattr(disc, "MANIFEST_RANGE", 5)
+        monkeypatch.setattr(s3fs.S3FileSystem, "call_s3", lambda self, *a, **kw: calls.append(kw) or real(*a, **kw))
+        paged = disc.discover_table(cfg)
+        monkeypatch.undo()
+        return whole, paged, calls
+
+    whole, paged, calls = both(InputConfig(uri="s3://pages/in", storage=st))
+    assert paged.equals(whole) and whole.num_rows == 10 and len(calls) == 4  # 11 keys, 3 a page
+    sizes = whole.column("size").to_pylist()
+    assert sizes == sorted(sizes, reverse=True) and whole.column("etag").null_count == 0
+    whole, paged, _ = both(InputConfig(uri=str(tmp_path / "m.jsonl")))
+    assert paged.equals(whole) and whole.num_rows == 9
+    assert [json.loads(x)["text"] for x in whole.column("extra").to_pylist()[:3]] == ["t2é", "t5é", "t8é"]
+    assert disc.discover(InputConfig(uri=str(tmp_path / "m.jsonl"), limit=2))[1].uri.endswith("clip-é\u20285.wav")

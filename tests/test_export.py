@@ -206,3 +206,41 @@ def test_export_to_s3_destination(output, s3_endpoint):
     assert fs.exists("labels/vtt/a/x.wav.vtt") and fs.exists("labels/vtt/b/x.wav.vtt")
     res = _cli("export", str(out), "--format", "nemo", "--to", "s3://labels/nemo", "--endpoint-url", s3_endpoint)
     assert res.returncode == 2 and "not empty" in res.stderr
+
+
+def test_export_streams_in_chunks_with_the_same_bytes(output, tmp_path, monkeypatch):
+    """Exports are bounded by a chunk, not the output: with chunks of one segment (the smallest), the
+    segments table is scanned once per recording and every format writes the same bytes as in one chunk."""
+    from pipeline.export import read
+
+    _, out, segs = output
+    scans: list[int] = []
+    real = read._segments_of
+
+    def counted(led, chunk, accepted):
+        scans.append(chunk.num_rows)
+        return real(led, chunk, accepted)
+
+    monkeypatch.setattr(read, "_segments_of", counted)
+
+    def files(dest):  # gzip's header holds the time it was written: compare what it holds
+        import gzip
+
+        return {p.relative_to(dest).as_posix(): gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+                for p in sorted(dest.rglob("*")) if p.is_file()}
+
+    got = {}
+    for size in ("whole", "tiny"):
+        monkeypatch.setattr(read, "CHUNK_SEGMENTS", 10**9 if size == "whole" else 1)
+        scans.clear()
+        for fmt, extra in (("nemo", []), ("json", []), ("vtt", []), ("lhotse", ["--all"])):
+            dest = tmp_path / size / fmt
+            assert _cli("export", str(out), "--format", fmt, "--to", str(dest), *extra).returncode == 0
+            got[size, fmt] = files(dest)
+        got[size, "scans"] = list(scans)
+    recordings = len({s["recording_id"] for s in segs})
+    assert got["whole", "scans"] == [len(CLIPS) + 1] * 4  # one scan per export
+    assert len(got["tiny", "scans"]) >= 4 * recordings and set(got["tiny", "scans"]) == {1}
+    for fmt in ("nemo", "json", "vtt", "lhotse"):
+        assert got["tiny", fmt] == got["whole", fmt], fmt
+    assert len(got["whole", "nemo"]["manifest.jsonl"].splitlines()) == sum(1 for s in segs if s["accepted"] and s["text"])

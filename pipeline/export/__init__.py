@@ -19,8 +19,9 @@ Pseudo-label formats (nemo, lhotse, lhotse-shar) keep only `accepted` segments u
 input manifest carried (reference text, ...) are recorded by each run (`record_input_fields`) and travel
 into `json` (`input_fields`) and Lhotse cuts (`cut.custom["input_fields"]`).
 
-Every export reads only committed rows, streams them (the segments table is scanned with a Delta/Arrow
-filter CHUNK_RECORDINGS recordings at a time, so memory is bounded by a chunk, not the output), and is
+Every export reads only committed rows, streams them (recordings stay Arrow; the segments table is scanned
+with a Delta/Arrow filter one chunk at a time, at most CHUNK_RECORDINGS recordings and CHUNK_SEGMENTS segments,
+so memory is bounded by a chunk, not the output), and is
 idempotent: the same output exports to the same bytes. A missing, empty or mistyped output, an export that
 would hold nothing, or a non-empty destination without `--overwrite` raise ExportError (exit 2).
 
@@ -44,6 +45,7 @@ from pipeline.export.dest import MARKER, MAX_NAME_BYTES, _Dest, _input_root, rel
 from pipeline.export.nemo import _export_nemo, nemo_line, nemo_manifest
 from pipeline.export.read import (
     CHUNK_RECORDINGS,
+    CHUNK_SEGMENTS,
     INPUTS_TABLE,
     ExportError,
     _open,
@@ -67,7 +69,7 @@ Format = Literal["nemo", "lhotse", "lhotse-shar", "srt", "vtt", "txt", "json"]
 FORMATS = ("nemo", "lhotse", "lhotse-shar", "srt", "vtt", "txt", "json")
 
 __all__ = [
-    "CHUNK_RECORDINGS", "CUE_LINE_CHARS", "CUE_MAX_LINES", "CUE_MAX_SECONDS", "FORMATS", "INPUTS_TABLE", "MARKER",
+    "CHUNK_RECORDINGS", "CHUNK_SEGMENTS", "CUE_LINE_CHARS", "CUE_MAX_LINES", "CUE_MAX_SECONDS", "FORMATS", "INPUTS_TABLE", "MARKER",
     "MAX_NAME_BYTES", "ExportError", "Format", "cues", "export", "input_fields", "iter_cuts", "iter_recordings",
     "lhotse_cuts", "lhotse_recording", "nemo_line", "nemo_manifest", "record_input_fields", "relative_name",
     "subtitle_text", "subtitles",
@@ -92,7 +94,7 @@ def export(output: OutputConfig, fmt: Format, dest: str, accepted_only: bool = T
         n = _export_transcripts(output, out, _input_root(led, recs), fmt, drop_rejected)
     if n == 0:
         out.tmp.cleanup()
-        raise ExportError(f"nothing to export from {output.uri!r}: {len(recs)} recordings, no "
+        raise ExportError(f"nothing to export from {output.uri!r}: {recs.num_rows} recordings, no "
                           f"{'accepted ' if accepted_only and fmt in ('nemo', 'lhotse', 'lhotse-shar') else ''}"
                           "segment with text" + (" (--all includes rejected ones)" if accepted_only else ""))
     return out.finish({"format": fmt, "output": output.uri, "items": n, "accepted_only": accepted_only})

@@ -13,6 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipeline.config import StorageOptions
 from pipeline.export.read import ExportError
 from pipeline.ledger import Ledger
@@ -23,9 +26,9 @@ MARKER = ".scriptorium-export"  # what this export holds; tells --overwrite the 
 MAX_NAME_BYTES = 200
 
 
-def _input_root(led: Ledger, recs: list[dict]) -> str:
+def _input_root(led: Ledger, recs: pa.Table) -> str:
     """Where input paths are relative to: the last run's input folder (a manifest's folder), else the
-    longest common folder of the URIs."""
+    longest common folder of the URIs (`recs`: the recordings, Arrow, with a `uri` column)."""
     try:
         last = json.loads(with_retries(lambda: led.fs.cat_file(led.path("report.json"))))
         base = str(last.get("input_uri") or "")
@@ -34,10 +37,14 @@ def _input_root(led: Ledger, recs: list[dict]) -> str:
     if base.endswith((".json", ".jsonl")):
         base = base.rsplit("/", 1)[0]
     base = base.rstrip("/")
-    uris = [r["uri"] for r in recs]
-    if base and all(u.startswith(base + "/") for u in uris):
+    uris = recs.column("uri")
+    if base and pc.all(pc.starts_with(uris, base + "/")).as_py() is not False:
         return base
-    common = posixpath.commonprefix([u.rsplit("/", 1)[0] + "/" for u in uris])
+    # the common prefix of a set of strings is that of its least and greatest
+    folders = pc.if_else(pc.match_substring(uris, "/"), pc.replace_substring_regex(uris, "/[^/]*$", "/"),
+                         pc.binary_join_element_wise(uris, "/", ""))
+    bounds = pc.min_max(folders)
+    common = posixpath.commonprefix([bounds["min"].as_py() or "", bounds["max"].as_py() or ""])
     return common[: common.rfind("/")] if "/" in common else ""
 
 
