@@ -4,6 +4,9 @@ Resemblyzer ships its 17 MB speaker encoder inside the pip package, so it works 
 overlapping windows inside each speech region, cluster them with an automatic speaker count
 (average-link cosine, stop at `cluster_threshold`), fold tiny clusters into their nearest big one,
 and turn window labels into speaker turns with boundaries halfway between window centres.
+
+Overlapped speech is not reported (`Diarization.overlaps` is None): one embedding per 1.6 s window
+gives one speaker per window, so two voices at once cannot be told from one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.backends.base import Diarization
 from pipeline.records import SAMPLE_RATE
 from pipeline.config import DiarizationConfig
 from pipeline.clustering import cluster_for
@@ -37,6 +41,10 @@ class ResemblyzerDiarizer:
         from importlib.metadata import version
 
         return f"resemblyzer:{version('resemblyzer')}"
+
+    def diarize(self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None) -> Diarization:
+        """Turns only: this backend cannot tell overlapped speech (see the module docstring)."""
+        return Diarization(self.speaker_turns(audio, regions), overlaps=None)
 
     def speaker_turns(
         self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
