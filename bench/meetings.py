@@ -2,8 +2,11 @@
 found/true speakers per synthesised meeting, through the public API (`pipeline.runner.run`).
 
     .venv/bin/python bench/meetings.py                      # 3, 4, 5 speakers x seeds 0-2, embedded default
-    .venv/bin/python bench/meetings.py --override recording_stage.diarization.cluster_threshold=0.35
-    .venv/bin/python bench/meetings.py --sweep              # clustering settings side by side, no ASR
+    .venv/bin/python bench/meetings.py --seeds 8,9,10       # meetings the calibration never saw
+    .venv/bin/python bench/meetings.py --override recording_stage.diarization.threshold_scale=null \
+        --override recording_stage.diarization.min_speaker_s=3 --override recording_stage.diarization.min_speaker_share=0
+                                                            # the fixed threshold 0.30 of before
+    .venv/bin/python bench/meetings.py --sweep --seeds 0,1,2,3,4,5,6,7   # clustering settings side by side, no ASR
     .venv/bin/python bench/meetings.py --voices             # how far apart the encoder puts the voices
 
 The corpus (../shared/corpus) holds one real two-speaker call only, so meetings are built from its
@@ -200,8 +203,8 @@ def _corpus_files() -> tuple[list[tuple[str, Path, list | None]], list[tuple[str
 
 def _windows(diarizer, vad, audio: np.ndarray):
     regions = vad.speech_regions(audio)
-    centres, embeds = diarizer._window_embeddings(audio, regions)
-    return regions, np.asarray(centres), (np.stack(embeds) if embeds else np.zeros((0, 256)))
+    centres, embeds, groups = diarizer._window_embeddings(audio, regions)
+    return regions, np.asarray(centres), (np.stack(embeds) if embeds else np.zeros((0, 256))), np.asarray(groups)
 
 
 def sweep(settings: list[dict], meetings: list[Meeting]) -> None:
@@ -217,24 +220,24 @@ def sweep(settings: list[dict], meetings: list[Meeting]) -> None:
     cases = [(m.name, _windows(diarizer, vad, m.audio), m.turns) for m in meetings]
     cases += [(name, _windows(diarizer, vad, _decode(p)), read_rttm(rttm.read_text())) for name, p, rttm in multi]
     singles = [(name, _windows(diarizer, vad, _decode(p))) for name, p in single]
-    print("| setting | meetings: count within one | exact | mean DER | call: found | call DER | single-speaker as 1 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| setting | meetings: count within one | exact | mean DER | call: found | call DER | single-speaker as 1 | found/true per meeting |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for setting in settings:
         cfg = base.model_copy(update=setting)
         res = []
-        for name, (regions, centres, embeds), ref in cases:
-            labels = cluster_for(cfg, embeds, cfg.embedding_hop_s) if len(embeds) else np.zeros(0, int)
+        for name, (regions, centres, embeds, groups), ref in cases:
+            labels = cluster_for(cfg, embeds, cfg.embedding_hop_s, groups) if len(embeds) else np.zeros(0, int)
             hyp = turns_from_windows(regions, centres, labels) if len(embeds) else []
             res.append((name, score(ref, [(t.start, t.end, t.speaker) for t in hyp])))
         meets = [d for name, d in res if name.startswith("meeting")]
         call = dict(res)["diarization/pyannote_sample.wav"]
         ones = 0
-        for _name, (regions, centres, embeds) in singles:
-            ones += len(embeds) == 0 or len(set(cluster_for(cfg, embeds, cfg.embedding_hop_s))) == 1
+        for _name, (regions, centres, embeds, groups) in singles:
+            ones += len(embeds) == 0 or len(set(cluster_for(cfg, embeds, cfg.embedding_hop_s, groups))) == 1
         detail = " ".join(f"{d['hyp_speakers']}/{d['ref_speakers']}" for d in meets)
         print(f"| {setting} | {sum(abs(d['speaker_count_error']) <= 1 for d in meets)} / {len(meets)} "
               f"| {sum(d['speaker_count_error'] == 0 for d in meets)} | {np.mean([d['der'] for d in meets]):.3f} "
-              f"| {call['hyp_speakers']} | {call['der']:.3f} | {ones} / {len(singles)} |  {detail}")
+              f"| {call['hyp_speakers']} | {call['der']:.3f} | {ones} / {len(singles)} | {detail} |")
 
 
 def voices_table() -> None:
@@ -250,7 +253,7 @@ def voices_table() -> None:
         audio = np.concatenate(us)
         from pipeline.records import Span
 
-        _c, e = diarizer._window_embeddings(audio, [Span(0.0, len(audio) / SR)])
+        _c, e, _g = diarizer._window_embeddings(audio, [Span(0.0, len(audio) / SR)])
         e = np.stack(e)
         emb[v] = e / np.linalg.norm(e, axis=1, keepdims=True)
     names = list(emb)
@@ -272,23 +275,33 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="clustering settings side by side (no ASR)")
     parser.add_argument("--voices", action="store_true", help="window similarity within/between voices")
     parser.add_argument("--keep", type=Path, help="write the meetings (WAV + RTTM) here and keep them")
+    parser.add_argument("--seeds", default="0,1,2", help="meeting seeds, comma-separated (default 0,1,2)")
     args = parser.parse_args()
+    seeds = tuple(int(x) for x in args.seeds.split(","))
     if args.voices:
         voices_table()
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp) / "meetings"
-        meetings = write_meetings(folder)
+        meetings = write_meetings(folder, seeds=seeds)
         if args.sweep:
-            settings = [json.loads(s) for s in args.override] or SWEEP
+            settings = SWEEP if not args.override else [{}]
+            if args.override:  # dotted keys of the diarization section, as JSON values
+                settings = [{k.rsplit(".", 1)[-1]: json.loads(v) for k, v in (o.split("=", 1) for o in args.override)}]
             sweep(settings, meetings)
             return
         print_rows(run_pipeline(folder, meetings, args.override))
 
 
-SWEEP = [
-    {"cluster_threshold": t, "min_speaker_s": m} for t in (0.25, 0.30, 0.35, 0.40, 0.45) for m in (2.0, 3.0)
-]
+#: The settings `--sweep` compares: the fixed threshold of before (and around it), the default
+#: (threshold from the recording, 4 s, 15% of the longest speaker), and its neighbours.
+_FIXED = {"threshold_scale": None, "min_speaker_s": 3.0, "min_speaker_share": 0.0}
+SWEEP = (
+    [{**_FIXED, "cluster_threshold": t} for t in (0.25, 0.30, 0.35, 0.40)]
+    + [{}]
+    + [{"threshold_scale": a} for a in (1.4, 1.5, 1.7, 1.8)]
+    + [{"min_speaker_s": 3.0}, {"min_speaker_share": 0.0}, {"min_speaker_s": 3.0, "min_speaker_share": 0.25}]
+)
 
 if __name__ == "__main__":
     main()

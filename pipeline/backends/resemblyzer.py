@@ -2,7 +2,8 @@
 
 Resemblyzer ships its 17 MB speaker encoder inside the pip package, so it works offline. We embed
 overlapping windows inside each speech region, cluster them with an automatic speaker count
-(average-link cosine, stop at `cluster_threshold`), fold tiny clusters into their nearest big one,
+(average-link cosine, stopped at a threshold that follows the recording's own same-speaker distance:
+pipeline/clustering.py says why), fold tiny clusters into their nearest big one,
 and turn window labels into speaker turns with boundaries halfway between window centres.
 
 Overlapped speech is not reported (`Diarization.overlaps` is None): one embedding per 1.6 s window
@@ -49,17 +50,21 @@ class ResemblyzerDiarizer:
     def speaker_turns(
         self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
     ) -> list[Span]:
-        centres, embeds = self._window_embeddings(audio, regions)
+        centres, embeds, groups = self._window_embeddings(audio, regions)
         if len(embeds) == 0:
             return [Span(r.start, r.end, "spk0") for r in regions]
-        labels = cluster_for(self.cfg, np.stack(embeds), self.cfg.embedding_hop_s)
+        labels = cluster_for(self.cfg, np.stack(embeds), self.cfg.embedding_hop_s, groups=np.asarray(groups))
         return turns_from_windows(regions, np.asarray(centres), labels)
 
-    def _window_embeddings(self, audio: np.ndarray, regions: Sequence[Span]) -> tuple[list[float], list[np.ndarray]]:
+    def _window_embeddings(
+        self, audio: np.ndarray, regions: Sequence[Span]
+    ) -> tuple[list[float], list[np.ndarray], list[int]]:
+        """Window centres (seconds), d-vectors, and the index of the region each window lies in."""
         centres: list[float] = []
         embeds: list[np.ndarray] = []
+        groups: list[int] = []
         rate = 1.0 / self.cfg.embedding_hop_s
-        for region in regions:
+        for k, region in enumerate(regions):
             a, b = int(region.start * SAMPLE_RATE), int(region.end * SAMPLE_RATE)
             wav = audio[a:b]
             if len(wav) < 1.0 * SAMPLE_RATE:
@@ -69,7 +74,8 @@ class ResemblyzerDiarizer:
                 mid = (sl.start + min(sl.stop, len(wav))) / 2 / SAMPLE_RATE
                 centres.append(region.start + mid)
                 embeds.append(emb)
-        return centres, embeds
+                groups.append(k)
+        return centres, embeds, groups
 
 
 def turns_from_windows(regions: Sequence[Span], centres: np.ndarray, labels: np.ndarray) -> list[Span]:
