@@ -41,10 +41,10 @@ class DiarizationConfig(Model):
     )
     threshold_bounds: tuple[float, float] = Field((0.25, 0.40), description="the recording's threshold stays within these")
     min_speaker_s: float = Field(
-        4.0, ge=0, description="a speaker holds at least this much speech; smaller clusters join the nearest speaker"
+        3.0, ge=0, description="a speaker holds at least this much speech; smaller clusters join the nearest speaker"
     )
     min_speaker_share: float = Field(
-        0.15, ge=0, lt=1, description="... and at least this share of the longest speaker's speech (0: off)"
+        0.25, ge=0, lt=1, description="... and at least this share of the longest speaker's speech (0: off)"
     )
     min_cluster_fraction: float = Field(
         0.0, ge=0, lt=1, description="also fold clusters holding less than this share of the windows (0: off)"
