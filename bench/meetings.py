@@ -12,7 +12,8 @@ found/true speakers per synthesised meeting, through the public API (`pipeline.r
 The corpus (../shared/corpus) holds one real two-speaker call only, so meetings are built from its
 distinct voices (`VOICES`: JFK, a LibriSpeech reader, the silero lecture, the two speechbrain
 speakers, one FLEURS reader per language). Each voice's speech is cut by the pipeline's own VAD into
-units of at most `UNIT_S`; a meeting draws `n` voices and a talk share per voice (Dirichlet, so
+units of at most `UNIT_S`; a meeting draws `n` voices (the full run: English ones, `ENGLISH` says
+why) and a talk share per voice (Dirichlet, so
 some people talk much less than others), then lets them take turns of one or two units, never the
 same voice twice in a row, with pauses of 0.2-0.8 s and, one turn in five, an overlap of 0.3-0.8 s
 into the previous turn. Each voice is brought to the same loudness. The reference turns (RTTM) are
@@ -51,6 +52,10 @@ VOICES: dict[str, list[str]] = {
     "fleurs-es": ["multilingual/fleurs-es-001.ogg"],
     "fleurs-pt": ["multilingual/fleurs-pt-004.ogg"],
 }
+#: The English voices: a meeting shares a language, and Whisper decodes one language per 30 s window,
+#: so speech in another language inside one utterance gets no words, and no speaker (ASR's error,
+#: not diarization's). The full run uses these; `--sweep` (no ASR) uses every voice.
+ENGLISH = ("jfk", "librispeech-2412", "lecture", "speechbrain-spk1", "speechbrain-spk2", "fleurs-en")
 UNIT_S = 5.0  # longest piece of one voice's speech placed as a unit
 MIN_UNIT_S = 0.8
 SPEAKERS = (3, 4, 5)
@@ -104,10 +109,11 @@ def voice_units(corpus: Path = CORPUS) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def build_meeting(units: dict[str, list[np.ndarray]], n: int, seed: int) -> Meeting:
-    """A meeting of `n` voices (see the module docstring). Deterministic in (n, seed)."""
+def build_meeting(units: dict[str, list[np.ndarray]], n: int, seed: int, pool: tuple[str, ...] | None = None) -> Meeting:
+    """A meeting of `n` voices drawn from `pool` (default: every voice; see the module docstring).
+    Deterministic in (n, seed, pool)."""
     rng = np.random.default_rng(1000 * n + seed)
-    voices = [str(v) for v in rng.choice(sorted(units), size=n, replace=False)]
+    voices = [str(v) for v in rng.choice(sorted(pool or units), size=n, replace=False)]
     share = rng.dirichlet(np.full(n, 1.5))
     queue = {v: list(units[v]) for v in voices}
     order: list[tuple[str, np.ndarray]] = []
@@ -147,12 +153,12 @@ def build_meeting(units: dict[str, list[np.ndarray]], n: int, seed: int) -> Meet
     return Meeting(f"meeting{n}_seed{seed}", audio, turns)
 
 
-def write_meetings(folder: Path, speakers=SPEAKERS, seeds=SEEDS) -> list[Meeting]:
+def write_meetings(folder: Path, speakers=SPEAKERS, seeds=SEEDS, pool: tuple[str, ...] | None = None) -> list[Meeting]:
     import soundfile as sf
 
     units = voice_units()
     folder.mkdir(parents=True, exist_ok=True)
-    meetings = [build_meeting(units, n, s) for n in speakers for s in seeds]
+    meetings = [build_meeting(units, n, s, pool) for n in speakers for s in seeds]
     for m in meetings:
         sf.write(folder / f"{m.name}.wav", m.audio, SR, subtype="PCM_16")
         (folder / f"{m.name}.rttm").write_text(m.rttm())
@@ -276,6 +282,8 @@ def main() -> None:
     parser.add_argument("--voices", action="store_true", help="window similarity within/between voices")
     parser.add_argument("--keep", type=Path, help="write the meetings (WAV + RTTM) here and keep them")
     parser.add_argument("--seeds", default="0,1,2", help="meeting seeds, comma-separated (default 0,1,2)")
+    parser.add_argument("--all-voices", action="store_true",
+                        help="the full run draws from every voice, not only the English ones (--sweep always does)")
     args = parser.parse_args()
     seeds = tuple(int(x) for x in args.seeds.split(","))
     if args.voices:
@@ -283,7 +291,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp) / "meetings"
-        meetings = write_meetings(folder, seeds=seeds)
+        pool = None if (args.sweep or args.all_voices) else ENGLISH
+        meetings = write_meetings(folder, seeds=seeds, pool=pool)
         if args.sweep:
             settings = SWEEP if not args.override else [{}]
             if args.override:  # dotted keys of the diarization section, as JSON values
