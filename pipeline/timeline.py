@@ -200,10 +200,12 @@ def turns_and_overlaps(
     speaker who is only ever heard under someone else is named after the others)."""
     runs = _exclusive_runs(np.asarray(probs, dtype=np.float64), frame_s, regions, min_turn_s)
     labels_of: dict[int, str] = {}
-    if names is None:
-        for _s, _e, spk in runs:
-            labels_of.setdefault(spk, f"spk{len(labels_of)}")
-    name_of = (lambda k: names[k]) if names is not None else (lambda k: labels_of.setdefault(k, f"spk{len(labels_of)}"))
+
+    def name_of(k: int) -> str:  # by first appearance as the dominant speaker, unless `names` says
+        return names[k] if names is not None else labels_of.setdefault(k, f"spk{len(labels_of)}")
+
+    for _s, _e, spk in runs:
+        name_of(spk)
     turns: list[Span] = []
     for s, e, spk in runs:
         name = name_of(spk)
@@ -254,11 +256,10 @@ def overlapped_speech(
     active: float = 0.5, min_overlap_s: float = 0.1,
 ) -> list[Overlap]:
     """Where two or more speakers talk at once: frames inside `regions` where at least two columns
-    of `probs` (T, S) reach `active`. Runs shorter than `min_overlap_s` are dropped (a single frame of
-    co-activity at a turn change is the model's blur, not a second voice), after gaps shorter than
-that are bridged. Each overlap names every
-    speaker active in it (column k is names[k], default "spk<k>"; `turns_and_overlaps` names them as
-    `exclusive_turns` does). Sorted, within the regions."""
+    of `probs` (T, S) reach `active`. Gaps shorter than `min_overlap_s` are bridged, then runs shorter
+    than it are dropped (a frame of co-activity at a turn change is the model's blur, not a second
+    voice). Each overlap names every speaker active in it (column k is names[k], default "spk<k>";
+    `turns_and_overlaps` names them as `exclusive_turns` does). Sorted, within the regions."""
     probs = np.asarray(probs, dtype=np.float64)
     return [
         Overlap(s, e, tuple(names[k] if names is not None else f"spk{k}" for k in cols))
