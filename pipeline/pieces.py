@@ -123,15 +123,16 @@ def complete(staged: list[int], last: int | None) -> bool:
     return last is not None and set(range(last + 1)) <= set(staged)
 
 
-_SUMMED = ("duration", "speech_seconds", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds",
+_SUMMED = ("duration", "speech_seconds", "overlap_seconds", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds",
            "recording_wall_seconds", "decode_wall_seconds")
 _PEAK = ("decode_peak_rss_mb", "recording_peak_rss_mb", "segment_peak_rss_mb")
 
 
 def stitch(rows: list[dict[str, Any]], cfg: Any) -> dict[tuple[int, str], str]:
     """(piece, its speaker label) -> the recording's speaker label, by clustering every piece's
-    speakers by voice: average link, stopped at the job's `cluster_threshold`, within its speaker
-    bounds (cfg is the DiarizationConfig), as the pieces clustered their own windows. A voice is the
+    speakers by voice: average link, stopped at the median of the thresholds the pieces clustered
+    their own windows at (each follows its piece's voices: pipeline/clustering.py), within the job's
+    speaker bounds (cfg is the DiarizationConfig). A voice is the
     mean of a speaker's unit d-vectors, so 1 - a.b is the average cosine distance between the two
     speakers' windows: the same scale as the threshold. A piece clusters its own windows first, so a
     speaker it split in two (a user's `num_speakers` it does not hold) is merged back here. A label
@@ -150,7 +151,9 @@ def stitch(rows: list[dict[str, Any]], cfg: Any) -> dict[tuple[int, str], str]:
         dist = np.clip(1.0 - voices @ voices.T, 0.0, 2.0)
         np.fill_diagonal(dist, 0.0)
         tree = linkage(squareform(dist, checks=False), method="average")
-        labels = fcluster(tree, cfg.cluster_threshold, criterion="distance")
+        thresholds = [v.get("threshold") for r in rows for v in (r.get("voices") or []) if v.get("threshold")]
+        threshold = float(np.median(thresholds)) if thresholds else cfg.cluster_threshold
+        labels = fcluster(tree, threshold, criterion="distance")
         bound = cfg.num_speakers or min(max(len(set(labels)), cfg.min_speakers), cfg.max_speakers)
         if bound != len(set(labels)):
             labels = fcluster(tree, bound, criterion="maxclust")

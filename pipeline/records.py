@@ -65,6 +65,21 @@ class Span:
 
 
 @dataclass(frozen=True)
+class Overlap:
+    """Overlapped speech: a stretch of the recording where two or more speakers talk at once, and
+    who. Only backends that see per-speaker activity can tell (Sortformer, channels); the others
+    report no overlaps at all (null), never an empty "none found"."""
+
+    start: float
+    end: float
+    speakers: tuple[str, ...]
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
 class Word:
     """A recognised word. Its times are seconds relative to whatever holds it: the clip in an
     `AsrResult`, the segment in a `Segment` (the output writes them on the recording's timeline)."""
@@ -74,6 +89,9 @@ class Word:
     end: float
     confidence: float
     speaker: str | None = None  # given after recognition, by overlap with the speaker turns
+    # spoken while another speaker talks (at least half the word in overlapped speech); None where
+    # the diarization backend cannot tell (see `Overlap`)
+    overlap: bool | None = None
 
     def shifted(self, offset: float, lo: float = float("-inf"), hi: float = float("inf")) -> "Word":
         """The word moved by `offset` seconds and clamped to [lo, hi] (as lhotse's `with_offset`):
@@ -140,6 +158,7 @@ WORD_TYPE = pa.struct(
         ("end", pa.float64()),
         ("confidence", pa.float64()),
         ("speaker", pa.string()),
+        ("overlap", pa.bool_()),
     ]
 )
 
@@ -168,6 +187,7 @@ SEGMENT_TYPE = pa.struct(
         ("language_agreement", pa.bool_()),  # separate LID == ASR language (None: no separate LID)
         ("accepted", pa.bool_()),
         ("reject_reasons", pa.list_(pa.string())),
+        ("overlap_seconds", pa.float64()),  # of the segment in overlapped speech (null: the backend cannot tell)
     ]
 )
 
@@ -192,6 +212,7 @@ class Segment:
     signals: dict[str, Any] = field(default_factory=dict)  # stages/quality.py text_signals
     accepted: bool = True
     reject_reasons: list[str] = field(default_factory=list)
+    overlap_seconds: float | None = None  # of [start, end] in overlapped speech (None: cannot tell)
 
     @property
     def duration(self) -> float:
@@ -295,7 +316,9 @@ SPAN_TYPE = pa.struct(
 )
 
 TURN_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("speaker", pa.string())])
-VOICE_TYPE = pa.struct([("speaker", pa.string()), ("seconds", pa.float64()), ("embedding", pa.list_(pa.float32()))])
+VOICE_TYPE = pa.struct([("speaker", pa.string()), ("seconds", pa.float64()), ("threshold", pa.float64()),
+                        ("embedding", pa.list_(pa.float32()))])
+OVERLAP_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("speakers", pa.list_(pa.string()))])
 
 #: Recording stage -> segment stage. `audio` now holds the speech only: the spans' samples, back to back.
 SEGMENTED_SCHEMA = pa.schema(
@@ -308,7 +331,10 @@ SEGMENTED_SCHEMA = pa.schema(
         # a piece of a long recording (pipeline/pieces.py): each of its speakers' mean voice embedding,
         # which the sink matches across pieces so that labels hold for the whole recording
         ("voices", pa.list_(VOICE_TYPE)),
+        # overlapped speech (two or more speakers at once); null where the backend cannot tell
+        ("overlaps", pa.list_(OVERLAP_TYPE)),
         ("num_speakers", pa.int32()),
+        ("overlap_seconds", pa.float64()),  # total of `overlaps` (null: cannot tell)
         ("speech_seconds", pa.float64()),
         ("recording_wall_seconds", pa.float64()),  # VAD + diarization time spent on this recording
         ("recording_peak_rss_mb", pa.float64()),  # the actor's peak RSS when it finished this batch
@@ -321,7 +347,7 @@ SEGMENTED_SCHEMA = pa.schema(
 
 #: Segment stage -> sink: one row per recording, its utterances nested; the audio is dropped.
 TRANSCRIBED_SCHEMA = pa.schema(
-    [f for f in SEGMENTED_SCHEMA if f.name not in ("audio", "spans", "turns")]
+    [f for f in SEGMENTED_SCHEMA if f.name not in ("audio", "spans", "turns", "overlaps")]
     + [
         ("language", pa.string()),
         ("segments", pa.list_(SEGMENT_TYPE)),
@@ -390,5 +416,6 @@ RECORDINGS_SCHEMA = pa.schema(
         ("vocabulary_hits", pa.int32()),  # segments holding a vocabulary term (None: the job had no vocabulary)
         ("models", pa.string()),  # provenance: the backends' model_id()s that made this row
         ("fingerprint", pa.string()),
+        ("overlap_seconds", pa.float64()),  # overlapped speech (null: no diarization, or a backend that cannot tell)
     ]
 )

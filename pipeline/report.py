@@ -50,6 +50,8 @@ class RunReport(BaseModel):
     reject_reasons: dict[str, int] = {}  # rejected segments by reason (one segment may have several)
     language_seconds: dict[str, float] = {}  # seconds of segments per language
     speakers_per_recording: dict[str, int] = {}  # recordings by number of speakers found
+    overlap_seconds: float = 0.0  # overlapped speech found (only backends that can tell: Sortformer, channels)
+    overlap_recordings: int = 0  # ... and the recordings that hold some
     confidence_histogram: list[int] = []  # segments by confidence, ten bins over [0, 1]
     slowest: list[dict[str, Any]] = []  # the recordings that took the most stage time
     warnings: list[str]
@@ -174,6 +176,8 @@ def build_report(
         reject_reasons=_add_up(s.get("reject_reasons", {}) for s in summaries),
         language_seconds={k: round(v, 3) for k, v in _add_up(s.get("language_seconds", {}) for s in summaries).items()},
         speakers_per_recording=_add_up(s.get("speakers_per_recording", {}) for s in summaries),
+        overlap_seconds=round(total("overlap_seconds"), 3),
+        overlap_recordings=int(total("overlap_recordings")),
         confidence_histogram=[int(sum(x)) for x in zip(*(s["confidence_histogram"] for s in summaries
                                                          if s.get("confidence_histogram")))] or [0] * 10,
         slowest=sorted((r for s in summaries for r in s.get("slowest", [])), key=lambda r: -r["seconds"])[:10],

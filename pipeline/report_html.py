@@ -79,6 +79,8 @@ def render(report: RunReport) -> str:
         ("files", f"{r.ok} ok · {r.no_speech} no speech · {r.error} error"),
         ("segments", f"{r.accepted_segments} accepted ({r.accepted_seconds / 3600:.2f} h) · {r.rejected_segments} rejected"),
     ]
+    if r.overlap_recordings:  # only diarization backends that can tell overlapped speech report it
+        tiles.append(("overlapped speech", f"{r.overlap_seconds / 60:.1f} min in {r.overlap_recordings} files"))
     stages = _bar("real-time factor per stage (higher is faster)", ["decode", "VAD + diarization", "ASR", "end to end"],
                   [r.decode_real_time_factor, r.recording_stage_real_time_factor, r.asr_real_time_factor,
                    r.real_time_factor], "audio seconds per second")

@@ -93,10 +93,14 @@ def _segment_summary(table: pa.Table) -> dict[str, Any]:
     languages: dict[str, float] = {}
     confidence = [0] * 10  # ten bins over [0, 1]
     speakers: dict[str, int] = {}
-    for row in table.select(["segments", "num_speakers"]).to_pylist():
+    overlap_s, overlap_files = 0.0, 0
+    cols = ["segments", "num_speakers"] + [c for c in ("overlap_seconds",) if c in table.column_names]
+    for row in table.select(cols).to_pylist():
         n = row["num_speakers"]
         if n is not None:
             speakers[str(n)] = speakers.get(str(n), 0) + 1
+        if row.get("overlap_seconds"):  # null where the diarization backend cannot tell
+            overlap_s, overlap_files = overlap_s + row["overlap_seconds"], overlap_files + 1
         for seg in row["segments"] or []:
             length = max(0.0, (seg["end"] or 0.0) - (seg["start"] or 0.0))
             if seg["accepted"]:
@@ -119,6 +123,7 @@ def _segment_summary(table: pa.Table) -> dict[str, Any]:
         "accepted_segments": accepted, "rejected_segments": rejected,
         "accepted_seconds": accepted_s, "rejected_seconds": rejected_s,
         "reject_reasons": reasons, "language_seconds": languages, "speakers_per_recording": speakers,
+        "overlap_seconds": overlap_s, "overlap_recordings": overlap_files,
         "confidence_histogram": confidence, "slowest": slowest,
     }
 

@@ -3,7 +3,8 @@ utterances; words -> speakers. Seconds, original timeline.
 
 Kept free of models and Ray so the rules that shape every training example are unit-testable. Model
 outputs are turned into time spans here (`probs_to_regions` for frame VAD, `exclusive_turns` for
-per-frame speaker activity, `stitch_chunk_activity` for chunked diarization). The utterance rules:
+per-frame speaker activity and `overlapped_speech` for where two or more speakers are active at once,
+`stitch_chunk_activity` for chunked diarization). The utterance rules:
   * an utterance never crosses a speaker change;
   * an utterance is at most `max_segment_s` long (long speech is split at its quietest moment);
   * neighbouring regions of one speaker closer than `merge_gap_s` are merged while they fit
@@ -19,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.config import SegmentationConfig
-from pipeline.records import SAMPLE_RATE, Span
+from pipeline.records import SAMPLE_RATE, Overlap, Span
 
 
 def assign_speakers(regions: Sequence[Span], turns: Sequence[Span]) -> list[Span]:
@@ -193,12 +194,49 @@ def exclusive_turns(
     """Per-frame speaker probabilities (T, S) -> non-overlapping speaker turns covering `regions`.
 
     Each frame inside a region goes to its most probable speaker (exclusive diarization: overlapped
-    speech goes to the dominant speaker, so every word lands in exactly one turn). Runs shorter than
-    `min_turn_s` are absorbed by the previous run (or the next, at a region start). Turn boundaries are
-    frame boundaries, except at region edges, which are kept exactly. Speakers are renamed "spk0",
-    "spk1", ... in order of first appearance, or, given `names` (one per column of `probs`), column k
-    is called names[k] (e.g. the channels "ch0", "ch1" of channel diarization)."""
-    probs = np.asarray(probs, dtype=np.float64)
+    speech goes to the dominant speaker, so every word lands in exactly one turn; `overlapped_speech`
+    says where a second speaker was talking too). Runs shorter than `min_turn_s` are absorbed by the
+    previous run (or the next, at a region start). Turn boundaries are frame boundaries, except at
+    region edges, which are kept exactly. Speakers are renamed "spk0", "spk1", ... in order of first
+    appearance, or, given `names` (one per column of `probs`), column k is called names[k] (e.g. the
+    channels "ch0", "ch1" of channel diarization)."""
+    return turns_and_overlaps(probs, frame_s, regions, min_turn_s, names)[0]
+
+
+def turns_and_overlaps(
+    probs: np.ndarray,
+    frame_s: float,
+    regions: Sequence[Span],
+    min_turn_s: float = 0.3,
+    names: Sequence[str] | None = None,
+    active: float = 0.5,
+    min_overlap_s: float = 0.1,
+) -> tuple[list[Span], list[Overlap]]:
+    """`exclusive_turns` and `overlapped_speech` of the same activity, with the same speaker names (a
+    speaker who is only ever heard under someone else is named after the others)."""
+    runs = _exclusive_runs(np.asarray(probs, dtype=np.float64), frame_s, regions, min_turn_s)
+    labels_of: dict[int, str] = {}
+
+    def name_of(k: int) -> str:  # by first appearance as the dominant speaker, unless `names` says
+        return names[k] if names is not None else labels_of.setdefault(k, f"spk{len(labels_of)}")
+
+    for _s, _e, spk in runs:
+        name_of(spk)
+    turns: list[Span] = []
+    for s, e, spk in runs:
+        name = name_of(spk)
+        if turns and turns[-1].speaker == name and abs(turns[-1].end - s) < 1e-9:
+            turns[-1] = Span(turns[-1].start, e, name)
+        else:
+            turns.append(Span(float(s), float(e), name))
+    overlaps = [
+        Overlap(s, e, tuple(name_of(k) for k in cols))
+        for s, e, cols in _overlap_runs(np.asarray(probs, dtype=np.float64), frame_s, regions, active, min_overlap_s)
+    ]
+    return turns, overlaps
+
+
+def _exclusive_runs(probs: np.ndarray, frame_s: float, regions: Sequence[Span], min_turn_s: float) -> list[tuple[float, float, int]]:
     turns: list[tuple[float, float, int]] = []
     n_frames = probs.shape[0]
     for region in regions:
@@ -226,15 +264,73 @@ def exclusive_turns(
             e = region.end if k == len(smoothed) - 1 else min(region.end, b * frame_s)
             if e > s:
                 turns.append((s, e, spk))
-    labels_of: dict[int, str] = {}
-    out: list[Span] = []
-    for s, e, spk in turns:
-        name = names[spk] if names is not None else labels_of.setdefault(spk, f"spk{len(labels_of)}")
-        if out and out[-1].speaker == name and abs(out[-1].end - s) < 1e-9:
-            out[-1] = Span(out[-1].start, e, name)
-        else:
-            out.append(Span(float(s), float(e), name))
+    return turns
+
+
+def overlapped_speech(
+    probs: np.ndarray, frame_s: float, regions: Sequence[Span], names: Sequence[str] | None = None,
+    active: float = 0.5, min_overlap_s: float = 0.1,
+) -> list[Overlap]:
+    """Where two or more speakers talk at once: frames inside `regions` where at least two columns
+    of `probs` (T, S) reach `active`. Gaps shorter than `min_overlap_s` are bridged, then runs shorter
+    than it are dropped (a frame of co-activity at a turn change is the model's blur, not a second
+    voice). Each overlap names every speaker active in it (column k is names[k], default "spk<k>";
+    `turns_and_overlaps` names them as `exclusive_turns` does). Sorted, within the regions."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return [
+        Overlap(s, e, tuple(names[k] if names is not None else f"spk{k}" for k in cols))
+        for s, e, cols in _overlap_runs(probs, frame_s, regions, active, min_overlap_s)
+    ]
+
+
+def _overlap_runs(
+    probs: np.ndarray, frame_s: float, regions: Sequence[Span], active: float, min_overlap_s: float
+) -> list[tuple[float, float, list[int]]]:
+    if probs.ndim != 2 or probs.shape[1] < 2 or not probs.shape[0]:
+        return []
+    on = probs >= active
+    both = on.sum(axis=1) >= 2
+    min_frames = max(1, int(math.ceil(min_overlap_s / frame_s - 1e-9)))
+    out: list[tuple[float, float, list[int]]] = []
+    for region in regions:
+        lo = max(0, int(math.floor(region.start / frame_s)))
+        hi = min(len(both), int(math.ceil(region.end / frame_s)))
+        runs: list[list[int]] = []  # [first_frame, end_frame]
+        for j in np.where(both[lo:hi])[0] + lo:
+            if runs and j - runs[-1][1] < min_frames:
+                runs[-1][1] = j + 1  # a gap shorter than an overlap is bridged
+            else:
+                runs.append([j, j + 1])
+        for j, k in runs:
+            s, e = max(region.start, j * frame_s), min(region.end, k * frame_s)
+            if k - j >= min_frames and e > s:
+                cols = [int(c) for c in np.where(on[j:k].any(axis=0))[0]]
+                out.append((round(float(s), 3), round(float(e), 3), cols))
     return out
+
+
+def _bounds(o: Overlap | dict) -> tuple[float, float]:
+    return (o["start"], o["end"]) if isinstance(o, dict) else (o.start, o.end)
+
+
+def overlap_seconds(start: float, end: float, overlaps: Sequence[Overlap | dict] | None) -> float | None:
+    """Seconds of [start, end] in overlapped speech (`Overlap`s, or their rows); None when the
+    backend could not tell."""
+    if overlaps is None:
+        return None
+    return round(sum(max(0.0, min(end, b) - max(start, a)) for a, b in map(_bounds, overlaps)), 3)
+
+
+def word_in_overlap(start: float, end: float, overlaps: Sequence[Overlap | dict] | None) -> bool | None:
+    """Whether a word [start, end] was spoken over someone else: at least half of it in overlapped
+    speech (the same larger-share rule that gives the word its speaker); None when the backend could
+    not tell. A zero-length word counts where its instant lies."""
+    if overlaps is None:
+        return None
+    if end <= start:
+        return any(a <= start < b for a, b in map(_bounds, overlaps))
+    inside = sum(max(0.0, min(end, b) - max(start, a)) for a, b in map(_bounds, overlaps))
+    return inside >= 0.5 * (end - start) - 1e-9
 
 
 def speaker_per_frame(probs: np.ndarray, active: float = 0.5) -> np.ndarray:

@@ -110,6 +110,25 @@ def test_mono_or_missing_envelope_is_one_speaker_with_a_warning():
     assert d.speaker_turns(audio, [], channel_energy=np.ones((2, 300), np.float32)) == []
 
 
+def test_overlap_is_both_channels_loud_at_once_not_crosstalk(tmp_path: Path, corpus: Path):
+    # A and B talk at once for 0.5 s; each bleeds into the other's line at -20 dB (crosstalk, not a voice)
+    both = decode(str(_stereo(tmp_path / "both.wav", (0.2, 2.5), (2.0, 4.8))), channel_energy=True)
+    found = ChannelDiarizer().diarize(both.samples, [Span(0.1, 4.9)], channel_energy=both.channel_energy)
+    [o] = found.overlaps
+    assert o.speakers == ("ch0", "ch1") and abs(o.start - 2.0) <= 0.15 and abs(o.end - 2.5) <= 0.15  # levels: 0.31 s medians
+    apart = decode(str(_stereo(tmp_path / "apart.wav", (0.2, 2.0), (2.6, 4.8))), channel_energy=True)
+    found = ChannelDiarizer().diarize(apart.samples, [Span(0.1, 4.9)], channel_energy=apart.channel_energy)
+    assert found.overlaps == [] and found.warning is None  # can tell, and there is none
+    # the corpus's stereo file: the two sentences are spoken at the same time (0.5-2.3 s)
+    st = decode(str(corpus / STEREO), channel_energy=True)
+    found = ChannelDiarizer().diarize(st.samples, [Span(0.3, 4.8)], channel_energy=st.channel_energy)
+    assert len(found.overlaps) == 1 and found.overlaps[0].speakers == ("ch0", "ch1")
+    assert found.overlaps[0].start < 0.6 and found.overlaps[0].end > 2.2
+    # mono: one speaker, and overlap unknown (None), not "none"
+    mono = ChannelDiarizer().diarize(st.samples, [Span(0.3, 4.8)], channel_energy=np.ones((1, 500), np.float32))
+    assert mono.overlaps is None and "mono" in mono.warning
+
+
 def test_stereo_with_the_same_audio_on_both_channels_is_one_speaker(corpus: Path):
     # JFK is "stereo": two copies of one signal, a fraction of a dB apart. The loudest channel would
     # flip on noise; no channel is 3 dB louder anywhere, so it is one speaker, with a warning.
@@ -188,6 +207,12 @@ def test_cli_stereo_call_gets_one_speaker_per_channel(cli_run):
     assert words and {w["speaker"] for w in words} == {"ch0", "ch1"}
     for s in segs:
         assert {w["speaker"] for w in s["words"]} == {s["speaker"]}  # a segment is split where its words change speaker
+    # both channels talk at once for ~2 s: overlapped speech is marked on the recording, segments and words
+    assert rec["overlap_seconds"] > 1.5
+    assert sum(s["overlap_seconds"] for s in segs) > 1.0
+    assert any(w["overlap"] for w in words) and all(w["overlap"] is not None for w in words)
+    late = [w for w in words if w["start"] > 2.6]  # only the left channel still talks
+    assert late and not any(w["overlap"] for w in late)
 
 
 def test_cli_mono_file_with_channels_is_one_speaker_and_a_warning(cli_run):
@@ -197,3 +222,6 @@ def test_cli_mono_file_with_channels_is_one_speaker_and_a_warning(cli_run):
     assert "diarization.backend=channels" in rec["error"] and "mono" in rec["error"]
     segs = [s for s in segments if s["uri"].endswith(Path(MONO).name)]
     assert segs and {w["speaker"] for s in segs for w in s["words"]} == {"ch0"}
+    # one channel cannot tell overlapped speech: unknown (null), not "none"
+    assert rec["overlap_seconds"] is None and all(s["overlap_seconds"] is None for s in segs)
+    assert {w["overlap"] for s in segs for w in s["words"]} == {None}

@@ -86,6 +86,16 @@ def test_fingerprints_are_pinned_to_the_values_before_the_reshape():
     assert both.fingerprint() == PINNED["local+diarization+vocabulary"]
 
 
+def test_fields_added_since_the_pin_count_only_away_from_their_default():
+    base = load_config(REPO / "conf/local.yaml", BASE)
+    for key, default, other in (("threshold_scale", "1.6", "null"), ("min_speaker_share", "0.25", "0"),
+                                ("threshold_bounds", "[0.25,0.4]", "[0.2,0.5]")):
+        same = load_config(REPO / "conf/local.yaml", [*BASE, f"recording_stage.diarization.{key}={default}"])
+        assert same.fingerprint() == base.fingerprint(), key
+        changed = load_config(REPO / "conf/local.yaml", [*BASE, f"recording_stage.diarization.{key}={other}"])
+        assert changed.fingerprint() != base.fingerprint(), key
+
+
 def test_fingerprint_follows_renamed_fields_and_ignores_io_and_plumbing():
     base = load_config(REPO / "conf/local.yaml", BASE)
     for changed in ("segment_stage.lid.probe_s=5", "segment_stage.lid.part_probe_s=3",

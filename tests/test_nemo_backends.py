@@ -377,3 +377,80 @@ def test_itn_disabled_and_missing_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "nemo_text_processing.inverse_text_normalization.inverse_normalize", None)
     with pytest.raises(ItnUnavailableError, match=r"pip install 'scriptorium\[itn\]'"):
         make_itn(ItnConfig(enabled=True))
+
+
+# ---------------------------------------------------------------------------------------------- overlapped speech
+
+
+def _sortformer_with_bias(src, dst, bias):
+    """The tiny Sortformer with its output layer set to constants: speaker k's activity is
+    sigmoid(bias[k]) in every frame, whatever it hears (a known answer for the overlap rule)."""
+    import torch
+    from nemo.collections.asr.models import SortformerEncLabelModel
+
+    model = SortformerEncLabelModel.restore_from(str(src), map_location="cpu")
+    layer = model.sortformer_modules.single_hidden_to_spks
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.copy_(torch.tensor(bias, dtype=layer.bias.dtype))
+    model.save_to(str(dst))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def overlapping_sortformer(tiny, tmp_path_factory):
+    """Speaker 0 dominant (p 0.998) and speaker 1 active too (p 0.98) in every frame: all overlap."""
+    return _sortformer_with_bias(tiny["sortformer"], tmp_path_factory.mktemp("sf") / "overlap.nemo", [6.0, 4.0, -8.0, -8.0])
+
+
+def test_sortformer_reports_overlapped_speech_and_titanet_cannot(tiny, models_cfg, call, overlapping_sortformer, tmp_path):
+    regions = [Span(0.4, 6.2), Span(7.0, 18.5)]
+    diar = NemoDiarizer(DiarizationConfig(enabled=True, backend="nemo", model=str(overlapping_sortformer)), models_cfg, False)
+    found = diar.diarize(call, regions)
+    assert [(t.start, t.end, t.speaker) for t in found.turns] == [(0.4, 6.2, "spk0"), (7.0, 18.5, "spk0")]  # the dominant one
+    assert [(o.start, o.end, o.speakers) for o in found.overlaps] == [(0.4, 6.2, ("spk0", "spk1")), (7.0, 18.5, ("spk0", "spk1"))]
+    # one active speaker: Sortformer can tell, and there is no overlap ([] rather than None)
+    solo = _sortformer_with_bias(tiny["sortformer"], tmp_path / "solo.nemo", [6.0, -8.0, -8.0, -8.0])
+    found = NemoDiarizer(DiarizationConfig(enabled=True, backend="nemo", model=str(solo)), models_cfg, False).diarize(call, regions)
+    assert found.overlaps == [] and {t.speaker for t in found.turns} == {"spk0"}
+    # TitaNet + clustering: one speaker per window, so it cannot tell (None, not "no overlap")
+    cfg = DiarizationConfig(enabled=True, backend="nemo", model=str(tiny["speaker"]), embedding_window_s=1.5, embedding_hop_s=0.75)
+    found = NemoDiarizer(cfg, models_cfg, False).diarize(call, regions)
+    assert found.turns and found.overlaps is None
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_cli_marks_overlapped_speech_from_sortformer_on_words_segments_and_recordings(corpus, overlapping_sortformer, tmp_path):
+    """The path a user takes: `scriptorium run` with diarization.backend=nemo and a Sortformer .nemo;
+    every frame has two active speakers, so every word is spoken in overlap and keeps the dominant speaker."""
+    import json
+    import shutil
+
+    from pipeline.config import OutputConfig
+    from pipeline.ledger import read_output
+
+    from tests.helpers import LOCAL_CONF, sha256_of
+    from tests.helpers.cli import run_cli
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(corpus / "speech/speechbrain_spk1_snt1.wav", src)
+    out = tmp_path / "out"
+    res = run_cli(
+        "run", str(LOCAL_CONF), f"input.uri={src}", f"output.uri={out}", f"models.cache_dir={tmp_path / 'cache'}",
+        "recording_stage.diarization.enabled=true", "recording_stage.diarization.backend=nemo",
+        f"recording_stage.diarization.model={overlapping_sortformer}",
+        f"recording_stage.diarization.sha256={sha256_of(overlapping_sortformer)}",
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    [rec] = read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()
+    segments = read_output(OutputConfig(uri=str(out)), "segments").to_pylist()
+    words = [w for s in segments for w in s["words"]]
+    assert rec["status"] == "ok" and rec["num_speakers"] == 1  # spk1 is never the dominant speaker
+    assert rec["overlap_seconds"] == pytest.approx(rec["speech_seconds"], abs=0.2)
+    assert words and all(w["overlap"] is True and w["speaker"] == "spk0" for w in words)
+    assert all(s["overlap_seconds"] == pytest.approx(s["duration"], abs=0.01) for s in segments)
+    report = json.loads((out / "report.json").read_text())
+    assert report["overlap_recordings"] == 1 and report["overlap_seconds"] == pytest.approx(rec["overlap_seconds"])

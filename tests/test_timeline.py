@@ -81,3 +81,59 @@ def test_silero_pauses_fall_inside_speech_and_in_quiet_moments(corpus):
         inside = energy[int(region.start * 10) : int(region.end * 10)]
         quiet += energy[int(p * 10)] < 0.1 * np.median(inside)
     assert quiet >= 0.8 * len(pauses)
+
+
+# -- overlapped speech (model-free rule: pipeline/timeline.py overlapped_speech) -----------------
+
+
+def _activity() -> np.ndarray:
+    """10 ms frames over 2 s: A talks 0.0-1.2 s, B 1.0-2.0 s (0.2 s of overlap), C only 1.5-1.7 s
+    under B (never the dominant speaker), and A once for one frame at 1.9 s (blur, not a voice)."""
+    p = np.zeros((200, 3))
+    p[:120, 0] = 0.9
+    p[100:, 1] = 0.95
+    p[150:170, 2] = 0.6
+    p[190, 0] = 0.7
+    return p
+
+
+def test_overlap_is_where_two_speakers_are_active_and_names_match_the_turns():
+    from pipeline.timeline import exclusive_turns, turns_and_overlaps
+
+    probs, regions = _activity(), [Span(0.0, 2.0)]
+    turns, overlaps = turns_and_overlaps(probs, 0.01, regions)
+    assert turns == exclusive_turns(probs, 0.01, regions)  # the exclusive turns do not change
+    assert [(t.start, t.end, t.speaker) for t in turns] == [(0.0, 1.0, "spk0"), (1.0, 2.0, "spk1")]
+    # A+B at 1.0-1.2, B+C at 1.5-1.7; the single frame at 1.9 s is shorter than min_overlap_s
+    assert [(o.start, o.end, o.speakers) for o in overlaps] == [
+        (1.0, 1.2, ("spk0", "spk1")), (1.5, 1.7, ("spk1", "spk2"))]  # C, only heard under B, is named after A, B
+
+
+def test_overlap_bridges_short_gaps_stays_in_regions_and_takes_names():
+    from pipeline.timeline import overlapped_speech
+
+    p = np.zeros((100, 2))
+    p[:, 0] = 0.9
+    p[20:40, 1] = 0.9
+    p[45:60, 1] = 0.9  # a 50 ms dip in B's activity: one overlap, 0.2-0.6 s
+    assert [(o.start, o.end) for o in overlapped_speech(p, 0.01, [Span(0.0, 1.0)])] == [(0.2, 0.6)]
+    # clipped to the VAD regions; outside speech there is no overlap
+    assert [(o.start, o.end, o.speakers) for o in overlapped_speech(p, 0.01, [Span(0.3, 0.5)], names=["ch0", "ch1"])] == [
+        (0.3, 0.5, ("ch0", "ch1"))]
+    assert overlapped_speech(p, 0.01, [Span(0.7, 1.0)]) == []
+    assert overlapped_speech(p[:, :1], 0.01, [Span(0.0, 1.0)]) == []  # one speaker column: never overlap
+
+
+def test_words_in_overlap_by_the_larger_share_and_unknown_stays_unknown():
+    from pipeline.records import Overlap
+    from pipeline.timeline import overlap_seconds, word_in_overlap
+
+    ov = [Overlap(1.0, 1.2, ("spk0", "spk1")), {"start": 3.0, "end": 4.0, "speakers": ["spk1", "spk2"]}]
+    assert word_in_overlap(1.05, 1.15, ov) is True
+    assert word_in_overlap(1.1, 1.5, ov) is False  # 0.1 of 0.4 s
+    assert word_in_overlap(0.9, 1.1, ov) is True  # half of it: the larger-share rule, ties go to overlap
+    assert word_in_overlap(3.5, 3.5, ov) is True and word_in_overlap(2.0, 2.0, ov) is False
+    assert word_in_overlap(2.0, 2.5, []) is False  # the backend can tell, and there is none
+    assert word_in_overlap(1.05, 1.15, None) is None  # the backend cannot tell: unknown, not False
+    assert overlap_seconds(0.0, 5.0, ov) == 1.2 and overlap_seconds(0.0, 5.0, []) == 0.0
+    assert overlap_seconds(0.0, 5.0, None) is None

@@ -17,7 +17,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from pipeline.config import VocabularyConfig
-from pipeline.records import AsrResult, LanguageSwitch, Span
+from pipeline.records import AsrResult, LanguageSwitch, Overlap, Span
 
 #: Per clip: the (start, end) seconds of the segments packed into it, or None for a lone segment.
 Parts = Sequence[Sequence[tuple[float, float]] | None]
@@ -36,7 +36,27 @@ class VadBackend(Protocol):
     def model_id(self) -> str: ...
 
 
+@dataclass
+class Diarization:
+    """What diarization found in one recording."""
+
+    #: exclusive speaker turns covering the speech (each word goes to exactly one speaker)
+    turns: list[Span]
+    #: where two or more speakers talk at once, and who; None where the backend cannot tell
+    #: (one speaker per embedding window), which is not the same as "no overlap" ([])
+    overlaps: list[Overlap] | None = None
+    #: why the result is weaker than asked (e.g. channels: a mono file is one speaker); it goes to
+    #: the row's `error` column, the row stays ok
+    warning: str | None = None
+
+
 class DiarizationBackend(Protocol):
+    def diarize(
+        self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
+    ) -> Diarization:
+        """Turns (as `speaker_turns`), overlapped speech where the backend can tell, and a warning."""
+        ...
+
     def speaker_turns(
         self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
     ) -> list[Span]:

@@ -11,6 +11,9 @@ channel:
     (pauses, a noisier line's hiss, evenly overlapped speech) take the speaker of the nearest frame
     that decides;
   * `pipeline.timeline.exclusive_turns` makes the turns (runs shorter than 0.3 s are absorbed).
+Overlapped speech is where two or more channels are active at once: each at least `ACTIVE_DB` above
+its own floor and within `OVERLAP_DB` of the loudest (a line's crosstalk, the other party bleeding
+into it, lies further down than that), for at least 0.1 s.
 Channel k is speaker "ch<k>" (ch0 = left). A mono recording, or one whose channels carry the same
 audio (no frame decides), is all "ch0", with a warning the recording stage puts in the row's `error`
 column (the row stays ok)."""
@@ -22,8 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.audio import ENERGY_FRAME_S as FRAME_S
+from pipeline.backends.base import Diarization
 from pipeline.records import Span
-from pipeline.timeline import exclusive_turns, speaker_per_frame
+from pipeline.timeline import exclusive_turns, overlapped_speech, speaker_per_frame
 
 #: Median window of the per-channel levels, seconds.
 SMOOTH_S = 0.31
@@ -31,6 +35,8 @@ SMOOTH_S = 0.31
 ACTIVE_DB = 6.0
 #: ... and this far above every other channel.
 MARGIN_DB = 3.0
+#: A second channel is a second voice (overlap) only within this many dB of the loudest one.
+OVERLAP_DB = 15.0
 #: The noise floor of a channel: this percentile of its smoothed level over the recording.
 FLOOR_PERCENTILE = 5.0
 #: Levels are clipped here (digital silence).
@@ -43,15 +49,29 @@ def channel_names(n: int) -> list[str]:
     return [f"ch{k}" for k in range(max(n, 1))]
 
 
-def frame_channels(channel_energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(channels, frames) mean squares -> (loudest channel, whether the frame decides) per frame."""
+def levels(channel_energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(channels, frames) mean squares -> smoothed levels in dB (channels, frames), and each
+    channel's noise floor (channels,)."""
     from scipy.ndimage import median_filter
 
     level = 10.0 * np.log10(np.maximum(np.asarray(channel_energy, dtype=np.float64), 10.0 ** (SILENCE_DB / 10)))
     width = max(1, int(round(SMOOTH_S / FRAME_S)) | 1)  # odd: centred
     if level.shape[1] > 1:
         level = median_filter(level, size=(1, width), mode="nearest")
-    floor = np.percentile(level, FLOOR_PERCENTILE, axis=1)
+    return level, np.percentile(level, FLOOR_PERCENTILE, axis=1)
+
+
+def active_channels(channel_energy: np.ndarray) -> np.ndarray:
+    """(channels, frames) mean squares -> (frames, channels) 1.0 where a channel carries a voice of
+    its own: `ACTIVE_DB` above its floor and within `OVERLAP_DB` of the loudest channel."""
+    level, floor = levels(channel_energy)
+    on = (level >= floor[:, None] + ACTIVE_DB) & (level >= level.max(axis=0, keepdims=True) - OVERLAP_DB)
+    return on.T.astype(np.float32)
+
+
+def frame_channels(channel_energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(channels, frames) mean squares -> (loudest channel, whether the frame decides) per frame."""
+    level, floor = levels(channel_energy)
     top2 = np.sort(level, axis=0)[-2:]  # (2, frames): the second loudest, the loudest
     loudest = level.argmax(axis=0)
     decides = (top2[1] >= floor[loudest] + ACTIVE_DB) & (top2[1] - top2[0] >= MARGIN_DB)
@@ -71,6 +91,18 @@ class ChannelDiarizer:
         self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
     ) -> list[Span]:
         return self.turns_and_warning(regions, channel_energy)[0]
+
+    def diarize(self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None) -> Diarization:
+        """Turns, overlapped speech (both channels loud at once), and why a file is one speaker.
+        A file whose channels cannot be told apart reports no overlaps (None: cannot tell)."""
+        turns, warning = self.turns_and_warning(regions, channel_energy)
+        if warning is not None or not turns:
+            return Diarization(turns, None if warning else [], warning)
+        assert channel_energy is not None
+        spans = sorted(regions, key=lambda r: r.start)
+        overlaps = overlapped_speech(active_channels(channel_energy), FRAME_S, spans,
+                                     names=channel_names(channel_energy.shape[0]))
+        return Diarization(turns, overlaps, None)
 
     def turns_and_warning(
         self, regions: Sequence[Span], channel_energy: np.ndarray | None

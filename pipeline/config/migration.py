@@ -46,6 +46,9 @@ _OLD_ROOTS = frozenset(key.split(".", 1)[0] for key in MOVED_KEYS)
 
 #: The sections the fingerprint hashes, by their names before issue 15 (see `JobConfig.fingerprint`).
 _FINGERPRINT_SECTIONS = ("vad", "diarization", "segmentation", "lid", "asr", "punctuation", "itn")
+#: Fields added to those sections since the fingerprint was pinned: hashed only when set away from
+#: their default, so a job that does not use them keeps its fingerprint (and its output, its work).
+_ADDED_FIELDS = {"diarization": ("threshold_scale", "threshold_bounds", "min_speaker_share")}
 
 
 def migrate(data: Any) -> Any:
@@ -149,7 +152,11 @@ def old_shape_payload(job: JobConfig) -> dict[str, Any]:
 
     keep: dict[str, Any] = {}
     for old in _FINGERPRINT_SECTIONS:
-        dump = job.section(MOVED_KEYS[old]).model_dump()  # type: ignore[arg-type]
+        section = job.section(MOVED_KEYS[old])  # type: ignore[arg-type]
+        dump = section.model_dump()
+        for name in _ADDED_FIELDS.get(old, ()):
+            if dump[name] == type(section).model_fields[name].default:
+                del dump[name]
         keep[old] = {_old_name(old, k): v for k, v in dump.items()}
     keep["decode"] = {"sample_rate": SAMPLE_RATE, "max_duration_s": job.decode.max_duration_s}
     return keep

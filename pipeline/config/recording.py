@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.config.base import Model, Resources
 
@@ -31,10 +31,20 @@ class DiarizationConfig(Model):
     sha256: str | None = None
     max_speakers: int = Field(8, ge=1)
     # Cosine distance above which two clusters are different speakers (agglomerative, average link).
-    # 0.30 with min_speaker_s 3.0 was calibrated for Resemblyzer on ../shared/corpus (pipeline/clustering.py).
-    cluster_threshold: float = Field(0.30, gt=0, lt=2)
+    # Calibrated for Resemblyzer on ../shared/corpus and bench/meetings.py (why: pipeline/clustering.py).
+    cluster_threshold: float = Field(
+        0.30, gt=0, lt=2, description="fixed threshold (NeMo TitaNet; Resemblyzer: recordings too short for threshold_scale)"
+    )
+    threshold_scale: float | None = Field(
+        1.6, gt=0, description="Resemblyzer: the threshold is this many times the recording's own same-speaker distance "
+        "(windows 1 s apart in one speech region), within threshold_bounds; null: always cluster_threshold",
+    )
+    threshold_bounds: tuple[float, float] = Field((0.25, 0.40), description="the recording's threshold stays within these")
     min_speaker_s: float = Field(
         3.0, ge=0, description="a speaker holds at least this much speech; smaller clusters join the nearest speaker"
+    )
+    min_speaker_share: float = Field(
+        0.25, ge=0, lt=1, description="... and at least this share of the longest speaker's speech (0: off)"
     )
     min_cluster_fraction: float = Field(
         0.0, ge=0, lt=1, description="also fold clusters holding less than this share of the windows (0: off)"
@@ -43,6 +53,13 @@ class DiarizationConfig(Model):
     min_speakers: int = Field(1, ge=1, description="the estimated count is at least this")
     embedding_window_s: float = Field(1.6, gt=0, description="seconds of audio per speaker embedding (Resemblyzer's is fixed at 1.6 s)")
     embedding_hop_s: float = Field(0.5, gt=0, description="seconds between speaker embeddings")
+
+    @field_validator("threshold_bounds")
+    @classmethod
+    def _bounds_ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] < 2:
+            raise ValueError(f"threshold_bounds must be 0 < low <= high < 2 (cosine distances), got {list(v)}")
+        return v
 
 
 class SegmentationConfig(Model):

@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.backends.base import DiarizationBackend, VadBackend
-from pipeline.backends.channels import ChannelDiarizer
 from pipeline.config import JobConfig, RecordingStageConfig
 from pipeline.records import SAMPLE_RATE, SEGMENTED_SCHEMA, Span, peak_rss_mb, rows_to_table, samples_at
 from pipeline.pieces import clip_to_core
@@ -59,7 +58,8 @@ class RecordingStage:
         rows = batch.drop_columns([c for c in ("audio", "channel_energy") if c in batch.column_names]).to_pylist()
         speech: list[np.ndarray | None] = []
         for i, row in enumerate(rows):
-            row.update(spans=[], turns=None, voices=None, num_speakers=None, speech_seconds=None, models=self.models)
+            row.update(spans=[], turns=None, voices=None, overlaps=None, overlap_seconds=None, num_speakers=None,
+                       speech_seconds=None, models=self.models)
             t0 = time.perf_counter()
             out = None
             if row["status"] == "ok":
@@ -83,12 +83,14 @@ class RecordingStage:
         offset_s = row.get("piece_start") or 0.0  # where this row's audio lies in the recording
         turns = None
         if self.diarizer and regions:
-            if isinstance(self.diarizer, ChannelDiarizer):  # it says why a file is one speaker (mono, ...)
-                turns, warning = self.diarizer.turns_and_warning(regions, channel_energy)
-                if warning:  # a warning of an ok row goes to its `error` column, as decode's do
-                    row["error"] = "; ".join(w for w in (row["error"], warning) if w)
-            else:
-                turns = self.diarizer.speaker_turns(audio, regions, channel_energy=channel_energy)
+            found = self.diarizer.diarize(audio, regions, channel_energy=channel_energy)
+            turns = found.turns
+            if found.warning:  # e.g. channels: why a file is one speaker; an ok row's warning goes to `error`
+                row["error"] = "; ".join(w for w in (row["error"], found.warning) if w)
+            if found.overlaps is not None:  # None: the backend cannot tell overlapped speech
+                row["overlaps"] = [{"start": round(o.start + offset_s, 3), "end": round(o.end + offset_s, 3),
+                                    "speakers": list(o.speakers)} for o in found.overlaps]
+                row["overlap_seconds"] = round(sum(o.duration for o in found.overlaps), 3)
         # Utterances follow VAD and length only: speakers are given to words after ASR (segment stage)
         spans = utterances(regions, None, self.cfg.segmentation, audio)
         row["speech_seconds"] = round(sum(s.duration for s in spans), 3)

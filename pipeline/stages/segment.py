@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Callable
 
 import pyarrow as pa
@@ -31,6 +32,7 @@ from pipeline.packing import Utterance, Window, by_speaker, pack
 from pipeline.records import TRANSCRIBED_SCHEMA, LanguageSwitch, Segment, peak_rss_mb, samples_at
 from pipeline.stages.punctuation import punctuated
 from pipeline.stages.quality import judge, text_signals
+from pipeline.timeline import overlap_seconds, word_in_overlap
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +217,7 @@ class SegmentStage:
             elif mine:
                 if row.get("turns") is not None:  # diarization ran: speakers go to the words now
                     mine = [piece for it in mine for piece in by_speaker(it, row["turns"])]
-                segments = [self._segment(k, it) for k, it in enumerate(mine)]
+                segments = [self._segment(k, it, row.get("overlaps")) for k, it in enumerate(mine)]
                 rec["segments"] = [s.to_row() for s in segments]
                 spoken = [s for s in segments if s.text]
                 if not spoken:
@@ -235,18 +237,21 @@ class SegmentStage:
             self._matchers[language] = vocabulary.matcher(vocabulary.terms_for(self.vocabulary, language))
         return vocabulary.contains_term(text, self._matchers[language])
 
-    def _segment(self, index: int, it: Utterance) -> Segment:
+    def _segment(self, index: int, it: Utterance, overlaps: list[dict] | None = None) -> Segment:
         """An utterance's result as the output record: words onto the recording's timeline, ITN,
-        text signals and the quality verdict."""
+        text signals and the quality verdict. `overlaps`: the recording's overlapped speech (None
+        where diarization did not run or cannot tell) marks the words spoken over someone else."""
         res = it.result
         assert res is not None
         start, end = it.span["start"], it.span["end"]
         language = res.language or (it.lid[0] if it.lid else self.cfg.lid.language)
         text = self.itn(res.text, language) if (self.itn and res.text) else res.text
+        words = [w.shifted(start, start, end) for w in res.words]  # onto the recording's timeline
         seg = Segment(
             segment_index=index, start=start, end=end, speaker=it.span["speaker"], language=language,
             language_prob=res.language_prob if res.language_prob is not None else (it.lid[1] if it.lid else None),
-            text=text, words=[w.shifted(start, start, end) for w in res.words], confidence=res.confidence,
+            text=text, confidence=res.confidence, overlap_seconds=overlap_seconds(start, end, overlaps),
+            words=[replace(w, overlap=word_in_overlap(w.start, w.end, overlaps)) for w in words],
             avg_logprob=res.avg_logprob, no_speech_prob=res.no_speech_prob, compression_ratio=res.compression_ratio,
             language_agreement=(it.lid[0] == res.language) if (it.lid and res.language) else None,
             signals=text_signals(text, language),

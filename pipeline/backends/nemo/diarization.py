@@ -1,7 +1,10 @@
 """NeMo speaker diarization: Sortformer end-to-end, or TitaNet-style embeddings + clustering.
 
 Both produce per-frame speaker activity that `pipeline.timeline.exclusive_turns` turns into
-non-overlapping turns covering the recording's speech regions."""
+non-overlapping turns covering the recording's speech regions. Sortformer's activity is per speaker
+(sigmoid outputs, several may be high at once), so it also says where speech overlaps
+(`pipeline.timeline.overlapped_speech`); TitaNet + clustering gives one speaker per window and
+cannot (overlaps None)."""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.backends.base import Diarization
 from pipeline.backends.nemo.common import NemoBackend, frame_seconds_of, frames_in, is_file_ref, split_on_oom
 from pipeline.clustering import cluster_for
 from pipeline.config import DiarizationConfig, ModelsConfig
 from pipeline.records import SAMPLE_RATE, Span
-from pipeline.timeline import exclusive_turns, stitch_chunk_activity
+from pipeline.timeline import exclusive_turns, stitch_chunk_activity, turns_and_overlaps
 
 
 class NemoDiarizer(NemoBackend):
@@ -31,7 +35,8 @@ class NemoDiarizer(NemoBackend):
       assigned to the nearest window centre.
 
     Both produce exclusive turns (no overlap; overlapped speech goes to the dominant speaker) that
-    exactly cover `regions`, labelled "spk0", "spk1", ... in order of appearance."""
+    exactly cover `regions`, labelled "spk0", "spk1", ... in order of appearance. Sortformer also
+    reports overlapped speech: frames where two or more speakers' activity reaches 0.5."""
 
     default_model = "diar_sortformer_4spk-v1"
     sortformer_chunk_s = 600.0
@@ -64,15 +69,20 @@ class NemoDiarizer(NemoBackend):
         self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
     ) -> list[Span]:
         """Speaker turns, seconds of the recording's timeline, covering exactly the speech in `regions`."""
+        return self.diarize(audio, regions).turns
+
+    def diarize(self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None) -> Diarization:
+        """Turns, and overlapped speech for Sortformer (None for TitaNet + clustering)."""
         duration = len(audio) / SAMPLE_RATE
         regions = [Span(max(0.0, r.start), min(duration, r.end)) for r in regions]
         regions = [r for r in sorted(regions, key=lambda r: r.start) if r.end > r.start]
         if not regions:
-            return []
+            return Diarization([], [] if self.mode == "sortformer" else None)
         if self.mode == "sortformer":
             probs = self.sortformer_probs(audio)
-            return exclusive_turns(probs, self.frame_s, regions)
-        return self._embedding_turns(audio, regions)
+            turns, overlaps = turns_and_overlaps(probs, self.frame_s, regions)
+            return Diarization(turns, overlaps)
+        return Diarization(self._embedding_turns(audio, regions), None)
 
     # -- Sortformer ------------------------------------------------------------------------------
     def sortformer_probs(self, audio: np.ndarray) -> np.ndarray:
