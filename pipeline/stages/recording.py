@@ -111,7 +111,8 @@ class RecordingStage:
             # rounding to ms must not push the last span past the end of the audio
             end = min(s.end, duration)
             clip = audio[int(s.start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
-            start_s, end_s = round(s.start + offset_s, 3), round(end + offset_s, 3)
+            # on the recording's timeline; rounding must not push the last span past the audio's end either
+            start_s, end_s = round(s.start + offset_s, 3), min(round(end + offset_s, 3), offset_s + duration)
             inside = None if pauses is None else [round(p + offset_s, 3) for p in pauses if s.start < p < end]
             row["spans"].append({"start": start_s, "end": end_s, "speaker": s.speaker, "audio_offset": offset,
                                  "num_samples": len(clip), "pauses": inside})
