@@ -9,9 +9,10 @@ it is decoded. The rules, one per stage:
   `piece_overlap_s` / 2 of (k+1) x `piece_s`, found in the decoded samples. Piece k answers for its
   core, from its boundary to the next, and carries `piece_overlap_s` of audio past both, so VAD sees the
   speech around a boundary in context.
-- recording stage (`clip_to_core`): a piece keeps its speech regions clipped to its core. Every second
-  of the recording lies in exactly one core, so no speech is transcribed twice or lost, however the
-  two pieces' VAD differ near the boundary; and a boundary in the quietest spot rarely cuts a word.
+- recording stage (`clip_to_core`): a piece keeps the speech regions of its core. A region across a
+  boundary goes whole to the piece that holds most of it when both neighbours see all of it (each
+  part within the overlap), else it is cut at the boundary, the quietest spot near it. Both pieces
+  apply the same rule, so no speech is transcribed twice or lost.
 - sink (`join`): once every piece of a recording is there, one recording row (segments in time order,
   renumbered; times summed; the worst status, every error kept) and one commit, as for a short file.
   With diarization, each piece has clustered its own speakers; their mean voices are clustered
@@ -102,16 +103,40 @@ def cut(windows: Iterable[np.ndarray], piece_s: float, overlap_s: float) -> Iter
     yield Piece(k, lead / SAMPLE_RATE, bound / SAMPLE_RATE, end / SAMPLE_RATE, True, view(lead).copy())
 
 
-def clip_to_core(regions: list[Span], row: dict[str, Any]) -> list[Span]:
-    """Speech regions of a piece (seconds into its audio) clipped to the piece's core (see the
-    module doc); a whole recording's regions as they are."""
+def clip_to_core(regions: list[Span], row: dict[str, Any], audio_s: float) -> list[Span]:
+    """Speech regions of a piece (seconds into its `audio_s` of audio) that this piece answers for;
+    a whole recording's regions as they are.
+
+    A region inside the core is kept. A region across a boundary that both neighbours see whole
+    (each part no longer than the overlap, and not cut off by this piece's audio edge) goes whole to
+    the piece holding its larger part (a tie: the earlier piece), so a word just past a boundary is
+    not left as a fragment too short to transcribe. A longer one is cut at the boundary, the quietest
+    spot near it. Both neighbours apply the same rule to the same region, so each is kept once."""
     if row.get("piece") is None:
         return regions
     lo = row["core_start"] - row["piece_start"]
     hi = row["core_end"] - row["piece_start"]
+    v = max(lo, audio_s - hi)  # the overlap: the lead-in before the core, or the tail after it
+    edge = 0.05  # a region this close to the audio's edge may go on beyond it: not seen whole
     out = []
     for r in regions:
-        start, end = max(r.start, lo), min(r.end, hi)
+        if r.end <= lo or r.start >= hi:
+            continue
+        start, end = r.start, r.end
+        if start < lo:  # across the boundary with the previous piece
+            before, after = lo - start, end - lo
+            if before <= v and after <= v and start > edge:
+                if after <= before:
+                    continue  # the previous piece holds the larger part: it is that piece's
+            else:
+                start = lo
+        if end > hi:  # across the boundary with the next piece
+            before, after = hi - r.start, end - hi
+            if before <= v and after <= v and end < audio_s - edge:
+                if after > before:
+                    continue  # the next piece's
+            else:
+                end = hi
         if end - start >= MIN_REGION_S:
             out.append(Span(round(start, 3), round(end, 3), r.speaker))
     return out

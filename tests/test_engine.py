@@ -135,5 +135,5 @@ def test_an_actor_stage_runs_its_native_thread_pools_at_the_count_it_is_given():
 
     init_ray(RayConfig(num_cpus=2))
     ds = ray.data.from_arrow([nest(pa.table({"duration": [1.0], "status": ["ok"], "error": [None]}))])
-    rows = map_actor(ds, EnvStage, Resources(num_cpus=0.5, pool_size=1), "x", last=True, threads=3).take_all()
+    rows = map_actor(ds, EnvStage, Resources(num_cpus=0.5, pool_size=1), "transcribed", last=True, threads=3).take_all()
     assert [r["threads"] for r in rows] == ["3,3,3"]

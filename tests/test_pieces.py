@@ -80,13 +80,26 @@ def test_cutting_holds_about_one_piece_whatever_the_recordings_length():
     assert peak40 < 40 * 60 * SR * 4 / 5  # the 40 min recording is 154 MB of samples
 
 
-def test_regions_are_clipped_to_the_core_so_each_second_is_kept_once():
-    # piece 1 of a recording: its audio starts at 52 s, its core is [60, 123.5)
+def test_each_region_is_kept_by_one_piece_whole_where_both_see_it():
+    # piece 1: audio from 52 s (8 s of lead-in), core [60, 123.5), audio to 131.5 (8 s past the core)
     row = {"piece": 1, "piece_start": 52.0, "core_start": 60.0, "core_end": 123.5}
-    regions = [Span(0.5, 7.95), Span(7.0, 20.0), Span(30.0, 71.6), Span(71.52, 75.0)]  # seconds into the piece
-    assert clip_to_core(regions, row) == [Span(8.0, 20.0), Span(30.0, 71.5)]  # 71.5-71.52 is too short to keep
-    whole = {"piece": None}
-    assert clip_to_core(regions, whole) == regions
+    local = [  # seconds into the piece's audio; the core is [8, 71.5), the overlap 8 s
+        Span(0.5, 7.95),   # before the core: the previous piece's
+        Span(0.0, 9.5),    # runs in from the audio's edge: not seen whole, cut at the boundary
+        Span(6.0, 9.0),    # across the boundary, larger part before it: the previous piece's
+        Span(7.5, 10.0),   # across, larger part here: kept whole
+        Span(7.0, 20.0),   # 12 s past the boundary, more than the overlap: cut at the boundary
+        Span(30.0, 71.6),  # 41.5 s before the next boundary: cut there
+        Span(70.0, 73.0),  # a tie across the next boundary: the earlier piece (this one) keeps it
+        Span(71.0, 75.0),  # larger part in the next piece: its
+        Span(71.52, 79.0),  # after the core
+    ]
+    kept = clip_to_core(local, row, audio_s=79.5)
+    assert kept == [Span(8.0, 9.5), Span(7.5, 10.0), Span(8.0, 20.0), Span(30.0, 71.5), Span(70.0, 73.0)]
+    # the next piece (audio from 115.5 s, core from 123.5 s) sees Span(71.0, 75.0) as (7.5, 11.5): its own
+    nxt = {"piece": 2, "piece_start": 115.5, "core_start": 123.5, "core_end": 180.0}
+    assert clip_to_core([Span(7.5, 11.5), Span(6.5, 9.5)], nxt, audio_s=64.5) == [Span(7.5, 11.5)]
+    assert clip_to_core(local, {"piece": None}, audio_s=79.5) == local
 
 
 def _piece(k: int, status: str = "ok", segments=(), **kw) -> dict:

@@ -130,15 +130,18 @@ def test_words_have_timestamps_inside_their_segment(corpus_run):
     assert n_words > 500
 
 
-def test_a_recording_cut_into_pieces_is_one_recording_with_the_same_words(corpus, corpus_run, tmp_path):
-    """The 60 s lecture cut into 20 s pieces (pipeline/pieces.py): one recording row, one commit,
-    segments in time order that never overlap, nothing left staged, and the words of the whole-file
-    run of the same audio (corpus_run) within a few percent."""
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(corpus / "speech" / "silerovad_test.wav", src / "lecture.wav")
-    out = tmp_path / "out"
-    cfg = load_config(LOCAL_CONF, [f"input.uri={src}", f"output.uri={out}", "decode.piece_s=20", "decode.piece_overlap_s=4"])
+def test_a_recording_cut_into_pieces_is_one_recording_with_the_same_words(corpus, corpus_run, s3_endpoint):
+    """The 60 s lecture cut into 20 s pieces (pipeline/pieces.py), S3 in and out (the sink stages the
+    pieces on S3): one recording row, one commit, segments in time order that never overlap, nothing
+    left staged, and the words of the whole-file run of the same audio (corpus_run) within a few percent."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("pieces")
+    fs.put_file(str(corpus / "speech" / "silerovad_test.wav"), "pieces/in/lecture.wav")
+    storage = f"{{endpoint_url: '{s3_endpoint}'}}"
+    cfg = load_config(LOCAL_CONF, ["input.uri=s3://pieces/in/", "output.uri=s3://pieces/out", f"input.storage={storage}",
+                                   f"output.storage={storage}", "decode.piece_s=20", "decode.piece_overlap_s=4"])
     report = run(cfg)
     assert (report.ok, report.no_speech, report.error) == (1, 0, 0) and report.audio_seconds == pytest.approx(60.0, abs=0.01)
     (rec,) = read_output(cfg.output, "recordings").to_pylist()
@@ -147,7 +150,7 @@ def test_a_recording_cut_into_pieces_is_one_recording_with_the_same_words(corpus
     assert len(segs) == rec["num_segments"] >= 3
     for a, b in zip(segs, segs[1:]):
         assert a["start"] < a["end"] <= b["start"]  # time order, no speech transcribed twice
-    assert not (out / "_pieces").exists()
+    assert not fs.exists("pieces/out/_pieces")
     whole = _text_by_uri(corpus_run[1])[str((corpus / "speech" / "silerovad_test.wav").resolve())]
     pieced = " ".join(s["text"] for s in segs)
     assert _wer(whole, pieced, "en") < 0.1

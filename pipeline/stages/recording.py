@@ -79,7 +79,7 @@ class RecordingStage:
         """Fill the row's spans; return the speech samples (None when there is no speech)."""
         duration = len(audio) / SAMPLE_RATE
         regions = self.vad.speech_regions(audio) if self.vad else [Span(0.0, round(duration, 3))]
-        regions = clip_to_core(regions, row)  # a piece of a long recording keeps its own stretch
+        regions = clip_to_core(regions, row, duration)  # a piece of a long recording keeps its own stretch
         offset_s = row.get("piece_start") or 0.0  # where this row's audio lies in the recording
         turns = None
         if self.diarizer and regions:
