@@ -143,9 +143,9 @@ def clip_to_core(regions: list[Span], row: dict[str, Any], audio_s: float) -> li
 
 
 # -- the sink's side -------------------------------------------------------------------------------
-def complete(staged: list[int], last: int | None) -> bool:
+def complete(staged: set[int], last: int | None) -> bool:
     """Whether every piece 0..last is staged (`last`: the index of the piece marked last, if staged)."""
-    return last is not None and set(range(last + 1)) <= set(staged)
+    return last is not None and set(range(last + 1)) <= staged
 
 
 _SUMMED = ("duration", "speech_seconds", "overlap_seconds", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds",
@@ -165,18 +165,19 @@ def stitch(rows: list[dict[str, Any]], cfg: Any) -> dict[tuple[int, str], str]:
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
-    keys = [(r["piece"], v["speaker"]) for r in rows for v in (r.get("voices") or [])]
-    if not keys:
+    found = [(r["piece"], v) for r in rows for v in (r.get("voices") or [])]
+    if not found:
         return {}
-    voices = np.array([v["embedding"] for r in rows for v in (r.get("voices") or [])], dtype=np.float64)
-    seconds = [v["seconds"] for r in rows for v in (r.get("voices") or [])]
+    keys = [(k, v["speaker"]) for k, v in found]
+    voices = np.array([v["embedding"] for _, v in found], dtype=np.float64)
+    seconds = [v["seconds"] for _, v in found]
     if len(keys) == 1:
         labels = np.ones(1, dtype=int)
     else:
         dist = np.clip(1.0 - voices @ voices.T, 0.0, 2.0)
         np.fill_diagonal(dist, 0.0)
         tree = linkage(squareform(dist, checks=False), method="average")
-        thresholds = [v.get("threshold") for r in rows for v in (r.get("voices") or []) if v.get("threshold")]
+        thresholds = [v["threshold"] for _, v in found if v.get("threshold")]
         threshold = float(np.median(thresholds)) if thresholds else cfg.cluster_threshold
         labels = fcluster(tree, threshold, criterion="distance")
         bound = cfg.num_speakers or min(max(len(set(labels)), cfg.min_speakers), cfg.max_speakers)
@@ -268,7 +269,7 @@ class PieceRegistry:
         self.staged.setdefault(recording_id, set()).add(piece)
         if last:
             self.last[recording_id] = piece
-        if complete(sorted(self.staged[recording_id]), self.last.get(recording_id)):
+        if complete(self.staged[recording_id], self.last.get(recording_id)):
             self.completer[recording_id] = piece
             del self.staged[recording_id]
             return True

@@ -148,16 +148,15 @@ class TranscriptSink(Datasink[dict]):
         led = Ledger(self.cfg)
         for name in ("segments", "recordings"):
             led.ensure(name)
-        with_retries(lambda: led.fs.rm(led.path(PIECES_DIR), recursive=True) if led.fs.exists(led.path(PIECES_DIR)) else None)
+        _clear_pieces(led)
         # the handle travels with the sink to the write tasks (and keeps the actor alive until the end)
         self.registry = ray.remote(num_cpus=0)(PieceRegistry).remote()
 
     def write(self, blocks: Iterable[Block], ctx) -> dict:
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
-        if tables:
-            table = self._join_pieces(pa.concat_tables(tables))
-        if not tables or not table.num_rows:
+        table = self._join_pieces(pa.concat_tables(tables)) if tables else None
+        if table is None or not table.num_rows:  # nothing, or only pieces of recordings not yet whole
             return {"status": {}, "errors": [], "audio_seconds": 0.0}
         ids = table.column("recording_id").to_pylist()
         write_id = write_id_for(self.run_id, ids)
@@ -176,8 +175,7 @@ class TranscriptSink(Datasink[dict]):
         if self.registry is not None:
             ray.kill(self.registry)
             self.registry = None
-        led = Ledger(self.cfg)
-        with_retries(lambda: led.fs.rm(led.path(PIECES_DIR), recursive=True) if led.fs.exists(led.path(PIECES_DIR)) else None)
+        _clear_pieces(Ledger(self.cfg))
 
     def _join_pieces(self, table: pa.Table) -> pa.Table:
         """The block's whole recordings, plus every long recording that one of its pieces completes.
@@ -210,6 +208,12 @@ class TranscriptSink(Datasink[dict]):
         if joined:
             whole = pa.concat_tables([whole, pa.Table.from_pylist(joined, schema=table.schema)])
         return whole
+
+
+def _clear_pieces(led: Ledger) -> None:
+    """Remove everything staged under `_pieces/` (at a run's start: a dead run's; at its end: its own)."""
+    folder = led.path(PIECES_DIR)
+    with_retries(lambda: led.fs.rm(folder, recursive=True) if led.fs.exists(folder) else None)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
