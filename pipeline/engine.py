@@ -32,6 +32,12 @@ from pipeline.config import JobConfig, RayConfig, Resources
 log = logging.getLogger(__name__)
 
 WINDOW = "window"
+#: Ray Data's block size target (its default is 128 MiB). A window's row (<= `pooling.window_audio_s`
+#: of audio, ~19 MB at 300 s) or a long recording's piece (640 s: 41 MB) is larger, so each leaves its
+#: task as a block of its own. At 128 MiB Ray Data coalesced a decode task's pieces three at a time:
+#: the decode worker held them (its peak grew 1.28x from a 1 h to a 4 h file; 1.03x at 16 MiB,
+#: bench/long_memory.py) and the recording stage waited for the third before starting on the first.
+BLOCK_TARGET_BYTES = 16 * 1024 * 1024
 
 
 class ClusterTooSmall(RuntimeError):
@@ -78,9 +84,9 @@ def quiet_ray_on_screen() -> None:
 
 
 def configure_data_context() -> None:
-    """Error policy: bounded retries only. Our stages turn per-recording failures into error rows,
-    so an exception that escapes a stage is an infrastructure fault: retry it a few times, then fail
-    loudly. Never `max_errored_blocks` (it silently drops whole blocks of good recordings)."""
+    """One block per window (`BLOCK_TARGET_BYTES`). Error policy: bounded retries only. Our stages
+    turn per-recording failures into error rows, so an exception that escapes a stage is an
+    infrastructure fault: retry it a few times, then fail loudly. Never `max_errored_blocks` (it silently drops whole blocks of good recordings)."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
@@ -90,6 +96,7 @@ def configure_data_context() -> None:
     ctx.max_errored_blocks = 0
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
+    ctx.target_max_block_size = BLOCK_TARGET_BYTES
 
 
 # -- windows as rows -------------------------------------------------------------------------------

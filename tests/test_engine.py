@@ -137,3 +137,27 @@ def test_an_actor_stage_runs_its_native_thread_pools_at_the_count_it_is_given():
     ds = ray.data.from_arrow([nest(pa.table({"duration": [1.0], "status": ["ok"], "error": [None]}))])
     rows = map_actor(ds, EnvStage, Resources(num_cpus=0.5, pool_size=1), "transcribed", last=True, threads=3).take_all()
     assert [r["threads"] for r in rows] == ["3,3,3"]
+
+
+@pytest.mark.ray
+def test_each_table_a_task_stage_yields_leaves_as_a_block_of_its_own():
+    """Decode yields a long recording's pieces one by one (pipeline/pieces.py), 41 MB each at the
+    default 600 s; each must leave the task as its own block, so that the recording stage starts on
+    the first while the next is decoded and the decode worker holds one piece, not several. (Ray
+    Data's default 128 MiB block target packed them three to a block: `engine.BLOCK_TARGET_BYTES`.)"""
+    import numpy as np
+    import pyarrow as pa
+    import ray
+
+    from pipeline.config import RayConfig, Resources
+    from pipeline.engine import init_ray, map_tasks, nest
+
+    def pieces(table: pa.Table, n: int):  # one window in, n pieces out, as decode_stream does
+        for k in range(n):
+            samples = pa.array([np.full(5_000_000, k, dtype=np.float32)], pa.list_(pa.float32()))  # 20 MB
+            yield pa.table({"duration": [312.5], "samples": samples})
+
+    init_ray(RayConfig(num_cpus=2))
+    ds = ray.data.from_arrow([nest(pa.table({"duration": [1250.0]}))])
+    done = map_tasks(ds, pieces, Resources(num_cpus=0.5, pool_size=1), "decoded", n=4).materialize()
+    assert done.num_blocks() == 4
