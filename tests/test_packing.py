@@ -45,6 +45,17 @@ def test_split_gives_each_utterance_the_words_in_its_half_of_the_gaps():
     assert a.language == "en" and a.avg_logprob == -0.1 and a.compression_ratio == compression_ratio(a.text)
 
 
+def test_skipped_names_the_packed_utterances_the_model_passed_over():
+    (w,) = pack(_utts([4.0, 3.0, 1.0]), [None] * 3, 30.0, "recording", 0.5)  # 4 s | 3 s | 1 s
+    words = [Word(f"word{k}", k + 0.1, k + 0.6, 0.9) for k in range(4)]  # speech in the first part only
+    w.split(AsrResult(" ".join(x.word for x in words), words, 0.9, language="en"))
+    assert w.skipped(3.0) == [w.items[1]]  # 0 characters in 3 s; the 1 s one is too short to tell
+    assert w.skipped(0.0) == []  # off
+    (alone,) = w.alone()[1:2]
+    alone.split(AsrResult("", [], 0.0, language="en"))
+    assert alone.skipped(3.0) == []  # an utterance alone is what a retry is: never sent again
+
+
 def test_cut_splits_a_window_where_the_language_changes():
     (w,) = pack(_utts([2.0, 2.0, 2.0]), [None] * 3, 30.0, "recording", 0.5)
     pieces = w.cut(LanguageSwitch([("en", 0.9), ("de", 0.8), ("de", 0.7)]), 0.5)

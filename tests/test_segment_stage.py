@@ -59,7 +59,10 @@ class FakeAsr:
 def _stage(*overrides: str, lid: str = "fused") -> tuple[SegmentStage, FakeAsr]:
     """The stage built from fake backends. `lid`: "fused" (the ASR reads languages itself), "asr"
     (the ASR model answers a separate identify pass, as with corpus packing) or "own" (another model)."""
-    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", *overrides]).segment_stage
+    # the fake says ~3 characters a second, which the skipped-segment check would send again alone;
+    # that check has its own test (test_a_packed_segment_the_model_skipped_is_transcribed_again_alone)
+    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.retry_below_cps=0",
+                                          *overrides]).segment_stage
     fake = FakeAsr()
     lid_backend = {"fused": FusedLid(fake), "asr": fake, "own": FakeAsr()}[lid]
     return SegmentStage(cfg, fake, lid_backend), fake
@@ -184,3 +187,32 @@ def test_a_backend_that_loses_a_result_is_caught_not_zipped_onto_the_wrong_segme
         from pipeline.backends.base import check_results
 
         check_results(asr.transcribe([np.zeros(SR)] * 3, [None] * 3), [None] * 3, asr)
+
+
+class _SkippingAsr(FakeAsr):
+    """Whisper's failure on packed windows: the model passes over the second packed part whole."""
+
+    def transcribe(self, clips, languages, parts=None):
+        out = super().transcribe(clips, languages, parts)
+        for res, spans in zip(out, parts or [None] * len(out)):
+            if spans and len(spans) > 1:
+                a, b = spans[1]
+                res.words = [w for w in res.words if not a - 0.25 <= (w.start + w.end) / 2 < b + 0.25]
+                res.text = " ".join(w.word for w in res.words)
+        return out
+
+
+def test_a_packed_segment_the_model_skipped_is_transcribed_again_alone():
+    def run(retry_below_cps: str) -> tuple[list[str], list[int]]:
+        cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.mode=recording",
+                                              "segment_stage.packing.gap_s=0.5",
+                                              f"segment_stage.packing.retry_below_cps={retry_below_cps}"]).segment_stage
+        asr = _SkippingAsr()
+        out = SegmentStage(cfg, asr, FusedLid(asr))(_batch([[5.0, 6.0, 4.0]])).to_pylist()
+        return [s["text"] for s in out[0]["segments"]], asr.calls
+
+    # one window [5 s | 6 s | 4 s]; the fake says "w<k>" at second k of it and skips the 6 s part
+    texts, calls = run("0")
+    assert texts == ["w0 w1 w2 w3 w4", "", "w12 w13 w14 w15"] and calls == [1]
+    texts, calls = run("1.0")  # the fake's ~3 characters a second pass; the skipped part's 0 do not
+    assert texts == ["w0 w1 w2 w3 w4", "w0 w1 w2 w3 w4 w5", "w12 w13 w14 w15"] and calls == [1, 1]

@@ -47,6 +47,11 @@ class PackingConfig(Model):
         description="recording mode: cut a segment that does not fit the room left in a window at a pause, "
         "into pieces of at least this many seconds, to fill the window (0: never cut; words are joined back)",
     )
+    retry_below_cps: float = Field(
+        3.0, ge=0,
+        description="a packed segment of 1.5 s or more whose share of the window's text has fewer characters "
+        "per second than this (the model skipped it) is transcribed again on its own (0: never)",
+    )
 
 
 class LidConfig(Model):

@@ -179,6 +179,7 @@ class SegmentStage:
                     pieces += w.cut(res, self.cfg.packing.gap_s)
                 else:
                     w.split(res)
+                    pieces += [Window.of([it], w.language, 0.0) for it in w.skipped(self.cfg.packing.retry_below_cps)]
         except Exception as exc:  # noqa: BLE001
             if len(group) > 1:
                 log.warning("ASR call on %d windows failed (%s); retrying one at a time", len(group), exc)
