@@ -6,7 +6,9 @@ Two shapes of work, the two cases Scriptorium is for:
   window longer than its source is filled by joining further recordings with 0.3 s pauses.
 * long files (archive): N files of `min_s`-`max_s` seconds made by joining whole recordings of ONE
   language (as an archive recording usually is; the language is drawn per file) with pauses of 0.5-3 s
-  (silence at a low noise floor), so VAD has real work to do.
+  (silence at a low noise floor), so VAD has real work to do. Only recordings with a reference text
+  are joined, and a file ends after a whole one, so `references.jsonl` beside `audio/` holds each
+  file's texts joined in order and every system's WER can be scored (`score`).
 
 All audio is written as 16 kHz mono FLAC. A corpus folder is reused when its `corpus.json` says it
 was built with the same parameters; otherwise it is rebuilt. `scaled_copy` makes the k-fold corpus
@@ -28,7 +30,7 @@ SR = 16000
 SPEECH_DIRS = ("speech", "multilingual", "diarization")
 AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".opus")
 VERSION = 1
-LONG_VERSION = 2  # 2: one language per long file
+LONG_VERSION = 3  # 2: one language per long file; 3: whole recordings with text, references.jsonl
 
 
 @dataclass
@@ -47,16 +49,6 @@ def _decode(path: Path) -> np.ndarray:
     from faster_whisper.audio import decode_audio  # PyAV: every codec in the corpus, resampled to 16 kHz mono
 
     return np.asarray(decode_audio(str(path), sampling_rate=SR), dtype=np.float32)
-
-
-def languages(corpus: Path) -> dict[str, str]:
-    """Relative audio path -> ISO 639-1 language, from references.jsonl ("en" when absent)."""
-    out = {}
-    for line in (corpus / "references.jsonl").read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            out[rec["audio_filepath"]] = rec.get("lang") or "en"
-    return out
 
 
 def load_sources(corpus: Path) -> list[tuple[str, np.ndarray]]:
@@ -136,27 +128,66 @@ def build_long_files(
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "audio").mkdir(parents=True)
     sources = sources or load_sources(corpus)
-    lang_of = languages(corpus)
-    by_lang: dict[str, list[np.ndarray]] = {}
+    refs = references(corpus)
+    by_lang: dict[str, list[tuple[np.ndarray, str]]] = {}
     for name, audio in sources:
-        by_lang.setdefault(lang_of.get(name, "en"), []).append(audio)
+        if refs.get(name, {}).get("text"):
+            by_lang.setdefault(refs[name].get("lang") or "en", []).append((audio, refs[name]["text"]))
     langs = sorted(by_lang)
     rng = np.random.default_rng(seed)
-    seconds = []
+    seconds, manifest = [], []
     for i in range(n):
         target = rng.uniform(min_s, max_s)
-        pool = by_lang[langs[int(rng.integers(len(langs)))]]
+        lang = langs[int(rng.integers(len(langs)))]
         parts: list[np.ndarray] = []
+        texts: list[str] = []
         total = 0.0
         while total < target:
-            src = pool[int(rng.integers(len(pool)))]
+            src, text = by_lang[lang][int(rng.integers(len(by_lang[lang])))]
             pause = _silence(rng, float(rng.uniform(0.5, 3.0)))
             parts += [src, pause]
+            texts.append(text)
             total += (len(src) + len(pause)) / SR
-        audio = np.concatenate(parts)[: int(target * SR)]
+        audio = np.concatenate(parts)
         _write(dest / "audio" / f"long_{i:03d}.flac", audio)
         seconds.append(len(audio) / SR)
+        manifest.append({"audio_filepath": f"audio/long_{i:03d}.flac", "lang": lang, "text": " ".join(texts),
+                         "duration": round(len(audio) / SR, 3)})
+    (dest / "references.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in manifest))
     return _finish(dest, "long", seconds, params)
+
+
+def references(corpus: Path) -> dict[str, dict]:
+    """Relative audio path -> its references.jsonl record."""
+    out = {}
+    for line in (corpus / "references.jsonl").read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            out[rec["audio_filepath"]] = rec
+    return out
+
+
+def score(info: CorpusInfo, hypotheses: dict[str, str]) -> dict[str, float] | None:
+    """WER of `hypotheses` (audio file name -> the system's text for the whole file) against the
+    corpus's `references.jsonl`, per language and over all ("all"): errors summed over files, then
+    divided by reference words, both sides normalised as `scriptorium eval` does. None: no references."""
+    import jiwer
+
+    from pipeline.eval import normalise
+
+    path = Path(info.path).parent / "references.jsonl"
+    if not path.exists():
+        return None
+    errors: dict[str, list[int]] = {}
+    for rel, ref in references(path.parent).items():
+        lang = ref.get("lang") or "en"
+        hyp = normalise(hypotheses.get(Path(rel).name, ""), lang)
+        out = jiwer.process_words(normalise(ref["text"], lang), hyp or "<empty>")
+        for key in (lang, "all"):
+            acc = errors.setdefault(key, [0, 0])
+            acc[0] += out.substitutions + out.deletions + out.insertions
+            acc[1] += len(out.references[0])
+    return {k: round(e / max(words, 1), 4) for k, (e, words) in sorted(errors.items())}
 
 
 def scaled_copy(base: CorpusInfo, dest: Path, factor: int) -> CorpusInfo:

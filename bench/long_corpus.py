@@ -7,8 +7,8 @@ Each file joins whole clips of one language from ../shared/corpus (those with a 
 one speaker) with 0.3-1.5 s of near-silence between them, so pauses are short enough for the
 recording stage to merge clips into utterances, as in continuous speech; `references.jsonl` holds
 each file's clips' texts joined in order (the NeMo manifest shape `stages.py` reads).
-`corpora.build_long_files` cuts its files at an arbitrary sample and keeps no text, so it cannot
-score WER.
+`corpora.build_long_files` (bench/throughput.py's long corpus) is built the same way, with longer
+files and pauses.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ def _child_whisper(args: argparse.Namespace) -> dict:
         common.update(vad_filter=False)
     audio_s = chars = segments = 0
     asr_s = 0.0
+    hypotheses = {}
     for path in sorted(Path(args.input).glob("*.flac")):
         t = time.perf_counter()
         segs, info = runner.transcribe(str(path), **common)
@@ -69,6 +70,7 @@ def _child_whisper(args: argparse.Namespace) -> dict:
         audio_s += info.duration
         chars += sum(len(s.text.strip()) for s in segs)
         segments += len(segs)
+        hypotheses[path.name] = " ".join(s.text.strip() for s in segs)
     wall = time.perf_counter() - t0
     return {
         "audio_seconds": round(audio_s, 3),
@@ -79,6 +81,7 @@ def _child_whisper(args: argparse.Namespace) -> dict:
         "segments": segments,
         "chars": chars,
         "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "hypotheses": hypotheses,
     }
 
 
@@ -111,17 +114,16 @@ def _child_scriptorium(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - t0
     import ray
 
-    chars = segments = 0
-    try:
-        import pyarrow.parquet as pq
+    from pipeline.ledger import read_output
 
-        for p in Path(args.output).rglob("segments/*.parquet"):
-            texts = pq.read_table(p, columns=["text"]).column("text").to_pylist()
-            segments += len(texts)
-            chars += sum(len(t or "") for t in texts)
-    except Exception as exc:  # noqa: BLE001 - sanity numbers only
-        chars = f"unreadable: {exc}"
     ray.shutdown()
+    # each file's text: its committed segments in time order (what `scriptorium eval` scores)
+    rows = read_output(cfg.output).select(["uri", "start", "text"]).to_pylist()
+    by_file: dict[str, list[tuple[float, str]]] = {}
+    for r in rows:
+        by_file.setdefault(Path(r["uri"]).name, []).append((r["start"], r["text"] or ""))
+    hypotheses = {name: " ".join(t for _, t in sorted(segs)) for name, segs in by_file.items()}
+    segments, chars = len(rows), sum(len(r["text"] or "") for r in rows)
     return {
         "audio_seconds": report.audio_seconds,
         "wall_seconds": round(wall, 3),
@@ -139,6 +141,7 @@ def _child_scriptorium(args: argparse.Namespace) -> dict:
         "segments": segments,
         "chars": chars,
         "vad_seconds": getattr(report, "recording_stage_wall_seconds", None),  # VAD (+diarization), summed
+        "hypotheses": hypotheses,
         "report": report.model_dump(exclude={"errors", "warnings"}),
     }
 
@@ -222,6 +225,7 @@ def measure_row(row: int, corpus: corpora.CorpusInfo, label: str, args: argparse
                 shutil.copyfile(f, work / "logs" / f"{name}-ray-data.log")  # per-operator stats, for diagnosis
             shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
             shutil.rmtree(work / "out" / name, ignore_errors=True)
+    res["wer"] = corpora.score(corpus, res.pop("hypotheses", {}))
     res["peak_rss_mb"] = res["self_peak_rss_mb"] if row <= 2 else res["tree_peak_rss_mb"]
     res["rtf"] = round(res["audio_seconds"] / res["wall_seconds"], 3) if res["wall_seconds"] else 0.0
     res["audio_per_cpu_s"] = round(res["audio_seconds"] / res["cpu_seconds"], 3) if res["cpu_seconds"] else 0.0

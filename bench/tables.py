@@ -32,6 +32,15 @@ def table(results: list[dict]) -> str:
             f"{r['peak_rss_mb']:.0f} | {r['startup_seconds']:.1f} | {_fmt(r.get('vad_seconds'), '.1f')} | {_fmt(asr, '.1f')} | {r['cpu_seconds']:.0f} | "
             f"{r['audio_per_cpu_s']:.2f} | {_fmt(cratio, '.2f')} | {r['load1_max']:.1f} | {status(r)} |"
         )
+    scored = [r for r in results if r.get("wer")]
+    if scored:  # corpora with references.jsonl (the long files): WER per language, scored the same way
+        langs = sorted({k for r in scored for k in r["wer"]} - {"all"})
+        lines += ["", "| # | corpus | WER all | " + " | ".join(langs) + " | tree peak RSS MB | tree peak PSS MB |",
+                  "|" + "---|" * (len(langs) + 5)]
+        for r in scored:
+            lines.append(f"| {r['row']} | {r['corpus']} | {r['wer']['all']:.3f} | "
+                         + " | ".join(_fmt(r["wer"].get(k), ".3f") for k in langs)
+                         + f" | {r['tree_peak_rss_mb']:.0f} | {r['tree_peak_pss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -81,6 +90,17 @@ def targets(results: list[dict], scale: dict | None) -> list[str]:
         if a and b:
             c = a["audio_per_cpu_s"] / b["audio_per_cpu_s"]
             check(f"{corpus}, Whisper: row 3 / row 2 audio per CPU second", c, c >= goal, f">= {goal}")
+    a, b = get.get((3, "long")), get.get((2, "long"))  # issue 16: long recordings
+    if a and b:
+        v = a["rtf"] / b["rtf"]
+        check("long, Whisper: row 3 / row 2 throughput (issue 16)", v, v >= 1.1, ">= 1.1")
+        if a.get("wer") and b.get("wer"):
+            w = a["wer"]["all"]
+            check(f"long, Whisper: row 3 WER (row 2: {b['wer']['all']:.3f})", w, w <= b["wer"]["all"], "<= row 2")
+        m = a["tree_peak_rss_mb"] / b["tree_peak_rss_mb"]
+        check("long, Whisper: row 3 / row 2 process-tree peak RSS", m, m <= 1.5, "<= 1.5")
+        m = a["tree_peak_pss_mb"] / b["tree_peak_pss_mb"]
+        check("long, Whisper: row 3 / row 2 process-tree peak PSS (shared pages counted once)", m, m <= 1.5, "<= 1.5")
     for corpus in ("short", "long"):
         r5, r6 = get.get((5, corpus)), get.get((6, corpus))
         pad = r5["padding_ratio"] if r5 else None

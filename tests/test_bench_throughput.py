@@ -1,7 +1,8 @@
-"""Smoke test of the throughput benchmark (bench/throughput.py): a tiny corpus (3 clips of 2-6 s), rows 2
-(per-file batching) and 3 (Scriptorium, bucketing on), one Markdown table and a JSON file with both rows.
+"""Smoke test of the throughput benchmark (bench/throughput.py): a tiny corpus (3 clips of 2-6 s) and one
+long file of 20-30 s, rows 2 (per-file batching) and 3 (Scriptorium, bucketing on), the Markdown tables
+(with both rows' WER on the long file, from its joined references) and a JSON file with every row.
 
-Takes ~1.5 min on 2 cores (Ray start-up and two Whisper model loads dominate)."""
+Takes ~2.5 min on 2 cores (Ray start-ups and Whisper model loads dominate)."""
 
 from __future__ import annotations
 
@@ -21,21 +22,30 @@ def test_bench_quick_rows_2_3(tmp_path: Path, corpus: Path) -> None:
     out_json = tmp_path / "bench.json"
     cmd = [
         sys.executable, str(REPO / "bench" / "throughput.py"), "--quick", "--short-clips", "3", "--short-max-s", "6",
-        "--rows", "2,3", "--corpora", "short", "--scale", "0",
+        "--rows", "2,3", "--corpora", "short,long", "--long-files", "1", "--long-min-s", "20", "--long-max-s", "30",
+        "--scale", "0",
         "--corpus", str(corpus), "--cache", str(tmp_path / "cache"), "--json", str(out_json),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    split = next(k for k, line in enumerate(lines) if line.startswith("| # | corpus | WER all |"))
+    table, wer_table = lines[:split], lines[split + 1:]
     assert table[0].startswith("| # | system | corpus | files | audio s | wall s | x real time | vs row 2 |")
     body = {line.split("|")[1].strip(): line for line in table[1:] if not line.startswith("|---")}
     assert set(body) == {"2", "3"}, table
+    assert [line.split("|")[1:3] for line in wer_table] == [[" 2 ", " long "], [" 3 ", " long "]], wer_table
     assert "## Targets" in proc.stdout
+    assert "long, Whisper: row 3 WER (row 2: " in proc.stdout
 
     res = json.loads(out_json.read_text())
-    rows = {r["row"]: r for r in res["rows"]}
-    assert set(rows) == {2, 3}
+    long = {r["row"]: r for r in res["rows"] if r["corpus"] == "long"}
+    for r in long.values():  # the long file joins whole corpus recordings; its references are their texts
+        assert r["wer"]["all"] < 0.5 and set(r["wer"]) - {"all"}, r["wer"]
+    rows = {r["row"]: r for r in res["rows"] if r["corpus"] == "short"}
+    assert set(rows) == {2, 3} and set(long) == {2, 3}
+    assert rows[2].get("wer") is None  # the short clips are cut anywhere: no reference text
     audio = res["corpora"]["short"]["audio_seconds"]
     for r in rows.values():
         # every row saw the whole corpus, produced text, and took measurable time and memory
