@@ -6,6 +6,7 @@ and faster-whisper's batched pipeline do). This module is the whole of that, mod
 
     pack(utterances, languages, window_s, mode, gap_s, min_piece_s) -> [Window]   the one entry point
     Window.split(result)         the window's words -> each packed utterance (clip-relative times)
+    Window.skipped(min_cps)      the packed utterances the model passed over -> retry(...) -> windows again
     Window.cut(switch, gap_s)    a window whose utterances speak different languages -> pieces
     Utterance.join_pieces()      an utterance cut across two windows gets its words back whole
     by_speaker(utterance, turns) a transcribed utterance -> one piece per run of one speaker's words
@@ -48,6 +49,7 @@ class Utterance:
     padded_s: float = 0.0  # its share of the model calls' padded seconds and wall time
     wall_s: float = 0.0
     offset_s: float = 0.0  # a piece: where it starts inside the whole utterance's clip
+    retried: int = 0  # times it was sent again because a packed window passed over it (`retry`)
     pieces: list["Utterance"] = field(default_factory=list)  # set when it was cut to fill windows
 
     @property
@@ -203,6 +205,18 @@ def pack(
         keys = [(it.row, it.span["speaker"], lang) for it, lang in zip(items, languages)]
         groups = pack_consecutive(durations, keys, window_s, gap_s)
     return [Window.of([items[i] for i in g], languages[g[0]], gap_s) for g in groups]
+
+
+def retry(skipped: list[tuple[Utterance, str | None]], window_s: float, gap_s: float) -> list[Window]:
+    """Windows for the utterances that packed windows passed over (`Window.skipped`), each with its
+    window's language: the first time packed among themselves, as "recording" packing does (whether
+    Whisper skips an utterance depends on what is beside it), the second time each alone, where
+    nothing can be passed over."""
+    for it, _ in skipped:
+        it.retried += 1
+    again = [(it, lang) for it, lang in skipped if it.retried == 1]
+    out = [Window.of([it], lang, 0.0) for it, lang in skipped if it.retried > 1]
+    return out + pack([it for it, _ in again], [lang for _, lang in again], window_s, "recording", gap_s)
 
 
 def _fill(items: list[Utterance], languages: Sequence[str | None], window_s: float, gap_s: float,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.packing import Utterance, Window, by_speaker, compression_ratio, pack
+from pipeline.packing import Utterance, Window, by_speaker, compression_ratio, pack, retry
 from pipeline.records import AsrResult, LanguageSwitch, Word
 
 SR = 16000
@@ -54,6 +54,15 @@ def test_skipped_names_the_packed_utterances_the_model_passed_over():
     (alone,) = w.alone()[1:2]
     alone.split(AsrResult("", [], 0.0, language="en"))
     assert alone.skipped(3.0) == []  # an utterance alone is what a retry is: never sent again
+
+
+def test_skipped_utterances_are_packed_again_once_then_sent_alone():
+    a, b, c = _utts([4.0, 3.0, 5.0])
+    (w,) = retry([(a, "en"), (b, "en")], 30.0, 0.5)  # the first time: packed among themselves
+    assert w.items == [a, b] and w.language == "en" and a.retried == b.retried == 1
+    again = retry([(b, "en"), (c, "de")], 30.0, 0.5)  # b skipped twice: alone; c's first time
+    assert [(x.items, x.language) for x in again] == [([b], "en"), ([c], "de")]
+    assert b.retried == 2 and c.retried == 1
 
 
 def test_cut_splits_a_window_where_the_language_changes():

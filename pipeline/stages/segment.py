@@ -28,7 +28,7 @@ from pipeline.backends.base import AsrBackend, FusedLid, LidBackend, check_resul
 from pipeline.backends.registry import make_asr, make_lid
 from pipeline.batching import plan_batches, with_quadratic
 from pipeline.config import JobConfig, SegmentStageConfig
-from pipeline.packing import Utterance, Window, by_speaker, pack
+from pipeline.packing import Utterance, Window, by_speaker, pack, retry
 from pipeline.records import TRANSCRIBED_SCHEMA, LanguageSwitch, Segment, peak_rss_mb, samples_at
 from pipeline.stages.punctuation import punctuated
 from pipeline.stages.quality import judge, text_signals
@@ -167,19 +167,23 @@ class SegmentStage:
                 chunk[0].error = f"lid: {type(exc).__name__}: {exc}"
 
     def _call(self, group: list[Window]) -> list[Window]:
-        """One model call; on failure, retry each window alone, then each utterance alone. Returns
-        the pieces of windows the backend found to switch language, for another round."""
+        """One model call; on failure, retry each window alone, then each utterance alone. Returns,
+        for another round, the pieces of windows the backend found to switch language and windows
+        for the packed utterances it passed over (`packing.retry`)."""
         pieces: list[Window] = []
+        skipped: list[tuple[Utterance, str | None]] = []
+        packing = self.cfg.packing
         try:
             clips = [w.audio for w in group]
             parts = [w.parts if len(w.items) > 1 else None for w in group]
             results = check_results(self.asr.transcribe(clips, [w.language for w in group], parts), clips, self.asr)
             for w, res in zip(group, results):
                 if isinstance(res, LanguageSwitch):
-                    pieces += w.cut(res, self.cfg.packing.gap_s)
+                    pieces += w.cut(res, packing.gap_s)
                 else:
                     w.split(res)
-                    pieces += [Window.of([it], w.language, 0.0) for it in w.skipped(self.cfg.packing.retry_below_cps)]
+                    skipped += [(it, w.language) for it in w.skipped(packing.retry_below_cps)]
+            pieces += retry(skipped, self.asr.capabilities.window_s, packing.gap_s)
         except Exception as exc:  # noqa: BLE001
             if len(group) > 1:
                 log.warning("ASR call on %d windows failed (%s); retrying one at a time", len(group), exc)
