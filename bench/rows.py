@@ -171,6 +171,12 @@ def child_main(argv: list[str]) -> None:
     else:
         res = _child_scriptorium(args)
     Path(args.result).write_text(json.dumps(res))
+    # Done: skip the interpreter's teardown. Threads pyarrow's dataset scan leaves behind (the Delta
+    # read of the output above) can release Python objects while Python finalises, which aborted a
+    # row-3 child after it had written its result (Ray's terminate handler, in a clean-clone run).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # ----------------------------------------------------------------------------------------------
