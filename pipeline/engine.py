@@ -147,9 +147,9 @@ def _window_actor(make_stage: Callable[..., Callable[[pa.Table], pa.Table]], sta
 def release_free_heap() -> None:
     """Hand the heap's free pages back to the OS (glibc's `malloc_trim`; a no-op without glibc). A
     stage call allocates and frees hundreds of MB (samples, features, Arrow buffers) and glibc keeps
-    what is freed: over the 24 pieces of a 4 h file the segment and recording stages' resident
-    memory after a call wandered between 384 and 519 MB, so an actor's peak grew with the number of
-    calls it made; trimmed after each call it stayed at 270-280 MB."""
+    what is freed: in one process, the segment and recording stages' resident memory after each of
+    a 4 h file's 24 pieces wandered between 384 and 519 MB; trimmed after each call it stayed at
+    270-280 MB. (The segment actor's peak inside a call is not changed by this: bench/long_memory.py.)"""
     if _LIBC:
         _LIBC[0].malloc_trim(0)
 
