@@ -167,22 +167,27 @@ def references(corpus: Path) -> dict[str, dict]:
     return out
 
 
-def score(info: CorpusInfo, hypotheses: dict[str, str]) -> dict[str, float] | None:
-    """WER of `hypotheses` (audio file name -> the system's text for the whole file) against the
-    corpus's `references.jsonl`, per language and over all ("all"): errors summed over files, then
-    divided by reference words, both sides normalised as `scriptorium eval` does. None: no references."""
+def word_errors(reference: str, hypothesis: str, lang: str):
+    """jiwer's word alignment of a file's text against its reference, both sides normalised as
+    `scriptorium eval` does (an empty hypothesis counts every reference word as deleted)."""
     import jiwer
 
     from pipeline.eval import normalise
 
+    return jiwer.process_words(normalise(reference, lang), normalise(hypothesis, lang) or "<empty>")
+
+
+def score(info: CorpusInfo, hypotheses: dict[str, str]) -> dict[str, float] | None:
+    """WER of `hypotheses` (audio file name -> the system's text for the whole file) against the
+    corpus's `references.jsonl`, per language and over all ("all"): errors summed over files, then
+    divided by reference words, both sides normalised as `scriptorium eval` does. None: no references."""
     path = Path(info.path).parent / "references.jsonl"
     if not path.exists():
         return None
     errors: dict[str, list[int]] = {}
     for rel, ref in references(path.parent).items():
         lang = ref.get("lang") or "en"
-        hyp = normalise(hypotheses.get(Path(rel).name, ""), lang)
-        out = jiwer.process_words(normalise(ref["text"], lang), hyp or "<empty>")
+        out = word_errors(ref["text"], hypotheses.get(Path(rel).name, ""), lang)
         for key in (lang, "all"):
             acc = errors.setdefault(key, [0, 0])
             acc[0] += out.substitutions + out.deletions + out.insertions

@@ -19,17 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.corpora import SR, _silence, _write, load_sources
+from bench.corpora import SR, _silence, _write, load_sources, references
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
 
 def build(dest: Path, files: int, min_s: float, max_s: float, seed: int = 7, corpus: Path = CORPUS) -> list[dict]:
-    refs = {}
-    for line in (corpus / "references.jsonl").read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            refs[r["audio_filepath"]] = r
+    refs = references(corpus)
     by_lang: dict[str, list[tuple[str, np.ndarray]]] = {}
     for name, audio in load_sources(corpus):
         ref = refs.get(name, {})

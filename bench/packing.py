@@ -18,7 +18,6 @@ which makes it pass the pauses that filling cuts at).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,11 +27,9 @@ sys.path.insert(0, str(REPO))
 
 
 def _errors(counts: dict[str, list[int]], lang: str, ref: str, hyp: str) -> None:
-    import jiwer
+    from corpora import word_errors
 
-    from pipeline.eval import normalise
-
-    out = jiwer.process_words(normalise(ref, lang), normalise(hyp, lang) or "<empty>")
+    out = word_errors(ref, hyp, lang)
     acc = counts.setdefault(lang, [0, 0, 0, 0])
     for k, n in enumerate((out.deletions, out.substitutions, out.insertions, len(out.references[0]))):
         acc[k] += n
@@ -59,8 +56,9 @@ def main() -> None:
     from pipeline.stages.recording import RecordingStage
     from pipeline.stages.segment import SegmentStage
 
-    refs = [json.loads(line) for line in (args.input / "references.jsonl").read_text().splitlines() if line.strip()]
-    refs = [r for r in refs if r.get("text")]
+    from corpora import references
+
+    refs = [r for r in references(args.input).values() if r.get("text")]
 
     def config(extra: str):
         return load_config(REPO / "conf" / "local.yaml", ["input.uri=/in", "output.uri=/out",

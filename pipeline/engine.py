@@ -35,7 +35,7 @@ WINDOW = "window"
 #: Ray Data's block size target (its default is 128 MiB). A window's row (<= `pooling.window_audio_s`
 #: of audio, ~19 MB at 300 s) or a long recording's piece (640 s: 41 MB) is larger, so each leaves its
 #: task as a block of its own. At 128 MiB Ray Data coalesced a decode task's pieces three at a time:
-#: the decode worker held them (its peak grew 1.28x from a 1 h to a 4 h file; 1.03x at 16 MiB,
+#: the decode worker held them (its peak grew 1.28x from a 1 h to a 4 h file; 1.00x at 16 MiB,
 #: bench/long_memory.py) and the recording stage waited for the third before starting on the first.
 BLOCK_TARGET_BYTES = 16 * 1024 * 1024
 
@@ -86,7 +86,8 @@ def quiet_ray_on_screen() -> None:
 def configure_data_context() -> None:
     """One block per window (`BLOCK_TARGET_BYTES`). Error policy: bounded retries only. Our stages
     turn per-recording failures into error rows, so an exception that escapes a stage is an
-    infrastructure fault: retry it a few times, then fail loudly. Never `max_errored_blocks` (it silently drops whole blocks of good recordings)."""
+    infrastructure fault: retry it a few times, then fail loudly. Never `max_errored_blocks` (it
+    silently drops whole blocks of good recordings)."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
@@ -150,17 +151,18 @@ def release_free_heap() -> None:
     what is freed: in one process, the segment and recording stages' resident memory after each of
     a 4 h file's 24 pieces wandered between 384 and 519 MB; trimmed after each call it stayed at
     270-280 MB. (The segment actor's peak inside a call is not changed by this: bench/long_memory.py.)"""
-    if _LIBC:
-        _LIBC[0].malloc_trim(0)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
-def _glibc() -> list[Any]:
+def _glibc() -> Any:
+    """glibc, loaded once per process; None where there is none (macOS, musl)."""
+    import ctypes
+
     try:
-        import ctypes
-
-        return [ctypes.CDLL("libc.so.6")]
-    except OSError:  # not glibc (macOS, musl)
-        return []
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 _LIBC = _glibc()

@@ -162,10 +162,10 @@ class Window:
 
     def skipped(self, min_cps: float, min_s: float = 1.5) -> list[Utterance]:
         """After `split`: the packed utterances the model passed over. Whisper decoding a window of
-        several utterances sometimes leaves one out whole (on four long test files: 165 of 534 English
-        words deleted packed, against far fewer for each utterance alone), so an utterance of `min_s`
-        or more whose words make fewer than `min_cps` characters per second is sent again alone.
-        Normal speech runs at 10-15 characters per second."""
+        several utterances sometimes leaves one out whole (on four long test files, 165 of 608
+        English reference words were deleted packed), so an utterance of `min_s` or more whose words
+        make fewer than `min_cps` characters per second is sent again (`retry`). Normal speech runs
+        at 10-15 characters per second."""
         if len(self.items) < 2 or not min_cps:
             return []
         return [it for it in self.items
@@ -207,7 +207,7 @@ def pack(
     return [Window.of([items[i] for i in g], languages[g[0]], gap_s) for g in groups]
 
 
-def retry(skipped: list[tuple[Utterance, str | None]], window_s: float, gap_s: float) -> list[Window]:
+def retry(skipped: list[tuple[Utterance, str | None]], window_s: float | None, gap_s: float) -> list[Window]:
     """Windows for the utterances that packed windows passed over (`Window.skipped`), each with its
     window's language: the first time packed among themselves, as "recording" packing does (whether
     Whisper skips an utterance depends on what is beside it), the second time each alone, where

@@ -168,7 +168,7 @@ def test_release_free_heap_hands_freed_memory_back_to_the_os():
     call) returns them, so a worker's memory does not wander up with the calls it has made."""
     from pipeline.engine import _LIBC, release_free_heap
 
-    if not _LIBC:
+    if _LIBC is None:
         pytest.skip("not glibc")
 
     def anon_mb() -> float:
