@@ -203,6 +203,7 @@ def run_child(name: str, child_args: list[str], logs: Path, env_extra: dict[str,
                tree_processes_at_peak=run.processes_at_peak, process_seconds=round(run.elapsed_s, 1),
                cpu_seconds=round(sum(run.cpu.values()), 1), load1_max=max(run.load))
     res["cpu_seconds_by_process"] = run.cpu_seconds_by_process()
+    res["rss_mb_at_peak_by_process"] = run.rss_mb_at_peak_by_process()
     return res
 
 

@@ -76,11 +76,16 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
-def sample_tree(pid: int, cpu: dict[int, float] | None = None) -> tuple[float, float, int]:
+def sample_tree(pid: int, cpu: dict[int, float] | None = None, rss_by_pid: dict[int, float] | None = None
+                ) -> tuple[float, float, int]:
     """(RSS MB, PSS MB, processes) summed over `pid` and all its descendants; records each
-    process's CPU seconds so far in `cpu` (pid -> s)."""
+    process's CPU seconds so far in `cpu` (pid -> s) and its RSS now in `rss_by_pid` (pid -> MB)."""
     pids = _tree(pid)
-    rss = sum(_kb(f"/proc/{p}/status", "VmRSS:") for p in pids)
+    each = {p: _kb(f"/proc/{p}/status", "VmRSS:") / 1024 for p in pids}
+    if rss_by_pid is not None:
+        rss_by_pid.clear()
+        rss_by_pid.update(each)
+    rss = sum(each.values()) * 1024
     pss = sum(_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
     if cpu is not None:
         for p in pids:
@@ -107,6 +112,15 @@ class Sampled:
     processes_at_peak: int = 0
     cpu: dict[int, float] = field(default_factory=dict)  # pid -> CPU seconds
     load: list[float] = field(default_factory=list)  # 1-min load averages seen
+    rss_at_peak: dict[int, float] = field(default_factory=dict)  # pid -> RSS MB when the tree's RSS peaked
+
+    def rss_mb_at_peak_by_process(self) -> dict[str, float]:
+        """Where the tree's peak RSS was: MB per process label at that moment, largest first."""
+        by_name: dict[str, float] = {}
+        for pid, mb in self.rss_at_peak.items():
+            label = _NAMES.get(pid, "?")
+            by_name[label] = round(by_name.get(label, 0.0) + mb, 1)
+        return dict(sorted(by_name.items(), key=lambda kv: -kv[1]))
 
     def cpu_seconds_by_process(self) -> dict[str, float]:
         """CPU seconds summed per process label, largest first."""
@@ -123,17 +137,19 @@ def run_sampled(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path, 
     peak_rss = peak_pss = 0.0
     procs = 0
     cpu: dict[int, float] = {}
+    now: dict[int, float] = {}
+    at_peak: dict[int, float] = {}
     load = [load1()]
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         while proc.poll() is None:
-            rss, pss, n = sample_tree(proc.pid, cpu)
+            rss, pss, n = sample_tree(proc.pid, cpu, now)
             if rss > peak_rss:
-                peak_rss, procs = rss, n
+                peak_rss, procs, at_peak = rss, n, dict(now)
             peak_pss = max(peak_pss, pss)
             time.sleep(interval_s)
             if len(cpu) and int(time.perf_counter() - t0) % 10 == 0:
                 load.append(load1())
     load.append(load1())
-    return Sampled(proc.returncode, time.perf_counter() - t0, peak_rss, peak_pss, procs, cpu, load)
+    return Sampled(proc.returncode, time.perf_counter() - t0, peak_rss, peak_pss, procs, cpu, load, at_peak)

@@ -214,7 +214,9 @@ def retry(skipped: list[tuple[Utterance, str | None]], window_s: float | None, g
     nothing can be passed over."""
     for it, _ in skipped:
         it.retried += 1
-    again = [(it, lang) for it, lang in skipped if it.retried == 1]
+    # in time order per recording: the calls they come from were sorted by window duration
+    again = sorted(((it, lang) for it, lang in skipped if it.retried == 1),
+                   key=lambda x: (x[0].row, x[0].span["start"] + x[0].offset_s))
     out = [Window.of([it], lang, 0.0) for it, lang in skipped if it.retried > 1]
     return out + pack([it for it, _ in again], [lang for _, lang in again], window_s, "recording", gap_s)
 

@@ -216,3 +216,20 @@ def test_a_packed_segment_the_model_skipped_is_transcribed_again_alone():
     assert texts == ["w0 w1 w2 w3 w4", "", "w12 w13 w14 w15"] and calls == [1]
     texts, calls = run("1.0")  # the fake's ~3 characters a second pass; the skipped part's 0 do not
     assert texts == ["w0 w1 w2 w3 w4", "w0 w1 w2 w3 w4 w5", "w12 w13 w14 w15"] and calls == [1, 1]
+
+
+def test_the_segments_skipped_across_a_rounds_calls_are_packed_again_together():
+    class Recording(_SkippingAsr):
+        def transcribe(self, clips, languages, parts=None):
+            self.parts = getattr(self, "parts", []) + [[len(p) if p else 1 for p in parts or [None] * len(clips)]]
+            return super().transcribe(clips, languages, parts)
+
+    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.mode=recording",
+                                          "segment_stage.packing.gap_s=0.5", "segment_stage.packing.retry_below_cps=1.0",
+                                          "segment_stage.batching.max_items=1"]).segment_stage
+    asr = Recording()
+    # windows [5 | 6 | 4] and [14 | 6 | 4], one call each; the fake skips each window's second part
+    out = SegmentStage(cfg, asr, FusedLid(asr))(_batch([[5.0, 6.0, 4.0, 14.0, 6.0, 4.0]])).to_pylist()
+    # both skipped 6 s parts share one retry window (which skips its second part: that one goes alone)
+    assert asr.parts == [[3], [3], [2], [1]]
+    assert all(s["text"] for s in out[0]["segments"])

@@ -125,12 +125,13 @@ class SegmentStage:
         cost = with_quadratic(self.asr.padded_seconds, bcfg.quadratic_s)
         groups = [w.language for w in windows] if self.asr.capabilities.one_language_per_call else None
         again: list[Window] = []
+        skipped: list[tuple[Utterance, str | None]] = []
         for idx in plan_batches(
             durations, cost, self.max_padded_s, bcfg.max_items, bcfg.enabled, bcfg.max_extra_padding, groups
         ):
             group = [windows[i] for i in idx]
             t0 = time.perf_counter()
-            again += self._call(group)
+            again += self._call(group, skipped)
             wall = time.perf_counter() - t0
             padded = self.asr.padded_seconds([durations[i] for i in idx])
             speech = sum(it.duration for w in group for it in w.items) or 1.0
@@ -138,7 +139,9 @@ class SegmentStage:
                 for it in w.items:  # attribute the call's cost to its utterances by their share of speech
                     it.padded_s += padded * it.duration / speech
                     it.wall_s += wall * it.duration / speech
-        return again
+        # the round's skipped utterances are packed again together, not call by call: on four long
+        # files the retry windows of a call held ~9 s of speech each
+        return again + retry(skipped, self.asr.capabilities.window_s, self.cfg.packing.gap_s)
 
     def _identify(self, items: list[Utterance]) -> list[str | None]:
         """Language per utterance from a separate LID pass (or the fixed `segment_stage.lid.language`). With
@@ -166,12 +169,13 @@ class SegmentStage:
                 log.exception("language ID failed")
                 chunk[0].error = f"lid: {type(exc).__name__}: {exc}"
 
-    def _call(self, group: list[Window]) -> list[Window]:
+    def _call(self, group: list[Window], skipped: list[tuple[Utterance, str | None]]) -> list[Window]:
         """One model call; on failure, retry each window alone, then each utterance alone. Returns,
-        for another round, the pieces of windows the backend found to switch language and windows
-        for the packed utterances it passed over (`packing.retry`)."""
+        for another round, the pieces of windows the backend found to switch language; adds to
+        `skipped` the packed utterances it passed over (with their window's language), which the
+        round sends again (`packing.retry`)."""
         pieces: list[Window] = []
-        skipped: list[tuple[Utterance, str | None]] = []
+        passed_over: list[tuple[Utterance, str | None]] = []
         packing = self.cfg.packing
         try:
             clips = [w.audio for w in group]
@@ -182,14 +186,14 @@ class SegmentStage:
                     pieces += w.cut(res, packing.gap_s)
                 else:
                     w.split(res)
-                    skipped += [(it, w.language) for it in w.skipped(packing.retry_below_cps)]
-            pieces += retry(skipped, self.asr.capabilities.window_s, packing.gap_s)
+                    passed_over += [(it, w.language) for it in w.skipped(packing.retry_below_cps)]
+            skipped += passed_over  # only once the whole call went through (a failed one is retried)
         except Exception as exc:  # noqa: BLE001
             if len(group) > 1:
                 log.warning("ASR call on %d windows failed (%s); retrying one at a time", len(group), exc)
-                return [p for w in group for p in self._call([w])]
+                return [p for w in group for p in self._call([w], skipped)]
             if len(group[0].items) > 1:
-                return [p for w in group[0].alone() for p in self._call([w])]
+                return [p for w in group[0].alone() for p in self._call([w], skipped)]
             log.exception("segment failed")
             group[0].items[0].error = f"asr: {type(exc).__name__}: {exc}"
         return pieces
