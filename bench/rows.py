@@ -104,6 +104,9 @@ def _child_scriptorium(args: argparse.Namespace) -> dict:
             f"segment_stage.asr.model={args.nemo_dir}/asr.nemo",
             "segment_stage.lid.backend=nemo",
             f"segment_stage.lid.model={args.nemo_dir}/lid.nemo",
+            # calls as large as the issue-5 runs had (conf/local.yaml's 2 x 30 s are sized for Whisper)
+            "segment_stage.batching.max_padded_s=480",
+            "segment_stage.batching.max_items=16",
         ]
     overrides += args.override or []
     cfg = load_config(REPO / "conf" / "local.yaml", overrides)

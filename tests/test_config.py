@@ -120,7 +120,9 @@ def test_the_old_local_preset_is_the_new_one(tmp_path, caplog):
     old.write_text(OLD_LOCAL)
     caplog.set_level(logging.WARNING, logger="pipeline.config")
     cfg = load_config(old)
-    assert cfg == load_config(REPO / "conf/local.yaml")
+    # the preset's CPU calls have since shrunk from 16 windows to 2 (issue 16; not in the fingerprint)
+    assert cfg == load_config(REPO / "conf/local.yaml", ["segment_stage.batching.max_padded_s=480",
+                                                        "segment_stage.batching.max_items=16"])
     assert cfg.fingerprint() == PINNED["local"]
     said = _warnings(caplog)
     # one line per old key (a section that moves whole is one line naming its keys)
@@ -208,7 +210,7 @@ def test_an_old_section_override_moves_each_key_it_holds(caplog):
     caplog.set_level(logging.WARNING, logger="pipeline.config")
     cfg = load_config(REPO / "conf/local.yaml", [*BASE, "batching={window_s: 60, max_items: 3}"])
     assert (cfg.pooling.window_audio_s, cfg.segment_stage.batching.max_items) == (60.0, 3)
-    assert cfg.segment_stage.batching.max_padded_s == 480  # the preset's other batching keys stay
+    assert cfg.segment_stage.batching.max_padded_s == 60  # the preset's other batching keys stay
     assert len(_warnings(caplog)) == 2
 
 

@@ -61,7 +61,9 @@ def _stage(*overrides: str, lid: str = "fused") -> tuple[SegmentStage, FakeAsr]:
     (the ASR model answers a separate identify pass, as with corpus packing) or "own" (another model)."""
     # the fake says ~3 characters a second, which the skipped-segment check would send again alone;
     # that check has its own test (test_a_packed_segment_the_model_skipped_is_transcribed_again_alone)
+    # and calls of up to 16 windows (a GPU's size; conf/local.yaml's CPU calls take 2), so that pooling shows
     cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.retry_below_cps=0",
+                                          "segment_stage.batching.max_padded_s=480", "segment_stage.batching.max_items=16",
                                           *overrides]).segment_stage
     fake = FakeAsr()
     lid_backend = {"fused": FusedLid(fake), "asr": fake, "own": FakeAsr()}[lid]
@@ -177,7 +179,8 @@ class _DroppingAsr(FakeAsr):
 
 
 def test_a_backend_that_loses_a_result_is_caught_not_zipped_onto_the_wrong_segment():
-    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.mode=none"]).segment_stage
+    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.mode=none",
+                                          "segment_stage.batching.max_items=16", "segment_stage.batching.max_padded_s=480"]).segment_stage
     asr = _DroppingAsr()
     out = SegmentStage(cfg, asr, FusedLid(asr))(_batch([[2.0, 5.0], [4.0]])).to_pylist()
     # the 3-clip call raised ContractError; retried one clip at a time, every segment got its own text

@@ -5,6 +5,7 @@ tests/test_packing.py)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline.config import SegmentationConfig
 from pipeline.records import Span
@@ -81,6 +82,26 @@ def test_silero_pauses_fall_inside_speech_and_in_quiet_moments(corpus):
         inside = energy[int(region.start * 10) : int(region.end * 10)]
         quiet += energy[int(p * 10)] < 0.1 * np.median(inside)
     assert quiet >= 0.8 * len(pauses)
+
+
+def test_silero_in_blocks_finds_the_speech_it_finds_in_one_pass(corpus, monkeypatch):
+    """Long audio goes through Silero in blocks (`_BLOCK_S`, bounded memory): a region cut by a
+    block's end is joined back, so the corpus lecture three times over (blocks end mid-speech)
+    gives the speech one pass over the whole gives."""
+    import pipeline.backends.silero as silero
+    from pipeline.config import VadConfig
+
+    from tests.helpers import load_audio
+
+    audio = np.tile(load_audio(corpus / "speech" / "silerovad_test.wav"), 3)
+    vad = silero.SileroVad(VadConfig())
+    monkeypatch.setattr(silero, "_BLOCK_S", len(audio) / 16000 / 3.3)  # 4 blocks, ends mid-lecture
+    blocks = vad.speech_regions(audio)
+    monkeypatch.setattr(silero, "_BLOCK_S", 1e9)
+    whole = vad.speech_regions(audio)
+    assert len(blocks) == len(whole)  # no region split where a block ended
+    assert sum(r.end - r.start for r in blocks) == pytest.approx(sum(r.end - r.start for r in whole), rel=0.02)
+    assert all(b.start >= a.end for a, b in zip(blocks, blocks[1:]))  # joined, not overlapping
 
 
 # -- overlapped speech (model-free rule: pipeline/timeline.py overlapped_speech) -----------------
