@@ -76,16 +76,11 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
-def sample_tree(pid: int, cpu: dict[int, float] | None = None, rss_by_pid: dict[int, float] | None = None
-                ) -> tuple[float, float, int]:
-    """(RSS MB, PSS MB, processes) summed over `pid` and all its descendants; records each
-    process's CPU seconds so far in `cpu` (pid -> s) and its RSS now in `rss_by_pid` (pid -> MB)."""
+def sample_tree(pid: int, cpu: dict[int, float] | None = None) -> tuple[float, float, dict[int, float]]:
+    """(RSS MB, PSS MB) summed over `pid` and all its descendants, and each one's RSS MB (pid -> MB);
+    records each process's CPU seconds so far in `cpu` (pid -> s)."""
     pids = _tree(pid)
-    each = {p: _kb(f"/proc/{p}/status", "VmRSS:") / 1024 for p in pids}
-    if rss_by_pid is not None:
-        rss_by_pid.clear()
-        rss_by_pid.update(each)
-    rss = sum(each.values()) * 1024
+    rss_by_pid = {p: _kb(f"/proc/{p}/status", "VmRSS:") / 1024 for p in pids}
     pss = sum(_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
     if cpu is not None:
         for p in pids:
@@ -93,7 +88,7 @@ def sample_tree(pid: int, cpu: dict[int, float] | None = None, rss_by_pid: dict[
             label = _name(p)  # Ray retitles a worker when it becomes an actor: keep the most specific
             if p not in _NAMES or (label.startswith("ray::") and label != "ray::IDLE"):
                 _NAMES[p] = label
-    return rss / 1024, pss / 1024, len(pids)
+    return sum(rss_by_pid.values()), pss / 1024, rss_by_pid
 
 
 def load1() -> float:
@@ -116,40 +111,39 @@ class Sampled:
 
     def rss_mb_at_peak_by_process(self) -> dict[str, float]:
         """Where the tree's peak RSS was: MB per process label at that moment, largest first."""
-        by_name: dict[str, float] = {}
-        for pid, mb in self.rss_at_peak.items():
-            label = _NAMES.get(pid, "?")
-            by_name[label] = round(by_name.get(label, 0.0) + mb, 1)
-        return dict(sorted(by_name.items(), key=lambda kv: -kv[1]))
+        return _by_label(self.rss_at_peak)
 
     def cpu_seconds_by_process(self) -> dict[str, float]:
         """CPU seconds summed per process label, largest first."""
-        by_name: dict[str, float] = {}
-        for pid, secs in self.cpu.items():
-            label = _NAMES.get(pid, "?")
-            by_name[label] = round(by_name.get(label, 0.0) + secs, 1)
-        return dict(sorted(by_name.items(), key=lambda kv: -kv[1]))
+        return _by_label(self.cpu)
+
+
+def _by_label(per_pid: dict[int, float]) -> dict[str, float]:
+    """Per-pid values summed per process label (`_NAMES`), largest first."""
+    by_name: dict[str, float] = {}
+    for pid, value in per_pid.items():
+        label = _NAMES.get(pid, "?")
+        by_name[label] = round(by_name.get(label, 0.0) + value, 1)
+    return dict(sorted(by_name.items(), key=lambda kv: -kv[1]))
 
 
 def run_sampled(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path, interval_s: float = 0.5) -> Sampled:
     """Run `cmd` to its end (stdout and stderr to `log_path`), sampling its process tree's memory
     and CPU every `interval_s` and the load average every ~10 s."""
     peak_rss = peak_pss = 0.0
-    procs = 0
     cpu: dict[int, float] = {}
-    now: dict[int, float] = {}
     at_peak: dict[int, float] = {}
     load = [load1()]
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         while proc.poll() is None:
-            rss, pss, n = sample_tree(proc.pid, cpu, now)
+            rss, pss, rss_by_pid = sample_tree(proc.pid, cpu)
             if rss > peak_rss:
-                peak_rss, procs, at_peak = rss, n, dict(now)
+                peak_rss, at_peak = rss, rss_by_pid
             peak_pss = max(peak_pss, pss)
             time.sleep(interval_s)
             if len(cpu) and int(time.perf_counter() - t0) % 10 == 0:
                 load.append(load1())
     load.append(load1())
-    return Sampled(proc.returncode, time.perf_counter() - t0, peak_rss, peak_pss, procs, cpu, load, at_peak)
+    return Sampled(proc.returncode, time.perf_counter() - t0, peak_rss, peak_pss, len(at_peak), cpu, load, at_peak)
