@@ -57,7 +57,8 @@ def build(path: Path, hours: float, speech_share: float = 0.15, seed: int = 3) -
 
 
 #: Which stage a process of the run is, from its command line (Ray names its workers after the
-#: operator's actor class, or `_per_window` for the decode tasks).
+#: operator's actor class, or `_per_window` for the decode tasks; with `decode.in_recording_stage`,
+#: conf/local.yaml's default, decode is part of the recording stage's process).
 ROLES = [("RecordingStageActor", "recording"), ("SegmentStageActor", "segment"), ("_per_window", "decode"),
          ("decode_stream", "decode"), ("pipeline.cli", "driver")]
 
@@ -149,12 +150,13 @@ def main() -> None:
     for (mode, h), r in results.items():
         first = f"{r['first_piece_s']:.0f}" if r["first_piece_s"] is not None else "—"
         print(f"| {mode} | {h:g} | {r['wall_s']:.0f} | {first} | {r['segments']} | "
-              + " | ".join(f"{r.get('private_' + k, 0):.0f}" for k in roles) + " | "
+              + " | ".join(f"{r['private_' + k]:.0f}" if 'private_' + k in r else "—" for k in roles) + " | "
               + " | ".join(f"{r[k]:.0f}" for k in STAGES) + " |")
     for mode in modes:
         if len(hours) > 1 and (mode, hours[0]) in results and (mode, hours[-1]) in results:
             lo, hi = results[(mode, hours[0])], results[(mode, hours[-1])]
-            ratios = ", ".join(f"{k} {hi.get('private_' + k, 0) / max(lo.get('private_' + k, 0), 1):.2f}x" for k in roles)
+            ratios = ", ".join(f"{k} {hi['private_' + k] / lo['private_' + k]:.2f}x" for k in roles
+                               if 'private_' + k in lo and 'private_' + k in hi)  # no decode row: it ran in the recording stage
             print(f"{mode}: {hours[-1]:g} h / {hours[0]:g} h, private peak: {ratios}")
 
 

@@ -28,16 +28,21 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 
 from pipeline.config import JobConfig, RayConfig, Resources
+from pipeline.pieces import PieceRegistry
+from pipeline.progress import Counts
 
 log = logging.getLogger(__name__)
 
 WINDOW = "window"
-#: Ray Data's block size target (its default is 128 MiB). A window's row (<= `pooling.window_audio_s`
-#: of audio, ~19 MB at 300 s) or a long recording's piece (640 s: 41 MB) is larger, so each leaves its
-#: task as a block of its own. At 128 MiB Ray Data coalesced a decode task's pieces three at a time:
-#: the decode worker held them (its peak grew 1.28x from a 1 h to a 4 h file; 1.00x at 16 MiB,
-#: bench/long_memory.py) and the recording stage waited for the third before starting on the first.
-BLOCK_TARGET_BYTES = 16 * 1024 * 1024
+#: Ray Data's block size target (its default is 128 MiB). Within one task or actor call, what the stage
+#: yields is gathered into one block until it passes the target. A window's row (<= `pooling.window_audio_s`
+#: of audio, ~19 MB at 300 s), a long recording's piece (640 s: 41 MB) or the speech the recording stage
+#: keeps of a piece (a piece with 5% speech: ~2 MB) is larger, so each leaves its task as a block of its
+#: own. At 128 MiB Ray Data coalesced a decode task's pieces three at a time: the decode worker held them
+#: (its peak grew 1.28x from a 1 h to a 4 h file; 1.00x at 16 MiB, bench/long_memory.py) and the recording
+#: stage waited for the third before starting on the first. At 16 MiB, with decode inside the recording
+#: stage's actor (`decode.in_recording_stage`), a sparse piece's speech waited there for the next pieces.
+BLOCK_TARGET_BYTES = 1024 * 1024
 
 
 class ClusterTooSmall(RuntimeError):
@@ -114,31 +119,48 @@ def unnest(batch: pa.Table) -> pa.Table:
     return pa.Table.from_struct_array(rows)
 
 
-def _per_window(fn: Callable[..., Any], stage: str, batch: pa.Table, **kwargs: Any) -> Iterator[pa.Table]:
-    """A task stage over one window row; `fn` returns a table, or yields several (decode sends each
-    piece of a long recording on as its own window: pipeline/pieces.py)."""
-    out = fn(unnest(batch), **kwargs)
-    for table in [out] if isinstance(out, pa.Table) else out:
-        report_progress(stage, table)
+def _reported(fn: Callable[..., Any], stage: str, progress: Any, table: pa.Table, **kwargs: Any) -> Iterator[pa.Table]:
+    """`fn(table)`'s tables, each counted as done by `stage` (`report_progress`); `fn` returns a
+    table, or yields several (decode sends each piece of a long recording on: pipeline/pieces.py)."""
+    out = fn(table, **kwargs)
+    for each in [out] if isinstance(out, pa.Table) else out:
+        report_progress(progress, stage, each)
+        yield each
+
+
+def _per_window(fn: Callable[..., Any], stage: str, progress: Any, batch: pa.Table, **kwargs: Any) -> Iterator[pa.Table]:
+    """A task stage over one window row: each table `fn` makes leaves as a window row of its own."""
+    for table in _reported(fn, stage, progress, unnest(batch), **kwargs):
         yield nest(table)
 
 
-def _window_actor(make_stage: Callable[..., Callable[[pa.Table], pa.Table]], stage: str, nest_output: bool) -> type:
+#: A task stage run inside the next stage's actor (`map_actor`'s `feed`): function, progress name, kwargs.
+Feed = tuple[Callable[..., Any], str, dict[str, Any]]
+
+
+def _window_actor(
+    make_stage: Callable[..., Callable[[pa.Table], pa.Table]], stage: str, nest_output: bool,
+    feed: Feed | None = None, progress: Any = None,
+) -> type:
     """A Ray Data actor class over window rows whose actors each hold one `make_stage(**kwargs)`
     (built in the actor, so models load there, once). The last stage (`nest_output=False`) returns
-    plain recording rows for the sink, and counts them into Ray's metrics."""
+    plain recording rows for the sink, and counts them into Ray's metrics. With a `feed`, each table
+    the feed makes of the window goes through the stage and on at once (decode's pieces)."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.stage = make_stage(**kwargs)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        out = self.stage(unnest(batch))
-        release_free_heap()
-        report_progress(stage, out)
-        if nest_output:
-            return nest(out)
-        record_metrics(out)
-        return out
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        tables = [unnest(batch)] if feed is None else _reported(feed[0], feed[1], progress, unnest(batch), **feed[2])
+        for table in tables:
+            out = self.stage(table)
+            release_free_heap()
+            report_progress(progress, stage, out)
+            if nest_output:
+                yield nest(out)
+            else:
+                record_metrics(out)
+                yield out
 
     # a readable name in Ray's logs and dashboard: RecordingStage.from_config -> RecordingStageActor
     name = getattr(make_stage, "__qualname__", type(make_stage).__name__).split(".")[0]
@@ -168,13 +190,14 @@ def _glibc() -> Any:
 _LIBC = _glibc()
 
 
-def map_tasks(ds, fn: Callable[..., pa.Table], resources: Resources, stage: str, **kwargs: Any):
+def map_tasks(ds, fn: Callable[..., pa.Table], resources: Resources, stage: str, progress: Any = None, **kwargs: Any):
     """Stateless CPU stage (decode) -> plain Ray tasks, at most `pool_size` at a time, one window each.
-    `stage` names it in the progress display (pipeline/progress.py)."""
+    `stage` names it in the progress display (pipeline/progress.py), counted by the run's `progress`
+    actor (`start_run_state`; None: not counted)."""
     import ray
 
     return ds.map_batches(
-        functools.partial(_per_window, fn, stage),
+        functools.partial(_per_window, fn, stage, progress),
         fn_kwargs=kwargs,
         batch_format="pyarrow",
         batch_size=1,
@@ -190,10 +213,15 @@ def map_actor(
     stage: str,
     last: bool = False,
     threads: int | None = None,
+    feed: Feed | None = None,
+    progress: Any = None,
     **kwargs: Any,
 ):
     """Stateful stage (loads its models once per actor) -> an actor pool, one window per call. Each
     actor builds its stage with `make_stage(**kwargs)` (e.g. `RecordingStage.from_config`, job=cfg).
+
+    `feed`: a task stage (function, progress name, kwargs) that runs in the actor first, instead of
+    in tasks of its own (`decode.in_recording_stage`): one process and one object-store hand-off fewer.
 
     `threads`: the native thread pools' size in the actor (OpenMP, MKL, OpenBLAS), set in its
     runtime_env before any library starts. Ray's own default is the actor's whole CPUs, at least 1,
@@ -205,7 +233,7 @@ def map_actor(
         n = str(threads)
         extra["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}}
     return ds.map_batches(
-        _window_actor(make_stage, stage, nest_output=not last),
+        _window_actor(make_stage, stage, nest_output=not last, feed=feed, progress=progress),
         fn_constructor_kwargs=kwargs,
         batch_format="pyarrow",
         batch_size=1,
@@ -219,28 +247,36 @@ def map_actor(
     )
 
 
-# -- progress --------------------------------------------------------------------------------------
-PROGRESS_ACTOR = "scriptorium-progress"
-_progress_handle: list[Any] = []  # per worker process: the counter actor, looked up once
+# -- the run's bookkeeping: progress and pieces ----------------------------------------------------
+
+class RunState(Counts, PieceRegistry):
+    """The run's bookkeeping in one actor (0 CPUs): the stages' progress counts (pipeline/progress.py)
+    and the pieces of long recordings the sink has staged (pipeline/pieces.py). One actor rather than
+    one each, because every Ray actor is a Python process of its own (~120 MB resident each in
+    bench/throughput.py's process tree)."""
+
+    def __init__(self) -> None:
+        Counts.__init__(self)
+        PieceRegistry.__init__(self)
 
 
-def start_progress() -> Callable[[], dict[str, tuple[int, float]]]:
-    """Start the counter actor (0 CPUs) that the stages report to; returns the driver's snapshot
-    function for `pipeline.progress.Reporter`."""
+def start_run_state() -> tuple[Any, Callable[[], dict[str, tuple[int, float]]]]:
+    """Start this run's `RunState` actor: its handle (the stages' `progress` and the sink's piece
+    registry; it lives while the driver holds it) and the driver's snapshot function for
+    `pipeline.progress.Reporter`. A fresh actor per run, handed to the stages rather than looked up
+    by name: a worker that outlives a run (Ray reuses task workers) never counts into the last one's."""
     import ray
 
-    from pipeline.progress import Counts
-
-    actor = ray.remote(num_cpus=0)(Counts).options(name=PROGRESS_ACTOR, get_if_exists=True).remote()
-    _progress_handle[:] = [actor]
-    return lambda: ray.get(actor.snapshot.remote(), timeout=30)
+    actor = ray.remote(num_cpus=0)(RunState).remote()
+    return actor, lambda: ray.get(actor.snapshot.remote(), timeout=30)
 
 
-def report_progress(stage: str, recordings: pa.Table) -> None:
+def report_progress(progress: Any, stage: str, recordings: pa.Table) -> None:
     """`stage` finished these recordings (see `add_progress`). A piece of a long recording adds its
     seconds; the recording counts as a file once, with its last piece (pipeline/pieces.py)."""
     if recordings.num_rows:
-        add_progress(stage, sum(ends_recording(recordings)), sum(d or 0.0 for d in recordings.column("duration").to_pylist()))
+        add_progress(progress, stage, sum(ends_recording(recordings)),
+                     sum(d or 0.0 for d in recordings.column("duration").to_pylist()))
 
 
 def ends_recording(recordings: pa.Table) -> list[bool]:
@@ -251,17 +287,13 @@ def ends_recording(recordings: pa.Table) -> list[bool]:
     return [p is None or bool(end) for p, end in zip(pieces, last)]
 
 
-def add_progress(stage: str, files: int, seconds: float) -> None:
-    """Fire-and-forget count to the run's counter actor. A missing actor (a stage called outside a
-    run, e.g. in a test or a benchmark) is not an error, and nothing here may fail a stage."""
+def add_progress(progress: Any, stage: str, files: int, seconds: float) -> None:
+    """Fire-and-forget count to the run's `RunState` actor. No actor (a stage used outside a run,
+    e.g. in a test or a benchmark) is not an error, and nothing here may fail a stage."""
+    if progress is None:
+        return
     try:
-        import ray
-
-        if not ray.is_initialized():  # outside a run (tests, benchmarks): get_actor would START a Ray
-            return
-        if not _progress_handle:
-            _progress_handle.append(ray.get_actor(PROGRESS_ACTOR))
-        _progress_handle[0].add.remote(stage, files, seconds)
+        progress.add.remote(stage, files, seconds)
     except Exception:  # noqa: BLE001
         log.debug("progress report failed", exc_info=True)
 
@@ -299,9 +331,11 @@ def record_metrics(recordings: pa.Table) -> None:
 # -- will the plan ever run? -----------------------------------------------------------------------
 def stage_resources(cfg: JobConfig) -> dict[str, tuple[Resources, int]]:
     """Every operator's per-worker request and the workers it needs at least, named as in the
-    config: an actor pool starts `pool_size` actors; decode's `pool_size` is a cap, one task runs."""
+    config: an actor pool starts `pool_size` actors; decode's `pool_size` is a cap, one task runs
+    (none when decode runs inside the recording stage's actors)."""
+    decode = {} if cfg.decode.in_recording_stage else {"decode": (cfg.decode.resources, 1)}
     return {
-        "decode": (cfg.decode.resources, 1),
+        **decode,
         "recording_stage": (cfg.recording_stage.resources, cfg.recording_stage.resources.pool_size),
         "segment_stage": (cfg.segment_stage.resources, cfg.segment_stage.resources.pool_size),
     }

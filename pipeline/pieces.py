@@ -262,7 +262,7 @@ class PieceRegistry:
         self.last: dict[str, int] = {}
         self.completer: dict[str, int] = {}
 
-    def add(self, recording_id: str, piece: int, last: bool) -> bool:
+    def add_piece(self, recording_id: str, piece: int, last: bool) -> bool:
         """Piece `piece` of `recording_id` is staged; True if its task is the one to commit the recording."""
         if recording_id in self.completer:
             return self.completer[recording_id] == piece

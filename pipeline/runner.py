@@ -78,7 +78,7 @@ def _execute(cfg: JobConfig, todo: pa.Table, run_id: str, fingerprint: str) -> l
     import ray
 
     from pipeline.engine import (
-        check_fits, cluster_shape, init_ray, map_actor, map_tasks, nest, stage_resources, start_progress,
+        check_fits, cluster_shape, init_ray, map_actor, map_tasks, nest, stage_resources, start_run_state,
     )
     from pipeline.progress import Reporter
     from pipeline.sink import TranscriptSink
@@ -103,14 +103,22 @@ def _execute(cfg: JobConfig, todo: pa.Table, run_id: str, fingerprint: str) -> l
     # A long recording goes in pieces (pipeline/pieces.py) unless its speakers could not be matched
     # across them: then it is held whole, as before pieces existed.
     decode_cfg = cfg.decode if stitches_pieces(diar) else cfg.decode.model_copy(update={"piece_s": 0.0})
-    ds = map_tasks(ds, decode_stream, cfg.decode.resources, "decoded", cfg=decode_cfg, storage=cfg.input.storage,
-                   channel_energy=diar.enabled and diar.backend == "channels")  # decode keeps per-channel energy
-    ds = map_actor(ds, RecordingStage.from_config, cfg.recording_stage.resources, "segmented", job=cfg)
+    state, snapshot = start_run_state()  # progress counts and the sink's piece registry, one actor
+    decode_kwargs = dict(cfg=decode_cfg, storage=cfg.input.storage,
+                         channel_energy=diar.enabled and diar.backend == "channels")  # decode keeps per-channel energy
+    feed = None
+    if cfg.decode.in_recording_stage:  # a small machine: decode in the recording stage's actor
+        feed = (decode_stream, "decoded", decode_kwargs)
+    else:
+        ds = map_tasks(ds, decode_stream, cfg.decode.resources, "decoded", progress=state, **decode_kwargs)
+    ds = map_actor(ds, RecordingStage.from_config, cfg.recording_stage.resources, "segmented", feed=feed,
+                   progress=state, job=cfg)
     seg = cfg.segment_stage
     asr_threads = None if cfg.models.use_gpu(seg.resources) else seg.asr.cpu_threads  # on a CPU: ASR's own count
-    ds = map_actor(ds, SegmentStage.from_config, seg.resources, "transcribed", last=True, threads=asr_threads, job=cfg)
-    sink = TranscriptSink(cfg.output, run_id, fingerprint, diar)
-    progress = Reporter(start_progress(), total_files=todo.num_rows, interval_s=cfg.progress.log_interval_s).start()
+    ds = map_actor(ds, SegmentStage.from_config, seg.resources, "transcribed", last=True, threads=asr_threads,
+                   progress=state, job=cfg)
+    sink = TranscriptSink(cfg.output, run_id, fingerprint, diar, state=state)
+    progress = Reporter(snapshot, total_files=todo.num_rows, interval_s=cfg.progress.log_interval_s).start()
     try:
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
     finally:

@@ -129,12 +129,16 @@ def _segment_summary(table: pa.Table) -> dict[str, Any]:
 
 
 class TranscriptSink(Datasink[dict]):
-    def __init__(self, cfg: OutputConfig, run_id: str, fingerprint: str, diarization: DiarizationConfig | None = None):
-        """`diarization`: the job's, to match the speakers of a long recording's pieces (pipeline/pieces.py)."""
+    def __init__(self, cfg: OutputConfig, run_id: str, fingerprint: str, diarization: DiarizationConfig | None = None,
+                 state: Any = None):
+        """`diarization`: the job's, to match the speakers of a long recording's pieces (pipeline/pieces.py).
+        `state`: the run's `engine.RunState` actor, the piece registry that commits are counted to;
+        without one, nothing is counted and the sink starts a PieceRegistry actor of its own."""
         self.cfg, self.run_id, self.fingerprint = cfg, run_id, fingerprint
         self.diarization = diarization if diarization is not None and diarization.enabled else None
         self.summaries: list[dict] = []
-        self.registry = None  # the run's PieceRegistry actor (on_write_start)
+        self.progress = self.registry = state
+        self.own_registry = False  # started in on_write_start: killed in on_write_complete
 
     def get_name(self) -> str:
         return "Transcripts"
@@ -150,7 +154,8 @@ class TranscriptSink(Datasink[dict]):
             led.ensure(name)
         _clear_pieces(led)
         # the handle travels with the sink to the write tasks (and keeps the actor alive until the end)
-        self.registry = ray.remote(num_cpus=0)(PieceRegistry).remote()
+        if self.registry is None:
+            self.registry, self.own_registry = ray.remote(num_cpus=0)(PieceRegistry).remote(), True
 
     def write(self, blocks: Iterable[Block], ctx) -> dict:
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
@@ -165,16 +170,16 @@ class TranscriptSink(Datasink[dict]):
         _commit(ledger, "segments", segments, ids, write_id)
         _commit(ledger, "recordings", recordings, ids, write_id)  # last: the commit the next run trusts
         summary = _summary(table)
-        add_progress("committed", table.num_rows, summary["audio_seconds"])  # a no-op outside a running Ray
+        add_progress(self.progress, "committed", table.num_rows, summary["audio_seconds"])  # no-op without a run
         return summary
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:
         import ray
 
         self.summaries = list(write_result.write_returns)
-        if self.registry is not None:
+        if self.own_registry:
             ray.kill(self.registry)
-            self.registry = None
+            self.registry, self.own_registry = None, False
         _clear_pieces(Ledger(self.cfg))
 
     def _join_pieces(self, table: pa.Table) -> pa.Table:
@@ -198,7 +203,7 @@ class TranscriptSink(Datasink[dict]):
             folder = led.path(PIECES_DIR, self.run_id, rid)
             body = _parquet_bytes(one)
             with_retries(lambda: put_atomic(led.fs, f"{folder}/{k:06d}.parquet", body))
-            if ray.get(registry.add.remote(rid, k, bool(last))):
+            if ray.get(registry.add_piece.remote(rid, k, bool(last))):
                 done.append(folder)
         joined = []
         for folder in done:

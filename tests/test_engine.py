@@ -163,6 +163,40 @@ def test_each_table_a_task_stage_yields_leaves_as_a_block_of_its_own():
     assert done.num_blocks() == 4
 
 
+@pytest.mark.ray
+def test_a_fed_actor_stage_takes_each_table_of_its_feed_and_sends_it_on_alone():
+    """`decode.in_recording_stage` (conf/local.yaml): decode runs inside the recording stage's actor
+    (`map_actor(..., feed=...)`); each piece it yields goes through the stage on its own and leaves
+    as a block of its own even when it is small (2 MB of speech), as with decode in tasks, so ASR
+    starts on it while the next is decoded; and the plan asks for no decode workers."""
+    import numpy as np
+    import pyarrow as pa
+    import ray
+
+    from pipeline.config import RayConfig, Resources
+    from pipeline.engine import init_ray, map_actor, nest
+
+    def pieces(table: pa.Table, n: int):
+        for k in range(n):
+            samples = pa.array([np.full(5_000_000, k, dtype=np.float32)], pa.list_(pa.float32()))  # 20 MB
+            yield pa.table({"duration": [312.5], "samples": samples})
+
+    class Speech:  # one piece per call (the stage never sees two at once); keeps 2 MB of it, as VAD does
+        def __call__(self, table: pa.Table) -> pa.Table:
+            assert table.num_rows == 1
+            kept = pa.array([table.column("samples")[0].values[:500_000]], pa.list_(pa.float32()))
+            return pa.table({"duration": table.column("duration"), "status": ["ok"], "error": [None], "speech": kept})
+
+    init_ray(RayConfig(num_cpus=2))
+    ds = ray.data.from_arrow([nest(pa.table({"duration": [1250.0]}))])
+    done = map_actor(ds, Speech, Resources(num_cpus=0.5, pool_size=1), "segmented", last=True,
+                     feed=(pieces, "decoded", {"n": 4})).materialize()
+    assert done.num_blocks() == 4
+    assert sorted(int(r["speech"][0]) for r in done.take_all()) == [0, 1, 2, 3]
+    local = load_config(REPO / "conf/local.yaml", ["input.uri=/i", "output.uri=/o"])
+    assert local.decode.in_recording_stage and set(stage_resources(local)) == {"recording_stage", "segment_stage"}
+
+
 def test_release_free_heap_hands_freed_memory_back_to_the_os():
     """glibc keeps freed heap pages resident; `release_free_heap` (called after every actor stage
     call) returns them, so a worker's memory does not wander up with the calls it has made."""

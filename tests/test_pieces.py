@@ -132,12 +132,12 @@ def test_a_failed_piece_fails_the_recording_and_says_which():
 
 def test_the_registry_names_one_committer_per_recording_even_when_tasks_retry():
     reg = PieceRegistry()
-    assert reg.add("r", 2, last=True) is False  # the last piece arrives first
-    assert reg.add("r", 0, last=False) is False
-    assert reg.add("r", 1, last=False) is True  # piece 1 completes it: its task commits
-    assert reg.add("r", 1, last=False) is True  # that task retried: told again
-    assert reg.add("r", 0, last=False) is False and reg.add("r", 2, last=True) is False  # the others: never
-    assert reg.add("s", 0, last=True) is True  # a one-piece answer completes at once
+    assert reg.add_piece("r", 2, last=True) is False  # the last piece arrives first
+    assert reg.add_piece("r", 0, last=False) is False
+    assert reg.add_piece("r", 1, last=False) is True  # piece 1 completes it: its task commits
+    assert reg.add_piece("r", 1, last=False) is True  # that task retried: told again
+    assert reg.add_piece("r", 0, last=False) is False and reg.add_piece("r", 2, last=True) is False  # the others: never
+    assert reg.add_piece("s", 0, last=True) is True  # a one-piece answer completes at once
 
 
 @pytest.mark.parametrize("piece_s, overlap_s", [(10, 6)])

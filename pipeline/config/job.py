@@ -45,6 +45,12 @@ class DecodeConfig(Model):
         20.0, ge=0, description="audio each piece carries past both of its edges, so VAD sees whole regions there"
     )
     resources: Resources = Resources(num_cpus=0.25, pool_size=1)
+    in_recording_stage: bool = Field(
+        False,
+        description="decode inside the recording stage's actors (`resources` unused) instead of in tasks of its "
+        "own: one process and one object-store hand-off fewer, for a small machine; on a cluster, tasks let "
+        "decode spread over spare CPUs apart from the VAD actors",
+    )
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> "DecodeConfig":
