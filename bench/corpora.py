@@ -69,6 +69,23 @@ def _silence(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return (rng.standard_normal(int(seconds * SR)) * 1e-4).astype(np.float32)
 
 
+def join_clips(clips: list[tuple[np.ndarray, str]], target_s: float, pause_s: tuple[float, float],
+               rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """Clips of one language (audio, reference text), drawn at random and joined with near-silent
+    pauses of `pause_s` (low, high) seconds until `target_s`: the long file and its reference text.
+    The one builder of both long corpora (`build_long_files`, bench/long_corpus.py)."""
+    parts: list[np.ndarray] = []
+    texts: list[str] = []
+    total = 0.0
+    while total < target_s:
+        audio, text = clips[int(rng.integers(len(clips)))]
+        pause = _silence(rng, float(rng.uniform(*pause_s)))
+        parts += [audio, pause]
+        texts.append(text)
+        total += (len(audio) + len(pause)) / SR
+    return np.concatenate(parts), " ".join(texts)
+
+
 def _write(path: Path, audio: np.ndarray) -> None:
     import soundfile as sf
 
@@ -139,19 +156,10 @@ def build_long_files(
     for i in range(n):
         target = rng.uniform(min_s, max_s)
         lang = langs[int(rng.integers(len(langs)))]
-        parts: list[np.ndarray] = []
-        texts: list[str] = []
-        total = 0.0
-        while total < target:
-            src, text = by_lang[lang][int(rng.integers(len(by_lang[lang])))]
-            pause = _silence(rng, float(rng.uniform(0.5, 3.0)))
-            parts += [src, pause]
-            texts.append(text)
-            total += (len(src) + len(pause)) / SR
-        audio = np.concatenate(parts)
+        audio, text = join_clips(by_lang[lang], target, (0.5, 3.0), rng)
         _write(dest / "audio" / f"long_{i:03d}.flac", audio)
         seconds.append(len(audio) / SR)
-        manifest.append({"audio_filepath": f"audio/long_{i:03d}.flac", "lang": lang, "text": " ".join(texts),
+        manifest.append({"audio_filepath": f"audio/long_{i:03d}.flac", "lang": lang, "text": text,
                          "duration": round(len(audio) / SR, 3)})
     (dest / "references.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in manifest))
     return _finish(dest, "long", seconds, params)

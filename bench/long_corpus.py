@@ -7,8 +7,8 @@ Each file joins whole clips of one language from ../shared/corpus (those with a 
 one speaker) with 0.3-1.5 s of near-silence between them, so pauses are short enough for the
 recording stage to merge clips into utterances, as in continuous speech; `references.jsonl` holds
 each file's clips' texts joined in order (the NeMo manifest shape `stages.py` reads).
-`corpora.build_long_files` (bench/throughput.py's long corpus) is built the same way, with longer
-files and pauses.
+`corpora.build_long_files` (bench/throughput.py's long corpus) is built the same way
+(`corpora.join_clips`), with longer files and pauses.
 """
 
 from __future__ import annotations
@@ -19,34 +19,28 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.corpora import SR, _silence, _write, load_sources, references
+from bench.corpora import SR, _write, join_clips, load_sources, references
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
 
 def build(dest: Path, files: int, min_s: float, max_s: float, seed: int = 7, corpus: Path = CORPUS) -> list[dict]:
     refs = references(corpus)
-    by_lang: dict[str, list[tuple[str, np.ndarray]]] = {}
+    by_lang: dict[str, list[tuple[np.ndarray, str]]] = {}
     for name, audio in load_sources(corpus):
         ref = refs.get(name, {})
         if ref.get("text") and ref.get("num_speakers", 1) == 1:
-            by_lang.setdefault(ref["lang"], []).append((name, audio))
+            by_lang.setdefault(ref["lang"], []).append((audio, ref["text"]))
     langs = [lang for lang in sorted(by_lang) if len(by_lang[lang]) >= 2]
     rng = np.random.default_rng(seed)
     (dest / "audio").mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(files):
         lang = langs[i % len(langs)]
-        target, parts, texts, total = rng.uniform(min_s, max_s), [], [], 0.0
-        while total < target:
-            name, audio = by_lang[lang][int(rng.integers(len(by_lang[lang])))]
-            pause = _silence(rng, float(rng.uniform(0.3, 1.5)))
-            parts += [audio, pause]
-            texts.append(refs[name]["text"])
-            total += (len(audio) + len(pause)) / SR
+        audio, text = join_clips(by_lang[lang], rng.uniform(min_s, max_s), (0.3, 1.5), rng)
         rel = f"audio/long_{lang}_{i:02d}.flac"
-        _write(dest / rel, np.concatenate(parts))
-        out.append({"audio_filepath": rel, "lang": lang, "text": " ".join(texts), "duration": round(total, 3)})
+        _write(dest / rel, audio)
+        out.append({"audio_filepath": rel, "lang": lang, "text": text, "duration": round(len(audio) / SR, 3)})
     (dest / "references.jsonl").write_text("".join(json.dumps(r) + "\n" for r in out))
     return out
 
