@@ -41,11 +41,11 @@ class PackingConfig(Model):
     mode: Literal["none", "recording", "corpus"] = Field(
         "recording", description="whisper: how segments share 30 s windows (needs word timestamps)"
     )
-    # No silence between packed segments: Whisper passes over fewer of them, so fewer are retried.
-    # bench/packing.py, the same segments side by side: on 4 long files (1128 s) 0.5 s gaps took
-    # 212 CPU s and made 525 word errors, no gap 159 CPU s and 506; on 8 other files (2066 s)
-    # 333 CPU s and 846 errors against 276 and 849.
-    gap_s: float = Field(0.0, ge=0, description="silence laid between packed segments")
+    # 0.5 s, not 0: with no gap Whisper passed over fewer packed segments on bench/long_corpus.py's
+    # files (0.3-1.5 s pauses; -25% and -17% segment-stage CPU at the same word errors in
+    # bench/packing.py), but on bench/throughput.py's long corpus (0.5-3 s pauses, more junctions)
+    # it ran more windows (9000 against 8700 padded s) at a higher WER (0.305 against 0.295).
+    gap_s: float = Field(0.5, ge=0, description="silence laid between packed segments")
     min_piece_s: float = Field(
         0.0, ge=0,
         description="recording mode: cut a segment that does not fit the room left in a window at a pause, "
