@@ -18,6 +18,7 @@ which makes it pass the pauses that filling cuts at).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ def main() -> None:
     p.add_argument("variants", nargs="+", help="NAME:key=value,... ('default:' for conf/local.yaml as it is)")
     p.add_argument("--rec", default="", help="overrides for decode and the recording stage, comma-separated")
     p.add_argument("--faster-whisper", action="store_true", help="add faster-whisper's batched pipeline")
+    p.add_argument("--dump", type=Path, help="write each variant's segments to DUMP/NAME.jsonl (to read what changed)")
     args = p.parse_args()
 
     import pyarrow as pa
@@ -80,10 +82,16 @@ def main() -> None:
         stage = SegmentStage.from_config(config(",".join(x for x in (args.rec, extra) if x)))
         counts: dict[str, list[int]] = {}
         t0 = time.process_time()
+        dump = []
         for r, table in zip(refs, segmented):
             segments = stage(table).column("segments")[0].as_py()
+            dump += [{"file": r["audio_filepath"], **{k: s[k] for k in ("start", "end", "text", "compression_ratio")}}
+                     for s in segments]
             _errors(counts, r["lang"], r["text"], " ".join(s["text"] for s in sorted(segments, key=lambda s: s["start"])))
         print(_line(name, time.process_time() - t0, counts), flush=True)
+        if args.dump:
+            args.dump.mkdir(parents=True, exist_ok=True)
+            (args.dump / f"{name}.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dump))
     if args.faster_whisper:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 

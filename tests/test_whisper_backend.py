@@ -74,3 +74,57 @@ def test_packed_window_that_switches_language_comes_back_for_cutting(whisper, co
     (res,) = whisper.transcribe([window], [None], parts=[parts])
     assert isinstance(res, LanguageSwitch)
     assert [lang for lang, _ in res.languages] == ["en", "de", "de"]
+
+
+@pytest.fixture(scope="module")
+def whisper_short():
+    from pipeline.backends.whisper import WhisperAsr
+
+    return WhisperAsr(AsrConfig(encode_pad_s=1.0))
+
+
+def _frames_seen(asr, monkeypatch) -> list[int]:
+    """Records the mel frames of every encoder pass `asr` makes."""
+    seen: list[int] = []
+    encode = asr.model.encode
+
+    def spy(features, *a, **k):
+        seen.append(features.shape[-1])
+        return encode(features, *a, **k)
+
+    monkeypatch.setattr(asr.model, "encode", spy)
+    return seen
+
+
+def test_a_short_window_is_encoded_only_up_to_its_audio(whisper_short, corpus, monkeypatch):
+    """`asr.encode_pad_s`: the encoder sees the longest clip of the call plus the padding, rounded up
+    to whole seconds, and the words still come out in the right language."""
+    en = [_clip(corpus, f"speech/speechbrain_spk1_snt{k}.wav") for k in (1, 2, 3)]
+    window, parts = _pack(en)
+    de = _clip(corpus, "multilingual/fleurs-de-000.ogg")
+    seen = _frames_seen(whisper_short, monkeypatch)
+    res = whisper_short.transcribe([window, de], [None, None], parts=[parts, None])
+    longest = max(len(window), len(de)) / SR
+    assert seen[0] == int(np.ceil(longest + 1.0)) * 100 < 3000
+    assert [r.language for r in res] == ["en", "de"]
+    assert len(res[0].words) >= 15 and res[0].compression_ratio < 2.4
+
+
+def test_a_short_window_that_loops_is_decoded_again_from_the_whole_window(whisper_short, corpus, monkeypatch):
+    from pipeline.backends import whisper as backend
+
+    seen = _frames_seen(whisper_short, monkeypatch)
+    decode = backend.WhisperAsr._decode
+
+    def loops_when_short(self, encoded, language, durations):
+        out = decode(self, encoded, language, durations)
+        if encoded.shape[1] < 1500:  # encoder positions: 50 a second
+            for r in out:
+                r.text, r.compression_ratio = "go out. " * 40, 9.0
+        return out
+
+    monkeypatch.setattr(backend.WhisperAsr, "_decode", loops_when_short)
+    clip = _clip(corpus, "speech/speechbrain_spk1_snt1.wav")
+    (res,) = whisper_short.transcribe([clip], ["en"])
+    assert seen == [int(np.ceil(len(clip) / SR + 1.0)) * 100, 3000]
+    assert "go out. go out." not in res.text and len(res.words) >= 4 and res.language == "en"

@@ -27,6 +27,8 @@ from pipeline.records import SAMPLE_RATE, AsrResult, LanguageSwitch, Word
 log = logging.getLogger(__name__)
 
 WINDOW_S = 30.0  # Whisper's encoder always sees a 30 s window
+FULL_FRAMES = 3000  # ... of 100 mel frames a second
+LOOP_RATIO = 2.4  # gzip compression ratio above which a text is a decoding loop (Whisper's fallback test)
 
 __all__ = ["EMBEDDED", "WINDOW_S", "WhisperAsr", "embedded_model_dir", "resolve_whisper_model"]
 
@@ -123,8 +125,26 @@ class WhisperAsr:
         not decoded: its result is a `LanguageSwitch` for the caller to cut."""
         if not clips:
             return []
-        encoded = self._encode(clips)
         parts = parts or [None] * len(clips)
+        frames = self._frames(clips)
+        results = self._transcribe(clips, languages, parts, frames)
+        # A window encoded short sometimes loops ("... go out. ... go out. ..."), where the same
+        # window padded to 30 s does not: decode those again from the whole window, as Whisper was
+        # trained (the compression ratio is its own temperature-fallback test).
+        again = [i for i, r in enumerate(results) if isinstance(r, AsrResult) and r.compression_ratio > LOOP_RATIO]
+        if frames < FULL_FRAMES and again:
+            redo = self._transcribe([clips[i] for i in again], [results[i].language for i in again],
+                                    [parts[i] for i in again], FULL_FRAMES)
+            for i, res in zip(again, redo):
+                res.language_prob = results[i].language_prob
+                results[i] = res
+        return check_results(results, clips, self)
+
+    def _transcribe(
+        self, clips: Sequence[np.ndarray], languages: Sequence[str | None], parts: Parts, frames: int
+    ) -> list[AsrResult | LanguageSwitch]:
+        """`transcribe` with the clips encoded to `frames` mel frames."""
+        encoded = self._encode(clips, frames=frames)
         langs: list[str | None] = [lang if (lang is None or self._multilingual) else "en" for lang in languages]
         probs: list[float | None] = [None] * len(clips)
         results: list[AsrResult | LanguageSwitch | None] = [None] * len(clips)
@@ -145,10 +165,18 @@ class WhisperAsr:
             for i, res in zip(idx, self._decode(group, lang, durations)):
                 res.language, res.language_prob = lang, probs[i]
                 results[i] = res
-        return check_results(results, clips, self)
+        return results  # type: ignore[return-value]: every entry is set above
 
     # -- internals ------------------------------------------------------------------------------
-    def _encode(self, clips: Sequence[np.ndarray], frames: int = 3000):
+    def _frames(self, clips: Sequence[np.ndarray]) -> int:
+        """Encoder frames (100 per second) for one call: the whole 30 s window, or with
+        `asr.encode_pad_s` the longest clip plus that padding, rounded up to whole seconds."""
+        if self.cfg.encode_pad_s is None:
+            return FULL_FRAMES
+        longest = max(len(c) for c in clips) / SAMPLE_RATE
+        return min(FULL_FRAMES, int(np.ceil(longest + self.cfg.encode_pad_s)) * 100)
+
+    def _encode(self, clips: Sequence[np.ndarray], frames: int = FULL_FRAMES):
         """Log-mel features padded/trimmed to `frames` (100 per second) -> encoder output."""
         from faster_whisper.audio import pad_or_trim
 
@@ -188,7 +216,8 @@ class WhisperAsr:
 
         arr = self._numpy(encoded)
         cut: list[tuple[int, int, int, int]] = []  # (clip, span, first frame, frames)
-        frames_per_s, total = arr.shape[1] / WINDOW_S, arr.shape[1]
+        # 50 encoder frames a second (two mel frames each), whatever length was encoded
+        frames_per_s, total = 1500 / WINDOW_S, arr.shape[1]
         for c, window_spans in enumerate(spans):
             alone = len(window_spans) == 1
             for k, (a, b) in enumerate(window_spans):

@@ -48,7 +48,10 @@ _OLD_ROOTS = frozenset(key.split(".", 1)[0] for key in MOVED_KEYS)
 _FINGERPRINT_SECTIONS = ("vad", "diarization", "segmentation", "lid", "asr", "punctuation", "itn")
 #: Fields added to those sections since the fingerprint was pinned: hashed only when set away from
 #: their default, so a job that does not use them keeps its fingerprint (and its output, its work).
-_ADDED_FIELDS = {"diarization": ("threshold_scale", "threshold_bounds", "min_speaker_share")}
+_ADDED_FIELDS = {
+    "diarization": ("threshold_scale", "threshold_bounds", "min_speaker_share"),
+    "asr": ("encode_pad_s",),
+}
 
 
 def migrate(data: Any) -> Any:

@@ -82,6 +82,11 @@ class AsrConfig(Model):
     timestamp_tokens: bool = Field(
         False, description="whisper: decode with timestamp tokens (keeps going across pauses in packed windows)"
     )
+    encode_pad_s: float | None = Field(
+        None, ge=0, le=30,
+        description="whisper: encode each window only up to its audio's end plus this much silence "
+        "(cheaper for windows that are not full); null: always the whole 30 s, as Whisper was trained",
+    )
 
 
 class VocabularyConfig(Model):
