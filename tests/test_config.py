@@ -108,7 +108,8 @@ def test_fingerprint_follows_renamed_fields_and_ignores_io_and_plumbing():
                     "segment_stage.asr.beam_size=5", "recording_stage.vad.pad_s=0.3", "decode.max_duration_s=60"):
         assert load_config(REPO / "conf/local.yaml", [*BASE, changed]).fingerprint() != base.fingerprint(), changed
     for same in ("output.uri=/elsewhere", "pooling.window_audio_s=60", "pooling.max_files=1",
-                 "recording_stage.resources.num_cpus=2", "segment_stage.resources.pool_size=2", "progress.log_interval_s=5"):
+                 "recording_stage.resources.num_cpus=2", "segment_stage.resources.pool_size=2",
+                 "segment_stage.asr.workers=2", "progress.log_interval_s=5"):
         assert load_config(REPO / "conf/local.yaml", [*BASE, same]).fingerprint() == base.fingerprint(), same
 
 
@@ -125,12 +126,14 @@ def test_the_old_local_preset_is_the_new_one(tmp_path, caplog):
     old.write_text(OLD_LOCAL)
     caplog.set_level(logging.WARNING, logger="pipeline.config")
     cfg = load_config(old)
-    # since then (issue 16) the preset's CPU calls have shrunk from 16 windows to 2, it decodes inside
-    # the recording stage's actor (neither is in the fingerprint), and it encodes short windows short
+    # since then (issue 16) the preset's CPU calls have shrunk from 16 windows to 1-2, two at once, it
+    # decodes inside the recording stage's actor (none of that is in the fingerprint), and it encodes
+    # short windows short
     assert cfg == load_config(REPO / "conf/local.yaml", ["segment_stage.batching.max_padded_s=480",
                                                         "segment_stage.batching.max_items=16",
                                                         "decode.in_recording_stage=false",
-                                                        "segment_stage.asr.encode_pad_s=null"])
+                                                        "segment_stage.asr.encode_pad_s=null",
+                                                        "segment_stage.asr.workers=1"])
     assert cfg.fingerprint() == PINNED["local"]
     said = _warnings(caplog)
     # one line per old key (a section that moves whole is one line naming its keys)
@@ -218,7 +221,7 @@ def test_an_old_section_override_moves_each_key_it_holds(caplog):
     caplog.set_level(logging.WARNING, logger="pipeline.config")
     cfg = load_config(REPO / "conf/local.yaml", [*BASE, "batching={window_s: 60, max_items: 3}"])
     assert (cfg.pooling.window_audio_s, cfg.segment_stage.batching.max_items) == (60.0, 3)
-    assert cfg.segment_stage.batching.max_padded_s == 60  # the preset's other batching keys stay
+    assert cfg.segment_stage.batching.max_padded_s == 30  # the preset's other batching keys stay
     assert len(_warnings(caplog)) == 2
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 
@@ -236,3 +239,52 @@ def test_the_segments_skipped_across_a_rounds_calls_are_packed_again_together():
     # both skipped 6 s parts share one retry window (which skips its second part: that one goes alone)
     assert asr.parts == [[3], [3], [2], [1]]
     assert all(s["text"] for s in out[0]["segments"])
+
+
+class _ConcurrentAsr(_SkippingAsr):
+    """Declares `concurrent_calls`; with more than one, a call waits (up to 0.5 s) for another to be
+    running beside it, so the test sees whether the stage really makes them at once."""
+
+    def __init__(self, concurrent: int):
+        super().__init__()
+        self.capabilities = replace(FakeAsr.capabilities, concurrent_calls=concurrent)
+        self.lock, self.both = threading.Lock(), threading.Event()
+        self.running = self.most = 0
+        self.threads: set[int] = set()
+
+    def transcribe(self, clips, languages, parts=None):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.threads.add(threading.get_ident())
+            if self.running > 1:
+                self.both.set()
+        try:
+            if self.capabilities.concurrent_calls > 1:
+                self.both.wait(0.5)
+            return super().transcribe(clips, languages, parts)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_a_backend_that_runs_calls_at_once_gets_them_at_once_with_the_same_output():
+    """`concurrent_calls` (Whisper's `asr.workers` on a CPU): the round's calls come from that many
+    threads; skipped parts, failed calls and the output are what one call at a time gives."""
+
+    def run(concurrent: int):
+        cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.mode=recording",
+                                              "segment_stage.packing.gap_s=0.5", "segment_stage.packing.retry_below_cps=1.0",
+                                              "segment_stage.batching.max_items=1"]).segment_stage
+        asr = _ConcurrentAsr(concurrent)
+        out = SegmentStage(cfg, asr, FusedLid(asr))(_batch([[5.0, 6.0, 4.0, 14.0, 6.0, 4.0], [3.3], [20.0, 25.0]]))
+        return out.to_pylist(), asr
+
+    one, asr1 = run(1)
+    two, asr2 = run(2)
+    assert asr1.most == 1 and asr2.most == 2 and len(asr2.threads) == 2
+    assert sorted(asr2.calls) == sorted(asr1.calls) and len(asr1.calls) >= 6
+    strip = ("asr_wall_seconds", "segment_wall_seconds", "segment_peak_rss_mb")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in two] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in one]
+    assert [r["status"] for r in two] == ["ok", "error", "ok"] and all(s["text"] for s in two[0]["segments"])

@@ -128,3 +128,20 @@ def test_a_short_window_that_loops_is_decoded_again_from_the_whole_window(whispe
     (res,) = whisper_short.transcribe([clip], ["en"])
     assert seen == [int(np.ceil(len(clip) / SR + 1.0)) * 100, 3000]
     assert "go out. go out." not in res.text and len(res.words) >= 4 and res.language == "en"
+
+
+def test_two_workers_transcribe_two_calls_at_once_as_one_would(whisper_short, corpus):
+    """`asr.workers: 2`: two CTranslate2 workers of one thread each, so two calls from two threads run
+    at once (the segment stage makes them so, `concurrent_calls`); each gives what one worker gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.backends.whisper import WhisperAsr
+
+    two = WhisperAsr(AsrConfig(encode_pad_s=1.0, workers=2))
+    assert two.capabilities.concurrent_calls == 2 and whisper_short.capabilities.concurrent_calls == 1
+    clips = [[_clip(corpus, "multilingual/fleurs-de-000.ogg")], [_clip(corpus, "speech/speechbrain_spk1_snt1.wav")]]
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda c: two.transcribe(c, [None]), clips))
+    alone = [whisper_short.transcribe(c, [None]) for c in clips]
+    assert [r[0].language for r in both] == ["de", "en"]
+    assert [r[0].text for r in both] == [r[0].text for r in alone]

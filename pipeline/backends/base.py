@@ -108,6 +108,9 @@ class AsrCapabilities:
     detects_language: bool
     #: Writes cased, punctuated text itself (Whisper, Parakeet v2/v3, *_pc).
     native_punctuation: bool
+    #: Model calls it runs at once when the stage makes them from as many threads (CTranslate2
+    #: workers on a CPU; 1: one call at a time).
+    concurrent_calls: int = 1
 
 
 class AsrBackend(Protocol):

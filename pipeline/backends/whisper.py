@@ -15,6 +15,7 @@ reassembled once into a cache and verified against a pinned sha256 before CTrans
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -56,7 +57,12 @@ class WhisperAsr:
         self._path = resolve_whisper_model(cfg)
         device = "cuda" if use_gpu else "cpu"
         compute_type = cfg.compute_type if not use_gpu or cfg.compute_type != "int8" else "float16"
-        self.model = WhisperModel(self._path, device=device, compute_type=compute_type, cpu_threads=cfg.cpu_threads)
+        # On a CPU, `workers` calls at once with cpu_threads // workers threads each: Whisper's decoder
+        # steps are too small to keep two threads busy in one call (bench/whisper_workers.py)
+        workers = 1 if use_gpu else cfg.workers
+        self.model = WhisperModel(self._path, device=device, compute_type=compute_type,
+                                  cpu_threads=max(1, cfg.cpu_threads // workers), num_workers=workers)
+        self.capabilities = replace(WhisperAsr.capabilities, concurrent_calls=workers)
         self._multilingual = self.model.model.is_multilingual
         self.vocabulary: VocabularyConfig | None = None
         self._hotwords: dict[str | None, str | None] = {}  # language -> bounded hotwords string
@@ -105,7 +111,12 @@ class WhisperAsr:
         return list(self.model.supported_languages)
 
     def padded_seconds(self, durations: Sequence[float]) -> float:
-        return WINDOW_S * len(durations)
+        """A 30 s window per clip, or with `asr.encode_pad_s` what `_frames` encodes."""
+        if not durations:
+            return 0.0
+        if self.cfg.encode_pad_s is None:
+            return WINDOW_S * len(durations)
+        return min(WINDOW_S, float(np.ceil(max(durations) + self.cfg.encode_pad_s))) * len(durations)
 
     def identify(self, clips: Sequence[np.ndarray], probe_s: float | None = None) -> list[tuple[str, float]]:
         """Language per clip from its first `probe_s` seconds (default `segment_stage.lid.probe_s`), zero-padded.
@@ -171,10 +182,7 @@ class WhisperAsr:
     def _frames(self, clips: Sequence[np.ndarray]) -> int:
         """Encoder frames (100 per second) for one call: the whole 30 s window, or with
         `asr.encode_pad_s` the longest clip plus that padding, rounded up to whole seconds."""
-        if self.cfg.encode_pad_s is None:
-            return FULL_FRAMES
-        longest = max(len(c) for c in clips) / SAMPLE_RATE
-        return min(FULL_FRAMES, int(np.ceil(longest + self.cfg.encode_pad_s)) * 100)
+        return int(round(self.padded_seconds([len(c) / SAMPLE_RATE for c in clips]) / len(clips) * 100))
 
     def _encode(self, clips: Sequence[np.ndarray], frames: int = FULL_FRAMES):
         """Log-mel features padded/trimmed to `frames` (100 per second) -> encoder output."""

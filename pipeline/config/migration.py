@@ -52,6 +52,8 @@ _ADDED_FIELDS = {
     "diarization": ("threshold_scale", "threshold_bounds", "min_speaker_share"),
     "asr": ("encode_pad_s",),
 }
+#: Fields that change how fast a transcript comes, never what it says: not hashed at all.
+_NOT_HASHED = {"asr": ("workers",)}
 
 
 def migrate(data: Any) -> Any:
@@ -156,7 +158,7 @@ def old_shape_payload(job: JobConfig) -> dict[str, Any]:
     keep: dict[str, Any] = {}
     for old in _FINGERPRINT_SECTIONS:
         section = job.section(MOVED_KEYS[old])  # type: ignore[arg-type]
-        dump = section.model_dump()
+        dump = section.model_dump(exclude=set(_NOT_HASHED.get(old, ())))
         for name in _ADDED_FIELDS.get(old, ()):
             if dump[name] == type(section).model_fields[name].default:
                 del dump[name]

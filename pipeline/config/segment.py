@@ -78,6 +78,11 @@ class AsrConfig(Model):
     compute_type: str = "int8"
     beam_size: int = Field(1, ge=1)
     cpu_threads: int = Field(2, ge=0)
+    workers: int = Field(
+        1, ge=1,
+        description="whisper on a CPU: model calls run at once (CTranslate2 workers, cpu_threads // workers "
+        "threads each); not in the fingerprint, it changes no transcript",
+    )
     word_timestamps: bool = True
     timestamp_tokens: bool = Field(
         False, description="whisper: decode with timestamp tokens (keeps going across pauses in packed windows)"

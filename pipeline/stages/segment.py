@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Callable
 
@@ -124,14 +125,14 @@ class SegmentStage:
         durations = [w.duration for w in windows]
         cost = with_quadratic(self.asr.padded_seconds, bcfg.quadratic_s)
         groups = [w.language for w in windows] if self.asr.capabilities.one_language_per_call else None
-        again: list[Window] = []
-        skipped: list[tuple[Utterance, str | None]] = []
-        for idx in plan_batches(
+        plans = plan_batches(
             durations, cost, self.max_padded_s, bcfg.max_items, bcfg.enabled, bcfg.max_extra_padding, groups
-        ):
-            group = [windows[i] for i in idx]
+        )
+
+        def run(idx: list[int]) -> tuple[list[Window], list[tuple[Utterance, str | None]]]:
+            group, skipped_here = [windows[i] for i in idx], []
             t0 = time.perf_counter()
-            again += self._call(group, skipped)
+            pieces = self._call(group, skipped_here)
             wall = time.perf_counter() - t0
             padded = self.asr.padded_seconds([durations[i] for i in idx])
             speech = sum(it.duration for w in group for it in w.items) or 1.0
@@ -139,6 +140,18 @@ class SegmentStage:
                 for it in w.items:  # attribute the call's cost to its utterances by their share of speech
                     it.padded_s += padded * it.duration / speech
                     it.wall_s += wall * it.duration / speech
+            return pieces, skipped_here
+
+        # A backend that runs calls at once (`concurrent_calls`) gets them from as many threads; the
+        # calls and their results are the same, and they are gathered in plan order.
+        threads = self.asr.capabilities.concurrent_calls
+        if threads > 1:
+            with ThreadPoolExecutor(threads, thread_name_prefix="asr") as pool:
+                done = list(pool.map(run, plans))
+        else:
+            done = [run(idx) for idx in plans]
+        again = [w for pieces, _ in done for w in pieces]
+        skipped = [s for _, skipped_here in done for s in skipped_here]
         # the round's skipped utterances are packed again together, not call by call: on four long
         # files the retry windows of a call held ~9 s of speech each
         return again + retry(skipped, self.asr.capabilities.window_s, self.cfg.packing.gap_s)
