@@ -231,7 +231,12 @@ def map_actor(
     extra: dict[str, Any] = {}
     if threads:
         n = str(threads)
-        extra["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}}
+        # MALLOC_ARENA_MAX: glibc gives each thread that allocates an arena of its own (up to 8 per
+        # core), and memory freed in one is not reused by the others. With two Whisper calls at once
+        # (`asr.workers`) the segment actor's private memory grew 540 -> 1000 MB over a 2 h corpus;
+        # with one arena per thread pool it stays flat (bench/throughput.py, tree peak RSS)
+        extra["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
+                                             "MALLOC_ARENA_MAX": n}}
     return ds.map_batches(
         _window_actor(make_stage, stage, nest_output=not last, feed=feed, progress=progress),
         fn_constructor_kwargs=kwargs,

@@ -81,6 +81,10 @@ class SegmentStage:
                  "asr": asr.model_id()}
         self.models = "; ".join(f"{k}={v}" for k, v in roles.items())
         self.punctuated = punctuated(cfg.punctuation, asr)
+        # the threads that make a backend's calls at once (`concurrent_calls`): the same ones for the
+        # actor's life, so that their memory (each has its own glibc arena) is reused, not re-made
+        calls = asr.capabilities.concurrent_calls
+        self._pool = ThreadPoolExecutor(calls, thread_name_prefix="asr") if calls > 1 else None
 
     @classmethod
     def from_config(cls, job: JobConfig) -> "SegmentStage":
@@ -144,10 +148,8 @@ class SegmentStage:
 
         # A backend that runs calls at once (`concurrent_calls`) gets them from as many threads; the
         # calls and their results are the same, and they are gathered in plan order.
-        threads = self.asr.capabilities.concurrent_calls
-        if threads > 1:
-            with ThreadPoolExecutor(threads, thread_name_prefix="asr") as pool:
-                done = list(pool.map(run, plans))
+        if self._pool is not None:
+            done = list(self._pool.map(run, plans))
         else:
             done = [run(idx) for idx in plans]
         again = [w for pieces, _ in done for w in pieces]
