@@ -234,7 +234,8 @@ def map_actor(
         # MALLOC_ARENA_MAX: glibc gives each thread that allocates an arena of its own (up to 8 per
         # core), and memory freed in one is not reused by the others. With two Whisper calls at once
         # (`asr.workers`) the segment actor's private memory grew 540 -> 1000 MB over a 2 h corpus;
-        # with one arena per thread pool it stays flat (bench/throughput.py, tree peak RSS)
+        # with as many arenas as threads (and its calling threads kept for its life) it stayed at
+        # 410-520 MB, at the same CPU
         extra["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
                                              "MALLOC_ARENA_MAX": n}}
     return ds.map_batches(

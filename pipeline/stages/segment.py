@@ -133,27 +133,29 @@ class SegmentStage:
             durations, cost, self.max_padded_s, bcfg.max_items, bcfg.enabled, bcfg.max_extra_padding, groups
         )
 
-        def run(idx: list[int]) -> tuple[list[Window], list[tuple[Utterance, str | None]]]:
-            group, skipped_here = [windows[i] for i in idx], []
+        def run(idx: list[int]) -> tuple[list[Window], list[tuple[Utterance, str | None]], float]:
+            skipped_here: list[tuple[Utterance, str | None]] = []
             t0 = time.perf_counter()
-            pieces = self._call(group, skipped_here)
-            wall = time.perf_counter() - t0
+            pieces = self._call([windows[i] for i in idx], skipped_here)
+            return pieces, skipped_here, time.perf_counter() - t0
+
+        # A backend that runs calls at once (`concurrent_calls`) gets them from as many threads; the
+        # calls and their results are the same, and they are gathered in plan order.
+        t0 = time.perf_counter()
+        done = list(self._pool.map(run, plans)) if self._pool is not None else [run(idx) for idx in plans]
+        # calls that ran at once share the round's wall time: the report's ASR time stays wall time
+        calls_wall = sum(wall for _, _, wall in done)
+        scale = min(1.0, (time.perf_counter() - t0) / calls_wall) if calls_wall else 1.0
+        for idx, (_, _, wall) in zip(plans, done):
+            group = [windows[i] for i in idx]
             padded = self.asr.padded_seconds([durations[i] for i in idx])
             speech = sum(it.duration for w in group for it in w.items) or 1.0
             for w in group:
                 for it in w.items:  # attribute the call's cost to its utterances by their share of speech
                     it.padded_s += padded * it.duration / speech
-                    it.wall_s += wall * it.duration / speech
-            return pieces, skipped_here
-
-        # A backend that runs calls at once (`concurrent_calls`) gets them from as many threads; the
-        # calls and their results are the same, and they are gathered in plan order.
-        if self._pool is not None:
-            done = list(self._pool.map(run, plans))
-        else:
-            done = [run(idx) for idx in plans]
-        again = [w for pieces, _ in done for w in pieces]
-        skipped = [s for _, skipped_here in done for s in skipped_here]
+                    it.wall_s += wall * scale * it.duration / speech
+        again = [w for pieces, _, _ in done for w in pieces]
+        skipped = [s for _, skipped_here, _ in done for s in skipped_here]
         # the round's skipped utterances are packed again together, not call by call: on four long
         # files the retry windows of a call held ~9 s of speech each
         return again + retry(skipped, self.asr.capabilities.window_s, self.cfg.packing.gap_s)
