@@ -50,6 +50,10 @@ CLIPS = [
 BASE = ["ray.num_cpus=2", "segment_stage.asr.model=base"]
 #: One recording per Ray batch everywhere: many small parts, so a crash lands between commits.
 SMALL_BATCHES = ["pooling.max_files=1"]
+#: Whisper one call at a time over whole 30 s windows: the tests that kill a process mid-run need a
+#: run long enough to be killed in (with conf/local.yaml's short encodes and two calls at once, the
+#: six clips were done before the killer found the ASR actor)
+SLOW_ASR = ["segment_stage.asr.workers=1", "segment_stage.asr.encode_pad_s=null"]
 
 
 def make_input(folder: Path, clips=CLIPS) -> Path:
@@ -311,7 +315,7 @@ def test_kill_one_actor_mid_run(tmp_path, corpus_in, clean):
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    report = run_inproc(corpus_in, out, *SMALL_BATCHES)
+    report = run_inproc(corpus_in, out, *SMALL_BATCHES, *SLOW_ASR)
     t.join(5)
     assert killed, "no actor was killed (run finished too fast?)"
     assert report.processed == len(CLIPS) and report.error == 0, report.summary()
@@ -426,7 +430,7 @@ def remover():
 t = threading.Thread(target=remover, daemon=True)
 t.start()
 cfg = load_config(conf, [f"input.uri={inp}", f"output.uri={out}", "segment_stage.asr.model=base",
-                         "pooling.max_files=1"])
+                         "pooling.max_files=1", "segment_stage.asr.workers=1", "segment_stage.asr.encode_pad_s=null"])
 report = run(cfg)
 t.join(30)
 print(f"[{time.time() - t0:.1f} s] job done", flush=True)
