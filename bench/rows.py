@@ -107,6 +107,13 @@ def _child_scriptorium(args: argparse.Namespace) -> dict:
             # calls as large as the issue-5 runs had (conf/local.yaml's 2 x 30 s are sized for Whisper)
             "segment_stage.batching.max_padded_s=480",
             "segment_stage.batching.max_items=16",
+            # ... and pools of four calls' audio: bucketing sorts within a pool, and local.yaml's 300 s
+            # / 16 files held less than one call here (200 clips: 144 calls of median 1 utterance).
+            # Small calls lose most to other processes on 2 cores: their torch threads meet at a
+            # barrier in every op (under a 20% load on one core, +43% wall for those calls, +4% for
+            # calls of 16). Row 6 gets the same pools; without bucketing it takes them in order.
+            "pooling.window_audio_s=1920",
+            "pooling.max_files=256",
         ]
     overrides += args.override or []
     cfg = load_config(REPO / "conf" / "local.yaml", overrides)
