@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import BaseModel
 
@@ -118,7 +118,10 @@ def build_report(
     summaries: list[dict],
     wall_seconds: float,
     driver_peak_rss_mb: float,
+    run_warnings: Sequence[str] = (),
 ) -> RunReport:
+    """The run's report from the actors' summaries; `run_warnings` are the driver's own (settings
+    that cost speed, found while planning), listed first."""
     def total(key: str) -> float:
         return float(sum(s.get(key, 0.0) for s in summaries))
 
@@ -127,7 +130,7 @@ def build_report(
 
     status = {k: sum(s.get("status", {}).get(k, 0) for s in summaries) for k in ("ok", "no_speech", "error")}
     audio, asr_audio, padded, asr_wall = total("audio_seconds"), total("asr_audio_seconds"), total("asr_padded_seconds"), total("asr_wall_seconds")
-    warnings = []
+    warnings = list(run_warnings)
     unpunct = int(total("unpunctuated"))
     if unpunct:
         warnings.append(

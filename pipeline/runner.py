@@ -14,6 +14,7 @@ import uuid
 
 import pyarrow as pa
 
+from pipeline.batching import estimated_seconds, small_pools, windows
 from pipeline.config import JobConfig
 from pipeline.discover import DiscoveryError, discover_table
 from pipeline.ledger import Ledger
@@ -47,8 +48,13 @@ def run(cfg: JobConfig) -> RunReport:
         del files
 
         summaries: list[dict] = []
+        warnings: list[str] = []
         if todo.num_rows:
-            summaries = _execute(cfg, todo, run_id, fingerprint)
+            pools = windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)
+            if said := _pooling_warning(cfg, todo, pools):
+                log.warning(said)
+                warnings.append(said)
+            summaries = _execute(cfg, todo, pools, run_id, fingerprint)
         ledger.maintain_if_due()
         from pipeline.filter import apply_rules_after_run
 
@@ -63,6 +69,7 @@ def run(cfg: JobConfig) -> RunReport:
         discovered=discovered,
         plan=plan,
         summaries=summaries,
+        run_warnings=warnings,
         wall_seconds=time.time() - started,
         driver_peak_rss_mb=peak_rss_mb(),
     )
@@ -74,7 +81,26 @@ def run(cfg: JobConfig) -> RunReport:
     return report
 
 
-def _execute(cfg: JobConfig, todo: pa.Table, run_id: str, fingerprint: str) -> list[dict]:
+def _pooling_warning(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]]) -> str | None:
+    """One line when bucketing is on and the pooling windows hold less than two model calls of
+    audio (`batching.small_pools`). Not on a GPU that sizes calls by its memory: that budget is
+    known only inside the segment actor."""
+    seg = cfg.segment_stage
+    if not seg.batching.enabled or (cfg.models.use_gpu(seg.resources) and seg.batching.max_padded_s_per_gib):
+        return None
+    est = estimated_seconds(todo)
+    median = small_pools([float(est[o : o + n].sum()) for o, n in pools], seg.batching.max_padded_s)
+    if median is None:
+        return None
+    return (
+        f"pooling: a window holds a median {median:.0f} s of audio, less than two model calls "
+        f"(segment_stage.batching.max_padded_s: {seg.batching.max_padded_s:g} s); bucketing sorts within a window, "
+        f"so calls stay small: raise pooling.window_audio_s ({cfg.pooling.window_audio_s:g}) "
+        f"or pooling.max_files ({cfg.pooling.max_files})"
+    )
+
+
+def _execute(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_id: str, fingerprint: str) -> list[dict]:
     import ray
 
     from pipeline.engine import (
@@ -83,7 +109,6 @@ def _execute(cfg: JobConfig, todo: pa.Table, run_id: str, fingerprint: str) -> l
     from pipeline.progress import Reporter
     from pipeline.sink import TranscriptSink
     from pipeline.backends.registry import stitches_pieces
-    from pipeline.batching import windows
     from pipeline.records import INPUT_SCHEMA
     from pipeline.stages.decode import decode_stream
     from pipeline.stages.recording import RecordingStage
@@ -96,8 +121,7 @@ def _execute(cfg: JobConfig, todo: pa.Table, run_id: str, fingerprint: str) -> l
     # (pipeline/batching.py), and a long file (a window of its own) flows on to ASR as soon as it is
     # decoded and segmented, not after its neighbours.
     rows = todo.select(INPUT_SCHEMA.names)  # Arrow slices: no Python object per file
-    blocks = [nest(rows.slice(offset, length))
-              for offset, length in windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)]
+    blocks = [nest(rows.slice(offset, length)) for offset, length in pools]
     ds = ray.data.from_arrow(blocks)
     diar = cfg.recording_stage.diarization
     # A long recording goes in pieces (pipeline/pieces.py) unless its speakers could not be matched

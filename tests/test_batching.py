@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.batching import plan_batches
+from pipeline.batching import plan_batches, small_pools
 
 
 def _padding_ratio(batches, durs, cost) -> float:
@@ -30,3 +30,10 @@ def test_plan_batches_covers_every_item_once_and_respects_budget():
     # with Whisper's fixed 30 s window the rule never splits: batches stay full
     whisper = lambda d: 30.0 * len(d)
     assert [len(b) for b in plan_batches(durs[:32], whisper, 240, 8, max_extra_padding=0.05)] == [8, 8, 8, 8]
+
+
+def test_pools_under_two_calls_are_named_unless_the_input_is_one_pool():
+    """The runner warns with the median pool when windows hold less than two calls' audio."""
+    assert small_pools([139.0, 140.0, 90.0], call_s=480) == 139.0  # local.yaml's 16 files of short clips, NeMo calls
+    assert small_pools([300.0, 300.0, 120.0], call_s=30) is None  # Whisper's 30 s calls: ten to a pool
+    assert small_pools([100.0], call_s=480) is None  # the whole input is one pool: nothing more to gather

@@ -318,6 +318,7 @@ def test_report_counts_segments_and_renders_as_a_page(corpus_run, tmp_path):
     assert sum(report.confidence_histogram) == sum(1 for s in rows if s["confidence"] is not None)
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 6 and report.run_id in page
+    assert not [w for w in report.warnings if w.startswith("pooling:")]  # local.yaml pools ten calls' audio
     # provenance: every row names the models that made it (recording stage, then segment stage), and
     # the report lists the distinct values
     made = {r["models"] for r in corpus_run[2].to_pylist() if r["status"] == "ok"}

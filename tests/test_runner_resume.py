@@ -336,6 +336,8 @@ def test_s3_with_injected_faults(tmp_path, corpus_in, clean):
         ep = [f"input.storage.endpoint_url={s3.endpoint}", f"output.storage.endpoint_url={s3.endpoint}"]
         report = run_inproc("s3://audio/in/", "s3://audio/out", *ep, *SMALL_BATCHES)
         assert report.processed == len(CLIPS) and report.error == 0, report.summary()
+        # one clip per pool is less than two 30 s calls of audio: the report says so, and how to fix it
+        assert [w for w in report.warnings if w.startswith("pooling:") and "pooling.max_files (1)" in w], report.warnings
         report2 = run_inproc("s3://audio/in/", "s3://audio/out", *ep)
         assert report2.skipped == len(CLIPS) and report2.processed == 0, report2.summary()
         injected = sum(s3.faults.values())
