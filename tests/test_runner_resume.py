@@ -369,7 +369,7 @@ from pipeline.config import load_config
 from pipeline.engine import configure_data_context
 from pipeline.runner import run
 
-inp, out, conf, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+inp, out, conf, n, extra = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
 t0 = time.time()
 cluster = Cluster(initialize_head=True, connect=True,
                   head_node_args={"num_cpus": 2, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
@@ -432,7 +432,7 @@ def remover():
 t = threading.Thread(target=remover, daemon=True)
 t.start()
 cfg = load_config(conf, [f"input.uri={inp}", f"output.uri={out}", "segment_stage.asr.model=base",
-                         "pooling.max_files=1", "segment_stage.asr.workers=1", "segment_stage.asr.encode_pad_s=null"])
+                         "pooling.max_files=1", *extra])
 report = run(cfg)
 t.join(30)
 print(f"[{time.time() - t0:.1f} s] job done", flush=True)
@@ -459,7 +459,7 @@ def test_two_node_cluster_lose_worker_node(tmp_path, corpus_in, clean):
                RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     log = tmp_path / "cluster.log"
     proc = subprocess.Popen([sys.executable, "-c", _CLUSTER, str(corpus_in), str(out), str(LOCAL_CONF),
-                             str(len(CLIPS))], cwd=REPO, env=env,
+                             str(len(CLIPS)), *SLOW_ASR], cwd=REPO, env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     started = time.time()
     try:
