@@ -230,8 +230,9 @@ def measure_row(row: int, corpus: corpora.CorpusInfo, label: str, args: argparse
         for o in args.override or []:
             child += ["--override", o]
         if row >= 5:
-            child += ["--nemo-dir", str(work / "models" / args.nemo_size)]
-            warm_s = warm_nemo(work / "models" / args.nemo_size)
+            nemo_dir = work / "models" / args.nemo_size
+            child += ["--nemo-dir", str(nemo_dir)]
+            warm_s = warm_nemo(nemo_dir)
         # torch inside a Ray actor would otherwise get OMP_NUM_THREADS=<actor num_cpus> = 1 thread;
         # Whisper (CTranslate2) is given cpu_threads=2 explicitly. Same threads for every row: 2.
         env = {"RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "2"}
