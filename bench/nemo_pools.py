@@ -6,7 +6,7 @@ what small calls cost when another process takes part of a core, side by side on
         /tmp/scriptorium-bench/models/large/asr.nemo --busy 0 --busy 0.2
 
 Utterances are cut as the recording stage cuts them (conf/local.yaml's Silero VAD and segmentation),
-pools as the runner cuts pooling windows (files longest first, `max_files` per window), each pool's
+pools by the runner's own `discover_table` + `batching.windows` (files longest first), each pool's
 utterances are planned with `plan_batches` as the segment stage plans them, and every call goes
 through `NemoAsr.transcribe`, the stage's own call. `--busy F` runs a second process
 that keeps F of one core busy meanwhile (the driver and Ray's own actors take ~20% of one in a run).
@@ -23,12 +23,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-# (name, max_files, bucketing on, max_extra_padding); calls of at most 480 padded s / 16 clips
+# (name, pooling.window_audio_s, pooling.max_files, bucketing on, max_extra_padding); calls of at
+# most 480 padded s / 16 utterances, as bench/rows.py gives the NeMo rows
 VARIANTS = (
-    ("bucketing on, pools of 16 files (local.yaml)", 16, True, 0.05),
-    ("bucketing on, pools of 256 files", 256, True, 0.05),
-    ("bucketing on, no padding cap, pools of 256", 256, True, None),
-    ("bucketing off, pools of 16 files", 16, False, None),
+    ("bucketing on, local.yaml's pools (300 s / 16 files)", 300.0, 16, True, 0.05),
+    ("bucketing on, the NeMo rows' pools (1920 s / 256 files)", 1920.0, 256, True, 0.05),
+    ("bucketing on, no padding cap, the NeMo rows' pools", 1920.0, 256, True, None),
+    ("bucketing off, local.yaml's pools", 300.0, 16, False, None),
 )
 BUSY = "import time\nwhile True:\n    t = time.perf_counter()\n    while time.perf_counter() - t < {on}: pass\n    time.sleep({off})"
 
@@ -46,26 +47,29 @@ def main(argv: list[str]) -> int:
 
     from pipeline.backends.nemo.asr import NemoAsr
     from pipeline.backends.registry import make_vad
-    from pipeline.batching import plan_batches
+    from pipeline.batching import plan_batches, windows
     from pipeline.config import AsrConfig, load_config
     from pipeline.config.job import ModelsConfig
+    from pipeline.discover import discover_table
     from pipeline.timeline import utterances
 
-    job = load_config(REPO / "conf" / "local.yaml", ["input.uri=x", "output.uri=y"])
+    job = load_config(REPO / "conf" / "local.yaml", [f"input.uri={args.audio}", "output.uri=unused",
+                                                      f"input.limit={args.clips}"])
+    listing = discover_table(job.input)  # longest first, as the runner orders its work
     vad = make_vad(job.recording_stage.vad, job.models, False)
-    files = [sf.read(f, dtype="float32")[0] for f in sorted(args.audio.glob("*.flac"))[: args.clips]]
     clips: list = []  # every file's utterances
-    utts_of: dict[int, list[int]] = {}  # file -> its utterances (indices into clips), in time order
-    for k, audio in enumerate(files):
+    utts_of: list[list[int]] = []  # per listed file: its utterances (indices into clips), in time order
+    for uri in listing.column("uri").to_pylist():
+        audio = sf.read(uri.removeprefix("file://"), dtype="float32")[0]
+        utts_of.append([])
         for span in utterances(vad.speech_regions(audio), None, job.recording_stage.segmentation, audio):
-            utts_of.setdefault(k, []).append(len(clips))
+            utts_of[-1].append(len(clips))
             clips.append(audio[int(span.start * 16000) : int(span.end * 16000)])
-    by_length = sorted(range(len(files)), key=lambda k: -len(files[k]))  # the runner's order: longest first
     d = [len(c) / 16000 for c in clips]
     asr = NemoAsr(AsrConfig(backend="nemo", model=str(args.model), cpu_threads=2), ModelsConfig(), False)
     cost = asr.padded_seconds
     asr.transcribe([clips[0]], [None])  # warm-up
-    print(f"{len(clips)} utterances of {len(files)} files, {sum(d):.0f} s; torch threads 2\n")
+    print(f"{len(clips)} utterances of {listing.num_rows} files, {sum(d):.0f} s; torch threads 2\n")
     print("| plan | busy elsewhere | calls | median utterances per call | padding | wall s | CPU s |")
     print("|---|---|---|---|---|---|---|")
     for busy in args.busy or [0.0]:
@@ -74,10 +78,10 @@ def main(argv: list[str]) -> int:
             code = BUSY.format(on=0.01 * busy, off=0.01 * (1 - busy))
             noise = subprocess.Popen([sys.executable, "-c", code])
         try:
-            for name, max_files, sort, cap in VARIANTS:
+            for name, window_s, max_files, sort, cap in VARIANTS:
                 plans = []
-                for k in range(0, len(by_length), max_files):
-                    pool = [i for f in by_length[k : k + max_files] for i in utts_of.get(f, [])]  # arrival order
+                for offset, length in windows(listing, window_s, max_files):
+                    pool = [i for f in range(offset, offset + length) for i in utts_of[f]]  # arrival order
                     plans += [[pool[j] for j in b] for b in plan_batches([d[i] for i in pool], cost, 480, 16, sort, cap)]
                 padded = sum(cost([d[i] for i in b]) for b in plans)
                 t, c = time.perf_counter(), time.process_time()

@@ -109,10 +109,9 @@ def _child_scriptorium(args: argparse.Namespace) -> dict:
             "segment_stage.batching.max_padded_s=480",
             "segment_stage.batching.max_items=16",
             # ... and pools of four calls' audio: bucketing sorts within a pool, and local.yaml's 300 s
-            # / 16 files held less than one call here (200 clips: 144 calls of median 1 utterance).
-            # Small calls lose most to other processes on 2 cores, their torch threads meeting at a
-            # barrier in every op: with 20% of one core busy elsewhere, +31% wall for those calls,
-            # +16% for calls of 16 (bench/nemo_pools.py). Row 6 gets the same pools, in arrival order.
+            # / 16 files held less than one call here (200 clips: 144 calls of median 1 utterance, 12%
+            # slower than these pools' 44 alone, 16% with 20% of a core busy elsewhere:
+            # bench/nemo_pools.py). Row 6 gets the same pools, in arrival order.
             "pooling.window_audio_s=1920",
             "pooling.max_files=256",
         ]

@@ -108,9 +108,9 @@ def small_pools(pool_seconds: Sequence[float], call_s: float) -> float | None:
 
     The segment stage sorts only the segments of one window, so a window that holds less than two
     calls leaves bucketed calls small (or, without the padding cap, padded). Small calls are slow
-    on a CPU: on 2 cores a NeMo FastConformer took 120 calls of median 1 utterance for 200 clips,
-    and with another process using 20% of one core their torch threads, which meet at every op,
-    lost 31% (calls of 16: 13-16%; bench/nemo_pools.py)."""
+    on a CPU: for 200 short clips, local.yaml's pools gave a NeMo FastConformer 144 calls of median
+    1 utterance, 12% slower than pools of 256 files (44 calls), 16% with 20% of a core busy
+    elsewhere (bench/nemo_pools.py)."""
     if len(pool_seconds) < 2:  # the whole input fits one window: there is no more to pool
         return None
     median = float(np.median(pool_seconds))
