@@ -214,6 +214,8 @@ def run_child(name: str, child_args: list[str], logs: Path, env_extra: dict[str,
                cpu_seconds=round(sum(run.cpu.values()), 1), load1_max=max(run.load))
     res["cpu_seconds_by_process"] = run.cpu_seconds_by_process()
     res["rss_mb_at_peak_by_process"] = run.rss_mb_at_peak_by_process()
+    # share of the time the whole tree, and the ASR actor, kept 0 / 1 / 2 cores busy
+    res["cores_busy"] = {"tree": run.cores_busy(), "segment actor": run.cores_busy("SegmentStage")}
     return res
 
 

@@ -108,6 +108,8 @@ class Sampled:
     cpu: dict[int, float] = field(default_factory=dict)  # pid -> CPU seconds
     load: list[float] = field(default_factory=list)  # 1-min load averages seen
     rss_at_peak: dict[int, float] = field(default_factory=dict)  # pid -> RSS MB when the tree's RSS peaked
+    #: (seconds since start, {pid: CPU seconds so far}) at every sample: where the cores sat idle
+    timeline: list[tuple[float, dict[int, float]]] = field(default_factory=list)
 
     def rss_mb_at_peak_by_process(self) -> dict[str, float]:
         """Where the tree's peak RSS was: MB per process label at that moment, largest first."""
@@ -116,6 +118,21 @@ class Sampled:
     def cpu_seconds_by_process(self) -> dict[str, float]:
         """CPU seconds summed per process label, largest first."""
         return _by_label(self.cpu)
+
+    def cores_busy(self, label_contains: str = "") -> dict[str, float]:
+        """Share of the run's time during which the processes whose label contains `label_contains`
+        (all of the tree: "") kept 0, ~1 and ~2 cores busy, from the CPU they used between samples.
+        Why: CPU seconds alone cannot tell a stage that waits for its input from one that computes."""
+        bins = {"<0.25": 0.0, "0.25-0.75": 0.0, "0.75-1.25": 0.0, "1.25-1.75": 0.0, ">=1.75": 0.0}
+        total = 0.0
+        for (t0, a), (t1, b) in zip(self.timeline, self.timeline[1:]):
+            used = sum(cpu - a.get(pid, 0.0) for pid, cpu in b.items() if label_contains in _NAMES.get(pid, "?"))
+            dt = t1 - t0
+            cores, total = used / dt, total + dt
+            key = ("<0.25" if cores < 0.25 else "0.25-0.75" if cores < 0.75 else "0.75-1.25" if cores < 1.25
+                   else "1.25-1.75" if cores < 1.75 else ">=1.75")
+            bins[key] += dt
+        return {k: round(v / total, 3) for k, v in bins.items()} if total else bins
 
 
 def _by_label(per_pid: dict[int, float]) -> dict[str, float]:
@@ -134,6 +151,7 @@ def run_sampled(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path, 
     cpu: dict[int, float] = {}
     at_peak: dict[int, float] = {}
     load = [load1()]
+    timeline: list[tuple[float, dict[int, float]]] = []
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
@@ -142,8 +160,10 @@ def run_sampled(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path, 
             if rss > peak_rss:
                 peak_rss, at_peak = rss, rss_by_pid
             peak_pss = max(peak_pss, pss)
+            timeline.append((time.perf_counter() - t0, dict(cpu)))
             time.sleep(interval_s)
             if len(cpu) and int(time.perf_counter() - t0) % 10 == 0:
                 load.append(load1())
     load.append(load1())
-    return Sampled(proc.returncode, time.perf_counter() - t0, peak_rss, peak_pss, len(at_peak), cpu, load, at_peak)
+    return Sampled(proc.returncode, time.perf_counter() - t0, peak_rss, peak_pss, len(at_peak), cpu, load, at_peak,
+                   timeline)
