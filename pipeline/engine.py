@@ -215,10 +215,15 @@ def map_actor(
     threads: int | None = None,
     feed: Feed | None = None,
     progress: Any = None,
+    windows_at_once: int = 1,
     **kwargs: Any,
 ):
     """Stateful stage (loads its models once per actor) -> an actor pool, one window per call. Each
     actor builds its stage with `make_stage(**kwargs)` (e.g. `RecordingStage.from_config`, job=cfg).
+
+    `windows_at_once`: calls each actor runs at once, from threads of its own (Ray Data's
+    `max_concurrent_calls_per_actor`); the stage must be safe for that (the segment stage is:
+    `segment_stage.windows_at_once`).
 
     `feed`: a task stage (function, progress name, kwargs) that runs in the actor first, instead of
     in tasks of its own (`decode.in_recording_stage`): one process and one object-store hand-off fewer.
@@ -244,7 +249,9 @@ def map_actor(
         batch_format="pyarrow",
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(
-            min_size=resources.pool_size, max_size=resources.max_pool_size or resources.pool_size
+            min_size=resources.pool_size, max_size=resources.max_pool_size or resources.pool_size,
+            **({"max_concurrent_calls_per_actor": windows_at_once, "enable_true_multi_threading": True}
+               if windows_at_once > 1 else {}),
         ),
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,

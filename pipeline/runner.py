@@ -140,7 +140,7 @@ def _execute(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_i
     seg = cfg.segment_stage
     asr_threads = None if cfg.models.use_gpu(seg.resources) else seg.asr.cpu_threads  # on a CPU: ASR's own count
     ds = map_actor(ds, SegmentStage.from_config, seg.resources, "transcribed", last=True, threads=asr_threads,
-                   progress=state, job=cfg)
+                   progress=state, windows_at_once=seg.windows_at_once, job=cfg)
     sink = TranscriptSink(cfg.output, run_id, fingerprint, diar, state=state)
     progress = Reporter(snapshot, total_files=todo.num_rows, interval_s=cfg.progress.log_interval_s).start()
     try:

@@ -109,7 +109,7 @@ def test_fingerprint_follows_renamed_fields_and_ignores_io_and_plumbing():
         assert load_config(REPO / "conf/local.yaml", [*BASE, changed]).fingerprint() != base.fingerprint(), changed
     for same in ("output.uri=/elsewhere", "pooling.window_audio_s=60", "pooling.max_files=1",
                  "recording_stage.resources.num_cpus=2", "segment_stage.resources.pool_size=2",
-                 "segment_stage.asr.workers=2", "progress.log_interval_s=5"):
+                 "segment_stage.asr.workers=2", "segment_stage.windows_at_once=1", "progress.log_interval_s=5"):
         assert load_config(REPO / "conf/local.yaml", [*BASE, same]).fingerprint() == base.fingerprint(), same
 
 
@@ -127,13 +127,14 @@ def test_the_old_local_preset_is_the_new_one(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="pipeline.config")
     cfg = load_config(old)
     # since then (issue 16) the preset's CPU calls have shrunk from 16 windows to 1-2, two at once, it
-    # decodes inside the recording stage's actor (none of that is in the fingerprint), and it encodes
-    # short windows short
+    # decodes inside the recording stage's actor, works on two windows at once (none of that is in the
+    # fingerprint), and it encodes short windows short
     assert cfg == load_config(REPO / "conf/local.yaml", ["segment_stage.batching.max_padded_s=480",
                                                         "segment_stage.batching.max_items=16",
                                                         "decode.in_recording_stage=false",
                                                         "segment_stage.asr.encode_pad_s=null",
-                                                        "segment_stage.asr.workers=1"])
+                                                        "segment_stage.asr.workers=1",
+                                                        "segment_stage.windows_at_once=1"])
     assert cfg.fingerprint() == PINNED["local"]
     said = _warnings(caplog)
     # one line per old key (a section that moves whole is one line naming its keys)

@@ -199,6 +199,40 @@ def test_a_fed_actor_stage_takes_each_table_of_its_feed_and_sends_it_on_alone():
     assert local.decode.in_recording_stage and set(stage_resources(local)) == {"recording_stage", "segment_stage"}
 
 
+@pytest.mark.ray
+def test_an_actor_stage_works_on_as_many_windows_at_once_as_it_is_told():
+    """`segment_stage.windows_at_once: 2` (conf/local.yaml): Ray calls the one actor with two windows at
+    once, from two threads, so the next window's work starts before this one's ends."""
+    import threading
+    import time
+
+    import pyarrow as pa
+    import ray
+
+    from pipeline.config import RayConfig, Resources
+    from pipeline.engine import init_ray, map_actor, nest
+
+    class Overlap:  # each call takes 0.5 s and says how many calls were running at most until then
+        def __init__(self) -> None:
+            self.lock, self.running, self.most = threading.Lock(), 0, 0
+
+        def __call__(self, table: pa.Table) -> pa.Table:
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            time.sleep(0.5)
+            with self.lock:
+                self.running -= 1
+                return table.append_column("most", pa.array([self.most] * table.num_rows))
+
+    init_ray(RayConfig(num_cpus=2))
+    ds = ray.data.from_arrow([nest(pa.table({"duration": [60.0], "status": ["ok"], "error": pa.array([None], pa.string())})) for _ in range(4)])
+    done = map_actor(ds, Overlap, Resources(num_cpus=1, pool_size=1), "transcribed", last=True, windows_at_once=2)
+    assert max(r["most"] for r in done.take_all()) == 2
+    local = load_config(REPO / "conf/local.yaml", ["input.uri=/i", "output.uri=/o"])
+    assert local.segment_stage.windows_at_once == 2
+
+
 def test_release_free_heap_hands_freed_memory_back_to_the_os():
     """glibc keeps freed heap pages resident; `release_free_heap` (called after every actor stage
     call) returns them, so a worker's memory does not wander up with the calls it has made."""

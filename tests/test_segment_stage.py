@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import replace
 
@@ -294,3 +295,30 @@ def test_a_backend_that_runs_calls_at_once_gets_them_at_once_with_the_same_outpu
     assert [{k: v for k, v in r.items() if k not in strip} for r in two] == \
         [{k: v for k, v in r.items() if k not in strip} for r in one]
     assert [r["status"] for r in two] == ["ok", "error", "ok"] and all(s["text"] for s in two[0]["segments"])
+
+
+def test_windows_worked_on_at_once_share_the_backends_limit_and_keep_their_output():
+    """`segment_stage.windows_at_once: 2`: Ray runs two windows in one actor at once, from two threads.
+    Their model calls still go through the backend's own limit (`concurrent_calls`: one at a time for
+    NeMo, two for Whisper's `asr.workers: 2`), and each window's rows are what it gives alone."""
+    strip = ("asr_wall_seconds", "segment_wall_seconds", "segment_peak_rss_mb")
+    windows = [[[5.0, 6.0, 4.0, 14.0, 6.0, 4.0], [20.0, 25.0]], [[3.3], [7.0, 12.0], [9.0, 8.0, 2.0]]]
+    for concurrent in (1, 2):
+        cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.retry_below_cps=1.0",
+                                              "segment_stage.batching.max_items=1", "segment_stage.windows_at_once=2"])
+        alone = []
+        for durations in windows:
+            asr = _ConcurrentAsr(concurrent)
+            alone.append(SegmentStage(cfg.segment_stage, asr, FusedLid(asr))(_batch(durations)).to_pylist())
+        asr = _ConcurrentAsr(concurrent)
+        stage = SegmentStage(cfg.segment_stage, asr, FusedLid(asr))
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(2) as two_windows:  # as Ray's max_concurrent_calls_per_actor calls the actor
+            together = [t.to_pylist() for t in two_windows.map(stage, [_batch(d) for d in windows])]
+        elapsed = time.perf_counter() - t0
+        assert asr.most == concurrent, concurrent
+        # the report's ASR time is wall time: calls of the two windows that ran at once share it
+        assert 0 < sum(r["asr_wall_seconds"] for rows in together for r in rows) <= elapsed
+        assert [[{k: v for k, v in r.items() if k not in strip} for r in rows] for rows in together] == \
+            [[{k: v for k, v in r.items() if k not in strip} for r in rows] for rows in alone]
+        assert [r["status"] for r in together[1]] == ["error", "ok", "ok"]

@@ -178,6 +178,13 @@ class SegmentStageConfig(Model):
     punctuation -> ITN -> quality."""
 
     resources: Resources = Resources(num_cpus=1.0, pool_size=1)
+    windows_at_once: int = Field(
+        1, ge=1,
+        description="pooling windows (or pieces of a long recording) each actor works on at once: with 2, the "
+        "next window's model calls start while this one's last call and retries run; the model calls of all "
+        "of them still go through the backend's own limit (asr.workers calls at once, else one). Not in the "
+        "fingerprint: it changes no transcript",
+    )
     batching: BatchingConfig = BatchingConfig()
     packing: PackingConfig = PackingConfig()
     lid: LidConfig = LidConfig()

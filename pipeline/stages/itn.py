@@ -10,6 +10,7 @@ never blocks a transcript.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable
 
 from pipeline.config import ItnConfig
@@ -41,10 +42,17 @@ def make_itn(cfg: ItnConfig) -> Callable[[str, str | None], str] | None:
 
     normalizers: dict[str, Any] = {}
     skipped: set[str] = set()
+    # one text at a time: the segment stage may work on two windows at once (`windows_at_once`), a
+    # grammar takes tens of seconds to build, and pynini's objects are not known to be thread-safe
+    lock = threading.Lock()
 
     def itn(text: str, language: str | None) -> str:
         if not text or not language:
             return text
+        with lock:
+            return _itn(text, language)
+
+    def _itn(text: str, language: str) -> str:
         lang = language.lower().split("-")[0]
         if lang not in ITN_LANGUAGES:
             if lang not in skipped:

@@ -15,7 +15,9 @@ message, and the other recordings of the window are unaffected.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +56,37 @@ def padded_budget(cfg: SegmentStageConfig, use_gpu: bool) -> float:
     return budget
 
 
+class CallClock:
+    """Wall time of model calls that may run at once (`asr.workers`, `windows_at_once`): while n calls
+    run, each is charged 1/n of the time, so the report's ASR seconds add up to the time during which
+    any call ran, never to more than the run's wall time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[int, float] = {}  # call token -> seconds charged so far
+        self._tokens = itertools.count()
+        self._last = time.perf_counter()
+
+    def _advance(self) -> None:
+        now = time.perf_counter()
+        for token in self._running:
+            self._running[token] += (now - self._last) / len(self._running)
+        self._last = now
+
+    def start(self) -> int:
+        with self._lock:
+            self._advance()
+            token = next(self._tokens)
+            self._running[token] = 0.0
+            return token
+
+    def stop(self, token: int) -> float:
+        """The call's charged seconds."""
+        with self._lock:
+            self._advance()
+            return self._running.pop(token)
+
+
 class SegmentStage:
     name = "segment"
 
@@ -82,9 +115,13 @@ class SegmentStage:
         self.models = "; ".join(f"{k}={v}" for k, v in roles.items())
         self.punctuated = punctuated(cfg.punctuation, asr)
         # the threads that make a backend's calls at once (`concurrent_calls`): the same ones for the
-        # actor's life, so that their memory (each has its own glibc arena) is reused, not re-made
+        # actor's life, so that their memory (each has its own glibc arena) is reused, not re-made.
+        # With `windows_at_once` > 1 every model call goes through them, so windows that are worked on
+        # at once never run more calls together than the backend takes (one for NeMo).
         calls = asr.capabilities.concurrent_calls
-        self._pool = ThreadPoolExecutor(calls, thread_name_prefix="asr") if calls > 1 else None
+        shared = calls > 1 or cfg.windows_at_once > 1
+        self._pool = ThreadPoolExecutor(calls, thread_name_prefix="asr") if shared else None
+        self._clock = CallClock()
 
     @classmethod
     def from_config(cls, job: JobConfig) -> "SegmentStage":
@@ -135,17 +172,16 @@ class SegmentStage:
 
         def run(idx: list[int]) -> tuple[list[Window], list[tuple[Utterance, str | None]], float]:
             skipped_here: list[tuple[Utterance, str | None]] = []
-            t0 = time.perf_counter()
-            pieces = self._call([windows[i] for i in idx], skipped_here)
-            return pieces, skipped_here, time.perf_counter() - t0
+            token = self._clock.start()
+            try:
+                pieces = self._call([windows[i] for i in idx], skipped_here)
+            finally:
+                wall = self._clock.stop(token)
+            return pieces, skipped_here, wall
 
         # A backend that runs calls at once (`concurrent_calls`) gets them from as many threads; the
         # calls and their results are the same, and they are gathered in plan order.
-        t0 = time.perf_counter()
         done = list(self._pool.map(run, plans)) if self._pool is not None else [run(idx) for idx in plans]
-        # calls that ran at once share the round's wall time: the report's ASR time stays wall time
-        calls_wall = sum(wall for _, _, wall in done)
-        scale = min(1.0, (time.perf_counter() - t0) / calls_wall) if calls_wall else 1.0
         for idx, (_, _, wall) in zip(plans, done):
             group = [windows[i] for i in idx]
             padded = self.asr.padded_seconds([durations[i] for i in idx])
@@ -153,7 +189,7 @@ class SegmentStage:
             for w in group:
                 for it in w.items:  # attribute the call's cost to its utterances by their share of speech
                     it.padded_s += padded * it.duration / speech
-                    it.wall_s += wall * scale * it.duration / speech
+                    it.wall_s += wall * it.duration / speech
         again = [w for pieces, _, _ in done for w in pieces]
         skipped = [s for _, skipped_here, _ in done for s in skipped_here]
         # the round's skipped utterances are packed again together, not call by call: on four long
@@ -176,7 +212,8 @@ class SegmentStage:
         assert self.lid is not None and not isinstance(self.lid, FusedLid)
         clips = [it.clip for it in chunk]
         try:
-            for it, lid in zip(chunk, check_results(self.lid.identify(clips), clips, self.lid)):
+            found = self.lid.identify(clips) if self._pool is None else self._pool.submit(self.lid.identify, clips).result()
+            for it, lid in zip(chunk, check_results(found, clips, self.lid)):
                 it.lid = lid
         except Exception as exc:  # noqa: BLE001
             if len(chunk) > 1:
