@@ -95,10 +95,10 @@ def _private_mb(pid: int) -> tuple[str, float] | None:
     return role, kb / 1024
 
 
-def run_one(audio: Path, out: Path, mode: str) -> dict:
+def run_one(audio: Path, out: Path, mode: str, overrides: list[str] | None = None) -> dict:
     """One run; its report's peak RSS per stage, and each stage's peak private memory sampled every
     0.2 s from /proc while it runs."""
-    args = [f"input.uri={audio.parent}", f"output.uri={out}"]
+    args = [f"input.uri={audio.parent}", f"output.uri={out}", *(overrides or [])]
     if mode == "whole":
         args.append("decode.piece_s=0")
     t0 = time.time()
@@ -129,6 +129,7 @@ def main() -> None:
     ap.add_argument("--modes", default="pieces,whole")
     ap.add_argument("--speech-share", type=float, default=0.15, help="about this share of each file is speech")
     ap.add_argument("--work", type=Path, default=Path("/tmp/scriptorium-long-memory"))
+    ap.add_argument("--override", action="append", default=[], help="extra dotted.key=value for every run")
     a = ap.parse_args()
     hours = [float(h) for h in a.hours.split(",")]
     modes = a.modes.split(",")
@@ -139,7 +140,7 @@ def main() -> None:
         build(audio, h, a.speech_share)
         for mode in modes:
             out = a.work / f"out-{h:g}h-{mode}-{int(time.time())}"
-            results[(mode, h)] = r = run_one(audio, out, mode)
+            results[(mode, h)] = r = run_one(audio, out, mode, a.override)
             print(f"  {mode} {h:g} h: {r['wall_s']:.0f} s, " + ", ".join(f"{k} {r[k]:.0f}" for k in STAGES), flush=True)
     roles = ["driver", "decode", "recording", "segment"]
     print(f"\nPeak memory per stage (MB), load average at the end {os.getloadavg()[0]:.1f}. 'private': the largest "
