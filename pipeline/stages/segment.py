@@ -11,6 +11,10 @@ hands back a `LanguageSwitch` for a window whose utterances disagree; the window
 pieces go through another round. A model call that fails is retried window by window, then
 utterance by utterance; an utterance that still fails marks its recording "error" with the
 message, and the other recordings of the window are unaffected.
+
+One actor may be called with several windows at once (`segment_stage.windows_at_once`, from Ray's
+threads): their model calls all go through the stage's one thread pool, as many at once as the
+backend declares (`concurrent_calls`), so a backend never sees more calls together than it takes.
 """
 
 from __future__ import annotations
