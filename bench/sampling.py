@@ -3,6 +3,7 @@ process and the 1-minute load average, while a measured child runs (bench/throug
 
 from __future__ import annotations
 
+import bisect
 import os
 import subprocess
 import time
@@ -96,6 +97,11 @@ def load1() -> float:
         return float(f.read().split()[0])
 
 
+#: `Sampled.cores_busy`'s bins: cores kept busy between two samples, around 0, 1 and 2
+_CORE_EDGES = (0.25, 0.75, 1.25, 1.75)
+_CORE_BINS = ("<0.25", "0.25-0.75", "0.75-1.25", "1.25-1.75", ">=1.75")
+
+
 @dataclass
 class Sampled:
     """What `run_sampled` saw of one command's process tree."""
@@ -123,15 +129,13 @@ class Sampled:
         """Share of the run's time during which the processes whose label contains `label_contains`
         (all of the tree: "") kept 0, ~1 and ~2 cores busy, from the CPU they used between samples.
         Why: CPU seconds alone cannot tell a stage that waits for its input from one that computes."""
-        bins = {"<0.25": 0.0, "0.25-0.75": 0.0, "0.75-1.25": 0.0, "1.25-1.75": 0.0, ">=1.75": 0.0}
+        bins = dict.fromkeys(_CORE_BINS, 0.0)
         total = 0.0
         for (t0, a), (t1, b) in zip(self.timeline, self.timeline[1:]):
             used = sum(cpu - a.get(pid, 0.0) for pid, cpu in b.items() if label_contains in _NAMES.get(pid, "?"))
             dt = t1 - t0
-            cores, total = used / dt, total + dt
-            key = ("<0.25" if cores < 0.25 else "0.25-0.75" if cores < 0.75 else "0.75-1.25" if cores < 1.25
-                   else "1.25-1.75" if cores < 1.75 else ">=1.75")
-            bins[key] += dt
+            total += dt
+            bins[_CORE_BINS[bisect.bisect_right(_CORE_EDGES, used / dt)]] += dt
         return {k: round(v / total, 3) for k, v in bins.items()} if total else bins
 
 
