@@ -88,7 +88,7 @@ def _child_whisper(args: argparse.Namespace) -> dict:
 
 def _child_scriptorium(args: argparse.Namespace) -> dict:
     from pipeline.config import load_config
-    from pipeline.engine import init_ray
+    from pipeline.execution import init_ray
     from pipeline.runner import run
 
     nemo = args.row in (5, 6)

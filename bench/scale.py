@@ -172,7 +172,7 @@ def _commit_new_block(cfg, tag: str) -> int:
     import pyarrow as pa
 
     from pipeline.ledger import Ledger
-    from pipeline.sink import flatten
+    from pipeline.execution.sink import flatten
     from pipeline.records import TRANSCRIBED_SCHEMA
 
     rows = [{"recording_id": hashlib.sha1(f"{tag}{i}".encode()).hexdigest()[:16], "uri": f"s3://new/{tag}{i}.wav",

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "the config, input, output, models or cluster are wrong": exit 2, one line each."""
     from pipeline.discover import DiscoveryError
-    from pipeline.engine import ClusterTooSmall
+    from pipeline.execution.cluster import ClusterTooSmall
     from pipeline.models import ModelLoadError
     from pipeline.preflight import PreflightError
     from pipeline.export import ExportError

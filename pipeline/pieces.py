@@ -251,7 +251,7 @@ def join(pieces: list[dict[str, Any]], diarization: Any = None) -> dict[str, Any
 
 
 class PieceRegistry:
-    """Which pieces of each long recording the sink has staged (a Ray actor per run, pipeline/sink.py).
+    """Which pieces of each long recording the sink has staged (a Ray actor per run, pipeline/execution/sink.py).
 
     One actor answers every write task in turn, so exactly one task is told to join and commit a
     recording: the one whose piece completed it. A retry of that task is told again (the same piece

@@ -3,7 +3,7 @@ line, not minutes of model loading and a page of tracebacks.
 
 Each check returns the problems it found as one-line messages naming what and why; `preflight`
 runs them all and raises `PreflightError` with every line, which the CLI prints and exits 2 on. The
-cluster's resources are checked later, once Ray is up (`pipeline.engine.check_fits`).
+cluster's resources are checked later, once Ray is up (`pipeline.execution.check_fits`).
 """
 
 from __future__ import annotations

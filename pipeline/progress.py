@@ -2,7 +2,7 @@
 
 Ray Data's own progress bars count blocks and rows of its operators, which mean nothing to a user
 (a row here is a pooling window), so they stay off. Instead every stage reports the recordings it
-finished to a small counter actor (pipeline/engine.py), and the driver renders the counts with tqdm:
+finished to a small counter actor (pipeline/execution/run_state.py), and the driver renders the counts with tqdm:
 live bars on a terminal; without one (a nightly job's log) one line a minute, made by tqdm's own
 `format_meter` so rate and ETA read the same in both places.
 """

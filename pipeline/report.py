@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import pyarrow as pa
 from pydantic import BaseModel
 
 from pipeline.config import JobConfig
+from pipeline.records import peak_rss_mb
 
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+#: A recording's outcome, as the `recordings` table's `status` column holds it.
+STATUSES = ("ok", "no_speech", "error")
+#: The report lists this many of the recordings that took the most stage time.
+SLOWEST = 10
 
 
 class RunReport(BaseModel):
@@ -108,6 +115,149 @@ class RunReport(BaseModel):
         return "\n".join(lines)
 
 
+@dataclass
+class BlockSummary:
+    """What one write task's block of recordings adds to the run report. Blocks add up with `+`
+    (`sum(summaries, BlockSummary())`), as lhotse's `EpochDiagnostics` do: the report reads named
+    fields, never string keys."""
+
+    status: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    audio_seconds: float = 0.0
+    asr_audio_seconds: float = 0.0
+    asr_padded_seconds: float = 0.0
+    asr_wall_seconds: float = 0.0
+    recording_wall_seconds: float = 0.0
+    decode_wall_seconds: float = 0.0
+    decode_peak_rss_mb: float = 0.0
+    recording_peak_rss_mb: float = 0.0
+    segment_peak_rss_mb: float = 0.0
+    write_peak_rss_mb: float = 0.0
+    unpunctuated: int = 0
+    vocabulary_hits: int = 0
+    vocabulary_warnings: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # provenance, for the report
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    accepted_segments: int = 0
+    rejected_segments: int = 0
+    accepted_seconds: float = 0.0
+    rejected_seconds: float = 0.0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    language_seconds: dict[str, float] = field(default_factory=dict)
+    speakers_per_recording: dict[str, int] = field(default_factory=dict)
+    overlap_seconds: float = 0.0
+    overlap_recordings: int = 0
+    confidence_histogram: list[int] = field(default_factory=lambda: [0] * 10)  # ten bins over [0, 1]
+    slowest: list[dict[str, Any]] = field(default_factory=list)  # at most ten, slowest first
+
+    def __add__(self, other: "BlockSummary") -> "BlockSummary":
+        return BlockSummary(
+            status=_add_up([self.status, other.status]),
+            audio_seconds=self.audio_seconds + other.audio_seconds,
+            asr_audio_seconds=self.asr_audio_seconds + other.asr_audio_seconds,
+            asr_padded_seconds=self.asr_padded_seconds + other.asr_padded_seconds,
+            asr_wall_seconds=self.asr_wall_seconds + other.asr_wall_seconds,
+            recording_wall_seconds=self.recording_wall_seconds + other.recording_wall_seconds,
+            decode_wall_seconds=self.decode_wall_seconds + other.decode_wall_seconds,
+            decode_peak_rss_mb=max(self.decode_peak_rss_mb, other.decode_peak_rss_mb),
+            recording_peak_rss_mb=max(self.recording_peak_rss_mb, other.recording_peak_rss_mb),
+            segment_peak_rss_mb=max(self.segment_peak_rss_mb, other.segment_peak_rss_mb),
+            write_peak_rss_mb=max(self.write_peak_rss_mb, other.write_peak_rss_mb),
+            unpunctuated=self.unpunctuated + other.unpunctuated,
+            vocabulary_hits=self.vocabulary_hits + other.vocabulary_hits,
+            vocabulary_warnings=sorted({*self.vocabulary_warnings, *other.vocabulary_warnings}),
+            models=sorted({*self.models, *other.models}),
+            errors=self.errors + other.errors,
+            accepted_segments=self.accepted_segments + other.accepted_segments,
+            rejected_segments=self.rejected_segments + other.rejected_segments,
+            accepted_seconds=self.accepted_seconds + other.accepted_seconds,
+            rejected_seconds=self.rejected_seconds + other.rejected_seconds,
+            reject_reasons=_add_up([self.reject_reasons, other.reject_reasons]),
+            language_seconds=_add_up([self.language_seconds, other.language_seconds]),
+            speakers_per_recording=_add_up([self.speakers_per_recording, other.speakers_per_recording]),
+            overlap_seconds=self.overlap_seconds + other.overlap_seconds,
+            overlap_recordings=self.overlap_recordings + other.overlap_recordings,
+            confidence_histogram=[a + b for a, b in zip(self.confidence_histogram, other.confidence_histogram)],
+            slowest=sorted(self.slowest + other.slowest, key=lambda r: -r["seconds"])[:SLOWEST],
+        )
+
+    @classmethod
+    def of(cls, table: pa.Table) -> "BlockSummary":
+        """The summary of a block of per-recording rows (nested segments), as the sink commits them."""
+        cols = (["status", "duration", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds", "punctuated",
+                 "uri", "error", "recording_wall_seconds", "recording_peak_rss_mb", "segment_peak_rss_mb",
+                 "decode_wall_seconds", "decode_peak_rss_mb"]
+                + [c for c in ("vocabulary_hits", "vocabulary_warning", "models") if c in table.column_names])
+        rows = table.select(cols).to_pylist()
+
+        def total(key: str) -> float:
+            return sum(r[key] or 0.0 for r in rows)
+
+        def peak(key: str) -> float:
+            return max((r[key] or 0.0 for r in rows), default=0.0)
+
+        return cls(
+            status={s: sum(1 for r in rows if r["status"] == s) for s in STATUSES},
+            audio_seconds=total("duration"),
+            asr_audio_seconds=total("asr_audio_seconds"),
+            asr_padded_seconds=total("asr_padded_seconds"),
+            asr_wall_seconds=total("asr_wall_seconds"),
+            recording_wall_seconds=total("recording_wall_seconds"),
+            decode_wall_seconds=total("decode_wall_seconds"),
+            decode_peak_rss_mb=peak("decode_peak_rss_mb"),
+            recording_peak_rss_mb=peak("recording_peak_rss_mb"),
+            segment_peak_rss_mb=peak("segment_peak_rss_mb"),
+            write_peak_rss_mb=peak_rss_mb(),
+            unpunctuated=sum(1 for r in rows if r["punctuated"] is False),
+            vocabulary_hits=sum(r.get("vocabulary_hits") or 0 for r in rows),
+            vocabulary_warnings=sorted({r["vocabulary_warning"] for r in rows if r.get("vocabulary_warning")}),
+            models=sorted({r["models"] for r in rows if r.get("models")}),
+            errors=[{"uri": r["uri"], "error": r["error"]} for r in rows if r["status"] == "error"],
+            slowest=sorted(
+                ({"uri": r["uri"], "duration": r["duration"] or 0.0,
+                  "seconds": (r["decode_wall_seconds"] or 0.0) + (r["recording_wall_seconds"] or 0.0)
+                  + (r["asr_wall_seconds"] or 0.0)} for r in rows),
+                key=lambda r: -r["seconds"])[:SLOWEST],
+            **_segment_counts(table),
+        )
+
+
+def _segment_counts(table: pa.Table) -> dict[str, Any]:
+    """What the report says about the segments: accepted/rejected counts and seconds, rejections by
+    reason, languages, speakers per recording, overlap, a confidence histogram."""
+    accepted = rejected = 0
+    accepted_s = rejected_s = 0.0
+    reasons: dict[str, int] = {}
+    languages: dict[str, float] = {}
+    confidence = [0] * 10
+    speakers: dict[str, int] = {}
+    overlap_s, overlap_files = 0.0, 0
+    cols = ["segments", "num_speakers"] + [c for c in ("overlap_seconds",) if c in table.column_names]
+    for row in table.select(cols).to_pylist():
+        n = row["num_speakers"]
+        if n is not None:
+            speakers[str(n)] = speakers.get(str(n), 0) + 1
+        if row.get("overlap_seconds"):  # null where the diarization backend cannot tell
+            overlap_s, overlap_files = overlap_s + row["overlap_seconds"], overlap_files + 1
+        for seg in row["segments"] or []:
+            length = max(0.0, (seg["end"] or 0.0) - (seg["start"] or 0.0))
+            if seg["accepted"]:
+                accepted, accepted_s = accepted + 1, accepted_s + length
+            else:
+                rejected, rejected_s = rejected + 1, rejected_s + length
+                for reason in seg["reject_reasons"] or []:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+            if seg["language"]:
+                languages[seg["language"]] = languages.get(seg["language"], 0.0) + length
+            if seg["confidence"] is not None:
+                confidence[min(9, max(0, int(seg["confidence"] * 10)))] += 1
+    return {
+        "accepted_segments": accepted, "rejected_segments": rejected,
+        "accepted_seconds": accepted_s, "rejected_seconds": rejected_s,
+        "reject_reasons": reasons, "language_seconds": languages, "speakers_per_recording": speakers,
+        "overlap_seconds": overlap_s, "overlap_recordings": overlap_files, "confidence_histogram": confidence,
+    }
+
+
 def build_report(
     cfg: JobConfig,
     *,
@@ -115,81 +265,75 @@ def build_report(
     fingerprint: str,
     discovered: int,
     plan: dict[str, int],
-    summaries: list[dict],
+    summary: BlockSummary,
     wall_seconds: float,
     driver_peak_rss_mb: float,
     run_warnings: Sequence[str] = (),
 ) -> RunReport:
-    """The run's report from the actors' summaries; `run_warnings` are the driver's own (settings
-    that cost speed, found while planning), listed first."""
-    def total(key: str) -> float:
-        return float(sum(s.get(key, 0.0) for s in summaries))
-
-    def peak(key: str) -> float:
-        return round(max((s.get(key, 0.0) for s in summaries), default=0.0), 1)
-
-    status = {k: sum(s.get("status", {}).get(k, 0) for s in summaries) for k in ("ok", "no_speech", "error")}
-    audio, asr_audio, padded, asr_wall = total("audio_seconds"), total("asr_audio_seconds"), total("asr_padded_seconds"), total("asr_wall_seconds")
+    """The run's report from the write tasks' summaries added up; `run_warnings` are the driver's
+    own (settings that cost speed, found while planning), listed first."""
+    s = summary
     warnings = list(run_warnings)
-    unpunct = int(total("unpunctuated"))
-    if unpunct:
+    if s.unpunctuated:
         warnings.append(
-            f"{unpunct} recordings are unpunctuated: ASR model {cfg.segment_stage.asr.model!r} emits no punctuation and NeMo 3.0 "
+            f"{s.unpunctuated} recordings are unpunctuated: ASR model {cfg.segment_stage.asr.model!r} emits no punctuation and NeMo 3.0 "
             "has no punctuation model (choose a *_pc / Parakeet v2+ model for punctuated text)"
         )
     from pipeline.vocabulary import all_terms
 
-    # said once however many actors and recordings met it
-    warnings += sorted({w for s in summaries for w in s.get("vocabulary_warnings", [])})
+    warnings += s.vocabulary_warnings  # said once however many actors and recordings met it
+
+    def rate(audio: float, wall: float) -> float:
+        return round(audio / wall, 3) if wall > 0 else 0.0
+
     return RunReport(
         vocabulary_terms=len(all_terms(cfg.segment_stage.vocabulary)),
-        vocabulary_segments=int(total("vocabulary_hits")),
+        vocabulary_segments=s.vocabulary_hits,
         run_id=run_id,
         fingerprint=fingerprint,
         input_uri=cfg.input.uri,
         output_uri=cfg.output.uri,
-        models=sorted({m for s in summaries for m in s.get("models", [])}),
+        models=s.models,
         discovered=discovered,
         new=plan.get("new", 0),
         changed=plan.get("changed", 0),
         skipped=plan.get("skipped", 0),
         retried_failed=plan.get("retry_failed", 0),
-        errors=[e for s in summaries for e in s.get("errors", [])],
-        audio_seconds=round(audio, 3),
+        errors=s.errors,
+        audio_seconds=round(s.audio_seconds, 3),
         wall_seconds=round(wall_seconds, 3),
-        real_time_factor=round(audio / wall_seconds, 3) if wall_seconds > 0 else 0.0,
-        asr_audio_seconds=round(asr_audio, 3),
-        asr_padded_seconds=round(padded, 3),
-        padding_ratio=round(max(0.0, 1 - asr_audio / padded), 4) if padded > 0 else 0.0,
-        asr_wall_seconds=round(asr_wall, 3),
-        asr_real_time_factor=round(asr_audio / asr_wall, 3) if asr_wall > 0 else 0.0,
-        decode_wall_seconds=round(total("decode_wall_seconds"), 3),
-        decode_real_time_factor=round(audio / total("decode_wall_seconds"), 3) if total("decode_wall_seconds") > 0 else 0.0,
-        recording_stage_wall_seconds=round(total("recording_wall_seconds"), 3),
-        recording_stage_real_time_factor=round(audio / total("recording_wall_seconds"), 3) if total("recording_wall_seconds") > 0 else 0.0,
+        real_time_factor=rate(s.audio_seconds, wall_seconds),
+        asr_audio_seconds=round(s.asr_audio_seconds, 3),
+        asr_padded_seconds=round(s.asr_padded_seconds, 3),
+        padding_ratio=round(max(0.0, 1 - s.asr_audio_seconds / s.asr_padded_seconds), 4) if s.asr_padded_seconds > 0 else 0.0,
+        asr_wall_seconds=round(s.asr_wall_seconds, 3),
+        asr_real_time_factor=rate(s.asr_audio_seconds, s.asr_wall_seconds),
+        decode_wall_seconds=round(s.decode_wall_seconds, 3),
+        decode_real_time_factor=rate(s.audio_seconds, s.decode_wall_seconds),
+        recording_stage_wall_seconds=round(s.recording_wall_seconds, 3),
+        recording_stage_real_time_factor=rate(s.audio_seconds, s.recording_wall_seconds),
         driver_peak_rss_mb=round(driver_peak_rss_mb, 1),
-        decode_peak_rss_mb=peak("decode_peak_rss_mb"),
-        recording_stage_peak_rss_mb=peak("recording_peak_rss_mb"),
-        segment_stage_peak_rss_mb=peak("segment_peak_rss_mb"),
+        decode_peak_rss_mb=round(s.decode_peak_rss_mb, 1),
+        recording_stage_peak_rss_mb=round(s.recording_peak_rss_mb, 1),
+        segment_stage_peak_rss_mb=round(s.segment_peak_rss_mb, 1),
         warnings=warnings,
-        accepted_segments=int(total("accepted_segments")),
-        accepted_seconds=round(total("accepted_seconds"), 3),
-        rejected_segments=int(total("rejected_segments")),
-        rejected_seconds=round(total("rejected_seconds"), 3),
-        reject_reasons=_add_up(s.get("reject_reasons", {}) for s in summaries),
-        language_seconds={k: round(v, 3) for k, v in _add_up(s.get("language_seconds", {}) for s in summaries).items()},
-        speakers_per_recording=_add_up(s.get("speakers_per_recording", {}) for s in summaries),
-        overlap_seconds=round(total("overlap_seconds"), 3),
-        overlap_recordings=int(total("overlap_recordings")),
-        confidence_histogram=[int(sum(x)) for x in zip(*(s["confidence_histogram"] for s in summaries
-                                                         if s.get("confidence_histogram")))] or [0] * 10,
-        slowest=sorted((r for s in summaries for r in s.get("slowest", [])), key=lambda r: -r["seconds"])[:10],
-        **status,
+        accepted_segments=s.accepted_segments,
+        accepted_seconds=round(s.accepted_seconds, 3),
+        rejected_segments=s.rejected_segments,
+        rejected_seconds=round(s.rejected_seconds, 3),
+        reject_reasons=s.reject_reasons,
+        language_seconds={k: round(v, 3) for k, v in s.language_seconds.items()},
+        speakers_per_recording=s.speakers_per_recording,
+        overlap_seconds=round(s.overlap_seconds, 3),
+        overlap_recordings=s.overlap_recordings,
+        confidence_histogram=s.confidence_histogram,
+        slowest=s.slowest,
+        **{k: s.status.get(k, 0) for k in STATUSES},
     )
 
 
 def _add_up(dicts) -> dict:
-    """Sum dicts of counts key by key (the write tasks' summaries -> the run's)."""
+    """Sum dicts of counts key by key."""
     out: dict = {}
     for d in dicts:
         for k, v in d.items():

@@ -2,7 +2,8 @@
 stage -> commit Parquet -> report.
 
 Nothing here decodes audio or touches a model; it only composes stages (pipeline/stages/) through
-the Ray engine (pipeline/engine.py) and writes through the sink (pipeline/sink.py).
+the execution layer (pipeline/execution/: Ray operators, the cluster check, the run's state actor,
+the sink and its group committer).
 """
 
 from __future__ import annotations
@@ -14,14 +15,22 @@ import uuid
 
 import pyarrow as pa
 
+from pipeline.backends.registry import stitches_pieces
 from pipeline.batching import estimated_seconds, small_pools, windows
 from pipeline.config import JobConfig
 from pipeline.discover import DiscoveryError, discover_table
+from pipeline.execution import (
+    TranscriptSink, check_fits, cluster_shape, init_ray, map_actor, map_tasks, nest, stage_resources, start_run_state,
+)
 from pipeline.ledger import Ledger
 from pipeline.preflight import preflight
-from pipeline.records import peak_rss_mb
-from pipeline.report import RunReport, build_report
+from pipeline.progress import Reporter
+from pipeline.records import INPUT_SCHEMA, peak_rss_mb
+from pipeline.report import BlockSummary, RunReport, build_report
 from pipeline.report_html import render as render_html
+from pipeline.stages.decode import decode_stream
+from pipeline.stages.recording import RecordingStage
+from pipeline.stages.segment import SegmentStage
 from pipeline.storage import put_atomic, with_retries
 
 log = logging.getLogger(__name__)
@@ -47,14 +56,14 @@ def run(cfg: JobConfig) -> RunReport:
         discovered = files.num_rows
         del files
 
-        summaries: list[dict] = []
+        summary = BlockSummary()
         warnings: list[str] = []
         if todo.num_rows:
             pools = windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)
             if said := _pooling_warning(cfg, todo, pools):
                 log.warning(said)
                 warnings.append(said)
-            summaries = _execute(cfg, todo, pools, run_id, fingerprint)
+            summary = _execute(cfg, todo, pools, run_id, fingerprint)
         ledger.maintain_if_due()
         from pipeline.filter import apply_rules_after_run
 
@@ -68,7 +77,7 @@ def run(cfg: JobConfig) -> RunReport:
         fingerprint=fingerprint,
         discovered=discovered,
         plan=plan,
-        summaries=summaries,
+        summary=summary,
         run_warnings=warnings,
         wall_seconds=time.time() - started,
         driver_peak_rss_mb=peak_rss_mb(),
@@ -100,26 +109,15 @@ def _pooling_warning(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]
     )
 
 
-def _execute(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_id: str, fingerprint: str) -> list[dict]:
+def _execute(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_id: str, fingerprint: str) -> BlockSummary:
     import ray
-
-    from pipeline.engine import (
-        check_fits, cluster_shape, init_ray, map_actor, map_tasks, nest, stage_resources, start_run_state,
-    )
-    from pipeline.progress import Reporter
-    from pipeline.sink import TranscriptSink
-    from pipeline.backends.registry import stitches_pieces
-    from pipeline.records import INPUT_SCHEMA
-    from pipeline.stages.decode import decode_stream
-    from pipeline.stages.recording import RecordingStage
-    from pipeline.stages.segment import SegmentStage
 
     init_ray(cfg.ray)
     check_fits(stage_resources(cfg), *cluster_shape())  # refuse now, rather than wait forever for resources
-    # One block (and one row: see pipeline/engine.py) per pooling window, and every stage takes one
-    # window per call: the segment stage buckets the segments of a window's recordings together
-    # (pipeline/batching.py), and a long file (a window of its own) flows on to ASR as soon as it is
-    # decoded and segmented, not after its neighbours.
+    # One block (and one row: see pipeline/execution/operators.py) per pooling window, and every stage
+    # takes one window per call: the segment stage buckets the segments of a window's recordings
+    # together (pipeline/batching.py), and a long file (a window of its own) flows on to ASR as soon as
+    # it is decoded and segmented, not after its neighbours.
     rows = todo.select(INPUT_SCHEMA.names)  # Arrow slices: no Python object per file
     blocks = [nest(rows.slice(offset, length)) for offset, length in pools]
     ds = ray.data.from_arrow(blocks)
@@ -127,7 +125,7 @@ def _execute(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_i
     # A long recording goes in pieces (pipeline/pieces.py) unless its speakers could not be matched
     # across them: then it is held whole, as before pieces existed.
     decode_cfg = cfg.decode if stitches_pieces(diar) else cfg.decode.model_copy(update={"piece_s": 0.0})
-    state, snapshot = start_run_state()  # progress counts and the sink's piece registry, one actor
+    state, snapshot = start_run_state()  # progress counts, the pieces registry, staged blocks: one actor
     decode_kwargs = dict(cfg=decode_cfg, storage=cfg.input.storage,
                          channel_energy=diar.enabled and diar.backend == "channels")  # decode keeps per-channel energy
     feed = None
@@ -141,10 +139,12 @@ def _execute(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_i
     asr_threads = None if cfg.models.use_gpu(seg.resources) else seg.asr.cpu_threads  # on a CPU: ASR's own count
     ds = map_actor(ds, SegmentStage.from_config, seg.resources, "transcribed", last=True, threads=asr_threads,
                    progress=state, windows_at_once=seg.windows_at_once, job=cfg)
-    sink = TranscriptSink(cfg.output, run_id, fingerprint, diar, state=state)
+    # recordings with older rows in the output: their group commits replace those rows
+    replacing = todo.filter(todo.column("replaces")).column("recording_id").to_pylist() if "replaces" in todo.column_names else ()
+    sink = TranscriptSink(cfg.output, run_id, fingerprint, diar, state=state, replacing=replacing)
     progress = Reporter(snapshot, total_files=todo.num_rows, interval_s=cfg.progress.log_interval_s).start()
     try:
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
     finally:
         progress.stop()
-    return sink.summaries
+    return sink.summary

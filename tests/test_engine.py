@@ -1,4 +1,4 @@
-"""The Ray plan (pipeline/engine.py): the production preset's plan (conf/nemo-gpu.yaml), built and run
+"""The Ray plan (pipeline/execution/): the production preset's plan (conf/nemo-gpu.yaml), built and run
 through the CLI on a local Ray that declares a logical GPU, with the tiny NeMo models (the `tiny`
 fixture) forced onto the CPU (`models.device=cpu`). Every operator of that plan requests GPUs by fraction and autoscales, which is
 what Ray refused to build before ("You must provide `batch_size` ... when requesting GPUs"). Also: a
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import OutputConfig, load_config
-from pipeline.engine import ClusterTooSmall, check_fits, stage_resources
+from pipeline.execution import ClusterTooSmall, check_fits, stage_resources
 from pipeline.ledger import read_output
 
 from tests.helpers import REPO
@@ -127,7 +127,7 @@ def test_an_actor_stage_runs_its_native_thread_pools_at_the_count_it_is_given():
     import ray
 
     from pipeline.config import RayConfig, Resources
-    from pipeline.engine import init_ray, map_actor, nest
+    from pipeline.execution import init_ray, map_actor, nest
 
     class EnvStage:  # defined here so that Ray ships it by value
         def __call__(self, table: pa.Table) -> pa.Table:
@@ -146,13 +146,13 @@ def test_each_table_a_task_stage_yields_leaves_as_a_block_of_its_own():
     """Decode yields a long recording's pieces one by one (pipeline/pieces.py), 41 MB each at the
     default 600 s; each must leave the task as its own block, so that the recording stage starts on
     the first while the next is decoded and the decode worker holds one piece, not several. (Ray
-    Data's default 128 MiB block target packed them three to a block: `engine.BLOCK_TARGET_BYTES`.)"""
+    Data's default 128 MiB block target packed them three to a block: `pipeline.execution.BLOCK_TARGET_BYTES`.)"""
     import numpy as np
     import pyarrow as pa
     import ray
 
     from pipeline.config import RayConfig, Resources
-    from pipeline.engine import init_ray, map_tasks, nest
+    from pipeline.execution import init_ray, map_tasks, nest
 
     def pieces(table: pa.Table, n: int):  # one window in, n pieces out, as decode_stream does
         for k in range(n):
@@ -176,7 +176,7 @@ def test_a_fed_actor_stage_takes_each_table_of_its_feed_and_sends_it_on_alone():
     import ray
 
     from pipeline.config import RayConfig, Resources
-    from pipeline.engine import init_ray, map_actor, nest
+    from pipeline.execution import init_ray, map_actor, nest
 
     def pieces(table: pa.Table, n: int):
         for k in range(n):
@@ -210,7 +210,7 @@ def test_an_actor_stage_works_on_as_many_windows_at_once_as_it_is_told():
     import ray
 
     from pipeline.config import RayConfig, Resources
-    from pipeline.engine import init_ray, map_actor, nest
+    from pipeline.execution import init_ray, map_actor, nest
 
     class Overlap:  # each call takes 0.5 s and says how many calls were running at most until then
         def __init__(self) -> None:
@@ -236,7 +236,7 @@ def test_an_actor_stage_works_on_as_many_windows_at_once_as_it_is_told():
 def test_release_free_heap_hands_freed_memory_back_to_the_os():
     """glibc keeps freed heap pages resident; `release_free_heap` (called after every actor stage
     call) returns them, so a worker's memory does not wander up with the calls it has made."""
-    from pipeline.engine import _LIBC, release_free_heap
+    from pipeline.execution.operators import _LIBC, release_free_heap
 
     if _LIBC is None:
         pytest.skip("not glibc")

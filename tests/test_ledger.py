@@ -1,8 +1,9 @@
-"""The output's Delta tables and their commit protocol (pipeline/ledger/, issue 11), unit level (no
+"""The output's Delta tables and their commit protocol (pipeline/ledger/), unit level (no
 Ray cluster, no models).
 
-Each test writes blocks the way a Ray write task does (`TranscriptSink.write`) and reads the tables
-back with delta-rs's own reader, Polars and `read_output`. See pipeline/ledger/ for the protocol.
+Each test stages blocks the way a Ray write task does and commits them the way the run's committer
+does (`pipeline.execution.sink`), and reads the tables back with delta-rs's own reader, Polars and
+`read_output`. See pipeline/ledger/ for the protocol.
 """
 
 from __future__ import annotations
@@ -55,16 +56,12 @@ def fake_rows(ids: list[str], nseg: int = 2, status: str = "ok", size: int = 100
     return pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA)
 
 
-class _Ctx:
-    def __init__(self, i: int = 0):
-        self.task_idx = i
-
-
-def write(cfg: OutputConfig | str, run_id: str, ids: list[str], fp: str = "fp1", **kw) -> dict:
-    from pipeline.sink import TranscriptSink
+def write(cfg: OutputConfig | str, run_id: str, ids: list[str], fp: str = "fp1", **kw):
+    """One block staged and committed as one group, as the run's committer does it."""
+    from pipeline.execution.sink import write_table
 
     cfg = OutputConfig(uri=cfg) if isinstance(cfg, str) else cfg
-    return TranscriptSink(cfg, run_id, fp).write([fake_rows(ids, **kw)], _Ctx())
+    return write_table(cfg, fake_rows(ids, **kw), run_id, fp)
 
 
 def keys(t: pa.Table) -> list[tuple[str, int]]:
@@ -128,17 +125,17 @@ def test_predicate_replace_and_plan(tmp_path):
 
 def test_crash_between_the_two_tables(tmp_path, monkeypatch):
     """A task that dies after its `segments` commit and before its `recordings` commit."""
-    from pipeline import sink
+    from pipeline.execution import sink
 
     out = str(tmp_path / "out")
     cfg = OutputConfig(uri=out)
     write(out, RUN_A, ["a", "b"])
     real = sink._commit
 
-    def die_before_recordings(ledger, name, rows, ids, write_id):
+    def die_before_recordings(ledger, name, *args):
         if name == "recordings":
-            raise SystemExit("worker killed between the tables")
-        return real(ledger, name, rows, ids, write_id)
+            raise SystemExit("committer killed between the tables")
+        return real(ledger, name, *args)
 
     monkeypatch.setattr(sink, "_commit", die_before_recordings)
     with pytest.raises(SystemExit):
@@ -168,7 +165,7 @@ def test_crash_between_the_two_tables(tmp_path, monkeypatch):
 def test_crash_then_reverted_fingerprint_is_redone_after_maintain(tmp_path, monkeypatch):
     """The one case the plan cannot see: a redo for a new fingerprint dies between the tables, then
     the old fingerprint comes back. `maintain` uncommits the recording, so the next run redoes it."""
-    from pipeline import sink
+    from pipeline.execution import sink
 
     out = str(tmp_path / "out")
     cfg = OutputConfig(uri=out)
@@ -417,3 +414,110 @@ def test_maintain_and_lock_through_the_cli(tmp_path, capsys):
     done = json.loads(capsys.readouterr().out)
     assert done["segments"]["files_before"] == 3
     assert len(DeltaTable(f"{out}/segments").file_uris()) == 1
+
+
+# -- group commits (pipeline/ledger/staging.py) ---------------------------------------------------
+def _staged(out: str, run_id: str, ids: list[str], **kw):
+    from pipeline.execution.sink import stage_block
+
+    return stage_block(Ledger(OutputConfig(uri=out)), fake_rows(ids, **kw), run_id, "fp1")
+
+
+def test_a_group_of_blocks_is_one_commit_per_table_and_exactly_once(tmp_path):
+    """Many write tasks' blocks, one transaction per table; offered again (a retried task, the
+    end-of-run flush), none is committed twice; staged files are invisible until committed."""
+    from pipeline.execution.sink import commit_blocks
+
+    out = str(tmp_path / "out")
+    led = Ledger(OutputConfig(uri=out))
+    led.ensure("segments"), led.ensure("recordings")
+    v0 = versions(out)
+    blocks = [_staged(out, RUN_A, [f"g{i}-{j}" for j in range(4)]) for i in range(5)]
+    assert plain(out).num_rows == 0, "a staged file must not be visible before its group commit"
+    assert commit_blocks(led, blocks, replacing=()) == 5
+    assert versions(out) == (v0[0] + 1, v0[1] + 1)
+    t = plain(out)
+    assert t.num_rows == len(set(keys(t))) == 5 * 4 * 2 and plain(out, "recordings").num_rows == 20
+    for b in blocks:
+        assert DeltaTable(f"{out}/recordings").transaction_version(f"scriptorium-{b.write_id}") == 1
+    # the same blocks again, and one of them re-staged by a retried task (new file, same write id)
+    again = [*blocks, _staged(out, RUN_A, [f"g0-{j}" for j in range(4)])]
+    assert commit_blocks(led, again, replacing=()) == 0
+    assert versions(out) == (v0[0] + 1, v0[1] + 1) and plain(out).num_rows == 40
+    assert sorted(keys(read_output(OutputConfig(uri=out)))) == sorted(keys(plain(out)))
+
+
+def test_a_commit_of_new_recordings_costs_the_same_whatever_the_history(tmp_path):
+    """New recordings are appended with Add actions: the commit reads no data file, so its
+    statistics name only the staged files (a predicate overwrite would scan older files)."""
+    from pipeline.execution.sink import commit_blocks
+
+    out = str(tmp_path / "out")
+    led = Ledger(OutputConfig(uri=out))
+    for i in range(3):
+        commit_blocks(led, [_staged(out, RUN_A, [f"h{i}-{j}" for j in range(3)])], replacing=())
+    last = DeltaTable(f"{out}/segments").history(1)[0]
+    assert last["operation"] == "WRITE" and last["operationParameters"]["mode"] == "Append", last
+    assert "predicate" not in last["operationParameters"]
+
+
+def test_a_group_with_a_changed_recording_replaces_its_older_rows(tmp_path):
+    from pipeline.execution.sink import commit_blocks
+
+    out = str(tmp_path / "out")
+    led = Ledger(OutputConfig(uri=out))
+    commit_blocks(led, [_staged(out, RUN_A, ["a", "b"])], replacing=())
+    redo = [_staged(out, RUN_B, ["a"], nseg=3, size=200), _staged(out, RUN_B, ["new1"])]
+    commit_blocks(led, redo, replacing={recording_id_for("a")})
+    t = plain(out)
+    assert Counter(t.column("recording_id").to_pylist()) == {recording_id_for("a"): 3, recording_id_for("b"): 2,
+                                                             recording_id_for("new1"): 2}
+    assert plain(out, "recordings").num_rows == 3
+    assert sorted(keys(read_output(OutputConfig(uri=out)))) == sorted(keys(t))
+
+
+def test_the_next_run_deletes_a_group_left_between_the_two_tables(tmp_path, monkeypatch):
+    """The committer dies after a group's `segments` commit: the next run's sink, before it commits
+    anything, deletes that group's rows, so plain readers see each recording at most once again."""
+    from pipeline.execution import sink
+    from pipeline.ledger.staging import repair_dangling_group
+
+    out = str(tmp_path / "out")
+    led = Ledger(OutputConfig(uri=out))
+    sink.commit_blocks(led, [_staged(out, RUN_A, ["a", "b"])], replacing=())
+    assert repair_dangling_group(led) == 0, "a whole group is not dangling"
+    real = sink._commit
+    monkeypatch.setattr(sink, "_commit", lambda led, name, *a: real(led, name, *a) if name == "segments" else exit(1))
+    with pytest.raises(SystemExit):
+        sink.commit_blocks(led, [_staged(out, RUN_B, ["c"]), _staged(out, RUN_B, ["d"])], replacing=())
+    monkeypatch.setattr(sink, "_commit", real)
+    assert len(keys(plain(out))) == 8 and len(keys(read_output(OutputConfig(uri=out)))) == 4
+    assert repair_dangling_group(led) == 2
+    assert sorted(keys(plain(out))) == sorted(keys(read_output(OutputConfig(uri=out)))) and len(keys(plain(out))) == 4
+    assert repair_dangling_group(led) == 0
+    # the next run redoes c and d as new recordings: appended, each once
+    sink.commit_blocks(led, [_staged(out, RUN_B, ["c", "d"])], replacing=())
+    assert len(keys(plain(out))) == len(set(keys(plain(out)))) == 8
+
+
+def test_the_committer_commits_on_time_or_count_and_flushes_what_is_left(tmp_path):
+    """`GroupCommitter` without a run's actor: blocks offered to it are committed in groups of at
+    least `commit_max_recordings`, and `finish` commits the rest exactly once."""
+    from pipeline.execution.sink import GroupCommitter
+
+    out = str(tmp_path / "out")
+    cfg = OutputConfig(uri=out, commit_max_recordings=6, commit_interval_s=3600)
+    led = Ledger(cfg)
+    led.ensure("segments"), led.ensure("recordings")
+    committer = GroupCommitter(cfg, state=None)
+    blocks = [_staged(out, RUN_A, [f"k{i}-{j}" for j in range(2)]) for i in range(5)]
+    committer.offer(blocks[:2])
+    assert not committer._due()  # 4 recordings staged, the group waits for 6
+    committer.offer(blocks[2:4])
+    assert committer._due()
+    committer.flush()
+    assert committer.groups == 1 and plain(out, "recordings").num_rows == 8
+    committer._thread.start()
+    committer.finish([*blocks, blocks[0]])  # Ray's returns: every block again, one twice
+    assert committer.groups == 2 and plain(out, "recordings").num_rows == 10
+    assert versions(out) == (2, 2)

@@ -1,5 +1,5 @@
-"""Runs that resume (issue 4): exactly-once, incremental runs that survive crashes (pipeline/runner.py
-over pipeline/sink.py's two commits per block).
+"""Runs that resume: exactly-once, incremental runs that survive crashes (pipeline/runner.py over
+pipeline/execution/sink.py's group commits, two per group).
 
 Invariant checked everywhere (`assert_exactly_once`): the committed output, read through
 `read_output` AND as plain Delta tables (delta-rs's own reader, Polars, and in one test
@@ -48,8 +48,9 @@ CLIPS = [
     "lhotse_common_voice_en_651325.mp3",
 ]
 BASE = ["ray.num_cpus=2", "segment_stage.asr.model=base"]
-#: One recording per Ray batch everywhere: many small parts, so a crash lands between commits.
-SMALL_BATCHES = ["pooling.max_files=1"]
+#: One recording per Ray batch everywhere, and a group commit as soon as a block is staged: many
+#: small commits, so a crash lands between them.
+SMALL_BATCHES = ["pooling.max_files=1", "output.commit_max_recordings=1"]
 #: Whisper one call at a time over whole 30 s windows: the tests that kill a process mid-run need a
 #: run long enough to be killed in (with conf/local.yaml's short encodes and two calls at once, the
 #: six clips were done before the killer found the ASR actor)

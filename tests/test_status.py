@@ -11,15 +11,11 @@ import pyarrow as pa
 from pipeline.cli import main
 from pipeline.config import OutputConfig
 from pipeline.records import recording_id_for
-from pipeline.sink import TranscriptSink
+from pipeline.execution.sink import write_table
 from pipeline.records import TRANSCRIBED_SCHEMA
 
 from tests.helpers import REPO
 
-
-
-class _Ctx:
-    task_idx = 0
 
 
 def _commit(out: Path, files: list[Path], fingerprint: str, status: str = "ok", error: str | None = None) -> None:
@@ -29,8 +25,8 @@ def _commit(out: Path, files: list[Path], fingerprint: str, status: str = "ok", 
         rows.append({"recording_id": recording_id_for(str(f)), "uri": str(f), "size": st.st_size, "etag": None,
                      "mtime": st.st_mtime, "status": status, "error": error, "duration": 1.0,
                      "segments": [] if status == "error" else [{"segment_index": 0, "start": 0.0, "end": 1.0, "text": "hi"}]})
-    TranscriptSink(OutputConfig(uri=str(out)), "20260101T000000-abcdef", fingerprint).write(
-        [pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA)], _Ctx())
+    write_table(OutputConfig(uri=str(out)), pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA),
+                "20260101T000000-abcdef", fingerprint)
 
 
 def test_status_counts_failures_and_rerun_plan(tmp_path, capsys):

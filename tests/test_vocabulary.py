@@ -112,16 +112,15 @@ def test_segment_stage_counts_segments_with_a_term_and_the_report_sums_them():
     rows = out.to_pylist()
     assert [r["vocabulary_hits"] for r in rows] == [1, 1, 0]
     assert {r["vocabulary_warning"] for r in rows} == {"vocabulary ignored: test"}
-    from pipeline.sink import flatten
+    from pipeline.execution.sink import flatten
 
     _segments, recordings = flatten(out, "fp")  # the count is kept in the recordings table
     assert recordings.column("vocabulary_hits").to_pylist() == [1, 1, 0]
-    summaries = [
-        {"vocabulary_hits": sum(r["vocabulary_hits"] or 0 for r in rows[:2]), "vocabulary_warnings": ["vocabulary ignored: test"]},
-        {"vocabulary_hits": rows[2]["vocabulary_hits"], "vocabulary_warnings": ["vocabulary ignored: test"]},
-    ]
+    from pipeline.report import BlockSummary
+
+    summary = BlockSummary.of(out.slice(0, 2)) + BlockSummary.of(out.slice(2))  # two write tasks' blocks
     rep = build_report(_cfg("segment_stage.vocabulary.terms=[W1]"), run_id="r", fingerprint="f", discovered=3, plan={},
-                       summaries=summaries, wall_seconds=1.0, driver_peak_rss_mb=1.0)
+                       summary=summary, wall_seconds=1.0, driver_peak_rss_mb=1.0)
     assert rep.vocabulary_terms == 1 and rep.vocabulary_segments == 2
     assert rep.warnings.count("vocabulary ignored: test") == 1  # said once, however many tasks met it
     assert "vocabulary: 1 terms; 2 segments contain one" in rep.summary()

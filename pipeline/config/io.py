@@ -58,3 +58,9 @@ class InputConfig(Model):
 class OutputConfig(Model):
     uri: str
     storage: StorageOptions = StorageOptions()
+    # Group commits (pipeline/ledger/staging.py): write tasks stage files, the driver commits groups.
+    # A crash costs at most what was staged since the last group commit; each group is one commit
+    # per table, so fewer, larger groups keep the Delta log (and every reader's replay of it) short.
+    commit_interval_s: float = Field(30.0, gt=0, description="commit the staged blocks at least this often (seconds)")
+    commit_max_recordings: int = Field(
+        20000, ge=1, description="... or as soon as this many recordings are staged, whichever comes first")

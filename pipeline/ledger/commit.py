@@ -97,6 +97,20 @@ class Ledger(Maintenance):
 
         return _retrying(attempt)
 
+    def ensure_schema(self, name: str):
+        """Add the columns a newer release writes (a new quality signal) to a table of an older one,
+        in one commit of no rows: staged files are committed with the current schema, and a table
+        must know every column they hold. Rows of an older writer read them as null."""
+        from deltalake import write_deltalake
+
+        dt = self.ensure(name)
+        have = {f.name for f in dt.schema().fields}
+        if set(SCHEMAS[name].names) - have:
+            _retrying(lambda: write_deltalake(self.table(name), SCHEMAS[name].empty_table(), mode="append",
+                                              schema_mode="merge"))
+            dt = self.table(name)
+        return dt
+
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """Current version of a table (column-projected); empty with the schema if none yet."""
         dt = self.table(name)
@@ -139,8 +153,9 @@ class Ledger(Maintenance):
         skipped = pc.invert(pc.or_(pc.or_(new, retry), changed))
         counts = {"new": _count(new), "changed": _count(changed), "skipped": _count(skipped),
                   "retry_failed": _count(pc.and_not(retry, new))}
-        todo = listed.filter(pc.invert(skipped))
-        return (todo if isinstance(files, pa.Table) else input_files(todo)), counts
+        # `replaces`: the recording has older rows in the output, which its commit must replace
+        todo = listed.append_column("replaces", pc.invert(new)).filter(pc.invert(skipped))
+        return (todo if isinstance(files, pa.Table) else input_files(todo.drop_columns(["replaces"]))), counts
 
     # -- committing -----------------------------------------------------------------------------
     def commit_table(self, name: str, rows: pa.Table, recording_ids: list[str], write_id: str) -> bool:

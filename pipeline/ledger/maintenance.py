@@ -50,8 +50,9 @@ class Maintenance:
             dt = self.table(name)
             dt.create_checkpoint()
             dt.cleanup_metadata()
+            # full: also the files a run staged and never committed (it died first; pipeline/ledger/staging.py)
             removed = dt.vacuum(retention_hours=int(retention_hours), enforce_retention_duration=False,
-                                dry_run=False) if vacuum else []
+                                dry_run=False, full=True) if vacuum else []
             out[name] = {"files_before": before, "files_after": len(self.table(name).file_uris()),
                          "version": dt.version(), "vacuumed": len(removed),
                          "compacted": metrics.get("numFilesRemoved", 0)}

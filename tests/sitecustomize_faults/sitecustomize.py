@@ -4,11 +4,11 @@ tests/test_runner_resume.py puts this folder on PYTHONPATH of the CLI subprocess
 workers and every Ray task/actor process inherit it, so each imports this module at startup (Python's
 `site` imports the first `sitecustomize` on sys.path). Production code knows nothing of it.
 
-With SCRIPTORIUM_TEST_HOLD_DIR=<dir> set, `pipeline.sink._commit` is wrapped as soon as
-`pipeline.sink` is imported: after a write task has committed its block to the `segments` Delta
-table (the first of its two transactions) it creates `<dir>/<write_id>` and waits there (up to
-10 min, until that file is removed) before its `recordings` commit, so a test can SIGKILL the job
-between the two tables.
+With SCRIPTORIUM_TEST_HOLD_DIR=<dir> set, `pipeline.execution.sink._commit` is wrapped as soon as
+`pipeline.execution.sink` is imported: after the driver's committer has committed a group of blocks
+to the `segments` Delta table (the first of its two transactions) it creates `<dir>/<write_id>` for
+every block of the group and waits (up to 10 min, until those files are removed) before the group's
+`recordings` commit, so a test can SIGKILL the job between the two tables.
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ import os
 import sys
 import time
 
-_TARGET = "pipeline.sink"
+_TARGET = "pipeline.execution.sink"
 
 
-def _hold(part: str, folder: str) -> None:
-    marker = os.path.join(folder, part)
-    with open(marker, "w"):
-        pass
+def _hold(parts: list[str], folder: str) -> None:
+    markers = [os.path.join(folder, part) for part in parts]
+    for marker in markers:
+        with open(marker, "w"):
+            pass
     deadline = time.time() + 600
-    while os.path.exists(marker) and time.time() < deadline:
+    while any(os.path.exists(m) for m in markers) and time.time() < deadline:
         time.sleep(0.1)
 
 
@@ -35,10 +36,10 @@ def _patch(mod) -> None:
     folder = os.environ["SCRIPTORIUM_TEST_HOLD_DIR"]
     commit = mod._commit
 
-    def _commit_then_hold(ledger, name, rows, ids, write_id):
-        done = commit(ledger, name, rows, ids, write_id)
-        if name == "segments":
-            _hold(write_id, folder)
+    def _commit_then_hold(ledger, name, blocks, replacing, group_id):
+        done = commit(ledger, name, blocks, replacing, group_id)
+        if name == "segments" and done:
+            _hold([b.write_id for b in blocks], folder)
         return done
 
     mod._commit = _commit_then_hold
@@ -57,7 +58,7 @@ class _Loader(importlib.abc.Loader):
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    """Post-import hook for `pipeline.sink` (imported lazily, often long after startup)."""
+    """Post-import hook for `pipeline.execution.sink` (imported lazily, often long after startup)."""
 
     def find_spec(self, name, path=None, target=None):
         if name != _TARGET:

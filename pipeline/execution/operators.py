@@ -1,4 +1,4 @@
-"""The one place (with sink.py) that knows Ray: stages -> `map_batches` operators.
+"""Ray start-up and the window operators: stages -> `map_batches` operators.
 
 Stages are plain callables over pyarrow Tables of recordings; here they become Ray Data operators
 with the resources their config declares.
@@ -27,9 +27,8 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
-from pipeline.config import JobConfig, RayConfig, Resources
-from pipeline.pieces import PieceRegistry
-from pipeline.progress import Counts
+from pipeline.config import RayConfig, Resources
+from pipeline.execution.run_state import record_metrics, report_progress
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,6 @@ WINDOW = "window"
 #: stage waited for the third before starting on the first. At 16 MiB, with decode inside the recording
 #: stage's actor (`decode.in_recording_stage`), a sparse piece's speech waited there for the next pieces.
 BLOCK_TARGET_BYTES = 1024 * 1024
-
-
-class ClusterTooSmall(RuntimeError):
-    """A stage asks for more than the cluster can ever offer: it would wait for resources forever."""
 
 
 def init_ray(cfg: RayConfig) -> None:
@@ -258,143 +253,3 @@ def map_actor(
         zero_copy_batch=True,
         **extra,
     )
-
-
-# -- the run's bookkeeping: progress and pieces ----------------------------------------------------
-
-class RunState(Counts, PieceRegistry):
-    """The run's bookkeeping in one actor (0 CPUs): the stages' progress counts (pipeline/progress.py)
-    and the pieces of long recordings the sink has staged (pipeline/pieces.py). One actor rather than
-    one each, because every Ray actor is a Python process of its own (~120 MB resident each in
-    bench/throughput.py's process tree)."""
-
-    def __init__(self) -> None:
-        Counts.__init__(self)
-        PieceRegistry.__init__(self)
-
-
-def start_run_state() -> tuple[Any, Callable[[], dict[str, tuple[int, float]]]]:
-    """Start this run's `RunState` actor: its handle (the stages' `progress` and the sink's piece
-    registry; it lives while the driver holds it) and the driver's snapshot function for
-    `pipeline.progress.Reporter`. A fresh actor per run, handed to the stages rather than looked up
-    by name: a worker that outlives a run (Ray reuses task workers) never counts into the last one's."""
-    import ray
-
-    actor = ray.remote(num_cpus=0)(RunState).remote()
-    return actor, lambda: ray.get(actor.snapshot.remote(), timeout=30)
-
-
-def report_progress(progress: Any, stage: str, recordings: pa.Table) -> None:
-    """`stage` finished these recordings (see `add_progress`). A piece of a long recording adds its
-    seconds; the recording counts as a file once, with its last piece (pipeline/pieces.py)."""
-    if recordings.num_rows:
-        add_progress(progress, stage, sum(ends_recording(recordings)),
-                     sum(d or 0.0 for d in recordings.column("duration").to_pylist()))
-
-
-def ends_recording(recordings: pa.Table) -> list[bool]:
-    """Per row, whether it ends a recording: every whole one does, a long one's last piece does."""
-    if "piece" not in recordings.column_names:
-        return [True] * recordings.num_rows
-    pieces, last = recordings.column("piece").to_pylist(), recordings.column("last_piece").to_pylist()
-    return [p is None or bool(end) for p, end in zip(pieces, last)]
-
-
-def add_progress(progress: Any, stage: str, files: int, seconds: float) -> None:
-    """Fire-and-forget count to the run's `RunState` actor. No actor (a stage used outside a run,
-    e.g. in a test or a benchmark) is not an error, and nothing here may fail a stage."""
-    if progress is None:
-        return
-    try:
-        progress.add.remote(stage, files, seconds)
-    except Exception:  # noqa: BLE001
-        log.debug("progress report failed", exc_info=True)
-
-
-# -- metrics ---------------------------------------------------------------------------------------
-@functools.cache
-def _counters() -> dict[str, Any]:
-    from ray.util.metrics import Counter
-
-    return {
-        "files": Counter("scriptorium_files", "recordings through the pipeline, by status", tag_keys=("status",)),
-        "audio": Counter("scriptorium_audio_seconds", "seconds of audio through the pipeline", tag_keys=("status",)),
-        "errors": Counter("scriptorium_errors", "recordings that ended in an error", tag_keys=("stage",)),
-    }
-
-
-def record_metrics(recordings: pa.Table) -> None:
-    """Ray application metrics (exported on each node's metrics port as `ray_scriptorium_*`), so a
-    cluster's Prometheus sees files, audio seconds and errors while a long run goes on."""
-    if not recordings.num_rows:
-        return
-    counters = _counters()
-    rows = recordings.select(["status", "duration", "error"]).to_pylist()
-    for row, end in zip(rows, ends_recording(recordings)):  # a long recording is one file (its last piece)
-        status = row["status"] or "unknown"
-        if end:
-            counters["files"].inc(1.0, tags={"status": status})
-        if row["duration"]:  # Ray counters refuse increments of 0
-            counters["audio"].inc(float(row["duration"]), tags={"status": status})
-        if status == "error":
-            stage = (row["error"] or "decode").split(":", 1)[0].strip()
-            counters["errors"].inc(1.0, tags={"stage": stage if stage in ("vad/diarization", "asr") else "decode"})
-
-
-# -- will the plan ever run? -----------------------------------------------------------------------
-def stage_resources(cfg: JobConfig) -> dict[str, tuple[Resources, int]]:
-    """Every operator's per-worker request and the workers it needs at least, named as in the
-    config: an actor pool starts `pool_size` actors; decode's `pool_size` is a cap, one task runs
-    (none when decode runs inside the recording stage's actors)."""
-    decode = {} if cfg.decode.in_recording_stage else {"decode": (cfg.decode.resources, 1)}
-    return {
-        **decode,
-        "recording_stage": (cfg.recording_stage.resources, cfg.recording_stage.resources.pool_size),
-        "segment_stage": (cfg.segment_stage.resources, cfg.segment_stage.resources.pool_size),
-    }
-
-
-def check_fits(
-    stages: dict[str, tuple[Resources, int]], node_shapes: list[dict[str, float]], ceiling: dict[str, float]
-) -> None:
-    """Raise `ClusterTooSmall` if a stage can never be scheduled: one worker must fit on one node
-    shape, and the minimum pools of all stages together must fit the cluster's ceiling (its current
-    resources, or what its autoscaler may grow to). Pure: `cluster_shape()` gathers the inputs."""
-    for name, (res, _) in stages.items():
-        need = {"CPU": res.num_cpus, "GPU": res.num_gpus}
-        if not any(all(shape.get(k, 0.0) + 1e-9 >= v for k, v in need.items()) for shape in node_shapes):
-            biggest = max(node_shapes, key=lambda s: (s.get("GPU", 0.0), s.get("CPU", 0.0)), default={})
-            raise ClusterTooSmall(
-                f"{name}: one worker asks for {res.num_cpus:g} CPUs and {res.num_gpus:g} GPUs, but the largest "
-                f"node offers {biggest.get('CPU', 0):g} CPUs and {biggest.get('GPU', 0):g} GPUs"
-            )
-    for key, label in (("CPU", "CPUs"), ("GPU", "GPUs")):
-        each = {n: (r.num_cpus if key == "CPU" else r.num_gpus, k) for n, (r, k) in stages.items()}
-        wanted = sum(per * k for per, k in each.values())
-        if wanted > ceiling.get(key, 0.0) + 1e-9:
-            parts = ", ".join(f"{n} {k} x {per:g}" for n, (per, k) in each.items() if per)
-            raise ClusterTooSmall(
-                f"the stages' minimum pools need {wanted:g} {label} ({parts}), but the cluster can offer "
-                f"at most {ceiling.get(key, 0.0):g}"
-            )
-
-
-def cluster_shape() -> tuple[list[dict[str, float]], dict[str, float]]:
-    """(node shapes, ceiling) of the Ray cluster we are connected to. With an autoscaler (KubeRay),
-    its node groups and their max counts say what the cluster can grow to; without one, the nodes
-    that are alive now are all there will be."""
-    import ray
-    from ray._private.state import state  # private, but Ray Data's own shuffle sizing reads it too
-
-    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
-    ceiling = dict(ray.cluster_resources())
-    try:
-        config = state.get_cluster_config()
-    except Exception:  # noqa: BLE001 - no autoscaler state: a static cluster
-        config = None
-    if config is not None and config.node_group_configs:
-        shapes += [dict(g.resources) for g in config.node_group_configs]
-        grown = state.get_max_resources_from_cluster_config() or {}
-        for key, value in grown.items():
-            ceiling[key] = max(ceiling.get(key, 0.0), float(value))
-    return shapes, ceiling

@@ -1,0 +1,197 @@
+"""Group commits: write tasks stage Parquet files, one committer folds many blocks into one Delta
+transaction per table.
+
+Why: every Delta commit is the next version of one log, so commits from all writers line up one
+after another (about one commit pair a second per writer on a loopback store, and a real store
+answers in 20-50 ms a request). A fleet of GPUs finishes tens of blocks a second; committing each
+block would let the log, not the GPUs, set the pace. Here a write task only PUTs its two data files
+(`stage`), and the run's committer makes one transaction per table for every few thousand
+recordings (`commit_group`), whatever the number of writers.
+
+Exactly once: each block keeps its `write_id` (a hash of the run id and its recording ids). A group
+commit carries one Delta app transaction `scriptorium-<write_id>` per block it holds, so a block
+offered twice (a retried write task, the end-of-run flush) or a commit whose response was lost is
+recognised (`DeltaTable.transaction_version`) and never committed again. A staged file that is never
+committed (its run died first) is not in the log: no reader sees it, and vacuum deletes it.
+
+Replacing older rows: a recording that is new to the output (the plan knows) is appended with Add
+actions only, so a commit costs the same whatever the table's history. A group that holds a
+recording with older rows (a changed input, a new fingerprint, a failed recording retried) is
+committed as before staging existed, as one predicate overwrite of the group's recordings, whose
+cost grows with the files those recordings may sit in.
+
+A crash between a group's two commits (`segments`, then `recordings`) leaves `segments` rows no
+`recordings` row matches: `read_output` hides them, and the next run's `repair_dangling_group`
+deletes them before it commits anything (each group commit names its group and write ids in the
+commit's metadata).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Collection
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.ledger.tables import SCHEMAS, _retrying
+from pipeline.storage import put_atomic, with_retries
+
+if TYPE_CHECKING:
+    from pipeline.ledger.commit import Ledger
+
+log = logging.getLogger("pipeline.ledger")
+
+#: Commit metadata keys a group commit writes (read back by `repair_dangling_group`).
+GROUP_KEY, WRITE_IDS_KEY, REPAIRED_KEY = "scriptorium.group", "scriptorium.write_ids", "scriptorium.repaired"
+#: Columns whose min/max go into a staged file's Delta statistics: readers and predicate
+#: overwrites skip files by them (the write_id starts with the run id, so one run's files cluster).
+STATS_COLUMNS = ("recording_id", "write_id", "fingerprint")
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One Parquet data file written into a table's folder but not yet in its log."""
+
+    path: str  # relative to the table's root, as a Delta Add action names it
+    size: int
+    rows: int
+    stats: str  # Delta statistics JSON (numRecords, minValues, maxValues, nullCount)
+
+
+@dataclass
+class StagedBlock:
+    """What a write task hands the committer: its block's staged files and what they hold."""
+
+    write_id: str
+    recording_ids: list[str]
+    files: dict[str, StagedFile]  # table name -> file
+    audio_seconds: float = 0.0
+    summary: object = None  # pipeline.report.BlockSummary (kept opaque: the ledger does not read it)
+    staged_at: float = field(default_factory=time.time)
+
+
+def stage(ledger: "Ledger", name: str, rows: pa.Table, write_id: str) -> StagedFile:
+    """Write `rows` as one Parquet file into table `name`'s folder, under a name no other attempt
+    uses (a retried task must never overwrite a file a group commit may already reference)."""
+    rows = rows.cast(SCHEMAS[name])
+    rel = f"part-{write_id}-{uuid.uuid4().hex[:8]}.parquet"
+    out = io.BytesIO()
+    pq.write_table(rows, out, compression="snappy")
+    body = out.getvalue()
+    path = ledger.path(name, rel)
+    with_retries(lambda: put_atomic(ledger.fs, path, body))
+    return StagedFile(path=rel, size=len(body), rows=rows.num_rows, stats=_stats(rows))
+
+
+def _stats(rows: pa.Table) -> str:
+    mins, maxs, nulls = {}, {}, {}
+    for name in STATS_COLUMNS:
+        if name not in rows.column_names:
+            continue
+        col = rows.column(name)
+        nulls[name] = col.null_count
+        if rows.num_rows > col.null_count:
+            mm = pc.min_max(col)
+            mins[name], maxs[name] = mm["min"].as_py(), mm["max"].as_py()
+    return json.dumps({"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+
+
+def app_id(write_id: str) -> str:
+    return f"scriptorium-{write_id}"
+
+
+def commit_group(ledger: "Ledger", name: str, blocks: list[StagedBlock], replacing: Collection[str],
+                 group_id: str) -> int:
+    """One Delta transaction on table `name` holding every block of `blocks` not yet committed.
+
+    `replacing`: recording ids that may have older rows in the table; a group holding one of them is
+    committed as a predicate overwrite of all its recordings (see the module docstring). Returns the
+    number of blocks this call committed (0: all were committed before)."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake.transaction import AddAction
+
+    def attempt() -> int:
+        dt = ledger.ensure(name)
+        if set(SCHEMAS[name].names) - {f.name for f in dt.schema().fields}:
+            dt = ledger.ensure_schema(name)  # an output of an older release: add the new columns first
+        todo = [b for b in blocks if dt.transaction_version(app_id(b.write_id)) is None]
+        if not todo:
+            return 0
+        props = CommitProperties(
+            app_transactions=[Transaction(app_id=app_id(b.write_id), version=1) for b in todo],
+            custom_metadata={GROUP_KEY: group_id, WRITE_IDS_KEY: ",".join(b.write_id for b in todo)},
+        )
+        ids = [i for b in todo for i in b.recording_ids]
+        if not any(i in replacing for i in ids):
+            now = int(time.time() * 1000)
+            adds = [AddAction(f.path, f.size, {}, now, True, f.stats) for f in (b.files[name] for b in todo)]
+            dt.create_write_transaction(adds, mode="append", schema=SCHEMAS[name], commit_properties=props)
+            return len(todo)
+        rows = pa.concat_tables([_read_staged(ledger, name, b.files[name]) for b in todo])
+        write_deltalake(dt, rows, mode="overwrite", predicate=_in_predicate(ids), schema_mode="merge",
+                        commit_properties=props)
+        for b in todo:  # their rows went into the overwrite's own files: the staged ones are unused
+            with_retries(lambda b=b: ledger.fs.rm(ledger.path(name, b.files[name].path)))
+        return len(todo)
+
+    return _retrying(attempt)
+
+
+def _read_staged(ledger: "Ledger", name: str, f: StagedFile) -> pa.Table:
+    body = with_retries(lambda: ledger.fs.cat_file(ledger.path(name, f.path)))
+    return pq.read_table(io.BytesIO(body)).cast(SCHEMAS[name])
+
+
+def _in_predicate(ids: list[str]) -> str:
+    quoted = ",".join("'" + i.replace("'", "''") + "'" for i in sorted(set(ids)))
+    return f"recording_id IN ({quoted})"
+
+
+def repair_dangling_group(ledger: "Ledger") -> int:
+    """Delete the `segments` rows of a group whose `recordings` commit never came (its run died
+    between the two). Call under the output's lock, before the run commits anything. Returns the
+    number of write ids whose rows were deleted."""
+    seg, rec = ledger.table("segments"), ledger.table("recordings")
+    if seg is None:
+        return 0
+    last = _last_group(seg)
+    if last is None:
+        return 0
+    group, write_ids = last
+    if rec is not None and group in _recent_groups(rec):
+        return 0
+    ids = sorted(w for w in write_ids if w)
+    if not ids:
+        return 0
+    quoted = ",".join("'" + w.replace("'", "''") + "'" for w in ids)
+    log.warning("output: the last run died between its two commits; deleting the segments of its last group (%d blocks)",
+                len(ids))
+    from deltalake import CommitProperties
+
+    done = CommitProperties(custom_metadata={REPAIRED_KEY: group})  # so the repair is not done twice
+    _retrying(lambda: ledger.table("segments").delete(f"write_id IN ({quoted})", commit_properties=done))
+    return len(ids)
+
+
+#: How far back in a table's history to look for group commits (maintenance commits come between).
+HISTORY_LOOKBACK = 50
+
+
+def _last_group(dt) -> tuple[str, list[str]] | None:
+    for entry in dt.history(HISTORY_LOOKBACK):
+        if REPAIRED_KEY in entry:  # the last group was repaired already
+            return None
+        if GROUP_KEY in entry:
+            return entry[GROUP_KEY], str(entry.get(WRITE_IDS_KEY, "")).split(",")
+    return None
+
+
+def _recent_groups(dt) -> set[str]:
+    return {entry[GROUP_KEY] for entry in dt.history(HISTORY_LOOKBACK) if GROUP_KEY in entry}
