@@ -161,11 +161,12 @@ def repair_dangling_group(ledger: "Ledger") -> int:
     seg, rec = ledger.table("segments"), ledger.table("recordings")
     if seg is None:
         return 0
-    last = _last_group(seg)
-    if last is None:
+    last = _last_group(ledger, "segments", seg.version())
+    if last is None or last[0] == REPAIRED_KEY:
         return 0
     group, write_ids = last
-    if rec is not None and group in _recent_groups(rec):
+    rec_last = _last_group(ledger, "recordings", rec.version()) if rec is not None else None
+    if rec_last is not None and rec_last[0] == group:
         return 0
     ids = sorted(w for w in write_ids if w)
     if not ids:
@@ -180,18 +181,25 @@ def repair_dangling_group(ledger: "Ledger") -> int:
     return len(ids)
 
 
-#: How far back in a table's history to look for group commits (maintenance commits come between).
-HISTORY_LOOKBACK = 50
+#: How far back in a table's log to look for the last group commit (maintenance commits come after it).
+LOOKBACK = 20
 
 
-def _last_group(dt) -> tuple[str, list[str]] | None:
-    for entry in dt.history(HISTORY_LOOKBACK):
-        if REPAIRED_KEY in entry:  # the last group was repaired already
+def _last_group(ledger: "Ledger", name: str, version: int) -> tuple[str, list[str]] | None:
+    """(group id, write ids) of the newest group commit in the table's log, walking back from
+    `version` one log entry at a time (one GET each; `DeltaTable.history` lists the whole log
+    folder). (REPAIRED_KEY, []) when a repair came after it; None when there is none."""
+    for v in range(version, max(-1, version - LOOKBACK), -1):
+        try:
+            body = with_retries(lambda v=v: ledger.fs.cat_file(ledger.path(name, "_delta_log", f"{v:020d}.json")))
+        except FileNotFoundError:  # cleaned up by maintenance: nothing older to find
             return None
-        if GROUP_KEY in entry:
-            return entry[GROUP_KEY], str(entry.get(WRITE_IDS_KEY, "")).split(",")
+        for line in body.decode().splitlines():
+            info = json.loads(line).get("commitInfo")
+            if info is None:
+                continue
+            if REPAIRED_KEY in info:
+                return REPAIRED_KEY, []
+            if GROUP_KEY in info:
+                return info[GROUP_KEY], str(info.get(WRITE_IDS_KEY, "")).split(",")
     return None
-
-
-def _recent_groups(dt) -> set[str]:
-    return {entry[GROUP_KEY] for entry in dt.history(HISTORY_LOOKBACK) if GROUP_KEY in entry}
