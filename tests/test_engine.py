@@ -251,3 +251,16 @@ def test_release_free_heap_hands_freed_memory_back_to_the_os():
     release_free_heap()
     assert before - anon_mb() > 100
     del pinned
+
+
+def test_the_run_state_keeps_pieces_and_staged_blocks_apart():
+    """One actor holds the piece registry and the committer's mailbox: neither may shadow the other."""
+    from pipeline.execution.run_state import RunState
+
+    state = RunState()
+    state.stage("block-1")
+    assert state.add_piece("rec", 0, False) is False and state.add_piece("rec", 1, True) is True
+    state.stage("block-2")
+    assert state.take_staged() == ["block-1", "block-2"] and state.take_staged() == []
+    state.add("committed", 2, 3.0)
+    assert state.snapshot()["committed"] == (2, 3.0)

@@ -34,13 +34,11 @@ log = logging.getLogger(__name__)
 
 WINDOW = "window"
 #: Ray Data's block size target (its default is 128 MiB). Within one task or actor call, what the stage
-#: yields is gathered into one block until it passes the target. A window's row (<= `pooling.window_audio_s`
-#: of audio, ~19 MB at 300 s), a long recording's piece (640 s: 41 MB) or the speech the recording stage
-#: keeps of a piece (a piece with 5% speech: ~2 MB) is larger, so each leaves its task as a block of its
-#: own. At 128 MiB Ray Data coalesced a decode task's pieces three at a time: the decode worker held them
-#: (its peak grew 1.28x from a 1 h to a 4 h file; 1.00x at 16 MiB, bench/long_memory.py) and the recording
-#: stage waited for the third before starting on the first. At 16 MiB, with decode inside the recording
-#: stage's actor (`decode.in_recording_stage`), a sparse piece's speech waited there for the next pieces.
+#: yields is gathered into one block until it passes the target. A window's row, a long recording's
+#: piece, or even the speech the recording stage keeps of a sparse piece is larger than 1 MiB, so each
+#: leaves its task as a block of its own and flows on at once. A larger target makes Ray Data
+#: coalesce several pieces into one block: the producer then holds them all in memory and the next
+#: stage waits for the last before it starts on the first (measured: README "Long recordings").
 BLOCK_TARGET_BYTES = 1024 * 1024
 
 
@@ -165,9 +163,8 @@ def _window_actor(
 def release_free_heap() -> None:
     """Hand the heap's free pages back to the OS (glibc's `malloc_trim`; a no-op without glibc). A
     stage call allocates and frees hundreds of MB (samples, features, Arrow buffers) and glibc keeps
-    what is freed: in one process, the segment and recording stages' resident memory after each of
-    a 4 h file's 24 pieces wandered between 384 and 519 MB; trimmed after each call it stayed at
-    270-280 MB. (The segment actor's peak inside a call is not changed by this: bench/long_memory.py.)"""
+    what is freed, so an actor's resident memory would wander with the largest call it has seen
+    (README "Long recordings"; the peak inside a call is not changed by this)."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
@@ -232,10 +229,9 @@ def map_actor(
     if threads:
         n = str(threads)
         # MALLOC_ARENA_MAX: glibc gives each thread that allocates an arena of its own (up to 8 per
-        # core), and memory freed in one is not reused by the others. With two Whisper calls at once
-        # (`asr.workers`) the segment actor's private memory grew 540 -> 1000 MB over a 2 h corpus;
-        # with as many arenas as threads (and its calling threads kept for its life) it stayed at
-        # 410-520 MB, at the same CPU
+        # core), and memory freed in one is not reused by the others, so an actor running calls on
+        # several threads (`asr.workers`) grows without bound; as many arenas as threads keep it flat
+        # at the same CPU (README "Performance")
         extra["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
                                              "MALLOC_ARENA_MAX": n}}
     return ds.map_batches(

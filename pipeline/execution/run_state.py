@@ -25,13 +25,13 @@ class StagedMailbox:
     (pipeline/execution/sink.py). A mailbox rather than a call to the driver: the driver is no actor."""
 
     def __init__(self) -> None:
-        self.staged: list[Any] = []
+        self.staged_blocks: list[Any] = []  # (PieceRegistry's `staged` is its pieces)
 
     def stage(self, block: Any) -> None:
-        self.staged.append(block)
+        self.staged_blocks.append(block)
 
     def take_staged(self) -> list[Any]:
-        out, self.staged = self.staged, []
+        out, self.staged_blocks = self.staged_blocks, []
         return out
 
 
