@@ -521,3 +521,46 @@ def test_the_committer_commits_on_time_or_count_and_flushes_what_is_left(tmp_pat
     committer.finish([*blocks, blocks[0]])  # Ray's returns: every block again, one twice
     assert committer.groups == 2 and plain(out, "recordings").num_rows == 10
     assert versions(out) == (2, 2)
+
+
+def test_staged_files_carry_statistics_every_reader_can_filter_on(tmp_path):
+    """A filtered scan (what `export` does: `accepted == True`, a set of recording ids) finds every
+    row of a group-committed file: each plain column has its null count, min and max, as delta-rs's
+    own writer gives them (a missing min made delta-rs's dataset skip the file)."""
+    import pyarrow.compute as pc
+
+    from pipeline.execution.sink import commit_blocks
+
+    out = str(tmp_path / "out")
+    led = Ledger(OutputConfig(uri=out))
+    commit_blocks(led, [_staged(out, RUN_A, ["s1", "s2", "s3"])], replacing=())
+    seg = DeltaTable(f"{out}/segments").to_pyarrow_dataset()
+    assert seg.to_table(filter=pc.field("accepted") == True).num_rows == 6  # noqa: E712 - an Arrow expression
+    assert seg.to_table(filter=pc.field("recording_id").isin([recording_id_for("s2")])).num_rows == 2
+    assert seg.to_table(filter=pc.field("start") >= 1.0).num_rows == 3
+    rec = DeltaTable(f"{out}/recordings").to_pyarrow_dataset()
+    assert rec.to_table(filter=pc.field("committed_at") > pa.scalar(0, pa.timestamp("us", tz="UTC"))).num_rows == 3
+    assert rec.to_table(filter=pc.field("status") == "ok").num_rows == 3
+
+
+def test_flatten_is_the_row_by_row_layout_column_by_column():
+    """`flatten` builds both tables in Arrow; the rows are those of the plain per-row construction
+    (segments spread beside their recording's id and uri, recordings with their segment count)."""
+    from pipeline.execution.sink import flatten
+    from pipeline.ledger import RECORDINGS_TABLE_SCHEMA, SEGMENTS_TABLE_SCHEMA
+    from pipeline.records import RECORDINGS_SCHEMA
+
+    table = pa.concat_tables([fake_rows(["f1", "f2"], nseg=3), fake_rows(["f3"], status="error")])
+    seg, rec = flatten(table, "fp9", "run9", "w9")
+    want_seg, want_rec = [], []
+    for row in table.to_pylist():
+        for s in row["segments"] or []:
+            want_seg.append({"recording_id": row["recording_id"], "uri": row["uri"], **s, "fingerprint": "fp9",
+                             "write_id": "w9"})
+        want_rec.append({**{n: row.get(n) for n in RECORDINGS_SCHEMA.names}, "num_segments": len(row["segments"] or []),
+                         "fingerprint": "fp9", "mtime": row["mtime"], "run_id": "run9", "write_id": "w9"})
+    assert seg.schema == SEGMENTS_TABLE_SCHEMA and rec.schema == RECORDINGS_TABLE_SCHEMA
+    assert seg.to_pylist() == pa.Table.from_pylist(want_seg, schema=SEGMENTS_TABLE_SCHEMA).to_pylist()
+    got = rec.drop_columns(["committed_at"]).to_pylist()
+    assert got == pa.Table.from_pylist(want_rec, schema=RECORDINGS_TABLE_SCHEMA).drop_columns(["committed_at"]).to_pylist()
+    assert rec.column("committed_at").null_count == 0

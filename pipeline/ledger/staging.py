@@ -31,9 +31,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Collection
 
 import pyarrow as pa
@@ -50,11 +52,6 @@ log = logging.getLogger("pipeline.ledger")
 
 #: Commit metadata keys a group commit writes (read back by `repair_dangling_group`).
 GROUP_KEY, WRITE_IDS_KEY, REPAIRED_KEY = "scriptorium.group", "scriptorium.write_ids", "scriptorium.repaired"
-#: Columns whose min/max go into a staged file's Delta statistics: readers and predicate
-#: overwrites skip files by them (the write_id starts with the run id, so one run's files cluster).
-STATS_COLUMNS = ("recording_id", "write_id", "fingerprint")
-
-
 @dataclass(frozen=True)
 class StagedFile:
     """One Parquet data file written into a table's folder but not yet in its log."""
@@ -91,16 +88,37 @@ def stage(ledger: "Ledger", name: str, rows: pa.Table, write_id: str) -> StagedF
 
 
 def _stats(rows: pa.Table) -> str:
-    mins, maxs, nulls = {}, {}, {}
-    for name in STATS_COLUMNS:
-        if name not in rows.column_names:
+    """Delta statistics of a staged file, as delta-rs's own writer makes them: the row count, and
+    per top-level column of a plain type its null count, min and max. Every such column needs all
+    three: a reader that turns them into file guarantees (delta-rs's `to_pyarrow_dataset`) reads a
+    missing min as null and then skips the file for any filter on that column."""
+    mins: dict[str, object] = {}
+    maxs: dict[str, object] = {}
+    nulls: dict[str, int] = {}
+    for field, col in zip(rows.schema, rows.columns):
+        if pa.types.is_nested(field.type):
             continue
-        col = rows.column(name)
-        nulls[name] = col.null_count
-        if rows.num_rows > col.null_count:
-            mm = pc.min_max(col)
-            mins[name], maxs[name] = mm["min"].as_py(), mm["max"].as_py()
-    return json.dumps({"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+        nulls[field.name] = col.null_count
+        if rows.num_rows == col.null_count:
+            continue
+        mm = pc.min_max(col)
+        lo, hi = _stat_value(mm["min"], "floor"), _stat_value(mm["max"], "ceil")
+        if lo is not None and hi is not None:
+            mins[field.name], maxs[field.name] = lo, hi
+    return json.dumps({"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
+                      allow_nan=False)
+
+
+def _stat_value(value: pa.Scalar, rounding: str) -> object:
+    """A min or max in the log's JSON form; None where it has none (NaN, infinities, binary)."""
+    if pa.types.is_timestamp(value.type):  # ISO-8601 in UTC, milliseconds (a min rounded down, a max up)
+        us = value.cast(pa.timestamp("us")).cast(pa.int64()).as_py()
+        ms = -(-us // 1000) if rounding == "ceil" else us // 1000
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    v = value.as_py()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v if isinstance(v, (str, int, float, bool)) else None
 
 
 def app_id(write_id: str) -> str:
