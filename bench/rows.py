@@ -9,6 +9,8 @@ Rows:
   4  the same with bucketing off (segments packed in arrival order)
   5  row 3 with a NeMo FastConformer CTC model (+ AmberNet-style NeMo LID), bucketing on
   6  row 5 with bucketing off
+  7  what a NeMo user runs instead of rows 5-6: the same FastConformer through NeMo's own
+     `ASRModel.transcribe()` on the whole files, one process, same torch threads, same batch size
 """
 
 from __future__ import annotations
@@ -38,8 +40,16 @@ ROW_NAMES = {
     4: "Scriptorium, Whisper, bucketing off",
     5: "Scriptorium, NeMo FC-CTC, bucketing on",
     6: "Scriptorium, NeMo FC-CTC, bucketing off",
+    7: "NeMo transcribe(), FC-CTC",
 }
+SCRIPTORIUM_ROWS = (3, 4, 5, 6)  # run on Ray: a process tree, a run report, an output folder
+NEMO_ROWS = (5, 6, 7)  # read the NeMo models the bench builds (bench/nemo_models.py), warmed first
+SINGLE_PROCESS_ROWS = (1, 2, 7)  # peak RSS = the process's own ru_maxrss
 WHISPER_BATCH = 16  # BatchedInferencePipeline batch size (the environment notes measured 8-16)
+# The NeMo rows' model calls: at most this many utterances and this much padded audio (rows 5-6's
+# segment_stage.batching); row 7 passes NEMO_CALL_ITEMS to transcribe() as its batch_size
+NEMO_CALL_ITEMS = 16
+NEMO_CALL_S = 480
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,7 +101,7 @@ def _child_scriptorium(args: argparse.Namespace) -> dict:
     from pipeline.execution import init_ray
     from pipeline.runner import run
 
-    nemo = args.row in (5, 6)
+    nemo = args.row in NEMO_ROWS
     overrides = [
         f"input.uri={args.input}",
         f"output.uri={args.output}",
@@ -106,8 +116,8 @@ def _child_scriptorium(args: argparse.Namespace) -> dict:
             "segment_stage.lid.backend=nemo",
             f"segment_stage.lid.model={args.nemo_dir}/lid.nemo",
             # calls as large as the issue-5 runs had (conf/local.yaml's 2 x 30 s are sized for Whisper)
-            "segment_stage.batching.max_padded_s=480",
-            "segment_stage.batching.max_items=16",
+            f"segment_stage.batching.max_padded_s={NEMO_CALL_S}",
+            f"segment_stage.batching.max_items={NEMO_CALL_ITEMS}",
             # ... and pools of four calls' audio: bucketing sorts within a pool, and local.yaml's 300 s
             # / 16 files held less than one call here (200 clips: 144 calls of median 1 utterance, 12%
             # slower than these pools' 44 alone, 16% with 20% of a core busy elsewhere:
@@ -156,6 +166,71 @@ def _child_scriptorium(args: argparse.Namespace) -> dict:
     }
 
 
+def _child_nemo_transcribe(args: argparse.Namespace) -> dict:
+    """Row 7: the script a NeMo user would write instead of Scriptorium, on the same model, files and
+    threads: `ASRModel.restore_from(...)` and one `transcribe()` over the list of files, word
+    timestamps on (rows 5-6 compute them too). No VAD, no language ID: the whole of each file goes
+    through the model, in the listed order (NeMo's transcribe loader does not shuffle or bucket).
+
+    Short clips: `batch_size` = the NeMo rows' utterances per call (16). Long files (`--long-form`):
+    NeMo's long-audio recipe, limited-context attention (`rel_pos_local_attn`, 128 frames each side)
+    and chunked subsampling, and one file per call: each long file alone is past the NeMo rows'
+    480 s call budget, and full attention over a 20 min file in a batch does not fit in memory here.
+
+    `padding_ratio` uses the NeMo rows' cost model (longest item x count per call), from the calls
+    the model actually received (a hook on its preprocessor)."""
+    t0 = time.perf_counter()
+    import soundfile as sf
+    import torch
+
+    torch.set_num_threads(args.threads)  # as NemoAsr does in the segment actor (asr.cpu_threads)
+    from nemo.collections.asr.models import ASRModel
+
+    model = ASRModel.restore_from(f"{args.nemo_dir}/asr.nemo", map_location="cpu")
+    batch_size = NEMO_CALL_ITEMS
+    if args.long_form:
+        model.change_attention_model("rel_pos_local_attn", [128, 128])
+        model.change_subsampling_conv_chunking_factor(1)
+        batch_size = 1
+    calls: list[tuple[int, int]] = []  # (longest input in samples, items) per model call
+
+    def _record(_module, _args, kwargs):
+        lens = kwargs.get("length")
+        if lens is not None:
+            calls.append((int(lens.max()), int(lens.numel())))
+
+    model.preprocessor.register_forward_pre_hook(_record, with_kwargs=True)
+    load_s = time.perf_counter() - t0
+    paths = sorted(Path(args.input).glob("*.flac"))
+    t = time.perf_counter()
+    hyps = model.transcribe([str(p) for p in paths], batch_size=batch_size, timestamps=True, verbose=False)
+    asr_s = time.perf_counter() - t
+    if isinstance(hyps, tuple):  # older NeMo: (best, all)
+        hyps = hyps[0]
+    wall = time.perf_counter() - t0
+    audio_s = sum(sf.info(str(p)).duration for p in paths)
+    rate = model.preprocessor._sample_rate
+    padded_s = sum(longest * n for longest, n in calls) / rate
+    texts = [(h.text if isinstance(h.text, str) else "").strip() for h in hyps]
+    words = sum(len((h.timestamp or {}).get("word") or []) for h in hyps if isinstance(h.timestamp, dict))
+    return {
+        "audio_seconds": round(audio_s, 3),
+        "wall_seconds": round(wall, 3),
+        "startup_seconds": round(load_s, 3),
+        "transcribe_seconds": round(asr_s, 3),
+        "padding_ratio": round(max(0.0, 1 - audio_s / padded_s), 4) if padded_s > 0 else None,
+        "asr_padded_seconds": round(padded_s, 3),
+        "model_calls": len(calls),
+        "batch_size": batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "segments": len(hyps),
+        "timestamped_words": words,
+        "chars": sum(len(x) for x in texts),
+        "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "hypotheses": {p.name: x for p, x in zip(paths, texts)},
+    }
+
+
 def _child_build_nemo(args: argparse.Namespace) -> dict:
     """FastConformer CTC (BPE) of `--nemo-size` and a small AmberNet-style LID, random weights
     (bench/nemo_models.py, the builder the tests' tiny models come from too)."""
@@ -173,11 +248,15 @@ def child_main(argv: list[str]) -> None:
     p.add_argument("--nemo-size", default="medium")
     p.add_argument("--corpus", default="")
     p.add_argument("--override", action="append")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--long-form", action="store_true")
     args = p.parse_args(argv)
     if args.row == 0:
         res = _child_build_nemo(args)
     elif args.row in (1, 2):
         res = _child_whisper(args)
+    elif args.row == 7:
+        res = _child_nemo_transcribe(args)
     else:
         res = _child_scriptorium(args)
     Path(args.result).write_text(json.dumps(res))
@@ -223,33 +302,38 @@ def measure_row(row: int, corpus: corpora.CorpusInfo, label: str, args: argparse
     name = f"row{row}-{label}"
     child = ["--row", str(row), "--input", corpus.path, "--beam-size", str(args.beam_size)]
     env = {}
-    if row >= 3:
+    if row in NEMO_ROWS:
+        nemo_dir = work / "models" / args.nemo_size
+        child += ["--nemo-dir", str(nemo_dir)]
+        warm_s = warm_nemo(nemo_dir)
+    if row in SCRIPTORIUM_ROWS:
         out = work / "out" / name
         shutil.rmtree(out, ignore_errors=True)
         ray_tmp = Path(tempfile.mkdtemp(prefix="sbr", dir="/tmp"))  # short: Ray's socket paths are length-limited
         child += ["--output", str(out)]
         for o in args.override or []:
             child += ["--override", o]
-        if row >= 5:
-            nemo_dir = work / "models" / args.nemo_size
-            child += ["--nemo-dir", str(nemo_dir)]
-            warm_s = warm_nemo(nemo_dir)
         # torch inside a Ray actor would otherwise get OMP_NUM_THREADS=<actor num_cpus> = 1 thread;
         # Whisper (CTranslate2) is given cpu_threads=2 explicitly. Same threads for every row: 2.
         env = {"RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "2"}
+    elif row == 7:
+        # the thread pools the segment actor gets (engine.map_actor: asr.cpu_threads), and torch's
+        n = str(args.asr_threads)
+        child += ["--threads", n] + (["--long-form"] if label.startswith("long") else [])
+        env = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
     print(f"  {name}: {ROW_NAMES[row]} on {corpus.files} files ({corpus.audio_seconds:.0f} s) ...", end="", flush=True)
     try:
         res = run_child(name, child, work / "logs", env)
     finally:
-        if row >= 3:
+        if row in SCRIPTORIUM_ROWS:
             for f in Path(env["RAY_TMPDIR"]).glob("ray/session_latest/logs/ray-data/ray-data.log"):
                 shutil.copyfile(f, work / "logs" / f"{name}-ray-data.log")  # per-operator stats, for diagnosis
             shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
             shutil.rmtree(work / "out" / name, ignore_errors=True)
-    if row >= 5:
+    if row in NEMO_ROWS:
         res["warm_seconds"] = warm_s
     res["wer"] = corpora.score(corpus, res.pop("hypotheses", {}))
-    res["peak_rss_mb"] = res["self_peak_rss_mb"] if row <= 2 else res["tree_peak_rss_mb"]
+    res["peak_rss_mb"] = res["self_peak_rss_mb"] if row in SINGLE_PROCESS_ROWS else res["tree_peak_rss_mb"]
     res["rtf"] = round(res["audio_seconds"] / res["wall_seconds"], 3) if res["wall_seconds"] else 0.0
     res["audio_per_cpu_s"] = round(res["audio_seconds"] / res["cpu_seconds"], 3) if res["cpu_seconds"] else 0.0
     res.update(row=row, name=ROW_NAMES[row], corpus=label, files=corpus.files)

@@ -4,17 +4,18 @@
     .venv/bin/python bench/throughput.py --short-clips 200 --long-files 10 --long-min-s 300 --long-max-s 1200
     .venv/bin/python bench/throughput.py --quick --rows 2,3 --corpora short --scale 0 --json /tmp/r.json
 
-Rows 1-6 are listed in bench/rows.py (each runs in a fresh subprocess, so model caches, Ray sessions
+Rows 1-7 are listed in bench/rows.py (each runs in a fresh subprocess, so model caches, Ray sessions
 and peak memory are isolated).
 All Whisper rows: the embedded Whisper base, CTranslate2 int8, 2 threads, beam = conf segment_stage.asr.beam_size,
 greedy without temperature fallback, word timestamps on. The NeMo models are built here with random
 weights at a real architecture's size (`--nemo-size`): their cost is what is measured, not their words.
+Row 7 runs that model through NeMo's own `transcribe()` in one process (what a NeMo user would run).
 
 Corpora are generated from ../shared/corpus into `--cache` (see bench/corpora.py) and reused.
 The code: this file (arguments, the run), bench/rows.py (what each row runs, and running it),
 bench/sampling.py (process-tree memory and CPU from /proc), bench/tables.py (the printed tables and
 targets), bench/nemo_models.py (the NeMo models, shared with the tests).
-Peak RSS: rows 1-2 the process's own (ru_maxrss); Scriptorium rows the peak of the summed RSS of the
+Peak RSS: rows 1, 2 and 7 the process's own (ru_maxrss); Scriptorium rows the peak of the summed RSS of the
 whole process tree (driver, GCS, raylet, every worker), sampled every 0.5 s. PSS (shared pages split
 between processes, e.g. Ray's object store) is recorded in the JSON too.
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 
 # bench/ is sys.path[0] when this file runs as a script: its modules are imported by their names
 import corpora
-from rows import WHISPER_BATCH, build_nemo, child_main, measure_row
+from rows import NEMO_CALL_ITEMS, NEMO_ROWS, WHISPER_BATCH, build_nemo, child_main, measure_row
 from nemo_models import NEMO_SIZES
 from tables import FOOTNOTE, scaling_table, table, targets
 
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--long-max-s", type=float, default=None, help="default 1200 (quick: 90)")
     p.add_argument("--quick", action="store_true",
                    help="smoke scale: 24 short clips, 2 long files of 60-90 s, NeMo 'small' (explicit flags win)")
-    p.add_argument("--rows", default="1,2,3,4,5,6")
+    p.add_argument("--rows", default="1,2,3,4,5,6,7")
     p.add_argument("--corpora", default="short,long")
     p.add_argument("--scale", type=int, default=4, help="also run the scale row on k x the short corpus (0: off)")
     p.add_argument("--scale-row", type=int, default=3)
@@ -77,10 +78,13 @@ def main(argv: list[str]) -> int:
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
     args.nemo_size = args.nemo_size or ("small" if args.quick else "large")
-    if args.beam_size is None:
-        from pipeline.config import load_config
+    from pipeline.config import load_config
 
+    if args.beam_size is None:
         args.beam_size = load_config(REPO / "conf" / "local.yaml", ["input.uri=x", "output.uri=y"]).segment_stage.asr.beam_size
+    # row 7's torch threads: the segment actor's (asr.cpu_threads, with the Scriptorium rows' overrides)
+    args.asr_threads = load_config(REPO / "conf" / "local.yaml",
+                                   ["input.uri=x", "output.uri=y", *(args.override or [])]).segment_stage.asr.cpu_threads
     rows = [int(x) for x in args.rows.split(",") if x]
     which = [c for c in args.corpora.split(",") if c]
     work = args.cache
@@ -100,7 +104,7 @@ def main(argv: list[str]) -> int:
             args.long_min_s, args.long_max_s, sources=sources)
     for k, c in built.items():
         print(f"  {k}: {c.files} files, {c.audio_seconds:.0f} s audio, {c.path}")
-    if any(r >= 5 for r in rows) or (args.scale and args.scale_row >= 5):
+    if any(r in NEMO_ROWS for r in rows) or (args.scale and args.scale_row in NEMO_ROWS):
         build_nemo(args, work)
 
     results = []
@@ -120,7 +124,7 @@ def main(argv: list[str]) -> int:
         scale = {"factor": args.scale, "row": args.scale_row, "one": one, "many": many}
 
     params = None
-    if any(r >= 5 for r in rows):
+    if any(r in NEMO_ROWS for r in rows):
         params = json.loads((work / "models" / args.nemo_size / "models.json").read_text())["asr_params"]
     print()
     print(f"## Throughput ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, pipeline {code}, "
@@ -128,7 +132,7 @@ def main(argv: list[str]) -> int:
     print()
     print(table(results))
     print()
-    print(FOOTNOTE.format(beam=args.beam_size, nemo=args.nemo_size, wb=WHISPER_BATCH,
+    print(FOOTNOTE.format(beam=args.beam_size, nemo=args.nemo_size, wb=WHISPER_BATCH, nb=NEMO_CALL_ITEMS, threads=args.asr_threads,
                           params=f"{params / 1e6:.1f}M parameters" if params else "not run"))
     if scale:
         print()
@@ -144,6 +148,7 @@ def main(argv: list[str]) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "argv": argv, "pipeline_code": code, "cores": os.cpu_count(), "beam_size": args.beam_size, "nemo_size": args.nemo_size,
+            "asr_threads": args.asr_threads,
             "nemo_asr_params": params, "corpora": {k: c.to_json() for k, c in built.items()},
             "rows": results, "scaling": scale, "targets": targets(results, scale), "seconds": round(total, 1),
         }, indent=2))
