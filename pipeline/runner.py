@@ -17,12 +17,14 @@ import pyarrow as pa
 from pipeline.batching import estimated_seconds, small_pools, windows
 from pipeline.config import JobConfig
 from pipeline.discover import DiscoveryError, discover_table
+from pipeline.fingerprint import job_fingerprint
 from pipeline.ledger import Ledger
 from pipeline.preflight import preflight
 from pipeline.records import peak_rss_mb
 from pipeline.report import RunReport, build_report
 from pipeline.report_html import render as render_html
 from pipeline.storage import put_atomic, with_retries
+from pipeline.vocabulary import resolve as resolve_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 def run(cfg: JobConfig) -> RunReport:
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:6]
-    fingerprint = cfg.fingerprint()
+    fingerprint = job_fingerprint(cfg, resolve_vocabulary(cfg.segment_stage.vocabulary))  # reads the terms file once
     preflight(cfg)  # input, output, models: a wrong setting stops here, before Ray or any model starts
 
     files = discover_table(cfg.input)  # Arrow rows, longest first: a million files fit in a driver
