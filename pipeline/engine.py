@@ -45,8 +45,7 @@ WINDOW = "window"
 BLOCK_TARGET_BYTES = 1024 * 1024
 
 
-class ClusterTooSmall(RuntimeError):
-    """A stage asks for more than the cluster can ever offer: it would wait for resources forever."""
+from pipeline.errors import ClusterTooSmall
 
 
 def init_ray(cfg: RayConfig) -> None:

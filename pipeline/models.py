@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ModelsConfig
+from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class ModelIntegrityError(RuntimeError):
     """A model file's sha256 differs from the one in the config: it is refused, never loaded."""
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model could not be fetched or loaded; the message says what to do instead."""
 
 

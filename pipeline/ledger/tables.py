@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import OutputConfig
+from pipeline.errors import UserError
 from pipeline.records import RECORDINGS_SCHEMA, SEGMENTS_SCHEMA
 
 TABLES = ("segments", "recordings")
@@ -37,7 +38,7 @@ COMMIT_KEY = ["recording_id", "fingerprint", "write_id"]
 MAINTAIN_EVERY_FILES = 200
 
 
-class OutputError(RuntimeError):
+class OutputError(UserError, RuntimeError):
     """The output cannot be used by this job (the CLI exits 2 with the message)."""
 
 
