@@ -1,4 +1,5 @@
-"""fsspec access to local folders and object stores, with bounded retries for transient errors.
+"""fsspec access to local folders and object stores. Calls that may meet a transient error go through
+`with_retries` (pipeline/errors.py; importable from here too).
 
 Credentials never pass through here: s3fs finds them in the standard AWS chain (environment,
 ~/.aws, instance role). Only the endpoint and anonymity come from config.
@@ -7,13 +8,11 @@ Credentials never pass through here: s3fs finds them in the standard AWS chain (
 from __future__ import annotations
 
 import os
-from typing import Callable, TypeVar
 
 import fsspec
 
 from pipeline.config import StorageOptions
-
-T = TypeVar("T")
+from pipeline.errors import is_transient, with_retries  # noqa: F401 - importable from here, as before
 
 
 def filesystem(uri: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -35,30 +34,6 @@ def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """Path from `fs.find` -> the URI a user would write (s3://bucket/key, or the local path)."""
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     return path if protocol in ("file", "local") else f"{protocol}://{path}"
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: network, throttling, 5xx. Missing files and bad data are permanent."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, ValueError)):
-        return False
-    name = type(exc).__name__
-    return isinstance(exc, (OSError, TimeoutError, ConnectionError)) or name in (
-        "ClientError", "ClientOSError", "ServerDisconnectedError", "EndpointConnectionError", "ReadTimeoutError",
-    )
-
-
-def with_retries(fn: Callable[[], T], attempts: int = 4) -> T:
-    """Run `fn` with exponential backoff on transient storage errors (tenacity, as s3fs users do)."""
-    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
-
-    wrapped = retry(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=0.2, max=5),
-        reraise=True,
-    )(fn)
-    return wrapped()
-
 
 
 def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

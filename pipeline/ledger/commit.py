@@ -21,7 +21,7 @@ from pipeline.ledger.tables import (
     SCHEMAS,
     LegacyOutputError,
     _key_in,
-    _retrying,
+    retry_commit,
     storage_options,
 )
 from pipeline.records import InputFile, input_files, input_table
@@ -95,7 +95,7 @@ class Ledger(Maintenance):
             return DeltaTable.create(self.table_uri(name), schema=schema, mode="ignore",
                                      storage_options=self.options, name=name)
 
-        return _retrying(attempt)
+        return retry_commit(attempt)
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """Current version of a table (column-projected); empty with the schema if none yet."""
@@ -169,7 +169,7 @@ class Ledger(Maintenance):
             )
             return True
 
-        return _retrying(attempt)
+        return retry_commit(attempt)
 
     # -- one job per output ---------------------------------------------------------------------
     def lock(self, run_id: str, stale_after_s: float = 300.0, heartbeat_s: float = 30.0) -> "RunLock":
