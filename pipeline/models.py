@@ -122,6 +122,8 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
     import fsspec
     from fsspec.utils import get_protocol
 
+    from pipeline.storage import fsspec_kwargs
+
     protocol = get_protocol(ref)
     if protocol in ("file", "local"):
         path = os.path.expanduser(ref.split("://", 1)[1] if "://" in ref else ref)
@@ -131,7 +133,7 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
             _check(ref, sha256, cached_sha256(path))  # on every load: a changed file is hashed again
         return path
 
-    fs = fsspec.filesystem(protocol, **models.storage.fsspec_kwargs(protocol))
+    fs = fsspec.filesystem(protocol, **fsspec_kwargs(models.storage, protocol))
     cache_dir = Path(os.path.expanduser(models.cache_dir))
     slot = cache_dir / hashlib.sha256(ref.encode()).hexdigest()[:16]
     slot.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ Credentials never pass through here: s3fs finds them in the standard AWS chain (
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import fsspec
 
@@ -15,10 +16,34 @@ from pipeline.config import StorageOptions
 from pipeline.errors import is_transient, with_retries  # noqa: F401 - importable from here, as before
 
 
+def fsspec_kwargs(storage: StorageOptions, protocol: str) -> dict[str, Any]:
+    """fsspec's filesystem arguments for `protocol` under `storage` (timeouts, endpoint, anonymity)."""
+    if protocol in ("http", "https"):
+        # aiohttp's default is 5 minutes in total and nothing per read: a server that accepts and
+        # never answers held discovery ~10 minutes per manifest line
+        import aiohttp
+
+        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(
+            total=None, connect=storage.connect_timeout_s, sock_connect=storage.connect_timeout_s,
+            sock_read=storage.read_timeout_s)}}
+    if protocol not in ("s3", "s3a"):
+        return {}
+    # botocore's defaults (60 s connect, 60 s read, several retries) made an unreachable endpoint
+    # cost minutes before its first error line
+    kw: dict[str, Any] = {
+        "anon": storage.anon,
+        "config_kwargs": {"connect_timeout": storage.connect_timeout_s, "read_timeout": storage.read_timeout_s,
+                          "retries": {"max_attempts": 3, "mode": "standard"}},
+    }
+    if storage.endpoint_url:
+        kw["client_kwargs"] = {"endpoint_url": storage.endpoint_url}
+    return kw
+
+
 def filesystem(uri: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path without protocol) for a URI or a plain local path."""
     protocol = fsspec.utils.get_protocol(uri)
-    fs = fsspec.filesystem(protocol, **storage.fsspec_kwargs(protocol))
+    fs = fsspec.filesystem(protocol, **fsspec_kwargs(storage, protocol))
     path = fs._strip_protocol(uri)
     if protocol in ("file", "local"):
         path = os.path.normpath(path)
