@@ -20,7 +20,7 @@ def fsspec_kwargs(storage: StorageOptions, protocol: str) -> dict[str, Any]:
     """fsspec's filesystem arguments for `protocol` under `storage` (timeouts, endpoint, anonymity)."""
     if protocol in ("http", "https"):
         # aiohttp's default is 5 minutes in total and nothing per read: a server that accepts and
-        # never answers held discovery ~10 minutes per manifest line
+        # never answers would hold discovery for minutes per manifest line
         import aiohttp
 
         return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(

@@ -18,7 +18,7 @@ One module per reason to change; every name is importable from `pipeline.config`
     recording.py  `recording_stage`: vad, diarization, segmentation
     segment.py    `segment_stage`: batching, packing, lid, asr, vocabulary, punctuation, itn, quality
     job.py        `JobConfig`; `pooling`, `decode`, `models`, `ray`, `progress`
-    migration.py  the layout before issue 15: `MOVED_KEYS`, `migrate`, the old-shaped fingerprint payload
+    migration.py  the old flat layout: `MOVED_KEYS`, `migrate`, the old-shaped fingerprint payload
     loading.py    `load_config`: YAML, overrides, validation errors worded for the user
 """
 

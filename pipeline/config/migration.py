@@ -1,4 +1,4 @@
-"""The config layout before issue 15 (a flat one; the sections follow the data flow now): where each
+"""The old flat config layout (the sections follow the data flow now): where each
 old key lives now (`MOVED_KEYS`), `migrate` that moves them, and the old-shaped payload that
 `pipeline.fingerprint` hashes, so that outputs written before the move are still recognised."""
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 # the logger of `pipeline.config` (named in `migrate`'s warnings and filtered on by users and tests)
 log = logging.getLogger("pipeline.config")
 
-#: Where each key of the flat layout before the config followed the flow (issue 15) lives now: old
+#: Where each key of the flat layout (before the config followed the flow) lives now: old
 #: dotted key -> new dotted key, or None for a key nothing reads any more. A key under a listed
 #: section moves with it (`asr.model` -> `segment_stage.asr.model`); the longest listed prefix of a
 #: key decides (`batching.window_s` -> `pooling.window_audio_s`, other `batching.*` keys ->
@@ -44,7 +44,7 @@ MOVED_KEYS: dict[str, str | None] = {
 }
 _OLD_ROOTS = frozenset(key.split(".", 1)[0] for key in MOVED_KEYS)
 
-#: The sections the fingerprint hashes, by their names before issue 15 (see `pipeline.fingerprint`).
+#: The sections the fingerprint hashes, by their names in the flat layout (see `pipeline.fingerprint`).
 _FINGERPRINT_SECTIONS = ("vad", "diarization", "segmentation", "lid", "asr", "punctuation", "itn")
 #: Fields added to those sections since the fingerprint was pinned: hashed only when set away from
 #: their default, so a job that does not use them keeps its fingerprint (and its output, its work).
