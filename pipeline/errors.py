@@ -38,8 +38,8 @@ _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, ValueError)
 #: module need not import deltalake).
 _PERMANENT_NAMES = frozenset({"SchemaMismatchError", "DeltaProtocolError"})
 #: Worth retrying whatever their text: a commit lost to a concurrent writer (delta-rs), and the network
-#: errors of the S3/HTTP clients (botocore, aiohttp) that are not OSErrors. Exact class names: a
-#: subclass of botocore's ClientError such as NoSuchKey is not one of them.
+#: errors of the S3/HTTP clients (botocore, aiohttp), most of which are not OSErrors. Exact class
+#: names: a subclass of botocore's ClientError such as NoSuchKey is not one of them.
 _TRANSIENT_NAMES = frozenset({
     "CommitFailedError", "ClientError", "ClientOSError", "ServerDisconnectedError", "EndpointConnectionError",
     "ReadTimeoutError",
