@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     for uri in listing.column("uri").to_pylist():
         audio = sf.read(uri.removeprefix("file://"), dtype="float32")[0]
         utts_of.append([])
-        for span in utterances(vad.speech_regions(audio), None, job.recording_stage.segmentation, audio):
+        for span in utterances(vad.speech_regions(audio), job.recording_stage.segmentation, audio):
             utts_of[-1].append(len(clips))
             clips.append(audio[int(span.start * 16000) : int(span.end * 16000)])
     d = [len(c) / 16000 for c in clips]

@@ -53,6 +53,14 @@ def _cfg(endpoint: str, n: int, manifest: str | None = None):
         f"input.storage.endpoint_url={endpoint}", f"output.storage.endpoint_url={endpoint}"])
 
 
+def _fingerprint(cfg) -> str:
+    """The job's fingerprint, as the runner computes it."""
+    from pipeline.fingerprint import job_fingerprint
+    from pipeline.vocabulary import resolve
+
+    return job_fingerprint(cfg, resolve(cfg.segment_stage.vocabulary))
+
+
 def synthesise(endpoint: str, n: int, chunk: int, head_lines: int, objects: bool = True) -> None:
     """Input objects (unless not `objects`), manifests and N committed recordings (the commits a run
     would have made)."""
@@ -66,7 +74,7 @@ def synthesise(endpoint: str, n: int, chunk: int, head_lines: int, objects: bool
     if not fs.exists("scale"):
         fs.mkdir("scale")
     cfg = _cfg(endpoint, n)
-    fp = cfg.fingerprint()
+    fp = _fingerprint(cfg)
     t0 = time.time()
     bodies = {f"scale/in-{n}/f{i:07d}.wav": f"RIFF{i:012d}".encode() for i in range(n)}
     if objects:
@@ -149,7 +157,7 @@ def measure(endpoint: str, n: int, op: str) -> dict:
     elif op.startswith("plan"):
         files = discover(_cfg(endpoint, n, f"s3://scale/in-{n}.jsonl").input)
         t0, c0 = time.time(), _cpu()  # the plan alone: one read of `recordings` + the comparison
-        _, counts = Ledger(cfg.output).plan(files, cfg.fingerprint())
+        _, counts = Ledger(cfg.output).plan(files, _fingerprint(cfg))
         out.update(counts)
     elif op.startswith("no-op run"):
         from pipeline.runner import run
@@ -180,7 +188,7 @@ def _commit_new_block(cfg, tag: str) -> int:
              "segments": [{"segment_index": 0, "start": 0.0, "end": 1.0, "text": "x"}]} for i in range(16)]
     led = Ledger(cfg.output)
     files = len(led.table("recordings").file_uris())
-    seg, rec = flatten(pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA), cfg.fingerprint(), "bench", tag)
+    seg, rec = flatten(pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA), _fingerprint(cfg), "bench", tag)
     ids = [r["recording_id"] for r in rows]
     led.commit_table("segments", seg, ids, f"bench-{tag}")
     led.commit_table("recordings", rec, ids, f"bench-{tag}")

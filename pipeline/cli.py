@@ -20,7 +20,8 @@ import logging
 import os
 import sys
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import load_config
+from pipeline.errors import UserError
 from pipeline.report import EXIT_FAILED, EXIT_USAGE
 
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "maintain":
             return _maintain(args)
         return _status(args.output, args.config, args.overrides)
-    except _usage_errors() as exc:
+    except UserError as exc:  # the config, input, output, models or cluster are wrong: one line each
         if args.debug:
             raise
         print(f"scriptorium: {safe_lines(exc)}".replace("\n", "\nscriptorium: "), file=sys.stderr)
@@ -110,21 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scriptorium: {args.command} failed: {type(exc).__name__}: {safe(first)} (rerun with --debug for the "
               "traceback)", file=sys.stderr)
         return EXIT_FAILED
-
-
-def _usage_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean "the config, input, output, models or cluster are wrong": exit 2, one line each."""
-    from pipeline.discover import DiscoveryError
-    from pipeline.execution.cluster import ClusterTooSmall
-    from pipeline.models import ModelLoadError
-    from pipeline.preflight import PreflightError
-    from pipeline.export import ExportError
-    from pipeline.filter import OutputMissingError
-    from pipeline.eval import EvalError
-    from pipeline.ledger import OutputError
-
-    return (ConfigError, DiscoveryError, ClusterTooSmall, ModelLoadError, PreflightError, ExportError,
-            OutputMissingError, EvalError, OutputError)
 
 
 def _run(config: str, overrides: list[str]) -> int:

@@ -35,12 +35,13 @@ import pyarrow.compute as pc
 from fsspec.utils import get_protocol
 
 from pipeline.config import InputConfig
+from pipeline.errors import UserError, with_retries
 from pipeline.records import LISTED_SCHEMA, InputFile, input_files, input_table
-from pipeline.storage import filesystem, full_uri, is_local, with_retries
+from pipeline.storage import filesystem, full_uri, is_local
 from pipeline.text import safe
 
 
-class DiscoveryError(ValueError):
+class DiscoveryError(UserError, ValueError):
     """The input cannot be listed (missing folder, unreadable manifest line)."""
 
 

@@ -38,11 +38,12 @@ import numpy as np
 
 from pipeline.config import OutputConfig
 from pipeline.der import COLLAR_S, FRAME_S, der, read_rttm  # noqa: F401 - FRAME_S: importable from here as before
+from pipeline.errors import UserError
 from pipeline.ledger import Ledger
 from pipeline.storage import filesystem, put_atomic
 
 
-class EvalError(RuntimeError):
+class EvalError(UserError, RuntimeError):
     """References or output cannot be read (exit 2)."""
 
 

@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import ConfigError, OutputConfig, QualityConfig, apply_override, read_mapping
+from pipeline.errors import UserError, with_retries
 from pipeline.ledger import Ledger
 from pipeline.stages.quality import TEXT_SIGNALS, judge, rules_payload, text_signals
-from pipeline.storage import put_atomic, with_retries
+from pipeline.storage import put_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ RULES_PATH = "_scriptorium/rules.json"
 CHUNK_RECORDINGS = 2000
 
 
-class OutputMissingError(RuntimeError):
+class OutputMissingError(UserError, RuntimeError):
     """The output named on the command line holds no committed Scriptorium tables (exit 2)."""
 
 

@@ -28,19 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ModelsConfig
+from pipeline.errors import UserError, with_retries
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 8 * 1024 * 1024
 _LOCK_TIMEOUT_S = 3600.0  # a multi-GB download by another process may legitimately take this long
+#: A model fetch's retries on transient errors (`with_retries`): attempts, first and longest wait (s)
 _FETCH_ATTEMPTS = 4
+_FETCH_WAIT_S, _FETCH_MAX_WAIT_S = 0.5, 8.0
 
 
 class ModelIntegrityError(RuntimeError):
     """A model file's sha256 differs from the one in the config: it is refused, never loaded."""
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model could not be fetched or loaded; the message says what to do instead."""
 
 
@@ -119,6 +122,8 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
     import fsspec
     from fsspec.utils import get_protocol
 
+    from pipeline.storage import fsspec_kwargs
+
     protocol = get_protocol(ref)
     if protocol in ("file", "local"):
         path = os.path.expanduser(ref.split("://", 1)[1] if "://" in ref else ref)
@@ -128,7 +133,7 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
             _check(ref, sha256, cached_sha256(path))  # on every load: a changed file is hashed again
         return path
 
-    fs = fsspec.filesystem(protocol, **models.storage.fsspec_kwargs(protocol))
+    fs = fsspec.filesystem(protocol, **fsspec_kwargs(models.storage, protocol))
     cache_dir = Path(os.path.expanduser(models.cache_dir))
     slot = cache_dir / hashlib.sha256(ref.encode()).hexdigest()[:16]
     slot.mkdir(parents=True, exist_ok=True)
@@ -154,29 +159,12 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
         return str(target)
 
 
-def _retrying(fn: Any) -> Any:
-    """Bounded retries with exponential backoff on transient I/O errors (not on missing objects)."""
-    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
-
-    def transient(exc: BaseException) -> bool:
-        return isinstance(exc, (OSError, ConnectionError, TimeoutError)) and not isinstance(
-            exc, (FileNotFoundError, PermissionError, IsADirectoryError)
-        )
-
-    return retry(
-        retry=retry_if_exception(transient),
-        stop=stop_after_attempt(_FETCH_ATTEMPTS),
-        wait=wait_exponential(multiplier=0.5, max=8),
-        reraise=True,
-    )(fn)
-
-
 def _remote_info(fs: Any, ref: str) -> dict[str, Any]:
     def info() -> dict[str, Any]:
         return fs.info(ref)
 
     try:
-        raw = _retrying(info)()
+        raw = with_retries(info, _FETCH_ATTEMPTS, wait_s=_FETCH_WAIT_S, max_wait_s=_FETCH_MAX_WAIT_S)
     except FileNotFoundError:
         raise FileNotFoundError(f"model file {ref!r} does not exist") from None
     etag = raw.get("ETag") or raw.get("etag") or raw.get("md5Hash") or raw.get("mtime") or raw.get("LastModified")
@@ -205,7 +193,7 @@ def _download(fs: Any, ref: str, slot: Path, target: Path, sha256: str | None) -
 
     log.info("downloading model %s -> %s", ref, target)
     try:
-        return _retrying(fetch)()
+        return with_retries(fetch, _FETCH_ATTEMPTS, wait_s=_FETCH_WAIT_S, max_wait_s=_FETCH_MAX_WAIT_S)
     except FileNotFoundError:
         raise FileNotFoundError(f"model file {ref!r} does not exist") from None
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import uuid
 
 from pipeline.config import InputConfig, JobConfig, OutputConfig
+from pipeline.errors import UserError
 
 #: Object written and removed under the output to prove it is writable.
 PROBE_DIR = "_scriptorium"
 
 
-class PreflightError(RuntimeError):
+class PreflightError(UserError, RuntimeError):
     """One or more settings cannot work; `str()` has one line per problem."""
 
     def __init__(self, problems: list[str]):

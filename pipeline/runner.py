@@ -22,6 +22,7 @@ from pipeline.discover import DiscoveryError, discover_table
 from pipeline.execution import (
     TranscriptSink, check_fits, cluster_shape, init_ray, map_actor, map_tasks, nest, stage_resources, start_run_state,
 )
+from pipeline.fingerprint import job_fingerprint
 from pipeline.ledger import Ledger
 from pipeline.preflight import preflight
 from pipeline.progress import Reporter
@@ -31,7 +32,9 @@ from pipeline.report_html import render as render_html
 from pipeline.stages.decode import decode_stream
 from pipeline.stages.recording import RecordingStage
 from pipeline.stages.segment import SegmentStage
-from pipeline.storage import put_atomic, with_retries
+from pipeline.errors import with_retries
+from pipeline.storage import put_atomic
+from pipeline.vocabulary import resolve as resolve_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ log = logging.getLogger(__name__)
 def run(cfg: JobConfig) -> RunReport:
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:6]
-    fingerprint = cfg.fingerprint()
+    fingerprint = job_fingerprint(cfg, resolve_vocabulary(cfg.segment_stage.vocabulary))  # reads the terms file once
     preflight(cfg)  # input, output, models: a wrong setting stops here, before Ray or any model starts
 
     files = discover_table(cfg.input)  # Arrow rows, longest first: a million files fit in a driver

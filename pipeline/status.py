@@ -15,8 +15,10 @@ from collections import Counter
 import pyarrow.compute as pc
 
 from pipeline.config import InputConfig, OutputConfig, load_config
+from pipeline.fingerprint import job_fingerprint
 from pipeline.ledger import Ledger
 from pipeline.storage import with_retries
+from pipeline.vocabulary import resolve as resolve_vocabulary
 
 
 def status_data(output_uri: str, config: str | None = None, overrides: list[str] = ()) -> dict:  # type: ignore[assignment]
@@ -55,7 +57,7 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
     data["quality_rules"] = recorded_rules(out_cfg)  # what judged `accepted` (scriptorium filter / a run)
     data["judgement"] = _judgement(ledger)
     if cfg is not None:
-        in_cfg, fingerprint = cfg.input, cfg.fingerprint()
+        in_cfg, fingerprint = cfg.input, job_fingerprint(cfg, resolve_vocabulary(cfg.segment_stage.vocabulary))
     elif last is not None:
         in_cfg, fingerprint = InputConfig(uri=last["input_uri"], storage=out_cfg.storage), last["fingerprint"]
     else:

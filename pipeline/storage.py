@@ -1,4 +1,5 @@
-"""fsspec access to local folders and object stores, with bounded retries for transient errors.
+"""fsspec access to local folders and object stores. Calls that may meet a transient error go through
+`with_retries` (pipeline/errors.py; importable from here too).
 
 Credentials never pass through here: s3fs finds them in the standard AWS chain (environment,
 ~/.aws, instance role). Only the endpoint and anonymity come from config.
@@ -7,19 +8,42 @@ Credentials never pass through here: s3fs finds them in the standard AWS chain (
 from __future__ import annotations
 
 import os
-from typing import Callable, TypeVar
+from typing import Any
 
 import fsspec
 
 from pipeline.config import StorageOptions
+from pipeline.errors import is_transient, with_retries  # noqa: F401 - importable from here, as before
 
-T = TypeVar("T")
+
+def fsspec_kwargs(storage: StorageOptions, protocol: str) -> dict[str, Any]:
+    """fsspec's filesystem arguments for `protocol` under `storage` (timeouts, endpoint, anonymity)."""
+    if protocol in ("http", "https"):
+        # aiohttp's default is 5 minutes in total and nothing per read: a server that accepts and
+        # never answers would hold discovery for minutes per manifest line
+        import aiohttp
+
+        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(
+            total=None, connect=storage.connect_timeout_s, sock_connect=storage.connect_timeout_s,
+            sock_read=storage.read_timeout_s)}}
+    if protocol not in ("s3", "s3a"):
+        return {}
+    # botocore's defaults (60 s connect, 60 s read, several retries) made an unreachable endpoint
+    # cost minutes before its first error line
+    kw: dict[str, Any] = {
+        "anon": storage.anon,
+        "config_kwargs": {"connect_timeout": storage.connect_timeout_s, "read_timeout": storage.read_timeout_s,
+                          "retries": {"max_attempts": 3, "mode": "standard"}},
+    }
+    if storage.endpoint_url:
+        kw["client_kwargs"] = {"endpoint_url": storage.endpoint_url}
+    return kw
 
 
 def filesystem(uri: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path without protocol) for a URI or a plain local path."""
     protocol = fsspec.utils.get_protocol(uri)
-    fs = fsspec.filesystem(protocol, **storage.fsspec_kwargs(protocol))
+    fs = fsspec.filesystem(protocol, **fsspec_kwargs(storage, protocol))
     path = fs._strip_protocol(uri)
     if protocol in ("file", "local"):
         path = os.path.normpath(path)
@@ -35,30 +59,6 @@ def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """Path from `fs.find` -> the URI a user would write (s3://bucket/key, or the local path)."""
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     return path if protocol in ("file", "local") else f"{protocol}://{path}"
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: network, throttling, 5xx. Missing files and bad data are permanent."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, ValueError)):
-        return False
-    name = type(exc).__name__
-    return isinstance(exc, (OSError, TimeoutError, ConnectionError)) or name in (
-        "ClientError", "ClientOSError", "ServerDisconnectedError", "EndpointConnectionError", "ReadTimeoutError",
-    )
-
-
-def with_retries(fn: Callable[[], T], attempts: int = 4) -> T:
-    """Run `fn` with exponential backoff on transient storage errors (tenacity, as s3fs users do)."""
-    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
-
-    wrapped = retry(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=0.2, max=5),
-        reraise=True,
-    )(fn)
-    return wrapped()
-
 
 
 def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

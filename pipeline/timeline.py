@@ -1,13 +1,12 @@
-"""Pure time helpers: frame probabilities -> speech regions and speaker turns; regions + turns ->
-utterances; words -> speakers. Seconds, original timeline.
+"""Pure time helpers: frame probabilities -> speech regions and speaker turns; regions -> utterances;
+words -> speakers. Seconds, original timeline.
 
 Kept free of models and Ray so the rules that shape every training example are unit-testable. Model
 outputs are turned into time spans here (`probs_to_regions` for frame VAD, `exclusive_turns` for
 per-frame speaker activity and `overlapped_speech` for where two or more speakers are active at once,
-`stitch_chunk_activity` for chunked diarization). The utterance rules:
-  * an utterance never crosses a speaker change;
+`stitch_chunk_activity` for chunked diarization). The utterance rules, on VAD regions alone:
   * an utterance is at most `max_segment_s` long (long speech is split at its quietest moment);
-  * neighbouring regions of one speaker closer than `merge_gap_s` are merged while they fit
+  * neighbouring regions closer than `merge_gap_s` are merged while they fit
     ("cut & merge": Whisper pads every clip to 30 s, so fewer, fuller clips cost less);
   * speech shorter than `min_segment_s` is dropped.
 """
@@ -21,18 +20,6 @@ import numpy as np
 
 from pipeline.config import SegmentationConfig
 from pipeline.records import SAMPLE_RATE, Overlap, Span
-
-
-def assign_speakers(regions: Sequence[Span], turns: Sequence[Span]) -> list[Span]:
-    """Intersect VAD regions with speaker turns: every piece of speech gets the turn's speaker."""
-    out: list[Span] = []
-    for r in regions:
-        for t in turns:
-            start, end = max(r.start, t.start), min(r.end, t.end)
-            if end > start:
-                out.append(Span(round(start, 3), round(end, 3), t.speaker))
-    out.sort(key=lambda s: s.start)
-    return out
 
 
 def merge_spans(spans: Sequence[Span], max_gap: float, max_len: float) -> list[Span]:
@@ -73,12 +60,10 @@ def _quietest(audio: np.ndarray, lo: float, hi: float, frame_s: float = 0.1) -> 
     return lo + (k + 0.5) * frame_s
 
 
-def utterances(
-    regions: Sequence[Span], turns: Sequence[Span] | None, cfg: SegmentationConfig, audio: np.ndarray | None = None
-) -> list[Span]:
-    """The segmentation rule of the recording stage (see module docstring)."""
-    spans = assign_speakers(regions, turns) if turns is not None else list(regions)
-    spans = merge_spans(spans, cfg.merge_gap_s, cfg.max_segment_s)
+def utterances(regions: Sequence[Span], cfg: SegmentationConfig, audio: np.ndarray | None = None) -> list[Span]:
+    """The segmentation rule of the recording stage (see module docstring): VAD regions and length
+    only, never speakers (see "speakers after recognition" below)."""
+    spans = merge_spans(regions, cfg.merge_gap_s, cfg.max_segment_s)
     out: list[Span] = []
     for s in spans:
         out.extend(split_long(s, cfg.max_segment_s, audio))

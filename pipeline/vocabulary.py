@@ -5,7 +5,8 @@
 empty lines and `#` comments dropped, duplicates (case-insensitive) merged keeping the highest
 weight, first-seen order otherwise. The result is cached on the config object, which Ray pickles
 into the actors: backends call `terms_for(cfg, language)` and never read the file again. The
-fingerprint hashes the resolved list (`fingerprint_payload`), so editing the file reprocesses.
+runner resolves it first, for the fingerprint (pipeline/fingerprint.py), which hashes the resolved
+list: editing the file reprocesses.
 
 How each backend uses it: Whisper puts the terms in the decoder prompt through faster-whisper's own
 `hotwords` argument of `WhisperModel.get_prompt` (bounded by `max_prompt_tokens`); NeMo builds its
@@ -19,6 +20,7 @@ import re
 from typing import Iterable, Sequence
 
 from pipeline.config import ConfigError, VocabularyConfig
+from pipeline.storage import filesystem, with_retries
 
 ALL = "*"  # key of the terms that hold for every language
 
@@ -79,8 +81,6 @@ def normalise(terms: Iterable[Term]) -> list[Term]:
 
 def read_file(uri: str, cfg: VocabularyConfig) -> list[Term]:
     """Terms of a vocabulary file (local or any fsspec URI, e.g. s3://bucket/terms.txt)."""
-    from pipeline.storage import filesystem, with_retries
-
     fs, path = filesystem(uri, cfg.storage)
     try:
         raw = with_retries(lambda: fs.cat_file(path))
@@ -137,19 +137,6 @@ def all_terms(cfg: VocabularyConfig) -> list[Term]:
 
 def is_empty(cfg: VocabularyConfig) -> bool:
     return not resolve(cfg)
-
-
-def fingerprint_payload(cfg: VocabularyConfig) -> dict | None:
-    """What the fingerprint hashes: the resolved terms and the knobs that change decoding (None when
-    there is no vocabulary, so jobs without one keep their fingerprint)."""
-    resolved = resolve(cfg)
-    if not resolved:
-        return None
-    return {
-        "terms": {lang: [[t, w] for t, w in terms] for lang, terms in sorted(resolved.items())},
-        "boost": cfg.boost,
-        "max_prompt_tokens": cfg.max_prompt_tokens,
-    }
 
 
 def matcher(terms: Sequence[Term] | Sequence[str]) -> re.Pattern | None:

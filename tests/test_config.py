@@ -8,6 +8,8 @@ import logging
 import pytest
 
 from pipeline.config import MOVED_KEYS, ConfigError, JobConfig, load_config
+from pipeline.fingerprint import job_fingerprint
+from pipeline.vocabulary import resolve as resolve_vocabulary
 
 from tests.helpers import REPO
 
@@ -18,6 +20,7 @@ BASE = ["input.uri=/in", "output.uri=/out"]
 #   load_config('conf/local.yaml').fingerprint()
 #   load_config('conf/nemo-gpu.yaml').fingerprint()
 #   load_config('conf/local.yaml', ['diarization.enabled=true', 'vocabulary.terms=[ComfyUI]']).fingerprint()
+# (`JobConfig.fingerprint` then; `pipeline.fingerprint.job_fingerprint` now, `_fp` below)
 # Outputs record the fingerprint to skip finished files: an equivalent config must keep it. (It also
 # hashes pipeline.__version__, 0.1.0 then: a version bump changes it on purpose.)
 PINNED = {
@@ -77,18 +80,23 @@ def _warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "pipeline.config" and r.levelno >= logging.WARNING]
 
 
+def _fp(cfg) -> str:
+    """The job's fingerprint, as the runner computes it (its vocabulary resolved first)."""
+    return job_fingerprint(cfg, resolve_vocabulary(cfg.segment_stage.vocabulary))
+
+
 # -- the fingerprint -----------------------------------------------------------------------------------
 def test_fingerprints_are_pinned_to_the_values_before_the_reshape():
     # conf/local.yaml has encoded short windows short since (issue 16): its transcripts differ, so
     # its fingerprint does; the rest of it hashes as it did
     local = load_config(REPO / "conf/local.yaml")
-    assert local.fingerprint() != PINNED["local"]
-    assert load_config(REPO / "conf/local.yaml", ["segment_stage.asr.encode_pad_s=null"]).fingerprint() == PINNED["local"]
-    assert load_config(REPO / "conf/nemo-gpu.yaml").fingerprint() == PINNED["nemo-gpu"]
+    assert _fp(local) != PINNED["local"]
+    assert _fp(load_config(REPO / "conf/local.yaml", ["segment_stage.asr.encode_pad_s=null"])) == PINNED["local"]
+    assert _fp(load_config(REPO / "conf/nemo-gpu.yaml")) == PINNED["nemo-gpu"]
     both = load_config(REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true",
                                                   "segment_stage.vocabulary.terms=[ComfyUI]",
                                                   "segment_stage.asr.encode_pad_s=null"])
-    assert both.fingerprint() == PINNED["local+diarization+vocabulary"]
+    assert _fp(both) == PINNED["local+diarization+vocabulary"]
 
 
 def test_fields_added_since_the_pin_count_only_away_from_their_default():
@@ -96,9 +104,9 @@ def test_fields_added_since_the_pin_count_only_away_from_their_default():
     for key, default, other in (("threshold_scale", "1.6", "null"), ("min_speaker_share", "0.25", "0"),
                                 ("threshold_bounds", "[0.25,0.4]", "[0.2,0.5]")):
         same = load_config(REPO / "conf/local.yaml", [*BASE, f"recording_stage.diarization.{key}={default}"])
-        assert same.fingerprint() == base.fingerprint(), key
+        assert _fp(same) == _fp(base), key
         changed = load_config(REPO / "conf/local.yaml", [*BASE, f"recording_stage.diarization.{key}={other}"])
-        assert changed.fingerprint() != base.fingerprint(), key
+        assert _fp(changed) != _fp(base), key
 
 
 def test_fingerprint_follows_renamed_fields_and_ignores_io_and_plumbing():
@@ -106,11 +114,11 @@ def test_fingerprint_follows_renamed_fields_and_ignores_io_and_plumbing():
     for changed in ("segment_stage.lid.probe_s=5", "segment_stage.asr.encode_pad_s=3", "segment_stage.lid.part_probe_s=3",
                     "recording_stage.diarization.embedding_window_s=2", "recording_stage.diarization.embedding_hop_s=1",
                     "segment_stage.asr.beam_size=5", "recording_stage.vad.pad_s=0.3", "decode.max_duration_s=60"):
-        assert load_config(REPO / "conf/local.yaml", [*BASE, changed]).fingerprint() != base.fingerprint(), changed
+        assert _fp(load_config(REPO / "conf/local.yaml", [*BASE, changed])) != _fp(base), changed
     for same in ("output.uri=/elsewhere", "pooling.window_audio_s=60", "pooling.max_files=1",
                  "recording_stage.resources.num_cpus=2", "segment_stage.resources.pool_size=2",
                  "segment_stage.asr.workers=2", "segment_stage.windows_at_once=1", "progress.log_interval_s=5"):
-        assert load_config(REPO / "conf/local.yaml", [*BASE, same]).fingerprint() == base.fingerprint(), same
+        assert _fp(load_config(REPO / "conf/local.yaml", [*BASE, same])) == _fp(base), same
 
 
 # -- the presets ---------------------------------------------------------------------------------------
@@ -135,7 +143,7 @@ def test_the_old_local_preset_is_the_new_one(tmp_path, caplog):
                                                         "segment_stage.asr.encode_pad_s=null",
                                                         "segment_stage.asr.workers=1",
                                                         "segment_stage.windows_at_once=1"])
-    assert cfg.fingerprint() == PINNED["local"]
+    assert _fp(cfg) == PINNED["local"]
     said = _warnings(caplog)
     # one line per old key (a section that moves whole is one line naming its keys)
     assert "config: 'asr' is now 'segment_stage.asr' (backend, model, compute_type, beam_size, cpu_threads)" in said
@@ -294,6 +302,6 @@ def test_overrides_are_typed_and_change_the_fingerprint():
                                         "recording_stage.diarization.enabled=true"])
     rec = b.recording_stage
     assert rec.segmentation.max_segment_s == 12.0 and rec.diarization.enabled is True
-    assert a.fingerprint() != b.fingerprint()
+    assert _fp(a) != _fp(b)
     # output location is not part of what a transcript depends on
-    assert a.fingerprint() == load_config("conf/local.yaml", ["input.uri=/x", "output.uri=/y"]).fingerprint()
+    assert _fp(a) == _fp(load_config("conf/local.yaml", ["input.uri=/x", "output.uri=/y"]))

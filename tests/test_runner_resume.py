@@ -367,7 +367,7 @@ from ray.cluster_utils import Cluster
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from pipeline.config import load_config
-from pipeline.engine import configure_data_context
+from pipeline.execution import configure_data_context
 from pipeline.runner import run
 
 inp, out, conf, n, extra = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]

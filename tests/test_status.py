@@ -10,9 +10,11 @@ import pyarrow as pa
 
 from pipeline.cli import main
 from pipeline.config import OutputConfig
+from pipeline.fingerprint import job_fingerprint
 from pipeline.records import recording_id_for
 from pipeline.execution.sink import write_table
 from pipeline.records import TRANSCRIBED_SCHEMA
+from pipeline.vocabulary import resolve as resolve_vocabulary
 
 from tests.helpers import REPO
 
@@ -38,7 +40,7 @@ def test_status_counts_failures_and_rerun_plan(tmp_path, capsys):
     for f in files:
         f.write_bytes(b"RIFF" + os.urandom(100))
     cfg = load_config(REPO / "conf" / "local.yaml", [f"input.uri={inp}", f"output.uri={out}"])
-    fp = cfg.fingerprint()
+    fp = job_fingerprint(cfg, resolve_vocabulary(cfg.segment_stage.vocabulary))
     _commit(out, files[:2], fp)
     _commit(out, files[2:3], fp, status="error", error="decode: not a decodable audio file (Invalid data)")
     (out / "report.json").write_text(json.dumps({

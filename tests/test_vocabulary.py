@@ -14,6 +14,7 @@ import pytest
 
 from pipeline import vocabulary as vocab
 from pipeline.config import AsrConfig, ConfigError, ModelsConfig, VocabularyConfig, load_config
+from pipeline.fingerprint import job_fingerprint
 
 from tests.helpers import load_audio as _load
 
@@ -23,6 +24,11 @@ BASE = ["input.uri=/in", "output.uri=/out"]
 
 def _cfg(*overrides: str):
     return load_config(None, [*BASE, *overrides])
+
+
+def _fp(cfg) -> str:
+    """The job's fingerprint, as the runner computes it (its vocabulary resolved first)."""
+    return job_fingerprint(cfg, vocab.resolve(cfg.segment_stage.vocabulary))
 
 
 # -- config -----------------------------------------------------------------------------------------
@@ -76,17 +82,17 @@ def test_file_on_s3(s3_endpoint):
 
 
 def test_fingerprint_follows_the_resolved_list(tmp_path):
-    plain = _cfg().fingerprint()
-    assert _cfg("segment_stage.vocabulary.terms=[]").fingerprint() == plain  # no vocabulary: fingerprint as before
-    a = _cfg("segment_stage.vocabulary.terms=[ComfyUI]").fingerprint()
-    assert a != plain and _cfg("segment_stage.vocabulary.terms=[ComfyUI]").fingerprint() == a
-    assert _cfg("segment_stage.vocabulary.terms=[ComfyUI,Kubernetes]").fingerprint() != a
+    plain = _fp(_cfg())
+    assert _fp(_cfg("segment_stage.vocabulary.terms=[]")) == plain  # no vocabulary: fingerprint as before
+    a = _fp(_cfg("segment_stage.vocabulary.terms=[ComfyUI]"))
+    assert a != plain and _fp(_cfg("segment_stage.vocabulary.terms=[ComfyUI]")) == a
+    assert _fp(_cfg("segment_stage.vocabulary.terms=[ComfyUI,Kubernetes]")) != a
     f = tmp_path / "t.txt"
     f.write_text("ComfyUI\n")
-    assert _cfg(f"segment_stage.vocabulary.file={f}").fingerprint() == a  # the contents count, not the path
+    assert _fp(_cfg(f"segment_stage.vocabulary.file={f}")) == a  # the contents count, not the path
     f.write_text("ComfyUI\nKubernetes\n")
-    assert _cfg(f"segment_stage.vocabulary.file={f}").fingerprint() != a  # an edited file reprocesses
-    assert _cfg("segment_stage.vocabulary.terms=[ComfyUI]", "segment_stage.vocabulary.boost=3").fingerprint() != a
+    assert _fp(_cfg(f"segment_stage.vocabulary.file={f}")) != a  # an edited file reprocesses
+    assert _fp(_cfg("segment_stage.vocabulary.terms=[ComfyUI]", "segment_stage.vocabulary.boost=3")) != a
 
 
 def test_matcher_is_case_insensitive_on_whole_words():

@@ -15,9 +15,9 @@ from pipeline.config import VadConfig
 from pipeline.records import SAMPLE_RATE, Span
 from pipeline.timeline import PAUSE_S, pauses_inside
 
-# Silero processes audio in 512-sample windows; long files are fed in blocks so memory stays bounded.
-# faster-whisper runs a block's windows as one batch: a 640 s piece peaked at +247 MB in 600 s blocks,
-# +85 MB in 120 s blocks, with the same speech (467.6 / 467.8 s) and time.
+# Silero processes audio in 512-sample windows; long files are fed in blocks so memory stays bounded:
+# faster-whisper runs a block's windows as one batch, so the peak grows with the block's length, and
+# shorter blocks found the same speech in the same time (README "Long recordings", VAD blocks).
 _BLOCK_S = 120.0
 
 
@@ -41,7 +41,7 @@ class SileroVad:
     def pauses(self, audio: np.ndarray, regions: Sequence[Span]) -> list[float]:
         """Silero's own pauses inside the regions: a second pass with `PAUSE_S` as the minimum silence
         and no padding (faster-whisper keeps the frame probabilities inside `get_speech_timestamps`,
-        so they cannot be shared with the first pass; Silero costs ~1 ms per second of audio here)."""
+        so they cannot be shared with the first pass; a pass of Silero is cheap next to the ASR)."""
         from dataclasses import replace
 
         fine = replace(self._opts, min_silence_duration_ms=int(PAUSE_S * 1000), speech_pad_ms=0)

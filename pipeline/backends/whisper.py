@@ -49,8 +49,8 @@ class WhisperAsr:
 
         self.cfg = cfg
         lid = lid or LidConfig()
-        #: Seconds of each clip `identify` looks at. CTranslate2 encodes shorter inputs at a fraction
-        #: of the cost (10 s: ~8x cheaper than 30 s here) and LID stays right on the FLEURS clips.
+        #: Seconds of each clip `identify` looks at: CTranslate2's encoder costs in proportion to the
+        #: input's length, and a few seconds of speech tell the language (bench/stages.py checks LID).
         self.probe_s = lid.probe_s
         #: Seconds of each packed part encoded for a closer look when a window's parts disagree.
         self.part_probe_s = lid.part_probe_s
@@ -211,11 +211,11 @@ class WhisperAsr:
     def _detect_spans(self, encoded, spans: list[list[tuple[float, float]]]) -> list[list[tuple[str, float]]]:
         """(language, probability) of each span, read from the frames of the window's encoder output
         that hold it. Why not the whole window, as faster-whisper does: the decoder step behind
-        `detect_language` costs in proportion to the frames it attends to, and a 5 s clip fills a
-        sixth of its 30 s window; on the corpus's 38 labelled clips the speech frames (+1 s) give
-        the same 38/38 languages at a quarter of the cost. And a span of a packed window reads its
-        own language: on shuffled mixed-language windows every segment in another language than
-        its window was flagged (99/99), so a switch inside a window is not missed."""
+        `detect_language` costs in proportion to the frames it attends to, and a short clip fills a
+        small part of its 30 s window: its speech frames (+1 s) tell the same language at a fraction
+        of the cost (bench/stages.py checks LID). And a span of a packed window reads its own
+        language, so a segment in another language than the rest of its window is flagged and a
+        switch inside a window is not missed."""
         if not spans:
             return []
         if not self._multilingual:

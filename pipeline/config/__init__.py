@@ -17,8 +17,8 @@ One module per reason to change; every name is importable from `pipeline.config`
     io.py         `input`, `output` and how to reach object storage (`StorageOptions`)
     recording.py  `recording_stage`: vad, diarization, segmentation
     segment.py    `segment_stage`: batching, packing, lid, asr, vocabulary, punctuation, itn, quality
-    job.py        `JobConfig` (and its `fingerprint`); `pooling`, `decode`, `models`, `ray`, `progress`
-    migration.py  the layout before issue 15: `MOVED_KEYS`, `migrate`, the old-shaped fingerprint payload
+    job.py        `JobConfig`; `pooling`, `decode`, `models`, `ray`, `progress`
+    migration.py  the old flat layout: `MOVED_KEYS`, `migrate`, the old-shaped fingerprint payload
     loading.py    `load_config`: YAML, overrides, validation errors worded for the user
 """
 

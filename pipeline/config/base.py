@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.errors import UserError
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -27,5 +29,5 @@ class Resources(Model):
         return self
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config the user wrote is wrong; the message names the key and what would be valid."""

@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
 from pipeline.config.base import Model
 
 
 class StorageOptions(Model):
-    """How to reach object storage. Credentials are NOT here: they come from the AWS chain / env."""
+    """How to reach object storage (turned into fsspec's arguments by `pipeline.storage.fsspec_kwargs`).
+    Credentials are NOT here: they come from the AWS chain / env."""
 
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     anon: bool = False
     connect_timeout_s: float = Field(10.0, gt=0, description="S3/HTTP: give up connecting after this long (then retry)")
     read_timeout_s: float = Field(120.0, gt=0, description="S3/HTTP: give up on a silent connection after this long")
-
-    def fsspec_kwargs(self, protocol: str) -> dict[str, Any]:
-        if protocol in ("http", "https"):
-            # aiohttp's default is 5 minutes in total and nothing per read: a server that accepts and
-            # never answers held discovery ~10 minutes per manifest line
-            import aiohttp
-
-            return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(
-                total=None, connect=self.connect_timeout_s, sock_connect=self.connect_timeout_s,
-                sock_read=self.read_timeout_s)}}
-        if protocol not in ("s3", "s3a"):
-            return {}
-        # botocore's defaults (60 s connect, 60 s read, several retries) made an unreachable endpoint
-        # cost minutes before its first error line
-        kw: dict[str, Any] = {
-            "anon": self.anon,
-            "config_kwargs": {"connect_timeout": self.connect_timeout_s, "read_timeout": self.read_timeout_s,
-                              "retries": {"max_attempts": 3, "mode": "standard"}},
-        }
-        if self.endpoint_url:
-            kw["client_kwargs"] = {"endpoint_url": self.endpoint_url}
-        return kw
 
 
 class InputConfig(Model):

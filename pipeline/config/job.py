@@ -1,17 +1,15 @@
 """The whole job (`JobConfig`), with the sections that serve every stage: how recordings are pooled
-and decoded, where models are cached, Ray, progress; and its fingerprint."""
+and decoded, where models are cached, Ray, progress. (Its fingerprint: pipeline/fingerprint.py.)"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from pipeline.config.base import Model, Resources
 from pipeline.config.io import InputConfig, OutputConfig, StorageOptions
-from pipeline.config.migration import migrate, old_shape_payload
+from pipeline.config.migration import migrate
 from pipeline.config.recording import RecordingStageConfig
 from pipeline.config.segment import SegmentStageConfig
 
@@ -118,23 +116,3 @@ class JobConfig(Model):
         for part in dotted.split("."):
             node = getattr(node, part)
         return node
-
-    def fingerprint(self) -> str:
-        """Hash of everything that changes a transcript (models and their parameters), not of I/O.
-
-        Outputs record it to skip files already done, so the payload keeps the layout it had
-        before the config followed the flow: the old section and field names (`MOVED_KEYS` read
-        backwards) and the `decode.sample_rate` that is no longer a key (`old_shape_payload`). Same
-        config, same hash."""
-        keep = old_shape_payload(self)
-        from pipeline import __version__
-
-        keep["pipeline_version"] = __version__
-        from pipeline.vocabulary import fingerprint_payload
-
-        # the resolved terms (a file's contents, not its path)
-        vocab = fingerprint_payload(self.segment_stage.vocabulary)
-        if vocab is not None:  # no vocabulary: the fingerprint is what it was before vocabularies existed
-            keep["vocabulary"] = vocab
-        blob = json.dumps(keep, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]

@@ -95,7 +95,7 @@ def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> JobConfig:  # type: ignore[assignment]
-    # Keys of the layout before issue 15 move to their places now, a warning line each: the file's
+    # Keys of the old flat layout (pipeline/config/migration.py) move to their places now, a warning line each: the file's
     # (one key at both places in the file: ConfigError), then each override's, so that an old
     # override still overrides the new key of the file (and an old and a new override of one key
     # are a ConfigError).

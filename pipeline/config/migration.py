@@ -1,6 +1,6 @@
-"""The config layout before issue 15 (a flat one; the sections follow the data flow now): where each
+"""The old flat config layout (the sections follow the data flow now): where each
 old key lives now (`MOVED_KEYS`), `migrate` that moves them, and the old-shaped payload that
-`JobConfig.fingerprint` hashes, so that outputs written before the move are still recognised."""
+`pipeline.fingerprint` hashes, so that outputs written before the move are still recognised."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ if TYPE_CHECKING:
 # the logger of `pipeline.config` (named in `migrate`'s warnings and filtered on by users and tests)
 log = logging.getLogger("pipeline.config")
 
-#: Where each key of the flat layout before the config followed the flow (issue 15) lives now: old
+#: Where each key of the flat layout (before the config followed the flow) lives now: old
 #: dotted key -> new dotted key, or None for a key nothing reads any more. A key under a listed
 #: section moves with it (`asr.model` -> `segment_stage.asr.model`); the longest listed prefix of a
 #: key decides (`batching.window_s` -> `pooling.window_audio_s`, other `batching.*` keys ->
-#: `segment_stage.batching.*`). `migrate` applies it; `JobConfig.fingerprint` reads it backwards.
+#: `segment_stage.batching.*`). `migrate` applies it; `pipeline.fingerprint` reads it backwards.
 MOVED_KEYS: dict[str, str | None] = {
     "vad": "recording_stage.vad",
     "diarization": "recording_stage.diarization",
@@ -44,7 +44,7 @@ MOVED_KEYS: dict[str, str | None] = {
 }
 _OLD_ROOTS = frozenset(key.split(".", 1)[0] for key in MOVED_KEYS)
 
-#: The sections the fingerprint hashes, by their names before issue 15 (see `JobConfig.fingerprint`).
+#: The sections the fingerprint hashes, by their names in the flat layout (see `pipeline.fingerprint`).
 _FINGERPRINT_SECTIONS = ("vad", "diarization", "segmentation", "lid", "asr", "punctuation", "itn")
 #: Fields added to those sections since the fingerprint was pinned: hashed only when set away from
 #: their default, so a job that does not use them keeps its fingerprint (and its output, its work).
@@ -149,12 +149,11 @@ def _old_name(section: str, field: str) -> str:
     return field
 
 
-def old_shape_payload(job: JobConfig) -> dict[str, Any]:
-    """What `JobConfig.fingerprint` hashes of the models and their parameters, in the layout it had
+def old_shape_payload(job: JobConfig, sample_rate: int) -> dict[str, Any]:
+    """What `pipeline.fingerprint` hashes of the models and their parameters, in the layout it had
     before the config followed the flow: the old section and field names (`MOVED_KEYS` read
-    backwards) and the `decode.sample_rate` that is no longer a key."""
-    from pipeline.records import SAMPLE_RATE
-
+    backwards) and the `decode.sample_rate` that is no longer a key (`sample_rate`: the rate audio is
+    always decoded to, `pipeline.records.SAMPLE_RATE`)."""
     keep: dict[str, Any] = {}
     for old in _FINGERPRINT_SECTIONS:
         section = job.section(MOVED_KEYS[old])  # type: ignore[arg-type]
@@ -163,5 +162,5 @@ def old_shape_payload(job: JobConfig) -> dict[str, Any]:
             if dump[name] == type(section).model_fields[name].default:
                 del dump[name]
         keep[old] = {_old_name(old, k): v for k, v in dump.items()}
-    keep["decode"] = {"sample_rate": SAMPLE_RATE, "max_duration_s": job.decode.max_duration_s}
+    keep["decode"] = {"sample_rate": sample_rate, "max_duration_s": job.decode.max_duration_s}
     return keep

@@ -65,7 +65,7 @@ class DiarizationConfig(Model):
 class SegmentationConfig(Model):
     max_segment_s: float = Field(30.0, gt=1, description="utterances never exceed this many seconds")
     min_segment_s: float = Field(0.3, ge=0, description="shorter speech is dropped (recorded in the report)")
-    merge_gap_s: float = Field(1.0, ge=0, description="cut & merge: join regions of one speaker closer than this")
+    merge_gap_s: float = Field(1.0, ge=0, description="cut & merge: join speech regions closer than this (while the result fits max_segment_s)")
 
 
 class RecordingStageConfig(Model):

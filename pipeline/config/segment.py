@@ -35,16 +35,16 @@ class PackingConfig(Model):
 
     # Whisper pads every input to 30 s. "recording": consecutive segments of one recording, speaker
     # and language share a window (cut & merge, as WhisperX does). "corpus": short segments of any
-    # recordings of one language are packed together: on FLEURS (25 clips) ASR ran 1.6x faster, but
-    # word error rose from 0.36 to 0.60 in French and 0.18 to 0.30 in German (words lost at clip
-    # boundaries), so it is opt-in. "none": one segment per input.
+    # recordings of one language are packed together: fewer windows, but Whisper loses words where
+    # unrelated clips meet, so it is opt-in (README "Performance" has the numbers). "none": one
+    # segment per input.
     mode: Literal["none", "recording", "corpus"] = Field(
         "recording", description="whisper: how segments share 30 s windows (needs word timestamps)"
     )
-    # 0.5 s, not 0: with no gap Whisper passed over fewer packed segments on bench/long_corpus.py's
-    # files (0.3-1.5 s pauses; -25% and -17% segment-stage CPU at the same word errors in
-    # bench/packing.py), but on bench/throughput.py's long corpus (0.5-3 s pauses, more junctions)
-    # it ran more windows (9000 against 8700 padded s) at a higher WER (0.305 against 0.295).
+    # 0.5 s, not 0: with no silence at the junctions Whisper passed over fewer packed segments where
+    # pauses are short, but ran more windows at more word errors where many utterances meet in a
+    # window; a short gap is the setting that holds on every corpus measured (bench/packing.py,
+    # bench/throughput.py; README "Performance").
     gap_s: float = Field(0.5, ge=0, description="silence laid between packed segments")
     min_piece_s: float = Field(
         0.0, ge=0,
@@ -111,7 +111,7 @@ class VocabularyConfig(Model):
         "weight scales its per-token context score",
     )
     max_prompt_tokens: int = Field(
-        40, ge=1, le=200,  # measured by bench/vocabulary.py (README "Vocabulary"); 64 was never measured
+        40, ge=1, le=200,  # the bound bench/vocabulary.py measures (README "Vocabulary")
         description="Whisper: most tokens of terms in the decoder prompt (highest weights first; whole terms "
         "only), so a long list cannot crowd out the context (faster-whisper's own bound is 223)",
     )

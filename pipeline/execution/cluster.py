@@ -7,10 +7,7 @@ would wait for resources forever, which a nightly job sees as a hang, not an err
 from __future__ import annotations
 
 from pipeline.config import JobConfig, Resources
-
-
-class ClusterTooSmall(RuntimeError):
-    """A stage asks for more than the cluster can ever offer: it would wait for resources forever."""
+from pipeline.errors import ClusterTooSmall
 
 
 def stage_resources(cfg: JobConfig) -> dict[str, tuple[Resources, int]]:

@@ -39,7 +39,8 @@ from pipeline.ledger import RECORDINGS_TABLE_SCHEMA, SEGMENTS_TABLE_SCHEMA, Ledg
 from pipeline.ledger.staging import StagedBlock, commit_group, repair_dangling_group, stage
 from pipeline.pieces import PieceRegistry, join
 from pipeline.report import BlockSummary
-from pipeline.storage import put_atomic, with_retries
+from pipeline.errors import with_retries
+from pipeline.storage import put_atomic
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from pipeline.config import OutputConfig, StorageOptions
+from pipeline.errors import with_retries
 from pipeline.export.read import iter_recordings
-from pipeline.storage import filesystem, is_local, with_retries
+from pipeline.storage import filesystem, is_local
 
 if TYPE_CHECKING:
     from pipeline.export.dest import _Dest

@@ -17,9 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import StorageOptions
+from pipeline.errors import with_retries
 from pipeline.export.read import ExportError
 from pipeline.ledger import Ledger
-from pipeline.storage import filesystem, is_local, put_atomic, with_retries
+from pipeline.storage import filesystem, is_local, put_atomic
 
 MARKER = ".scriptorium-export"  # what this export holds; tells --overwrite the folder is ours
 #: Longest file name written (bytes); longer names keep a prefix and a hash of the whole name.

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import OutputConfig
+from pipeline.errors import UserError
 from pipeline.ledger import COMMIT_KEY, Ledger
 from pipeline.ledger.tables import _key_in
 
@@ -22,7 +23,7 @@ _REC_COLUMNS = ["recording_id", "uri", "duration", "source_sample_rate", "source
                 "language", "fingerprint", "write_id"]
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The export cannot be made as asked (no such output, nothing to export, destination in use): exit 2."""
 
 

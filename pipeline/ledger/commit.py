@@ -21,7 +21,7 @@ from pipeline.ledger.tables import (
     SCHEMAS,
     LegacyOutputError,
     _key_in,
-    _retrying,
+    retry_commit,
     storage_options,
 )
 from pipeline.records import InputFile, input_files, input_table
@@ -95,7 +95,7 @@ class Ledger(Maintenance):
             return DeltaTable.create(self.table_uri(name), schema=schema, mode="ignore",
                                      storage_options=self.options, name=name)
 
-        return _retrying(attempt)
+        return retry_commit(attempt)
 
     def ensure_schema(self, name: str):
         """Add the columns a newer release writes (a new quality signal) to a table of an older one,
@@ -106,7 +106,7 @@ class Ledger(Maintenance):
         dt = self.ensure(name)
         have = {f.name for f in dt.schema().fields}
         if set(SCHEMAS[name].names) - have:
-            _retrying(lambda: write_deltalake(self.table(name), SCHEMAS[name].empty_table(), mode="append",
+            retry_commit(lambda: write_deltalake(self.table(name), SCHEMAS[name].empty_table(), mode="append",
                                               schema_mode="merge"))
             dt = self.table(name)
         return dt
@@ -184,7 +184,7 @@ class Ledger(Maintenance):
             )
             return True
 
-        return _retrying(attempt)
+        return retry_commit(attempt)
 
     # -- one job per output ---------------------------------------------------------------------
     def lock(self, run_id: str, stale_after_s: float = 300.0, heartbeat_s: float = 30.0) -> "RunLock":

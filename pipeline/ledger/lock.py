@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from pipeline.ledger.tables import LOCK_TABLE, OutputLockedError, _retrying
+from pipeline.ledger.tables import LOCK_TABLE, OutputLockedError, retry_commit
 
 if TYPE_CHECKING:
     from pipeline.ledger.commit import Ledger
@@ -116,7 +116,7 @@ class RunLock:
 
         while True:
             try:
-                _retrying(attempt)
+                retry_commit(attempt)
                 break
             except OutputLockedError as exc:
                 age = getattr(exc, "heartbeat_age", 0.0)
@@ -147,7 +147,7 @@ class RunLock:
                 return
             self._put(dt, released=False)
 
-        _retrying(attempt)
+        retry_commit(attempt)
 
     def release(self) -> None:
         self._stop.set()
@@ -160,7 +160,7 @@ class RunLock:
                 self._put(dt, released=True)
 
         try:
-            _retrying(attempt)
+            retry_commit(attempt)
         except Exception:  # noqa: BLE001 - our process ends; the next job finds the lock stale
             log.exception("could not release the output lock")
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import OutputConfig
-from pipeline.ledger.tables import COMMIT_KEY, LOCK_TABLE, MAINTAIN_EVERY_FILES, TABLES, _key_in, _retrying
+from pipeline.ledger.tables import COMMIT_KEY, LOCK_TABLE, MAINTAIN_EVERY_FILES, TABLES, _key_in, retry_commit
 
 # one logger for the whole output, as before the split (`pipeline.ledger`: what users filter on)
 log = logging.getLogger("pipeline.ledger")
@@ -46,7 +46,7 @@ class Maintenance:
             if dt is None:
                 continue
             before = len(dt.file_uris())
-            metrics = _retrying(lambda: self.table(name).optimize.compact())
+            metrics = retry_commit(lambda: self.table(name).optimize.compact())
             dt = self.table(name)
             dt.create_checkpoint()
             dt.cleanup_metadata()
@@ -70,7 +70,7 @@ class Maintenance:
         for i in range(0, len(pairs), chunk):
             pred = " OR ".join(f"(recording_id = '{p['recording_id']}' AND write_id = '{p['write_id']}')"
                                for p in pairs[i:i + chunk])
-            _retrying(lambda pred=pred: self.table(name).delete(pred))
+            retry_commit(lambda pred=pred: self.table(name).delete(pred))
 
     def maintenance_due(self, every_files: int = MAINTAIN_EVERY_FILES) -> bool:
         """Due when a table holds many small files (each write task's commit adds one per table)."""

@@ -42,8 +42,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.ledger.tables import SCHEMAS, _retrying
-from pipeline.storage import put_atomic, with_retries
+from pipeline.ledger.tables import SCHEMAS, retry_commit
+from pipeline.errors import with_retries
+from pipeline.storage import put_atomic
 
 if TYPE_CHECKING:
     from pipeline.ledger.commit import Ledger
@@ -159,7 +160,7 @@ def commit_group(ledger: "Ledger", name: str, blocks: list[StagedBlock], replaci
             with_retries(lambda b=b: ledger.fs.rm(ledger.path(name, b.files[name].path)))
         return len(todo)
 
-    return _retrying(attempt)
+    return retry_commit(attempt)
 
 
 def _read_staged(ledger: "Ledger", name: str, f: StagedFile) -> pa.Table:
@@ -195,7 +196,7 @@ def repair_dangling_group(ledger: "Ledger") -> int:
     from deltalake import CommitProperties
 
     done = CommitProperties(custom_metadata={REPAIRED_KEY: group})  # so the repair is not done twice
-    _retrying(lambda: ledger.table("segments").delete(f"write_id IN ({quoted})", commit_properties=done))
+    retry_commit(lambda: ledger.table("segments").delete(f"write_id IN ({quoted})", commit_properties=done))
     return len(ids)
 
 

@@ -1,16 +1,21 @@
 """What the output's Delta tables hold and how to reach them: names, schemas and keys, the errors an
-unusable output raises, delta-rs storage options, and the bounded retry every commit goes through."""
+unusable output raises, delta-rs storage options, and the bounded retry every commit goes through
+(`retry_commit`: `pipeline.errors.with_retries` with more attempts)."""
 
 from __future__ import annotations
 
 import os
+from typing import Callable, TypeVar
 
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import OutputConfig
+from pipeline.errors import UserError, with_retries
 from pipeline.records import RECORDINGS_SCHEMA, SEGMENTS_SCHEMA
+
+T = TypeVar("T")
 
 TABLES = ("segments", "recordings")
 LOCK_TABLE = "_scriptorium/lock"
@@ -35,9 +40,11 @@ PLAN_COLUMNS = ["recording_id", "size", "etag", "mtime", "fingerprint", "status"
 COMMIT_KEY = ["recording_id", "fingerprint", "write_id"]
 #: A run maintains the output at its end once a table holds this many data files.
 MAINTAIN_EVERY_FILES = 200
+#: Attempts at one commit (`retry_commit`).
+COMMIT_ATTEMPTS = 12
 
 
-class OutputError(RuntimeError):
+class OutputError(UserError, RuntimeError):
     """The output cannot be used by this job (the CLI exits 2 with the message)."""
 
 
@@ -73,32 +80,12 @@ def storage_options(cfg: OutputConfig) -> dict[str, str] | None:
     return opts
 
 
-def _is_conflict(exc: BaseException) -> bool:
-    """A lost race with another committer: retry on the fresh table state. Transient storage
-    errors that outlived object_store's own retries are retried too; a schema or protocol error is not."""
-    from deltalake.exceptions import CommitFailedError, DeltaError, DeltaProtocolError, SchemaMismatchError
-
-    if isinstance(exc, (SchemaMismatchError, DeltaProtocolError)):
-        return False
-    if isinstance(exc, CommitFailedError):
-        return True
-    if isinstance(exc, (DeltaError, OSError)):
-        text = str(exc).lower()
-        return any(s in text for s in ("conflict", "concurrent", "already exists", "timeout", "timed out", "connection",
-                                       "503", "500", "slowdown", "slow down", "internalerror", "generic s3 error"))
-    return False
+def retry_commit(fn: Callable[[], T]) -> T:
+    """`with_retries` for a whole read-check-commit attempt: a commit may lose races to every other
+    write task, so it gets more attempts than a read, and jittered waits so that racers spread out."""
+    return with_retries(fn, COMMIT_ATTEMPTS, wait_s=0.1, max_wait_s=4.0, jitter=True)
 
 
-def _retrying(fn, attempts: int = 12):
-    """Bounded, jittered retries of a whole read-check-commit attempt (tenacity)."""
-    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
-
-    return retry(
-        retry=retry_if_exception(_is_conflict),
-        stop=stop_after_attempt(attempts),
-        wait=wait_random_exponential(multiplier=0.1, max=4),
-        reraise=True,
-    )(fn)()
 
 
 def _key_in(t: pa.Table, committed: pa.Table) -> pa.Array:

@@ -30,12 +30,13 @@ import pyarrow as pa
 
 from pipeline.audio import DecodeError, StreamInfo, decode_windows, finished
 from pipeline.config import DecodeConfig, StorageOptions
+from pipeline.errors import is_transient
 from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, audio_column, peak_rss_mb, rows_to_table
 from pipeline.pieces import cut
-from pipeline.storage import filesystem, is_local, is_transient
+from pipeline.storage import filesystem, is_local
 from pipeline.text import redact
 
-#: Attempts at a file on transient storage errors (as `pipeline.storage.with_retries`).
+#: Attempts at a file on transient storage errors (as `pipeline.errors.with_retries`).
 RETRIES = 4
 
 def _version(fs, path: str, f) -> dict:

@@ -92,7 +92,7 @@ class RecordingStage:
                                     "speakers": list(o.speakers)} for o in found.overlaps]
                 row["overlap_seconds"] = round(sum(o.duration for o in found.overlaps), 3)
         # Utterances follow VAD and length only: speakers are given to words after ASR (segment stage)
-        spans = utterances(regions, None, self.cfg.segmentation, audio)
+        spans = utterances(regions, self.cfg.segmentation, audio)
         row["speech_seconds"] = round(sum(s.duration for s in spans), 3)
         if turns is not None:
             row["turns"] = [{"start": round(t.start + offset_s, 3), "end": round(t.end + offset_s, 3), "speaker": t.speaker}

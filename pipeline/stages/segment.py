@@ -196,8 +196,8 @@ class SegmentStage:
                     it.wall_s += wall * it.duration / speech
         again = [w for pieces, _, _ in done for w in pieces]
         skipped = [s for _, skipped_here, _ in done for s in skipped_here]
-        # the round's skipped utterances are packed again together, not call by call: on four long
-        # files the retry windows of a call held ~9 s of speech each
+        # the round's skipped utterances are packed again together, not call by call: each is short,
+        # and one call's skipped ones alone would leave their retry windows mostly padding
         return again + retry(skipped, self.asr.capabilities.window_s, self.cfg.packing.gap_s)
 
     def _identify(self, items: list[Utterance]) -> list[str | None]:

@@ -1,0 +1,78 @@
+"""What can go wrong, in two kinds: errors the user can act on, and errors worth another attempt.
+
+* `UserError`: the config, the input, the output, a model reference or the cluster is wrong. The
+  message says what and what to do; the CLI prints it as one line and exits 2 (`EXIT_USAGE`). Each
+  such error keeps its own class where it always lived (`ConfigError` in `pipeline.config`,
+  `DiscoveryError` in `pipeline.discover`, `OutputError` and `OutputLockedError` in
+  `pipeline.ledger`, `ModelLoadError`, `PreflightError`, `ExportError`, `OutputMissingError`,
+  `EvalError`, and `ClusterTooSmall` here) and derives from `UserError` as well as from the builtin it
+  always was (`ValueError` or `RuntimeError`), so `except ValueError` elsewhere still holds.
+* `is_transient(exc)` and `with_retries(fn)`: the one definition of "retrying may help" (a network
+  error, a timeout, throttling, a 5xx, a commit lost to a concurrent writer) and the one bounded,
+  backed-off retry (tenacity) that every read, write, fetch and commit goes through.
+
+This module imports nothing of the pipeline, so every layer, `pipeline.config` included, may import it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """Something the user can fix (a setting, an input, an output, a model file, the cluster's size);
+    the message names it. The CLI prints it as one line and exits 2."""
+
+
+class ClusterTooSmall(UserError, RuntimeError):
+    """A stage asks for more than the cluster can ever offer: it would wait for resources forever."""
+
+
+# -- transient errors ----------------------------------------------------------------------------
+
+#: Never worth retrying: the object is missing or forbidden, or the data is wrong.
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, ValueError)
+#: ... nor delta-rs's refusals of a write that can never succeed as it is (checked by name, so that this
+#: module need not import deltalake).
+_PERMANENT_NAMES = frozenset({"SchemaMismatchError", "DeltaProtocolError"})
+#: Worth retrying whatever their text: a commit lost to a concurrent writer (delta-rs), and the network
+#: errors of the S3/HTTP clients (botocore, aiohttp), most of which are not OSErrors. Exact class
+#: names: a subclass of botocore's ClientError such as NoSuchKey is not one of them.
+_TRANSIENT_NAMES = frozenset({
+    "CommitFailedError", "ClientError", "ClientOSError", "ServerDisconnectedError", "EndpointConnectionError",
+    "ReadTimeoutError",
+})
+#: What a delta-rs error's text says when the condition passes (it has no class for them): a race with
+#: another committer, or a storage error that outlived object_store's own retries.
+_TRANSIENT_WORDS = ("conflict", "concurrent", "already exists", "timeout", "timed out", "connection", "503", "500",
+                    "slowdown", "slow down", "internalerror", "generic s3 error")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether another attempt may succeed: network errors, timeouts, throttling, 5xx responses, and a
+    Delta commit that lost a race. Missing or forbidden objects, bad data, and schema or protocol
+    mismatches are permanent."""
+    if isinstance(exc, _PERMANENT) or type(exc).__name__ in _PERMANENT_NAMES:
+        return False
+    if type(exc).__name__ in _TRANSIENT_NAMES or isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+        return True
+    if any(c.__name__ == "DeltaError" for c in type(exc).__mro__):
+        text = str(exc).lower()
+        return any(w in text for w in _TRANSIENT_WORDS)
+    return False
+
+
+def with_retries(fn: Callable[[], T], attempts: int = 4, *, wait_s: float = 0.2, max_wait_s: float = 5.0,
+                 jitter: bool = False) -> T:
+    """Call `fn` and return what it returns; on a transient error (`is_transient`) call it again, up to
+    `attempts` calls in all, waiting `wait_s`, then twice as long each time, at most `max_wait_s`. The
+    last error is raised as it is. `jitter`: each wait is drawn at random below that bound, so that
+    writers racing for one commit spread out instead of colliding again."""
+    # imported here: `pipeline.config` imports this module for `UserError`, and needs no more than the stdlib
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential, wait_random_exponential
+
+    wait = (wait_random_exponential if jitter else wait_exponential)(multiplier=wait_s, max=max_wait_s)
+    return retry(retry=retry_if_exception(is_transient), stop=stop_after_attempt(attempts), wait=wait,
+                 reraise=True)(fn)()
