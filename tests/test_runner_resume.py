@@ -398,7 +398,7 @@ from pipeline.ledger import Ledger
 
 seen = {"log": None, "n": 0}
 
-def ncommits():  # recordings committed (one per write task here); read again only when the table's log changed
+def ncommits():  # recordings committed (a group as soon as a block is staged, here); read again only when the table's log changed
     try:
         log = tuple(sorted(os.listdir(os.path.join(out, "recordings", "_delta_log"))))
     except FileNotFoundError:
@@ -433,7 +433,7 @@ def remover():
 t = threading.Thread(target=remover, daemon=True)
 t.start()
 cfg = load_config(conf, [f"input.uri={inp}", f"output.uri={out}", "segment_stage.asr.model=base",
-                         "pooling.max_files=1", *extra])
+                         "pooling.max_files=1", "output.commit_max_recordings=1", *extra])
 report = run(cfg)
 t.join(30)
 print(f"[{time.time() - t0:.1f} s] job done", flush=True)

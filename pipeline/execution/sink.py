@@ -163,8 +163,17 @@ class GroupCommitter:
     def _take(self) -> None:
         import ray
 
-        if self.state is not None:
-            self.offer(ray.get(self.state.take_staged.remote(), timeout=60))
+        if self.state is None:
+            return
+        try:
+            blocks = ray.get(self.state.take_staged.remote(), timeout=60)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            # the actor went with its node: what it held comes back with Ray Data's write returns
+            log.warning("run state unreachable (%s); staged blocks are committed at the end of the write",
+                        type(exc).__name__)
+            self.state = None
+            return
+        self.offer(blocks)
 
     def offer(self, blocks: Iterable[StagedBlock]) -> None:
         """Blocks to commit; one already committed or already pending (by write id) is dropped."""
