@@ -12,7 +12,7 @@ handshakes cost 1-3 round trips more per new connection, which clients amortise 
 connections alive.
 
 `requests` counts the HTTP/1.x request lines (method, target, version) seen in the client-to-server
-stream, by method, without parsing messages: a body that held such a line would be counted too,
+stream, by method ("LIST" for a GET that lists a bucket), without parsing messages: a body that held such a line would be counted too,
 which the Parquet, JSON and audio bodies of a run do not. `connections` counts accepted connections.
 """
 
@@ -38,6 +38,7 @@ class LatencyProxy:
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._live: set = set()  # the connections' tasks
 
     @property
     def endpoint(self) -> str:
@@ -84,10 +85,13 @@ class LatencyProxy:
     # -- one connection -----------------------------------------------------------------------------
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        me = asyncio.current_task()
+        self._live.add(me)  # asyncio keeps only weak references to tasks: a closed client's would be collected
         try:
             server_r, server_w = await asyncio.open_connection(*self.upstream)
         except OSError:
             client_w.close()
+            self._live.discard(me)
             return
         try:
             await asyncio.gather(self._pipe(client_r, server_w, count=True), self._pipe(server_r, client_w))
@@ -96,6 +100,7 @@ class LatencyProxy:
         finally:
             for w in (client_w, server_w):
                 w.close()
+            self._live.discard(me)
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: bool = False) -> None:
         """Forward src to dst, each chunk `delay_s` after it was read; at EOF, close dst once the
@@ -127,7 +132,9 @@ class LatencyProxy:
                     seen = tail + chunk
                     for m in _REQUEST_LINE.finditer(seen):
                         if m.end() > len(tail):  # not a line counted with the previous chunk
-                            self.requests[m.group(1).decode()] += 1
+                            method = m.group(1).decode()
+                            listing = method == "GET" and b"list-type=" in m.group(0)
+                            self.requests["LIST" if listing else method] += 1
                     tail = seen[-_TAIL:]
         except (ConnectionError, OSError):
             queue.put_nowait((time.monotonic(), None))
