@@ -47,6 +47,15 @@ class LatencyProxy:
     def total_requests(self) -> int:
         return sum(self.requests.values())
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds the proxy's thread has used (its cost beside what it measures)."""
+        assert self._loop is not None
+
+        async def now() -> float:
+            return time.thread_time()
+
+        return asyncio.run_coroutine_threadsafe(now(), self._loop).result(10)
+
     # -- life ---------------------------------------------------------------------------------------
     def __enter__(self) -> "LatencyProxy":
         ready = threading.Event()
