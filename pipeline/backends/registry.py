@@ -1,7 +1,9 @@
 """Config -> backend instance. The one place that maps a `backend:` name to a class.
 
 Called inside actors (after Ray placed them), so each import here is deferred to the branch that
-needs it: a job that never uses NeMo never pays its 20 s import.
+needs it: a job that never uses NeMo never pays its 20 s import. `backend: simulated` (benchmarks
+and tests only: pipeline/backends/simulated.py) holds each call for padded seconds / `rtfx`, the
+stage's `simulated_rtfx`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from pipeline.backends.base import AsrBackend, DiarizationBackend, FusedLid, Lid
 from pipeline.config import AsrConfig, DiarizationConfig, LidConfig, ModelsConfig, SegmentStageConfig, VadConfig
 
 
-def make_vad(cfg: VadConfig, models: ModelsConfig, use_gpu: bool) -> VadBackend | None:
+def make_vad(cfg: VadConfig, models: ModelsConfig, use_gpu: bool, rtfx: float = 1000.0) -> VadBackend | None:
     if cfg.backend == "none":
         return None
+    if cfg.backend == "simulated":
+        from pipeline.backends.simulated import SimulatedVad
+
+        return SimulatedVad(cfg, rtfx)
     if cfg.backend == "silero":
         from pipeline.backends.silero import SileroVad
 
@@ -22,9 +28,15 @@ def make_vad(cfg: VadConfig, models: ModelsConfig, use_gpu: bool) -> VadBackend 
     return NemoVad(cfg, models, use_gpu)
 
 
-def make_diarizer(cfg: DiarizationConfig, models: ModelsConfig, use_gpu: bool) -> DiarizationBackend | None:
+def make_diarizer(
+    cfg: DiarizationConfig, models: ModelsConfig, use_gpu: bool, rtfx: float = 1000.0
+) -> DiarizationBackend | None:
     if not cfg.enabled:
         return None
+    if cfg.backend == "simulated":
+        from pipeline.backends.simulated import SimulatedDiarizer
+
+        return SimulatedDiarizer(cfg, rtfx)
     if cfg.backend == "resemblyzer":
         from pipeline.backends.resemblyzer import ResemblyzerDiarizer
 
@@ -41,13 +53,20 @@ def make_diarizer(cfg: DiarizationConfig, models: ModelsConfig, use_gpu: bool) -
 def stitches_pieces(cfg: DiarizationConfig) -> bool:
     """Whether a long recording may be cut into pieces (pipeline/pieces.py) under this diarization:
     none, or one whose speakers can be matched across pieces by voice (Resemblyzer gives each
-    speaker's mean d-vector: `ResemblyzerDiarizer.voices`). The others (NeMo, whose labels are
-    per call; channels, whose envelope decode makes for the whole stream) keep a recording whole."""
-    return not cfg.enabled or cfg.backend == "resemblyzer"
+    speaker's mean d-vector: `ResemblyzerDiarizer.voices`; the simulated one gives one voice). The
+    others (NeMo, whose labels are per call; channels, whose envelope decode makes for the whole
+    stream) keep a recording whole."""
+    return not cfg.enabled or cfg.backend in ("resemblyzer", "simulated")
 
 
-def make_asr(cfg: AsrConfig, models: ModelsConfig, use_gpu: bool, lid: LidConfig | None = None) -> AsrBackend:
+def make_asr(
+    cfg: AsrConfig, models: ModelsConfig, use_gpu: bool, lid: LidConfig | None = None, rtfx: float = 1000.0
+) -> AsrBackend:
     """The ASR backend. `lid` gives a Whisper model the probe lengths of its fused language ID."""
+    if cfg.backend == "simulated":
+        from pipeline.backends.simulated import SimulatedAsr
+
+        return SimulatedAsr(cfg, rtfx)
     if cfg.backend == "whisper":
         from pipeline.backends.whisper import WhisperAsr
 
@@ -69,6 +88,10 @@ def make_lid(cfg: SegmentStageConfig, asr: AsrBackend, models: ModelsConfig, use
         from pipeline.backends.nemo import NemoLid
 
         return NemoLid(lid, models, use_gpu)
+    if lid.backend == "simulated":
+        from pipeline.backends.simulated import SimulatedLid
+
+        return SimulatedLid(lid, cfg.simulated_rtfx)
     from pipeline.backends.whisper import WhisperAsr
 
     if lid.model not in (None, cfg.asr.model) or not isinstance(asr, WhisperAsr):

@@ -10,7 +10,9 @@ from pipeline.config.base import Model, Resources
 
 
 class VadConfig(Model):
-    backend: Literal["silero", "nemo", "none"] = "silero"
+    backend: Literal["silero", "nemo", "none", "simulated"] = Field(
+        "silero", description="silero (embedded), nemo (MarbleNet), none; simulated: benchmarks and tests only"
+    )
     model: str | None = Field(None, description="nemo: pretrained name, local .nemo or s3://.../x.nemo")
     sha256: str | None = None
     threshold: float = Field(0.5, gt=0, lt=1, description="speech probability onset")
@@ -22,10 +24,11 @@ class VadConfig(Model):
 
 class DiarizationConfig(Model):
     enabled: bool = False
-    backend: Literal["resemblyzer", "nemo", "channels"] = Field(
+    backend: Literal["resemblyzer", "nemo", "channels", "simulated"] = Field(
         "resemblyzer",
         description="resemblyzer (embedded), nemo (Sortformer/TitaNet), or channels: each channel of a stereo "
-        "file is one party (call centres), speakers ch0, ch1, ... by the loudest channel; no model",
+        "file is one party (call centres), speakers ch0, ch1, ... by the loudest channel; no model "
+        "(simulated: benchmarks and tests only)",
     )
     model: str | None = None
     sha256: str | None = None
@@ -72,6 +75,12 @@ class RecordingStageConfig(Model):
     """The recording stage (actor, pipeline/stages/recording.py): VAD -> diarization -> utterances."""
 
     resources: Resources = Resources(num_cpus=0.5, pool_size=1)
+    simulated_rtfx: float = Field(
+        1000.0, gt=0,
+        description="benchmarks and tests only, not a user setting: the pace of this stage's `backend: simulated` "
+        "models (pipeline/backends/simulated.py), which compute nothing and hold each call for its padded "
+        "seconds / this; not in the fingerprint",
+    )
     vad: VadConfig = VadConfig()
     diarization: DiarizationConfig = DiarizationConfig()
     segmentation: SegmentationConfig = SegmentationConfig()

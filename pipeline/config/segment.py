@@ -59,10 +59,12 @@ class PackingConfig(Model):
 
 
 class LidConfig(Model):
-    backend: Literal["whisper", "nemo", "none"] = "whisper"
+    backend: Literal["whisper", "nemo", "none", "simulated"] = Field(
+        "whisper", description="whisper, nemo (AmberNet), none; simulated: benchmarks and tests only"
+    )
     model: str | None = Field(None, description="defaults to the ASR model for whisper")
     sha256: str | None = None
-    language: str | None = Field(None, description="with backend none: the fixed language of every segment")
+    language: str | None = Field(None, description="with backend none (or simulated): the fixed language of every segment")
     probe_s: float = Field(10.0, gt=0, le=30, description="whisper: seconds of each segment used to identify its language")
     part_probe_s: float = Field(
         5.0, gt=0, le=30,
@@ -72,7 +74,9 @@ class LidConfig(Model):
 
 
 class AsrConfig(Model):
-    backend: Literal["whisper", "nemo"] = "whisper"
+    backend: Literal["whisper", "nemo", "simulated"] = Field(
+        "whisper", description="whisper (embedded), nemo (FastConformer, Canary); simulated: benchmarks and tests only"
+    )
     model: str = Field("base", description="whisper: 'base' (embedded), 'tiny.en' (embedded) or a CTranslate2 dir")
     sha256: str | None = None
     compute_type: str = "int8"
@@ -178,6 +182,12 @@ class SegmentStageConfig(Model):
     punctuation -> ITN -> quality."""
 
     resources: Resources = Resources(num_cpus=1.0, pool_size=1)
+    simulated_rtfx: float = Field(
+        1000.0, gt=0,
+        description="benchmarks and tests only, not a user setting: the pace of this stage's `backend: simulated` "
+        "models (pipeline/backends/simulated.py), which compute nothing and hold each call for its padded "
+        "seconds / this; not in the fingerprint",
+    )
     windows_at_once: int = Field(
         1, ge=1,
         description="pooling windows (or pieces of a long recording) each actor works on at once: with 2, the "

@@ -49,7 +49,9 @@ class RecordingStage:
         use_gpu = job.models.use_gpu(cfg.resources)
         packing = job.segment_stage.packing
         fills = packing.mode == "recording" and packing.min_piece_s > 0
-        return cls(cfg, make_vad(cfg.vad, job.models, use_gpu), make_diarizer(cfg.diarization, job.models, use_gpu), fills)
+        rtfx = cfg.simulated_rtfx  # the pace of `backend: simulated` (benchmarks and tests only)
+        vad = make_vad(cfg.vad, job.models, use_gpu, rtfx)
+        return cls(cfg, vad, make_diarizer(cfg.diarization, job.models, use_gpu, rtfx), fills)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         audio = batch.column("audio")

@@ -132,7 +132,7 @@ class SegmentStage:
         """The stage with the job's backends, loaded here (inside the Ray actor that holds them)."""
         cfg = job.segment_stage
         use_gpu = job.models.use_gpu(cfg.resources)
-        asr = make_asr(cfg.asr, job.models, use_gpu, cfg.lid)
+        asr = make_asr(cfg.asr, job.models, use_gpu, cfg.lid, rtfx=cfg.simulated_rtfx)
         return cls(cfg, asr, make_lid(cfg, asr, job.models, use_gpu), padded_budget(cfg, use_gpu))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
