@@ -147,7 +147,7 @@ def _execute(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_i
     sink = TranscriptSink(cfg.output, run_id, fingerprint, diar, state=state, replacing=replacing)
     progress = Reporter(snapshot, total_files=todo.num_rows, interval_s=cfg.progress.log_interval_s).start()
     try:
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1}, concurrency=cfg.output.writers)
     finally:
         progress.stop()
     return sink.summary
