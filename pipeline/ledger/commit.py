@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from typing import Any
 
 import fsspec
@@ -219,6 +220,15 @@ def _changed(j: pa.Table) -> pa.ChunkedArray:
     both_mtimes = pc.and_(pc.is_valid(j.column("done_mtime")), pc.is_valid(j.column("mtime")))
     mtime = pc.fill_null(pc.greater(pc.abs(pc.subtract(j.column("done_mtime"), j.column("mtime"))), 1e-6), False)
     return pc.or_(size, pc.if_else(both_etags, etag, pc.if_else(both_mtimes, mtime, False)))
+
+
+def maintain(cfg: OutputConfig, retention_hours: float = 168.0, run_id: str | None = None) -> dict[str, Any]:
+    """`scriptorium maintain OUTPUT`: take the output's lock, then `Ledger.maintain`.
+
+    Refuses (OutputLockedError) while a job runs on the output."""
+    led = Ledger(cfg)
+    with led.lock(run_id or time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-maintain"):
+        return led.maintain(retention_hours=retention_hours)
 
 
 # -- readers ------------------------------------------------------------------------------------
