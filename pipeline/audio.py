@@ -29,6 +29,8 @@ It stays one module of ~330 lines on purpose: everything below `decode` is a pri
 
 from __future__ import annotations
 
+import re
+import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
@@ -383,8 +385,6 @@ def _ogg_has_eos(source) -> bool | None:
 def _wav_declared_seconds(source) -> float | None:
     """Length a RIFF/WAVE header declares (FFmpeg trusts the file size instead, so a truncated WAV
     would otherwise pass silently). Peeks at the first bytes of a seekable source, then rewinds."""
-    import struct
-
     try:
         if isinstance(source, str):
             with open(source, "rb") as f:
@@ -425,8 +425,6 @@ def _declared_seconds(container, stream) -> float | None:
 
 def _reason(exc: Exception) -> str:
     """FFmpeg's message without its errno prefix and the stream name (the row already has the URI)."""
-    import re
-
     text = str(exc)
     text = text.split("] ", 1)[-1] if "] " in text else text
     return re.sub(r": '[^']*'$", "", text)

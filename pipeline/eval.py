@@ -39,7 +39,7 @@ import numpy as np
 from pipeline.config import OutputConfig
 from pipeline.der import COLLAR_S, FRAME_S, der, read_rttm  # noqa: F401 - FRAME_S: importable from here as before
 from pipeline.errors import UserError
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, read_output
 from pipeline.storage import filesystem, put_atomic
 
 
@@ -143,8 +143,6 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
     if led.table("recordings") is None or led.table("segments") is None:
         raise EvalError(f"no Scriptorium output at {output.uri!r}")
     refs = read_references(references, output)
-    from pipeline.ledger import read_output
-
     recs = {_key(r["uri"]): r for r in read_output(output, "recordings").to_pylist()}
     segs: dict[str, list[dict]] = defaultdict(list)
     cols = ["recording_id", "start", "end", "text", "language", "speaker", "accepted"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import ValidationError
 
 from pipeline.config import ConfigError, OutputConfig, QualityConfig, apply_override, read_mapping
 from pipeline.errors import UserError, with_retries
@@ -56,8 +57,6 @@ def load_rules(path: str | None, overrides: list[str] = ()) -> QualityConfig:  #
         if not item.startswith("quality."):
             raise ConfigError(f"filter takes only quality.* (or {JOB_RULES}*) overrides, got {item!r}")
         apply_override(data, item)
-    from pydantic import ValidationError
-
     try:
         return QualityConfig.model_validate(data.get("quality") or {})
     except ValidationError as exc:

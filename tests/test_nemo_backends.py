@@ -178,8 +178,10 @@ def test_model_id_is_name_and_digest(cls, cfg):
 
 
 def test_import_is_cheap():
+    # torch and NeMo only inside functions (tests/test_layers.py checks the rule for every module);
+    # fsspec is light and imported at the top like the rest of the storage code
     code = "import sys, pipeline.backends.nemo, pipeline.models, pipeline.stages.itn; " \
-           "bad = [m for m in ('torch', 'nemo', 'fsspec') if m in sys.modules]; assert not bad, bad"
+           "bad = [m for m in ('torch', 'nemo') if m in sys.modules]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 

@@ -7,6 +7,8 @@ minimum speech and silence, padding); we only convert samples to seconds.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from importlib.metadata import version
 from typing import Sequence
 
 import numpy as np
@@ -42,8 +44,6 @@ class SileroVad:
         """Silero's own pauses inside the regions: a second pass with `PAUSE_S` as the minimum silence
         and no padding (faster-whisper keeps the frame probabilities inside `get_speech_timestamps`,
         so they cannot be shared with the first pass; a pass of Silero is cheap next to the ASR)."""
-        from dataclasses import replace
-
         fine = replace(self._opts, min_silence_duration_ms=int(PAUSE_S * 1000), speech_pad_ms=0)
         return pauses_inside(self._regions(audio, fine, PAUSE_S), regions)
 
@@ -65,6 +65,4 @@ class SileroVad:
 
     def model_id(self) -> str:
         """Provenance: the Silero v6 ONNX model of the installed faster-whisper wheel."""
-        from importlib.metadata import version
-
         return f"silero-vad:v6 (faster-whisper {version('faster-whisper')})"

@@ -24,6 +24,7 @@ from pipeline.backends.base import AsrCapabilities, Parts, check_results
 from pipeline.backends.whisper_models import EMBEDDED, embedded_model_dir, resolve_whisper_model
 from pipeline.config import AsrConfig, LidConfig, VocabularyConfig
 from pipeline.records import SAMPLE_RATE, AsrResult, LanguageSwitch, Word
+from pipeline.vocabulary import terms_for
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,6 @@ class WhisperAsr:
             return None
         if language in self._hotwords:
             return self._hotwords[language]
-        from pipeline.vocabulary import terms_for
-
         terms = sorted(terms_for(self.vocabulary, language), key=lambda t: -t[1])  # stable: file order within a weight
         budget = min(self.vocabulary.max_prompt_tokens, self.model.max_length // 2 - 1)
         kept: list[str] = []

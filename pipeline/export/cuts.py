@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+import numpy as np
+
 from pipeline.config import OutputConfig, StorageOptions
 from pipeline.errors import with_retries
 from pipeline.export.read import iter_recordings
@@ -88,7 +90,6 @@ def lhotse_cuts(output: OutputConfig, accepted_only: bool = True):
 
 def _segment_wav(rec, s: dict) -> tuple[bytes, int] | None:
     """The segment as 16 kHz mono 16-bit WAV (channels averaged), and its number of samples."""
-    import numpy as np
     import soundfile as sf
 
     cut = _cut(rec, s)

@@ -37,6 +37,7 @@ from pipeline.batching import plan_batches, with_quadratic
 from pipeline.config import JobConfig, SegmentStageConfig
 from pipeline.packing import Utterance, Window, by_speaker, pack, retry
 from pipeline.records import TRANSCRIBED_SCHEMA, LanguageSwitch, Segment, peak_rss_mb, samples_at
+from pipeline.stages.itn import make_itn
 from pipeline.stages.punctuation import punctuated
 from pipeline.stages.quality import judge, text_signals
 from pipeline.timeline import overlap_seconds, word_in_overlap
@@ -111,8 +112,6 @@ class SegmentStage:
         self._matchers: dict[str | None, object] = {}
         self.itn: Callable[[str, str | None], str] | None = None
         if cfg.itn.enabled:
-            from pipeline.stages.itn import make_itn
-
             self.itn = make_itn(cfg.itn)
         roles = {"lid": lid.model_id() if lid is not None else f"none ({cfg.lid.language or 'unknown'})",
                  "asr": asr.model_id()}
