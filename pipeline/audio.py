@@ -160,7 +160,7 @@ def decode_windows(
     pass and counted in `info.nonfinite`; warnings (corrupt packets, early stop, truncation) are
     appended to `info.warnings` once the stream ends. With `channel_energy`, `info.channel_energy`
     holds the per-channel envelope once the stream ends (see `_ChannelEnergy`)."""
-    import av
+    import av  # heavy: FFmpeg's libraries; only the processes that decode load them
 
     info = info if info is not None else StreamInfo()
     wav_declared = _wav_declared_seconds(source)
@@ -313,7 +313,7 @@ def finished(info: StreamInfo) -> list[str]:
 
 
 def _open(source):
-    import av
+    import av  # heavy: FFmpeg's libraries; only the processes that decode load them
 
     try:
         return av.open(source, mode="r", metadata_errors="ignore")
@@ -329,7 +329,7 @@ def _rewind(source) -> None:
 def _audio_past(container, stream, seconds: float) -> bool | None:
     """Whether the stream holds audio at `seconds` (one seek and one packet, nothing decoded):
     True / False, or None when the container cannot seek (the limit then holds while decoding)."""
-    import av
+    import av  # heavy: FFmpeg's libraries; only the processes that decode load them
 
     try:
         if stream.time_base is None:

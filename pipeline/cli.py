@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: str, overrides: list[str]) -> int:
-    from pipeline.runner import run
+    from pipeline.runner import run  # heavy: the runner imports Ray; only `run` needs it
 
     report = run(load_config(config, overrides))
     print(report.summary())

@@ -108,7 +108,7 @@ def _committed_ids(led: Ledger) -> list[str]:
 
 def refilter(output: OutputConfig, cfg: QualityConfig, applied_by: str = "filter", lock: bool = True) -> dict[str, Any]:
     """Re-judge every segment of `output` under `cfg`; returns counts before/after and the rules."""
-    from deltalake import write_deltalake
+    from deltalake import write_deltalake  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
     led = Ledger(output)
     dt = led.table("segments")

@@ -202,7 +202,7 @@ def pick_device(use_gpu: bool) -> str:
     """'cuda' or 'cpu'; asking for a GPU where CUDA is missing is an error, not a silent fallback."""
     if not use_gpu:
         return "cpu"
-    import torch
+    import torch  # heavy: torch, only where a model runs
 
     if not torch.cuda.is_available():
         raise RuntimeError(
@@ -234,7 +234,7 @@ def load_nemo_model(cls: Any, ref: str, sha256: str | None, models: ModelsConfig
     whatever class the file's config names). The model is returned in eval mode on `device`. Weights
     stay float32: backends run GPU inference under fp16/bf16 autocast (`inference_context`), which keeps
     the feature extractor in float32 where half precision is known to hurt."""
-    import torch
+    import torch  # heavy: torch, only where a model runs
     from nemo.core.classes import ModelPT
 
     cls = cls or ModelPT
@@ -259,7 +259,7 @@ def load_nemo_model(cls: Any, ref: str, sha256: str | None, models: ModelsConfig
 
 def inference_context(device: str) -> Any:
     """inference_mode, plus half-precision autocast on GPU (bf16 where supported, else fp16)."""
-    import torch
+    import torch  # heavy: torch, only where a model runs
 
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())

@@ -31,7 +31,7 @@ class ResemblyzerDiarizer:
     def __init__(self, cfg: DiarizationConfig, use_gpu: bool = False):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # webrtcvad's pkg_resources deprecation warning
-            from resemblyzer import VoiceEncoder
+            from resemblyzer import VoiceEncoder  # heavy: Resemblyzer loads torch
 
         self.cfg = cfg
         self._voices: list[dict] = []

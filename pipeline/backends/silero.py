@@ -25,6 +25,7 @@ _BLOCK_S = 120.0
 
 class SileroVad:
     def __init__(self, cfg: VadConfig):
+        # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
         from faster_whisper.vad import VadOptions, get_vad_model
 
         self.cfg = cfg
@@ -48,6 +49,7 @@ class SileroVad:
         return pauses_inside(self._regions(audio, fine, PAUSE_S), regions)
 
     def _regions(self, audio: np.ndarray, opts, min_silence_s: float) -> list[Span]:
+        # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
         from faster_whisper.vad import get_speech_timestamps
 
         block = int(_BLOCK_S * SAMPLE_RATE)

@@ -38,7 +38,7 @@ def record_input_fields(output: OutputConfig, files) -> int:
     `eval` carry them. `files`: the listing as a table (`discover_table`) or a list of InputFile. Only
     rows not already recorded as they are now are written (a nightly rerun of an unchanged manifest
     writes nothing), one predicate overwrite per 5,000. Returns how many files carry fields."""
-    from deltalake import write_deltalake
+    from deltalake import write_deltalake  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
     listed = input_table(files)
     rows = (listed.filter(pc.is_valid(listed.column("extra"))).select(["recording_id", "uri", "extra"])

@@ -75,7 +75,7 @@ class Ledger(Maintenance):
     # -- opening --------------------------------------------------------------------------------
     def table(self, name: str, version: int | None = None):
         """The Delta table, or None while nothing was ever committed there."""
-        from deltalake import DeltaTable
+        from deltalake import DeltaTable  # heavy: delta-rs, ~30 MB native, only where a table is opened
         from deltalake.exceptions import TableNotFoundError
 
         try:
@@ -86,7 +86,7 @@ class Ledger(Maintenance):
     def ensure(self, name: str):
         """Open the table, creating it (empty, with its schema) on first use. Racing creators are
         fine: the loser sees the winner's table."""
-        from deltalake import DeltaTable
+        from deltalake import DeltaTable  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
         def attempt():
             dt = self.table(name)
@@ -102,7 +102,7 @@ class Ledger(Maintenance):
         """Add the columns a newer release writes (a new quality signal) to a table of an older one,
         in one commit of no rows: staged files are committed with the current schema, and a table
         must know every column they hold. Rows of an older writer read them as null."""
-        from deltalake import write_deltalake
+        from deltalake import write_deltalake  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
         dt = self.ensure(name)
         have = {f.name for f in dt.schema().fields}
@@ -163,6 +163,7 @@ class Ledger(Maintenance):
         """One Delta transaction on `name`: replace every row of `recording_ids` by `rows`.
 
         Returns False when this write was already committed (a retried task): nothing is written."""
+        # heavy: delta-rs, ~30 MB native, only where a table is opened
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         app_id = f"scriptorium-{write_id}"

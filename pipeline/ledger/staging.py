@@ -133,6 +133,7 @@ def commit_group(ledger: "Ledger", name: str, blocks: list[StagedBlock], replaci
     `replacing`: recording ids that may have older rows in the table; a group holding one of them is
     committed as a predicate overwrite of all its recordings (see the module docstring). Returns the
     number of blocks this call committed (0: all were committed before)."""
+    # heavy: delta-rs, ~30 MB native, only where a table is opened
     from deltalake import CommitProperties, Transaction, write_deltalake
     from deltalake.transaction import AddAction
 
@@ -193,7 +194,7 @@ def repair_dangling_group(ledger: "Ledger") -> int:
     quoted = ",".join("'" + w.replace("'", "''") + "'" for w in ids)
     log.warning("output: the last run died between its two commits; deleting the segments of its last group (%d blocks)",
                 len(ids))
-    from deltalake import CommitProperties
+    from deltalake import CommitProperties  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
     done = CommitProperties(custom_metadata={REPAIRED_KEY: group})  # so the repair is not done twice
     retry_commit(lambda: ledger.table("segments").delete(f"write_id IN ({quoted})", commit_properties=done))

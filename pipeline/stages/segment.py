@@ -52,7 +52,7 @@ def padded_budget(cfg: SegmentStageConfig, use_gpu: bool) -> float:
     per_gib = cfg.batching.max_padded_s_per_gib
     if not (use_gpu and per_gib):
         return cfg.batching.max_padded_s
-    import torch
+    import torch  # heavy: torch, only on a GPU
 
     total_gib = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
     share = min(1.0, cfg.resources.num_gpus)

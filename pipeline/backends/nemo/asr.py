@@ -51,7 +51,7 @@ class NemoAsr(NemoBackend):
 
     def __init__(self, cfg: AsrConfig, models: ModelsConfig, use_gpu: bool):
         if not use_gpu and cfg.cpu_threads > 0:
-            import torch
+            import torch  # heavy: torch, only where a model runs
 
             # Inside a Ray actor torch defaults to the actor's CPU share (often 1 thread).
             torch.set_num_threads(cfg.cpu_threads)
@@ -73,13 +73,13 @@ class NemoAsr(NemoBackend):
         self.frame_s = frame_seconds_of(self._model, 0.08)
 
     def _model_class(self) -> Any:
-        from nemo.collections.asr.models import ASRModel
+        from nemo.collections.asr.models import ASRModel  # heavy: NeMo takes ~20 s to import
 
         return ASRModel
 
     # -- setup -----------------------------------------------------------------------------------
     def _detect_kind(self) -> _Kind:
-        from nemo.collections.asr.models import EncDecMultiTaskModel
+        from nemo.collections.asr.models import EncDecMultiTaskModel  # heavy: NeMo takes ~20 s to import
 
         if isinstance(self._model, EncDecMultiTaskModel):
             return _Kind(multitask=True, ctc=False)
