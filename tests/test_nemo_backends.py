@@ -21,9 +21,10 @@ from pipeline.clustering import cluster_speakers
 from pipeline.config import AsrConfig, DiarizationConfig, ItnConfig, LidConfig, ModelsConfig, VadConfig
 from pipeline.records import Span
 from pipeline.timeline import exclusive_turns, probs_to_regions
-
-from tests.helpers import REPO
-from tests.helpers import load_audio as load  # the project's decoder: any codec -> 16 kHz mono float32
+from tests.helpers import (
+    REPO,
+    load_audio as load,  # the project's decoder: any codec -> 16 kHz mono float32
+)
 from tests.helpers.nemo_models import LID_LABELS
 
 SR = 16000
@@ -431,7 +432,6 @@ def test_cli_marks_overlapped_speech_from_sortformer_on_words_segments_and_recor
 
     from pipeline.config import OutputConfig
     from pipeline.ledger import read_output
-
     from tests.helpers import LOCAL_CONF, sha256_of
     from tests.helpers.cli import run_cli
 

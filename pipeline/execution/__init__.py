@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from pipeline.execution.cluster import ClusterTooSmall, check_fits, cluster_shape, stage_resources
 from pipeline.execution.operators import (
-    BLOCK_TARGET_BYTES, configure_data_context, from_windows, init_ray, map_actor, map_tasks, nest, release_free_heap,
+    BLOCK_TARGET_BYTES,
+    configure_data_context,
+    from_windows,
+    init_ray,
+    map_actor,
+    map_tasks,
+    nest,
+    release_free_heap,
     unnest,
 )
 from pipeline.execution.run_state import RunState, add_progress, report_progress, start_run_state

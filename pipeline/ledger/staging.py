@@ -42,8 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.ledger.tables import SCHEMAS, retry_commit
 from pipeline.errors import with_retries
+from pipeline.ledger.tables import SCHEMAS, retry_commit
 from pipeline.storage import put_atomic
 
 if TYPE_CHECKING:
@@ -96,16 +96,16 @@ def _stats(rows: pa.Table) -> str:
     mins: dict[str, object] = {}
     maxs: dict[str, object] = {}
     nulls: dict[str, int] = {}
-    for field, col in zip(rows.schema, rows.columns):
-        if pa.types.is_nested(field.type):
+    for schema_field, col in zip(rows.schema, rows.columns):
+        if pa.types.is_nested(schema_field.type):
             continue
-        nulls[field.name] = col.null_count
+        nulls[schema_field.name] = col.null_count
         if rows.num_rows == col.null_count:
             continue
         mm = pc.min_max(col)
         lo, hi = _stat_value(mm["min"], "floor"), _stat_value(mm["max"], "ceil")
         if lo is not None and hi is not None:
-            mins[field.name], maxs[field.name] = lo, hi
+            mins[schema_field.name], maxs[schema_field.name] = lo, hi
     return json.dumps({"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
                       allow_nan=False)
 
