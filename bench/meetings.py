@@ -238,7 +238,7 @@ def sweep(settings: list[dict], meetings: list[Meeting]) -> None:
         meets = [d for name, d in res if name.startswith("meeting")]
         call = dict(res)["diarization/pyannote_sample.wav"]
         ones = 0
-        for _name, (regions, centres, embeds, groups) in singles:
+        for _name, (_regions, _centres, embeds, groups) in singles:
             ones += len(embeds) == 0 or len(set(cluster_for(cfg, embeds, cfg.embedding_hop_s, groups))) == 1
         detail = " ".join(f"{d['hyp_speakers']}/{d['ref_speakers']}" for d in meets)
         print(f"| {setting} | {sum(abs(d['speaker_count_error']) <= 1 for d in meets)} / {len(meets)} "

@@ -145,9 +145,8 @@ def build_asr(kind: str, tokenizer_dir: Path, path: Path, size: EncoderSize = TO
 
 def asr_model(kind: str, tokenizer_dir: Path, size: EncoderSize = TOY):
     """The model `build_asr` saves (kind: ctc | rnnt | tdt | hybrid_tdt_ctc), FastConformer of `size`."""
-    from omegaconf import OmegaConf
-
     from nemo.collections.asr.models import EncDecCTCModelBPE, EncDecHybridRNNTCTCBPEModel, EncDecRNNTBPEModel
+    from omegaconf import OmegaConf
 
     d_model = size.d_model
     cfg: dict[str, Any] = {
@@ -213,9 +212,8 @@ def asr_model(kind: str, tokenizer_dir: Path, size: EncoderSize = TOY):
 
 def build_vad(path: Path) -> Path:
     """Frame-level MarbleNet (EncDecFrameClassificationModel), 20 ms frames, labels ['0', '1']."""
-    from omegaconf import OmegaConf
-
     from nemo.collections.asr.models import EncDecFrameClassificationModel
+    from omegaconf import OmegaConf
 
     def block(filters: int, kernel: int, stride: int = 1, residual: bool = False) -> dict[str, Any]:
         return {
@@ -262,9 +260,8 @@ def build_speaker_label(path: Path, labels: list[str], emb_size: int = 32, filte
 
     With language labels it is a language-ID model (AmberNet); with speaker ids, a speaker-embedding
     model (TitaNet): the architecture is the same."""
-    from omegaconf import OmegaConf
-
     from nemo.collections.asr.models import EncDecSpeakerLabelModel
+    from omegaconf import OmegaConf
 
     def block(filters: int, kernel: int, residual: bool) -> dict[str, Any]:
         return {
@@ -309,9 +306,8 @@ def build_speaker_label(path: Path, labels: list[str], emb_size: int = 32, filte
 
 def build_sortformer(path: Path, num_spks: int = 4) -> Path:
     """A 2-layer FastConformer + 2-layer Transformer Sortformer diarizer (SortformerEncLabelModel)."""
-    from omegaconf import OmegaConf
-
     from nemo.collections.asr.models import SortformerEncLabelModel
+    from omegaconf import OmegaConf
 
     fc_d, tf_d = TOY.d_model, 32
     ds = {**_ds_stub(), "num_spks": num_spks, "session_len_sec": 90, "soft_label_thres": 0.5,
@@ -359,10 +355,9 @@ def build_sortformer(path: Path, num_spks: int = 4) -> Path:
 def build_canary(path: Path, tokenizer_dir: Path, special_dir: Path) -> Path:
     """A Canary-style multitask AED model (`EncDecMultiTaskModel`, prompt format "canary"): FastConformer
     encoder + 1-layer Transformer decoder, one aggregate tokenizer with a sub-tokenizer per language."""
-    from omegaconf import OmegaConf
-
     from nemo.collections.asr.models import EncDecMultiTaskModel
     from nemo.collections.common.tokenizers.canary_tokenizer import CanaryTokenizer
+    from omegaconf import OmegaConf
 
     CanaryTokenizer.build_special_tokenizer(
         ["<|translate|>", "<|transcribe|>"] + [f"<|{lang}|>" for lang in LID_LABELS], special_dir

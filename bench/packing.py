@@ -51,14 +51,13 @@ def main() -> None:
     args = p.parse_args()
 
     import pyarrow as pa
+    from corpora import references
 
     from pipeline.config import load_config
     from pipeline.records import INPUT_SCHEMA
     from pipeline.stages.decode import decode_batch
     from pipeline.stages.recording import RecordingStage
     from pipeline.stages.segment import SegmentStage
-
-    from corpora import references
 
     refs = [r for r in references(args.input).values() if r.get("text")]
 

@@ -179,8 +179,8 @@ def _commit_new_block(cfg, tag: str) -> int:
     """What one write task does for 16 new recordings: both commits (predicate overwrite)."""
     import pyarrow as pa
 
-    from pipeline.ledger import Ledger
     from pipeline.execution.sink import flatten
+    from pipeline.ledger import Ledger
     from pipeline.records import TRANSCRIBED_SCHEMA
 
     rows = [{"recording_id": hashlib.sha1(f"{tag}{i}".encode()).hexdigest()[:16], "uri": f"s3://new/{tag}{i}.wav",

@@ -32,8 +32,8 @@ from pathlib import Path
 
 # bench/ is sys.path[0] when this file runs as a script: its modules are imported by their names
 import corpora
-from rows import NEMO_CALL_ITEMS, NEMO_ROWS, WHISPER_BATCH, build_nemo, child_main, measure_row
 from nemo_models import NEMO_SIZES
+from rows import NEMO_CALL_ITEMS, NEMO_ROWS, WHISPER_BATCH, build_nemo, child_main, measure_row
 from tables import FOOTNOTE, scaling_table, table, targets
 
 REPO = Path(__file__).resolve().parents[1]

@@ -60,9 +60,8 @@ def main() -> int:
 
     import logging
 
-    from moto.server import ThreadedMotoServer
-
     import s3fs
+    from moto.server import ThreadedMotoServer
 
     from pipeline.config import load_config
     from pipeline.ledger import read_output

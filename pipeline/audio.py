@@ -29,6 +29,8 @@ It stays one module of ~330 lines on purpose: everything below `decode` is a pri
 
 from __future__ import annotations
 
+import re
+import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
@@ -158,7 +160,7 @@ def decode_windows(
     pass and counted in `info.nonfinite`; warnings (corrupt packets, early stop, truncation) are
     appended to `info.warnings` once the stream ends. With `channel_energy`, `info.channel_energy`
     holds the per-channel envelope once the stream ends (see `_ChannelEnergy`)."""
-    import av
+    import av  # heavy: FFmpeg's libraries; only the processes that decode load them
 
     info = info if info is not None else StreamInfo()
     wav_declared = _wav_declared_seconds(source)
@@ -311,7 +313,7 @@ def finished(info: StreamInfo) -> list[str]:
 
 
 def _open(source):
-    import av
+    import av  # heavy: FFmpeg's libraries; only the processes that decode load them
 
     try:
         return av.open(source, mode="r", metadata_errors="ignore")
@@ -327,7 +329,7 @@ def _rewind(source) -> None:
 def _audio_past(container, stream, seconds: float) -> bool | None:
     """Whether the stream holds audio at `seconds` (one seek and one packet, nothing decoded):
     True / False, or None when the container cannot seek (the limit then holds while decoding)."""
-    import av
+    import av  # heavy: FFmpeg's libraries; only the processes that decode load them
 
     try:
         if stream.time_base is None:
@@ -383,8 +385,6 @@ def _ogg_has_eos(source) -> bool | None:
 def _wav_declared_seconds(source) -> float | None:
     """Length a RIFF/WAVE header declares (FFmpeg trusts the file size instead, so a truncated WAV
     would otherwise pass silently). Peeks at the first bytes of a seekable source, then rewinds."""
-    import struct
-
     try:
         if isinstance(source, str):
             with open(source, "rb") as f:
@@ -425,8 +425,6 @@ def _declared_seconds(container, stream) -> float | None:
 
 def _reason(exc: Exception) -> str:
     """FFmpeg's message without its errno prefix and the stream name (the row already has the URI)."""
-    import re
-
     text = str(exc)
     text = text.split("] ", 1)[-1] if "] " in text else text
     return re.sub(r": '[^']*'$", "", text)

@@ -20,14 +20,19 @@ import logging
 import os
 import sys
 
-from pipeline.config import load_config
+from pipeline import __version__
+from pipeline.config import OutputConfig, StorageOptions, load_config
 from pipeline.errors import UserError
+from pipeline.eval import evaluate, table, write_json
+from pipeline.export import export
+from pipeline.filter import load_rules, refilter, summary
+from pipeline.ledger import maintain
 from pipeline.report import EXIT_FAILED, EXIT_USAGE
+from pipeline.status import status
+from pipeline.text import SafeLogFilter, safe, safe_lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline import __version__
-
     parser = argparse.ArgumentParser(prog="scriptorium", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"scriptorium {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -78,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     verbose = args.verbose or args.debug
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pipeline.text import SafeLogFilter, safe, safe_lines
-
     for handler in logging.getLogger().handlers:  # every log line: credentials redacted, controls escaped
         handler.addFilter(SafeLogFilter())
     for name in ("pipeline", "scriptorium"):
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: str, overrides: list[str]) -> int:
-    from pipeline.runner import run
+    from pipeline.runner import run  # heavy: the runner imports Ray; only `run` needs it
 
     report = run(load_config(config, overrides))
     print(report.summary())
@@ -122,19 +125,12 @@ def _run(config: str, overrides: list[str]) -> int:
 
 
 def _status(output: str, config: str | None, overrides: list[str]) -> int:
-    from pipeline.status import status
-
     print(status(output, config, overrides))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipeline.config import OutputConfig, StorageOptions
-    from pipeline.export import export
-
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
-    from pipeline.text import safe
-
     for path in export(out, args.format, args.to, accepted_only=not args.all, overwrite=args.overwrite,
                        with_audio=args.with_audio, split_by_language=args.split_by_language,
                        drop_rejected=args.drop_rejected):
@@ -143,18 +139,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _filter(args: argparse.Namespace) -> int:
-    from pipeline.config import OutputConfig, StorageOptions
-    from pipeline.filter import load_rules, refilter, summary
-
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
     print(summary(refilter(out, load_rules(args.rules, args.overrides))))
     return 0
 
 
 def _maintain(args: argparse.Namespace) -> int:
-    from pipeline.config import OutputConfig, StorageOptions
-    from pipeline.ledger import maintain
-
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
     done = maintain(out, retention_hours=args.retention_hours)
     print(json.dumps(done, indent=2, default=str))
@@ -162,9 +152,6 @@ def _maintain(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from pipeline.config import OutputConfig, StorageOptions
-    from pipeline.eval import evaluate, table, write_json
-
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
     res = evaluate(args.references, out)
     print(table(res))

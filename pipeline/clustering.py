@@ -39,7 +39,7 @@ def cluster_speakers(
     embeds = np.asarray(embeds, dtype=np.float64)
     if len(embeds) < 2:
         return np.zeros(len(embeds), dtype=int)
-    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.cluster import AgglomerativeClustering  # heavy: scikit-learn takes about a second to import
 
     embeds = embeds / np.maximum(np.linalg.norm(embeds, axis=1, keepdims=True), 1e-9)
 

@@ -24,7 +24,7 @@ def der(ref: list[tuple[float, float, str]], hyp: list[tuple[float, float, str]]
         frame: float = FRAME_S) -> dict[str, float]:
     """Diarization error rate (see the module docstring). Returns der, missed, false_alarm, confusion
     (seconds) and scored reference speech (seconds)."""
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # heavy: SciPy takes about a second to import
 
     end = max([e for _, e, _ in ref + hyp] + [0.0])
     n = int(np.ceil(end / frame)) + 1

@@ -39,7 +39,7 @@ import numpy as np
 from pipeline.config import OutputConfig
 from pipeline.der import COLLAR_S, FRAME_S, der, read_rttm  # noqa: F401 - FRAME_S: importable from here as before
 from pipeline.errors import UserError
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, read_output
 from pipeline.storage import filesystem, put_atomic
 
 
@@ -56,10 +56,12 @@ def normalise(text: str, lang: str | None) -> str:
     key = "en" if lang == "en" else "basic"
     if key not in _NORMALISERS:
         if key == "en":
+            # optional: the `test` extra; only `scriptorium eval` needs it
             from whisper_normalizer.english import EnglishTextNormalizer
 
             _NORMALISERS[key] = EnglishTextNormalizer()
         else:
+            # optional: the `test` extra; only `scriptorium eval` needs it
             from whisper_normalizer.basic import BasicTextNormalizer
 
             _NORMALISERS[key] = BasicTextNormalizer()
@@ -69,7 +71,7 @@ def normalise(text: str, lang: str | None) -> str:
 def segment_errors(ref: str, hyp_segments: list[str]) -> tuple[list[dict[str, int]], dict[str, int]]:
     """Errors of a file split over its segments. `ref` and each hypothesis segment are normalised text.
     Returns per-segment {ref_words, sub, del, ins} and the file's totals (equal to jiwer's counts)."""
-    import jiwer
+    import jiwer  # optional: the `test` extra; only `scriptorium eval` needs it
 
     per = [{"ref_words": 0, "sub": 0, "del": 0, "ins": 0} for _ in hyp_segments]
     owner = [k for k, h in enumerate(hyp_segments) for _ in h.split()]
@@ -143,8 +145,6 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
     if led.table("recordings") is None or led.table("segments") is None:
         raise EvalError(f"no Scriptorium output at {output.uri!r}")
     refs = read_references(references, output)
-    from pipeline.ledger import read_output
-
     recs = {_key(r["uri"]): r for r in read_output(output, "recordings").to_pylist()}
     segs: dict[str, list[dict]] = defaultdict(list)
     cols = ["recording_id", "start", "end", "text", "language", "speaker", "accepted"]
@@ -172,7 +172,7 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
             norm_ref = normalise(ref["text"], lang)
             norm_hyp = [normalise(s["text"], lang) for s in spoken]
             per, total = segment_errors(norm_ref, norm_hyp)
-            import jiwer
+            import jiwer  # optional: the `test` extra; only `scriptorium eval` needs it
 
             hyp_joined = " ".join(h for h in norm_hyp if h)
             cer = jiwer.process_characters(norm_ref, hyp_joined) if norm_ref else None

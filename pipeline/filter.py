@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import ValidationError
 
 from pipeline.config import ConfigError, OutputConfig, QualityConfig, apply_override, read_mapping
 from pipeline.errors import UserError, with_retries
@@ -56,8 +57,6 @@ def load_rules(path: str | None, overrides: list[str] = ()) -> QualityConfig:  #
         if not item.startswith("quality."):
             raise ConfigError(f"filter takes only quality.* (or {JOB_RULES}*) overrides, got {item!r}")
         apply_override(data, item)
-    from pydantic import ValidationError
-
     try:
         return QualityConfig.model_validate(data.get("quality") or {})
     except ValidationError as exc:
@@ -109,7 +108,7 @@ def _committed_ids(led: Ledger) -> list[str]:
 
 def refilter(output: OutputConfig, cfg: QualityConfig, applied_by: str = "filter", lock: bool = True) -> dict[str, Any]:
     """Re-judge every segment of `output` under `cfg`; returns counts before/after and the rules."""
-    from deltalake import write_deltalake
+    from deltalake import write_deltalake  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
     led = Ledger(output)
     dt = led.table("segments")

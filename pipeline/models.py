@@ -19,6 +19,7 @@ whole verified file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,8 +28,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import fsspec
+from filelock import FileLock
+from fsspec.utils import get_protocol
+
 from pipeline.config import ModelsConfig
 from pipeline.errors import UserError, with_retries
+from pipeline.storage import fsspec_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +125,6 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
     downloaded again. Raises `FileNotFoundError`, `ModelIntegrityError` or `ModelLoadError`."""
     if not is_file_ref(ref):
         return None
-    import fsspec
-    from fsspec.utils import get_protocol
-
-    from pipeline.storage import fsspec_kwargs
 
     protocol = get_protocol(ref)
     if protocol in ("file", "local"):
@@ -140,8 +142,6 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
     name = ref.rstrip("/").rsplit("/", 1)[-1] or "model.nemo"
     target = slot / name
     meta_path = slot / (name + ".meta.json")
-
-    from filelock import FileLock
 
     with FileLock(str(slot / (name + ".lock")), timeout=_LOCK_TIMEOUT_S):
         remote = _remote_info(fs, ref)
@@ -202,7 +202,7 @@ def pick_device(use_gpu: bool) -> str:
     """'cuda' or 'cpu'; asking for a GPU where CUDA is missing is an error, not a silent fallback."""
     if not use_gpu:
         return "cpu"
-    import torch
+    import torch  # heavy: torch, only where a model runs
 
     if not torch.cuda.is_available():
         raise RuntimeError(
@@ -234,7 +234,7 @@ def load_nemo_model(cls: Any, ref: str, sha256: str | None, models: ModelsConfig
     whatever class the file's config names). The model is returned in eval mode on `device`. Weights
     stay float32: backends run GPU inference under fp16/bf16 autocast (`inference_context`), which keeps
     the feature extractor in float32 where half precision is known to hurt."""
-    import torch
+    import torch  # heavy: torch, only where a model runs
     from nemo.core.classes import ModelPT
 
     cls = cls or ModelPT
@@ -259,9 +259,7 @@ def load_nemo_model(cls: Any, ref: str, sha256: str | None, models: ModelsConfig
 
 def inference_context(device: str) -> Any:
     """inference_mode, plus half-precision autocast on GPU (bf16 where supported, else fp16)."""
-    import contextlib
-
-    import torch
+    import torch  # heavy: torch, only where a model runs
 
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())

@@ -29,7 +29,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from pipeline.batching import pack_consecutive, pack_windows
-from pipeline.records import NO_SPACE_LANGUAGES, SAMPLE_RATE, AsrResult, LanguageSwitch, Span, Word
+from pipeline.records import NO_SPACE_LANGUAGES, SAMPLE_RATE, AsrResult, LanguageSwitch, Span
 from pipeline.timeline import speaker_at, speaker_runs
 
 PackMode = Literal["none", "recording", "corpus"]

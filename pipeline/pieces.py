@@ -162,7 +162,7 @@ def stitch(rows: list[dict[str, Any]], cfg: Any) -> dict[tuple[int, str], str]:
     speakers' windows: the same scale as the threshold. A piece clusters its own windows first, so a
     speaker it split in two (a user's `num_speakers` it does not hold) is merged back here. A label
     that came without a voice (a piece too short to embed) goes to the most heard speaker."""
-    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.cluster.hierarchy import fcluster, linkage  # heavy: SciPy takes about a second to import
     from scipy.spatial.distance import squareform
 
     found = [(r["piece"], v) for r in rows for v in (r.get("voices") or [])]

@@ -8,10 +8,24 @@ cluster's resources are checked later, once Ray is up (`pipeline.execution.check
 
 from __future__ import annotations
 
+import os
 import uuid
 
+from pipeline.backends.whisper import resolve_whisper_model
 from pipeline.config import InputConfig, JobConfig, OutputConfig
 from pipeline.errors import UserError
+from pipeline.models import (
+    ModelIntegrityError,
+    ModelLoadError,
+    cached_sha256,
+    check_policy,
+    is_file_ref,
+    mismatch_message,
+    model_refs,
+    same_digest,
+)
+from pipeline.storage import filesystem, put_atomic
+from pipeline.text import safe
 
 #: Object written and removed under the output to prove it is writable.
 PROBE_DIR = "_scriptorium"
@@ -27,17 +41,12 @@ class PreflightError(UserError, RuntimeError):
 
 def _why(exc: BaseException) -> str:
     """An exception as a short clause: its type and first line (botocore messages are one line)."""
-    from pipeline.text import safe
-
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {safe(text)}" if text else type(exc).__name__
 
 
 def check_input(cfg: InputConfig) -> list[str]:
     """The input exists and can be listed (or, for a manifest, read) with the credentials at hand."""
-    from pipeline.storage import filesystem
-    from pipeline.text import safe
-
     try:
         fs, path = filesystem(cfg.uri, cfg.storage)
         # One metadata request (s3fs asks for at most one key under a prefix), never a listing: the
@@ -55,9 +64,6 @@ def check_input(cfg: InputConfig) -> list[str]:
 def check_output(cfg: OutputConfig) -> list[str]:
     """The output can be written: a probe object is written and removed (S3 permissions, a read-only
     disk or a missing bucket show here instead of after the models ran)."""
-    from pipeline.storage import filesystem, put_atomic
-    from pipeline.text import safe
-
     try:
         fs, root = filesystem(cfg.uri, cfg.storage)
         probe = f"{root.rstrip('/')}/{PROBE_DIR}/probe-{uuid.uuid4().hex[:12]}"
@@ -72,16 +78,9 @@ def check_models(cfg: JobConfig) -> list[str]:
     """Every model the config names resolves without loading it: an embedded or local Whisper
     model exists (and matches its sha256); a NeMo reference obeys `models.*` rules, and a local
     `.nemo` file exists and matches its sha256. Remote files are verified where they are fetched."""
-    from pipeline.models import (
-        ModelIntegrityError, ModelLoadError, cached_sha256, check_policy, is_file_ref, mismatch_message, model_refs,
-        same_digest,
-    )
-
     problems = []
     asr = cfg.segment_stage.asr
     if asr.backend == "whisper":
-        from pipeline.backends.whisper import resolve_whisper_model
-
         try:  # the embedded model too: its cached copy is re-verified (one stat when unchanged)
             resolve_whisper_model(asr)
         except (FileNotFoundError, ModelIntegrityError) as exc:
@@ -96,8 +95,6 @@ def check_models(cfg: JobConfig) -> list[str]:
             problems.append(f"{key}: {exc}")
             continue
         if is_file_ref(ref) and "://" not in ref:
-            import os
-
             local = os.path.expanduser(ref)
             if not os.path.isfile(local):
                 problems.append(f"{key}: model file {ref!r} does not exist")

@@ -14,6 +14,9 @@ float32 bytes in a `large_binary` column (`audio_column` / `samples_at`, no copi
 
 from __future__ import annotations
 
+import hashlib
+import json
+import resource
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -46,8 +49,6 @@ class InputFile:
 
 def recording_id_for(uri: str) -> str:
     """Stable id of a recording: a short hash of its URI (URIs may hold spaces, non-ASCII, slashes)."""
-    import hashlib
-
     return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
 
 
@@ -146,8 +147,6 @@ def peak_rss_mb() -> float:
                     return int(line.split()[1]) / 1024  # kB
     except OSError:
         pass
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux (bytes on macOS)
 
 
@@ -251,8 +250,6 @@ def input_table(files) -> pa.Table:
     is returned as it is, so callers accept either form."""
     if isinstance(files, pa.Table):
         return files
-    import json
-
     files = list(files)
     cols = {
         "recording_id": [f.recording_id for f in files],
@@ -269,8 +266,6 @@ def input_table(files) -> pa.Table:
 
 def input_files(table: pa.Table) -> list[InputFile]:
     """A LISTED_SCHEMA table -> InputFile objects (for small listings: tests, the Python API)."""
-    import json
-
     return [InputFile(uri=r["uri"], size=r["size"], etag=r["etag"], mtime=r["mtime"], duration_hint=r["duration_hint"],
                       extra=json.loads(r["extra"]) if r["extra"] else {}, error=r["refused"])
             for r in table.to_pylist()]

@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from pipeline.config import JobConfig
 from pipeline.records import peak_rss_mb
-
+from pipeline.text import safe  # names and messages come from inputs: escaped, credentials redacted
+from pipeline.vocabulary import all_terms
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 #: A recording's outcome, as the `recordings` table's `status` column holds it.
@@ -104,8 +105,6 @@ class RunReport(BaseModel):
         lines += [f"  models: {m}" for m in self.models]
         if self.vocabulary_terms:
             lines.append(f"  vocabulary: {self.vocabulary_terms} terms; {self.vocabulary_segments} segments contain one")
-        from pipeline.text import safe  # names and messages come from inputs: escaped, credentials redacted
-
         for e in self.errors[:10]:
             lines.append(f"  error: {safe(e['uri'])}: {safe(e['error'])}")
         if len(self.errors) > 10:
@@ -279,8 +278,6 @@ def build_report(
             f"{s.unpunctuated} recordings are unpunctuated: ASR model {cfg.segment_stage.asr.model!r} emits no punctuation and NeMo 3.0 "
             "has no punctuation model (choose a *_pc / Parakeet v2+ model for punctuated text)"
         )
-    from pipeline.vocabulary import all_terms
-
     warnings += s.vocabulary_warnings  # said once however many actors and recordings met it
 
     def rate(audio: float, wall: float) -> float:

@@ -15,22 +15,25 @@ from typing import Any
 from pipeline.report import RunReport
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display)."""
+    import matplotlib  # heavy: matplotlib and pyplot take about a second; only report.html draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use("Agg"), so that no display backend is tried
+
+    return plt
+
+
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    _pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _bar(title: str, labels: list[str], values: list[float], xlabel: str = "", color: str = "#4c72b0") -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.6, 2.6))
+    fig, ax = _pyplot().subplots(figsize=(4.6, 2.6))
     if labels:
         ax.barh(labels[::-1], values[::-1], color=color)
     else:
@@ -45,12 +48,7 @@ def _bar(title: str, labels: list[str], values: list[float], xlabel: str = "", c
 
 
 def _histogram(title: str, bins: list[int]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.6, 2.6))
+    fig, ax = _pyplot().subplots(figsize=(4.6, 2.6))
     ax.bar([i / 10 + 0.05 for i in range(len(bins))], bins, width=0.09, color="#55a868")
     ax.set_xlim(0, 1)
     ax.set_title(title, fontsize=10)

@@ -19,9 +19,20 @@ from pipeline.backends.registry import stitches_pieces
 from pipeline.batching import estimated_seconds, small_pools, windows
 from pipeline.config import JobConfig
 from pipeline.discover import DiscoveryError, discover_table
+from pipeline.errors import with_retries
 from pipeline.execution import (
-    TranscriptSink, check_fits, cluster_shape, init_ray, map_actor, map_tasks, nest, stage_resources, start_run_state,
+    TranscriptSink,
+    check_fits,
+    cluster_shape,
+    from_windows,
+    init_ray,
+    map_actor,
+    map_tasks,
+    stage_resources,
+    start_run_state,
 )
+from pipeline.export import record_input_fields
+from pipeline.filter import apply_rules_after_run
 from pipeline.fingerprint import job_fingerprint
 from pipeline.ledger import Ledger
 from pipeline.preflight import preflight
@@ -32,7 +43,6 @@ from pipeline.report_html import render as render_html
 from pipeline.stages.decode import decode_stream
 from pipeline.stages.recording import RecordingStage
 from pipeline.stages.segment import SegmentStage
-from pipeline.errors import with_retries
 from pipeline.storage import put_atomic
 from pipeline.vocabulary import resolve as resolve_vocabulary
 
@@ -52,8 +62,6 @@ def run(cfg: JobConfig) -> RunReport:
     lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
     try:
         todo, plan = ledger.plan(files, fingerprint)
-        from pipeline.export import record_input_fields
-
         record_input_fields(cfg.output, files)  # a manifest's reference text etc., for exports and eval
         log.info("discovered %d files: %s", files.num_rows, plan)
         discovered = files.num_rows
@@ -68,8 +76,6 @@ def run(cfg: JobConfig) -> RunReport:
                 warnings.append(said)
             summary = _execute(cfg, todo, pools, run_id, fingerprint)
         ledger.maintain_if_due()
-        from pipeline.filter import apply_rules_after_run
-
         apply_rules_after_run(cfg.output, cfg.segment_stage.quality, skipped=plan.get("skipped", 0))  # one rule set per output
     finally:
         lock.release()
@@ -113,17 +119,13 @@ def _pooling_warning(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]
 
 
 def _execute(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_id: str, fingerprint: str) -> BlockSummary:
-    import ray
-
     init_ray(cfg.ray)
     check_fits(stage_resources(cfg), *cluster_shape())  # refuse now, rather than wait forever for resources
     # One block (and one row: see pipeline/execution/operators.py) per pooling window, and every stage
     # takes one window per call: the segment stage buckets the segments of a window's recordings
     # together (pipeline/batching.py), and a long file (a window of its own) flows on to ASR as soon as
     # it is decoded and segmented, not after its neighbours.
-    rows = todo.select(INPUT_SCHEMA.names)  # Arrow slices: no Python object per file
-    blocks = [nest(rows.slice(offset, length)) for offset, length in pools]
-    ds = ray.data.from_arrow(blocks)
+    ds = from_windows(todo.select(INPUT_SCHEMA.names), pools)  # Arrow slices: no Python object per file
     diar = cfg.recording_stage.diarization
     # A long recording goes in pieces (pipeline/pieces.py) unless its speakers could not be matched
     # across them: then it is held whole, as before pieces existed.

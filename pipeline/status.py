@@ -15,9 +15,12 @@ from collections import Counter
 import pyarrow.compute as pc
 
 from pipeline.config import InputConfig, OutputConfig, load_config
+from pipeline.discover import DiscoveryError, discover_table
+from pipeline.filter import recorded_rules
 from pipeline.fingerprint import job_fingerprint
 from pipeline.ledger import Ledger
 from pipeline.storage import with_retries
+from pipeline.text import safe  # names and messages come from inputs: escaped, credentials redacted
 from pipeline.vocabulary import resolve as resolve_vocabulary
 
 
@@ -52,8 +55,6 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
     except FileNotFoundError:
         pass
     data["last_run"] = last
-    from pipeline.filter import recorded_rules
-
     data["quality_rules"] = recorded_rules(out_cfg)  # what judged `accepted` (scriptorium filter / a run)
     data["judgement"] = _judgement(ledger)
     if cfg is not None:
@@ -62,8 +63,6 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
         in_cfg, fingerprint = InputConfig(uri=last["input_uri"], storage=out_cfg.storage), last["fingerprint"]
     else:
         return data
-    from pipeline.discover import DiscoveryError, discover_table
-
     try:
         files = discover_table(in_cfg)
     except DiscoveryError as exc:
@@ -79,8 +78,6 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
 
 
 def status(output_uri: str, config: str | None = None, overrides: list[str] = ()) -> str:  # type: ignore[assignment]
-    from pipeline.text import safe  # names and messages come from inputs: escaped, credentials redacted
-
     d = status_data(output_uri, config, overrides)
     lines = [
         f"output {safe(output_uri)}: {d['committed']} recordings committed"

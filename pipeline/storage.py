@@ -21,7 +21,7 @@ def fsspec_kwargs(storage: StorageOptions, protocol: str) -> dict[str, Any]:
     if protocol in ("http", "https"):
         # aiohttp's default is 5 minutes in total and nothing per read: a server that accepts and
         # never answers would hold discovery for minutes per manifest line
-        import aiohttp
+        import aiohttp  # heavy: aiohttp, only for HTTP(S) URIs
 
         return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(
             total=None, connect=storage.connect_timeout_s, sock_connect=storage.connect_timeout_s,

@@ -340,7 +340,7 @@ def stitch_chunk_activity(glob: np.ndarray, p: np.ndarray, f0: int, overlap: int
     speakers are matched to global columns by co-activity on the overlap (Hungarian assignment; a
     match needs more than one frame's worth of shared activity); unmatched active speakers become
     new columns, silent slots are dropped. Overlap frames are averaged. Returns the new `glob`."""
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # heavy: SciPy takes about a second to import
 
     total = glob.shape[0]
     p = p[: total - f0]

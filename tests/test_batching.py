@@ -16,7 +16,9 @@ def _padding_ratio(batches, durs, cost) -> float:
 def test_plan_batches_covers_every_item_once_and_respects_budget():
     rng = np.random.default_rng(1)
     durs = list(rng.uniform(0.5, 20, 200))
-    cost = lambda d: max(d) * len(d)  # FastConformer-style
+    def cost(d):  # FastConformer-style
+        return max(d) * len(d)
+
     batches = plan_batches(durs, cost, max_padded_s=120, max_items=32)
     flat = sorted(i for b in batches for i in b)
     assert flat == list(range(200))
@@ -28,7 +30,9 @@ def test_plan_batches_covers_every_item_once_and_respects_budget():
     tight = _padding_ratio(batches, durs, cost)
     assert tight <= 0.05 < on and sorted(i for b in batches for i in b) == list(range(200))
     # with Whisper's fixed 30 s window the rule never splits: batches stay full
-    whisper = lambda d: 30.0 * len(d)
+    def whisper(d):
+        return 30.0 * len(d)
+
     assert [len(b) for b in plan_batches(durs[:32], whisper, 240, 8, max_extra_padding=0.05)] == [8, 8, 8, 8]
 
 

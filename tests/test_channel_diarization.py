@@ -16,7 +16,6 @@ from pipeline.audio import decode
 from pipeline.backends.channels import ChannelDiarizer
 from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, SEGMENTED_SCHEMA, Span
 from pipeline.timeline import exclusive_turns
-
 from tests.helpers import LOCAL_CONF
 from tests.helpers.cli import run_cli
 

@@ -10,7 +10,6 @@ import pytest
 from pipeline.config import MOVED_KEYS, ConfigError, JobConfig, load_config
 from pipeline.fingerprint import job_fingerprint
 from pipeline.vocabulary import resolve as resolve_vocabulary
-
 from tests.helpers import REPO
 
 BASE = ["input.uri=/in", "output.uri=/out"]

@@ -21,10 +21,14 @@ import pytest
 
 from pipeline.config import OutputConfig, load_config
 from pipeline.ledger import read_output
-
 from tests.helpers import CORPUS, LOCAL_CONF, REPO
 from tests.helpers.badcorpus import (
-    HOSTILE_NAMES, lying_wav, make_bad_corpus, make_manifest_cases, speech, write_long_file,
+    HOSTILE_NAMES,
+    lying_wav,
+    make_bad_corpus,
+    make_manifest_cases,
+    speech,
+    write_long_file,
 )
 
 GOOD = {"speechbrain_spk1_snt1.wav": "the child almost hurt the small dog", "whisper_jfk.flac": "ask not what your country can do for you"}
@@ -291,8 +295,8 @@ def test_lying_headers_decode_what_is_there_with_bounded_memory(tmp_path):
     assert r["status"] == "ok" and abs(r["duration"] - 3.15) < 0.01 and "header declares 134217.73 s" in r["error"], r
     assert r["peak_mb"] - r["base_mb"] < 100, r
     silence = tmp_path / "silence_1h.flac"  # ~180 KB of FLAC that decodes to 230 MB of samples
-    import soundfile as sf
     import numpy as np
+    import soundfile as sf
 
     with sf.SoundFile(silence, "w", 16000, 1, "PCM_16", format="FLAC") as f:
         for _ in range(60):

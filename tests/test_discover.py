@@ -4,8 +4,6 @@ decode stage: tests/test_decode_stage.py.)"""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.helpers import CORPUS
 
 

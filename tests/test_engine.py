@@ -16,9 +16,7 @@ import pytest
 from pipeline.config import OutputConfig, load_config
 from pipeline.execution import ClusterTooSmall, check_fits, stage_resources
 from pipeline.ledger import read_output
-
-from tests.helpers import REPO
-from tests.helpers import sha256_of as _sha
+from tests.helpers import REPO, sha256_of as _sha
 from tests.helpers.cli import run_cli
 
 PRESET = str(REPO / "conf/nemo-gpu.yaml")

@@ -13,8 +13,8 @@ from pipeline.errors import ClusterTooSmall, UserError, is_transient, with_retri
 def test_every_user_error_derives_from_the_base_and_keeps_its_builtin():
     from pipeline.config import ConfigError
     from pipeline.discover import DiscoveryError
-    from pipeline.execution.cluster import ClusterTooSmall as FromEngine
     from pipeline.eval import EvalError
+    from pipeline.execution.cluster import ClusterTooSmall as FromEngine
     from pipeline.export import ExportError
     from pipeline.filter import OutputMissingError
     from pipeline.ledger import LegacyOutputError, OutputError, OutputLockedError

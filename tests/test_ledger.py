@@ -31,7 +31,6 @@ from pipeline.ledger import (
     write_id_for,
 )
 from pipeline.records import InputFile, recording_id_for
-
 from tests.helpers import LOCAL_CONF
 
 RUN_A, RUN_B = "20260101T000000-aaaaaa", "20260102T000000-bbbbbb"

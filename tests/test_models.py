@@ -15,9 +15,7 @@ import pytest
 import pipeline.models as pm
 from pipeline.config import ModelsConfig, StorageOptions
 from pipeline.models import ModelIntegrityError, ModelLoadError, load_nemo_model, resolve_model
-
-from tests.helpers import LOCAL_CONF, REPO
-from tests.helpers import sha256_of as sha
+from tests.helpers import LOCAL_CONF, REPO, sha256_of as sha
 
 BUCKET = "scriptorium-models"
 
@@ -84,9 +82,9 @@ def test_s3_model_loads_with_sha256_and_is_cached(s3_models, s3_endpoint, tiny, 
     assert not list(local.parent.glob("*.part"))
 
     # the same model through the ASR backend (a user's asr.model=s3://...)
+    from pipeline.audio import decode
     from pipeline.backends.nemo import NemoAsr
     from pipeline.config import AsrConfig
-    from pipeline.audio import decode
 
     asr = NemoAsr(AsrConfig(backend="nemo", model=ref, sha256=sha(tiny["ctc"])), cfg, use_gpu=False)
     clip = decode(str(corpus / "speech" / "speechbrain_spk1_snt2.wav")).samples
@@ -227,9 +225,8 @@ def test_models_verified_at_load_not_once(tmp_path, monkeypatch):
     file changed in place (same size) is refused with file, expected and found digests; upper-case
     digests are accepted."""
     from pipeline.backends.whisper import EMBEDDED, embedded_model_dir, resolve_whisper_model
-    from pipeline.config import AsrConfig, load_config
+    from pipeline.config import AsrConfig, ModelsConfig, load_config
     from pipeline.models import ModelIntegrityError, resolve_model, sha256_file
-    from pipeline.config import ModelsConfig
     from pipeline.preflight import check_models
 
     monkeypatch.setenv("SCRIPTORIUM_DIGEST_CACHE", str(tmp_path / "digests"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.packing import Utterance, Window, by_speaker, compression_ratio, pack, retry
+from pipeline.packing import Utterance, by_speaker, compression_ratio, pack, retry
 from pipeline.records import AsrResult, LanguageSwitch, Word
 
 SR = 16000

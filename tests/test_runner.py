@@ -28,7 +28,6 @@ from pipeline.config import OutputConfig, load_config
 from pipeline.ledger import read_output
 from pipeline.records import RECORDINGS_SCHEMA, SEGMENTS_SCHEMA
 from pipeline.runner import run
-
 from tests.helpers import LOCAL_CONF, sha256_of
 from tests.helpers.cli import cli_inproc as _cli
 from tests.helpers.nemo_models import LID_LABELS

@@ -29,7 +29,6 @@ import pytest
 from pipeline.config import OutputConfig, load_config
 from pipeline.ledger import Ledger, read_output, storage_options
 from pipeline.records import recording_id_for
-
 from tests.helpers import CORPUS, LOCAL_CONF, REPO
 from tests.helpers.faults import S3Faults, descendants, find_descendant, kill_tree, wait_for
 

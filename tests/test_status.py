@@ -10,14 +10,11 @@ import pyarrow as pa
 
 from pipeline.cli import main
 from pipeline.config import OutputConfig
-from pipeline.fingerprint import job_fingerprint
-from pipeline.records import recording_id_for
 from pipeline.execution.sink import write_table
-from pipeline.records import TRANSCRIBED_SCHEMA
+from pipeline.fingerprint import job_fingerprint
+from pipeline.records import TRANSCRIBED_SCHEMA, recording_id_for
 from pipeline.vocabulary import resolve as resolve_vocabulary
-
 from tests.helpers import REPO
-
 
 
 def _commit(out: Path, files: list[Path], fingerprint: str, status: str = "ok", error: str | None = None) -> None:

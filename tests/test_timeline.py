@@ -63,7 +63,6 @@ def test_silero_pauses_fall_inside_speech_and_in_quiet_moments(corpus):
     quieter than the speech around it (the frame there against its region's median frame)."""
     from pipeline.backends.silero import SileroVad
     from pipeline.config import VadConfig
-
     from tests.helpers import load_audio
 
     audio = load_audio(corpus / "speech" / "silerovad_test.wav")
@@ -87,7 +86,6 @@ def test_silero_in_blocks_finds_the_speech_it_finds_in_one_pass(corpus, monkeypa
     gives the speech one pass over the whole gives."""
     import pipeline.backends.silero as silero
     from pipeline.config import VadConfig
-
     from tests.helpers import load_audio
 
     audio = np.tile(load_audio(corpus / "speech" / "silerovad_test.wav"), 3)

@@ -9,13 +9,11 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from pipeline import vocabulary as vocab
 from pipeline.config import AsrConfig, ConfigError, ModelsConfig, VocabularyConfig, load_config
 from pipeline.fingerprint import job_fingerprint
-
 from tests.helpers import load_audio as _load
 
 SR = 16000
@@ -108,9 +106,8 @@ def test_matcher_is_case_insensitive_on_whole_words():
 
 
 def test_segment_stage_counts_segments_with_a_term_and_the_report_sums_them():
-    from tests.test_segment_stage import _batch, _stage
-
     from pipeline.report import build_report
+    from tests.test_segment_stage import _batch, _stage
 
     stage, _fake = _stage("segment_stage.packing.mode=none", "segment_stage.vocabulary.terms=[W1]")
     stage.vocabulary, stage._vocab_warning = stage.cfg.vocabulary, "vocabulary ignored: test"

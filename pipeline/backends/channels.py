@@ -52,7 +52,7 @@ def channel_names(n: int) -> list[str]:
 def levels(channel_energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(channels, frames) mean squares -> smoothed levels in dB (channels, frames), and each
     channel's noise floor (channels,)."""
-    from scipy.ndimage import median_filter
+    from scipy.ndimage import median_filter  # heavy: SciPy takes about a second to import
 
     level = 10.0 * np.log10(np.maximum(np.asarray(channel_energy, dtype=np.float64), 10.0 ** (SILENCE_DB / 10)))
     width = max(1, int(round(SMOOTH_S / FRAME_S)) | 1)  # odd: centred

@@ -12,15 +12,16 @@ gives one speaker per window, so two voices at once cannot be told from one.
 
 from __future__ import annotations
 
+import warnings
+from importlib.metadata import version
 from typing import Sequence
 
 import numpy as np
 
 from pipeline.backends.base import Diarization
-from pipeline.records import SAMPLE_RATE
-from pipeline.config import DiarizationConfig
 from pipeline.clustering import cluster_for, threshold_for
-from pipeline.records import Span
+from pipeline.config import DiarizationConfig
+from pipeline.records import SAMPLE_RATE, Span
 
 # Resemblyzer's partial window is fixed by the model: 160 mel frames of 10 ms.
 _PARTIAL_S = 1.6
@@ -28,11 +29,9 @@ _PARTIAL_S = 1.6
 
 class ResemblyzerDiarizer:
     def __init__(self, cfg: DiarizationConfig, use_gpu: bool = False):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # webrtcvad's pkg_resources deprecation warning
-            from resemblyzer import VoiceEncoder
+            from resemblyzer import VoiceEncoder  # heavy: Resemblyzer loads torch
 
         self.cfg = cfg
         self._voices: list[dict] = []
@@ -40,8 +39,6 @@ class ResemblyzerDiarizer:
 
     def model_id(self) -> str:
         """Provenance: the speaker encoder shipped in the installed resemblyzer package."""
-        from importlib.metadata import version
-
         return f"resemblyzer:{version('resemblyzer')}"
 
     def diarize(self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None) -> Diarization:

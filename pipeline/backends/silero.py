@@ -7,6 +7,8 @@ minimum speech and silence, padding); we only convert samples to seconds.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from importlib.metadata import version
 from typing import Sequence
 
 import numpy as np
@@ -23,6 +25,7 @@ _BLOCK_S = 120.0
 
 class SileroVad:
     def __init__(self, cfg: VadConfig):
+        # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
         from faster_whisper.vad import VadOptions, get_vad_model
 
         self.cfg = cfg
@@ -42,12 +45,11 @@ class SileroVad:
         """Silero's own pauses inside the regions: a second pass with `PAUSE_S` as the minimum silence
         and no padding (faster-whisper keeps the frame probabilities inside `get_speech_timestamps`,
         so they cannot be shared with the first pass; a pass of Silero is cheap next to the ASR)."""
-        from dataclasses import replace
-
         fine = replace(self._opts, min_silence_duration_ms=int(PAUSE_S * 1000), speech_pad_ms=0)
         return pauses_inside(self._regions(audio, fine, PAUSE_S), regions)
 
     def _regions(self, audio: np.ndarray, opts, min_silence_s: float) -> list[Span]:
+        # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
         from faster_whisper.vad import get_speech_timestamps
 
         block = int(_BLOCK_S * SAMPLE_RATE)
@@ -65,6 +67,4 @@ class SileroVad:
 
     def model_id(self) -> str:
         """Provenance: the Silero v6 ONNX model of the installed faster-whisper wheel."""
-        from importlib.metadata import version
-
         return f"silero-vad:v6 (faster-whisper {version('faster-whisper')})"

@@ -24,6 +24,7 @@ from pipeline.backends.base import AsrCapabilities, Parts, check_results
 from pipeline.backends.whisper_models import EMBEDDED, embedded_model_dir, resolve_whisper_model
 from pipeline.config import AsrConfig, LidConfig, VocabularyConfig
 from pipeline.records import SAMPLE_RATE, AsrResult, LanguageSwitch, Word
+from pipeline.vocabulary import terms_for
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class WhisperAsr:
     )
 
     def __init__(self, cfg: AsrConfig, use_gpu: bool = False, lid: LidConfig | None = None):
-        from faster_whisper import WhisperModel
+        from faster_whisper import WhisperModel  # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
 
         self.cfg = cfg
         lid = lid or LidConfig()
@@ -84,8 +85,6 @@ class WhisperAsr:
             return None
         if language in self._hotwords:
             return self._hotwords[language]
-        from pipeline.vocabulary import terms_for
-
         terms = sorted(terms_for(self.vocabulary, language), key=lambda t: -t[1])  # stable: file order within a weight
         budget = min(self.vocabulary.max_prompt_tokens, self.model.max_length // 2 - 1)
         kept: list[str] = []
@@ -186,20 +185,20 @@ class WhisperAsr:
 
     def _encode(self, clips: Sequence[np.ndarray], frames: int = FULL_FRAMES):
         """Log-mel features padded/trimmed to `frames` (100 per second) -> encoder output."""
-        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.audio import pad_or_trim  # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
 
         fe = self.model.feature_extractor
         feats = np.stack([pad_or_trim(fe(np.asarray(c, dtype=np.float32))[..., :-1], frames) for c in clips])
         return self.model.encode(feats)
 
     def _numpy(self, encoded) -> np.ndarray:
-        import ctranslate2
+        import ctranslate2  # heavy: native; loaded with the model by then
 
         on_cpu = self.model.model.device == "cpu"
         return np.asarray(encoded if on_cpu else encoded.to_device(ctranslate2.Device.cpu))
 
     def _take(self, encoded, idx: list[int]):
-        import ctranslate2
+        import ctranslate2  # heavy: native; loaded with the model by then
 
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(self._numpy(encoded)[idx]))
 
@@ -220,7 +219,7 @@ class WhisperAsr:
             return []
         if not self._multilingual:
             return [[("en", 1.0)] * len(s) for s in spans]
-        import ctranslate2
+        import ctranslate2  # heavy: native; loaded with the model by then
 
         arr = self._numpy(encoded)
         cut: list[tuple[int, int, int, int]] = []  # (clip, span, first frame, frames)
@@ -254,7 +253,7 @@ class WhisperAsr:
         return out
 
     def _decode(self, encoded, language: str, durations: list[float]) -> list[AsrResult]:
-        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.tokenizer import Tokenizer  # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
         from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
         tok = Tokenizer(self.model.hf_tokenizer, self._multilingual, task="transcribe", language=language)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pipeline.config.base import ConfigError
 from pipeline.config.job import JobConfig
 from pipeline.config.migration import _leaves, migrate
+from pipeline.text import safe
 
 
 def _parse_override(dotted: str) -> tuple[list[str], Any]:
@@ -66,8 +67,6 @@ def _describe(err: dict[str, Any]) -> str:
         return f"unknown key {loc!r}; valid keys here: {valid}"
     if err["type"] == "missing":
         return f"missing required key {loc!r}"
-    from pipeline.text import safe
-
     return f"{loc}: {err['msg']} (got {safe(repr(err.get('input')))})"  # redacted: endpoints may hold user:password@
 
 

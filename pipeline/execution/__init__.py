@@ -1,7 +1,7 @@
 """The execution layer: the one place that knows Ray.
 
-    operators.py   Ray start-up and its data context; windows as rows (`nest`/`unnest`); stages as
-                   task (`map_tasks`) or actor-pool (`map_actor`) operators
+    operators.py   Ray start-up and its data context; windows as rows (`from_windows`, `nest`/`unnest`);
+                   stages as task (`map_tasks`) or actor-pool (`map_actor`) operators
     cluster.py     each stage's resources against the cluster's shape (`check_fits`)
     run_state.py   the run's bookkeeping actor: progress counts, long recordings' pieces, staged
                    blocks waiting for the committer; Ray metrics
@@ -15,14 +15,22 @@ from __future__ import annotations
 
 from pipeline.execution.cluster import ClusterTooSmall, check_fits, cluster_shape, stage_resources
 from pipeline.execution.operators import (
-    BLOCK_TARGET_BYTES, configure_data_context, init_ray, map_actor, map_tasks, nest, release_free_heap, unnest,
+    BLOCK_TARGET_BYTES,
+    configure_data_context,
+    from_windows,
+    init_ray,
+    map_actor,
+    map_tasks,
+    nest,
+    release_free_heap,
+    unnest,
 )
 from pipeline.execution.run_state import RunState, add_progress, report_progress, start_run_state
 from pipeline.execution.sink import GroupCommitter, TranscriptSink, commit_blocks, flatten, stage_block
 
 __all__ = [
     "BLOCK_TARGET_BYTES", "ClusterTooSmall", "GroupCommitter", "RunState", "TranscriptSink", "add_progress",
-    "check_fits", "cluster_shape", "commit_blocks", "configure_data_context", "flatten", "init_ray", "map_actor",
-    "map_tasks", "nest", "release_free_heap", "report_progress", "stage_block", "stage_resources", "start_run_state",
-    "unnest",
+    "check_fits", "cluster_shape", "commit_blocks", "configure_data_context", "flatten", "from_windows", "init_ray",
+    "map_actor", "map_tasks", "nest", "release_free_heap", "report_progress", "stage_block", "stage_resources",
+    "start_run_state", "unnest",
 ]

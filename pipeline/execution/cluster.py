@@ -6,6 +6,9 @@ would wait for resources forever, which a nightly job sees as a hang, not an err
 
 from __future__ import annotations
 
+import ray
+from ray._private.state import state  # private, but Ray Data's own shuffle sizing reads it too
+
 from pipeline.config import JobConfig, Resources
 from pipeline.errors import ClusterTooSmall
 
@@ -51,9 +54,6 @@ def cluster_shape() -> tuple[list[dict[str, float]], dict[str, float]]:
     """(node shapes, ceiling) of the Ray cluster we are connected to. With an autoscaler (KubeRay),
     its node groups and their max counts say what the cluster can grow to; without one, the nodes
     that are alive now are all there will be."""
-    import ray
-    from ray._private.state import state  # private, but Ray Data's own shuffle sizing reads it too
-
     shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
     ceiling = dict(ray.cluster_resources())
     try:

@@ -20,12 +20,16 @@ CPU/GPU fractions so that stages share GPUs (e.g. VAD + diarization at 0.25 besi
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
+import ray
+import ray.data  # noqa: F401 - sets up the "ray.data" logger and its handlers
+from ray.data import DataContext
 
 from pipeline.config import RayConfig, Resources
 from pipeline.execution.run_state import record_metrics, report_progress
@@ -44,8 +48,6 @@ BLOCK_TARGET_BYTES = 1024 * 1024
 
 def init_ray(cfg: RayConfig) -> None:
     """Join `cfg.address` or start a local Ray (no dashboard) sized by `cfg.num_cpus` / `num_gpus`."""
-    import ray
-
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
@@ -73,8 +75,6 @@ class _DropHarmless(logging.Filter):
 def quiet_ray_on_screen() -> None:
     """Ray Data's terminal handler shows warnings and errors only, without the known-harmless ones;
     its session log file (named in Ray's first line) keeps everything, INFO included."""
-    import ray.data  # noqa: F401 - sets up the "ray.data" logger and its handlers
-
     for handler in logging.getLogger("ray.data").handlers:
         if getattr(handler, "stream", None) is not None:  # the terminal, not the session file
             handler.setLevel(logging.WARNING)
@@ -86,8 +86,6 @@ def configure_data_context() -> None:
     turn per-recording failures into error rows, so an exception that escapes a stage is an
     infrastructure fault: retry it a few times, then fail loudly. Never `max_errored_blocks` (it
     silently drops whole blocks of good recordings)."""
-    from ray.data import DataContext
-
     ctx = DataContext.get_current()
     ctx.retried_map_errors = True
     ctx.max_map_retries = 3
@@ -103,6 +101,12 @@ def nest(table: pa.Table) -> pa.Table:
     """A pooling window's recordings -> one row whose `window` column holds them (list<struct>)."""
     rows = table.to_struct_array().combine_chunks()
     return pa.table({WINDOW: pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows)})
+
+
+def from_windows(rows: pa.Table, pools: list[tuple[int, int]]) -> ray.data.Dataset:
+    """The dataset every stage maps over: one block, and one row (`nest`), per pooling window
+    `(offset, length)` of `rows`."""
+    return ray.data.from_arrow([nest(rows.slice(offset, length)) for offset, length in pools])
 
 
 def unnest(batch: pa.Table) -> pa.Table:
@@ -171,8 +175,6 @@ def release_free_heap() -> None:
 
 def _glibc() -> Any:
     """glibc, loaded once per process; None where there is none (macOS, musl)."""
-    import ctypes
-
     try:
         return ctypes.CDLL("libc.so.6")
     except OSError:
@@ -186,8 +188,6 @@ def map_tasks(ds, fn: Callable[..., pa.Table], resources: Resources, stage: str,
     """Stateless CPU stage (decode) -> plain Ray tasks, at most `pool_size` at a time, one window each.
     `stage` names it in the progress display (pipeline/progress.py), counted by the run's `progress`
     actor (`start_run_state`; None: not counted)."""
-    import ray
-
     return ds.map_batches(
         functools.partial(_per_window, fn, stage, progress),
         fn_kwargs=kwargs,
@@ -223,8 +223,6 @@ def map_actor(
     `threads`: the native thread pools' size in the actor (OpenMP, MKL, OpenBLAS), set in its
     runtime_env before any library starts. Ray's own default is the actor's whole CPUs, at least 1,
     so a 1-CPU ASR actor told `asr.cpu_threads: 2` would run torch's and NumPy's pools on one."""
-    import ray
-
     extra: dict[str, Any] = {}
     if threads:
         n = str(threads)

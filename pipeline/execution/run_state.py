@@ -12,6 +12,8 @@ import logging
 from typing import Any, Callable
 
 import pyarrow as pa
+import ray
+from ray.util.metrics import Counter
 
 from pipeline.pieces import PieceRegistry
 from pipeline.progress import Counts
@@ -52,8 +54,6 @@ def start_run_state() -> tuple[Any, Callable[[], dict[str, tuple[int, float]]]]:
     registry; it lives while the driver holds it) and the driver's snapshot function for
     `pipeline.progress.Reporter`. A fresh actor per run, handed to the stages rather than looked up
     by name: a worker that outlives a run (Ray reuses task workers) never counts into the last one's."""
-    import ray
-
     actor = ray.remote(num_cpus=0)(RunState).remote()
     return actor, lambda: ray.get(actor.snapshot.remote(), timeout=30)
 
@@ -88,8 +88,6 @@ def add_progress(progress: Any, stage: str, files: int, seconds: float) -> None:
 # -- metrics ---------------------------------------------------------------------------------------
 @functools.cache
 def _counters() -> dict[str, Any]:
-    from ray.util.metrics import Counter
-
     return {
         "files": Counter("scriptorium_files", "recordings through the pipeline, by status", tag_keys=("status",)),
         "audio": Counter("scriptorium_audio_seconds", "seconds of audio through the pipeline", tag_keys=("status",)),

@@ -30,16 +30,17 @@ from typing import Any, Collection, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import ray
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink, WriteResult
 
 from pipeline.config import DiarizationConfig, OutputConfig
+from pipeline.errors import with_retries
 from pipeline.execution.run_state import add_progress
 from pipeline.ledger import RECORDINGS_TABLE_SCHEMA, SEGMENTS_TABLE_SCHEMA, Ledger, write_id_for
 from pipeline.ledger.staging import StagedBlock, commit_group, repair_dangling_group, stage
 from pipeline.pieces import PieceRegistry, join
 from pipeline.report import BlockSummary
-from pipeline.errors import with_retries
 from pipeline.storage import put_atomic
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,6 @@ class GroupCommitter:
                 return
 
     def _take(self) -> None:
-        import ray
-
         if self.state is None:
             return
         try:
@@ -246,8 +245,6 @@ class TranscriptSink(Datasink[StagedBlock]):
         """Create both tables once, in the driver, so parallel write tasks never race to create them;
         delete what a dead run left between its two commits; drop pieces staged by a run that died
         (the output's lock says no other run is writing); start the committer."""
-        import ray
-
         led = Ledger(self.cfg)
         for name in ("segments", "recordings"):
             led.ensure_schema(name)
@@ -270,8 +267,6 @@ class TranscriptSink(Datasink[StagedBlock]):
         return block
 
     def on_write_complete(self, write_result: WriteResult[StagedBlock | None]) -> None:
-        import ray
-
         blocks = [b for b in write_result.write_returns if b is not None]
         self.committer.finish(blocks)
         self.summary = sum((b.summary for b in blocks), BlockSummary())
@@ -284,8 +279,6 @@ class TranscriptSink(Datasink[StagedBlock]):
         self._stop_registry()
 
     def _stop_registry(self) -> None:
-        import ray
-
         if self.own_registry:
             ray.kill(self.registry)
             self.registry, self.own_registry = None, False
@@ -298,8 +291,6 @@ class TranscriptSink(Datasink[StagedBlock]):
         row (pipeline/pieces.py `join`), which is then committed like a short recording's."""
         if "piece" not in table.column_names or table.column("piece").null_count == table.num_rows:
             return table
-        import ray
-
         is_piece = pc.is_valid(table.column("piece"))
         pieces, whole = table.filter(is_piece), table.filter(pc.invert(is_piece))
         led = Ledger(self.cfg)

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+import numpy as np
+
 from pipeline.config import OutputConfig, StorageOptions
 from pipeline.errors import with_retries
 from pipeline.export.read import iter_recordings
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
 def lhotse_recording(rec: dict, storage: StorageOptions, tmpdir: str):
     """The recording as `lhotse.Recording.from_file` sees it (a remote one is fetched once to probe it)."""
-    from lhotse import AudioSource, Recording
+    from lhotse import AudioSource, Recording  # heavy: Lhotse takes seconds to import
 
     uri = rec["uri"]
     fs, path = filesystem(uri, storage)
@@ -38,7 +40,7 @@ def lhotse_recording(rec: dict, storage: StorageOptions, tmpdir: str):
 
 def _cut(rec, s: dict, fields: dict | None = None):
     """One cut per segment; supervision and word alignment relative to the cut, clamped to the audio."""
-    from lhotse import MonoCut, MultiCut, SupervisionSegment
+    from lhotse import MonoCut, MultiCut, SupervisionSegment  # heavy: Lhotse takes seconds to import
     from lhotse.supervision import AlignmentItem
 
     start = round(max(0.0, s["start"]), 3)
@@ -81,15 +83,14 @@ def iter_cuts(output: OutputConfig, accepted_only: bool = True) -> Iterator[Any]
 
 def lhotse_cuts(output: OutputConfig, accepted_only: bool = True):
     """A Lhotse CutSet (in memory: for tests and small outputs; exports stream with `iter_cuts`)."""
-    from lhotse import CutSet
+    from lhotse import CutSet  # heavy: Lhotse takes seconds to import
 
     return CutSet.from_cuts(iter_cuts(output, accepted_only))
 
 
 def _segment_wav(rec, s: dict) -> tuple[bytes, int] | None:
     """The segment as 16 kHz mono 16-bit WAV (channels averaged), and its number of samples."""
-    import numpy as np
-    import soundfile as sf
+    import soundfile as sf  # heavy: libsndfile, only for an export with audio
 
     cut = _cut(rec, s)
     if cut is None:
@@ -103,7 +104,7 @@ def _segment_wav(rec, s: dict) -> tuple[bytes, int] | None:
 
 def _export_lhotse(output: OutputConfig, out: _Dest, accepted_only: bool) -> int:
     """cuts.jsonl.gz, written as the cuts stream in; returns the number of cuts."""
-    from lhotse import CutSet
+    from lhotse import CutSet  # heavy: Lhotse takes seconds to import
 
     n = 0
     local = out.staging("cuts.jsonl.gz")
@@ -119,7 +120,7 @@ def _export_lhotse(output: OutputConfig, out: _Dest, accepted_only: bool) -> int
 def _export_shar(output: OutputConfig, out: _Dest, accepted_only: bool, shard_size: int) -> int:
     """Shar shards (cuts + FLAC audio per cut), written in place on a local destination, else staged and
     put; returns the number of cuts."""
-    from lhotse.shar import SharWriter
+    from lhotse.shar import SharWriter  # heavy: Lhotse takes seconds to import
 
     n = 0
     stage = Path(out.tmp.name) / "shar"

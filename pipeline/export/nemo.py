@@ -58,6 +58,6 @@ def _export_nemo(output: OutputConfig, out: _Dest, accepted_only: bool, with_aud
                     line = nemo_line(s, s["uri"], s["start"], round(s["end"] - s["start"], 3))
                 handle(s["language"]).write(line + "\n")
                 n += 1
-    for key, name in sorted(names.items()):
+    for _key, name in sorted(names.items()):
         out.put_file(name, out.staging(name))
     return n

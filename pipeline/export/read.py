@@ -14,6 +14,7 @@ from pipeline.config import OutputConfig
 from pipeline.errors import UserError
 from pipeline.ledger import COMMIT_KEY, Ledger
 from pipeline.ledger.tables import _key_in
+from pipeline.records import input_table
 
 #: Most recordings, and most committed segments, read per scan of `segments` (a chunk of 100,000
 #: segments is ~50 MB of Arrow): an export's memory is bounded by one chunk. 10 M segments: 100 scans.
@@ -37,10 +38,7 @@ def record_input_fields(output: OutputConfig, files) -> int:
     `eval` carry them. `files`: the listing as a table (`discover_table`) or a list of InputFile. Only
     rows not already recorded as they are now are written (a nightly rerun of an unchanged manifest
     writes nothing), one predicate overwrite per 5,000. Returns how many files carry fields."""
-    import pyarrow as pa
-    from deltalake import write_deltalake
-
-    from pipeline.records import input_table
+    from deltalake import write_deltalake  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
     listed = input_table(files)
     rows = (listed.filter(pc.is_valid(listed.column("extra"))).select(["recording_id", "uri", "extra"])

@@ -35,18 +35,17 @@ Protocol (per Ray write task, i.e. per block of recordings, `Ledger.commit_block
 One module per reason to change; every name is importable from `pipeline.ledger`:
 
     tables.py       table names, schemas and keys, the errors, delta-rs options, the retry of a commit
-    commit.py       `Ledger`: open, plan, commit (the protocol above); `read_output`
+    commit.py       `Ledger`: open, plan, commit (the protocol above); `read_output`; `maintain` (locked)
     lock.py         `RunLock`: one job per output
-    maintenance.py  compaction, checkpoints, vacuum, orphan repair (`Ledger.maintain`, `maintain`)
+    maintenance.py  compaction, checkpoints, vacuum, orphan repair (`Ledger.maintain`, a mixin of `Ledger`)
 """
 
 from __future__ import annotations
 
 import logging
 
-from pipeline.ledger.commit import Ledger, input_changed, read_output, write_id_for
+from pipeline.ledger.commit import Ledger, input_changed, maintain, read_output, write_id_for
 from pipeline.ledger.lock import LOCK_SCHEMA, RunLock
-from pipeline.ledger.maintenance import maintain
 from pipeline.ledger.tables import (
     COMMIT_KEY,
     LOCK_TABLE,

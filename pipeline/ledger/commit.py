@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from typing import Any
 
 import fsspec
@@ -74,7 +75,7 @@ class Ledger(Maintenance):
     # -- opening --------------------------------------------------------------------------------
     def table(self, name: str, version: int | None = None):
         """The Delta table, or None while nothing was ever committed there."""
-        from deltalake import DeltaTable
+        from deltalake import DeltaTable  # heavy: delta-rs, ~30 MB native, only where a table is opened
         from deltalake.exceptions import TableNotFoundError
 
         try:
@@ -85,7 +86,7 @@ class Ledger(Maintenance):
     def ensure(self, name: str):
         """Open the table, creating it (empty, with its schema) on first use. Racing creators are
         fine: the loser sees the winner's table."""
-        from deltalake import DeltaTable
+        from deltalake import DeltaTable  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
         def attempt():
             dt = self.table(name)
@@ -101,7 +102,7 @@ class Ledger(Maintenance):
         """Add the columns a newer release writes (a new quality signal) to a table of an older one,
         in one commit of no rows: staged files are committed with the current schema, and a table
         must know every column they hold. Rows of an older writer read them as null."""
-        from deltalake import write_deltalake
+        from deltalake import write_deltalake  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
         dt = self.ensure(name)
         have = {f.name for f in dt.schema().fields}
@@ -162,6 +163,7 @@ class Ledger(Maintenance):
         """One Delta transaction on `name`: replace every row of `recording_ids` by `rows`.
 
         Returns False when this write was already committed (a retried task): nothing is written."""
+        # heavy: delta-rs, ~30 MB native, only where a table is opened
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         app_id = f"scriptorium-{write_id}"
@@ -219,6 +221,15 @@ def _changed(j: pa.Table) -> pa.ChunkedArray:
     both_mtimes = pc.and_(pc.is_valid(j.column("done_mtime")), pc.is_valid(j.column("mtime")))
     mtime = pc.fill_null(pc.greater(pc.abs(pc.subtract(j.column("done_mtime"), j.column("mtime"))), 1e-6), False)
     return pc.or_(size, pc.if_else(both_etags, etag, pc.if_else(both_mtimes, mtime, False)))
+
+
+def maintain(cfg: OutputConfig, retention_hours: float = 168.0, run_id: str | None = None) -> dict[str, Any]:
+    """`scriptorium maintain OUTPUT`: take the output's lock, then `Ledger.maintain`.
+
+    Refuses (OutputLockedError) while a job runs on the output."""
+    led = Ledger(cfg)
+    with led.lock(run_id or time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-maintain"):
+        return led.maintain(retention_hours=retention_hours)
 
 
 # -- readers ------------------------------------------------------------------------------------

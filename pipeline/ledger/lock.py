@@ -89,7 +89,7 @@ class RunLock:
         return time.time() - row["heartbeat"] > self.stale_after_s
 
     def _put(self, dt, released: bool) -> None:
-        from deltalake import write_deltalake
+        from deltalake import write_deltalake  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
         row = pa.Table.from_pylist([{"run_id": self.run_id, "holder": self.holder, "heartbeat": time.time(),
                                      "released": released}], schema=LOCK_SCHEMA)

@@ -4,13 +4,11 @@ that died between its two commits left behind (`Ledger.maintain`, `scriptorium m
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import OutputConfig
 from pipeline.ledger.tables import COMMIT_KEY, LOCK_TABLE, MAINTAIN_EVERY_FILES, TABLES, _key_in, retry_commit
 
 # one logger for the whole output, as before the split (`pipeline.ledger`: what users filter on)
@@ -92,14 +90,3 @@ class Maintenance:
         except Exception:  # noqa: BLE001
             log.exception("output maintenance failed; `scriptorium maintain` or the next run retries it")
         return None
-
-
-def maintain(cfg: OutputConfig, retention_hours: float = 168.0, run_id: str | None = None) -> dict[str, Any]:
-    """`scriptorium maintain OUTPUT`: take the output's lock, then `Ledger.maintain`.
-
-    Refuses (OutputLockedError) while a job runs on the output."""
-    from pipeline.ledger.commit import Ledger  # which holds this mixin
-
-    led = Ledger(cfg)
-    with led.lock(run_id or time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-maintain"):
-        return led.maintain(retention_hours=retention_hours)

@@ -42,8 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.ledger.tables import SCHEMAS, retry_commit
 from pipeline.errors import with_retries
+from pipeline.ledger.tables import SCHEMAS, retry_commit
 from pipeline.storage import put_atomic
 
 if TYPE_CHECKING:
@@ -96,16 +96,16 @@ def _stats(rows: pa.Table) -> str:
     mins: dict[str, object] = {}
     maxs: dict[str, object] = {}
     nulls: dict[str, int] = {}
-    for field, col in zip(rows.schema, rows.columns):
-        if pa.types.is_nested(field.type):
+    for schema_field, col in zip(rows.schema, rows.columns):
+        if pa.types.is_nested(schema_field.type):
             continue
-        nulls[field.name] = col.null_count
+        nulls[schema_field.name] = col.null_count
         if rows.num_rows == col.null_count:
             continue
         mm = pc.min_max(col)
         lo, hi = _stat_value(mm["min"], "floor"), _stat_value(mm["max"], "ceil")
         if lo is not None and hi is not None:
-            mins[field.name], maxs[field.name] = lo, hi
+            mins[schema_field.name], maxs[schema_field.name] = lo, hi
     return json.dumps({"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
                       allow_nan=False)
 
@@ -133,6 +133,7 @@ def commit_group(ledger: "Ledger", name: str, blocks: list[StagedBlock], replaci
     `replacing`: recording ids that may have older rows in the table; a group holding one of them is
     committed as a predicate overwrite of all its recordings (see the module docstring). Returns the
     number of blocks this call committed (0: all were committed before)."""
+    # heavy: delta-rs, ~30 MB native, only where a table is opened
     from deltalake import CommitProperties, Transaction, write_deltalake
     from deltalake.transaction import AddAction
 
@@ -193,7 +194,7 @@ def repair_dangling_group(ledger: "Ledger") -> int:
     quoted = ",".join("'" + w.replace("'", "''") + "'" for w in ids)
     log.warning("output: the last run died between its two commits; deleting the segments of its last group (%d blocks)",
                 len(ids))
-    from deltalake import CommitProperties
+    from deltalake import CommitProperties  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
     done = CommitProperties(custom_metadata={REPAIRED_KEY: group})  # so the repair is not done twice
     retry_commit(lambda: ledger.table("segments").delete(f"write_id IN ({quoted})", commit_properties=done))

@@ -30,9 +30,10 @@ import pyarrow as pa
 
 from pipeline.audio import DecodeError, StreamInfo, decode_windows, finished
 from pipeline.config import DecodeConfig, StorageOptions
+from pipeline.discover import _input_file, not_regular
 from pipeline.errors import is_transient
-from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, audio_column, peak_rss_mb, rows_to_table
 from pipeline.pieces import cut
+from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, audio_column, peak_rss_mb, rows_to_table
 from pipeline.storage import filesystem, is_local
 from pipeline.text import redact
 
@@ -41,8 +42,6 @@ RETRIES = 4
 
 def _version(fs, path: str, f) -> dict:
     """size/etag/mtime of the object as opened (s3fs keeps the HEAD result in `f.details`)."""
-    from pipeline.discover import _input_file
-
     info = getattr(f, "details", None) or fs.info(path)
     v = _input_file("", info)
     return {"size": v.size, "etag": v.etag, "mtime": v.mtime}
@@ -84,8 +83,6 @@ class NotRegularFile(ValueError):
 def _open_local(path: str):
     """Open a local file for reading without ever blocking on it: O_NONBLOCK makes opening a FIFO
     return at once, fstat then refuses anything that is not a regular file."""
-    from pipeline.discover import not_regular
-
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         why = not_regular(os.fstat(fd).st_mode)

@@ -33,6 +33,7 @@ def make_itn(cfg: ItnConfig) -> Callable[[str, str | None], str] | None:
     if not cfg.enabled:
         return None
     try:
+        # optional: the `itn` extra
         from nemo_text_processing.inverse_text_normalization.inverse_normalize import InverseNormalizer
     except ImportError as exc:
         raise ItnUnavailableError(

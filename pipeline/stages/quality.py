@@ -14,6 +14,8 @@ Reject reasons (one per rule in `QualityRules`, pipeline/config/segment.py):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import unicodedata
 from typing import Any
 
@@ -125,9 +127,6 @@ def judge(seg: dict[str, Any], cfg: QualityConfig) -> tuple[bool, list[str]]:
 
 def rules_payload(cfg: QualityConfig) -> dict[str, Any]:
     """The rules as recorded with an output (`_scriptorium/rules.json`), with a short hash."""
-    import hashlib
-    import json
-
     rules = cfg.model_dump()
     blob = json.dumps(rules, sort_keys=True).encode()
     return {"rules": rules, "hash": hashlib.sha256(blob).hexdigest()[:16]}

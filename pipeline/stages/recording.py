@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.backends.base import DiarizationBackend, VadBackend
+from pipeline.backends.registry import make_diarizer, make_vad
 from pipeline.config import JobConfig, RecordingStageConfig
-from pipeline.records import SAMPLE_RATE, SEGMENTED_SCHEMA, Span, peak_rss_mb, rows_to_table, samples_at
 from pipeline.pieces import clip_to_core
+from pipeline.records import SAMPLE_RATE, SEGMENTED_SCHEMA, Span, peak_rss_mb, rows_to_table, samples_at
 from pipeline.timeline import utterances
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,6 @@ class RecordingStage:
     @classmethod
     def from_config(cls, job: JobConfig) -> "RecordingStage":
         """The stage with the job's backends, loaded here (inside the Ray actor that holds them)."""
-        from pipeline.backends.registry import make_diarizer, make_vad
-
         cfg = job.recording_stage
         use_gpu = job.models.use_gpu(cfg.resources)
         packing = job.segment_stage.packing

@@ -37,6 +37,7 @@ from pipeline.batching import plan_batches, with_quadratic
 from pipeline.config import JobConfig, SegmentStageConfig
 from pipeline.packing import Utterance, Window, by_speaker, pack, retry
 from pipeline.records import TRANSCRIBED_SCHEMA, LanguageSwitch, Segment, peak_rss_mb, samples_at
+from pipeline.stages.itn import make_itn
 from pipeline.stages.punctuation import punctuated
 from pipeline.stages.quality import judge, text_signals
 from pipeline.timeline import overlap_seconds, word_in_overlap
@@ -51,7 +52,7 @@ def padded_budget(cfg: SegmentStageConfig, use_gpu: bool) -> float:
     per_gib = cfg.batching.max_padded_s_per_gib
     if not (use_gpu and per_gib):
         return cfg.batching.max_padded_s
-    import torch
+    import torch  # heavy: torch, only on a GPU
 
     total_gib = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
     share = min(1.0, cfg.resources.num_gpus)
@@ -111,8 +112,6 @@ class SegmentStage:
         self._matchers: dict[str | None, object] = {}
         self.itn: Callable[[str, str | None], str] | None = None
         if cfg.itn.enabled:
-            from pipeline.stages.itn import make_itn
-
             self.itn = make_itn(cfg.itn)
         roles = {"lid": lid.model_id() if lid is not None else f"none ({cfg.lid.language or 'unknown'})",
                  "asr": asr.model_id()}

@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from tests.helpers import CORPUS
+
 SPEECH = CORPUS / "speech" / "speechbrain_spk1_snt2.wav"  # 3.15 s, 16 kHz mono: "Drop the two when you add the figures."
 SPEECH2 = CORPUS / "speech" / "speechbrain_spk2_snt1.wav"  # 2.0 s
 

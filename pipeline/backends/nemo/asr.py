@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from pipeline.backends.base import AsrCapabilities, Parts, check_results
 from pipeline.backends.nemo.common import NemoBackend, frame_seconds_of, split_on_oom
@@ -22,6 +23,7 @@ from pipeline.backends.nemo.decoding import boosting_tree_cfg, canary_greedy_cfg
 from pipeline.backends.nemo.words import clip_words, tokenizer_has_punctuation, word_confidences
 from pipeline.config import AsrConfig, ModelsConfig, VocabularyConfig
 from pipeline.records import SAMPLE_RATE, AsrResult, LanguageSwitch
+from pipeline.vocabulary import all_terms
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ class NemoAsr(NemoBackend):
 
     def __init__(self, cfg: AsrConfig, models: ModelsConfig, use_gpu: bool):
         if not use_gpu and cfg.cpu_threads > 0:
-            import torch
+            import torch  # heavy: torch, only where a model runs
 
             # Inside a Ray actor torch defaults to the actor's CPU share (often 1 thread).
             torch.set_num_threads(cfg.cpu_threads)
@@ -71,34 +73,28 @@ class NemoAsr(NemoBackend):
         self.frame_s = frame_seconds_of(self._model, 0.08)
 
     def _model_class(self) -> Any:
-        from nemo.collections.asr.models import ASRModel
+        from nemo.collections.asr.models import ASRModel  # heavy: NeMo takes ~20 s to import
 
         return ASRModel
 
     # -- setup -----------------------------------------------------------------------------------
     def _detect_kind(self) -> _Kind:
-        from nemo.collections.asr.models import EncDecMultiTaskModel
+        from nemo.collections.asr.models import EncDecMultiTaskModel  # heavy: NeMo takes ~20 s to import
 
         if isinstance(self._model, EncDecMultiTaskModel):
             return _Kind(multitask=True, ctc=False)
         return _Kind(multitask=False, ctc=not hasattr(self._model, "joint"))
 
     def _configure_decoding(self) -> None:
-        from omegaconf import OmegaConf
-
         self._decoding_dc = greedy_cfg(OmegaConf.to_container(self._model.cfg.decoding, resolve=True))
         self._apply_decoding(self._decoding_dc)
 
     def _apply_decoding(self, dc: dict) -> None:
-        from omegaconf import OmegaConf
-
         kwargs = {"decoder_type": "rnnt"} if hasattr(self._model, "cur_decoder") else {}
         self._model.change_decoding_strategy(OmegaConf.create(dc), verbose=False, **kwargs)
         self._model.eval()
 
     def _configure_multitask_decoding(self) -> None:
-        from omegaconf import OmegaConf
-
         self._decoding_dc = canary_greedy_cfg(OmegaConf.to_container(self._model.cfg.decoding, resolve=True))
         self._model.change_decoding_strategy(OmegaConf.create(self._decoding_dc))
         self._model.eval()
@@ -120,8 +116,6 @@ class NemoAsr(NemoBackend):
         without casing the terms are lower-cased, as the model writes them; a term's weight scales
         its per-token context score. Returns warnings for the run summary: a model type NeMo cannot
         bias (e.g. multi-blank RNNT) keeps its plain decoding and says so."""
-        from pipeline.vocabulary import all_terms
-
         terms = all_terms(vocabulary)
         if not terms:
             return []
@@ -140,8 +134,6 @@ class NemoAsr(NemoBackend):
         dc = copy.deepcopy(self._decoding_dc)
         try:
             if multitask:
-                from omegaconf import OmegaConf
-
                 dc["strategy"] = "beam"
                 beam = dict(dc.get("beam") or {})
                 beam.update(beam_size=max(1, self.cfg.beam_size), return_best_hypothesis=True,

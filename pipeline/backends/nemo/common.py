@@ -64,7 +64,7 @@ class NemoBackend:
 def pad_batch(clips: Sequence[np.ndarray], device: str, min_samples: int = 0) -> tuple[Any, Any]:
     """Right-pad clips into a (B, N) float32 tensor plus their lengths in samples (each at least
     `min_samples`: padding that short clips need to fill the model's receptive field)."""
-    import torch
+    import torch  # heavy: torch, only where a model runs
 
     lens = [max(len(c), min_samples) for c in clips]
     x = torch.zeros(len(clips), max(lens), dtype=torch.float32)
@@ -76,7 +76,7 @@ def pad_batch(clips: Sequence[np.ndarray], device: str, min_samples: int = 0) ->
 def split_on_oom(fn: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
     """Run `fn` on `items`; if the GPU runs out of memory, split the batch in halves and retry each,
     recursively. A single item that still does not fit raises the OutOfMemoryError."""
-    import torch
+    import torch  # heavy: torch, only where a model runs
 
     try:
         return fn(items)

@@ -47,7 +47,7 @@ def canary_greedy_cfg(dc: dict) -> dict:
 
 def canary_output_size(model: Any) -> int:
     """Labels Canary's output layer scores: its tokenizer's vocabulary padded (to a multiple of 8)."""
-    import torch
+    import torch  # heavy: torch, only where a model runs
 
     size = int(model.tokenizer.vocab_size)
     linears = [m for m in model.log_softmax.modules() if isinstance(m, torch.nn.Linear)]
@@ -74,6 +74,7 @@ def boosting_tree_cfg(
         scale = terms[0][1]
         return {**base, "key_phrases_list": [t for t, _ in terms], "context_score": base["context_score"] * scale}, None
 
+    # heavy: NeMo takes ~20 s to import
     from nemo.collections.asr.parts.context_biasing.boosting_graph_batched import GPUBoostingTreeModel
     from nemo.collections.asr.parts.context_biasing.context_graph_universal import ContextGraph
 

@@ -44,6 +44,7 @@ class NemoDiarizer(NemoBackend):
     windows_per_batch = 64
 
     def __init__(self, cfg: DiarizationConfig, models: ModelsConfig, use_gpu: bool):
+        # heavy: NeMo takes ~20 s to import
         from nemo.collections.asr.models import EncDecSpeakerLabelModel, SortformerEncLabelModel
 
         super().__init__(cfg, models, use_gpu)
@@ -59,6 +60,7 @@ class NemoDiarizer(NemoBackend):
             )
 
     def _model_class(self) -> Any:
+        # heavy: NeMo takes ~20 s to import
         from nemo.collections.asr.models import EncDecSpeakerLabelModel, SortformerEncLabelModel
 
         if is_file_ref(self._ref):

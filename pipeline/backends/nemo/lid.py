@@ -30,7 +30,7 @@ class NemoLid(NemoBackend):
         self._labels = [str(x) for x in labels]
 
     def _model_class(self) -> Any:
-        from nemo.collections.asr.models import EncDecSpeakerLabelModel
+        from nemo.collections.asr.models import EncDecSpeakerLabelModel  # heavy: NeMo takes ~20 s to import
 
         return EncDecSpeakerLabelModel
 
@@ -45,7 +45,7 @@ class NemoLid(NemoBackend):
         return split_on_oom(self._forward, [c[:limit] for c in clips])
 
     def _forward(self, clips: list[np.ndarray]) -> list[tuple[str, float]]:
-        import torch
+        import torch  # heavy: torch, only where a model runs
 
         x, lens = self._inputs(clips, min_samples=SAMPLE_RATE // 4)
         with self._inference():

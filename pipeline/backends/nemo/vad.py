@@ -34,7 +34,7 @@ class NemoVad(NemoBackend):
         self.frame_s = frame_seconds_of(self._model, 0.02)
 
     def _model_class(self) -> Any:
-        from nemo.collections.asr.models import EncDecFrameClassificationModel
+        from nemo.collections.asr.models import EncDecFrameClassificationModel  # heavy: NeMo takes ~20 s to import
 
         return EncDecFrameClassificationModel
 
@@ -60,7 +60,7 @@ class NemoVad(NemoBackend):
         return probs
 
     def _forward(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        import torch
+        import torch  # heavy: torch, only where a model runs
 
         x, lens = self._inputs(clips, min_samples=SAMPLE_RATE // 10)
         with self._inference():
