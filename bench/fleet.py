@@ -617,9 +617,8 @@ def main() -> None:
     os.environ.update({k: os.environ.get(k, v) for k, v in CREDS.items()})
     import logging
 
-    from moto.server import ThreadedMotoServer
-
     from latency_proxy import LatencyProxy
+    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     work = args.cache / "fleet"

@@ -15,10 +15,15 @@ from pipeline.backends.base import check_results
 from pipeline.backends.registry import make_asr, make_diarizer, make_lid, make_vad, stitches_pieces
 from pipeline.backends.simulated import SimulatedAsr, SimulatedDiarizer, SimulatedLid, SimulatedVad
 from pipeline.config import (
-    AsrConfig, DiarizationConfig, LidConfig, ModelsConfig, SegmentStageConfig, VadConfig, load_config,
+    AsrConfig,
+    DiarizationConfig,
+    LidConfig,
+    ModelsConfig,
+    SegmentStageConfig,
+    VadConfig,
+    load_config,
 )
 from pipeline.records import SAMPLE_RATE, AsrResult, Span
-
 from tests.helpers import LOCAL_CONF
 
 SIMULATED = ["recording_stage.vad.backend=simulated", "segment_stage.lid.backend=simulated",

@@ -1,7 +1,8 @@
 """Config -> backend instance. The one place that maps a `backend:` name to a class.
 
-Called inside actors (after Ray placed them), so each import here is deferred to the branch that
-needs it: a job that never uses NeMo never pays its 20 s import. `backend: simulated` (benchmarks
+Called inside actors (after Ray placed them). Importing every backend module here is cheap: each
+defers its framework (NeMo, CTranslate2, torch) to the moment a model loads, so a job that never
+uses NeMo never pays its 20 s import. `backend: simulated` (benchmarks
 and tests only: pipeline/backends/simulated.py) holds each call for padded seconds / `rtfx`, the
 stage's `simulated_rtfx`.
 """
@@ -9,6 +10,12 @@ stage's `simulated_rtfx`.
 from __future__ import annotations
 
 from pipeline.backends.base import AsrBackend, DiarizationBackend, FusedLid, LidBackend, VadBackend
+from pipeline.backends.channels import ChannelDiarizer
+from pipeline.backends.nemo import NemoAsr, NemoDiarizer, NemoLid, NemoVad
+from pipeline.backends.resemblyzer import ResemblyzerDiarizer
+from pipeline.backends.silero import SileroVad
+from pipeline.backends.simulated import SimulatedAsr, SimulatedDiarizer, SimulatedLid, SimulatedVad
+from pipeline.backends.whisper import WhisperAsr
 from pipeline.config import AsrConfig, DiarizationConfig, LidConfig, ModelsConfig, SegmentStageConfig, VadConfig
 
 
@@ -16,15 +23,9 @@ def make_vad(cfg: VadConfig, models: ModelsConfig, use_gpu: bool, rtfx: float = 
     if cfg.backend == "none":
         return None
     if cfg.backend == "simulated":
-        from pipeline.backends.simulated import SimulatedVad
-
         return SimulatedVad(cfg, rtfx)
     if cfg.backend == "silero":
-        from pipeline.backends.silero import SileroVad
-
         return SileroVad(cfg)
-    from pipeline.backends.nemo import NemoVad
-
     return NemoVad(cfg, models, use_gpu)
 
 
@@ -34,19 +35,11 @@ def make_diarizer(
     if not cfg.enabled:
         return None
     if cfg.backend == "simulated":
-        from pipeline.backends.simulated import SimulatedDiarizer
-
         return SimulatedDiarizer(cfg, rtfx)
     if cfg.backend == "resemblyzer":
-        from pipeline.backends.resemblyzer import ResemblyzerDiarizer
-
         return ResemblyzerDiarizer(cfg, use_gpu)
     if cfg.backend == "channels":
-        from pipeline.backends.channels import ChannelDiarizer
-
         return ChannelDiarizer(cfg)
-    from pipeline.backends.nemo import NemoDiarizer
-
     return NemoDiarizer(cfg, models, use_gpu)
 
 
@@ -64,15 +57,9 @@ def make_asr(
 ) -> AsrBackend:
     """The ASR backend. `lid` gives a Whisper model the probe lengths of its fused language ID."""
     if cfg.backend == "simulated":
-        from pipeline.backends.simulated import SimulatedAsr
-
         return SimulatedAsr(cfg, rtfx)
     if cfg.backend == "whisper":
-        from pipeline.backends.whisper import WhisperAsr
-
         return WhisperAsr(cfg, use_gpu, lid)
-    from pipeline.backends.nemo import NemoAsr
-
     return NemoAsr(cfg, models, use_gpu)
 
 
@@ -85,15 +72,9 @@ def make_lid(cfg: SegmentStageConfig, asr: AsrBackend, models: ModelsConfig, use
     if lid.backend == "none":
         return None
     if lid.backend == "nemo":
-        from pipeline.backends.nemo import NemoLid
-
         return NemoLid(lid, models, use_gpu)
     if lid.backend == "simulated":
-        from pipeline.backends.simulated import SimulatedLid
-
         return SimulatedLid(lid, cfg.simulated_rtfx)
-    from pipeline.backends.whisper import WhisperAsr
-
     if lid.model not in (None, cfg.asr.model) or not isinstance(asr, WhisperAsr):
         model = cfg.asr.model_copy(update={"backend": "whisper", "model": lid.model or "base", "sha256": lid.sha256})
         return WhisperAsr(model, use_gpu, lid)
