@@ -83,6 +83,6 @@ def test_status_takes_options_in_any_order(tmp_path):
 def test_cli_config_error_names_key_and_choices(tmp_path):
     res = _cli("run", CONF, f"input.uri={tmp_path}", "output.uri=/tmp/x", "segment_stage.asr.backend=kaldi")
     assert res.returncode == 2
-    assert "segment_stage.asr.backend" in res.stderr and "'whisper' or 'nemo'" in res.stderr
+    assert "segment_stage.asr.backend" in res.stderr and "'whisper', 'nemo'" in res.stderr
     res = _cli("run", CONF, "inptu.uri=/x")
     assert res.returncode == 2 and "unknown key 'inptu'" in res.stderr and "input" in res.stderr
