@@ -3,14 +3,16 @@ one process, without Ray, on the simulated accelerator (pipeline/backends/simula
 then the same files through the whole pipeline on a local Ray in a cgroup. The difference is what
 Ray costs: scheduling, the object store, serialisation between processes, idle workers, its daemons.
 
-    .venv/bin/python bench/cpu_breakdown.py --clips 400                     # conf/local.yaml's pooling
-    .venv/bin/python bench/cpu_breakdown.py --clips 400 --preset 8x         # conf/nemo-gpu-8x.yaml's pooling
+    .venv/bin/python bench/cpu_breakdown.py                      # 400 and 1,200 clips, conf/local.yaml's pooling
+    .venv/bin/python bench/cpu_breakdown.py --preset 8x          # conf/nemo-gpu-8x.yaml's pooling
 
-Prints one table: CPU ms per recording and audio seconds per CPU second for decode, the recording
-stage (VAD hand-off and utterance cutting), the segment stage (packing, ASR hand-off, words,
-quality), the sink (flatten, report summary, Parquet staging) and the group commit, then the whole
-run measured by the cgroup, and Ray's share as the rest. CPU is this process's `time.process_time`
-per stage (the native decode threads included) and the cgroup's `cpuacct.usage` for the run.
+Two sizes, and the table is the margin between them (the fixed start-up of Ray and the workers
+cancels out): CPU ms per recording and audio seconds per CPU second, first of each stage in one
+process (decode, the recording stage's VAD hand-off and utterance cutting, the segment stage's
+packing, ASR hand-off, words and quality, the window hand-offs, the sink's flatten, summary and
+Parquet staging, the group commit), then of each process of the real run (by its Ray name), and the
+whole run's process tree from a cgroup. CPU is this process's `time.process_time` per stage (decode's
+native threads included), /proc per process, and the cgroup's `cpuacct.usage` for the run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.fleet import SIMULATED, CpuGroup, poolings  # noqa: E402 - after the path
+from bench.fleet import SIMULATED, CpuGroup, poolings, run_light  # noqa: E402 - after the path
 
 FAST = ["recording_stage.simulated_rtfx=1000000", "segment_stage.simulated_rtfx=1000000"]
 
@@ -94,55 +95,77 @@ def in_process(folder: Path, overrides: list[str], out: Path) -> dict:
 
 
 def whole_run(folder: Path, overrides: list[str], out: Path) -> dict:
-    """The same files through `scriptorium run` on a local Ray, its process tree in a cgroup."""
+    """The same files through `scriptorium run` on a local Ray, its process tree in a cgroup:
+    the cgroup's CPU seconds, and each process's (by its Ray name) read from /proc every 0.5 s."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_TMPDIR=tempfile.mkdtemp(prefix="cbd", dir="/tmp"))
     cmd = [sys.executable, "-m", "pipeline.cli", "run", str(REPO / "conf" / "local.yaml"), f"input.uri={folder}",
            f"output.uri={out}", *overrides]
-    group = CpuGroup(f"scriptorium-breakdown-{os.getpid()}")
-    t0 = time.perf_counter()
+    group = CpuGroup(f"scriptorium-breakdown-{os.getpid()}-{out.name}")
     with group:
-        proc = subprocess.run(group.wrap(cmd), cwd=REPO, env=env, capture_output=True, text=True)
+        sampled = run_light(group.wrap(cmd), out.parent / f"{out.name}.log", env, group, interval_s=0.5)
         cpu = group.seconds()
-    if proc.returncode != 0:
-        raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return {"cpu": cpu, "wall": time.perf_counter() - t0}
+    if sampled["returncode"] != 0:
+        raise SystemExit(f"run failed ({sampled['returncode']}): see {out.parent / f'{out.name}.log'}")
+    return {"cpu": cpu, "wall": sampled["elapsed_s"], "by_process": sampled["by_process"]}
+
+
+def _label(name: str) -> str:
+    """A process's row in the table: the stage it serves, or what part of Ray it is."""
+    for needle, label in (("RecordingStage", "run: recording actor (decode inside)"),
+                          ("SegmentStage", "run: segment actor"), ("Write", "run: write tasks"),
+                          ("RunState", "run: RunState actor (progress, pieces, staged blocks)")):
+        if needle in name:
+            return label
+    if name in ("python", "scriptorium") or name.endswith("python"):
+        return "run: driver (plan, Ray Data's executor, committer, progress)"
+    return "run: Ray's own processes (GCS, raylet, agents, idle workers)"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clips", type=int, default=400)
+    ap.add_argument("--clips", default="400,1200", help="two sizes: the margin between them is the table")
     ap.add_argument("--preset", choices=("local", "8x"), default="local", help="whose pooling")
     ap.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/scriptorium-bench"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    folder = _clips(args.clips, args.cache, args.corpus)
+    if not CpuGroup.available():
+        raise SystemExit("needs a writable cgroup v1 cpuacct hierarchy (root): see ../shared/notes/environment.md")
+    small, large = (int(x) for x in args.clips.split(","))
     overrides = [*SIMULATED, *FAST, *poolings()[args.preset]]
     work = Path(tempfile.mkdtemp(prefix="breakdown-"))
+    res = {}
     try:
-        inproc = in_process(folder, overrides, work / "inproc")
-        run = whole_run(folder, overrides, work / "run") if CpuGroup.available() else None
+        for n in (small, large):
+            folder = _clips(n, args.cache, args.corpus)
+            res[n] = {"inproc": in_process(folder, overrides, work / f"inproc-{n}"),
+                      "run": whole_run(folder, overrides, work / f"run-{n}")}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    n, audio = inproc["recordings"], inproc["audio_s"]
-    rows = dict(inproc["cpu"])
-    stages_total = sum(rows.values())
-    if run is not None:
-        rows["Ray: scheduling, object store, daemons (run - stages)"] = max(0.0, run["cpu"] - stages_total)
-        rows["whole run (cgroup)"] = run["cpu"]
-    print(f"\n{n} recordings, {audio:.0f} s of audio, {inproc['windows']} windows, pooling of {args.preset}; "
-          f"load {os.getloadavg()[0]:.1f}")
+    d_rec = res[large]["inproc"]["recordings"] - res[small]["inproc"]["recordings"]
+    d_audio = res[large]["inproc"]["audio_s"] - res[small]["inproc"]["audio_s"]
+    rows: dict[str, float] = {}
+    for name in res[large]["inproc"]["cpu"]:
+        rows[f"in one process: {name}"] = res[large]["inproc"]["cpu"][name] - res[small]["inproc"]["cpu"][name]
+    by = {n: {} for n in (small, large)}
+    for n in (small, large):
+        for proc, sec in res[n]["run"]["by_process"].items():
+            by[n][_label(proc)] = by[n].get(_label(proc), 0.0) + sec
+    for label in sorted(set(by[small]) | set(by[large])):
+        rows[label] = by[large].get(label, 0.0) - by[small].get(label, 0.0)
+    total = res[large]["run"]["cpu"] - res[small]["run"]["cpu"]
+    rows["run: whole process tree (cgroup)"] = total
+    print(f"\nmargin of {large} over {small} short clips ({d_rec} recordings, {d_audio:.0f} s of audio), pooling of "
+          f"{args.preset}, simulated accelerator; whole runs {res[small]['run']['cpu']:.1f} and "
+          f"{res[large]['run']['cpu']:.1f} CPU s; load {os.getloadavg()[0]:.1f}")
     print("| part | CPU s | ms per recording | audio s per CPU s | share of the run |")
     print("|---|---|---|---|---|")
-    total = run["cpu"] if run is not None else stages_total
     for name, sec in rows.items():
-        rate = audio / sec if sec > 0 else float("inf")
-        print(f"| {name} | {sec:.2f} | {1000 * sec / n:.2f} | {rate:,.0f} | {100 * sec / total:.0f}% |")
+        rate = f"{d_audio / sec:,.0f}" if sec > 0 else "-"
+        print(f"| {name} | {sec:.2f} | {1000 * sec / d_rec:.2f} | {rate} | {100 * sec / total:.0f}% |")
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"corpus": str(args.corpus), "cache": str(args.cache),
-                                                               "json": str(args.json)},
-                                         "recordings": n, "audio_s": audio, "cpu": rows,
-                                         "run": run}, indent=2, default=str))
+        args.json.write_text(json.dumps({"clips": [small, large], "preset": args.preset, "margin": rows,
+                                         "recordings": d_rec, "audio_s": d_audio, "runs": res}, indent=2, default=str))
 
 
 if __name__ == "__main__":
