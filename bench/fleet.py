@@ -20,11 +20,15 @@ the loopback S3 server (moto) through a proxy that gives it a real store's round
   (d) the accelerator's duty cycle: its busy share (the ASR holds summed, over the run's wall and
       over the span from its first call to its last) over --d-clips short clips with the 8x preset's
       pooling, its RTFx = 155 x the CPUs Ray gets (--ray-cpus), the recording stage's models at
-      --d-vad-factor x that.
+      --d-vad-factor x that; decode in tasks of its own as in the GPU presets (--d-decode actor: in
+      the recording stage's actor, as local.yaml has it).
 
-Every run uses conf/local.yaml (decode inside the recording stage's actor, two windows at once in the
-segment actor) with the simulated backends for VAD, LID and ASR, and the 8x preset's ASR calls
-(`segment_stage.batching.max_padded_s=3600`, `max_items=192`): a GPU's call sizes, not Whisper's.
+Every run uses conf/local.yaml (its resources on --ray-cpus CPUs, decode inside the recording
+stage's actor except in (d), two windows at once in the segment actor) with the simulated backends
+for VAD, LID and ASR, and the 8x preset's ASR calls (`segment_stage.batching.max_padded_s=3600`,
+`max_items=192`): a GPU's call sizes, not Whisper's. Inputs are under s3://fleet/, each output in a
+bucket of its own. The store's side (moto, the proxy) runs in this process, outside the cgroup: its
+CPU is in the JSON (`store_process_cpu_seconds`), and it shares this machine's cores with the run.
 
     .venv/bin/python bench/fleet.py                                   # everything (~15-25 min here)
     .venv/bin/python bench/fleet.py --parts c --commit-seconds 20     # one part
@@ -482,8 +486,10 @@ def marginal(runs: list[dict]) -> dict:
     return out
 
 
-def part_d(args, proxy, direct, use_cgroup, work) -> dict:
-    """(d): the accelerator's busy share at RTFx = 155 x Ray's CPUs over --d-clips short clips."""
+def part_d(args, proxy, direct, use_cgroup, work) -> list[dict]:
+    """(d): the accelerator's busy share at RTFx = 155 x Ray's CPUs over --d-clips short clips, with
+    the 8x preset's pooling, once per decode layout of --d-decode: "tasks" (decode in tasks of its
+    own, as the GPU presets do) and/or "actor" (inside the recording stage's actor, local.yaml's)."""
     rtfx = 155 * args.ray_cpus
     clips = short_files(args)
     # short/ holds (a)'s clips already when (a) ran: add what is missing under short/d/
@@ -494,26 +500,28 @@ def part_d(args, proxy, direct, use_cgroup, work) -> dict:
     if prefix is None:  # more clips than asked (a bigger --clips): a set of its own
         put_set(clips, "dset", args.d_clips, first_copy=3000)
         prefix = "dset/"
-    name = "d-short-8x"
-    timeline = work / "logs" / f"{name}.timeline"
-    timeline.unlink(missing_ok=True)
-    out = fresh_bucket(name, direct)
-    ov = [f"input.uri=s3://{BUCKET}/{prefix}", f"output.uri={out}",
-          f"input.storage.endpoint_url={proxy.endpoint}", f"output.storage.endpoint_url={proxy.endpoint}",
-          f"ray.num_cpus={args.ray_cpus}", *SIMULATED, f"segment_stage.simulated_rtfx={rtfx:g}",
-          f"recording_stage.simulated_rtfx={rtfx * args.d_vad_factor:g}", *poolings()["8x"], *args.override]
-    res = run_pipeline(name, ov, work, proxy, direct, use_cgroup, timeline)
-    holds = [line.split() for line in timeline.read_text().splitlines()] if timeline.exists() else []
-    asr = [(float(a), float(b), float(p)) for role, _pid, a, b, p in holds if role == "asr"]
-    busy = sum(b - a for a, b, _ in asr)
-    span = (max(b for _, b, _ in asr) - min(a for a, _, _ in asr)) if asr else 0.0
-    wall = res["wall_seconds"]
-    res.update(part="d", rtfx=rtfx, asr_calls=len(asr), asr_busy_seconds=round(busy, 2),
-               asr_padded_seconds=round(sum(p for _, _, p in asr), 3),
-               busy_share_of_wall=round(busy / wall, 3) if wall else None,
-               busy_share_of_span=round(busy / span, 3) if span else None, span_seconds=round(span, 2),
-               first_call_after_s=round(min(a for a, _, _ in asr) - res["start"], 2) if asr else None)
-    return res
+    out = []
+    for decode in args.d_decode:
+        name = f"d-short-8x-decode-{decode}"
+        timeline = work / "logs" / f"{name}.timeline"
+        ov = [f"input.uri=s3://{BUCKET}/{prefix}", f"output.uri={fresh_bucket(name, direct)}",
+              f"input.storage.endpoint_url={proxy.endpoint}", f"output.storage.endpoint_url={proxy.endpoint}",
+              f"ray.num_cpus={args.ray_cpus}", *SIMULATED, f"segment_stage.simulated_rtfx={rtfx:g}",
+              f"recording_stage.simulated_rtfx={rtfx * args.d_vad_factor:g}", *poolings()["8x"],
+              f"decode.in_recording_stage={'true' if decode == 'actor' else 'false'}", *args.override]
+        res = run_pipeline(name, ov, work, proxy, direct, use_cgroup, timeline)
+        holds = [line.split() for line in timeline.read_text().splitlines()] if timeline.exists() else []
+        asr = [(float(a), float(b), float(p)) for role, _pid, a, b, p in holds if role == "asr"]
+        busy = sum(b - a for a, b, _ in asr)
+        span = (max(b for _, b, _ in asr) - min(a for a, _, _ in asr)) if asr else 0.0
+        wall = res["wall_seconds"]
+        res.update(part="d", decode=decode, rtfx=rtfx, asr_calls=len(asr), asr_busy_seconds=round(busy, 2),
+                   asr_padded_seconds=round(sum(p for _, _, p in asr), 3),
+                   busy_share_of_wall=round(busy / wall, 3) if wall else None,
+                   busy_share_of_span=round(busy / span, 3) if span else None, span_seconds=round(span, 2),
+                   first_call_after_s=round(min(a for a, _, _ in asr) - res["start"], 2) if asr else None)
+        out.append(res)
+    return out
 
 
 def _count_objects(prefix: str, direct: str) -> int:
@@ -561,13 +569,13 @@ def table(args, res: dict) -> str:
                 f"exactly once: {'yes' if c['exactly_once'] else 'NO'})")
         row("c", f"**recordings committed per second** into the {args.rtt_ms:g} ms store", {"short/local": cell},
             ">= 3,100")
-    d = res.get("d")
-    if d:
+    for d in res.get("d") or []:
         cell = (f"**{d['busy_share_of_span']:.0%}** of first..last call ({d['span_seconds']:.0f} s), "
                 f"{d['busy_share_of_wall']:.0%} of the run's {d['wall_seconds']:.0f} s; "
                 f"{d['report']['processed']:,} clips, RTFx {d['rtfx']:g}, {d['asr_calls']} calls, "
                 f"first after {d['first_call_after_s']} s")
-        row("d", f"**accelerator busy share** (RTFx 155 x {args.ray_cpus} CPUs)", {"short/8x": cell}, ">= 90%")
+        row("d", f"**accelerator busy share** (RTFx 155 x {args.ray_cpus} CPUs), decode in {d['decode']}",
+            {"short/8x": cell}, ">= 90%")
     return "\n".join(lines)
 
 
@@ -600,6 +608,8 @@ def main() -> None:
     p.add_argument("--long-max-s", type=float, default=1200.0)
     p.add_argument("--a-rtfx", type=float, default=100_000.0, help="(a) the simulated models' RTFx (CPU-bound runs)")
     p.add_argument("--d-clips", type=int, default=2000, help="(d) short clips")
+    p.add_argument("--d-decode", default="tasks",
+                   help="(d) where decode runs: tasks (the GPU presets' layout), actor (local.yaml's), or both: tasks,actor")
     p.add_argument("--d-vad-factor", type=float, default=10.0, help="(d) recording stage RTFx = this x the ASR's")
     p.add_argument("--ray-cpus", type=int, default=2, help="ray.num_cpus of every run; (d) RTFx = 155 x this")
     p.add_argument("--writers", type=int, default=8, help="(c) concurrent writer processes")
@@ -614,6 +624,7 @@ def main() -> None:
     parts = set(args.parts.split(","))
     args.corpora = args.corpora.split(",")
     args.poolings = args.poolings.split(",")
+    args.d_decode = args.d_decode.split(",")
     os.environ.update({k: os.environ.get(k, v) for k, v in CREDS.items()})
     import logging
 
@@ -663,7 +674,7 @@ def main() -> None:
     print(table(args, res))
     if res.get("runs") or res.get("d"):
         print()
-        print(runs_table(res.get("runs", []) + ([res["d"]] if res.get("d") else [])))
+        print(runs_table(res.get("runs", []) + (res.get("d") or [])))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=str))
         print(f"\nJSON: {args.json}")

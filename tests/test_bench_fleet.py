@@ -39,7 +39,8 @@ def test_fleet_smallest_configuration(corpus, tmp_path):
     assert m["recordings"] == 2 and m["audio_seconds"] > 0
     c = res["c"]
     assert c["writers"] == 2 and c["recordings_committed"] > 0 and c["exactly_once"], c
-    d = res["d"]
+    (d,) = res["d"]  # decode in tasks, the GPU presets' layout
+    assert d["decode"] == "tasks"
     assert d["report"]["ok"] == 5 and d["rtfx"] == 310 and d["asr_calls"] >= 1
     # the holds are the calls the stage recorded: their padded seconds add up to the report's
     assert d["asr_padded_seconds"] == pytest.approx(d["report"]["asr_padded_seconds"], abs=0.01)
