@@ -14,7 +14,7 @@ the loopback S3 server (moto) through a proxy that gives it a real store's round
       commits (log versions added to `segments` + `recordings`) per 1,000 recordings, from the same
       runs, at the margin (large minus small run).
   (c) sustained commits: recordings committed per second into the 20 ms store by --writers processes
-      calling the sink's own commit code in a loop (`sustained_commits`; `commit_block` is the one
+      calling the sink's own code in a loop (`sustained_commits`; `stage_one_block` is the one
       call into the sink), blocks of --recordings-per-commit; every committed recording is then
       checked to be in `recordings` exactly once.
   (d) the accelerator's duty cycle: its busy share (the ASR holds summed, over the run's wall and
@@ -72,13 +72,13 @@ TARGETS = {"short": 600, "long": 1500}  # audio s per CPU s (issue 29)
 # (c) sustained commits
 
 
-def commit_block(output, table, fingerprint: str, run_id: str) -> None:
-    """The sink's own commit of one block of transcribed recordings, as a Ray write task makes it
-    (`TranscriptSink.write`: flatten, then `segments` and `recordings`, one Delta transaction each).
-    The one place part (c) calls the sink: point it at the group-commit path when that lands."""
-    from pipeline.sink import TranscriptSink
+def stage_one_block(output, table, fingerprint: str, run_id: str):
+    """What a Ray write task does with one block of transcribed recordings (`TranscriptSink.write`):
+    flatten it and stage its two Parquet files. The one place part (c) calls the sink's write side."""
+    from pipeline.execution.sink import stage_block
+    from pipeline.ledger import Ledger
 
-    TranscriptSink(output, run_id, fingerprint).write([table], None)
+    return stage_block(Ledger(output), table, run_id, fingerprint)
 
 
 def _block_rows(writer: int, block: int, n: int) -> list[dict]:
@@ -98,78 +98,116 @@ def _block_rows(writer: int, block: int, n: int) -> list[dict]:
              "models": "simulated"} for i in range(n)]
 
 
-def _writer(k: int, output, n: int, seconds: float, barrier, results) -> None:
-    """One writer process: commit blocks of n recordings until `seconds` have passed."""
+def _writer(k: int, output, n: int, seconds: float, barrier, staged) -> None:
+    """One writer process: stage blocks of n recordings until `seconds` have passed, handing each to
+    the committer (`staged`, a queue: the RunState actor's part in a run); None when done."""
     import pyarrow as pa
 
-    import pipeline.sink  # noqa: F401  (imported before the clock starts)
+    import pipeline.execution.sink  # noqa: F401  (imported before the clock starts)
     from pipeline.records import TRANSCRIBED_SCHEMA
 
-    blocks = [pa.Table.from_pylist(_block_rows(k, 0, n), schema=TRANSCRIBED_SCHEMA)]  # warm the row code
+    rows = _block_rows(k, 0, n)  # the rows are made once: what is measured is the sink, not this bench
+    barrier.wait()
+    start, block = time.time(), 0
+    while time.time() - start < seconds:
+        for r in rows:
+            r["recording_id"] = f"w{k:02d}b{block:06d}{r['recording_id'][-5:]}"
+        table = pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA)
+        try:
+            staged.put(stage_one_block(output, table, "fleet", f"fleet-w{k}"))
+        except Exception as exc:  # noqa: BLE001 - counted, and checked against the table below
+            staged.put(f"{type(exc).__name__}: {str(exc)[:200]}")
+        block += 1
+    staged.put(None)
+
+
+def _committer(output, writers: int, barrier, staged, results) -> None:
+    """The committer process (a run's driver does this): take staged blocks until every writer is
+    done, committing a group whenever one is due (`GroupCommitter`), then the rest. A process of its
+    own, as the driver is: the store's side (moto, the proxy) runs in the bench's process, and
+    sharing its interpreter would slow both."""
+    import queue
+
+    from pipeline.execution.sink import GroupCommitter
+
+    committer = GroupCommitter(output, state=None)
     barrier.wait()
     start = time.time()
-    done: list[str] = []
     failed: list[str] = []
-    times: list[float] = []
-    block = 0
-    while time.time() - start < seconds:
-        table = blocks.pop() if blocks else pa.Table.from_pylist(_block_rows(k, block, n), schema=TRANSCRIBED_SCHEMA)
-        ids = table.column("recording_id").to_pylist()
+    blocks, running, group_s = [], writers, []
+
+    def flush() -> None:
         t0 = time.time()
+        committer.flush()
+        group_s.append(time.time() - t0)
+
+    while running:
+        arrived = []  # everything in the queue now, as `GroupCommitter` takes the RunState actor's whole list
         try:
-            commit_block(output, table, "fleet", f"fleet-w{k}")
-            done += ids
-        except Exception as exc:  # noqa: BLE001 - counted, and checked against the table below
-            failed.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-        times.append(time.time() - t0)
-        block += 1
-    results.put({"writer": k, "start": start, "end": time.time(), "committed": done, "failed": failed, "times": times})
+            arrived.append(staged.get(timeout=0.2))
+            while True:
+                arrived.append(staged.get_nowait())
+        except queue.Empty:
+            pass
+        for got in arrived:
+            if got is None:
+                running -= 1
+            elif isinstance(got, str):
+                failed.append(got)
+            else:
+                blocks.append((got.write_id, got.recording_ids))
+                committer.offer([got])
+        if committer.due():
+            flush()
+    flush()
+    results.put({"start": start, "end": time.time(), "blocks": blocks, "failed": failed, "groups": committer.groups,
+                 "group_s": sorted(group_s)})
 
 
 def sustained_commits(writers: int, recordings_per_commit: int, seconds: float, endpoint: str,
-                      direct: str | None = None) -> dict:
-    """Recordings committed per second by `writers` processes, each committing blocks of
-    `recordings_per_commit` through `commit_block` for `seconds`, to a fresh output on the S3
-    `endpoint`; then every committed recording is checked to be in `recordings` exactly once (read
-    through `direct`, an endpoint without the delay, when given)."""
+                      direct: str | None = None, commit_interval_s: float = 1.0) -> dict:
+    """Recordings committed per second into a fresh output on the S3 `endpoint`: `writers`
+    processes stage blocks of `recordings_per_commit` for `seconds` (what Ray write tasks do), and
+    one committer process commits them as a run's driver does (`GroupCommitter`, a group every
+    `commit_interval_s`); then every committed recording is checked to be in `recordings` exactly
+    once (read through `direct`, an endpoint without the delay, when given). The rate counts from
+    the first block staged to the last group committed."""
     import multiprocessing as mp
 
     from pipeline.config import OutputConfig, StorageOptions
     from pipeline.ledger import Ledger
 
     uri = fresh_bucket("commits", direct or endpoint)
-    output = OutputConfig(uri=uri, storage=StorageOptions(endpoint_url=endpoint))
+    output = OutputConfig(uri=uri, storage=StorageOptions(endpoint_url=endpoint), commit_interval_s=commit_interval_s)
     led = Ledger(output)
     before = {name: led.ensure(name).version() for name in ("segments", "recordings")}
     ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(writers + 1), ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(k, output, recordings_per_commit, seconds, barrier, results))
+    barrier, staged, results = ctx.Barrier(writers + 1), ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(k, output, recordings_per_commit, seconds, barrier, staged))
              for k in range(writers)]
+    procs.append(ctx.Process(target=_committer, args=(output, writers, barrier, staged, results)))
     for p in procs:
         p.start()
-    barrier.wait(timeout=300)  # every writer has imported the sink
-    got = [results.get(timeout=seconds + 600) for _ in procs]
+    got = results.get(timeout=seconds + 900)
     for p in procs:
         p.join(60)
-    start, end = min(g["start"] for g in got), max(g["end"] for g in got)
-    committed = [i for g in got for i in g["committed"]]
-    failed = [f for g in got for f in g["failed"]]
-    times = sorted(t for g in got for t in g["times"])
+    committed = [i for _, ids in got["blocks"] for i in ids]
     check = Ledger(OutputConfig(uri=uri, storage=StorageOptions(endpoint_url=direct or endpoint)))
     ids = check.read("recordings", ["recording_id"]).column("recording_id").to_pylist()
     counts: dict[str, int] = {}
     for i in ids:
         counts[i] = counts.get(i, 0) + 1
     after = {name: check.table(name).version() for name in ("segments", "recordings")}
-    elapsed = end - start
+    elapsed = got["end"] - got["start"]
+    group_s = got["group_s"]
     return {
         "writers": writers, "recordings_per_commit": recordings_per_commit, "seconds": round(elapsed, 2),
-        "recordings_committed": len(committed), "blocks_committed": len(committed) // max(recordings_per_commit, 1),
-        "failed_commits": len(failed), "failures": failed[:5],
+        "recordings_committed": len(committed), "blocks_committed": len(got["blocks"]), "groups": got["groups"],
+        "failed_commits": len(got["failed"]), "failures": got["failed"][:5],
         "recordings_per_s": round(len(committed) / elapsed, 2) if elapsed else 0.0,
-        "commit_pairs_per_s": round(len(committed) / recordings_per_commit / elapsed, 3) if elapsed else 0.0,
-        "block_seconds_p50": round(times[len(times) // 2], 3) if times else None,
-        "block_seconds_p95": round(times[int(len(times) * 0.95)], 3) if times else None,
+        "commit_pairs_per_s": round(got["groups"] / elapsed, 3) if elapsed else 0.0,
+        "group_seconds_p50": round(group_s[len(group_s) // 2], 3) if group_s else None,
+        "group_seconds_p95": round(group_s[int(len(group_s) * 0.95)], 3) if group_s else None,
         "delta_versions_added": sum(after[n] - before[n] for n in after),
         "missing": sum(1 for i in committed if counts.get(i, 0) == 0),
         "duplicated": sum(1 for c in counts.values() if c > 1),
@@ -187,7 +225,7 @@ def _child(argv: list[str]) -> None:
     p.add_argument("--override", action="append", default=[])
     args = p.parse_args(argv)
     from pipeline.config import load_config
-    from pipeline.engine import init_ray
+    from pipeline.execution import init_ray
     from pipeline.runner import run
 
     cfg = load_config(REPO / "conf" / "local.yaml", args.override)
@@ -564,8 +602,9 @@ def table(args, res: dict) -> str:
     c = res.get("c")
     if c:
         cell = (f"**{c['recordings_per_s']:,.1f}** rec/s ({c['commit_pairs_per_s']:.2f} commit pairs/s; "
-                f"{c['writers']} writers x {c['recordings_per_commit']} rec, {c['seconds']:.0f} s; "
-                f"block p50 {c['block_seconds_p50']} s, p95 {c['block_seconds_p95']} s; {c['failed_commits']} failed; "
+                f"{c['writers']} writers staging blocks of {c['recordings_per_commit']}, {c['seconds']:.0f} s; "
+                f"{c['groups']} groups, a group commit p50 {c['group_seconds_p50']} s, p95 {c['group_seconds_p95']} s; "
+                f"{c['failed_commits']} failed; "
                 f"exactly once: {'yes' if c['exactly_once'] else 'NO'})")
         row("c", f"**recordings committed per second** into the {args.rtt_ms:g} ms store", {"short/local": cell},
             ">= 3,100")
@@ -613,8 +652,11 @@ def main() -> None:
     p.add_argument("--d-vad-factor", type=float, default=10.0, help="(d) recording stage RTFx = this x the ASR's")
     p.add_argument("--ray-cpus", type=int, default=2, help="ray.num_cpus of every run; (d) RTFx = 155 x this")
     p.add_argument("--writers", type=int, default=8, help="(c) concurrent writer processes")
-    p.add_argument("--recordings-per-commit", type=int, default=16, help="(c) recordings per block (local.yaml's max_files)")
-    p.add_argument("--commit-seconds", type=float, default=30.0, help="(c) seconds of committing")
+    p.add_argument("--recordings-per-commit", type=int, default=192,
+                   help="(c) recordings per staged block (conf/nemo-gpu-8x.yaml's pooling.max_files)")
+    p.add_argument("--commit-interval-s", type=float, default=5.0,
+                   help="(c) output.commit_interval_s of the committer (the presets' default is 30 s)")
+    p.add_argument("--commit-seconds", type=float, default=30.0, help="(c) seconds of staging")
     p.add_argument("--rtt-ms", type=float, default=20.0, help="the store's round-trip time (the proxy's)")
     p.add_argument("--override", action="append", default=[], help="config override for every pipeline run")
     p.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
@@ -659,7 +701,7 @@ def main() -> None:
                 print(f"(c) {args.writers} writers x {args.recordings_per_commit} recordings, "
                       f"{args.commit_seconds:g} s ...", flush=True)
                 res["c"] = sustained_commits(args.writers, args.recordings_per_commit, args.commit_seconds,
-                                             proxy.endpoint, direct)
+                                             proxy.endpoint, direct, args.commit_interval_s)
                 print(f"  {res['c']['recordings_per_s']} recordings/s, exactly once: {res['c']['exactly_once']}")
             if "d" in parts:
                 print("(d) the accelerator's duty cycle:", flush=True)

@@ -66,9 +66,9 @@ def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
 
     An object-store PUT already is; a local write is made so by writing a temp file and renaming."""
     parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     if protocol in ("file", "local"):
+        fs.makedirs(parent, exist_ok=True)  # an object store has no folders (s3fs would ask for the bucket)
         tmp = f"{parent}/.tmp-{os.getpid()}-{os.urandom(4).hex()}-{path.rsplit('/', 1)[-1]}"
         with open(tmp, "wb") as f:
             f.write(data)

@@ -511,9 +511,9 @@ def test_the_committer_commits_on_time_or_count_and_flushes_what_is_left(tmp_pat
     committer = GroupCommitter(cfg, state=None)
     blocks = [_staged(out, RUN_A, [f"k{i}-{j}" for j in range(2)]) for i in range(5)]
     committer.offer(blocks[:2])
-    assert not committer._due()  # 4 recordings staged, the group waits for 6
+    assert not committer.due()  # 4 recordings staged, the group waits for 6
     committer.offer(blocks[2:4])
-    assert committer._due()
+    assert committer.due()
     committer.flush()
     assert committer.groups == 1 and plain(out, "recordings").num_rows == 8
     committer._thread.start()

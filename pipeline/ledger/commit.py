@@ -61,6 +61,7 @@ class Ledger(Maintenance):
         self.cfg = cfg
         self.fs, self.root = filesystem(cfg.uri, cfg.storage)
         self.options = storage_options(cfg)
+        self._open: dict[str, Any] = {}  # tables kept open by `current`
 
     def path(self, *parts: str) -> str:
         """fsspec path of an object under the output (report.json and friends)."""
@@ -97,6 +98,17 @@ class Ledger(Maintenance):
                                      storage_options=self.options, name=name)
 
         return retry_commit(attempt)
+
+    def current(self, name: str):
+        """The table at its newest version, for a committer that commits to it again and again: kept
+        open and brought up to date by reading only the log entries added since (`update_incremental`),
+        where opening it anew lists its whole log folder."""
+        cached = self._open.get(name)
+        if cached is None:
+            cached = self._open[name] = self.ensure(name)
+        else:
+            cached.update_incremental()
+        return cached
 
     def ensure_schema(self, name: str):
         """Add the columns a newer release writes (a new quality signal) to a table of an older one,

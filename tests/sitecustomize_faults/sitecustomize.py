@@ -36,8 +36,8 @@ def _patch(mod) -> None:
     folder = os.environ["SCRIPTORIUM_TEST_HOLD_DIR"]
     commit = mod._commit
 
-    def _commit_then_hold(ledger, name, blocks, replacing, group_id):
-        done = commit(ledger, name, blocks, replacing, group_id)
+    def _commit_then_hold(ledger, name, blocks, replacing, group_id, *rest):
+        done = commit(ledger, name, blocks, replacing, group_id, *rest)
         if name == "segments" and done:
             _hold([b.write_id for b in blocks], folder)
         return done
