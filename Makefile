@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -22,11 +22,20 @@ $(VENV)/.installed: pyproject.toml infra/install-system-deps.sh
 demo: install
 	$(PY) jobs/demo.py
 
-test: install
+test: install lint
 	$(PY) -m pytest -q -ra
 
-test-fast: install
+test-fast: install lint
 	$(PY) -m pytest -q -ra -m "not slow"
+
+# ruff: the format and a small rule set (pyproject.toml [tool.ruff]); `make format` applies both
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 bench: install
 	$(PY) bench/throughput.py

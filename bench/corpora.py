@@ -69,8 +69,9 @@ def _silence(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return (rng.standard_normal(int(seconds * SR)) * 1e-4).astype(np.float32)
 
 
-def join_clips(clips: list[tuple[np.ndarray, str]], target_s: float, pause_s: tuple[float, float],
-               rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def join_clips(
+    clips: list[tuple[np.ndarray, str]], target_s: float, pause_s: tuple[float, float], rng: np.random.Generator
+) -> tuple[np.ndarray, str]:
     """Clips of one language (audio, reference text), drawn at random and joined with near-silent
     pauses of `pause_s` (low, high) seconds until `target_s`: the long file and its reference text.
     The one builder of both long corpora (`build_long_files`, bench/long_corpus.py)."""
@@ -110,7 +111,12 @@ def _finish(dest: Path, kind: str, seconds: list[float], params: dict) -> Corpus
 
 
 def build_short_clips(
-    corpus: Path, dest: Path, n: int, min_s: float = 2.0, max_s: float = 15.0, seed: int = 0,
+    corpus: Path,
+    dest: Path,
+    n: int,
+    min_s: float = 2.0,
+    max_s: float = 15.0,
+    seed: int = 0,
     sources: list[tuple[str, np.ndarray]] | None = None,
 ) -> CorpusInfo:
     params = {"v": VERSION, "n": n, "min_s": min_s, "max_s": max_s, "seed": seed, "corpus": str(corpus.resolve())}
@@ -136,7 +142,12 @@ def build_short_clips(
 
 
 def build_long_files(
-    corpus: Path, dest: Path, n: int, min_s: float = 300.0, max_s: float = 1200.0, seed: int = 1,
+    corpus: Path,
+    dest: Path,
+    n: int,
+    min_s: float = 300.0,
+    max_s: float = 1200.0,
+    seed: int = 1,
     sources: list[tuple[str, np.ndarray]] | None = None,
 ) -> CorpusInfo:
     params = {"v": LONG_VERSION, "n": n, "min_s": min_s, "max_s": max_s, "seed": seed, "corpus": str(corpus.resolve())}
@@ -159,8 +170,14 @@ def build_long_files(
         audio, text = join_clips(by_lang[lang], target, (0.5, 3.0), rng)
         _write(dest / "audio" / f"long_{i:03d}.flac", audio)
         seconds.append(len(audio) / SR)
-        manifest.append({"audio_filepath": f"audio/long_{i:03d}.flac", "lang": lang, "text": text,
-                         "duration": round(len(audio) / SR, 3)})
+        manifest.append(
+            {
+                "audio_filepath": f"audio/long_{i:03d}.flac",
+                "lang": lang,
+                "text": text,
+                "duration": round(len(audio) / SR, 3),
+            }
+        )
     (dest / "references.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in manifest))
     return _finish(dest, "long", seconds, params)
 

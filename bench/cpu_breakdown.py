@@ -67,8 +67,18 @@ def in_process(folder: Path, overrides: list[str], out: Path) -> dict:
 
     cfg = load_config(REPO / "conf" / "local.yaml", [f"input.uri={folder}", f"output.uri={out}", *overrides])
     fp = job_fingerprint(cfg, {})
-    cpu = dict.fromkeys(("discover + plan", "decode", "recording stage", "segment stage", "window hand-offs",
-                         "sink: flatten, summary, stage", "group commit"), 0.0)
+    cpu = dict.fromkeys(
+        (
+            "discover + plan",
+            "decode",
+            "recording stage",
+            "segment stage",
+            "window hand-offs",
+            "sink: flatten, summary, stage",
+            "group commit",
+        ),
+        0.0,
+    )
 
     def timed(key: str, fn):
         t0 = time.process_time()
@@ -98,8 +108,16 @@ def whole_run(folder: Path, overrides: list[str], out: Path) -> dict:
     """The same files through `scriptorium run` on a local Ray, its process tree in a cgroup:
     the cgroup's CPU seconds, and each process's (by its Ray name) read from /proc every 0.5 s."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_TMPDIR=tempfile.mkdtemp(prefix="cbd", dir="/tmp"))
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(REPO / "conf" / "local.yaml"), f"input.uri={folder}",
-           f"output.uri={out}", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "run",
+        str(REPO / "conf" / "local.yaml"),
+        f"input.uri={folder}",
+        f"output.uri={out}",
+        *overrides,
+    ]
     group = CpuGroup(f"scriptorium-breakdown-{os.getpid()}-{out.name}")
     with group:
         sampled = run_light(group.wrap(cmd), out.parent / f"{out.name}.log", env, group, interval_s=0.5)
@@ -111,9 +129,12 @@ def whole_run(folder: Path, overrides: list[str], out: Path) -> dict:
 
 def _label(name: str) -> str:
     """A process's row in the table: the stage it serves, or what part of Ray it is."""
-    for needle, label in (("RecordingStage", "run: recording actor (decode inside)"),
-                          ("SegmentStage", "run: segment actor"), ("Write", "run: write tasks"),
-                          ("RunState", "run: RunState actor (progress, pieces, staged blocks)")):
+    for needle, label in (
+        ("RecordingStage", "run: recording actor (decode inside)"),
+        ("SegmentStage", "run: segment actor"),
+        ("Write", "run: write tasks"),
+        ("RunState", "run: RunState actor (progress, pieces, staged blocks)"),
+    ):
         if needle in name:
             return label
     if name in ("python", "scriptorium") or name.endswith("python"):
@@ -138,8 +159,10 @@ def main() -> None:
     try:
         for n in (small, large):
             folder = _clips(n, args.cache, args.corpus)
-            res[n] = {"inproc": in_process(folder, overrides, work / f"inproc-{n}"),
-                      "run": whole_run(folder, overrides, work / f"run-{n}")}
+            res[n] = {
+                "inproc": in_process(folder, overrides, work / f"inproc-{n}"),
+                "run": whole_run(folder, overrides, work / f"run-{n}"),
+            }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     d_rec = res[large]["inproc"]["recordings"] - res[small]["inproc"]["recordings"]
@@ -155,17 +178,31 @@ def main() -> None:
         rows[label] = by[large].get(label, 0.0) - by[small].get(label, 0.0)
     total = res[large]["run"]["cpu"] - res[small]["run"]["cpu"]
     rows["run: whole process tree (cgroup)"] = total
-    print(f"\nmargin of {large} over {small} short clips ({d_rec} recordings, {d_audio:.0f} s of audio), pooling of "
-          f"{args.preset}, simulated accelerator; whole runs {res[small]['run']['cpu']:.1f} and "
-          f"{res[large]['run']['cpu']:.1f} CPU s; load {os.getloadavg()[0]:.1f}")
+    print(
+        f"\nmargin of {large} over {small} short clips ({d_rec} recordings, {d_audio:.0f} s of audio), pooling of "
+        f"{args.preset}, simulated accelerator; whole runs {res[small]['run']['cpu']:.1f} and "
+        f"{res[large]['run']['cpu']:.1f} CPU s; load {os.getloadavg()[0]:.1f}"
+    )
     print("| part | CPU s | ms per recording | audio s per CPU s | share of the run |")
     print("|---|---|---|---|---|")
     for name, sec in rows.items():
         rate = f"{d_audio / sec:,.0f}" if sec > 0 else "-"
         print(f"| {name} | {sec:.2f} | {1000 * sec / d_rec:.2f} | {rate} | {100 * sec / total:.0f}% |")
     if args.json:
-        args.json.write_text(json.dumps({"clips": [small, large], "preset": args.preset, "margin": rows,
-                                         "recordings": d_rec, "audio_s": d_audio, "runs": res}, indent=2, default=str))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "clips": [small, large],
+                    "preset": args.preset,
+                    "margin": rows,
+                    "recordings": d_rec,
+                    "audio_s": d_audio,
+                    "runs": res,
+                },
+                indent=2,
+                default=str,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,12 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for lang in off:
         print(f"| {lang} | {off[lang]:.4f} | {on[lang]:.4f} | {on[lang] - off[lang]:+.4f} |")
-    single = [r for r in on_recs if (refs.get(Path(r["uri"]).name, {}).get("num_speakers") or 1) == 1 and r["status"] == "ok"]
-    print(f"\nsingle-speaker files found as 1 speaker: {sum(1 for r in single if r['num_speakers'] == 1)} / {len(single)}")
+    single = [
+        r for r in on_recs if (refs.get(Path(r["uri"]).name, {}).get("num_speakers") or 1) == 1 and r["status"] == "ok"
+    ]
+    print(
+        f"\nsingle-speaker files found as 1 speaker: {sum(1 for r in single if r['num_speakers'] == 1)} / {len(single)}"
+    )
     print("\n| file | reference speakers | found | DER (0.25 s collar) | missed s | false alarm s | confusion s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, ref in refs.items():
@@ -77,8 +81,10 @@ def main() -> None:
             continue
         hyp = [(s["start"], s["end"], s["speaker"]) for s in on_segs if Path(s["uri"]).name == name]
         d = der(read_rttm((CORPUS / ref["rttm_filepath"]).read_text()), hyp, collar=0.25)
-        print(f"| {name} | {d['ref_speakers']} | {d['hyp_speakers']} | {d['der']:.3f} | {d['missed_s']:.2f} | "
-              f"{d['false_alarm_s']:.2f} | {d['confusion_s']:.2f} |")
+        print(
+            f"| {name} | {d['ref_speakers']} | {d['hyp_speakers']} | {d['der']:.3f} | {d['missed_s']:.2f} | "
+            f"{d['false_alarm_s']:.2f} | {d['confusion_s']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

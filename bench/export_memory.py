@@ -31,16 +31,47 @@ def synthesise(out: Path, n: int, per: int) -> None:
     led = Ledger(OutputConfig(uri=str(out)))
     for i in range(0, n, 5000):
         uris = [f"/data/in/f{k:08d}.wav" for k in range(i, min(i + 5000, n))]
-        rec = [{"recording_id": recording_id_for(u), "uri": u, "size": 1, "duration": per * 2.0, "status": "ok",
-                "num_segments": per, "fingerprint": "fp", "run_id": "synth", "write_id": "w"} for u in uris]
+        rec = [
+            {
+                "recording_id": recording_id_for(u),
+                "uri": u,
+                "size": 1,
+                "duration": per * 2.0,
+                "status": "ok",
+                "num_segments": per,
+                "fingerprint": "fp",
+                "run_id": "synth",
+                "write_id": "w",
+            }
+            for u in uris
+        ]
         words = [{"word": f" w{j}", "start": j * 0.3, "end": j * 0.3 + 0.2, "confidence": 0.9} for j in range(6)]
-        seg = [{"recording_id": r["recording_id"], "uri": r["uri"], "segment_index": j, "start": j * 2.0,
-                "end": j * 2.0 + 1.8, "duration": 1.8, "text": "a synthetic segment of six words", "words": words,
-                "language": "en", "confidence": 0.9, "accepted": True, "reject_reasons": [], "fingerprint": "fp",
-                "write_id": "w"} for r in rec for j in range(per)]
-        write_deltalake(led.table_uri("segments"), pa.Table.from_pylist(seg, schema=SEGMENTS_TABLE_SCHEMA), mode="append")
-        write_deltalake(led.table_uri("recordings"), pa.Table.from_pylist(rec, schema=RECORDINGS_TABLE_SCHEMA),
-                        mode="append")
+        seg = [
+            {
+                "recording_id": r["recording_id"],
+                "uri": r["uri"],
+                "segment_index": j,
+                "start": j * 2.0,
+                "end": j * 2.0 + 1.8,
+                "duration": 1.8,
+                "text": "a synthetic segment of six words",
+                "words": words,
+                "language": "en",
+                "confidence": 0.9,
+                "accepted": True,
+                "reject_reasons": [],
+                "fingerprint": "fp",
+                "write_id": "w",
+            }
+            for r in rec
+            for j in range(per)
+        ]
+        write_deltalake(
+            led.table_uri("segments"), pa.Table.from_pylist(seg, schema=SEGMENTS_TABLE_SCHEMA), mode="append"
+        )
+        write_deltalake(
+            led.table_uri("recordings"), pa.Table.from_pylist(rec, schema=RECORDINGS_TABLE_SCHEMA), mode="append"
+        )
 
 
 MEASURE = """
@@ -65,8 +96,12 @@ def main() -> None:
             t0 = time.time()
             synthesise(Path(tmp) / "out", n, args.segments_per_recording)
             print(f"  (synthesised in {time.time() - t0:.0f} s)", file=sys.stderr)
-            proc = subprocess.run([sys.executable, "-c", MEASURE, str(Path(tmp) / "out"), str(Path(tmp) / "nemo")],
-                                  capture_output=True, text=True, cwd=REPO)
+            proc = subprocess.run(
+                [sys.executable, "-c", MEASURE, str(Path(tmp) / "out"), str(Path(tmp) / "nemo")],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+            )
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 raise SystemExit(proc.stderr[-3000:])

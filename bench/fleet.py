@@ -61,10 +61,14 @@ BUCKET = "fleet"
 CGROUP_ROOT = Path("/sys/fs/cgroup/cpuacct")
 #: conf/local.yaml's pooling and conf/nemo-gpu-8x.yaml's (read from the presets in `poolings`)
 POOLINGS = ("local", "8x")
-SIMULATED = ["recording_stage.vad.backend=simulated", "segment_stage.lid.backend=simulated",
-             "segment_stage.asr.backend=simulated",
-             # the 8x preset's ASR calls: a GPU takes big ones (local.yaml's 2 x 30 s are Whisper-on-CPU sizes)
-             "segment_stage.batching.max_padded_s=3600", "segment_stage.batching.max_items=192"]
+SIMULATED = [
+    "recording_stage.vad.backend=simulated",
+    "segment_stage.lid.backend=simulated",
+    "segment_stage.asr.backend=simulated",
+    # the 8x preset's ASR calls: a GPU takes big ones (local.yaml's 2 x 30 s are Whisper-on-CPU sizes)
+    "segment_stage.batching.max_padded_s=3600",
+    "segment_stage.batching.max_items=192",
+]
 TARGETS = {"short": 600, "long": 1500}  # audio s per CPU s (issue 29)
 
 
@@ -89,13 +93,36 @@ def _block_rows(writer: int, block: int, n: int) -> list[dict]:
     from pipeline.stages.quality import text_signals
 
     res = _result(8.7, "en")
-    seg = Segment(segment_index=0, start=0.0, end=8.7, speaker=None, language="en", language_prob=0.99,
-                  text=res.text, words=res.words, confidence=res.confidence, signals=text_signals(res.text, "en"))
+    seg = Segment(
+        segment_index=0,
+        start=0.0,
+        end=8.7,
+        speaker=None,
+        language="en",
+        language_prob=0.99,
+        text=res.text,
+        words=res.words,
+        confidence=res.confidence,
+        signals=text_signals(res.text, "en"),
+    )
     row = seg.to_row()
-    return [{"recording_id": f"w{writer:02d}b{block:06d}r{i:04d}", "uri": f"s3://{BUCKET}/in/w{writer}/b{block}/{i}.flac",
-             "size": 150_000, "etag": uuid.uuid4().hex, "duration": 8.7, "status": "ok", "language": "en",
-             "segments": [row], "punctuated": True, "num_speakers": 1, "speech_seconds": 8.7,
-             "models": "simulated"} for i in range(n)]
+    return [
+        {
+            "recording_id": f"w{writer:02d}b{block:06d}r{i:04d}",
+            "uri": f"s3://{BUCKET}/in/w{writer}/b{block}/{i}.flac",
+            "size": 150_000,
+            "etag": uuid.uuid4().hex,
+            "duration": 8.7,
+            "status": "ok",
+            "language": "en",
+            "segments": [row],
+            "punctuated": True,
+            "num_speakers": 1,
+            "speech_seconds": 8.7,
+            "models": "simulated",
+        }
+        for i in range(n)
+    ]
 
 
 def _writer(k: int, output, n: int, seconds: float, barrier, staged) -> None:
@@ -160,12 +187,26 @@ def _committer(output, writers: int, barrier, staged, results) -> None:
         if committer.due():
             flush()
     flush()
-    results.put({"start": start, "end": time.time(), "blocks": blocks, "failed": failed, "groups": committer.groups,
-                 "group_s": sorted(group_s)})
+    results.put(
+        {
+            "start": start,
+            "end": time.time(),
+            "blocks": blocks,
+            "failed": failed,
+            "groups": committer.groups,
+            "group_s": sorted(group_s),
+        }
+    )
 
 
-def sustained_commits(writers: int, recordings_per_commit: int, seconds: float, endpoint: str,
-                      direct: str | None = None, commit_interval_s: float = 1.0) -> dict:
+def sustained_commits(
+    writers: int,
+    recordings_per_commit: int,
+    seconds: float,
+    endpoint: str,
+    direct: str | None = None,
+    commit_interval_s: float = 1.0,
+) -> dict:
     """Recordings committed per second into a fresh output on the S3 `endpoint`: `writers`
     processes stage blocks of `recordings_per_commit` for `seconds` (what Ray write tasks do), and
     one committer process commits them as a run's driver does (`GroupCommitter`, a group every
@@ -183,8 +224,10 @@ def sustained_commits(writers: int, recordings_per_commit: int, seconds: float, 
     before = {name: led.ensure(name).version() for name in ("segments", "recordings")}
     ctx = mp.get_context("spawn")
     barrier, staged, results = ctx.Barrier(writers + 1), ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(k, output, recordings_per_commit, seconds, barrier, staged))
-             for k in range(writers)]
+    procs = [
+        ctx.Process(target=_writer, args=(k, output, recordings_per_commit, seconds, barrier, staged))
+        for k in range(writers)
+    ]
     procs.append(ctx.Process(target=_committer, args=(output, writers, barrier, staged, results)))
     for p in procs:
         p.start()
@@ -201,9 +244,14 @@ def sustained_commits(writers: int, recordings_per_commit: int, seconds: float, 
     elapsed = got["end"] - got["start"]
     group_s = got["group_s"]
     return {
-        "writers": writers, "recordings_per_commit": recordings_per_commit, "seconds": round(elapsed, 2),
-        "recordings_committed": len(committed), "blocks_committed": len(got["blocks"]), "groups": got["groups"],
-        "failed_commits": len(got["failed"]), "failures": got["failed"][:5],
+        "writers": writers,
+        "recordings_per_commit": recordings_per_commit,
+        "seconds": round(elapsed, 2),
+        "recordings_committed": len(committed),
+        "blocks_committed": len(got["blocks"]),
+        "groups": got["groups"],
+        "failed_commits": len(got["failed"]),
+        "failures": got["failed"][:5],
         "recordings_per_s": round(len(committed) / elapsed, 2) if elapsed else 0.0,
         "commit_pairs_per_s": round(got["groups"] / elapsed, 3) if elapsed else 0.0,
         "group_seconds_p50": round(group_s[len(group_s) // 2], 3) if group_s else None,
@@ -237,10 +285,18 @@ def _child(argv: list[str]) -> None:
     import ray
 
     ray.shutdown()
-    Path(args.result).write_text(json.dumps({
-        "start": t0, "end": end, "wall_seconds": round(end - t0, 3), "ray_init_seconds": round(ray_s, 3),
-        "report": {**report.model_dump(exclude={"errors", "warnings"}), "processed": report.processed},
-        "errors": report.errors[:3]}))
+    Path(args.result).write_text(
+        json.dumps(
+            {
+                "start": t0,
+                "end": end,
+                "wall_seconds": round(end - t0, 3),
+                "ray_init_seconds": round(ray_s, 3),
+                "report": {**report.model_dump(exclude={"errors", "warnings"}), "processed": report.processed},
+                "errors": report.errors[:3],
+            }
+        )
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # no interpreter teardown (see bench/rows.py child_main)
@@ -317,12 +373,18 @@ def run_light(cmd: list[str], log_path: Path, env: dict, group: CpuGroup | None,
                     sampling._NAMES[pid] = label
             load.append(os.getloadavg()[0])
             time.sleep(interval_s)
-    return {"returncode": proc.returncode, "elapsed_s": time.perf_counter() - t0, "cpu_proc": sum(cpu.values()),
-            "by_process": sampling._by_label(cpu), "load1_max": max(load)}
+    return {
+        "returncode": proc.returncode,
+        "elapsed_s": time.perf_counter() - t0,
+        "cpu_proc": sum(cpu.values()),
+        "by_process": sampling._by_label(cpu),
+        "load1_max": max(load),
+    }
 
 
-def run_pipeline(name: str, overrides: list[str], work: Path, proxy, direct: str, use_cgroup: bool,
-                 timeline: Path | None = None) -> dict:
+def run_pipeline(
+    name: str, overrides: list[str], work: Path, proxy, direct: str, use_cgroup: bool, timeline: Path | None = None
+) -> dict:
     """One pipeline run in a fresh interpreter: wall, CPU (cgroup and /proc), requests at the proxy
     during the run, Delta versions of its output."""
     logs = work / "logs"
@@ -360,17 +422,26 @@ def run_pipeline(name: str, overrides: list[str], work: Path, proxy, direct: str
     res = json.loads(result.read_text())
     requests = {k: v - before.get(k, 0) for k, v in proxy.requests.items() if v - before.get(k, 0)}
     out_uri = next(o.split("=", 1)[1] for o in overrides if o.startswith("output.uri="))
-    res.update(name=name, requests=requests, requests_total=sum(requests.values()),
-               proxy_cpu_seconds=round(proxy.cpu_seconds() - proxy_cpu, 2),
-               store_process_cpu_seconds=round(time.process_time() - own_cpu, 2),
-               delta_versions=_versions(out_uri, direct), cpu_seconds_cgroup=cgroup_cpu,
-               cpu_seconds_proc=round(sampled["cpu_proc"], 2), load1_max=sampled["load1_max"],
-               cpu_seconds_by_process=sampled["by_process"])
+    res.update(
+        name=name,
+        requests=requests,
+        requests_total=sum(requests.values()),
+        proxy_cpu_seconds=round(proxy.cpu_seconds() - proxy_cpu, 2),
+        store_process_cpu_seconds=round(time.process_time() - own_cpu, 2),
+        delta_versions=_versions(out_uri, direct),
+        cpu_seconds_cgroup=cgroup_cpu,
+        cpu_seconds_proc=round(sampled["cpu_proc"], 2),
+        load1_max=sampled["load1_max"],
+        cpu_seconds_by_process=sampled["by_process"],
+    )
     res["cpu_seconds"] = cgroup_cpu if cgroup_cpu is not None else res["cpu_seconds_proc"]
     rep = res["report"]
-    print(f" {rep['processed']} files, {rep['audio_seconds']:.0f} s audio, {res['wall_seconds']:.1f} s wall, "
-          f"{res['cpu_seconds']:.1f} CPU s, {res['requests_total']} requests, {sum(res['delta_versions'].values())} "
-          f"Delta versions", flush=True)
+    print(
+        f" {rep['processed']} files, {rep['audio_seconds']:.0f} s audio, {res['wall_seconds']:.1f} s wall, "
+        f"{res['cpu_seconds']:.1f} CPU s, {res['requests_total']} requests, {sum(res['delta_versions'].values())} "
+        f"Delta versions",
+        flush=True,
+    )
     return res
 
 
@@ -485,9 +556,17 @@ def part_a(args, proxy, direct, use_cgroup, work) -> list[dict]:
             for size, prefix, n in sizes:
                 name = f"a-{corpus}-{pooling}-{size}"
                 out = fresh_bucket(name, direct)
-                ov = [f"input.uri=s3://{BUCKET}/{prefix}/", f"output.uri={out}",
-                      f"input.storage.endpoint_url={proxy.endpoint}", f"output.storage.endpoint_url={proxy.endpoint}",
-                      f"ray.num_cpus={args.ray_cpus}", *SIMULATED, *rtfx, *pools[pooling], *args.override]
+                ov = [
+                    f"input.uri=s3://{BUCKET}/{prefix}/",
+                    f"output.uri={out}",
+                    f"input.storage.endpoint_url={proxy.endpoint}",
+                    f"output.storage.endpoint_url={proxy.endpoint}",
+                    f"ray.num_cpus={args.ray_cpus}",
+                    *SIMULATED,
+                    *rtfx,
+                    *pools[pooling],
+                    *args.override,
+                ]
                 res = run_pipeline(name, ov, work, proxy, direct, use_cgroup, work / "logs" / f"{name}.timeline")
                 res.update(part="a", corpus=corpus, pooling=pooling, size=size, files=n)
                 runs.append(res)
@@ -506,20 +585,29 @@ def marginal(runs: list[dict]) -> dict:
             d_audio = big["report"]["audio_seconds"] - s["report"]["audio_seconds"]
             d_files = big["report"]["processed"] - s["report"]["processed"]
             d_cpu = big["cpu_seconds"] - s["cpu_seconds"]
-            d_req = {k: big["requests"].get(k, 0) - s["requests"].get(k, 0)
-                     for k in sorted(set(big["requests"]) | set(s["requests"]))}
+            d_req = {
+                k: big["requests"].get(k, 0) - s["requests"].get(k, 0)
+                for k in sorted(set(big["requests"]) | set(s["requests"]))
+            }
             d_commits = sum(big["delta_versions"].values()) - sum(s["delta_versions"].values())
             per_k = 1000 / d_files if d_files else 0.0
             out[f"{corpus}/{pooling}"] = {
-                "audio_seconds": round(d_audio, 1), "recordings": d_files, "cpu_seconds": round(d_cpu, 2),
+                "audio_seconds": round(d_audio, 1),
+                "recordings": d_files,
+                "cpu_seconds": round(d_cpu, 2),
                 "audio_per_cpu_s": round(d_audio / d_cpu, 1) if d_cpu > 0 else None,
                 "cpu_ms_per_recording": round(1000 * d_cpu / d_files, 2) if d_files else None,
                 "requests_per_1k": round(sum(d_req.values()) * per_k, 1),
                 "requests_per_1k_by_method": {k: round(v * per_k, 1) for k, v in d_req.items()},
                 "commits_per_1k": round(d_commits * per_k, 2),
-                "large": {"files": big["report"]["processed"], "audio_seconds": big["report"]["audio_seconds"],
-                          "cpu_seconds": big["cpu_seconds"], "wall_seconds": big["wall_seconds"],
-                          "requests": big["requests_total"], "delta_versions": sum(big["delta_versions"].values())},
+                "large": {
+                    "files": big["report"]["processed"],
+                    "audio_seconds": big["report"]["audio_seconds"],
+                    "cpu_seconds": big["cpu_seconds"],
+                    "wall_seconds": big["wall_seconds"],
+                    "requests": big["requests_total"],
+                    "delta_versions": sum(big["delta_versions"].values()),
+                },
             }
     return out
 
@@ -542,22 +630,37 @@ def part_d(args, proxy, direct, use_cgroup, work) -> list[dict]:
     for decode in args.d_decode:
         name = f"d-short-8x-decode-{decode}"
         timeline = work / "logs" / f"{name}.timeline"
-        ov = [f"input.uri=s3://{BUCKET}/{prefix}", f"output.uri={fresh_bucket(name, direct)}",
-              f"input.storage.endpoint_url={proxy.endpoint}", f"output.storage.endpoint_url={proxy.endpoint}",
-              f"ray.num_cpus={args.ray_cpus}", *SIMULATED, f"segment_stage.simulated_rtfx={rtfx:g}",
-              f"recording_stage.simulated_rtfx={rtfx * args.d_vad_factor:g}", *poolings()["8x"],
-              f"decode.in_recording_stage={'true' if decode == 'actor' else 'false'}", *args.override]
+        ov = [
+            f"input.uri=s3://{BUCKET}/{prefix}",
+            f"output.uri={fresh_bucket(name, direct)}",
+            f"input.storage.endpoint_url={proxy.endpoint}",
+            f"output.storage.endpoint_url={proxy.endpoint}",
+            f"ray.num_cpus={args.ray_cpus}",
+            *SIMULATED,
+            f"segment_stage.simulated_rtfx={rtfx:g}",
+            f"recording_stage.simulated_rtfx={rtfx * args.d_vad_factor:g}",
+            *poolings()["8x"],
+            f"decode.in_recording_stage={'true' if decode == 'actor' else 'false'}",
+            *args.override,
+        ]
         res = run_pipeline(name, ov, work, proxy, direct, use_cgroup, timeline)
         holds = [line.split() for line in timeline.read_text().splitlines()] if timeline.exists() else []
         asr = [(float(a), float(b), float(p)) for role, _pid, a, b, p in holds if role == "asr"]
         busy = sum(b - a for a, b, _ in asr)
         span = (max(b for _, b, _ in asr) - min(a for a, _, _ in asr)) if asr else 0.0
         wall = res["wall_seconds"]
-        res.update(part="d", decode=decode, rtfx=rtfx, asr_calls=len(asr), asr_busy_seconds=round(busy, 2),
-                   asr_padded_seconds=round(sum(p for _, _, p in asr), 3),
-                   busy_share_of_wall=round(busy / wall, 3) if wall else None,
-                   busy_share_of_span=round(busy / span, 3) if span else None, span_seconds=round(span, 2),
-                   first_call_after_s=round(min(a for a, _, _ in asr) - res["start"], 2) if asr else None)
+        res.update(
+            part="d",
+            decode=decode,
+            rtfx=rtfx,
+            asr_calls=len(asr),
+            asr_busy_seconds=round(busy, 2),
+            asr_padded_seconds=round(sum(p for _, _, p in asr), 3),
+            busy_share_of_wall=round(busy / wall, 3) if wall else None,
+            busy_share_of_span=round(busy / span, 3) if span else None,
+            span_seconds=round(span, 2),
+            first_call_after_s=round(min(a for a, _, _ in asr) - res["start"], 2) if asr else None,
+        )
         out.append(res)
     return out
 
@@ -575,58 +678,106 @@ def _count_objects(prefix: str, direct: str) -> int:
 
 def table(args, res: dict) -> str:
     cols = [f"{c}/{p}" for c in ("short", "long") for p in POOLINGS]
-    heads = {"short/local": "short clips, local.yaml pooling", "short/8x": "short clips, 8x pooling",
-             "long/local": "long files, local.yaml pooling", "long/8x": "long files, 8x pooling"}
+    heads = {
+        "short/local": "short clips, local.yaml pooling",
+        "short/8x": "short clips, 8x pooling",
+        "long/local": "long files, local.yaml pooling",
+        "long/8x": "long files, 8x pooling",
+    }
     m = res.get("marginal", {})
-    lines = ["| part | measured | " + " | ".join(heads[c] for c in cols) + " | target |",
-             "|---|---|" + "---|" * len(cols) + "---|"]
+    lines = [
+        "| part | measured | " + " | ".join(heads[c] for c in cols) + " | target |",
+        "|---|---|" + "---|" * len(cols) + "---|",
+    ]
 
     def row(part: str, what: str, cells: dict, target: str) -> None:
         lines.append(f"| {part} | {what} | " + " | ".join(cells.get(c, "—") for c in cols) + f" | {target} |")
 
     if m:
-        row("a", "recordings / audio s (large minus small run)",
-            {c: f"{v['recordings']:,} / {v['audio_seconds']:,.0f}" for c, v in m.items()}, "")
+        row(
+            "a",
+            "recordings / audio s (large minus small run)",
+            {c: f"{v['recordings']:,} / {v['audio_seconds']:,.0f}" for c, v in m.items()},
+            "",
+        )
         row("a", "CPU s, whole process tree (marginal)", {c: f"{v['cpu_seconds']:.1f}" for c, v in m.items()}, "")
-        row("a", "**audio s per CPU s** (marginal)",
+        row(
+            "a",
+            "**audio s per CPU s** (marginal)",
             {c: f"**{v['audio_per_cpu_s']:,.0f}**" if v["audio_per_cpu_s"] else "n/a" for c, v in m.items()},
-            f">= {TARGETS['short']} short, >= {TARGETS['long']} long")
-        row("a", "CPU ms per recording (marginal)",
-            {c: f"{v['cpu_ms_per_recording']:.1f}" for c, v in m.items() if v["cpu_ms_per_recording"] is not None}, "")
-        row("b", "**object-store requests per 1,000 recordings**",
-            {c: f"**{v['requests_per_1k']:,.0f}**" for c, v in m.items()}, "")
-        row("b", "... by method", {c: ", ".join(f"{k} {n:,.0f}" for k, n in v["requests_per_1k_by_method"].items() if n)
-                                   for c, v in m.items()}, "")
-        row("b", "**Delta commits per 1,000 recordings**", {c: f"**{v['commits_per_1k']:.1f}**" for c, v in m.items()},
-            "<= 1 (short clips)")
+            f">= {TARGETS['short']} short, >= {TARGETS['long']} long",
+        )
+        row(
+            "a",
+            "CPU ms per recording (marginal)",
+            {c: f"{v['cpu_ms_per_recording']:.1f}" for c, v in m.items() if v["cpu_ms_per_recording"] is not None},
+            "",
+        )
+        row(
+            "b",
+            "**object-store requests per 1,000 recordings**",
+            {c: f"**{v['requests_per_1k']:,.0f}**" for c, v in m.items()},
+            "",
+        )
+        row(
+            "b",
+            "... by method",
+            {
+                c: ", ".join(f"{k} {n:,.0f}" for k, n in v["requests_per_1k_by_method"].items() if n)
+                for c, v in m.items()
+            },
+            "",
+        )
+        row(
+            "b",
+            "**Delta commits per 1,000 recordings**",
+            {c: f"**{v['commits_per_1k']:.1f}**" for c, v in m.items()},
+            "<= 1 (short clips)",
+        )
     c = res.get("c")
     if c:
-        cell = (f"**{c['recordings_per_s']:,.1f}** rec/s ({c['commit_pairs_per_s']:.2f} commit pairs/s; "
-                f"{c['writers']} writers staging blocks of {c['recordings_per_commit']}, {c['seconds']:.0f} s; "
-                f"{c['groups']} groups, a group commit p50 {c['group_seconds_p50']} s, p95 {c['group_seconds_p95']} s; "
-                f"{c['failed_commits']} failed; "
-                f"exactly once: {'yes' if c['exactly_once'] else 'NO'})")
-        row("c", f"**recordings committed per second** into the {args.rtt_ms:g} ms store", {"short/local": cell},
-            ">= 3,100")
+        cell = (
+            f"**{c['recordings_per_s']:,.1f}** rec/s ({c['commit_pairs_per_s']:.2f} commit pairs/s; "
+            f"{c['writers']} writers staging blocks of {c['recordings_per_commit']}, {c['seconds']:.0f} s; "
+            f"{c['groups']} groups, a group commit p50 {c['group_seconds_p50']} s, p95 {c['group_seconds_p95']} s; "
+            f"{c['failed_commits']} failed; "
+            f"exactly once: {'yes' if c['exactly_once'] else 'NO'})"
+        )
+        row(
+            "c",
+            f"**recordings committed per second** into the {args.rtt_ms:g} ms store",
+            {"short/local": cell},
+            ">= 3,100",
+        )
     for d in res.get("d") or []:
-        cell = (f"**{d['busy_share_of_span']:.0%}** of first..last call ({d['span_seconds']:.0f} s), "
-                f"{d['busy_share_of_wall']:.0%} of the run's {d['wall_seconds']:.0f} s; "
-                f"{d['report']['processed']:,} clips, RTFx {d['rtfx']:g}, {d['asr_calls']} calls, "
-                f"first after {d['first_call_after_s']} s")
-        row("d", f"**accelerator busy share** (RTFx 155 x {args.ray_cpus} CPUs), decode in {d['decode']}",
-            {"short/8x": cell}, ">= 90%")
+        cell = (
+            f"**{d['busy_share_of_span']:.0%}** of first..last call ({d['span_seconds']:.0f} s), "
+            f"{d['busy_share_of_wall']:.0%} of the run's {d['wall_seconds']:.0f} s; "
+            f"{d['report']['processed']:,} clips, RTFx {d['rtfx']:g}, {d['asr_calls']} calls, "
+            f"first after {d['first_call_after_s']} s"
+        )
+        row(
+            "d",
+            f"**accelerator busy share** (RTFx 155 x {args.ray_cpus} CPUs), decode in {d['decode']}",
+            {"short/8x": cell},
+            ">= 90%",
+        )
     return "\n".join(lines)
 
 
 def runs_table(runs: list[dict]) -> str:
-    lines = ["| run | files | audio s | wall s | CPU s (cgroup) | CPU s (/proc) | requests | Delta versions | load max |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | files | audio s | wall s | CPU s (cgroup) | CPU s (/proc) | requests | Delta versions | load max |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         rep = r["report"]
         cg = f"{r['cpu_seconds_cgroup']:.1f}" if r.get("cpu_seconds_cgroup") is not None else "—"
-        lines.append(f"| {r['name']} | {rep['processed']} ({rep['ok']} ok, {rep['error']} error) | "
-                     f"{rep['audio_seconds']:,.0f} | {r['wall_seconds']:.1f} | {cg} | {r['cpu_seconds_proc']:.1f} | "
-                     f"{r['requests_total']:,} | {sum(r['delta_versions'].values())} | {r['load1_max']:.1f} |")
+        lines.append(
+            f"| {r['name']} | {rep['processed']} ({rep['ok']} ok, {rep['error']} error) | "
+            f"{rep['audio_seconds']:,.0f} | {r['wall_seconds']:.1f} | {cg} | {r['cpu_seconds_proc']:.1f} | "
+            f"{r['requests_total']:,} | {sum(r['delta_versions'].values())} | {r['load1_max']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -647,15 +798,26 @@ def main() -> None:
     p.add_argument("--long-max-s", type=float, default=1200.0)
     p.add_argument("--a-rtfx", type=float, default=100_000.0, help="(a) the simulated models' RTFx (CPU-bound runs)")
     p.add_argument("--d-clips", type=int, default=2000, help="(d) short clips")
-    p.add_argument("--d-decode", default="tasks",
-                   help="(d) where decode runs: tasks (the GPU presets' layout), actor (local.yaml's), or both: tasks,actor")
+    p.add_argument(
+        "--d-decode",
+        default="tasks",
+        help="(d) where decode runs: tasks (the GPU presets' layout), actor (local.yaml's), or both: tasks,actor",
+    )
     p.add_argument("--d-vad-factor", type=float, default=10.0, help="(d) recording stage RTFx = this x the ASR's")
     p.add_argument("--ray-cpus", type=int, default=2, help="ray.num_cpus of every run; (d) RTFx = 155 x this")
     p.add_argument("--writers", type=int, default=8, help="(c) concurrent writer processes")
-    p.add_argument("--recordings-per-commit", type=int, default=192,
-                   help="(c) recordings per staged block (conf/nemo-gpu-8x.yaml's pooling.max_files)")
-    p.add_argument("--commit-interval-s", type=float, default=5.0,
-                   help="(c) output.commit_interval_s of the committer (the presets' default is 30 s)")
+    p.add_argument(
+        "--recordings-per-commit",
+        type=int,
+        default=192,
+        help="(c) recordings per staged block (conf/nemo-gpu-8x.yaml's pooling.max_files)",
+    )
+    p.add_argument(
+        "--commit-interval-s",
+        type=float,
+        default=5.0,
+        help="(c) output.commit_interval_s of the committer (the presets' default is 30 s)",
+    )
     p.add_argument("--commit-seconds", type=float, default=30.0, help="(c) seconds of staging")
     p.add_argument("--rtt-ms", type=float, default=20.0, help="the store's round-trip time (the proxy's)")
     p.add_argument("--override", action="append", default=[], help="config override for every pipeline run")
@@ -683,25 +845,40 @@ def main() -> None:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     direct = f"http://127.0.0.1:{port}"
-    res: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "commit": _commit(),
-                 "cpu_measure": "cgroup v1 cpuacct" if use_cgroup else "/proc tree sums (0.5 s samples)"}
+    res: dict = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "commit": _commit(),
+        "cpu_measure": "cgroup v1 cpuacct" if use_cgroup else "/proc tree sums (0.5 s samples)",
+    }
     t0 = time.time()
     try:
         import s3fs
 
         s3fs.S3FileSystem(client_kwargs={"endpoint_url": direct}).mkdir(BUCKET)
         with LatencyProxy(port, rtt_s=args.rtt_ms / 1000) as proxy:
-            print(f"store: moto on {direct}, {args.rtt_ms:g} ms round trips through {proxy.endpoint}; "
-                  f"CPU: {res['cpu_measure']}", flush=True)
+            print(
+                f"store: moto on {direct}, {args.rtt_ms:g} ms round trips through {proxy.endpoint}; "
+                f"CPU: {res['cpu_measure']}",
+                flush=True,
+            )
             if parts & {"a", "b"}:
                 print("(a)/(b) pipeline runs:", flush=True)
                 res["runs"] = part_a(args, proxy, direct, use_cgroup, work)
                 res["marginal"] = marginal(res["runs"])
             if "c" in parts:
-                print(f"(c) {args.writers} writers x {args.recordings_per_commit} recordings, "
-                      f"{args.commit_seconds:g} s ...", flush=True)
-                res["c"] = sustained_commits(args.writers, args.recordings_per_commit, args.commit_seconds,
-                                             proxy.endpoint, direct, args.commit_interval_s)
+                print(
+                    f"(c) {args.writers} writers x {args.recordings_per_commit} recordings, "
+                    f"{args.commit_seconds:g} s ...",
+                    flush=True,
+                )
+                res["c"] = sustained_commits(
+                    args.writers,
+                    args.recordings_per_commit,
+                    args.commit_seconds,
+                    proxy.endpoint,
+                    direct,
+                    args.commit_interval_s,
+                )
                 print(f"  {res['c']['recordings_per_s']} recordings/s, exactly once: {res['c']['exactly_once']}")
             if "d" in parts:
                 print("(d) the accelerator's duty cycle:", flush=True)
@@ -710,8 +887,10 @@ def main() -> None:
         server.stop()
     res["seconds"] = round(time.time() - t0, 1)
     print()
-    print(f"## bench/fleet.py, pipeline {res['commit']}, {os.cpu_count()} cores, ray.num_cpus={args.ray_cpus}, "
-          f"store RTT {args.rtt_ms:g} ms, CPU by {res['cpu_measure']}, {res['seconds']:.0f} s")
+    print(
+        f"## bench/fleet.py, pipeline {res['commit']}, {os.cpu_count()} cores, ray.num_cpus={args.ray_cpus}, "
+        f"store RTT {args.rtt_ms:g} ms, CPU by {res['cpu_measure']}, {res['seconds']:.0f} s"
+    )
     print()
     print(table(args, res))
     if res.get("runs") or res.get("d"):
@@ -725,9 +904,12 @@ def main() -> None:
 def _commit() -> str:
     """The pipeline commit measured (+dirty with local changes)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pipeline", "conf"], cwd=REPO, capture_output=True,
-                               text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "pipeline", "conf"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except OSError:
         return "?"

@@ -59,8 +59,13 @@ def build(path: Path, hours: float, speech_share: float = 0.15, seed: int = 3) -
 #: Which stage a process of the run is, from its command line (Ray names its workers after the
 #: operator's actor class, or `_per_window` for the decode tasks; with `decode.in_recording_stage`,
 #: conf/local.yaml's default, decode is part of the recording stage's process).
-ROLES = [("RecordingStageActor", "recording"), ("SegmentStageActor", "segment"), ("_per_window", "decode"),
-         ("decode_stream", "decode"), ("pipeline.cli", "driver")]
+ROLES = [
+    ("RecordingStageActor", "recording"),
+    ("SegmentStageActor", "segment"),
+    ("_per_window", "decode"),
+    ("decode_stream", "decode"),
+    ("pipeline.cli", "driver"),
+]
 
 
 def _descendants(root: int) -> list[int]:
@@ -102,8 +107,13 @@ def run_one(audio: Path, out: Path, mode: str, overrides: list[str] | None = Non
     if mode == "whole":
         args.append("decode.piece_s=0")
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(REPO / "conf" / "local.yaml"), *args],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(REPO / "conf" / "local.yaml"), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     private: dict[str, float] = {}
     first_piece = None  # when the sink staged a first transcribed piece: ASR had started on the file
     while proc.poll() is None:
@@ -119,8 +129,13 @@ def run_one(audio: Path, out: Path, mode: str, overrides: list[str] | None = Non
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}):\n{err[-3000:]}")
     report = json.loads((out / "report.json").read_text())
-    return {"wall_s": wall, "first_piece_s": first_piece, **{k: report[k] for k in STAGES}, **{f"private_{k}": v for k, v in private.items()},
-            "segments": report.get("accepted_segments", 0) + report.get("rejected_segments", 0)}
+    return {
+        "wall_s": wall,
+        "first_piece_s": first_piece,
+        **{k: report[k] for k in STAGES},
+        **{f"private_{k}": v for k, v in private.items()},
+        "segments": report.get("accepted_segments", 0) + report.get("rejected_segments", 0),
+    }
 
 
 def main() -> None:
@@ -143,21 +158,35 @@ def main() -> None:
             results[(mode, h)] = r = run_one(audio, out, mode, a.override)
             print(f"  {mode} {h:g} h: {r['wall_s']:.0f} s, " + ", ".join(f"{k} {r[k]:.0f}" for k in STAGES), flush=True)
     roles = ["driver", "decode", "recording", "segment"]
-    print(f"\nPeak memory per stage (MB), load average at the end {os.getloadavg()[0]:.1f}. 'private': the largest "
-          "RssAnon sampled every 0.2 s; 'ru_maxrss': the report's, which also counts object-store pages read in place.\n")
-    print("| mode | hours | wall s | first piece transcribed s | segments | " + " | ".join(f"{r} private" for r in roles) + " | "
-          + " | ".join(k.replace("_peak_rss_mb", "") + " ru_maxrss" for k in STAGES) + " |")
+    print(
+        f"\nPeak memory per stage (MB), load average at the end {os.getloadavg()[0]:.1f}. 'private': the largest "
+        "RssAnon sampled every 0.2 s; 'ru_maxrss': the report's, which also counts object-store pages read in place.\n"
+    )
+    print(
+        "| mode | hours | wall s | first piece transcribed s | segments | "
+        + " | ".join(f"{r} private" for r in roles)
+        + " | "
+        + " | ".join(k.replace("_peak_rss_mb", "") + " ru_maxrss" for k in STAGES)
+        + " |"
+    )
     print("|---|---|---|---|---|" + "---|" * (len(roles) + len(STAGES)))
     for (mode, h), r in results.items():
         first = f"{r['first_piece_s']:.0f}" if r["first_piece_s"] is not None else "—"
-        print(f"| {mode} | {h:g} | {r['wall_s']:.0f} | {first} | {r['segments']} | "
-              + " | ".join(f"{r['private_' + k]:.0f}" if 'private_' + k in r else "—" for k in roles) + " | "
-              + " | ".join(f"{r[k]:.0f}" for k in STAGES) + " |")
+        print(
+            f"| {mode} | {h:g} | {r['wall_s']:.0f} | {first} | {r['segments']} | "
+            + " | ".join(f"{r['private_' + k]:.0f}" if "private_" + k in r else "—" for k in roles)
+            + " | "
+            + " | ".join(f"{r[k]:.0f}" for k in STAGES)
+            + " |"
+        )
     for mode in modes:
         if len(hours) > 1 and (mode, hours[0]) in results and (mode, hours[-1]) in results:
             lo, hi = results[(mode, hours[0])], results[(mode, hours[-1])]
-            ratios = ", ".join(f"{k} {hi['private_' + k] / lo['private_' + k]:.2f}x" for k in roles
-                               if 'private_' + k in lo and 'private_' + k in hi)  # no decode row: it ran in the recording stage
+            ratios = ", ".join(
+                f"{k} {hi['private_' + k] / lo['private_' + k]:.2f}x"
+                for k in roles
+                if "private_" + k in lo and "private_" + k in hi
+            )  # no decode row: it ran in the recording stage
             print(f"{mode}: {hours[-1]:g} h / {hours[0]:g} h, private peak: {ratios}")
 
 

@@ -70,9 +70,7 @@ class Meeting:
     turns: list[tuple[float, float, str]]  # reference (start, end, voice)
 
     def rttm(self) -> str:
-        return "".join(
-            f"SPEAKER {self.name} 1 {s:.3f} {e - s:.3f} <NA> <NA> {v} <NA> <NA>\n" for s, e, v in self.turns
-        )
+        return "".join(f"SPEAKER {self.name} 1 {s:.3f} {e - s:.3f} <NA> <NA> {v} <NA> <NA>\n" for s, e, v in self.turns)
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -109,7 +107,9 @@ def voice_units(corpus: Path = CORPUS) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def build_meeting(units: dict[str, list[np.ndarray]], n: int, seed: int, pool: tuple[str, ...] | None = None) -> Meeting:
+def build_meeting(
+    units: dict[str, list[np.ndarray]], n: int, seed: int, pool: tuple[str, ...] | None = None
+) -> Meeting:
     """A meeting of `n` voices drawn from `pool` (default: every voice; see the module docstring).
     Deterministic in (n, seed, pool)."""
     rng = np.random.default_rng(1000 * n + seed)
@@ -188,12 +188,16 @@ def print_rows(rows: list[dict]) -> None:
     print("| meeting | speakers | found | DER (0.25 s collar) | missed s | false alarm s | confusion s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['meeting']} | {r['ref_speakers']} | {r['hyp_speakers']} | {r['der']:.3f} | {r['missed_s']:.2f} | "
-              f"{r['false_alarm_s']:.2f} | {r['confusion_s']:.2f} |")
+        print(
+            f"| {r['meeting']} | {r['ref_speakers']} | {r['hyp_speakers']} | {r['der']:.3f} | {r['missed_s']:.2f} | "
+            f"{r['false_alarm_s']:.2f} | {r['confusion_s']:.2f} |"
+        )
     within = sum(abs(r["speaker_count_error"]) <= 1 for r in rows)
     exact = sum(r["speaker_count_error"] == 0 for r in rows)
-    print(f"\ncount within one: {within} / {len(rows)}; exact: {exact} / {len(rows)}; "
-          f"mean DER {np.mean([r['der'] for r in rows]):.3f}")
+    print(
+        f"\ncount within one: {within} / {len(rows)}; exact: {exact} / {len(rows)}; "
+        f"mean DER {np.mean([r['der'] for r in rows]):.3f}"
+    )
 
 
 # -- calibration: windows once, clustering many times -------------------------------------------------
@@ -201,8 +205,11 @@ def print_rows(rows: list[dict]) -> None:
 
 def _corpus_files() -> tuple[list[tuple[str, Path, list | None]], list[tuple[str, Path]]]:
     refs = [json.loads(line) for line in (CORPUS / "references.jsonl").read_text().splitlines() if line.strip()]
-    multi = [(r["audio_filepath"], CORPUS / r["audio_filepath"], (CORPUS / r["rttm_filepath"]))
-             for r in refs if r.get("rttm_filepath")]
+    multi = [
+        (r["audio_filepath"], CORPUS / r["audio_filepath"], (CORPUS / r["rttm_filepath"]))
+        for r in refs
+        if r.get("rttm_filepath")
+    ]
     single = [(r["audio_filepath"], CORPUS / r["audio_filepath"]) for r in refs if r.get("num_speakers") == 1]
     return multi, single
 
@@ -220,13 +227,17 @@ def sweep(settings: list[dict], meetings: list[Meeting]) -> None:
     from pipeline.config import load_config
     from pipeline.der import read_rttm
 
-    base = load_config(REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true"]).recording_stage.diarization
+    base = load_config(
+        REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true"]
+    ).recording_stage.diarization
     vad, diarizer = _vad(), ResemblyzerDiarizer(base)
     multi, single = _corpus_files()
     cases = [(m.name, _windows(diarizer, vad, m.audio), m.turns) for m in meetings]
     cases += [(name, _windows(diarizer, vad, _decode(p)), read_rttm(rttm.read_text())) for name, p, rttm in multi]
     singles = [(name, _windows(diarizer, vad, _decode(p))) for name, p in single]
-    print("| setting | meetings: count within one | exact | mean DER | call: found | call DER | single-speaker as 1 | found/true per meeting |")
+    print(
+        "| setting | meetings: count within one | exact | mean DER | call: found | call DER | single-speaker as 1 | found/true per meeting |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for setting in settings:
         cfg = base.model_copy(update=setting)
@@ -241,9 +252,11 @@ def sweep(settings: list[dict], meetings: list[Meeting]) -> None:
         for _name, (_regions, _centres, embeds, groups) in singles:
             ones += len(embeds) == 0 or len(set(cluster_for(cfg, embeds, cfg.embedding_hop_s, groups))) == 1
         detail = " ".join(f"{d['hyp_speakers']}/{d['ref_speakers']}" for d in meets)
-        print(f"| {setting} | {sum(abs(d['speaker_count_error']) <= 1 for d in meets)} / {len(meets)} "
-              f"| {sum(d['speaker_count_error'] == 0 for d in meets)} | {np.mean([d['der'] for d in meets]):.3f} "
-              f"| {call['hyp_speakers']} | {call['der']:.3f} | {ones} / {len(singles)} | {detail} |")
+        print(
+            f"| {setting} | {sum(abs(d['speaker_count_error']) <= 1 for d in meets)} / {len(meets)} "
+            f"| {sum(d['speaker_count_error'] == 0 for d in meets)} | {np.mean([d['der'] for d in meets]):.3f} "
+            f"| {call['hyp_speakers']} | {call['der']:.3f} | {ones} / {len(singles)} | {detail} |"
+        )
 
 
 def voices_table() -> None:
@@ -251,7 +264,9 @@ def voices_table() -> None:
     from pipeline.backends.resemblyzer import ResemblyzerDiarizer
     from pipeline.config import load_config
 
-    cfg = load_config(REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true"]).recording_stage.diarization
+    cfg = load_config(
+        REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true"]
+    ).recording_stage.diarization
     diarizer = ResemblyzerDiarizer(cfg)
     units = voice_units()
     emb = {}
@@ -282,8 +297,11 @@ def main() -> None:
     parser.add_argument("--voices", action="store_true", help="window similarity within/between voices")
     parser.add_argument("--keep", type=Path, help="write the meetings (WAV + RTTM) here and keep them")
     parser.add_argument("--seeds", default="0,1,2", help="meeting seeds, comma-separated (default 0,1,2)")
-    parser.add_argument("--all-voices", action="store_true",
-                        help="the full run draws from every voice, not only the English ones (--sweep always does)")
+    parser.add_argument(
+        "--all-voices",
+        action="store_true",
+        help="the full run draws from every voice, not only the English ones (--sweep always does)",
+    )
     args = parser.parse_args()
     seeds = tuple(int(x) for x in args.seeds.split(","))
     if args.voices:

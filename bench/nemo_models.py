@@ -310,8 +310,16 @@ def build_sortformer(path: Path, num_spks: int = 4) -> Path:
     from omegaconf import OmegaConf
 
     fc_d, tf_d = TOY.d_model, 32
-    ds = {**_ds_stub(), "num_spks": num_spks, "session_len_sec": 90, "soft_label_thres": 0.5,
-          "soft_targets": False, "labels": None, "window_stride": 0.01, "subsampling_factor": 8}
+    ds = {
+        **_ds_stub(),
+        "num_spks": num_spks,
+        "session_len_sec": 90,
+        "soft_label_thres": 0.5,
+        "soft_targets": False,
+        "labels": None,
+        "window_stride": 0.01,
+        "subsampling_factor": 8,
+    }
     cfg = {
         "sample_rate": 16000,
         "pil_weight": 0.5,
@@ -496,8 +504,11 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--size", choices=sorted(NEMO_SIZES), help="the benchmark's two models of this size "
-                    "(default: the tests' whole set)")
+    ap.add_argument(
+        "--size",
+        choices=sorted(NEMO_SIZES),
+        help="the benchmark's two models of this size (default: the tests' whole set)",
+    )
     ap.add_argument("--corpus", type=Path, default=CORPUS, help="references.jsonl for the tokenizer")
     a = ap.parse_args()
     t = time.time()

@@ -53,8 +53,9 @@ def main(argv: list[str]) -> int:
     from pipeline.discover import discover_table
     from pipeline.timeline import utterances
 
-    job = load_config(REPO / "conf" / "local.yaml", [f"input.uri={args.audio}", "output.uri=unused",
-                                                      f"input.limit={args.clips}"])
+    job = load_config(
+        REPO / "conf" / "local.yaml", [f"input.uri={args.audio}", "output.uri=unused", f"input.limit={args.clips}"]
+    )
     listing = discover_table(job.input)  # longest first, as the runner orders its work
     vad = make_vad(job.recording_stage.vad, job.models, False)
     clips: list = []  # every file's utterances
@@ -82,14 +83,19 @@ def main(argv: list[str]) -> int:
                 plans = []
                 for offset, length in windows(listing, window_s, max_files):
                     pool = [i for f in range(offset, offset + length) for i in utts_of[f]]  # arrival order
-                    plans += [[pool[j] for j in b] for b in plan_batches([d[i] for i in pool], cost, 480, 16, sort, cap)]
+                    plans += [
+                        [pool[j] for j in b] for b in plan_batches([d[i] for i in pool], cost, 480, 16, sort, cap)
+                    ]
                 padded = sum(cost([d[i] for i in b]) for b in plans)
                 t, c = time.perf_counter(), time.process_time()
                 for b in plans:
                     asr.transcribe([clips[i] for i in b], [None] * len(b))
                 wall, cpu = time.perf_counter() - t, time.process_time() - c
-                print(f"| {name} | {busy:.0%} of a core | {len(plans)} | {int(np.median([len(b) for b in plans]))} | "
-                      f"{1 - sum(d) / padded:.1%} | {wall:.1f} | {cpu:.1f} |", flush=True)
+                print(
+                    f"| {name} | {busy:.0%} of a core | {len(plans)} | {int(np.median([len(b) for b in plans]))} | "
+                    f"{1 - sum(d) / padded:.1%} | {wall:.1f} | {cpu:.1f} |",
+                    flush=True,
+                )
         finally:
             if noise is not None:
                 noise.kill()

@@ -62,16 +62,25 @@ def main() -> None:
     refs = [r for r in references(args.input).values() if r.get("text")]
 
     def config(extra: str):
-        return load_config(REPO / "conf" / "local.yaml", ["input.uri=/in", "output.uri=/out",
-                                                          *[e for e in extra.split(",") if e]])
+        return load_config(
+            REPO / "conf" / "local.yaml", ["input.uri=/in", "output.uri=/out", *[e for e in extra.split(",") if e]]
+        )
 
     cfg = config(args.rec)
     rec = RecordingStage.from_config(cfg)
     segmented = []
     for r in refs:
         f = args.input / r["audio_filepath"]
-        row = {"recording_id": r["audio_filepath"], "uri": str(f), "size": f.stat().st_size, "etag": None, "mtime": None}
-        segmented.append(rec(decode_batch(pa.Table.from_pylist([row], schema=INPUT_SCHEMA), cfg.decode, cfg.input.storage)))
+        row = {
+            "recording_id": r["audio_filepath"],
+            "uri": str(f),
+            "size": f.stat().st_size,
+            "etag": None,
+            "mtime": None,
+        }
+        segmented.append(
+            rec(decode_batch(pa.Table.from_pylist([row], schema=INPUT_SCHEMA), cfg.decode, cfg.input.storage))
+        )
     langs = sorted({r["lang"] for r in refs})
     print(f"{len(refs)} files, {sum(t.column('duration')[0].as_py() or 0 for t in segmented):.0f} s of audio\n")
     print("| variant | CPU s | " + " | ".join(f"WER {lang}" for lang in langs) + " |")
@@ -84,9 +93,13 @@ def main() -> None:
         dump = []
         for r, table in zip(refs, segmented):
             segments = stage(table).column("segments")[0].as_py()
-            dump += [{"file": r["audio_filepath"], **{k: s[k] for k in ("start", "end", "text", "compression_ratio")}}
-                     for s in segments]
-            _errors(counts, r["lang"], r["text"], " ".join(s["text"] for s in sorted(segments, key=lambda s: s["start"])))
+            dump += [
+                {"file": r["audio_filepath"], **{k: s[k] for k in ("start", "end", "text", "compression_ratio")}}
+                for s in segments
+            ]
+            _errors(
+                counts, r["lang"], r["text"], " ".join(s["text"] for s in sorted(segments, key=lambda s: s["start"]))
+            )
         print(_line(name, time.process_time() - t0, counts), flush=True)
         if args.dump:
             args.dump.mkdir(parents=True, exist_ok=True)
@@ -97,13 +110,20 @@ def main() -> None:
         from pipeline.backends.whisper import embedded_model_dir
 
         asr = cfg.segment_stage.asr
-        model = WhisperModel(str(embedded_model_dir(asr.model)), device="cpu", compute_type=asr.compute_type,
-                             cpu_threads=asr.cpu_threads)
+        model = WhisperModel(
+            str(embedded_model_dir(asr.model)), device="cpu", compute_type=asr.compute_type, cpu_threads=asr.cpu_threads
+        )
         runner, counts = BatchedInferencePipeline(model), {}
         t0 = time.process_time()
         for r in refs:
-            segs, _ = runner.transcribe(str(args.input / r["audio_filepath"]), beam_size=asr.beam_size, temperature=0.0,
-                                        word_timestamps=True, batch_size=16, vad_filter=True)
+            segs, _ = runner.transcribe(
+                str(args.input / r["audio_filepath"]),
+                beam_size=asr.beam_size,
+                temperature=0.0,
+                word_timestamps=True,
+                batch_size=16,
+                vad_filter=True,
+            )
             _errors(counts, r["lang"], r["text"], " ".join(s.text.strip() for s in segs))
         print(_line("faster-whisper batched", time.process_time() - t0, counts), flush=True)
 

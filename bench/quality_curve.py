@@ -44,11 +44,20 @@ def scored_segments(references: str, output: OutputConfig) -> tuple[list[dict], 
         if rec is None or ref.get("text") is None:
             continue
         segs = sorted(by_rec.get(rec["recording_id"], []), key=lambda s: s["start"])
-        per, total = segment_errors(normalise(ref["text"], ref.get("lang")), [normalise(s["text"], ref.get("lang")) for s in segs])
+        per, total = segment_errors(
+            normalise(ref["text"], ref.get("lang")), [normalise(s["text"], ref.get("lang")) for s in segs]
+        )
         lost += total["ref_words"] - sum(p["ref_words"] for p in per)
         for s, p in zip(segs, per):
-            rows.append({**s, "ref_lang": ref.get("lang"), "ref_words": p["ref_words"],
-                         "errors": p["sub"] + p["del"] + p["ins"], "seconds": s["end"] - s["start"]})
+            rows.append(
+                {
+                    **s,
+                    "ref_lang": ref.get("lang"),
+                    "ref_words": p["ref_words"],
+                    "errors": p["sub"] + p["del"] + p["ins"],
+                    "seconds": s["end"] - s["start"],
+                }
+            )
     return rows, lost
 
 
@@ -67,8 +76,11 @@ def measure(rows: list[dict], cfg: QualityConfig, lost: int = 0) -> dict:
 
 
 def meets(m: dict) -> bool:
-    return (m["wer_accepted"] is not None and m["speech_kept"] >= MIN_KEPT
-            and m["wer_accepted"] <= TARGET_RATIO * m["wer_all"])
+    return (
+        m["wer_accepted"] is not None
+        and m["speech_kept"] >= MIN_KEPT
+        and m["wer_accepted"] <= TARGET_RATIO * m["wer_all"]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, lost = scored_segments(a.references, OutputConfig(uri=a.output))
     steps = [round(x * 0.05, 2) for x in range(0, 20)]
     out: dict = {"curve": [], "per_language": {}}
-    print(f"{len(rows)} segments with references ({sum(r['ref_words'] for r in rows)} words; {lost} words in files "
-          "without segments)")
+    print(
+        f"{len(rows)} segments with references ({sum(r['ref_words'] for r in rows)} words; {lost} words in files "
+        "without segments)"
+    )
     print(f"current rules: {measure(rows, base, lost)}")
     print(f"\n{'min_conf':>8} {'WER acc':>8} {'WER all':>8} {'ratio':>6} {'segs kept':>9} {'speech kept':>11}")
     best = None
@@ -94,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         m = measure(rows, cfg, lost)
         out["curve"].append({"min_confidence": t, **m})
         ratio = m["wer_accepted"] / m["wer_all"] if m["wer_accepted"] is not None and m["wer_all"] else None
-        print(f"{t:>8.2f} {m['wer_accepted'] or 0:>8.4f} {m['wer_all']:>8.4f} {ratio or 0:>6.3f} "
-              f"{m['segments_kept']:>9.3f} {m['speech_kept']:>11.3f}" + ("  <- meets target" if meets(m) else ""))
+        print(
+            f"{t:>8.2f} {m['wer_accepted'] or 0:>8.4f} {m['wer_all']:>8.4f} {ratio or 0:>6.3f} "
+            f"{m['segments_kept']:>9.3f} {m['speech_kept']:>11.3f}" + ("  <- meets target" if meets(m) else "")
+        )
         if meets(m) and best is None:
             best = t
     out["best_min_confidence"] = best
@@ -109,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             m = measure(sub, base.model_copy(update={"min_confidence": t}))
             pts.append((t, m))
         out["per_language"][lang] = [{"min_confidence": t, **m} for t, m in pts]
-        print(f"{lang:<5} {len(sub):>4} {pts[0][1]['wer_all']:>8.4f}  " + "  ".join(
-            f"{t:.1f}:{(m['wer_accepted'] if m['wer_accepted'] is not None else float('nan')):.3f}/{m['speech_kept']:.2f}"
-            for t, m in pts))
+        print(
+            f"{lang:<5} {len(sub):>4} {pts[0][1]['wer_all']:>8.4f}  "
+            + "  ".join(
+                f"{t:.1f}:{(m['wer_accepted'] if m['wer_accepted'] is not None else float('nan')):.3f}/{m['speech_kept']:.2f}"
+                for t, m in pts
+            )
+        )
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
     return 0

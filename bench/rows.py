@@ -288,9 +288,14 @@ def run_child(name: str, child_args: list[str], logs: Path, env_extra: dict[str,
         raise RuntimeError(f"{name} failed (exit {run.returncode}); log {log_path}:\n{tail}")
     res = json.loads(result.read_text())
     result.unlink()
-    res.update(tree_peak_rss_mb=round(run.peak_rss_mb, 1), tree_peak_pss_mb=round(run.peak_pss_mb, 1),
-               tree_processes_at_peak=run.processes_at_peak, process_seconds=round(run.elapsed_s, 1),
-               cpu_seconds=round(sum(run.cpu.values()), 1), load1_max=max(run.load))
+    res.update(
+        tree_peak_rss_mb=round(run.peak_rss_mb, 1),
+        tree_peak_pss_mb=round(run.peak_pss_mb, 1),
+        tree_processes_at_peak=run.processes_at_peak,
+        process_seconds=round(run.elapsed_s, 1),
+        cpu_seconds=round(sum(run.cpu.values()), 1),
+        load1_max=max(run.load),
+    )
     res["cpu_seconds_by_process"] = run.cpu_seconds_by_process()
     res["rss_mb_at_peak_by_process"] = run.rss_mb_at_peak_by_process()
     # share of the time the whole tree, and the ASR actor, kept 0 / 1 / 2 cores busy
@@ -348,8 +353,10 @@ def warm_nemo(nemo_dir: Path) -> float:
     took 54 s (16 s CPU), warm 13 s. Between two rows NeMo's files go cold again, so each NeMo row
     is warmed the same way and its segment actor starts as on a machine that keeps them cached.
     Returns the seconds it took (in the row's result as `warm_seconds`)."""
-    code = ("import pathlib, nemo.collections.asr.models\n"
-            f"for f in ('asr.nemo', 'lid.nemo'): pathlib.Path({str(nemo_dir)!r}, f).read_bytes()")
+    code = (
+        "import pathlib, nemo.collections.asr.models\n"
+        f"for f in ('asr.nemo', 'lid.nemo'): pathlib.Path({str(nemo_dir)!r}, f).read_bytes()"
+    )
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     return round(time.perf_counter() - t0, 1)
@@ -361,5 +368,8 @@ def build_nemo(args: argparse.Namespace, work: Path) -> None:
         return
     print(f"building NeMo models ({args.nemo_size}) ...", flush=True)
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    run_child("build-nemo", ["--nemo-dir", str(target), "--nemo-size", args.nemo_size, "--corpus", str(args.corpus)],
-              work / "logs")
+    run_child(
+        "build-nemo",
+        ["--nemo-dir", str(target), "--nemo-size", args.nemo_size, "--corpus", str(args.corpus)],
+        work / "logs",
+    )

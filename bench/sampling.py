@@ -169,5 +169,6 @@ def run_sampled(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path, 
             if len(cpu) and int(time.perf_counter() - t0) % 10 == 0:
                 load.append(load1())
     load.append(load1())
-    return Sampled(proc.returncode, time.perf_counter() - t0, peak_rss, peak_pss, len(at_peak), cpu, load, at_peak,
-                   timeline)
+    return Sampled(
+        proc.returncode, time.perf_counter() - t0, peak_rss, peak_pss, len(at_peak), cpu, load, at_peak, timeline
+    )

@@ -38,8 +38,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-OPS = ["listing", "manifest", "manifest-head", "plan", "no-op run", "no-op run (manifest)", "status", "commit",
-       "maintain", "plan after maintain", "commit after maintain"]
+OPS = [
+    "listing",
+    "manifest",
+    "manifest-head",
+    "plan",
+    "no-op run",
+    "no-op run (manifest)",
+    "status",
+    "commit",
+    "maintain",
+    "plan after maintain",
+    "commit after maintain",
+]
 #: What is measured at 1 M: no input objects exist there (see the docstring).
 MILLION_OPS = ["manifest", "plan", "no-op run (manifest)"]
 
@@ -48,9 +59,15 @@ def _cfg(endpoint: str, n: int, manifest: str | None = None):
     from pipeline.config import load_config
 
     inp = manifest or f"s3://scale/in-{n}/"
-    return load_config(REPO / "conf" / "local.yaml", [
-        f"input.uri={inp}", f"output.uri=s3://scale/out-{n}",
-        f"input.storage.endpoint_url={endpoint}", f"output.storage.endpoint_url={endpoint}"])
+    return load_config(
+        REPO / "conf" / "local.yaml",
+        [
+            f"input.uri={inp}",
+            f"output.uri=s3://scale/out-{n}",
+            f"input.storage.endpoint_url={endpoint}",
+            f"output.storage.endpoint_url={endpoint}",
+        ],
+    )
 
 
 def _fingerprint(cfg) -> str:
@@ -87,8 +104,10 @@ def synthesise(endpoint: str, n: int, chunk: int, head_lines: int, objects: bool
         for key, body in bodies.items():
             backend.put_object("scale", key.split("/", 1)[1], body, disable_notification=True)
     uris = [f"s3://{k}" for k in bodies]
-    trusted = "\n".join(json.dumps({"audio_filepath": u, "size": len(b), "duration": 1.0,
-                                    "etag": hashlib.md5(b).hexdigest()}) for u, b in zip(uris, bodies.values()))
+    trusted = "\n".join(
+        json.dumps({"audio_filepath": u, "size": len(b), "duration": 1.0, "etag": hashlib.md5(b).hexdigest()})
+        for u, b in zip(uris, bodies.values())
+    )
     fs.pipe_file(f"scale/in-{n}.jsonl", trusted.encode())
     del trusted
     bare = "\n".join(json.dumps({"audio_filepath": u}) for u in uris[:head_lines])
@@ -102,24 +121,61 @@ def synthesise(endpoint: str, n: int, chunk: int, head_lines: int, objects: bool
 
     now = int(time.time() * 1e6)
     for i in range(0, n, chunk):
-        part = list(zip(uris[i:i + chunk], list(bodies.values())[i:i + chunk]))
+        part = list(zip(uris[i : i + chunk], list(bodies.values())[i : i + chunk]))
         wid = f"20260101T000000-synth-{i:07d}"
-        rec = [{"recording_id": recording_id_for(u), "uri": u, "size": len(b), "etag": hashlib.md5(b).hexdigest(),
-                "duration": 1.0, "status": "ok", "num_segments": 1, "fingerprint": fp, "mtime": None,
-                "run_id": "20260101T000000-synth", "write_id": wid, "committed_at": now} for u, b in part]
-        seg = [{"recording_id": r["recording_id"], "uri": r["uri"], "segment_index": 0, "start": 0.0, "end": 1.0,
-                "duration": 1.0, "text": "synthetic", "words": [], "accepted": True, "reject_reasons": [],
-                "fingerprint": fp, "write_id": wid} for r in rec]
+        rec = [
+            {
+                "recording_id": recording_id_for(u),
+                "uri": u,
+                "size": len(b),
+                "etag": hashlib.md5(b).hexdigest(),
+                "duration": 1.0,
+                "status": "ok",
+                "num_segments": 1,
+                "fingerprint": fp,
+                "mtime": None,
+                "run_id": "20260101T000000-synth",
+                "write_id": wid,
+                "committed_at": now,
+            }
+            for u, b in part
+        ]
+        seg = [
+            {
+                "recording_id": r["recording_id"],
+                "uri": r["uri"],
+                "segment_index": 0,
+                "start": 0.0,
+                "end": 1.0,
+                "duration": 1.0,
+                "text": "synthetic",
+                "words": [],
+                "accepted": True,
+                "reject_reasons": [],
+                "fingerprint": fp,
+                "write_id": wid,
+            }
+            for r in rec
+        ]
         # plain appends (the ids are new): synthesis, not what is measured; "commit" below is a real one
-        write_deltalake(led.table_uri("segments"), pa.Table.from_pylist(seg, schema=SEGMENTS_TABLE_SCHEMA),
-                        mode="append", storage_options=led.options)
-        write_deltalake(led.table_uri("recordings"), pa.Table.from_pylist(rec, schema=RECORDINGS_TABLE_SCHEMA),
-                        mode="append", storage_options=led.options)
+        write_deltalake(
+            led.table_uri("segments"),
+            pa.Table.from_pylist(seg, schema=SEGMENTS_TABLE_SCHEMA),
+            mode="append",
+            storage_options=led.options,
+        )
+        write_deltalake(
+            led.table_uri("recordings"),
+            pa.Table.from_pylist(rec, schema=RECORDINGS_TABLE_SCHEMA),
+            mode="append",
+            storage_options=led.options,
+        )
     from pipeline.filter import record_rules
 
     record_rules(cfg.output, cfg.segment_stage.quality, "run")  # what a run leaves beside its commits
-    print(f"  {n}: {n} recordings committed in {-(-n // chunk)} commits per table in {time.time() - t0:.1f} s",
-          flush=True)
+    print(
+        f"  {n}: {n} recordings committed in {-(-n // chunk)} commits per table in {time.time() - t0:.1f} s", flush=True
+    )
 
 
 def _cpu() -> float:
@@ -167,9 +223,15 @@ def measure(endpoint: str, n: int, op: str) -> dict:
     elif op == "status":
         from pipeline.status import status_data
 
-        d = status_data(cfg.output.uri, str(REPO / "conf" / "local.yaml"),
-               [f"input.uri={cfg.input.uri}", f"input.storage.endpoint_url={endpoint}",
-                f"output.storage.endpoint_url={endpoint}"])
+        d = status_data(
+            cfg.output.uri,
+            str(REPO / "conf" / "local.yaml"),
+            [
+                f"input.uri={cfg.input.uri}",
+                f"input.storage.endpoint_url={endpoint}",
+                f"output.storage.endpoint_url={endpoint}",
+            ],
+        )
         out.update(committed=d["committed"], skipped=d["rerun"]["skipped"])
     out.update(seconds=time.time() - t0, cpu_seconds=_cpu() - c0, peak_rss_mb=peak_rss_mb())
     return out
@@ -183,9 +245,17 @@ def _commit_new_block(cfg, tag: str) -> int:
     from pipeline.ledger import Ledger
     from pipeline.records import TRANSCRIBED_SCHEMA
 
-    rows = [{"recording_id": hashlib.sha1(f"{tag}{i}".encode()).hexdigest()[:16], "uri": f"s3://new/{tag}{i}.wav",
-             "size": 1, "status": "ok", "duration": 1.0,
-             "segments": [{"segment_index": 0, "start": 0.0, "end": 1.0, "text": "x"}]} for i in range(16)]
+    rows = [
+        {
+            "recording_id": hashlib.sha1(f"{tag}{i}".encode()).hexdigest()[:16],
+            "uri": f"s3://new/{tag}{i}.wav",
+            "size": 1,
+            "status": "ok",
+            "duration": 1.0,
+            "segments": [{"segment_index": 0, "start": 0.0, "end": 1.0, "text": "x"}],
+        }
+        for i in range(16)
+    ]
     led = Ledger(cfg.output)
     files = len(led.table("recordings").file_uris())
     seg, rec = flatten(pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA), _fingerprint(cfg), "bench", tag)
@@ -198,8 +268,9 @@ def _commit_new_block(cfg, tag: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000")
-    ap.add_argument("--million", action="store_true",
-                    help=f"add 1,000,000 (no input objects; only {', '.join(MILLION_OPS)})")
+    ap.add_argument(
+        "--million", action="store_true", help=f"add 1,000,000 (no input objects; only {', '.join(MILLION_OPS)})"
+    )
     ap.add_argument("--chunk", type=int, default=2000, help="recordings per synthesised commit")
     ap.add_argument("--head-lines", type=int, default=1000, help="lines of the bare manifest (one HEAD each)")
     ap.add_argument("--ops", default=",".join(OPS))
@@ -225,18 +296,31 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.million else [])
     results: dict = {}
     # each measured operation imports this checkout's `pipeline` (the repository root first on its path)
-    env = dict(os.environ, RAY_AUTH_MODE="disabled",
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    env = dict(
+        os.environ,
+        RAY_AUTH_MODE="disabled",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+    )
     try:
         for n in sizes:
             million = n >= 1_000_000
-            synthesise(endpoint, n, max(args.chunk, 100_000) if million else args.chunk, min(args.head_lines, n),
-                       objects=not million)
+            synthesise(
+                endpoint,
+                n,
+                max(args.chunk, 100_000) if million else args.chunk,
+                min(args.head_lines, n),
+                objects=not million,
+            )
             for op in args.ops.split(","):
                 if million and op not in MILLION_OPS:
                     continue
-                proc = subprocess.run([sys.executable, __file__, "--_measure", endpoint, str(n), op],
-                                      capture_output=True, text=True, cwd=REPO, env=env)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--_measure", endpoint, str(n), op],
+                    capture_output=True,
+                    text=True,
+                    cwd=REPO,
+                    env=env,
+                )
                 line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
                 if line is None:
                     print(proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)

@@ -71,17 +71,29 @@ Path(out).write_text(json.dumps({"took": took, "rows": [
 
 def git_worktree(rev: str) -> Path:
     """A detached checkout of `rev` beside /tmp (made once per commit, reused)."""
-    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
     path = Path(tempfile.gettempdir()) / f"scriptorium-{sha}"
     if not (path / "pipeline").exists():
-        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(path), sha], cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "-f", str(path), sha], cwd=REPO, check=True, capture_output=True
+        )
     return path
 
 
 def run_variant(repo: Path, args: argparse.Namespace, extra: list[str] = ()) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [sys.executable, "-c", _CHILD, str(repo), str(args.input.resolve()), out.name, str(args.window_files),
-               json.dumps([*(args.override or []), *extra])]
+        cmd = [
+            sys.executable,
+            "-c",
+            _CHILD,
+            str(repo),
+            str(args.input.resolve()),
+            out.name,
+            str(args.window_files),
+            json.dumps([*(args.override or []), *extra]),
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
         if p.returncode != 0:
             raise RuntimeError(f"variant {repo} failed:\n{p.stderr[-3000:]}")
@@ -118,8 +130,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--input", type=Path, default=REPO.parent / "shared" / "corpus")
     p.add_argument("--against", help="a commit to compare this checkout with")
     p.add_argument("--override", action="append", help="dotted.key=value for every variant (repeatable)")
-    p.add_argument("--variant", action="append", default=[],
-                   help="NAME:key=value[,key=value]: this checkout once more with these overrides (repeatable)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:key=value[,key=value]: this checkout once more with these overrides (repeatable)",
+    )
     p.add_argument("--window-files", type=int, default=16, help="recordings pooled per segment-stage call")
     p.add_argument("--repeat", type=int, default=2, help="runs per variant, taking turns; the fastest counts")
     args = p.parse_args(argv)
@@ -138,8 +154,10 @@ def main(argv: list[str]) -> int:
                 best[name] = res
     refs = args.input / "references.jsonl"
     base = best["this checkout"]["took"]["segment"]
-    print(f"\n{len(best['this checkout']['rows'])} recordings from {args.input}, windows of {args.window_files}, "
-          f"overrides {args.override or 'none'}\n")
+    print(
+        f"\n{len(best['this checkout']['rows'])} recordings from {args.input}, windows of {args.window_files}, "
+        f"overrides {args.override or 'none'}\n"
+    )
     head = "| variant | audio s | decode s | VAD s | segment stage s | CPU s | x real time | vs this | padded s | WER by language | wrong language |"
     print(head + "\n|" + "---|" * (head.count("|") - 1))
     for name, res in best.items():
@@ -147,9 +165,11 @@ def main(argv: list[str]) -> int:
         audio = sum(r["duration"] or 0.0 for r in rows)
         q = quality(rows, refs)
         wer = " ".join(f"{lang} {w:.3f}" for lang, w in q[0].items()) if q else "—"
-        print(f"| {name} | {audio:.0f} | {t['decode']:.1f} | {t['recording']:.1f} | {t['segment']:.1f} | "
-              f"{t['segment_cpu']:.0f} | {audio / t['segment']:.1f} | {base / t['segment']:.2f} | "
-              f"{sum(r['padded'] or 0.0 for r in rows):.0f} | {wer} | {q[1] if q else '—'} |")
+        print(
+            f"| {name} | {audio:.0f} | {t['decode']:.1f} | {t['recording']:.1f} | {t['segment']:.1f} | "
+            f"{t['segment_cpu']:.0f} | {audio / t['segment']:.1f} | {base / t['segment']:.2f} | "
+            f"{sum(r['padded'] or 0.0 for r in rows):.0f} | {wer} | {q[1] if q else '—'} |"
+        )
     print("\n'vs this': this checkout's segment-stage time / the variant's (above 1: the variant is faster).")
     return 0
 

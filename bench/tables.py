@@ -19,8 +19,10 @@ def status(r: dict) -> str:
 def table(results: list[dict]) -> str:
     base = {r["corpus"]: r["rtf"] for r in results if r["row"] == 2}
     base_cpu = {r["corpus"]: r["audio_per_cpu_s"] for r in results if r["row"] == 2}
-    head = ("| # | system | corpus | files | audio s | wall s | x real time | vs row 2 | padding | peak RSS MB "
-            "| start-up s | VAD s | ASR s | CPU s | audio s / CPU s | vs row 2 (CPU) | load | ok/no speech/error |")
+    head = (
+        "| # | system | corpus | files | audio s | wall s | x real time | vs row 2 | padding | peak RSS MB "
+        "| start-up s | VAD s | ASR s | CPU s | audio s / CPU s | vs row 2 (CPU) | load | ok/no speech/error |"
+    )
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in results:
         ratio = r["rtf"] / base[r["corpus"]] if base.get(r["corpus"]) else None
@@ -35,12 +37,17 @@ def table(results: list[dict]) -> str:
     scored = [r for r in results if r.get("wer")]
     if scored:  # corpora with references.jsonl (the long files): WER per language, scored the same way
         langs = sorted({k for r in scored for k in r["wer"]} - {"all"})
-        lines += ["", "| # | corpus | WER all | " + " | ".join(langs) + " | tree peak RSS MB | tree peak PSS MB |",
-                  "|" + "---|" * (len(langs) + 5)]
+        lines += [
+            "",
+            "| # | corpus | WER all | " + " | ".join(langs) + " | tree peak RSS MB | tree peak PSS MB |",
+            "|" + "---|" * (len(langs) + 5),
+        ]
         for r in scored:
-            lines.append(f"| {r['row']} | {r['corpus']} | {r['wer']['all']:.3f} | "
-                         + " | ".join(_fmt(r["wer"].get(k), ".3f") for k in langs)
-                         + f" | {r['tree_peak_rss_mb']:.0f} | {r['tree_peak_pss_mb']:.0f} |")
+            lines.append(
+                f"| {r['row']} | {r['corpus']} | {r['wer']['all']:.3f} | "
+                + " | ".join(_fmt(r["wer"].get(k), ".3f") for k in langs)
+                + f" | {r['tree_peak_rss_mb']:.0f} | {r['tree_peak_pss_mb']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -64,15 +71,21 @@ per CPU second); 'load' = highest 1-min load average seen during the row
 
 
 def scaling_table(one: dict, many: dict, factor: int) -> str:
-    lines = ["| corpus | files | audio s | wall s | x real time | peak RSS MB (tree) | peak PSS MB (tree) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| corpus | files | audio s | wall s | x real time | peak RSS MB (tree) | peak PSS MB (tree) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, r in (("1x", one), (f"{factor}x", many)):
-        lines.append(f"| short {label} | {r['files']} | {r['audio_seconds']:.0f} | {r['wall_seconds']:.1f} | "
-                     f"{r['rtf']:.2f} | {r['tree_peak_rss_mb']:.0f} | {r['tree_peak_pss_mb']:.0f} |")
+        lines.append(
+            f"| short {label} | {r['files']} | {r['audio_seconds']:.0f} | {r['wall_seconds']:.1f} | "
+            f"{r['rtf']:.2f} | {r['tree_peak_rss_mb']:.0f} | {r['tree_peak_pss_mb']:.0f} |"
+        )
     lines.append("")
-    lines.append(f"wall {factor}x/1x = {many['wall_seconds'] / one['wall_seconds']:.2f} (linear = {factor}), "
-                 f"peak RSS {factor}x/1x = {many['tree_peak_rss_mb'] / one['tree_peak_rss_mb']:.2f}, "
-                 f"peak PSS {factor}x/1x = {many['tree_peak_pss_mb'] / one['tree_peak_pss_mb']:.2f}")
+    lines.append(
+        f"wall {factor}x/1x = {many['wall_seconds'] / one['wall_seconds']:.2f} (linear = {factor}), "
+        f"peak RSS {factor}x/1x = {many['tree_peak_rss_mb'] / one['tree_peak_rss_mb']:.2f}, "
+        f"peak PSS {factor}x/1x = {many['tree_peak_pss_mb'] / one['tree_peak_pss_mb']:.2f}"
+    )
     return "\n".join(lines)
 
 
@@ -114,9 +127,11 @@ def targets(results: list[dict], scale: dict | None) -> list[str]:
         if r7:  # no target: Scriptorium against what a NeMo user runs on the same model and threads
             for r in (r5, r6):
                 if r:
-                    out.append(f"- {corpus}, NeMo: row {r['row']} / row 7 (NeMo's transcribe()) throughput "
-                               f"{r['rtf'] / r7['rtf']:.2f}, audio per CPU second "
-                               f"{r['audio_per_cpu_s'] / r7['audio_per_cpu_s']:.2f} (no target)")
+                    out.append(
+                        f"- {corpus}, NeMo: row {r['row']} / row 7 (NeMo's transcribe()) throughput "
+                        f"{r['rtf'] / r7['rtf']:.2f}, audio per CPU second "
+                        f"{r['audio_per_cpu_s'] / r7['audio_per_cpu_s']:.2f} (no target)"
+                    )
     if scale:
         v = scale["many"]["tree_peak_rss_mb"] / scale["one"]["tree_peak_rss_mb"]
         check(f"peak RSS {scale['factor']}x / 1x short corpus", v, v <= 1.2, "<= 1.2")

@@ -42,9 +42,15 @@ REPO = Path(__file__).resolve().parents[1]
 def git_state() -> str:
     """The pipeline code measured: commit, plus '+dirty' when the working tree has local changes."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "pipeline", "conf"],
-                               cwd=REPO, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "pipeline", "conf"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except OSError:
         return "unknown"
@@ -60,31 +66,47 @@ def main(argv: list[str]) -> int:
     p.add_argument("--long-files", type=int, default=None, help="default 10 (quick: 2)")
     p.add_argument("--long-min-s", type=float, default=None, help="default 300 (quick: 60)")
     p.add_argument("--long-max-s", type=float, default=None, help="default 1200 (quick: 90)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke scale: 24 short clips, 2 long files of 60-90 s, NeMo 'small' (explicit flags win)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke scale: 24 short clips, 2 long files of 60-90 s, NeMo 'small' (explicit flags win)",
+    )
     p.add_argument("--rows", default="1,2,3,4,5,6,7")
     p.add_argument("--corpora", default="short,long")
     p.add_argument("--scale", type=int, default=4, help="also run the scale row on k x the short corpus (0: off)")
     p.add_argument("--scale-row", type=int, default=3)
-    p.add_argument("--scale-clips", type=int, default=None,
-                   help="short clips in the scaling run's 1x corpus (default: --short-clips; smaller keeps k x affordable)")
+    p.add_argument(
+        "--scale-clips",
+        type=int,
+        default=None,
+        help="short clips in the scaling run's 1x corpus (default: --short-clips; smaller keeps k x affordable)",
+    )
     p.add_argument("--nemo-size", choices=sorted(NEMO_SIZES), default=None, help="default: large (quick: small)")
-    p.add_argument("--beam-size", type=int, default=None, help="default: segment_stage.asr.beam_size of conf/local.yaml")
+    p.add_argument(
+        "--beam-size", type=int, default=None, help="default: segment_stage.asr.beam_size of conf/local.yaml"
+    )
     p.add_argument("--override", action="append", help="extra dotted.key=value for Scriptorium rows")
     p.add_argument("--json", type=Path, default=None, help="write all results here")
     args = p.parse_args(argv)
-    for key, full, quick in (("short_clips", 200, 24), ("long_files", 10, 2), ("long_min_s", 300.0, 60.0),
-                             ("long_max_s", 1200.0, 90.0)):
+    for key, full, quick in (
+        ("short_clips", 200, 24),
+        ("long_files", 10, 2),
+        ("long_min_s", 300.0, 60.0),
+        ("long_max_s", 1200.0, 90.0),
+    ):
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
     args.nemo_size = args.nemo_size or ("small" if args.quick else "large")
     from pipeline.config import load_config
 
     if args.beam_size is None:
-        args.beam_size = load_config(REPO / "conf" / "local.yaml", ["input.uri=x", "output.uri=y"]).segment_stage.asr.beam_size
+        args.beam_size = load_config(
+            REPO / "conf" / "local.yaml", ["input.uri=x", "output.uri=y"]
+        ).segment_stage.asr.beam_size
     # row 7's torch threads: the segment actor's (asr.cpu_threads, with the Scriptorium rows' overrides)
-    args.asr_threads = load_config(REPO / "conf" / "local.yaml",
-                                   ["input.uri=x", "output.uri=y", *(args.override or [])]).segment_stage.asr.cpu_threads
+    args.asr_threads = load_config(
+        REPO / "conf" / "local.yaml", ["input.uri=x", "output.uri=y", *(args.override or [])]
+    ).segment_stage.asr.cpu_threads
     rows = [int(x) for x in args.rows.split(",") if x]
     which = [c for c in args.corpora.split(",") if c]
     work = args.cache
@@ -96,12 +118,23 @@ def main(argv: list[str]) -> int:
     sources = None  # each builder decodes the shared corpus only when its cached corpus is stale
     built: dict[str, corpora.CorpusInfo] = {}
     if "short" in which:
-        built["short"] = corpora.build_short_clips(args.corpus, work / f"short-{args.short_clips}", args.short_clips,
-                                                   args.short_min_s, args.short_max_s, sources=sources)
+        built["short"] = corpora.build_short_clips(
+            args.corpus,
+            work / f"short-{args.short_clips}",
+            args.short_clips,
+            args.short_min_s,
+            args.short_max_s,
+            sources=sources,
+        )
     if "long" in which:
         built["long"] = corpora.build_long_files(
-            args.corpus, work / f"long-{args.long_files}-{args.long_min_s:g}-{args.long_max_s:g}", args.long_files,
-            args.long_min_s, args.long_max_s, sources=sources)
+            args.corpus,
+            work / f"long-{args.long_files}-{args.long_min_s:g}-{args.long_max_s:g}",
+            args.long_files,
+            args.long_min_s,
+            args.long_max_s,
+            sources=sources,
+        )
     for k, c in built.items():
         print(f"  {k}: {c.files} files, {c.audio_seconds:.0f} s audio, {c.path}")
     if any(r in NEMO_ROWS for r in rows) or (args.scale and args.scale_row in NEMO_ROWS):
@@ -114,8 +147,11 @@ def main(argv: list[str]) -> int:
     scale = None
     if args.scale and "short" in built:
         n = args.scale_clips or args.short_clips
-        base = built["short"] if n == args.short_clips else corpora.build_short_clips(
-            args.corpus, work / f"short-{n}", n, args.short_min_s, args.short_max_s)
+        base = (
+            built["short"]
+            if n == args.short_clips
+            else corpora.build_short_clips(args.corpus, work / f"short-{n}", n, args.short_min_s, args.short_max_s)
+        )
         one = next((r for r in results if r["row"] == args.scale_row and r["corpus"] == "short"), None)
         if one is None or base is not built["short"]:
             one = measure_row(args.scale_row, base, "short", args, work)
@@ -127,13 +163,23 @@ def main(argv: list[str]) -> int:
     if any(r in NEMO_ROWS for r in rows):
         params = json.loads((work / "models" / args.nemo_size / "models.json").read_text())["asr_params"]
     print()
-    print(f"## Throughput ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, pipeline {code}, "
-          f"command: bench/throughput.py {' '.join(argv)})")
+    print(
+        f"## Throughput ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, pipeline {code}, "
+        f"command: bench/throughput.py {' '.join(argv)})"
+    )
     print()
     print(table(results))
     print()
-    print(FOOTNOTE.format(beam=args.beam_size, nemo=args.nemo_size, wb=WHISPER_BATCH, nb=NEMO_CALL_ITEMS, threads=args.asr_threads,
-                          params=f"{params / 1e6:.1f}M parameters" if params else "not run"))
+    print(
+        FOOTNOTE.format(
+            beam=args.beam_size,
+            nemo=args.nemo_size,
+            wb=WHISPER_BATCH,
+            nb=NEMO_CALL_ITEMS,
+            threads=args.asr_threads,
+            params=f"{params / 1e6:.1f}M parameters" if params else "not run",
+        )
+    )
     if scale:
         print()
         print(f"## Scaling: row {args.scale_row} on 1x vs {args.scale}x the short-clip corpus")
@@ -146,12 +192,25 @@ def main(argv: list[str]) -> int:
     print(f"\nbenchmark took {total / 60:.1f} min")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "argv": argv, "pipeline_code": code, "cores": os.cpu_count(), "beam_size": args.beam_size, "nemo_size": args.nemo_size,
-            "asr_threads": args.asr_threads,
-            "nemo_asr_params": params, "corpora": {k: c.to_json() for k, c in built.items()},
-            "rows": results, "scaling": scale, "targets": targets(results, scale), "seconds": round(total, 1),
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "argv": argv,
+                    "pipeline_code": code,
+                    "cores": os.cpu_count(),
+                    "beam_size": args.beam_size,
+                    "nemo_size": args.nemo_size,
+                    "asr_threads": args.asr_threads,
+                    "nemo_asr_params": params,
+                    "corpora": {k: c.to_json() for k, c in built.items()},
+                    "rows": results,
+                    "scaling": scale,
+                    "targets": targets(results, scale),
+                    "seconds": round(total, 1),
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -165,16 +165,24 @@ def main() -> None:
             print(f"  {t:<11} {'+' if vocab.contains_term(h, vocab.matcher([t])) else '-'} {h}", file=sys.stderr)
 
     a, b = rows["without list"], rows["with list"]
-    print(f"Whisper {args.model}, int8, beam 1; {len(terms)} terms, max_prompt_tokens={args.max_prompt_tokens}; "
-          f"term clips: {len(clips)}; rest of the corpus: {len(rest)} clips ({sum(1 for r in rest if r['lang'] == 'en')} English)")
+    print(
+        f"Whisper {args.model}, int8, beam 1; {len(terms)} terms, max_prompt_tokens={args.max_prompt_tokens}; "
+        f"term clips: {len(clips)}; rest of the corpus: {len(rest)} clips ({sum(1 for r in rest if r['lang'] == 'en')} English)"
+    )
     print()
-    print("| decoding | term recall | WER, rest of corpus (all) | WER, rest (English) | false alarms (rest + no-speech clip) |")
+    print(
+        "| decoding | term recall | WER, rest of corpus (all) | WER, rest (English) | false alarms (rest + no-speech clip) |"
+    )
     print("|---|---|---|---|---|")
     for name, r in rows.items():
-        print(f"| {name} | {r['terms_found']}/{r['terms_said']} ({r['term_recall']:.0%}) | {r['wer_rest']:.4f} | "
-              f"{r['wer_rest_en']:.4f} | {r['false_alarms']} |")
-    print(f"| change | {b['term_recall'] - a['term_recall']:+.0%} | {b['wer_rest'] - a['wer_rest']:+.4f} | "
-          f"{b['wer_rest_en'] - a['wer_rest_en']:+.4f} | {b['false_alarms'] - a['false_alarms']:+d} |")
+        print(
+            f"| {name} | {r['terms_found']}/{r['terms_said']} ({r['term_recall']:.0%}) | {r['wer_rest']:.4f} | "
+            f"{r['wer_rest_en']:.4f} | {r['false_alarms']} |"
+        )
+    print(
+        f"| change | {b['term_recall'] - a['term_recall']:+.0%} | {b['wer_rest'] - a['wer_rest']:+.4f} | "
+        f"{b['wer_rest_en'] - a['wer_rest_en']:+.4f} | {b['false_alarms'] - a['false_alarms']:+d} |"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

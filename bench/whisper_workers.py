@@ -37,8 +37,9 @@ def one(folder: Path, fill: float, workers: int, threads: int, batch: int) -> di
 
     audio = np.concatenate([decode_audio(str(f)) for f in sorted((folder / "audio").iterdir())])
     windows = [audio[int(k * 30 * 16000) : int((k * 30 + fill) * 16000)] for k in range(16)]
-    model = WhisperModel(str(embedded_model_dir("base")), device="cpu", compute_type="int8",
-                         cpu_threads=threads, num_workers=workers)
+    model = WhisperModel(
+        str(embedded_model_dir("base")), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=workers
+    )
     tok = Tokenizer(model.hf_tokenizer, True, task="transcribe", language="en")
     prompt = model.get_prompt(tok, [], without_timestamps=True)
     frames = min(3000, int(np.ceil(fill + 1)) * 100)
@@ -47,8 +48,9 @@ def one(folder: Path, fill: float, workers: int, threads: int, batch: int) -> di
         clips = windows[first : first + batch]
         feats = np.stack([pad_or_trim(model.feature_extractor(c)[..., :-1], frames) for c in clips])
         encoded = model.encode(feats)
-        gen = model.model.generate(encoded, [list(prompt)] * len(clips), beam_size=1, max_length=448,
-                                   suppress_blank=True, suppress_tokens=[-1])
+        gen = model.model.generate(
+            encoded, [list(prompt)] * len(clips), beam_size=1, max_length=448, suppress_blank=True, suppress_tokens=[-1]
+        )
         tokens = [[t for t in g.sequences_ids[0] if t < tok.eot] for g in gen]
         model.find_alignment(tok, tokens, encoded, [int(fill * 100)] * len(clips))
         return sum(map(len, tokens))
@@ -57,8 +59,12 @@ def one(folder: Path, fill: float, workers: int, threads: int, batch: int) -> di
     wall, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(workers) as pool:
         tokens = sum(pool.map(call, range(0, 16, batch)))
-    return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "tokens": tokens,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "wall_s": time.perf_counter() - wall,
+        "cpu_s": time.process_time() - cpu,
+        "tokens": tokens,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -76,12 +82,20 @@ def main() -> None:
     for fill in args.fill or [28.0]:
         base = None
         for w, t, b in SETTINGS:
-            out = subprocess.run([sys.executable, __file__, str(args.folder), "--child", json.dumps([fill, w, t, b])],
-                                 check=True, capture_output=True, text=True, cwd=REPO).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, str(args.folder), "--child", json.dumps([fill, w, t, b])],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+            ).stdout
             r = json.loads(out.strip().splitlines()[-1])
             base = base or r["wall_s"]
-            print(f"| {fill:.0f} | {w} x {t} | {b} | {r['wall_s']:.1f} | {base / r['wall_s']:.2f}x | {r['cpu_s']:.1f} "
-                  f"| {r['cpu_s'] / r['wall_s']:.2f} | {r['rss_mb']:.0f} |", flush=True)
+            print(
+                f"| {fill:.0f} | {w} x {t} | {b} | {r['wall_s']:.1f} | {base / r['wall_s']:.2f}x | {r['cpu_s']:.1f} "
+                f"| {r['cpu_s'] / r['wall_s']:.2f} | {r['rss_mb']:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,12 @@ import yaml
 # NemoDiarizer). Saving with the same class means the .nemo's config names the class the pipeline expects.
 MODEL_SECTIONS = ("recording_stage.vad", "recording_stage.diarization", "segment_stage.lid", "segment_stage.asr")
 # Where a preset of the flat layout before issue 15 has them (pipeline/config/migration.py MOVED_KEYS).
-_OLD_PLACE = {"recording_stage.vad": "vad", "recording_stage.diarization": "diarization",
-              "segment_stage.lid": "lid", "segment_stage.asr": "asr"}
+_OLD_PLACE = {
+    "recording_stage.vad": "vad",
+    "recording_stage.diarization": "diarization",
+    "segment_stage.lid": "lid",
+    "segment_stage.asr": "asr",
+}
 _CLASS_BY_SECTION = {
     "vad": "EncDecFrameClassificationModel",
     "lid": "EncDecSpeakerLabelModel",
@@ -117,7 +121,7 @@ def plan_staging(
         if is_pretrained_name(ref):
             source, rel = named or ref, file_name(ref)
         elif ref.startswith(mount) and ref.endswith(".nemo"):
-            rel = ref[len(mount):]
+            rel = ref[len(mount) :]
             if ".." in Path(rel).parts:
                 raise ValueError(f"{section}.model {ref!r} leaves {mount_path}")
             stem = Path(rel).name[: -len(".nemo")]
@@ -281,14 +285,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models-dir", type=Path, required=True, help="where the volume is mounted read-write here")
     ap.add_argument("--out", type=Path, required=True, help="where to write the staged preset (may be the input)")
     ap.add_argument("--mount-path", default="/models", help="where the Ray pods mount the volume (default /models)")
-    ap.add_argument("--pretrained", action="append", default=[], metavar="SECTION=NAME",
-                    help="pretrained name to download for a section (segment_stage.asr, or asr) whose model is "
-                    "already a /models path")
+    ap.add_argument(
+        "--pretrained",
+        action="append",
+        default=[],
+        metavar="SECTION=NAME",
+        help="pretrained name to download for a section (segment_stage.asr, or asr) whose model is "
+        "already a /models path",
+    )
     args = ap.parse_args(argv)
     pretrained = dict(item.split("=", 1) for item in args.pretrained)
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        print("HF_HUB_OFFLINE is set (the image sets it): run with HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0",
-              file=sys.stderr)
+        print(
+            "HF_HUB_OFFLINE is set (the image sets it): run with HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0",
+            file=sys.stderr,
+        )
         return 2
     stage(args.preset, args.models_dir, args.out, args.mount_path, pretrained)
     return 0

@@ -101,8 +101,10 @@ def main() -> int:
         print("4/4 transcripts (s3://demo/out/segments/*.parquet):")
         for s in sorted(read_output(cfg.output, "segments").to_pylist(), key=lambda s: (s["uri"], s["start"])):
             mark = "" if s["accepted"] else f"   [rejected: {', '.join(s['reject_reasons'])}]"
-            print(f"  {Path(s['uri']).name:34s} {s['start']:6.2f}-{s['end']:6.2f} {s['speaker'] or '-':5s} "
-                  f"{s['language']} {s['text']}{mark}")
+            print(
+                f"  {Path(s['uri']).name:34s} {s['start']:6.2f}-{s['end']:6.2f} {s['speaker'] or '-':5s} "
+                f"{s['language']} {s['text']}{mark}"
+            )
         local = Path(args.local_copy)
         shutil.rmtree(local, ignore_errors=True)
         fs.get("demo/out/", str(local), recursive=True)

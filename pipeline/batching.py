@@ -39,7 +39,9 @@ def plan_batches(
     model: for FastConformer (longest x count) it closes a batch when lengths drift apart; for
     Whisper (30 s per item whatever the batch) joining never costs more, so batches stay full."""
     group = (lambda i: str(groups[i])) if (sort and groups is not None) else (lambda i: "")
-    order = sorted(range(len(durations)), key=lambda i: (group(i), -durations[i])) if sort else list(range(len(durations)))
+    order = (
+        sorted(range(len(durations)), key=lambda i: (group(i), -durations[i])) if sort else list(range(len(durations)))
+    )
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
@@ -69,8 +71,17 @@ def with_quadratic(cost: CostFn, quadratic_s: float) -> CostFn:
 
 
 # Rough bytes per second by container, to estimate durations from listing sizes alone (no download).
-_BYTES_PER_S = {".wav": 32000, ".flac": 18000, ".mp3": 16000, ".m4a": 16000, ".mp4": 16000, ".aac": 16000,
-                ".ogg": 8000, ".opus": 4000, ".webm": 6000}
+_BYTES_PER_S = {
+    ".wav": 32000,
+    ".flac": 18000,
+    ".mp3": 16000,
+    ".m4a": 16000,
+    ".mp4": 16000,
+    ".aac": 16000,
+    ".ogg": 8000,
+    ".opus": 4000,
+    ".webm": 6000,
+}
 
 
 def estimated_seconds(files: pa.Table) -> np.ndarray:
@@ -117,7 +128,9 @@ def small_pools(pool_seconds: Sequence[float], call_s: float) -> float | None:
     return median if median < 2 * call_s else None
 
 
-def pack_windows(durations: Sequence[float], keys: Sequence[str | None], window_s: float, gap_s: float) -> list[list[int]]:
+def pack_windows(
+    durations: Sequence[float], keys: Sequence[str | None], window_s: float, gap_s: float
+) -> list[list[int]]:
     """First-fit-decreasing packing of clips into fixed windows (Whisper's 30 s), one key (language)
     per window. Each clip after the first in a window costs `gap_s` of silence before it. A clip
     longer than the window goes alone. Returns indices per window, in the order they are laid out."""
@@ -134,7 +147,9 @@ def pack_windows(durations: Sequence[float], keys: Sequence[str | None], window_
     return [members for _, _, members in bins]
 
 
-def pack_consecutive(durations: Sequence[float], keys: Sequence[object], window_s: float, gap_s: float) -> list[list[int]]:
+def pack_consecutive(
+    durations: Sequence[float], keys: Sequence[object], window_s: float, gap_s: float
+) -> list[list[int]]:
     """Pack clips in their given (time) order: a window closes when the key changes (another
     recording, speaker or language) or the next clip would overflow it. This is Whisper's "cut &
     merge" within a recording (as faster-whisper's batched pipeline does), context kept in order."""

@@ -33,7 +33,9 @@ from pipeline.text import SafeLogFilter, safe, safe_lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scriptorium", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="scriptorium", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"scriptorium {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (implies -v)")
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p_status.add_argument("--config", help="job config, to say what a rerun would do")
     p_export = sub.add_parser("export", help="committed transcripts -> NeMo manifest, Lhotse cuts, SRT/VTT")
     p_export.add_argument("output", help="output URI of a run")
-    p_export.add_argument("--format", required=True, choices=["nemo", "lhotse", "lhotse-shar", "srt", "vtt", "txt", "json"])
+    p_export.add_argument(
+        "--format", required=True, choices=["nemo", "lhotse", "lhotse-shar", "srt", "vtt", "txt", "json"]
+    )
     p_export.add_argument("--overwrite", action="store_true", help="write into a non-empty destination")
     p_export.add_argument("--with-audio", action="store_true", help="nemo: cut each segment to a 16 kHz WAV")
     p_export.add_argument("--split-by-language", action="store_true", help="nemo: one manifest per language")
@@ -64,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT")
     p_maintain = sub.add_parser("maintain", help="compact, checkpoint and vacuum an output's Delta tables")
     p_maintain.add_argument("output", help="output URI of a run")
-    p_maintain.add_argument("--retention-hours", type=float, default=168.0,
-                            help="vacuum files no table version of the last H hours references (default 7 days)")
+    p_maintain.add_argument(
+        "--retention-hours",
+        type=float,
+        default=168.0,
+        help="vacuum files no table version of the last H hours references (default 7 days)",
+    )
     p_maintain.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT")
     for p in (p_run, p_status):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -81,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     # Our own loggers speak at INFO; libraries (botocore, s3fs, NeMo, ...) only when something is wrong.
     verbose = args.verbose or args.debug
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for handler in logging.getLogger().handlers:  # every log line: credentials redacted, controls escaped
         handler.addFilter(SafeLogFilter())
     for name in ("pipeline", "scriptorium"):
@@ -111,8 +120,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         logging.getLogger("scriptorium").debug("failed", exc_info=True)
         first = (str(exc).strip().splitlines() or [""])[-1][:300]
-        print(f"scriptorium: {args.command} failed: {type(exc).__name__}: {safe(first)} (rerun with --debug for the "
-              "traceback)", file=sys.stderr)
+        print(
+            f"scriptorium: {args.command} failed: {type(exc).__name__}: {safe(first)} (rerun with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 
@@ -131,9 +143,16 @@ def _status(output: str, config: str | None, overrides: list[str]) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
-    for path in export(out, args.format, args.to, accepted_only=not args.all, overwrite=args.overwrite,
-                       with_audio=args.with_audio, split_by_language=args.split_by_language,
-                       drop_rejected=args.drop_rejected):
+    for path in export(
+        out,
+        args.format,
+        args.to,
+        accepted_only=not args.all,
+        overwrite=args.overwrite,
+        with_audio=args.with_audio,
+        split_by_language=args.split_by_language,
+        drop_rejected=args.drop_rejected,
+    ):
         print(safe(path))
     return 0
 

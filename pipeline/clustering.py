@@ -27,8 +27,15 @@ import numpy as np
 
 
 def cluster_speakers(
-    embeds: np.ndarray, threshold: float, max_speakers: int, min_fraction: float = 0.0, *,
-    min_windows: int = 2, num_speakers: int | None = None, min_speakers: int = 1, min_share: float = 0.0,
+    embeds: np.ndarray,
+    threshold: float,
+    max_speakers: int,
+    min_fraction: float = 0.0,
+    *,
+    min_windows: int = 2,
+    num_speakers: int | None = None,
+    min_speakers: int = 1,
+    min_share: float = 0.0,
 ) -> np.ndarray:
     """A label per embedding, 0..k-1 numbered by first appearance.
 
@@ -44,7 +51,9 @@ def cluster_speakers(
     embeds = embeds / np.maximum(np.linalg.norm(embeds, axis=1, keepdims=True), 1e-9)
 
     def fixed(k: int) -> np.ndarray:
-        return AgglomerativeClustering(n_clusters=min(k, len(embeds)), metric="cosine", linkage="average").fit_predict(embeds)
+        return AgglomerativeClustering(n_clusters=min(k, len(embeds)), metric="cosine", linkage="average").fit_predict(
+            embeds
+        )
 
     if num_speakers is not None:
         labels = fixed(num_speakers)
@@ -84,9 +93,14 @@ def cluster_for(
     if threshold is None:
         threshold = threshold_for(cfg, embeds, hop_s, groups)
     return cluster_speakers(
-        embeds, threshold, cfg.max_speakers, cfg.min_cluster_fraction,
-        min_windows=int(np.ceil(cfg.min_speaker_s / hop_s)), num_speakers=cfg.num_speakers,
-        min_speakers=cfg.min_speakers, min_share=cfg.min_speaker_share,
+        embeds,
+        threshold,
+        cfg.max_speakers,
+        cfg.min_cluster_fraction,
+        min_windows=int(np.ceil(cfg.min_speaker_s / hop_s)),
+        num_speakers=cfg.num_speakers,
+        min_speakers=cfg.min_speakers,
+        min_share=cfg.min_speaker_share,
     )
 
 

@@ -20,8 +20,12 @@ def read_rttm(text: str) -> list[tuple[float, float, str]]:
     return turns
 
 
-def der(ref: list[tuple[float, float, str]], hyp: list[tuple[float, float, str]], collar: float = COLLAR_S,
-        frame: float = FRAME_S) -> dict[str, float]:
+def der(
+    ref: list[tuple[float, float, str]],
+    hyp: list[tuple[float, float, str]],
+    collar: float = COLLAR_S,
+    frame: float = FRAME_S,
+) -> dict[str, float]:
     """Diarization error rate (see the module docstring). Returns der, missed, false_alarm, confusion
     (seconds) and scored reference speech (seconds)."""
     from scipy.optimize import linear_sum_assignment  # heavy: SciPy takes about a second to import
@@ -54,7 +58,13 @@ def der(ref: list[tuple[float, float, str]], hyp: list[tuple[float, float, str]]
     fa = np.maximum(n_hyp - n_ref, 0).sum() * frame
     conf = (np.minimum(n_ref, n_hyp) - correct).sum() * frame
     total = n_ref.sum() * frame
-    return {"der": round(float((missed + fa + conf) / total), 6) if total else None,
-            "missed_s": round(float(missed), 3), "false_alarm_s": round(float(fa), 3),
-            "confusion_s": round(float(conf), 3), "scored_s": round(float(total), 3),
-            "ref_speakers": len(rn), "hyp_speakers": len(hn), "speaker_count_error": len(hn) - len(rn)}
+    return {
+        "der": round(float((missed + fa + conf) / total), 6) if total else None,
+        "missed_s": round(float(missed), 3),
+        "false_alarm_s": round(float(fa), 3),
+        "confusion_s": round(float(conf), 3),
+        "scored_s": round(float(total), 3),
+        "ref_speakers": len(rn),
+        "hyp_speakers": len(hn),
+        "speaker_count_error": len(hn) - len(rn),
+    }

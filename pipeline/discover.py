@@ -54,8 +54,9 @@ def discover_table(cfg: InputConfig) -> pa.Table:
     entries = _from_manifest(cfg) if cfg.uri.endswith((".jsonl", ".json")) else _from_listing(cfg)
     t = pa.concat_tables([LISTED_SCHEMA.empty_table(), *_pages(entries)])
     est = pc.coalesce(t.column("duration_hint"), pc.divide(pc.cast(t.column("size"), pa.float64()), 32000.0))
-    order = pc.sort_indices(pa.table({"est": est, "uri": t.column("uri")}),
-                            sort_keys=[("est", "descending"), ("uri", "ascending")])
+    order = pc.sort_indices(
+        pa.table({"est": est, "uri": t.column("uri")}), sort_keys=[("est", "descending"), ("uri", "ascending")]
+    )
     t = t.take(order)
     return t.slice(0, cfg.limit) if cfg.limit else t
 
@@ -114,8 +115,10 @@ def _s3_objects(fs, root: str) -> Iterator[tuple[str, dict]]:
             if c["Key"].endswith("/"):  # a folder placeholder
                 continue
             listed += 1
-            yield f"{bucket}/{c['Key']}", {"type": "file", "size": c["Size"], "ETag": c.get("ETag"),
-                                           "LastModified": c.get("LastModified")}
+            yield (
+                f"{bucket}/{c['Key']}",
+                {"type": "file", "size": c["Size"], "ETag": c.get("ETag"), "LastModified": c.get("LastModified")},
+            )
         if not page.get("IsTruncated"):
             break
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
@@ -123,8 +126,13 @@ def _s3_objects(fs, root: str) -> Iterator[tuple[str, dict]]:
         yield root, with_retries(lambda: fs.info(root))
 
 
-_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
 
 
 def not_regular(mode: int) -> str | None:
@@ -149,27 +157,47 @@ def _local_roots(cfg: InputConfig, first: str) -> list[str]:
     return roots
 
 
-def _local_entry(path: str, roots: list[str], uri: str | None = None, duration: float | None = None,
-                 extra: dict | None = None, what: str = "the input folder") -> InputFile:
+def _local_entry(
+    path: str,
+    roots: list[str],
+    uri: str | None = None,
+    duration: float | None = None,
+    extra: dict | None = None,
+    what: str = "the input folder",
+) -> InputFile:
     """A local file as an InputFile, lstat/stat only (never opened): refused (error set) when it
     resolves outside `roots` or is not a regular file."""
     uri = uri or path
     real = os.path.realpath(path)
     if not _inside(real, roots):
         how = "a symlink that resolves" if os.path.islink(path) else "resolves"
-        return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra or {},
-                         error=f"refused: {how} outside {what} (to {real}); add its folder to input.allowed_roots "
-                               "to allow it")
+        return InputFile(
+            uri=uri,
+            size=0,
+            duration_hint=duration,
+            extra=extra or {},
+            error=f"refused: {how} outside {what} (to {real}); add its folder to input.allowed_roots to allow it",
+        )
     try:
         st = os.stat(path)  # follows a symlink whose target is inside
     except FileNotFoundError:
         if os.path.islink(path):
-            return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra or {},
-                             error="refused: a symlink whose target does not exist")
+            return InputFile(
+                uri=uri,
+                size=0,
+                duration_hint=duration,
+                extra=extra or {},
+                error="refused: a symlink whose target does not exist",
+            )
         return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra or {})  # decode says "not found"
     except OSError as exc:
-        return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra or {},
-                         error=f"cannot be read: {type(exc).__name__}: {exc.strerror or exc}")
+        return InputFile(
+            uri=uri,
+            size=0,
+            duration_hint=duration,
+            extra=extra or {},
+            error=f"cannot be read: {type(exc).__name__}: {exc.strerror or exc}",
+        )
     why = not_regular(st.st_mode)
     info = {"size": st.st_size if why is None else 0, "mtime": st.st_mtime}
     return _input_file(uri, info, duration, extra, error=why)
@@ -191,8 +219,9 @@ def _list_local(cfg: InputConfig, root: str) -> Iterator[InputFile]:
                 yield _local_entry(os.path.join(dirpath, name), roots)
 
 
-def _input_file(uri: str, info: dict, duration: float | None = None, extra: dict | None = None,
-                error: str | None = None) -> InputFile:
+def _input_file(
+    uri: str, info: dict, duration: float | None = None, extra: dict | None = None, error: str | None = None
+) -> InputFile:
     etag = info.get("ETag") or info.get("etag")
     mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
     if mtime is not None and not isinstance(mtime, (int, float)):
@@ -220,6 +249,7 @@ MANIFEST_RANGE = 8 << 20
 def _manifest_lines(cfg: InputConfig, fs, path: str) -> Iterator[str]:
     """The manifest's lines, read MANIFEST_RANGE bytes at a time (each range retried on its own).
     Split at "\\n" only, not splitlines(): U+2028 may stand raw inside a JSON string."""
+
     def fail(why: str) -> DiscoveryError:
         return DiscoveryError(f"manifest {safe(cfg.uri)!r} {why}")
 
@@ -229,8 +259,13 @@ def _manifest_lines(cfg: InputConfig, fs, path: str) -> Iterator[str]:
         # a server that gives no size (HTTP without Content-Length): one read of the whole manifest
         starts = range(0, size, MANIFEST_RANGE) if size is not None else [None]
         for start in starts:
-            chunk = with_retries(lambda: fs.cat_file(path) if start is None else
-                                 fs.cat_file(path, start=start, end=min(start + MANIFEST_RANGE, size)))
+            chunk = with_retries(
+                lambda: (
+                    fs.cat_file(path)
+                    if start is None
+                    else fs.cat_file(path, start=start, end=min(start + MANIFEST_RANGE, size))
+                )
+            )
             *lines, rest = (rest + chunk).split(b"\n")
             for line in lines:
                 yield line.decode("utf-8")
@@ -276,8 +311,11 @@ def _from_manifest(cfg: InputConfig) -> Iterator[InputFile]:
             refused = policy.check(audio, uri)  # containment: no I/O
             if dur is not None and isinstance(row.get("size"), int):
                 mtime = row.pop("mtime", None)
-                info = {"size": row.pop("size"), "etag": row.pop("etag", None),
-                        "mtime": mtime if isinstance(mtime, (int, float)) else None}
+                info = {
+                    "size": row.pop("size"),
+                    "etag": row.pop("etag", None),
+                    "mtime": mtime if isinstance(mtime, (int, float)) else None,
+                }
                 yield _input_file(uri, info, dur, row, error=refused)
                 continue
             if refused is not None:  # an error row with the reason; nothing is asked of its store
@@ -307,8 +345,13 @@ def _resolve(afs, apath: str, uri: str, duration: float | None, extra: dict) -> 
     except FileNotFoundError:
         info = {"size": 0}  # kept: decode turns it into an error row instead of losing it silently
     except Exception as exc:  # noqa: BLE001 - unreachable after bounded retries: this entry's error row
-        return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra,
-                         error=f"storage: cannot be reached (gave up after retries): {type(exc).__name__}: {exc}")
+        return InputFile(
+            uri=uri,
+            size=0,
+            duration_hint=duration,
+            extra=extra,
+            error=f"storage: cannot be reached (gave up after retries): {type(exc).__name__}: {exc}",
+        )
     t = info.get("type", "file")
     error = None if t == "file" else f"refused: not a regular file ({t})"
     return _input_file(uri, info, duration, extra, error=error)
@@ -356,29 +399,39 @@ class _Containment:
             if proto is not None and proto not in ("file", "local"):
                 if self._allowed_remote_root(audio):
                     return None
-                return (f"refused: a local manifest names a {proto}:// entry; add its prefix to "
-                        "input.allowed_roots to allow it")
+                return (
+                    f"refused: a local manifest names a {proto}:// entry; add its prefix to "
+                    "input.allowed_roots to allow it"
+                )
             path = os.path.normpath(uri.split("://", 1)[1] if "://" in uri else uri)
             real = os.path.realpath(path)
             if not _inside(real, self.roots):
-                return (f"refused: resolves outside the manifest's folder (to {real}); add its folder to "
-                        "input.allowed_roots to allow it")
+                return (
+                    f"refused: resolves outside the manifest's folder (to {real}); add its folder to "
+                    "input.allowed_roots to allow it"
+                )
             return None
         # a remote manifest: same protocol, same bucket (or an allowed one), never a local path
         if proto is None and audio.startswith("/") or proto in ("file", "local"):
-            return (f"refused: a local path in a {self.protocol}:// manifest (entries must stay on "
-                    f"{self.protocol}://{self.bucket})")
+            return (
+                f"refused: a local path in a {self.protocol}:// manifest (entries must stay on "
+                f"{self.protocol}://{self.bucket})"
+            )
         if self._allowed_remote_root(uri):
             return None
         eproto = get_protocol(uri)
         if _SAME.get(eproto, eproto) != _SAME.get(self.protocol, self.protocol):
-            return (f"refused: a {eproto}:// entry in a {self.protocol}:// manifest; add its prefix to "
-                    "input.allowed_roots to allow it")
+            return (
+                f"refused: a {eproto}:// entry in a {self.protocol}:// manifest; add its prefix to "
+                "input.allowed_roots to allow it"
+            )
         rest = uri.split("://", 1)[1]
         bucket = _bucket(eproto, rest)
         if bucket not in self.buckets:
-            return (f"refused: entry in bucket {bucket!r}, outside the manifest's bucket {self.bucket!r}; "
-                    "add it to input.allowed_buckets to allow it")
+            return (
+                f"refused: entry in bucket {bucket!r}, outside the manifest's bucket {self.bucket!r}; "
+                "add it to input.allowed_buckets to allow it"
+            )
         if ".." in rest.split("/")[1:]:
             return "refused: '..' in an object key (the store would read it literally)"
         return None

@@ -40,14 +40,32 @@ _PERMANENT_NAMES = frozenset({"SchemaMismatchError", "DeltaProtocolError"})
 #: Worth retrying whatever their text: a commit lost to a concurrent writer (delta-rs), and the network
 #: errors of the S3/HTTP clients (botocore, aiohttp), most of which are not OSErrors. Exact class
 #: names: a subclass of botocore's ClientError such as NoSuchKey is not one of them.
-_TRANSIENT_NAMES = frozenset({
-    "CommitFailedError", "ClientError", "ClientOSError", "ServerDisconnectedError", "EndpointConnectionError",
-    "ReadTimeoutError",
-})
+_TRANSIENT_NAMES = frozenset(
+    {
+        "CommitFailedError",
+        "ClientError",
+        "ClientOSError",
+        "ServerDisconnectedError",
+        "EndpointConnectionError",
+        "ReadTimeoutError",
+    }
+)
 #: What a delta-rs error's text says when the condition passes (it has no class for them): a race with
 #: another committer, or a storage error that outlived object_store's own retries.
-_TRANSIENT_WORDS = ("conflict", "concurrent", "already exists", "timeout", "timed out", "connection", "503", "500",
-                    "slowdown", "slow down", "internalerror", "generic s3 error")
+_TRANSIENT_WORDS = (
+    "conflict",
+    "concurrent",
+    "already exists",
+    "timeout",
+    "timed out",
+    "connection",
+    "503",
+    "500",
+    "slowdown",
+    "slow down",
+    "internalerror",
+    "generic s3 error",
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -64,8 +82,9 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def with_retries(fn: Callable[[], T], attempts: int = 4, *, wait_s: float = 0.2, max_wait_s: float = 5.0,
-                 jitter: bool = False) -> T:
+def with_retries(
+    fn: Callable[[], T], attempts: int = 4, *, wait_s: float = 0.2, max_wait_s: float = 5.0, jitter: bool = False
+) -> T:
     """Call `fn` and return what it returns; on a transient error (`is_transient`) call it again, up to
     `attempts` calls in all, waiting `wait_s`, then twice as long each time, at most `max_wait_s`. The
     last error is raised as it is. `jitter`: each wait is drawn at random below that bound, so that
@@ -74,5 +93,6 @@ def with_retries(fn: Callable[[], T], attempts: int = 4, *, wait_s: float = 0.2,
     from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential, wait_random_exponential
 
     wait = (wait_random_exponential if jitter else wait_exponential)(multiplier=wait_s, max=max_wait_s)
-    return retry(retry=retry_if_exception(is_transient), stop=stop_after_attempt(attempts), wait=wait,
-                 reraise=True)(fn)()
+    return retry(retry=retry_if_exception(is_transient), stop=stop_after_attempt(attempts), wait=wait, reraise=True)(
+        fn
+    )()

@@ -108,7 +108,6 @@ def _add(a: dict[str, int], b: dict[str, int]) -> None:
         a[k] = a.get(k, 0) + b[k]
 
 
-
 # -- evaluation ---------------------------------------------------------------------------------------
 def _key(uri: str) -> str:
     if uri.startswith("file://"):
@@ -163,8 +162,13 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
         mine = sorted(segs.get(rec["recording_id"], []), key=lambda s: s["start"])
         spoken = [s for s in mine if s["text"]]
         lang = ref.get("lang")
-        row: dict[str, Any] = {"audio_filepath": ref["audio_filepath"], "lang": lang, "hyp_lang": rec["language"],
-                               "segments": len(spoken), "accepted": sum(1 for s in spoken if s["accepted"])}
+        row: dict[str, Any] = {
+            "audio_filepath": ref["audio_filepath"],
+            "lang": lang,
+            "hyp_lang": rec["language"],
+            "segments": len(spoken),
+            "accepted": sum(1 for s in spoken if s["accepted"]),
+        }
         if lang:
             row["lid_correct"] = rec["language"] == lang
             lid_rows.append(row["lid_correct"])
@@ -176,8 +180,10 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
 
             hyp_joined = " ".join(h for h in norm_hyp if h)
             cer = jiwer.process_characters(norm_ref, hyp_joined) if norm_ref else None
-            lang_c = per_lang.setdefault(lang or "?", {"ref_words": 0, "sub": 0, "del": 0, "ins": 0,
-                                                       "ref_chars": 0, "char_errors": 0, "files": 0})
+            lang_c = per_lang.setdefault(
+                lang or "?",
+                {"ref_words": 0, "sub": 0, "del": 0, "ins": 0, "ref_chars": 0, "char_errors": 0, "files": 0},
+            )
             _add(lang_c, total)
             lang_c["files"] += 1
             if cer is not None:
@@ -215,25 +221,40 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
     for lang, c in sorted(per_lang.items()):
         if not c["ref_words"]:
             continue  # an empty reference (a file without speech): nothing to score
-        languages[lang] = {"files": c["files"], "ref_words": c["ref_words"], "wer": _wer(c),
-                           "cer": round(c["char_errors"] / c["ref_chars"], 6) if c["ref_chars"] else None}
+        languages[lang] = {
+            "files": c["files"],
+            "ref_words": c["ref_words"],
+            "wer": _wer(c),
+            "cer": round(c["char_errors"] / c["ref_chars"], 6) if c["ref_chars"] else None,
+        }
     wer_groups = {k: {"wer": _wer(v), **v} if v else {"wer": None, "ref_words": 0} for k, v in groups.items()}
     y = yield_c
     scored = sum(d["scored_s"] for d in der_rows)
     spk_err = [f["speaker_count_error"] for f in files if "speaker_count_error" in f]
     return {
-        "references": references, "output": output.uri, "files": len(refs), "matched": matched,
+        "references": references,
+        "output": output.uri,
+        "files": len(refs),
+        "matched": matched,
         "languages": languages,
         "overall": {"wer": _wer(groups["all"]), "ref_words": groups["all"].get("ref_words", 0)},
         "wer_by_judgement": wer_groups,
-        "yield": {"segments": y["segments"], "accepted_segments": y["accepted_segments"],
-                  "segment_share": round(y["accepted_segments"] / y["segments"], 6) if y["segments"] else None,
-                  "seconds": round(y["seconds"], 3), "accepted_seconds": round(y["accepted_seconds"], 3),
-                  "audio_share": round(y["accepted_seconds"] / y["seconds"], 6) if y["seconds"] else None},
-        "lid": {"files": len(lid_rows), "correct": sum(lid_rows),
-                "accuracy": round(sum(lid_rows) / len(lid_rows), 6) if lid_rows else None},
+        "yield": {
+            "segments": y["segments"],
+            "accepted_segments": y["accepted_segments"],
+            "segment_share": round(y["accepted_segments"] / y["segments"], 6) if y["segments"] else None,
+            "seconds": round(y["seconds"], 3),
+            "accepted_seconds": round(y["accepted_seconds"], 3),
+            "audio_share": round(y["accepted_seconds"] / y["seconds"], 6) if y["seconds"] else None,
+        },
+        "lid": {
+            "files": len(lid_rows),
+            "correct": sum(lid_rows),
+            "accuracy": round(sum(lid_rows) / len(lid_rows), 6) if lid_rows else None,
+        },
         "diarization": {
-            "collar_s": collar, "files": len(der_rows),
+            "collar_s": collar,
+            "files": len(der_rows),
             "der": round(sum((d["der"] or 0) * d["scored_s"] for d in der_rows) / scored, 6) if scored else None,
             "per_file": der_rows,
             "speaker_count_mean_abs_error": round(float(np.mean(np.abs(spk_err))), 4) if spk_err else None,
@@ -244,25 +265,35 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
 
 def table(res: dict[str, Any]) -> str:
     f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    lines = [f"eval of {res['output']} against {res['references']}: {res['matched']}/{res['files']} files matched",
-             "", f"{'language':<10}{'files':>6}{'words':>7}{'WER':>9}{'CER':>9}"]
+    lines = [
+        f"eval of {res['output']} against {res['references']}: {res['matched']}/{res['files']} files matched",
+        "",
+        f"{'language':<10}{'files':>6}{'words':>7}{'WER':>9}{'CER':>9}",
+    ]
     for lang, v in res["languages"].items():
         lines.append(f"{lang:<10}{v['files']:>6}{v['ref_words']:>7}{f(v['wer']):>9}{f(v['cer']):>9}")
     lines.append(f"{'all':<10}{'':>6}{res['overall']['ref_words']:>7}{f(res['overall']['wer']):>9}")
     w, y = res["wer_by_judgement"], res["yield"]
-    lines += ["", f"segments    WER all {f(w['all']['wer'])}   accepted {f(w['accepted']['wer'])}   "
-                  f"rejected {f(w['rejected']['wer'])}",
-              f"yield       {y['accepted_segments']}/{y['segments']} segments ({f(y['segment_share'])}), "
-              f"{y['accepted_seconds']:.1f}/{y['seconds']:.1f} s of audio ({f(y['audio_share'])})",
-              f"language ID {res['lid']['correct']}/{res['lid']['files']} files ({f(res['lid']['accuracy'])})"]
+    lines += [
+        "",
+        f"segments    WER all {f(w['all']['wer'])}   accepted {f(w['accepted']['wer'])}   "
+        f"rejected {f(w['rejected']['wer'])}",
+        f"yield       {y['accepted_segments']}/{y['segments']} segments ({f(y['segment_share'])}), "
+        f"{y['accepted_seconds']:.1f}/{y['seconds']:.1f} s of audio ({f(y['audio_share'])})",
+        f"language ID {res['lid']['correct']}/{res['lid']['files']} files ({f(res['lid']['accuracy'])})",
+    ]
     d = res["diarization"]
     if d["files"]:
-        lines.append(f"DER         {f(d['der'])} over {d['files']} file(s), collar {d['collar_s']} s; "
-                     f"speaker count mean |error| {d['speaker_count_mean_abs_error']}")
+        lines.append(
+            f"DER         {f(d['der'])} over {d['files']} file(s), collar {d['collar_s']} s; "
+            f"speaker count mean |error| {d['speaker_count_mean_abs_error']}"
+        )
         for r in d["per_file"]:
-            lines.append(f"  {r['audio_filepath']}: DER {f(r['der'])} (missed {r['missed_s']} s, false alarm "
-                         f"{r['false_alarm_s']} s, confusion {r['confusion_s']} s), speakers {r['hyp_speakers']} "
-                         f"vs {r['ref_speakers']}")
+            lines.append(
+                f"  {r['audio_filepath']}: DER {f(r['der'])} (missed {r['missed_s']} s, false alarm "
+                f"{r['false_alarm_s']} s, confusion {r['confusion_s']} s), speakers {r['hyp_speakers']} "
+                f"vs {r['ref_speakers']}"
+            )
     return "\n".join(lines)
 
 

@@ -53,15 +53,16 @@ def load_rules(path: str | None, overrides: list[str] = ()) -> QualityConfig:  #
         data = {"quality": loaded.get("quality", loaded)}
     for item in overrides:
         if item.startswith(JOB_RULES):
-            item = item[len("segment_stage."):]
+            item = item[len("segment_stage.") :]
         if not item.startswith("quality."):
             raise ConfigError(f"filter takes only quality.* (or {JOB_RULES}*) overrides, got {item!r}")
         apply_override(data, item)
     try:
         return QualityConfig.model_validate(data.get("quality") or {})
     except ValidationError as exc:
-        raise ConfigError("invalid rules: " + "; ".join(
-            f"quality.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        raise ConfigError(
+            "invalid rules: " + "; ".join(f"quality.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
 
 
 def recorded_rules(output: OutputConfig) -> dict[str, Any] | None:
@@ -75,8 +76,12 @@ def recorded_rules(output: OutputConfig) -> dict[str, Any] | None:
 
 def record_rules(output: OutputConfig, cfg: QualityConfig, applied_by: str, **extra: Any) -> dict[str, Any]:
     led = Ledger(output)
-    payload = {**rules_payload(cfg), "applied_by": applied_by,
-               "applied_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+    payload = {
+        **rules_payload(cfg),
+        "applied_by": applied_by,
+        "applied_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
     led.fs.makedirs(led.path("_scriptorium"), exist_ok=True)
     put_atomic(led.fs, led.path(RULES_PATH), json.dumps(payload, indent=1, sort_keys=True).encode())
     return payload
@@ -86,8 +91,16 @@ def rejudge_table(t: pa.Table, cfg: QualityConfig) -> pa.Table:
     """`t` with `accepted` and `reject_reasons` recomputed (and text signals filled in where an older
     output lacks them); every other column as it was."""
     missing = [c for c in TEXT_SIGNALS if c not in t.column_names]
-    cols = ["text", "language", "confidence", "chars_per_second", "compression_ratio", "no_speech_prob",
-            "language_prob", *[c for c in (*TEXT_SIGNALS, "language_agreement") if c in t.column_names]]
+    cols = [
+        "text",
+        "language",
+        "confidence",
+        "chars_per_second",
+        "compression_ratio",
+        "no_speech_prob",
+        "language_prob",
+        *[c for c in (*TEXT_SIGNALS, "language_agreement") if c in t.column_names],
+    ]
     rows = t.select(cols).to_pylist()
     if missing:
         sig = [text_signals(r["text"], r["language"]) for r in rows]
@@ -139,16 +152,25 @@ def refilter(output: OutputConfig, cfg: QualityConfig, applied_by: str = "filter
                     by_reason[r] = by_reason.get(r, 0) + 1
             diff = pc.or_(
                 pc.not_equal(pc.fill_null(old.column("accepted"), False), new.column("accepted")),
-                pc.not_equal(pc.binary_join(pc.fill_null(old.column("reject_reasons"), pa.scalar([], pa.list_(pa.string()))), ","),
-                             pc.binary_join(new.column("reject_reasons"), ",")),
+                pc.not_equal(
+                    pc.binary_join(
+                        pc.fill_null(old.column("reject_reasons"), pa.scalar([], pa.list_(pa.string()))), ","
+                    ),
+                    pc.binary_join(new.column("reject_reasons"), ","),
+                ),
             )
             n_changed = pc.sum(diff).as_py() or 0
             if n_changed == 0:
                 continue  # idempotent: same rules, no commit
             changed_rows += n_changed
             quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in chunk)
-            write_deltalake(dt, new, mode="overwrite", predicate=f"recording_id IN ({quoted})",
-                            schema_mode="merge" if new.schema != dt.schema().to_arrow() else None)
+            write_deltalake(
+                dt,
+                new,
+                mode="overwrite",
+                predicate=f"recording_id IN ({quoted})",
+                schema_mode="merge" if new.schema != dt.schema().to_arrow() else None,
+            )
             commits += 1
         after["accepted_seconds"] = round(after["accepted_seconds"], 3)
         after["rejected_seconds"] = round(after["rejected_seconds"], 3)
@@ -156,17 +178,25 @@ def refilter(output: OutputConfig, cfg: QualityConfig, applied_by: str = "filter
     finally:
         if run_lock is not None:
             run_lock.release()
-    return {"before": before, "after": after, "by_reason": dict(sorted(by_reason.items())),
-            "changed_segments": changed_rows, "commits": commits, "rules_hash": rules["hash"]}
+    return {
+        "before": before,
+        "after": after,
+        "by_reason": dict(sorted(by_reason.items())),
+        "changed_segments": changed_rows,
+        "commits": commits,
+        "rules_hash": rules["hash"],
+    }
 
 
 def summary(res: dict[str, Any]) -> str:
     a, b = res["after"], res["before"]
     reasons = ", ".join(f"{k} {v}" for k, v in res["by_reason"].items()) or "none"
-    return (f"filter: {a['accepted']} accepted ({a['accepted_seconds'] / 3600:.3f} h), {a['rejected']} rejected "
-            f"({a['rejected_seconds'] / 3600:.3f} h); before {b['accepted']} accepted, {b['rejected']} rejected; "
-            f"{res['changed_segments']} segments changed in {res['commits']} commits; rules {res['rules_hash']}\n"
-            f"  rejections by reason: {reasons}")
+    return (
+        f"filter: {a['accepted']} accepted ({a['accepted_seconds'] / 3600:.3f} h), {a['rejected']} rejected "
+        f"({a['rejected_seconds'] / 3600:.3f} h); before {b['accepted']} accepted, {b['rejected']} rejected; "
+        f"{res['changed_segments']} segments changed in {res['commits']} commits; rules {res['rules_hash']}\n"
+        f"  rejections by reason: {reasons}"
+    )
 
 
 def apply_rules_after_run(output: OutputConfig, cfg: QualityConfig, skipped: int) -> dict[str, Any] | None:

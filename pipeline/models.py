@@ -149,8 +149,10 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
             meta = json.loads(meta_path.read_text())
             same_object = meta.get("size") == remote["size"] and meta.get("etag") == remote["etag"]
             # the cached bytes themselves are verified on every load (not the meta file's word for them)
-            if same_object and same_digest(sha256 or meta.get("sha256"), cached_sha256(target)) and (
-                sha256 is None or same_digest(sha256, meta.get("sha256") or "")
+            if (
+                same_object
+                and same_digest(sha256 or meta.get("sha256"), cached_sha256(target))
+                and (sha256 is None or same_digest(sha256, meta.get("sha256") or ""))
             ):
                 return str(target)
             log.warning("cached copy of %s is stale or does not match its sha256; downloading again", ref)
@@ -272,8 +274,12 @@ def inference_context(device: str) -> Any:
 def model_refs(cfg: Any) -> list[tuple[str, str, str | None]]:
     """(config key, model reference, sha256) of every NeMo model a job config will load."""
     rec, seg = cfg.recording_stage, cfg.segment_stage
-    sections = [("recording_stage.vad", rec.vad), ("recording_stage.diarization", rec.diarization),
-                ("segment_stage.lid", seg.lid), ("segment_stage.asr", seg.asr)]
+    sections = [
+        ("recording_stage.vad", rec.vad),
+        ("recording_stage.diarization", rec.diarization),
+        ("segment_stage.lid", seg.lid),
+        ("segment_stage.asr", seg.asr),
+    ]
     return [
         (f"{key}.model", section.model, section.sha256)
         for key, section in sections

@@ -85,7 +85,9 @@ class Utterance:
         self.result = AsrResult(
             text=text,
             words=words,
-            confidence=float(np.mean([w.confidence for w in words])) if words else float(np.average([r.confidence for r in results], weights=weights)),
+            confidence=float(np.mean([w.confidence for w in words]))
+            if words
+            else float(np.average([r.confidence for r in results], weights=weights)),
             language=language,
             language_prob=_weighted([r.language_prob for r in results], weights),
             avg_logprob=_weighted([r.avg_logprob for r in results], weights),
@@ -168,8 +170,11 @@ class Window:
         at 10-15 characters per second."""
         if len(self.items) < 2 or not min_cps:
             return []
-        return [it for it in self.items
-                if it.duration >= min_s and len(it.result.text if it.result else "") < min_cps * it.duration]
+        return [
+            it
+            for it in self.items
+            if it.duration >= min_s and len(it.result.text if it.result else "") < min_cps * it.duration
+        ]
 
     def _bounds(self, k: int) -> tuple[float, float]:
         """Window-time range owned by utterance k: its span, extended halfway into the gaps beside it."""
@@ -215,14 +220,17 @@ def retry(skipped: list[tuple[Utterance, str | None]], window_s: float | None, g
     for it, _ in skipped:
         it.retried += 1
     # in time order per recording: the calls they come from were sorted by window duration
-    again = sorted(((it, lang) for it, lang in skipped if it.retried == 1),
-                   key=lambda x: (x[0].row, x[0].span["start"] + x[0].offset_s))
+    again = sorted(
+        ((it, lang) for it, lang in skipped if it.retried == 1),
+        key=lambda x: (x[0].row, x[0].span["start"] + x[0].offset_s),
+    )
     out = [Window.of([it], lang, 0.0) for it, lang in skipped if it.retried > 1]
     return out + pack([it for it, _ in again], [lang for _, lang in again], window_s, "recording", gap_s)
 
 
-def _fill(items: list[Utterance], languages: Sequence[str | None], window_s: float, gap_s: float,
-          min_piece_s: float) -> list[Window]:
+def _fill(
+    items: list[Utterance], languages: Sequence[str | None], window_s: float, gap_s: float, min_piece_s: float
+) -> list[Window]:
     """Consecutive packing (as `pipeline.batching.pack_consecutive`) that cuts an utterance which does not
     fit at a pause, so the window is filled; the pieces are recorded on their utterance."""
     out: list[Window] = []
@@ -309,12 +317,24 @@ def by_speaker(it: Utterance, turns: list[dict]) -> list[Utterance]:
         b = end if k == len(runs) - 1 else round(start + words[-1].end, 3)
         moved = [replace(w.shifted(start - a), speaker=who) for w in words]  # relative to the piece
         share = len(idx) / len(res.words)
-        piece = res if len(runs) == 1 else replace(
-            res, text=join_words([w.word for w in words], res.language),
-            confidence=float(np.mean([w.confidence for w in words])),
+        piece = (
+            res
+            if len(runs) == 1
+            else replace(
+                res,
+                text=join_words([w.word for w in words], res.language),
+                confidence=float(np.mean([w.confidence for w in words])),
+            )
         )
-        pieces.append(replace(it, span={**it.span, "start": a, "end": b, "speaker": who},
-                              result=replace(piece, words=moved), padded_s=it.padded_s * share, wall_s=it.wall_s * share))
+        pieces.append(
+            replace(
+                it,
+                span={**it.span, "start": a, "end": b, "speaker": who},
+                result=replace(piece, words=moved),
+                padded_s=it.padded_s * share,
+                wall_s=it.wall_s * share,
+            )
+        )
     return pieces
 
 

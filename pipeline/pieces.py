@@ -52,8 +52,13 @@ class Piece:
         """The piece columns of a decoded row (pipeline/records.py DECODED_SCHEMA)."""
         if self.index is None:
             return {"piece": None, "piece_start": None, "core_start": None, "core_end": None, "last_piece": None}
-        return {"piece": self.index, "piece_start": self.start, "core_start": self.core_start,
-                "core_end": self.core_end, "last_piece": self.last}
+        return {
+            "piece": self.index,
+            "piece_start": self.start,
+            "core_start": self.core_start,
+            "core_end": self.core_end,
+            "last_piece": self.last,
+        }
 
 
 def quietest(samples: np.ndarray, lo: int, hi: int) -> int:
@@ -148,8 +153,16 @@ def complete(staged: set[int], last: int | None) -> bool:
     return last is not None and set(range(last + 1)) <= staged
 
 
-_SUMMED = ("duration", "speech_seconds", "overlap_seconds", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds",
-           "recording_wall_seconds", "decode_wall_seconds")
+_SUMMED = (
+    "duration",
+    "speech_seconds",
+    "overlap_seconds",
+    "asr_audio_seconds",
+    "asr_padded_seconds",
+    "asr_wall_seconds",
+    "recording_wall_seconds",
+    "decode_wall_seconds",
+)
 _PEAK = ("decode_peak_rss_mb", "recording_peak_rss_mb", "segment_peak_rss_mb")
 
 

@@ -99,8 +99,11 @@ def check_models(cfg: JobConfig) -> list[str]:
             if not os.path.isfile(local):
                 problems.append(f"{key}: model file {ref!r} does not exist")
             elif sha256 and not same_digest(sha256, found := cached_sha256(local)):
-                problems.append(f"{key}: " + mismatch_message(f"model file {ref!r}", sha256, found)
-                                + " (refused: a .nemo holds code)")
+                problems.append(
+                    f"{key}: "
+                    + mismatch_message(f"model file {ref!r}", sha256, found)
+                    + " (refused: a .nemo holds code)"
+                )
     return problems
 
 

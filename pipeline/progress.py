@@ -49,8 +49,14 @@ def line(snapshot: dict[str, tuple[int, float]], total_files: int, elapsed: floa
 class Reporter:
     """Polls `fetch()` (a snapshot) on a thread and shows it until `stop()`."""
 
-    def __init__(self, fetch: Callable[[], dict[str, tuple[int, float]] | None], total_files: int,
-                 interval_s: float = 60.0, live: bool | None = None, poll_s: float = 1.0):
+    def __init__(
+        self,
+        fetch: Callable[[], dict[str, tuple[int, float]] | None],
+        total_files: int,
+        interval_s: float = 60.0,
+        live: bool | None = None,
+        poll_s: float = 1.0,
+    ):
         self.fetch, self.total, self.interval_s, self.poll_s = fetch, total_files, interval_s, poll_s
         self.live = sys.stderr.isatty() if live is None else live
         self._stop = threading.Event()

@@ -26,6 +26,7 @@ import pyarrow as pa
 #: The one sample rate of the pipeline: decode resamples everything to it, every model reads it.
 SAMPLE_RATE = 16000
 
+
 @dataclass(frozen=True)
 class InputFile:
     """One object found by discovery: where it is and how to tell whether it changed."""
@@ -190,6 +191,7 @@ SEGMENT_TYPE = pa.struct(
     ]
 )
 
+
 @dataclass
 class Segment:
     """One utterance as the segment stage writes it (a `SEGMENT_TYPE` struct): start, end and word
@@ -220,8 +222,12 @@ class Segment:
     def to_row(self) -> dict[str, Any]:
         d = self.duration
         row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("signals", "words")}
-        row.update(self.signals, duration=d, words=[asdict(w) for w in self.words],
-                   chars_per_second=round(len(self.text) / d, 3) if d > 0 else None)
+        row.update(
+            self.signals,
+            duration=d,
+            words=[asdict(w) for w in self.words],
+            chars_per_second=round(len(self.text) / d, 3) if d > 0 else None,
+        )
         return {name: row[name] for name in SEGMENT_TYPE.names}  # KeyError: the struct and the record drifted
 
 
@@ -266,9 +272,19 @@ def input_table(files) -> pa.Table:
 
 def input_files(table: pa.Table) -> list[InputFile]:
     """A LISTED_SCHEMA table -> InputFile objects (for small listings: tests, the Python API)."""
-    return [InputFile(uri=r["uri"], size=r["size"], etag=r["etag"], mtime=r["mtime"], duration_hint=r["duration_hint"],
-                      extra=json.loads(r["extra"]) if r["extra"] else {}, error=r["refused"])
-            for r in table.to_pylist()]
+    return [
+        InputFile(
+            uri=r["uri"],
+            size=r["size"],
+            etag=r["etag"],
+            mtime=r["mtime"],
+            duration_hint=r["duration_hint"],
+            extra=json.loads(r["extra"]) if r["extra"] else {},
+            error=r["refused"],
+        )
+        for r in table.to_pylist()
+    ]
+
 
 #: Decode stage -> recording stage. `audio` is the recording (or its piece), float32 little-endian bytes;
 #: `channel_energy` (only for diarization.backend=channels, else null) the mean square of every 10 ms
@@ -311,8 +327,14 @@ SPAN_TYPE = pa.struct(
 )
 
 TURN_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("speaker", pa.string())])
-VOICE_TYPE = pa.struct([("speaker", pa.string()), ("seconds", pa.float64()), ("threshold", pa.float64()),
-                        ("embedding", pa.list_(pa.float32()))])
+VOICE_TYPE = pa.struct(
+    [
+        ("speaker", pa.string()),
+        ("seconds", pa.float64()),
+        ("threshold", pa.float64()),
+        ("embedding", pa.list_(pa.float32())),
+    ]
+)
 OVERLAP_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("speakers", pa.list_(pa.string()))])
 
 #: Recording stage -> segment stage. `audio` now holds the speech only: the spans' samples, back to back.

@@ -92,8 +92,11 @@ class RunReport(BaseModel):
             f"  ok {self.ok}  no speech {self.no_speech}  error {self.error}",
             f"  segments: {self.accepted_segments} accepted ({self.accepted_seconds / 3600:.3f} h), "
             f"{self.rejected_segments} rejected ({self.rejected_seconds / 3600:.3f} h)"
-            + (": " + ", ".join(f"{k} {v}" for k, v in sorted(self.reject_reasons.items(), key=lambda kv: -kv[1]))
-               if self.reject_reasons else ""),
+            + (
+                ": " + ", ".join(f"{k} {v}" for k, v in sorted(self.reject_reasons.items(), key=lambda kv: -kv[1]))
+                if self.reject_reasons
+                else ""
+            ),
             f"  audio {hours:.3f} h ({self.audio_seconds:.1f} s) in {self.wall_seconds:.1f} s wall: "
             f"{self.real_time_factor:.2f}x real time",
             f"  ASR: {self.asr_audio_seconds:.1f} s of speech, {self.asr_padded_seconds:.1f} s padded "
@@ -104,7 +107,9 @@ class RunReport(BaseModel):
         ]
         lines += [f"  models: {m}" for m in self.models]
         if self.vocabulary_terms:
-            lines.append(f"  vocabulary: {self.vocabulary_terms} terms; {self.vocabulary_segments} segments contain one")
+            lines.append(
+                f"  vocabulary: {self.vocabulary_terms} terms; {self.vocabulary_segments} segments contain one"
+            )
         for e in self.errors[:10]:
             lines.append(f"  error: {safe(e['uri'])}: {safe(e['error'])}")
         if len(self.errors) > 10:
@@ -182,10 +187,21 @@ class BlockSummary:
     @classmethod
     def of(cls, table: pa.Table) -> "BlockSummary":
         """The summary of a block of per-recording rows (nested segments), as the sink commits them."""
-        cols = (["status", "duration", "asr_audio_seconds", "asr_padded_seconds", "asr_wall_seconds", "punctuated",
-                 "uri", "error", "recording_wall_seconds", "recording_peak_rss_mb", "segment_peak_rss_mb",
-                 "decode_wall_seconds", "decode_peak_rss_mb"]
-                + [c for c in ("vocabulary_hits", "vocabulary_warning", "models") if c in table.column_names])
+        cols = [
+            "status",
+            "duration",
+            "asr_audio_seconds",
+            "asr_padded_seconds",
+            "asr_wall_seconds",
+            "punctuated",
+            "uri",
+            "error",
+            "recording_wall_seconds",
+            "recording_peak_rss_mb",
+            "segment_peak_rss_mb",
+            "decode_wall_seconds",
+            "decode_peak_rss_mb",
+        ] + [c for c in ("vocabulary_hits", "vocabulary_warning", "models") if c in table.column_names]
         rows = table.select(cols).to_pylist()
 
         def total(key: str) -> float:
@@ -212,10 +228,18 @@ class BlockSummary:
             models=sorted({r["models"] for r in rows if r.get("models")}),
             errors=[{"uri": r["uri"], "error": r["error"]} for r in rows if r["status"] == "error"],
             slowest=sorted(
-                ({"uri": r["uri"], "duration": r["duration"] or 0.0,
-                  "seconds": (r["decode_wall_seconds"] or 0.0) + (r["recording_wall_seconds"] or 0.0)
-                  + (r["asr_wall_seconds"] or 0.0)} for r in rows),
-                key=lambda r: -r["seconds"])[:SLOWEST],
+                (
+                    {
+                        "uri": r["uri"],
+                        "duration": r["duration"] or 0.0,
+                        "seconds": (r["decode_wall_seconds"] or 0.0)
+                        + (r["recording_wall_seconds"] or 0.0)
+                        + (r["asr_wall_seconds"] or 0.0),
+                    }
+                    for r in rows
+                ),
+                key=lambda r: -r["seconds"],
+            )[:SLOWEST],
             **_segment_counts(table),
         )
 
@@ -250,10 +274,16 @@ def _segment_counts(table: pa.Table) -> dict[str, Any]:
             if seg["confidence"] is not None:
                 confidence[min(9, max(0, int(seg["confidence"] * 10)))] += 1
     return {
-        "accepted_segments": accepted, "rejected_segments": rejected,
-        "accepted_seconds": accepted_s, "rejected_seconds": rejected_s,
-        "reject_reasons": reasons, "language_seconds": languages, "speakers_per_recording": speakers,
-        "overlap_seconds": overlap_s, "overlap_recordings": overlap_files, "confidence_histogram": confidence,
+        "accepted_segments": accepted,
+        "rejected_segments": rejected,
+        "accepted_seconds": accepted_s,
+        "rejected_seconds": rejected_s,
+        "reject_reasons": reasons,
+        "language_seconds": languages,
+        "speakers_per_recording": speakers,
+        "overlap_seconds": overlap_s,
+        "overlap_recordings": overlap_files,
+        "confidence_histogram": confidence,
     }
 
 
@@ -302,7 +332,9 @@ def build_report(
         real_time_factor=rate(s.audio_seconds, wall_seconds),
         asr_audio_seconds=round(s.asr_audio_seconds, 3),
         asr_padded_seconds=round(s.asr_padded_seconds, 3),
-        padding_ratio=round(max(0.0, 1 - s.asr_audio_seconds / s.asr_padded_seconds), 4) if s.asr_padded_seconds > 0 else 0.0,
+        padding_ratio=round(max(0.0, 1 - s.asr_audio_seconds / s.asr_padded_seconds), 4)
+        if s.asr_padded_seconds > 0
+        else 0.0,
         asr_wall_seconds=round(s.asr_wall_seconds, 3),
         asr_real_time_factor=rate(s.asr_audio_seconds, s.asr_wall_seconds),
         decode_wall_seconds=round(s.decode_wall_seconds, 3),

@@ -72,34 +72,59 @@ def render(report: RunReport) -> str:
     r = report
     hours = r.audio_seconds / 3600
     tiles = [
-        ("audio", f"{hours:.2f} h"), ("wall time", f"{r.wall_seconds / 60:.1f} min"),
-        ("speed", f"{r.real_time_factor:.1f}x real time"), ("padding", f"{r.padding_ratio:.1%}"),
+        ("audio", f"{hours:.2f} h"),
+        ("wall time", f"{r.wall_seconds / 60:.1f} min"),
+        ("speed", f"{r.real_time_factor:.1f}x real time"),
+        ("padding", f"{r.padding_ratio:.1%}"),
         ("files", f"{r.ok} ok · {r.no_speech} no speech · {r.error} error"),
-        ("segments", f"{r.accepted_segments} accepted ({r.accepted_seconds / 3600:.2f} h) · {r.rejected_segments} rejected"),
+        (
+            "segments",
+            f"{r.accepted_segments} accepted ({r.accepted_seconds / 3600:.2f} h) · {r.rejected_segments} rejected",
+        ),
     ]
     if r.overlap_recordings:  # only diarization backends that can tell overlapped speech report it
         tiles.append(("overlapped speech", f"{r.overlap_seconds / 60:.1f} min in {r.overlap_recordings} files"))
-    stages = _bar("real-time factor per stage (higher is faster)", ["decode", "VAD + diarization", "ASR", "end to end"],
-                  [r.decode_real_time_factor, r.recording_stage_real_time_factor, r.asr_real_time_factor,
-                   r.real_time_factor], "audio seconds per second")
+    stages = _bar(
+        "real-time factor per stage (higher is faster)",
+        ["decode", "VAD + diarization", "ASR", "end to end"],
+        [r.decode_real_time_factor, r.recording_stage_real_time_factor, r.asr_real_time_factor, r.real_time_factor],
+        "audio seconds per second",
+    )
     status = _bar("files by status", ["ok", "no speech", "error"], [r.ok, r.no_speech, r.error], "files", "#8172b2")
     langs = sorted(r.language_seconds.items(), key=lambda kv: -kv[1])[:15]
     languages = _bar("languages", [k for k, _ in langs], [v / 60 for _, v in langs], "minutes of segments", "#c44e52")
     spk = sorted(r.speakers_per_recording.items(), key=lambda kv: int(kv[0]))
-    speakers = _bar("speakers per file", [f"{k} speaker{'s' if k != '1' else ''}" for k, _ in spk],
-                    [v for _, v in spk], "files", "#dd8452")
+    speakers = _bar(
+        "speakers per file",
+        [f"{k} speaker{'s' if k != '1' else ''}" for k, _ in spk],
+        [v for _, v in spk],
+        "files",
+        "#dd8452",
+    )
     confidence = _histogram("segment confidence", r.confidence_histogram or [0] * 10)
     reasons = sorted(r.reject_reasons.items(), key=lambda kv: -kv[1])
     rejections = _bar("rejections by reason", [k for k, _ in reasons], [v for _, v in reasons], "segments", "#937860")
-    slow = _table([[s["uri"], f"{s['duration']:.1f} s", f"{s['seconds']:.1f} s"] for s in r.slowest],
-                  ["file", "audio", "stage time"])
+    slow = _table(
+        [[s["uri"], f"{s['duration']:.1f} s", f"{s['seconds']:.1f} s"] for s in r.slowest],
+        ["file", "audio", "stage time"],
+    )
     failed = _table([[e["uri"], e["error"] or ""] for e in r.errors[:200]], ["file", "error"])
     models = _table([[m] for m in r.models], ["models (provenance of the rows written)"])
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in r.warnings)
-    images = "".join(f'<img alt="{alt}" src="{src}">' for alt, src in [
-        ("stages", stages), ("status", status), ("languages", languages), ("speakers", speakers),
-        ("confidence", confidence), ("rejections", rejections)])
-    tiles_html = "".join(f"<div class=tile><div class=k>{k}</div><div class=v>{html.escape(v)}</div></div>" for k, v in tiles)
+    images = "".join(
+        f'<img alt="{alt}" src="{src}">'
+        for alt, src in [
+            ("stages", stages),
+            ("status", status),
+            ("languages", languages),
+            ("speakers", speakers),
+            ("confidence", confidence),
+            ("rejections", rejections),
+        ]
+    )
+    tiles_html = "".join(
+        f"<div class=tile><div class=k>{k}</div><div class=v>{html.escape(v)}</div></div>" for k, v in tiles
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Scriptorium run {html.escape(r.run_id)}</title>
 <style>

@@ -57,7 +57,9 @@ def run(cfg: JobConfig) -> RunReport:
 
     files = discover_table(cfg.input)  # Arrow rows, longest first: a million files fit in a driver
     if not files.num_rows:
-        raise DiscoveryError(f"input {cfg.input.uri}: no audio files found (extensions {', '.join(cfg.input.extensions)})")
+        raise DiscoveryError(
+            f"input {cfg.input.uri}: no audio files found (extensions {', '.join(cfg.input.extensions)})"
+        )
     ledger = Ledger(cfg.output)
     lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
     try:
@@ -76,7 +78,9 @@ def run(cfg: JobConfig) -> RunReport:
                 warnings.append(said)
             summary = _execute(cfg, todo, pools, run_id, fingerprint)
         ledger.maintain_if_due()
-        apply_rules_after_run(cfg.output, cfg.segment_stage.quality, skipped=plan.get("skipped", 0))  # one rule set per output
+        apply_rules_after_run(
+            cfg.output, cfg.segment_stage.quality, skipped=plan.get("skipped", 0)
+        )  # one rule set per output
     finally:
         lock.release()
 
@@ -118,7 +122,9 @@ def _pooling_warning(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]
     )
 
 
-def _execute(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_id: str, fingerprint: str) -> BlockSummary:
+def _execute(
+    cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_id: str, fingerprint: str
+) -> BlockSummary:
     init_ray(cfg.ray)
     check_fits(stage_resources(cfg), *cluster_shape())  # refuse now, rather than wait forever for resources
     # One block (and one row: see pipeline/execution/operators.py) per pooling window, and every stage
@@ -131,21 +137,36 @@ def _execute(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]], run_i
     # across them: then it is held whole, as before pieces existed.
     decode_cfg = cfg.decode if stitches_pieces(diar) else cfg.decode.model_copy(update={"piece_s": 0.0})
     state, snapshot = start_run_state()  # progress counts, the pieces registry, staged blocks: one actor
-    decode_kwargs = dict(cfg=decode_cfg, storage=cfg.input.storage,
-                         channel_energy=diar.enabled and diar.backend == "channels")  # decode keeps per-channel energy
+    decode_kwargs = dict(
+        cfg=decode_cfg, storage=cfg.input.storage, channel_energy=diar.enabled and diar.backend == "channels"
+    )  # decode keeps per-channel energy
     feed = None
     if cfg.decode.in_recording_stage:  # a small machine: decode in the recording stage's actor
         feed = (decode_stream, "decoded", decode_kwargs)
     else:
         ds = map_tasks(ds, decode_stream, cfg.decode.resources, "decoded", progress=state, **decode_kwargs)
-    ds = map_actor(ds, RecordingStage.from_config, cfg.recording_stage.resources, "segmented", feed=feed,
-                   progress=state, job=cfg)
+    ds = map_actor(
+        ds, RecordingStage.from_config, cfg.recording_stage.resources, "segmented", feed=feed, progress=state, job=cfg
+    )
     seg = cfg.segment_stage
     asr_threads = None if cfg.models.use_gpu(seg.resources) else seg.asr.cpu_threads  # on a CPU: ASR's own count
-    ds = map_actor(ds, SegmentStage.from_config, seg.resources, "transcribed", last=True, threads=asr_threads,
-                   progress=state, windows_at_once=seg.windows_at_once, job=cfg)
+    ds = map_actor(
+        ds,
+        SegmentStage.from_config,
+        seg.resources,
+        "transcribed",
+        last=True,
+        threads=asr_threads,
+        progress=state,
+        windows_at_once=seg.windows_at_once,
+        job=cfg,
+    )
     # recordings with older rows in the output: their group commits replace those rows
-    replacing = todo.filter(todo.column("replaces")).column("recording_id").to_pylist() if "replaces" in todo.column_names else ()
+    replacing = (
+        todo.filter(todo.column("replaces")).column("recording_id").to_pylist()
+        if "replaces" in todo.column_names
+        else ()
+    )
     sink = TranscriptSink(cfg.output, run_id, fingerprint, diar, state=state, replacing=replacing)
     progress = Reporter(snapshot, total_files=todo.num_rows, interval_s=cfg.progress.log_interval_s).start()
     try:

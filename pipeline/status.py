@@ -71,7 +71,9 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
     _, plan = ledger.plan(files, fingerprint)
     listed = files.column("recording_id")
     # committed, input no longer listed
-    plan["gone"] = recs.num_rows - pc.sum(pc.is_in(recs.column("recording_id"), value_set=listed)).as_py() if recs.num_rows else 0
+    plan["gone"] = (
+        recs.num_rows - pc.sum(pc.is_in(recs.column("recording_id"), value_set=listed)).as_py() if recs.num_rows else 0
+    )
     plan["input"] = in_cfg.uri
     data["rerun"] = plan
     return data
@@ -99,16 +101,24 @@ def status(output_uri: str, config: str | None = None, overrides: list[str] = ()
         lines.append(f"  last commit {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(d['last_commit']))}")
     j = d.get("judgement")
     if j and j["segments"]:
-        lines.append(f"  segments: {j['accepted']} accepted ({j['accepted_hours']:.3f} h), {j['rejected']} rejected "
-                     f"({j['rejected_hours']:.3f} h)" + ("; rejected by reason: " + ", ".join(
-                         f"{k} {n} ({h:.3f} h)" for k, (n, h) in j["by_reason"].items()) if j["by_reason"] else ""))
+        lines.append(
+            f"  segments: {j['accepted']} accepted ({j['accepted_hours']:.3f} h), {j['rejected']} rejected "
+            f"({j['rejected_hours']:.3f} h)"
+            + (
+                "; rejected by reason: " + ", ".join(f"{k} {n} ({h:.3f} h)" for k, (n, h) in j["by_reason"].items())
+                if j["by_reason"]
+                else ""
+            )
+        )
     q = d.get("quality_rules")
     if q:
         rules = {k: v for k, v in q["rules"].items() if k != "per_language"}
         per = q["rules"].get("per_language") or {}
-        lines.append(f"  quality rules {q['hash']} (applied by {q['applied_by']} at {q['applied_at']}): "
-                     + ", ".join(f"{k}={v}" for k, v in rules.items())
-                     + "".join(f"; {lang}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for lang, o in per.items()))
+        lines.append(
+            f"  quality rules {q['hash']} (applied by {q['applied_by']} at {q['applied_at']}): "
+            + ", ".join(f"{k}={v}" for k, v in rules.items())
+            + "".join(f"; {lang}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for lang, o in per.items())
+        )
     r = d["rerun"]
     if r and "error" in r:
         lines.append(f"  a rerun cannot list its input: {safe(r['error'])}")
@@ -126,8 +136,14 @@ def _judgement(ledger: Ledger) -> dict:
     `segments`; rows of a recording being rewritten may be counted from its older commit)."""
     t = ledger.read("segments", ["recording_id", "start", "end", "accepted", "reject_reasons"])
     dur = pc.subtract(t.column("end"), t.column("start")).to_pylist()
-    out = {"segments": t.num_rows, "accepted": 0, "rejected": 0, "accepted_hours": 0.0, "rejected_hours": 0.0,
-           "by_reason": {}}
+    out = {
+        "segments": t.num_rows,
+        "accepted": 0,
+        "rejected": 0,
+        "accepted_hours": 0.0,
+        "rejected_hours": 0.0,
+        "by_reason": {},
+    }
     for a, rs, d in zip(t.column("accepted").to_pylist(), t.column("reject_reasons").to_pylist(), dur):
         key = "accepted" if a else "rejected"
         out[key] += 1

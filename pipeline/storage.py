@@ -23,17 +23,27 @@ def fsspec_kwargs(storage: StorageOptions, protocol: str) -> dict[str, Any]:
         # never answers would hold discovery for minutes per manifest line
         import aiohttp  # heavy: aiohttp, only for HTTP(S) URIs
 
-        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(
-            total=None, connect=storage.connect_timeout_s, sock_connect=storage.connect_timeout_s,
-            sock_read=storage.read_timeout_s)}}
+        return {
+            "client_kwargs": {
+                "timeout": aiohttp.ClientTimeout(
+                    total=None,
+                    connect=storage.connect_timeout_s,
+                    sock_connect=storage.connect_timeout_s,
+                    sock_read=storage.read_timeout_s,
+                )
+            }
+        }
     if protocol not in ("s3", "s3a"):
         return {}
     # botocore's defaults (60 s connect, 60 s read, several retries) made an unreachable endpoint
     # cost minutes before its first error line
     kw: dict[str, Any] = {
         "anon": storage.anon,
-        "config_kwargs": {"connect_timeout": storage.connect_timeout_s, "read_timeout": storage.read_timeout_s,
-                          "retries": {"max_attempts": 3, "mode": "standard"}},
+        "config_kwargs": {
+            "connect_timeout": storage.connect_timeout_s,
+            "read_timeout": storage.read_timeout_s,
+            "retries": {"max_attempts": 3, "mode": "standard"},
+        },
     }
     if storage.endpoint_url:
         kw["client_kwargs"] = {"endpoint_url": storage.endpoint_url}

@@ -221,7 +221,9 @@ def turns_and_overlaps(
     return turns, overlaps
 
 
-def _exclusive_runs(probs: np.ndarray, frame_s: float, regions: Sequence[Span], min_turn_s: float) -> list[tuple[float, float, int]]:
+def _exclusive_runs(
+    probs: np.ndarray, frame_s: float, regions: Sequence[Span], min_turn_s: float
+) -> list[tuple[float, float, int]]:
     turns: list[tuple[float, float, int]] = []
     n_frames = probs.shape[0]
     for region in regions:
@@ -253,8 +255,12 @@ def _exclusive_runs(probs: np.ndarray, frame_s: float, regions: Sequence[Span], 
 
 
 def overlapped_speech(
-    probs: np.ndarray, frame_s: float, regions: Sequence[Span], names: Sequence[str] | None = None,
-    active: float = 0.5, min_overlap_s: float = 0.1,
+    probs: np.ndarray,
+    frame_s: float,
+    regions: Sequence[Span],
+    names: Sequence[str] | None = None,
+    active: float = 0.5,
+    min_overlap_s: float = 0.1,
 ) -> list[Overlap]:
     """Where two or more speakers talk at once: frames inside `regions` where at least two columns
     of `probs` (T, S) reach `active`. Gaps shorter than `min_overlap_s` are bridged, then runs shorter

@@ -16,6 +16,7 @@ def _padding_ratio(batches, durs, cost) -> float:
 def test_plan_batches_covers_every_item_once_and_respects_budget():
     rng = np.random.default_rng(1)
     durs = list(rng.uniform(0.5, 20, 200))
+
     def cost(d):  # FastConformer-style
         return max(d) * len(d)
 
@@ -29,6 +30,7 @@ def test_plan_batches_covers_every_item_once_and_respects_budget():
     batches = plan_batches(durs, cost, max_padded_s=120, max_items=32, max_extra_padding=0.05)
     tight = _padding_ratio(batches, durs, cost)
     assert tight <= 0.05 < on and sorted(i for b in batches for i in b) == list(range(200))
+
     # with Whisper's fixed 30 s window the rule never splits: batches stay full
     def whisper(d):
         return 30.0 * len(d)

@@ -17,16 +17,45 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.s3]
 
 def test_fleet_smallest_configuration(corpus, tmp_path):
     out = tmp_path / "fleet.json"
-    cmd = [sys.executable, str(REPO / "bench" / "fleet.py"), "--parts", "a,b,c,d", "--corpora", "short",
-           "--poolings", "8x", "--clips", "4", "--small-clips", "2", "--d-clips", "5", "--writers", "2",
-           "--recordings-per-commit", "4", "--commit-seconds", "2", "--corpus", str(corpus),
-           "--cache", str(tmp_path / "cache"), "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "fleet.py"),
+        "--parts",
+        "a,b,c,d",
+        "--corpora",
+        "short",
+        "--poolings",
+        "8x",
+        "--clips",
+        "4",
+        "--small-clips",
+        "2",
+        "--d-clips",
+        "5",
+        "--writers",
+        "2",
+        "--recordings-per-commit",
+        "4",
+        "--commit-seconds",
+        "2",
+        "--corpus",
+        str(corpus),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--json",
+        str(out),
+    ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = proc.stdout[proc.stdout.index("| part | measured |"):]
-    for label in ("audio s per CPU s", "object-store requests per 1,000 recordings", "Delta commits per 1,000",
-                  "recordings committed per second", "accelerator busy share"):
+    table = proc.stdout[proc.stdout.index("| part | measured |") :]
+    for label in (
+        "audio s per CPU s",
+        "object-store requests per 1,000 recordings",
+        "Delta commits per 1,000",
+        "recordings committed per second",
+        "accelerator busy share",
+    ):
         assert label in table, label
     res = json.loads(out.read_text())
     runs = {r["name"]: r for r in res["runs"]}

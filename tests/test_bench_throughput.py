@@ -22,17 +22,38 @@ from tests.helpers import REPO
 def test_bench_quick_rows_2_3(tmp_path: Path, corpus: Path) -> None:
     out_json = tmp_path / "bench.json"
     cmd = [
-        sys.executable, str(REPO / "bench" / "throughput.py"), "--quick", "--short-clips", "3", "--short-max-s", "6",
-        "--rows", "2,3", "--corpora", "short,long", "--long-files", "1", "--long-min-s", "20", "--long-max-s", "30",
-        "--scale", "0",
-        "--corpus", str(corpus), "--cache", str(tmp_path / "cache"), "--json", str(out_json),
+        sys.executable,
+        str(REPO / "bench" / "throughput.py"),
+        "--quick",
+        "--short-clips",
+        "3",
+        "--short-max-s",
+        "6",
+        "--rows",
+        "2,3",
+        "--corpora",
+        "short,long",
+        "--long-files",
+        "1",
+        "--long-min-s",
+        "20",
+        "--long-max-s",
+        "30",
+        "--scale",
+        "0",
+        "--corpus",
+        str(corpus),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--json",
+        str(out_json),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     split = next(k for k, line in enumerate(lines) if line.startswith("| # | corpus | WER all |"))
-    table, wer_table = lines[:split], lines[split + 1:]
+    table, wer_table = lines[:split], lines[split + 1 :]
     assert table[0].startswith("| # | system | corpus | files | audio s | wall s | x real time | vs row 2 |")
     body = {line.split("|")[1].strip(): line for line in table[1:] if not line.startswith("|---")}
     assert set(body) == {"2", "3"}, table
@@ -64,10 +85,32 @@ def test_bench_row_7_nemo_transcribe(tmp_path: Path, corpus: Path) -> None:
     short clips (batched) and one long file (local attention, one file per call). No Ray: ~40 s."""
     out_json = tmp_path / "bench.json"
     cmd = [
-        sys.executable, str(REPO / "bench" / "throughput.py"), "--short-clips", "3", "--short-max-s", "6",
-        "--rows", "7", "--corpora", "short,long", "--long-files", "1", "--long-min-s", "20", "--long-max-s", "30",
-        "--scale", "0", "--nemo-size", "toy",
-        "--corpus", str(corpus), "--cache", str(tmp_path / "cache"), "--json", str(out_json),
+        sys.executable,
+        str(REPO / "bench" / "throughput.py"),
+        "--short-clips",
+        "3",
+        "--short-max-s",
+        "6",
+        "--rows",
+        "7",
+        "--corpora",
+        "short,long",
+        "--long-files",
+        "1",
+        "--long-min-s",
+        "20",
+        "--long-max-s",
+        "30",
+        "--scale",
+        "0",
+        "--nemo-size",
+        "toy",
+        "--corpus",
+        str(corpus),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--json",
+        str(out_json),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -102,7 +102,9 @@ def test_mono_or_missing_envelope_is_one_speaker_with_a_warning():
     d = ChannelDiarizer()
     assert d.model_id() == "channels"
     assert d.speaker_turns(audio, regions, channel_energy=np.ones((1, 300), np.float32)) == [
-        Span(0.5, 1.5, "ch0"), Span(2.0, 3.0, "ch0")]
+        Span(0.5, 1.5, "ch0"),
+        Span(2.0, 3.0, "ch0"),
+    ]
     assert "mono" in d.turns_and_warning(regions, np.ones((1, 300), np.float32))[1]
     assert [t.speaker for t in d.speaker_turns(audio, regions)] == ["ch0", "ch0"]
     assert "no channel energy" in d.turns_and_warning(regions, None)[1]
@@ -114,7 +116,9 @@ def test_overlap_is_both_channels_loud_at_once_not_crosstalk(tmp_path: Path, cor
     both = decode(str(_stereo(tmp_path / "both.wav", (0.2, 2.5), (2.0, 4.8))), channel_energy=True)
     found = ChannelDiarizer().diarize(both.samples, [Span(0.1, 4.9)], channel_energy=both.channel_energy)
     [o] = found.overlaps
-    assert o.speakers == ("ch0", "ch1") and abs(o.start - 2.0) <= 0.15 and abs(o.end - 2.5) <= 0.15  # levels: 0.31 s medians
+    assert (
+        o.speakers == ("ch0", "ch1") and abs(o.start - 2.0) <= 0.15 and abs(o.end - 2.5) <= 0.15
+    )  # levels: 0.31 s medians
     apart = decode(str(_stereo(tmp_path / "apart.wav", (0.2, 2.0), (2.6, 4.8))), channel_energy=True)
     found = ChannelDiarizer().diarize(apart.samples, [Span(0.1, 4.9)], channel_energy=apart.channel_energy)
     assert found.overlaps == [] and found.warning is None  # can tell, and there is none
@@ -152,8 +156,10 @@ def test_decode_stage_carries_the_envelope_and_the_recording_stage_drops_it(corp
     from pipeline.stages.recording import RecordingStage
 
     assert "channel_energy" in DECODED_SCHEMA.names and "channel_energy" not in SEGMENTED_SCHEMA.names
-    rows = [{"recording_id": str(i), "uri": str(corpus / rel), "size": (corpus / rel).stat().st_size}
-            for i, rel in enumerate([STEREO, MONO])]
+    rows = [
+        {"recording_id": str(i), "uri": str(corpus / rel), "size": (corpus / rel).stat().st_size}
+        for i, rel in enumerate([STEREO, MONO])
+    ]
     batch = pa.Table.from_pylist(rows, schema=INPUT_SCHEMA)
     plain = decode_batch(batch, DecodeConfig(), StorageOptions())
     assert plain.schema == DECODED_SCHEMA and plain.column("channel_energy").null_count == 2
@@ -163,8 +169,15 @@ def test_decode_stage_carries_the_envelope_and_the_recording_stage_drops_it(corp
     mono = np.frombuffer(decoded.column("channel_energy")[1].as_buffer(), "<f4")
     assert len(stereo) == 2 * 500 and abs(len(mono) - len(decoded.column("audio")[1].as_py()) / 4 / 160) <= 1
 
-    job = load_config(LOCAL_CONF, ["input.uri=.", "output.uri=.", "recording_stage.diarization.enabled=true",
-                                   "recording_stage.diarization.backend=channels"])
+    job = load_config(
+        LOCAL_CONF,
+        [
+            "input.uri=.",
+            "output.uri=.",
+            "recording_stage.diarization.enabled=true",
+            "recording_stage.diarization.backend=channels",
+        ],
+    )
     out = RecordingStage.from_config(job)(decoded)
     assert out.schema == SEGMENTED_SCHEMA
     st, mo = out.to_pylist()
@@ -186,8 +199,12 @@ def cli_run(corpus: Path, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     for rel in (STEREO, MONO):
         shutil.copy(corpus / rel, src)
-    args = [f"input.uri={src}", f"output.uri={out}", "recording_stage.diarization.enabled=true",
-            "recording_stage.diarization.backend=channels"]
+    args = [
+        f"input.uri={src}",
+        f"output.uri={out}",
+        "recording_stage.diarization.enabled=true",
+        "recording_stage.diarization.backend=channels",
+    ]
     res = run_cli("run", str(LOCAL_CONF), *args)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     cfg = load_config(LOCAL_CONF, args).output

@@ -35,24 +35,35 @@ def test_version():
 def test_empty_input_says_so(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "notes.txt").write_text("not audio by name")
-    _one_line_exit_2(_cli("run", CONF, f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'out'}"),
-                     "no audio files found", ".wav")
+    _one_line_exit_2(
+        _cli("run", CONF, f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'out'}"),
+        "no audio files found",
+        ".wav",
+    )
 
 
 def test_missing_input_and_unwritable_output_before_anything_starts(tmp_path):
-    _one_line_exit_2(_cli("run", CONF, f"input.uri={tmp_path / 'nope'}", f"output.uri={tmp_path / 'out'}"),
-                     "input", "does not exist")
+    _one_line_exit_2(
+        _cli("run", CONF, f"input.uri={tmp_path / 'nope'}", f"output.uri={tmp_path / 'out'}"), "input", "does not exist"
+    )
     (tmp_path / "in").mkdir()
     blocker = tmp_path / "file"
     blocker.write_text("a file where the output folder should be")
-    _one_line_exit_2(_cli("run", CONF, f"input.uri={tmp_path / 'in'}", f"output.uri={blocker / 'out'}"),
-                     "output", "not writable")
+    _one_line_exit_2(
+        _cli("run", CONF, f"input.uri={tmp_path / 'in'}", f"output.uri={blocker / 'out'}"), "output", "not writable"
+    )
 
 
 def test_unknown_model_is_one_line_before_any_model_loads(tmp_path):
     (tmp_path / "in").mkdir()
     t = time.monotonic()
-    res = _cli("run", CONF, f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'out'}", "segment_stage.asr.model=large-v3")
+    res = _cli(
+        "run",
+        CONF,
+        f"input.uri={tmp_path / 'in'}",
+        f"output.uri={tmp_path / 'out'}",
+        "segment_stage.asr.model=large-v3",
+    )
     _one_line_exit_2(res, "asr.model='large-v3'", "not an embedded model")
     assert not (tmp_path / "out" / "segments").exists()
     assert time.monotonic() - t < 60  # no Ray, no model: seconds (generous on a loaded machine)
@@ -60,13 +71,25 @@ def test_unknown_model_is_one_line_before_any_model_loads(tmp_path):
 
 def test_s3_without_credentials_or_endpoint_is_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true")
-    _one_line_exit_2(_cli("run", CONF, "input.uri=s3://bucket/audio/", f"output.uri={tmp_path / 'out'}", env=env),
-                     "s3://bucket/audio/", "NoCredentialsError")
+    env.update(
+        AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true"
+    )
+    _one_line_exit_2(
+        _cli("run", CONF, "input.uri=s3://bucket/audio/", f"output.uri={tmp_path / 'out'}", env=env),
+        "s3://bucket/audio/",
+        "NoCredentialsError",
+    )
     port = free_port()  # a port nobody listens on
     env.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-east-1")
-    res = _cli("run", CONF, "input.uri=s3://bucket/audio/", f"input.storage.endpoint_url=http://127.0.0.1:{port}",
-               "input.storage.connect_timeout_s=1", f"output.uri={tmp_path / 'out'}", env=env)
+    res = _cli(
+        "run",
+        CONF,
+        "input.uri=s3://bucket/audio/",
+        f"input.storage.endpoint_url=http://127.0.0.1:{port}",
+        "input.storage.connect_timeout_s=1",
+        f"output.uri={tmp_path / 'out'}",
+        env=env,
+    )
     _one_line_exit_2(res, "cannot be listed", "EndpointConnectionError")
 
 

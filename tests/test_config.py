@@ -92,16 +92,24 @@ def test_fingerprints_are_pinned_to_the_values_before_the_reshape():
     assert _fp(local) != PINNED["local"]
     assert _fp(load_config(REPO / "conf/local.yaml", ["segment_stage.asr.encode_pad_s=null"])) == PINNED["local"]
     assert _fp(load_config(REPO / "conf/nemo-gpu.yaml")) == PINNED["nemo-gpu"]
-    both = load_config(REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true",
-                                                  "segment_stage.vocabulary.terms=[ComfyUI]",
-                                                  "segment_stage.asr.encode_pad_s=null"])
+    both = load_config(
+        REPO / "conf/local.yaml",
+        [
+            "recording_stage.diarization.enabled=true",
+            "segment_stage.vocabulary.terms=[ComfyUI]",
+            "segment_stage.asr.encode_pad_s=null",
+        ],
+    )
     assert _fp(both) == PINNED["local+diarization+vocabulary"]
 
 
 def test_fields_added_since_the_pin_count_only_away_from_their_default():
     base = load_config(REPO / "conf/local.yaml", BASE)
-    for key, default, other in (("threshold_scale", "1.6", "null"), ("min_speaker_share", "0.25", "0"),
-                                ("threshold_bounds", "[0.25,0.4]", "[0.2,0.5]")):
+    for key, default, other in (
+        ("threshold_scale", "1.6", "null"),
+        ("min_speaker_share", "0.25", "0"),
+        ("threshold_bounds", "[0.25,0.4]", "[0.2,0.5]"),
+    ):
         same = load_config(REPO / "conf/local.yaml", [*BASE, f"recording_stage.diarization.{key}={default}"])
         assert _fp(same) == _fp(base), key
         changed = load_config(REPO / "conf/local.yaml", [*BASE, f"recording_stage.diarization.{key}={other}"])
@@ -110,13 +118,27 @@ def test_fields_added_since_the_pin_count_only_away_from_their_default():
 
 def test_fingerprint_follows_renamed_fields_and_ignores_io_and_plumbing():
     base = load_config(REPO / "conf/local.yaml", BASE)
-    for changed in ("segment_stage.lid.probe_s=5", "segment_stage.asr.encode_pad_s=3", "segment_stage.lid.part_probe_s=3",
-                    "recording_stage.diarization.embedding_window_s=2", "recording_stage.diarization.embedding_hop_s=1",
-                    "segment_stage.asr.beam_size=5", "recording_stage.vad.pad_s=0.3", "decode.max_duration_s=60"):
+    for changed in (
+        "segment_stage.lid.probe_s=5",
+        "segment_stage.asr.encode_pad_s=3",
+        "segment_stage.lid.part_probe_s=3",
+        "recording_stage.diarization.embedding_window_s=2",
+        "recording_stage.diarization.embedding_hop_s=1",
+        "segment_stage.asr.beam_size=5",
+        "recording_stage.vad.pad_s=0.3",
+        "decode.max_duration_s=60",
+    ):
         assert _fp(load_config(REPO / "conf/local.yaml", [*BASE, changed])) != _fp(base), changed
-    for same in ("output.uri=/elsewhere", "pooling.window_audio_s=60", "pooling.max_files=1",
-                 "recording_stage.resources.num_cpus=2", "segment_stage.resources.pool_size=2",
-                 "segment_stage.asr.workers=2", "segment_stage.windows_at_once=1", "progress.log_interval_s=5"):
+    for same in (
+        "output.uri=/elsewhere",
+        "pooling.window_audio_s=60",
+        "pooling.max_files=1",
+        "recording_stage.resources.num_cpus=2",
+        "segment_stage.resources.pool_size=2",
+        "segment_stage.asr.workers=2",
+        "segment_stage.windows_at_once=1",
+        "progress.log_interval_s=5",
+    ):
         assert _fp(load_config(REPO / "conf/local.yaml", [*BASE, same])) == _fp(base), same
 
 
@@ -136,12 +158,17 @@ def test_the_old_local_preset_is_the_new_one(tmp_path, caplog):
     # since then (issue 16) the preset's CPU calls have shrunk from 16 windows to 1-2, two at once, it
     # decodes inside the recording stage's actor, works on two windows at once (none of that is in the
     # fingerprint), and it encodes short windows short
-    assert cfg == load_config(REPO / "conf/local.yaml", ["segment_stage.batching.max_padded_s=480",
-                                                        "segment_stage.batching.max_items=16",
-                                                        "decode.in_recording_stage=false",
-                                                        "segment_stage.asr.encode_pad_s=null",
-                                                        "segment_stage.asr.workers=1",
-                                                        "segment_stage.windows_at_once=1"])
+    assert cfg == load_config(
+        REPO / "conf/local.yaml",
+        [
+            "segment_stage.batching.max_padded_s=480",
+            "segment_stage.batching.max_items=16",
+            "decode.in_recording_stage=false",
+            "segment_stage.asr.encode_pad_s=null",
+            "segment_stage.asr.workers=1",
+            "segment_stage.windows_at_once=1",
+        ],
+    )
     assert _fp(cfg) == PINNED["local"]
     said = _warnings(caplog)
     # one line per old key (a section that moves whole is one line naming its keys)
@@ -153,24 +180,27 @@ def test_the_old_local_preset_is_the_new_one(tmp_path, caplog):
 
 
 # -- old keys ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("old,new,value", [
-    ("asr.model", "segment_stage.asr.model", "tiny.en"),
-    ("batching.window_s", "pooling.window_audio_s", 600.0),
-    ("batching.max_files", "pooling.max_files", 1),
-    ("batching.pack", "segment_stage.packing.mode", "corpus"),
-    ("batching.pack_gap_s", "segment_stage.packing.gap_s", 1.0),
-    ("batching.max_items", "segment_stage.batching.max_items", 4),
-    ("lid.window_s", "segment_stage.lid.probe_s", 5.0),
-    ("lid.split_window_s", "segment_stage.lid.part_probe_s", 3.0),
-    ("diarization.window_s", "recording_stage.diarization.embedding_window_s", 2.0),
-    ("diarization.hop_s", "recording_stage.diarization.embedding_hop_s", 1.0),
-    ("vad.pad_s", "recording_stage.vad.pad_s", 0.3),
-    ("segmentation.max_segment_s", "recording_stage.segmentation.max_segment_s", 12.0),
-    ("quality.min_confidence", "segment_stage.quality.min_confidence", 0.6),
-    ("vocabulary.boost", "segment_stage.vocabulary.boost", 2.0),
-    ("punctuation.backend", "segment_stage.punctuation.backend", "none"),
-    ("itn.enabled", "segment_stage.itn.enabled", False),
-])
+@pytest.mark.parametrize(
+    "old,new,value",
+    [
+        ("asr.model", "segment_stage.asr.model", "tiny.en"),
+        ("batching.window_s", "pooling.window_audio_s", 600.0),
+        ("batching.max_files", "pooling.max_files", 1),
+        ("batching.pack", "segment_stage.packing.mode", "corpus"),
+        ("batching.pack_gap_s", "segment_stage.packing.gap_s", 1.0),
+        ("batching.max_items", "segment_stage.batching.max_items", 4),
+        ("lid.window_s", "segment_stage.lid.probe_s", 5.0),
+        ("lid.split_window_s", "segment_stage.lid.part_probe_s", 3.0),
+        ("diarization.window_s", "recording_stage.diarization.embedding_window_s", 2.0),
+        ("diarization.hop_s", "recording_stage.diarization.embedding_hop_s", 1.0),
+        ("vad.pad_s", "recording_stage.vad.pad_s", 0.3),
+        ("segmentation.max_segment_s", "recording_stage.segmentation.max_segment_s", 12.0),
+        ("quality.min_confidence", "segment_stage.quality.min_confidence", 0.6),
+        ("vocabulary.boost", "segment_stage.vocabulary.boost", 2.0),
+        ("punctuation.backend", "segment_stage.punctuation.backend", "none"),
+        ("itn.enabled", "segment_stage.itn.enabled", False),
+    ],
+)
 def test_an_old_override_moves_with_one_warning_naming_the_new_place(old, new, value, caplog):
     caplog.set_level(logging.WARNING, logger="pipeline.config")
     cfg = load_config(REPO / "conf/local.yaml", [*BASE, f"{old}={value}"])
@@ -181,12 +211,19 @@ def test_an_old_override_moves_with_one_warning_naming_the_new_place(old, new, v
 
 def test_old_keys_in_a_file_move_too(tmp_path, caplog):
     f = tmp_path / "job.yaml"
-    f.write_text("input: {uri: /in}\noutput: {uri: /out}\nlid: {window_s: 4}\nasr: {model: tiny.en}\n"
-                 "batching: {window_s: 60, max_items: 3}\n")
+    f.write_text(
+        "input: {uri: /in}\noutput: {uri: /out}\nlid: {window_s: 4}\nasr: {model: tiny.en}\n"
+        "batching: {window_s: 60, max_items: 3}\n"
+    )
     caplog.set_level(logging.WARNING, logger="pipeline.config")
     cfg = load_config(f)
     seg = cfg.segment_stage
-    assert (seg.lid.probe_s, seg.asr.model, cfg.pooling.window_audio_s, seg.batching.max_items) == (4.0, "tiny.en", 60.0, 3)
+    assert (seg.lid.probe_s, seg.asr.model, cfg.pooling.window_audio_s, seg.batching.max_items) == (
+        4.0,
+        "tiny.en",
+        60.0,
+        3,
+    )
     assert _warnings(caplog) == [
         "config: 'lid.window_s' is now 'segment_stage.lid.probe_s'",
         "config: 'asr.model' is now 'segment_stage.asr.model'",
@@ -207,9 +244,11 @@ def test_an_old_key_beside_its_new_one_merges_or_is_refused(tmp_path):
     cfg = load_config(REPO / "conf/local.yaml", [*BASE, "asr.beam_size=3", "segment_stage.asr.cpu_threads=1"])
     assert (cfg.segment_stage.asr.beam_size, cfg.segment_stage.asr.cpu_threads) == (3, 1)
     # the same key twice, among the overrides: refused, naming both
-    for pair in (["asr.model=tiny.en", "segment_stage.asr.model=base"],
-                 ["pooling.window_audio_s=90", "batching.window_s=60"],
-                 ["lid.window_s=4", "segment_stage.lid.probe_s=5"]):
+    for pair in (
+        ["asr.model=tiny.en", "segment_stage.asr.model=base"],
+        ["pooling.window_audio_s=90", "batching.window_s=60"],
+        ["lid.window_s=4", "segment_stage.lid.probe_s=5"],
+    ):
         with pytest.raises(ConfigError) as err:
             load_config(REPO / "conf/local.yaml", [*BASE, *pair])
         assert all(repr(p.split("=")[0]) in str(err.value) for p in pair), (pair, str(err.value))
@@ -244,11 +283,21 @@ def test_dead_keys_warn_and_are_dropped(dead, caplog):
 
 def test_model_validate_of_an_old_shaped_mapping_migrates(caplog):
     caplog.set_level(logging.WARNING, logger="pipeline.config")
-    data = {"input": {"uri": "/in"}, "output": {"uri": "/out", "rows_per_file": 10}, "asr": {"model": "tiny.en"},
-            "batching": {"window_s": 600, "pack": "none"}, "lid": {"split_window_s": 2}}
+    data = {
+        "input": {"uri": "/in"},
+        "output": {"uri": "/out", "rows_per_file": 10},
+        "asr": {"model": "tiny.en"},
+        "batching": {"window_s": 600, "pack": "none"},
+        "lid": {"split_window_s": 2},
+    }
     cfg = JobConfig.model_validate(data)
     seg = cfg.segment_stage
-    assert (seg.asr.model, cfg.pooling.window_audio_s, seg.packing.mode, seg.lid.part_probe_s) == ("tiny.en", 600, "none", 2)
+    assert (seg.asr.model, cfg.pooling.window_audio_s, seg.packing.mode, seg.lid.part_probe_s) == (
+        "tiny.en",
+        600,
+        "none",
+        2,
+    )
     assert len(_warnings(caplog)) == 5
     assert "asr" in data and "rows_per_file" in data["output"]  # the caller's mapping is left as it was
     with pytest.raises(ValueError, match="segment_stage.asr.model"):
@@ -260,8 +309,11 @@ def test_every_table_entry_names_a_real_place():
         if new is None:
             continue
         section, _, field = new.rpartition(".")
-        model = type(JobConfig.model_validate({"input": {"uri": "x"}, "output": {"uri": "y"}}).section(section)) \
-            if section else JobConfig
+        model = (
+            type(JobConfig.model_validate({"input": {"uri": "x"}, "output": {"uri": "y"}}).section(section))
+            if section
+            else JobConfig
+        )
         assert field in model.model_fields, f"{old} -> {new}"
 
 
@@ -297,8 +349,10 @@ def test_config_bad_choice_lists_valid_values():
 
 def test_overrides_are_typed_and_change_the_fingerprint():
     a = load_config("conf/local.yaml", BASE)
-    b = load_config("conf/local.yaml", [*BASE, "recording_stage.segmentation.max_segment_s=12",
-                                        "recording_stage.diarization.enabled=true"])
+    b = load_config(
+        "conf/local.yaml",
+        [*BASE, "recording_stage.segmentation.max_segment_s=12", "recording_stage.diarization.enabled=true"],
+    )
     rec = b.recording_stage
     assert rec.segmentation.max_segment_s == 12.0 and rec.diarization.enabled is True
     assert _fp(a) != _fp(b)

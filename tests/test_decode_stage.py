@@ -31,7 +31,10 @@ from tests.helpers.badcorpus import (
     write_long_file,
 )
 
-GOOD = {"speechbrain_spk1_snt1.wav": "the child almost hurt the small dog", "whisper_jfk.flac": "ask not what your country can do for you"}
+GOOD = {
+    "speechbrain_spk1_snt1.wav": "the child almost hurt the small dog",
+    "whisper_jfk.flac": "ask not what your country can do for you",
+}
 
 
 def _words(text: str) -> set[str]:
@@ -48,8 +51,9 @@ def test_bad_inputs_one_run(tmp_path):
     for name in GOOD:
         shutil.copyfile(CORPUS / "speech" / name, inp / name)
     out = tmp_path / "out"
-    cfg = load_config(LOCAL_CONF, [f"input.uri={inp}", f"output.uri={out}", "ray.num_cpus=2",
-                                                     "segment_stage.asr.model=base"])
+    cfg = load_config(
+        LOCAL_CONF, [f"input.uri={inp}", f"output.uri={out}", "ray.num_cpus=2", "segment_stage.asr.model=base"]
+    )
     report = run(cfg)
     recs = {Path(r["uri"]).name: r for r in read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()}
     segs = read_output(OutputConfig(uri=str(out)), "segments").to_pylist()
@@ -83,7 +87,10 @@ def test_bad_inputs_one_run(tmp_path):
     for name in HOSTILE_NAMES:
         assert recs[name]["status"] == "ok" and recs[name]["duration"] > 3, recs[name]
     # layouts were really what the names say
-    assert (recs["speech_48k_stereo.wav"]["source_sample_rate"], recs["speech_48k_stereo.wav"]["source_channels"]) == (48000, 2)
+    assert (recs["speech_48k_stereo.wav"]["source_sample_rate"], recs["speech_48k_stereo.wav"]["source_channels"]) == (
+        48000,
+        2,
+    )
     assert recs["six_channels.wav"]["source_channels"] == 6 and recs["speech_8k_mono.wav"]["source_sample_rate"] == 8000
     assert abs(recs["silence_10min.wav"]["duration"] - 600) < 0.1
 
@@ -127,8 +134,13 @@ print(json.dumps({**out, "base_mb": base, "peak_mb": peak, "seconds": time.time(
 
 
 def _measure(path: Path, mode: str, max_s: float) -> dict:
-    p = subprocess.run([sys.executable, "-c", _MEASURE, str(path), mode, str(max_s)], cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path), mode, str(max_s)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -185,8 +197,17 @@ def _decode_rows(files, **decode_kw) -> dict[str, dict]:
     from pipeline.records import INPUT_SCHEMA
     from pipeline.stages.decode import decode_batch
 
-    rows = [{"recording_id": f.recording_id, "uri": f.uri, "size": f.size, "etag": f.etag, "mtime": f.mtime,
-             "refused": f.error} for f in files]
+    rows = [
+        {
+            "recording_id": f.recording_id,
+            "uri": f.uri,
+            "size": f.size,
+            "etag": f.etag,
+            "mtime": f.mtime,
+            "refused": f.error,
+        }
+        for f in files
+    ]
     t = decode_batch(pa.Table.from_pylist(rows, schema=INPUT_SCHEMA), DecodeConfig(**decode_kw), StorageOptions())
     return {r["uri"]: r for r in t.drop_columns(["audio"]).to_pylist()}
 
@@ -320,7 +341,9 @@ def test_silence_bomb_flac_stays_under_the_duration_bound(tmp_path):
             f.write(np.zeros(16000 * 60, np.float32))
     full = seconds * 16000 * 4 / 2**20
     r = _measure(path, "batch", 4 * 3600)
-    print(f"silence bomb: {path.stat().st_size / 1024:.0f} KB -> peak +{r['peak_mb'] - r['base_mb']:.0f} MB for {full:.0f} MB of samples")
+    print(
+        f"silence bomb: {path.stat().st_size / 1024:.0f} KB -> peak +{r['peak_mb'] - r['base_mb']:.0f} MB for {full:.0f} MB of samples"
+    )
     assert r["status"] == "ok" and r["peak_mb"] - r["base_mb"] < 1.3 * full, r
     r = _measure(path, "batch", 3600)
     assert r["status"] == "error" and r["peak_mb"] - r["base_mb"] < 100, r
@@ -334,17 +357,37 @@ def test_cli_run_on_a_hostile_manifest(tmp_path):
     manifest, cases = make_manifest_cases(tmp_path)
     out = tmp_path / "out"
     env = {**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(LOCAL_CONF),
-                          f"input.uri={manifest}", f"output.uri={out}", "ray.num_cpus=2"],
-                         capture_output=True, text=True, timeout=400, cwd=REPO, env=env)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "run",
+            str(LOCAL_CONF),
+            f"input.uri={manifest}",
+            f"output.uri={out}",
+            "ray.num_cpus=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=REPO,
+        env=env,
+    )
     assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-3000:]
     assert "\x1b" not in res.stdout + res.stderr and "\\x1b[2J\\x1b[H FAKE-ALL-GOOD.wav" in res.stdout, res.stdout
     recs = read_output(OutputConfig(uri=str(out)), "recordings").to_pylist()
     assert len(recs) == len(cases)
     assert sum(r["status"] == "ok" for r in recs) == sum(c.status == "ok" for c in cases.values())
     assert any("\x1b[2J" in r["uri"] for r in recs)  # the table keeps the true name
-    st = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", str(out)], capture_output=True, text=True,
-                        timeout=120, cwd=REPO, env=env)
+    st = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "status", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env,
+    )
     assert st.returncode == 0 and "\x1b" not in st.stdout and "\\x1b[2J" in st.stdout, st.stdout + st.stderr
 
 
@@ -367,7 +410,9 @@ def test_decode_retries_a_storage_error_mid_stream(monkeypatch):
                 raise ConnectionError("injected connection reset")
             return super().read(min(n, 8192) if n and n > 0 else n)
 
-    monkeypatch.setattr(local.LocalFileSystem, "open", lambda self, path, mode="rb", **kw: Flaky(open(path, "rb").read()))
+    monkeypatch.setattr(
+        local.LocalFileSystem, "open", lambda self, path, mode="rb", **kw: Flaky(open(path, "rb").read())
+    )
     r = decode_one(str(CORPUS / "speech" / "whisper_jfk.flac"), DecodeConfig(), StorageOptions())
     assert r["status"] == "ok" and r["error"] is None and abs(r["duration"] - 11.0) < 0.01, r
 
@@ -462,8 +507,13 @@ def test_fuzzed_headers_never_hang_crash_or_balloon(tmp_path):
     seeds = [str(p) for p in SEEDS if p.exists()]
     if len(seeds) < 4:
         pytest.fail(f"the shared corpus is missing its seed files: {SEEDS}")
-    p = subprocess.run([sys.executable, "-c", _FUZZ, str(tmp_path), str(FUZZ_CASES), *seeds], cwd=REPO,
-                       capture_output=True, text=True, timeout=240)
+    p = subprocess.run(
+        [sys.executable, "-c", _FUZZ, str(tmp_path), str(FUZZ_CASES), *seeds],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert p.returncode == 0, f"decode crashed or hung (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     out = json.loads(p.stdout.strip().splitlines()[-1])
     results = out["results"]

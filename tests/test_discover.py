@@ -31,9 +31,11 @@ def test_manifest_lines_resolved_concurrently_or_trusted(tmp_path, monkeypatch):
     from pipeline.config import InputConfig
 
     (tmp_path / "real.wav").write_bytes(b"x" * 1234)
-    lines = [{"audio_filepath": "real.wav", "text": "hello"},
-             {"audio_filepath": "missing.wav"},
-             {"audio_filepath": "s3://far/away.wav", "size": 99, "duration": 2.5, "etag": "e1", "text": "t"}]
+    lines = [
+        {"audio_filepath": "real.wav", "text": "hello"},
+        {"audio_filepath": "missing.wav"},
+        {"audio_filepath": "s3://far/away.wav", "size": 99, "duration": 2.5, "etag": "e1", "text": "t"},
+    ]
     lines += [{"audio_filepath": f"slow{i}.wav"} for i in range(40)]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     real_resolve = disc._resolve
@@ -68,8 +70,15 @@ def test_remote_manifest_keeps_to_its_protocol_and_bucket(s3_endpoint):
         if not fs.exists(b):
             fs.mkdir(b)
     fs.pipe("contain/m/a.wav", b"RIFF")
-    entries = ["a.wav", "/etc/passwd", "file:///etc/passwd", "../../../etc/passwd", "s3://elsewhere/x.wav",
-               "s3://other/y.wav", "http://127.0.0.1:9/z.wav"]
+    entries = [
+        "a.wav",
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "../../../etc/passwd",
+        "s3://elsewhere/x.wav",
+        "s3://other/y.wav",
+        "http://127.0.0.1:9/z.wav",
+    ]
     fs.pipe("contain/m/manifest.jsonl", "".join(json.dumps({"audio_filepath": e}) + "\n" for e in entries).encode())
     st = StorageOptions(endpoint_url=s3_endpoint)
     got = {f.uri: f for f in discover(InputConfig(uri="s3://contain/m/manifest.jsonl", storage=st))}
@@ -80,8 +89,10 @@ def test_remote_manifest_keeps_to_its_protocol_and_bucket(s3_endpoint):
     assert "outside the manifest's bucket 'contain'" in got["s3://elsewhere/x.wav"].error
     assert "outside the manifest's bucket" in got["s3://other/y.wav"].error
     assert "a http:// entry in a s3:// manifest" in got["http://127.0.0.1:9/z.wav"].error
-    got = {f.uri: f for f in discover(InputConfig(uri="s3://contain/m/manifest.jsonl", storage=st,
-                                                  allowed_buckets=["other"]))}
+    got = {
+        f.uri: f
+        for f in discover(InputConfig(uri="s3://contain/m/manifest.jsonl", storage=st, allowed_buckets=["other"]))
+    }
     assert got["s3://other/y.wav"].error is None  # allowed: looked up (and missing: decode says so)
 
 
@@ -101,8 +112,10 @@ def test_listings_stream_page_by_page(s3_endpoint, tmp_path, monkeypatch):
         fs.mkdir("pages")
     fs.pipe({f"pages/in/{k}/f{i}.wav": b"x" * (100 + 7 * i) for k in "ab" for i in range(5)})
     fs.pipe("pages/in/skip.txt", b"not audio")
-    lines = [{"audio_filepath": f"clip-é\u2028{i}.wav", "size": 10, "duration": float(i % 3), "text": f"t{i}é"}
-             for i in range(9)]
+    lines = [
+        {"audio_filepath": f"clip-é\u2028{i}.wav", "size": 10, "duration": float(i % 3), "text": f"t{i}é"}
+        for i in range(9)
+    ]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
     st = StorageOptions(endpoint_url=s3_endpoint)
 

@@ -37,15 +37,25 @@ def test_gpu_preset_plan_runs_on_logical_gpus(corpus, tiny, tmp_path):
     (src / "broken.wav").write_text("not audio")  # one failed file: the run says so in its exit code
     out = tmp_path / "out"
     res = _cli(
-        "run", PRESET,
+        "run",
+        PRESET,
         # one GPU pod of the preset's node shape, on this machine: 8 logical CPUs, 1 logical GPU
-        "ray.address=null", "ray.num_cpus=8", "ray.num_gpus=1", "models.device=cpu",
-        f"models.cache_dir={tmp_path / 'cache'}", "segment_stage.asr.cpu_threads=1",
-        f"input.uri={src}", f"output.uri={out}",
-        f"recording_stage.vad.model={tiny['vad']}", f"recording_stage.vad.sha256={_sha(tiny['vad'])}",
-        "recording_stage.vad.threshold=0.01", "recording_stage.vad.neg_threshold=0.0",
-        f"segment_stage.lid.model={tiny['lid']}", f"segment_stage.lid.sha256={_sha(tiny['lid'])}",
-        f"segment_stage.asr.model={tiny['tdt']}", f"segment_stage.asr.sha256={_sha(tiny['tdt'])}",
+        "ray.address=null",
+        "ray.num_cpus=8",
+        "ray.num_gpus=1",
+        "models.device=cpu",
+        f"models.cache_dir={tmp_path / 'cache'}",
+        "segment_stage.asr.cpu_threads=1",
+        f"input.uri={src}",
+        f"output.uri={out}",
+        f"recording_stage.vad.model={tiny['vad']}",
+        f"recording_stage.vad.sha256={_sha(tiny['vad'])}",
+        "recording_stage.vad.threshold=0.01",
+        "recording_stage.vad.neg_threshold=0.0",
+        f"segment_stage.lid.model={tiny['lid']}",
+        f"segment_stage.lid.sha256={_sha(tiny['lid'])}",
+        f"segment_stage.asr.model={tiny['tdt']}",
+        f"segment_stage.asr.sha256={_sha(tiny['tdt'])}",
         f"recording_stage.diarization.model={tiny['sortformer']}",
         f"recording_stage.diarization.sha256={_sha(tiny['sortformer'])}",
     )
@@ -66,13 +76,21 @@ def test_preset_that_can_never_be_scheduled_stops_at_start(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.wav").write_bytes(b"RIFF")  # something to do, so the plan is built
     res = _cli(
-        "run", str(REPO / "conf/local.yaml"), f"input.uri={tmp_path / 'in'}", f"output.uri={tmp_path / 'out'}",
-        "ray.num_cpus=2", "ray.num_gpus=1", "models.device=cpu", "segment_stage.resources.num_gpus=2",
+        "run",
+        str(REPO / "conf/local.yaml"),
+        f"input.uri={tmp_path / 'in'}",
+        f"output.uri={tmp_path / 'out'}",
+        "ray.num_cpus=2",
+        "ray.num_gpus=1",
+        "models.device=cpu",
+        "segment_stage.resources.num_gpus=2",
         timeout=300,
     )
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-3000:]
     ours = [line for line in res.stderr.splitlines() if line.startswith("scriptorium:")]
-    assert len(ours) == 1 and "segment_stage" in ours[0] and "2 GPUs" in ours[0] and "offers 2 CPUs and 1 GPUs" in ours[0]
+    assert (
+        len(ours) == 1 and "segment_stage" in ours[0] and "2 GPUs" in ours[0] and "offers 2 CPUs and 1 GPUs" in ours[0]
+    )
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "out" / "segments").exists()
 
@@ -84,13 +102,27 @@ def test_shipped_gpu_preset_refuses_unstaged_models_before_anything_runs(tmp_pat
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()  # one line per problem, every model named
     assert all(x.startswith("scriptorium: ") and "sha256" in x for x in lines), res.stderr
-    assert [x.split()[1] for x in lines] == ["recording_stage.vad.model:", "recording_stage.diarization.model:",
-                                             "segment_stage.lid.model:", "segment_stage.asr.model:"]
-    res = _cli("run", PRESET, f"input.uri={tmp_path}", f"output.uri={tmp_path / 'out'}",
-               "segment_stage.asr.model=nvidia/parakeet-tdt-0.6b-v3", "recording_stage.vad.backend=none",
-               "segment_stage.lid.backend=none", "segment_stage.lid.language=en",
-               "recording_stage.diarization.enabled=false", timeout=120)
-    assert res.returncode == 2 and "allow_download" in res.stderr and "segment_stage.asr.model" in res.stderr, res.stderr
+    assert [x.split()[1] for x in lines] == [
+        "recording_stage.vad.model:",
+        "recording_stage.diarization.model:",
+        "segment_stage.lid.model:",
+        "segment_stage.asr.model:",
+    ]
+    res = _cli(
+        "run",
+        PRESET,
+        f"input.uri={tmp_path}",
+        f"output.uri={tmp_path / 'out'}",
+        "segment_stage.asr.model=nvidia/parakeet-tdt-0.6b-v3",
+        "recording_stage.vad.backend=none",
+        "segment_stage.lid.backend=none",
+        "segment_stage.lid.language=en",
+        "recording_stage.diarization.enabled=false",
+        timeout=120,
+    )
+    assert res.returncode == 2 and "allow_download" in res.stderr and "segment_stage.asr.model" in res.stderr, (
+        res.stderr
+    )
 
 
 @pytest.mark.parametrize("preset", ["conf/nemo-gpu.yaml", "conf/nemo-gpu-8x.yaml"])
@@ -129,8 +161,10 @@ def test_an_actor_stage_runs_its_native_thread_pools_at_the_count_it_is_given():
 
     class EnvStage:  # defined here so that Ray ships it by value
         def __call__(self, table: pa.Table) -> pa.Table:
-            env = [os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                               "MALLOC_ARENA_MAX")]
+            env = [
+                os.environ.get(k)
+                for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_ARENA_MAX")
+            ]
             return table.append_column("threads", pa.array([",".join(map(str, env))] * table.num_rows))
 
     init_ray(RayConfig(num_cpus=2))
@@ -189,8 +223,9 @@ def test_a_fed_actor_stage_takes_each_table_of_its_feed_and_sends_it_on_alone():
 
     init_ray(RayConfig(num_cpus=2))
     ds = ray.data.from_arrow([nest(pa.table({"duration": [1250.0]}))])
-    done = map_actor(ds, Speech, Resources(num_cpus=0.5, pool_size=1), "segmented", last=True,
-                     feed=(pieces, "decoded", {"n": 4})).materialize()
+    done = map_actor(
+        ds, Speech, Resources(num_cpus=0.5, pool_size=1), "segmented", last=True, feed=(pieces, "decoded", {"n": 4})
+    ).materialize()
     assert done.num_blocks() == 4
     assert sorted(int(r["speech"][0]) for r in done.take_all()) == [0, 1, 2, 3]
     local = load_config(REPO / "conf/local.yaml", ["input.uri=/i", "output.uri=/o"])
@@ -224,7 +259,12 @@ def test_an_actor_stage_works_on_as_many_windows_at_once_as_it_is_told():
                 return table.append_column("most", pa.array([self.most] * table.num_rows))
 
     init_ray(RayConfig(num_cpus=2))
-    ds = ray.data.from_arrow([nest(pa.table({"duration": [60.0], "status": ["ok"], "error": pa.array([None], pa.string())})) for _ in range(4)])
+    ds = ray.data.from_arrow(
+        [
+            nest(pa.table({"duration": [60.0], "status": ["ok"], "error": pa.array([None], pa.string())}))
+            for _ in range(4)
+        ]
+    )
     done = map_actor(ds, Overlap, Resources(num_cpus=1, pool_size=1), "transcribed", last=True, windows_at_once=2)
     assert max(r["most"] for r in done.take_all()) == 2
     local = load_config(REPO / "conf/local.yaml", ["input.uri=/i", "output.uri=/o"])

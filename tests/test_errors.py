@@ -23,10 +23,20 @@ def test_every_user_error_derives_from_the_base_and_keeps_its_builtin():
     from pipeline.vocabulary import VocabularyError
 
     assert FromEngine is ClusterTooSmall  # importable from where it was
-    builtin = {ConfigError: ValueError, VocabularyError: ValueError, DiscoveryError: ValueError,
-               ClusterTooSmall: RuntimeError, ModelLoadError: RuntimeError, PreflightError: RuntimeError,
-               ExportError: RuntimeError, OutputMissingError: RuntimeError, EvalError: RuntimeError,
-               OutputError: RuntimeError, OutputLockedError: RuntimeError, LegacyOutputError: RuntimeError}
+    builtin = {
+        ConfigError: ValueError,
+        VocabularyError: ValueError,
+        DiscoveryError: ValueError,
+        ClusterTooSmall: RuntimeError,
+        ModelLoadError: RuntimeError,
+        PreflightError: RuntimeError,
+        ExportError: RuntimeError,
+        OutputMissingError: RuntimeError,
+        EvalError: RuntimeError,
+        OutputError: RuntimeError,
+        OutputLockedError: RuntimeError,
+        LegacyOutputError: RuntimeError,
+    }
     for cls, base in builtin.items():
         assert issubclass(cls, UserError) and issubclass(cls, base), cls
         assert not is_transient(cls("x"))
@@ -37,14 +47,26 @@ def test_every_user_error_derives_from_the_base_and_keeps_its_builtin():
 def test_transient_errors_are_the_passing_ones():
     from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
 
-    slow_down = OSError(errno.EIO, "An error occurred (SlowDown) when calling the GetObject operation: "
-                                   "Please reduce your request rate.")
-    for exc in (slow_down, ConnectionResetError("reset by peer"), TimeoutError("read timed out"),
-                CommitFailedError("concurrent transaction"), DeltaError("Generic S3 error: 503 Service Unavailable")):
+    slow_down = OSError(
+        errno.EIO, "An error occurred (SlowDown) when calling the GetObject operation: Please reduce your request rate."
+    )
+    for exc in (
+        slow_down,
+        ConnectionResetError("reset by peer"),
+        TimeoutError("read timed out"),
+        CommitFailedError("concurrent transaction"),
+        DeltaError("Generic S3 error: 503 Service Unavailable"),
+    ):
         assert is_transient(exc), exc
-    for exc in (SchemaMismatchError("Cannot cast schema, number of fields does not match: 3 vs 4"),
-                FileNotFoundError("s3://b/k"), PermissionError("Access Denied"), ValueError("bad data"),
-                DeltaError("Invalid table version"), RuntimeError("boom"), KeyError("x")):
+    for exc in (
+        SchemaMismatchError("Cannot cast schema, number of fields does not match: 3 vs 4"),
+        FileNotFoundError("s3://b/k"),
+        PermissionError("Access Denied"),
+        ValueError("bad data"),
+        DeltaError("Invalid table version"),
+        RuntimeError("boom"),
+        KeyError("x"),
+    ):
         assert not is_transient(exc), exc
 
 

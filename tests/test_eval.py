@@ -39,7 +39,9 @@ def test_eval_matches_an_independent_jiwer_computation(tmp_path, shared_output):
         lid.append(rec["language"] == ref["lang"])
         if "text" not in ref:
             continue
-        mine = sorted((s for s in segs if s["recording_id"] == rec["recording_id"] and s["text"]), key=lambda s: s["start"])
+        mine = sorted(
+            (s for s in segs if s["recording_id"] == rec["recording_id"] and s["text"]), key=lambda s: s["start"]
+        )
         hyp = " ".join(x for x in (norm(s["text"], ref["lang"]) for s in mine) if x)
         r, h = by_lang.setdefault(ref["lang"], ([], []))
         r.append(norm(ref["text"], ref["lang"]))

@@ -43,7 +43,10 @@ def test_lhotse_cuts_have_the_true_audio_format_and_validate(output, tmp_path):
         cut = by_source[str(audio / rel)]
         truth = Recording.from_file(audio / rel)
         assert (cut.recording.sampling_rate, cut.recording.num_samples, cut.recording.channel_ids) == (
-            truth.sampling_rate, truth.num_samples, truth.channel_ids), rel
+            truth.sampling_rate,
+            truth.num_samples,
+            truth.channel_ids,
+        ), rel
         samples = cut.load_audio()
         assert samples.shape[-1] == pytest.approx(cut.duration * cut.sampling_rate, abs=2)
     assert by_source[str(audio / "jfk.flac")].load_audio().shape[0] == 2  # stereo kept
@@ -102,8 +105,11 @@ def test_nemo_with_audio_is_trainable_by_nemo_dataset(output, tmp_path):
         info = sf.info(dest / x["audio_filepath"])
         assert info.samplerate == 16000 and info.channels == 1
         assert info.duration == pytest.approx(x["duration"], abs=1e-3)
-    ds = AudioToCharDataset(manifest_filepath=str(dest / "manifest_en.jsonl"), labels=list(" abcdefghijklmnopqrstuvwxyz'"),
-                            sample_rate=16000)
+    ds = AudioToCharDataset(
+        manifest_filepath=str(dest / "manifest_en.jsonl"),
+        labels=list(" abcdefghijklmnopqrstuvwxyz'"),
+        sample_rate=16000,
+    )
     item = ds[0]
     assert item[0].shape[0] == pytest.approx(16000 * ds.manifest_processor.collection[0].duration, abs=2)
 
@@ -134,14 +140,23 @@ def test_long_segment_is_split_by_word_timestamps_and_speakers_are_voice_tags():
     from pipeline.export import subtitle_text
 
     words = [{"word": f" word{k}", "start": k * 0.5, "end": k * 0.5 + 0.4, "confidence": 0.9} for k in range(40)]
-    seg = {"start": 0.0, "end": 20.0, "text": "".join(w["word"] for w in words).strip(), "words": words,
-           "speaker": "spk0", "accepted": False, "reject_reasons": ["low_confidence"]}
+    seg = {
+        "start": 0.0,
+        "end": 20.0,
+        "text": "".join(w["word"] for w in words).strip(),
+        "words": words,
+        "speaker": "spk0",
+        "accepted": False,
+        "reject_reasons": ["low_confidence"],
+    }
     vtt = subtitle_text([seg], "vtt")
     cues = [b for b in vtt.split("\n\n") if "-->" in b]
     assert len(cues) >= 4
     assert "NOTE rejected: low_confidence" in vtt and all("<v spk0>" in c for c in cues)
     assert "00:00:00.000 -->" in cues[0] and "--> 00:00:20.000" in cues[-1]
-    srt = subtitle_text([seg, {**seg, "start": 21.0, "end": 22.0, "text": "fine", "words": [], "accepted": True}], "srt")
+    srt = subtitle_text(
+        [seg, {**seg, "start": 21.0, "end": 22.0, "text": "fine", "words": [], "accepted": True}], "srt"
+    )
     assert srt.count("[?] [spk0]") == len(cues) and "\n[spk0] fine\n" in srt  # rejected cues marked
 
 
@@ -179,8 +194,11 @@ def test_input_manifest_fields_are_carried_to_exports(output, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(src, out)
     manifest = audio.parent / "manifest-ascii.jsonl"  # discovery splits lines at U+2028 too: escape it
-    manifest.write_text("".join(json.dumps(json.loads(x)) + "\n"
-                                for x in (audio.parent / "references.jsonl").read_text().split("\n") if x))
+    manifest.write_text(
+        "".join(
+            json.dumps(json.loads(x)) + "\n" for x in (audio.parent / "references.jsonl").read_text().split("\n") if x
+        )
+    )
     files = discover(InputConfig(uri=str(manifest)))
     assert record_input_fields(OutputConfig(uri=str(out)), files) == len(CLIPS) + 1
     assert _cli("export", str(out), "--format", "json", "--to", str(tmp_path / "j")).returncode == 0
@@ -226,8 +244,11 @@ def test_export_streams_in_chunks_with_the_same_bytes(output, tmp_path, monkeypa
     def files(dest):  # gzip's header holds the time it was written: compare what it holds
         import gzip
 
-        return {p.relative_to(dest).as_posix(): gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-                for p in sorted(dest.rglob("*")) if p.is_file()}
+        return {
+            p.relative_to(dest).as_posix(): gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+            for p in sorted(dest.rglob("*"))
+            if p.is_file()
+        }
 
     got = {}
     for size in ("whole", "tiny"):
@@ -243,4 +264,6 @@ def test_export_streams_in_chunks_with_the_same_bytes(output, tmp_path, monkeypa
     assert len(got["tiny", "scans"]) >= 4 * recordings and set(got["tiny", "scans"]) == {1}
     for fmt in ("nemo", "json", "vtt", "lhotse"):
         assert got["tiny", fmt] == got["whole", fmt], fmt
-    assert len(got["whole", "nemo"]["manifest.jsonl"].splitlines()) == sum(1 for s in segs if s["accepted"] and s["text"])
+    assert len(got["whole", "nemo"]["manifest.jsonl"].splitlines()) == sum(
+        1 for s in segs if s["accepted"] and s["text"]
+    )

@@ -91,17 +91,33 @@ def test_new_signals_are_stored_and_judged(shared_output):
     # the stored verdict is what the shared judge gives for the stored signals
     cfg = QualityConfig()
     assert all(judge(r, cfg) == (r["accepted"], r["reject_reasons"]) for r in rows)
-    base = {"confidence": 0.9, "no_speech_prob": 0.05, "language": "en", "chars_per_second": 10.0,
-            "compression_ratio": 1.2, "language_prob": 0.99, "language_agreement": None}
-    loop = {**base, "text": "thank you thank you thank you thank you", **text_signals("thank you thank you thank you thank you", "en")}
+    base = {
+        "confidence": 0.9,
+        "no_speech_prob": 0.05,
+        "language": "en",
+        "chars_per_second": 10.0,
+        "compression_ratio": 1.2,
+        "language_prob": 0.99,
+        "language_agreement": None,
+    }
+    loop = {
+        **base,
+        "text": "thank you thank you thank you thank you",
+        **text_signals("thank you thank you thank you thank you", "en"),
+    }
     assert "repeated_ngrams" in judge(loop, cfg)[1]
     thanks = {**base, "text": "Thank you.", **text_signals("Thank you.", "en"), "no_speech_prob": 0.6}
     assert judge(thanks, cfg) == (False, ["filler_on_silence"])
-    amara = {**base, "text": "Untertitel der Amara.org-Community", "language": "de",
-             **text_signals("Untertitel der Amara.org-Community", "de")}
+    amara = {
+        **base,
+        "text": "Untertitel der Amara.org-Community",
+        "language": "de",
+        **text_signals("Untertitel der Amara.org-Community", "de"),
+    }
     assert "filler_on_silence" in judge(amara, cfg)[1]
     assert judge({**base, "text": "hallo", "language_agreement": False, **text_signals("hallo", "de")}, cfg)[1] == [
-        "language_disagreement"]
+        "language_disagreement"
+    ]
     long = {**base, "text": "a" * 60, **text_signals("a" * 60, "en")}
     assert "long_word" in judge(long, cfg)[1]
 

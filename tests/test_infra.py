@@ -114,8 +114,19 @@ def _cpu(q: Any) -> float:
 
 def test_manifests_found():
     kinds = {d["kind"] for _, d in DOCS}
-    for kind in ("RayCluster", "RayJob", "RayCronJob", "CronJob", "ServiceAccount", "Role", "RoleBinding",
-                 "PersistentVolumeClaim", "ConfigMap", "PodMonitor", "PrometheusRule"):
+    for kind in (
+        "RayCluster",
+        "RayJob",
+        "RayCronJob",
+        "CronJob",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "PodMonitor",
+        "PrometheusRule",
+    ):
         assert kind in kinds, f"no {kind} under infra/k8s"
 
 
@@ -229,9 +240,13 @@ def test_crd_checker_rejects_unknown_fields_and_wrong_types():
     bad["authOptions"] = {"mode": "tokens"}
     del bad["headGroupSpec"]["template"]
     errors = "\n".join(crd_errors(bad, schema, "spec"))
-    for needle in ("enableInTreeAutoScaling: unknown field", "maxReplicas: expected integer",
-                   "num-gpus: expected string", "not one of ['disabled', 'token']",
-                   "missing required field 'template'"):
+    for needle in (
+        "enableInTreeAutoScaling: unknown field",
+        "maxReplicas: expected integer",
+        "num-gpus: expected string",
+        "not one of ['disabled', 'token']",
+        "missing required field 'template'",
+    ):
         assert needle in errors, errors
 
 
@@ -284,7 +299,7 @@ def _preset_of_entrypoint(entrypoint: str) -> tuple[Path, list[str]]:
     assert argv[:2] == ["scriptorium", "run"], entrypoint
     config = argv[2]
     assert config.startswith(IMAGE_IN_CONTAINER), f"{config}: the image holds presets in {IMAGE_IN_CONTAINER}"
-    return ROOT / "conf" / config[len(IMAGE_IN_CONTAINER):], argv[3:]
+    return ROOT / "conf" / config[len(IMAGE_IN_CONTAINER) :], argv[3:]
 
 
 def test_entrypoints_name_existing_configs_that_load():
@@ -385,7 +400,7 @@ def test_model_cache_claim_is_read_only_many():
 
 
 def _nightly_rayjob() -> dict[str, Any]:
-    (_, doc), = [(w, d) for w, d in _of_kind("RayJob") if ":data." in w]
+    ((_, doc),) = [(w, d) for w, d in _of_kind("RayJob") if ":data." in w]
     return doc
 
 
@@ -403,15 +418,15 @@ def test_nightly_rayjob():
     assert any(a.startswith("input.uri=") for a in argv) and any(a.startswith("output.uri=") for a in argv)
     # Same cluster shape as the long-lived RayCluster of the same preset, and the RayCronJob variant
     # runs exactly the same RayJob.
-    (_, cluster), = [(w, d) for w, d in _of_kind("RayCluster") if d["metadata"]["name"] == "scriptorium"]
+    ((_, cluster),) = [(w, d) for w, d in _of_kind("RayCluster") if d["metadata"]["name"] == "scriptorium"]
     assert spec["rayClusterSpec"] == cluster["spec"], "nightly rayClusterSpec drifted from raycluster.yaml"
-    (_, cron), = _of_kind("RayCronJob")
+    ((_, cron),) = _of_kind("RayCronJob")
     assert cron["spec"]["jobTemplate"] == spec, "raycronjob.yaml's jobTemplate drifted from the nightly RayJob"
     assert cron["metadata"]["name"] == "scriptorium-nightly"  # its RayJobs match the alerts' name prefix
 
 
 def test_nightly_cronjob_creates_the_rayjob():
-    (_, cron), = _of_kind("CronJob")
+    ((_, cron),) = _of_kind("CronJob")
     spec = cron["spec"]
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["startingDeadlineSeconds"] > 0
@@ -424,7 +439,7 @@ def test_nightly_cronjob_creates_the_rayjob():
     mounted = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     path = Path(argv[-1])
     volume = next(v for v in pod["volumes"] if v["name"] == mounted[str(path.parent)])
-    (_, cm), = [(w, d) for w, d in _of_kind("ConfigMap") if d["metadata"]["name"] == volume["configMap"]["name"]]
+    ((_, cm),) = [(w, d) for w, d in _of_kind("ConfigMap") if d["metadata"]["name"] == volume["configMap"]["name"]]
     assert path.name in cm["data"]
     # RBAC: the CronJob's account may create rayjobs.
     sa = pod["serviceAccountName"]
@@ -432,19 +447,20 @@ def test_nightly_cronjob_creates_the_rayjob():
     roles = {d["metadata"]["name"]: d for _, d in _of_kind("Role")}
     assert any(
         "create" in r["verbs"] and "rayjobs" in r["resources"] and "ray.io" in r["apiGroups"]
-        for b in bindings for r in roles[b["roleRef"]["name"]]["rules"]
+        for b in bindings
+        for r in roles[b["roleRef"]["name"]]["rules"]
     ), f"{sa} cannot create rayjobs"
 
 
 def test_monitoring_scrapes_ray_pods_and_alerts():
-    (_, pm), = _of_kind("PodMonitor")
+    ((_, pm),) = _of_kind("PodMonitor")
     selector = pm["spec"]["selector"]["matchLabels"]
     for where, role, template in _pod_templates():
         if role.startswith(("ray-head", "ray-worker")):
             labels = template.get("metadata", {}).get("labels", {})
             assert selector.items() <= labels.items(), f"{where} {role}: not selected by the PodMonitor"
     assert [e["port"] for e in pm["spec"]["podMetricsEndpoints"]] == ["metrics"]
-    (_, rule), = _of_kind("PrometheusRule")
+    ((_, rule),) = _of_kind("PrometheusRule")
     rules = {r.get("alert") or r.get("record"): r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert 'deployment_status="Failed"' in rules["ScriptoriumNightlyFailed"]
     assert "26 * 3600" in rules["ScriptoriumNightlyNoSuccess"]
@@ -496,14 +512,16 @@ def test_preset_fits_its_node_shape(where, preset, spec):
     pair_gpus = rec.num_gpus + seg.num_gpus
     assert pair_gpus > 0
     k = pod_gpus / pair_gpus
-    assert abs(k - round(k)) < 1e-9, f"{name}: recording {rec.num_gpus} + segment {seg.num_gpus} GPUs per pair " \
-        f"do not fill {pod_gpus} GPUs per pod"
+    assert abs(k - round(k)) < 1e-9, (
+        f"{name}: recording {rec.num_gpus} + segment {seg.num_gpus} GPUs per pair do not fill {pod_gpus} GPUs per pod"
+    )
     if pod_gpus == 1:
         assert rec.num_gpus + seg.num_gpus == pytest.approx(1.0), f"{name}: one GPU = one recording + one segment actor"
     k = round(k)
     spare = pod_cpus - k * (rec.num_cpus + seg.num_cpus)
-    assert spare >= dec.num_cpus, f"{name}: {k} actor pairs use {pod_cpus - spare} of {pod_cpus} CPUs, " \
-        f"no CPU left for a decode task"
+    assert spare >= dec.num_cpus, (
+        f"{name}: {k} actor pairs use {pod_cpus - spare} of {pod_cpus} CPUs, no CPU left for a decode task"
+    )
 
     if "max_pool_size" not in Resources.model_fields:
         pytest.skip("pipeline.config.Resources has no max_pool_size yet: the pool-size-vs-cluster check needs it")
@@ -511,7 +529,9 @@ def test_preset_fits_its_node_shape(where, preset, spec):
     asked = sum((r.max_pool_size or r.pool_size) * r.num_gpus for r in (rec, seg))
     assert asked <= max_gpus + 1e-9, f"{name}: pools at max ask {asked} GPUs, the cluster has {max_gpus} ({where})"
     for stage, r in (("recording_stage", rec), ("segment_stage", seg)):
-        assert (r.max_pool_size or r.pool_size) <= group["maxReplicas"] * k, f"{name} {stage}: more actors than GPU slots"
+        assert (r.max_pool_size or r.pool_size) <= group["maxReplicas"] * k, (
+            f"{name} {stage}: more actors than GPU slots"
+        )
 
 
 # ------------------------------------------------------------------------------- stage_models.py
@@ -571,8 +591,12 @@ def _at(data, dotted):
 def test_plan_staging_picks_pretrained_names_and_unfilled_volume_paths():
     plan = stage_models.plan_staging(yaml.safe_load(PRESET))
     assert [(m.section, m.source, m.class_name, m.path) for m in plan] == [
-        (VAD, "vad_multilingual_frame_marblenet", "EncDecFrameClassificationModel",
-         "/models/vad_multilingual_frame_marblenet.nemo"),
+        (
+            VAD,
+            "vad_multilingual_frame_marblenet",
+            "EncDecFrameClassificationModel",
+            "/models/vad_multilingual_frame_marblenet.nemo",
+        ),
         (DIAR, "diar_sortformer_4spk-v1", "SortformerEncLabelModel", "/models/diar_sortformer_4spk-v1.nemo"),
         # lid is an s3:// file: pipeline/models.py fetches and verifies it, nothing to stage
         (ASR, "nvidia/parakeet-tdt-0.6b-v3", "ASRModel", "/models/parakeet-tdt-0.6b-v3.nemo"),

@@ -55,8 +55,12 @@ def test_s3fs_and_a_delta_commit_work_through_the_proxy(s3_endpoint, tmp_path):
         fs.pipe_file("latency/a.bin", b"x" * 300_000)  # a body larger than one read of the proxy
         assert fs.cat_file("latency/a.bin") == b"x" * 300_000
         assert fs.ls("latency", detail=False) == ["latency/a.bin"]
-        options = {"AWS_ENDPOINT_URL": proxy.endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
-                   "aws_conditional_put": "etag"}
+        options = {
+            "AWS_ENDPOINT_URL": proxy.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            "aws_conditional_put": "etag",
+        }
         before = proxy.total_requests()
         t0 = time.perf_counter()
         write_deltalake("s3://latency/table", pa.table({"x": [1, 2, 3]}), storage_options=options)
@@ -64,6 +68,8 @@ def test_s3fs_and_a_delta_commit_work_through_the_proxy(s3_endpoint, tmp_path):
         write_deltalake("s3://latency/table", pa.table({"x": [4]}), mode="append", storage_options=options)
         requests = proxy.total_requests() - before
         assert proxy.requests["PUT"] >= 3 and proxy.requests["GET"] >= 2
-        assert sorted(DeltaTable("s3://latency/table", storage_options=options).to_pyarrow_table()["x"].to_pylist()) == [1, 2, 3, 4]
+        assert sorted(
+            DeltaTable("s3://latency/table", storage_options=options).to_pyarrow_table()["x"].to_pylist()
+        ) == [1, 2, 3, 4]
     assert requests >= 4
     assert commit_s >= 2 * 0.02  # a commit is at least a write and a log entry: two round trips

@@ -32,10 +32,24 @@ PACKAGE = REPO / "pipeline"
 #: imported at the top of the module.
 LAZY_OK = {
     # heavy: seconds of import time, or native libraries a process that does not use them should not load
-    "ray", "torch", "nemo", "faster_whisper", "ctranslate2", "resemblyzer", "matplotlib", "lhotse", "scipy",
-    "sklearn", "av", "soundfile", "deltalake", "aiohttp",
+    "ray",
+    "torch",
+    "nemo",
+    "faster_whisper",
+    "ctranslate2",
+    "resemblyzer",
+    "matplotlib",
+    "lhotse",
+    "scipy",
+    "sklearn",
+    "av",
+    "soundfile",
+    "deltalake",
+    "aiohttp",
     # optional: an extra (`itn`, `test`) that a plain install lacks
-    "nemo_text_processing", "jiwer", "whisper_normalizer",
+    "nemo_text_processing",
+    "jiwer",
+    "whisper_normalizer",
     # the foundation layer imports nothing but the stdlib when it is imported (`pipeline.errors`)
     "tenacity",
 }
@@ -79,7 +93,8 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool) -
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 @cache
@@ -98,8 +113,10 @@ def _imports() -> tuple[Import, ...]:
                     for stmt in child.orelse:
                         visit(ast.Module(body=[stmt], type_ignores=[]), scope)
                 elif isinstance(child, (ast.Import, ast.ImportFrom)):
-                    found.extend(Import(module, child.lineno, child.end_lineno or child.lineno, t, scope)
-                                 for t in _targets(module, child, is_package))
+                    found.extend(
+                        Import(module, child.lineno, child.end_lineno or child.lineno, t, scope)
+                        for t in _targets(module, child, is_package)
+                    )
                 else:  # a class body, `try:` or `if` at module level runs on import
                     visit(child, scope)
 
@@ -121,7 +138,7 @@ def _layers() -> list[tuple[str, list[str]]]:
     lines = (pipeline.__doc__ or "").splitlines()
     start = next(i for i, line in enumerate(lines) if line.split() == ["layer", "modules"])
     layers: list[tuple[str, list[str]]] = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip():
             break
         if re.match(r"    \S", line):
@@ -302,8 +319,11 @@ def test_only_the_execution_layer_and_above_import_ray():
     execution = [name for name, _ in _layers()].index("execution")
     below = sorted(m for m in _imports_ray_on_import() if _layer_of(m) < execution)
     assert not below, f"these import Ray when they are imported: {below}"
-    inside = sorted(f"{i.module}:{i.line}" for i in _imports()
-                    if i.target.split(".")[0] == "ray" and _layer_of(i.module) < execution)
+    inside = sorted(
+        f"{i.module}:{i.line}"
+        for i in _imports()
+        if i.target.split(".")[0] == "ray" and _layer_of(i.module) < execution
+    )
     assert not inside, f"Ray is the execution layer's: {inside}"
 
 

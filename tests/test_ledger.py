@@ -42,16 +42,40 @@ def fake_rows(ids: list[str], nseg: int = 2, status: str = "ok", size: int = 100
 
     rows = []
     for rid in ids:
-        rows.append({
-            "recording_id": recording_id_for(rid), "uri": rid, "size": size, "etag": None, "mtime": mtime,
-            "duration": 3.0, "source_sample_rate": 16000, "source_channels": 1, "status": status,
-            "error": "decode: broken" if status == "error" else None,
-            "num_speakers": 1, "speech_seconds": 2.0, "language": "en", "punctuated": True,
-            "asr_audio_seconds": 2.0, "asr_padded_seconds": 30.0, "asr_wall_seconds": 1.0,
-            "segments": [{"segment_index": i, "start": float(i), "end": i + 1.0, "duration": 1.0, "text": f"{rid} {i}",
-                          "words": [{"word": "w", "start": float(i), "end": i + 0.5, "confidence": 0.9}],
-                          "reject_reasons": [], "accepted": True} for i in range(0 if status == "error" else nseg)],
-        })
+        rows.append(
+            {
+                "recording_id": recording_id_for(rid),
+                "uri": rid,
+                "size": size,
+                "etag": None,
+                "mtime": mtime,
+                "duration": 3.0,
+                "source_sample_rate": 16000,
+                "source_channels": 1,
+                "status": status,
+                "error": "decode: broken" if status == "error" else None,
+                "num_speakers": 1,
+                "speech_seconds": 2.0,
+                "language": "en",
+                "punctuated": True,
+                "asr_audio_seconds": 2.0,
+                "asr_padded_seconds": 30.0,
+                "asr_wall_seconds": 1.0,
+                "segments": [
+                    {
+                        "segment_index": i,
+                        "start": float(i),
+                        "end": i + 1.0,
+                        "duration": 1.0,
+                        "text": f"{rid} {i}",
+                        "words": [{"word": "w", "start": float(i), "end": i + 0.5, "confidence": 0.9}],
+                        "reject_reasons": [],
+                        "accepted": True,
+                    }
+                    for i in range(0 if status == "error" else nseg)
+                ],
+            }
+        )
     return pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA)
 
 
@@ -90,8 +114,9 @@ def test_retried_write_task_is_idempotent(tmp_path):
     write(out, RUN_B, ["a", "b"])
     assert versions(out) == (v[0] + 1, v[1] + 1)
     t = plain(out)
-    assert len(keys(t)) == len(set(keys(t))) == 4 and set(t.column("write_id").to_pylist()) == {write_id_for(RUN_B, [
-        recording_id_for("a"), recording_id_for("b")])}
+    assert len(keys(t)) == len(set(keys(t))) == 4 and set(t.column("write_id").to_pylist()) == {
+        write_id_for(RUN_B, [recording_id_for("a"), recording_id_for("b")])
+    }
 
 
 def test_predicate_replace_and_plan(tmp_path):
@@ -119,7 +144,9 @@ def test_predicate_replace_and_plan(tmp_path):
     write(out, RUN_B, ["s3obj"], mtime=5.0)
     assert led.plan([InputFile(uri="s3obj", size=100, etag=None, mtime=5.0)], "fp1")[1]["skipped"] == 1
     write(out, RUN_B, ["e"])
-    assert read_output(cfg, "recordings").filter(pa.compute.equal(pa.compute.field("uri"), "e")).column("status").to_pylist() == ["ok"]
+    assert read_output(cfg, "recordings").filter(pa.compute.equal(pa.compute.field("uri"), "e")).column(
+        "status"
+    ).to_pylist() == ["ok"]
 
 
 def test_crash_between_the_two_tables(tmp_path, monkeypatch):
@@ -142,15 +169,25 @@ def test_crash_between_the_two_tables(tmp_path, monkeypatch):
     monkeypatch.setattr(sink, "_commit", real)
     # a plain reader of `segments` sees the half-done write (documented); read_output does not
     t = plain(out)
-    assert Counter(t.column("recording_id").to_pylist()) == {recording_id_for("a"): 3, recording_id_for("b"): 2,
-                                                             recording_id_for("gone"): 3}
+    assert Counter(t.column("recording_id").to_pylist()) == {
+        recording_id_for("a"): 3,
+        recording_id_for("b"): 2,
+        recording_id_for("gone"): 3,
+    }
     committed = read_output(cfg)
     assert sorted(keys(committed)) == [(recording_id_for("b"), 0), (recording_id_for("b"), 1)], (
-        "a recording whose segments were replaced but whose recordings row was not must not be shown mixed")
+        "a recording whose segments were replaced but whose recordings row was not must not be shown mixed"
+    )
     # the next run trusts only `recordings`: "a" is still changed, "gone" still new
     led = Ledger(cfg)
-    todo, counts = led.plan([InputFile(uri="a", size=200, mtime=1.0), InputFile(uri="b", size=100, mtime=1.0),
-                             InputFile(uri="gone", size=200, mtime=1.0)], "fp1")
+    todo, counts = led.plan(
+        [
+            InputFile(uri="a", size=200, mtime=1.0),
+            InputFile(uri="b", size=100, mtime=1.0),
+            InputFile(uri="gone", size=200, mtime=1.0),
+        ],
+        "fp1",
+    )
     assert counts == {"new": 1, "changed": 1, "skipped": 1, "retry_failed": 0}, counts
     # the rerun's predicate overwrite clears what the dead task left
     write(out, "20260103T000000-cccccc", ["a"], nseg=3, size=200)
@@ -242,9 +279,14 @@ def test_stale_locks_are_taken_over(tmp_path):
     import time
 
     def holder_row(holder: str, age_s: float) -> None:
-        write_deltalake(led.ensure(LOCK_TABLE), pa.Table.from_pylist(
-            [{"run_id": RUN_A, "holder": holder, "heartbeat": time.time() - age_s, "released": False}],
-            schema=LOCK_SCHEMA), mode="overwrite")
+        write_deltalake(
+            led.ensure(LOCK_TABLE),
+            pa.Table.from_pylist(
+                [{"run_id": RUN_A, "holder": holder, "heartbeat": time.time() - age_s, "released": False}],
+                schema=LOCK_SCHEMA,
+            ),
+            mode="overwrite",
+        )
 
     assert dt is not None
     # a driver on this host that was SIGKILLed: its pid is gone -> taken over at once
@@ -323,10 +365,17 @@ def test_storage_options_for_s3_never_hold_credentials(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     assert storage_options(OutputConfig(uri="/data/out")) is None
     opts = storage_options(OutputConfig(uri="s3://b/out", storage=StorageOptions(endpoint_url="http://127.0.0.1:9000")))
-    assert opts == {"aws_conditional_put": "etag", "AWS_REGION": "eu-west-1",
-                    "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ALLOW_HTTP": "true"}
+    assert opts == {
+        "aws_conditional_put": "etag",
+        "AWS_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_ALLOW_HTTP": "true",
+    }
     assert "s3cr3t" not in repr(opts)
-    assert storage_options(OutputConfig(uri="s3://b/out", storage=StorageOptions(anon=True)))["AWS_SKIP_SIGNATURE"] == "true"
+    assert (
+        storage_options(OutputConfig(uri="s3://b/out", storage=StorageOptions(anon=True)))["AWS_SKIP_SIGNATURE"]
+        == "true"
+    )
 
 
 @pytest.mark.s3
@@ -469,8 +518,11 @@ def test_a_group_with_a_changed_recording_replaces_its_older_rows(tmp_path):
     redo = [_staged(out, RUN_B, ["a"], nseg=3, size=200), _staged(out, RUN_B, ["new1"])]
     commit_blocks(led, redo, replacing={recording_id_for("a")})
     t = plain(out)
-    assert Counter(t.column("recording_id").to_pylist()) == {recording_id_for("a"): 3, recording_id_for("b"): 2,
-                                                             recording_id_for("new1"): 2}
+    assert Counter(t.column("recording_id").to_pylist()) == {
+        recording_id_for("a"): 3,
+        recording_id_for("b"): 2,
+        recording_id_for("new1"): 2,
+    }
     assert plain(out, "recordings").num_rows == 3
     assert sorted(keys(read_output(OutputConfig(uri=out)))) == sorted(keys(t))
 
@@ -554,12 +606,23 @@ def test_flatten_is_the_row_by_row_layout_column_by_column():
     want_seg, want_rec = [], []
     for row in table.to_pylist():
         for s in row["segments"] or []:
-            want_seg.append({"recording_id": row["recording_id"], "uri": row["uri"], **s, "fingerprint": "fp9",
-                             "write_id": "w9"})
-        want_rec.append({**{n: row.get(n) for n in RECORDINGS_SCHEMA.names}, "num_segments": len(row["segments"] or []),
-                         "fingerprint": "fp9", "mtime": row["mtime"], "run_id": "run9", "write_id": "w9"})
+            want_seg.append(
+                {"recording_id": row["recording_id"], "uri": row["uri"], **s, "fingerprint": "fp9", "write_id": "w9"}
+            )
+        want_rec.append(
+            {
+                **{n: row.get(n) for n in RECORDINGS_SCHEMA.names},
+                "num_segments": len(row["segments"] or []),
+                "fingerprint": "fp9",
+                "mtime": row["mtime"],
+                "run_id": "run9",
+                "write_id": "w9",
+            }
+        )
     assert seg.schema == SEGMENTS_TABLE_SCHEMA and rec.schema == RECORDINGS_TABLE_SCHEMA
     assert seg.to_pylist() == pa.Table.from_pylist(want_seg, schema=SEGMENTS_TABLE_SCHEMA).to_pylist()
     got = rec.drop_columns(["committed_at"]).to_pylist()
-    assert got == pa.Table.from_pylist(want_rec, schema=RECORDINGS_TABLE_SCHEMA).drop_columns(["committed_at"]).to_pylist()
+    assert (
+        got == pa.Table.from_pylist(want_rec, schema=RECORDINGS_TABLE_SCHEMA).drop_columns(["committed_at"]).to_pylist()
+    )
     assert rec.column("committed_at").null_count == 0

@@ -61,7 +61,9 @@ def test_pretrained_name_without_network_fails_fast(tmp_path):
     assert resolve_model("vad_multilingual_frame_marblenet", None, cfg) is None
     assert resolve_model("nvidia/parakeet-tdt-0.6b-v3", None, cfg) is None
     t0 = time.monotonic()
-    with pytest.raises(ModelLoadError, match="could not download pretrained model 'vad_multilingual_frame_marblenet'.*no network"):
+    with pytest.raises(
+        ModelLoadError, match="could not download pretrained model 'vad_multilingual_frame_marblenet'.*no network"
+    ):
         load_nemo_model(EncDecFrameClassificationModel, "vad_multilingual_frame_marblenet", None, cfg, "cpu")
     assert time.monotonic() - t0 < 60
 
@@ -156,8 +158,9 @@ def test_s3_concurrent_fetch_from_two_processes_downloads_once(s3_models, s3_end
 
     ref, marker = f"s3://{BUCKET}/vad/vad.nemo", tmp_path / "downloads.txt"
     args = [sys.executable, "-c", _CHILD, s3_endpoint, str(tmp_path / "cache"), str(marker), ref, sha(tiny["vad"])]
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=REPO) for _ in range(2)]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     paths = {o[0].strip() for o in outs}
@@ -257,8 +260,17 @@ def test_models_verified_at_load_not_once(tmp_path, monkeypatch):
     nemo.write_bytes(b"y" * 4096)
     with pytest.raises(ModelIntegrityError, match=sha256_file(nemo)):
         resolve_model(str(nemo), digest, ModelsConfig())
-    cfg = load_config(LOCAL_CONF, ["input.uri=/x", "output.uri=/y", "segment_stage.asr.backend=nemo",
-                                                     f"segment_stage.asr.model={nemo}", f"segment_stage.asr.sha256={digest}",
-                                                     "segment_stage.lid.backend=none", "segment_stage.lid.language=en"])
+    cfg = load_config(
+        LOCAL_CONF,
+        [
+            "input.uri=/x",
+            "output.uri=/y",
+            "segment_stage.asr.backend=nemo",
+            f"segment_stage.asr.model={nemo}",
+            f"segment_stage.asr.sha256={digest}",
+            "segment_stage.lid.backend=none",
+            "segment_stage.lid.language=en",
+        ],
+    )
     problems = check_models(cfg)
     assert len(problems) == 1 and digest in problems[0] and sha256_file(nemo) in problems[0], problems

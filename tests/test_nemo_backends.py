@@ -97,7 +97,9 @@ def test_exclusive_turns_cover_regions_exactly():
 def test_cluster_embeddings_counts_speakers():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=16), rng.normal(size=16)
-    embs = np.stack([a + 0.05 * rng.normal(size=16) for _ in range(6)] + [b + 0.05 * rng.normal(size=16) for _ in range(4)])
+    embs = np.stack(
+        [a + 0.05 * rng.normal(size=16) for _ in range(6)] + [b + 0.05 * rng.normal(size=16) for _ in range(4)]
+    )
     labels = cluster_speakers(embs, threshold=0.35, max_speakers=8)
     assert len(set(labels[:6])) == 1 and len(set(labels[6:])) == 1 and labels[0] != labels[6]
     assert set(cluster_speakers(embs, threshold=0.35, max_speakers=1)) == {0}
@@ -158,8 +160,13 @@ def test_tokenizer_punctuation_detection():
 
 
 def test_clip_words_are_clamped_monotonic_and_rounded():
-    items = [("a", -0.2, 0.3, 1.4), ("", 0.3, 0.4, 0.5), ("b", 0.25, 0.4, 0.7), ("x", 0.1, 0.05, -0.1),
-             ("c", 0.51234, 9.0, 0.5)]
+    items = [
+        ("a", -0.2, 0.3, 1.4),
+        ("", 0.3, 0.4, 0.5),
+        ("b", 0.25, 0.4, 0.7),
+        ("x", 0.1, 0.05, -0.1),
+        ("c", 0.51234, 9.0, 0.5),
+    ]
     assert [(w.word, w.start, w.end, w.confidence) for w in clip_words(items, duration=1.0)] == [
         ("a", 0.0, 0.3, 1.0),  # clamped to the clip start; confidence to [0, 1]; empty text dropped
         ("b", 0.25, 0.4, 0.7),
@@ -168,8 +175,14 @@ def test_clip_words_are_clamped_monotonic_and_rounded():
     ]
 
 
-@pytest.mark.parametrize("cls,cfg", [(NemoVad, VadConfig(backend="nemo")), (NemoLid, LidConfig(backend="nemo")),
-                                     (NemoDiarizer, DiarizationConfig(enabled=True, backend="nemo"))])
+@pytest.mark.parametrize(
+    "cls,cfg",
+    [
+        (NemoVad, VadConfig(backend="nemo")),
+        (NemoLid, LidConfig(backend="nemo")),
+        (NemoDiarizer, DiarizationConfig(enabled=True, backend="nemo")),
+    ],
+)
 def test_model_id_is_name_and_digest(cls, cfg):
     backend = object.__new__(cls)
     backend.cfg, backend._ref = cfg, cfg.model or cls.default_model
@@ -181,8 +194,10 @@ def test_model_id_is_name_and_digest(cls, cfg):
 def test_import_is_cheap():
     # torch and NeMo only inside functions (tests/test_layers.py checks the rule for every module);
     # fsspec is light and imported at the top like the rest of the storage code
-    code = "import sys, pipeline.backends.nemo, pipeline.models, pipeline.stages.itn; " \
-           "bad = [m for m in ('torch', 'nemo') if m in sys.modules]; assert not bad, bad"
+    code = (
+        "import sys, pipeline.backends.nemo, pipeline.models, pipeline.stages.itn; "
+        "bad = [m for m in ('torch', 'nemo') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -330,7 +345,9 @@ def test_use_gpu_without_cuda_is_a_clear_error(tiny, models_cfg):
 
 @pytest.mark.parametrize("kind,mode", [("sortformer", "sortformer"), ("speaker", "embedding")])
 def test_diarization_turns_cover_vad_regions(tiny, models_cfg, call, kind, mode):
-    cfg = DiarizationConfig(enabled=True, backend="nemo", model=str(tiny[kind]), embedding_window_s=1.5, embedding_hop_s=0.75)
+    cfg = DiarizationConfig(
+        enabled=True, backend="nemo", model=str(tiny[kind]), embedding_window_s=1.5, embedding_hop_s=0.75
+    )
     diar = NemoDiarizer(cfg, models_cfg, use_gpu=False)
     assert diar.mode == mode
     assert diar.model_id() == f"nemo:{tiny[kind]}"
@@ -363,7 +380,9 @@ def test_registry_builds_nemo_backends(tiny, models_cfg):
     assert isinstance(asr, NemoAsr)
     assert isinstance(make_vad(VadConfig(backend="nemo", model=str(tiny["vad"])), models_cfg, False), NemoVad)
     assert isinstance(make_lid(stage_cfg, asr, models_cfg, False), NemoLid)
-    diar = make_diarizer(DiarizationConfig(enabled=True, backend="nemo", model=str(tiny["sortformer"])), models_cfg, False)
+    diar = make_diarizer(
+        DiarizationConfig(enabled=True, backend="nemo", model=str(tiny["sortformer"])), models_cfg, False
+    )
     assert isinstance(diar, NemoDiarizer)
 
 
@@ -403,28 +422,46 @@ def _sortformer_with_bias(src, dst, bias):
 @pytest.fixture(scope="module")
 def overlapping_sortformer(tiny, tmp_path_factory):
     """Speaker 0 dominant (p 0.998) and speaker 1 active too (p 0.98) in every frame: all overlap."""
-    return _sortformer_with_bias(tiny["sortformer"], tmp_path_factory.mktemp("sf") / "overlap.nemo", [6.0, 4.0, -8.0, -8.0])
+    return _sortformer_with_bias(
+        tiny["sortformer"], tmp_path_factory.mktemp("sf") / "overlap.nemo", [6.0, 4.0, -8.0, -8.0]
+    )
 
 
-def test_sortformer_reports_overlapped_speech_and_titanet_cannot(tiny, models_cfg, call, overlapping_sortformer, tmp_path):
+def test_sortformer_reports_overlapped_speech_and_titanet_cannot(
+    tiny, models_cfg, call, overlapping_sortformer, tmp_path
+):
     regions = [Span(0.4, 6.2), Span(7.0, 18.5)]
-    diar = NemoDiarizer(DiarizationConfig(enabled=True, backend="nemo", model=str(overlapping_sortformer)), models_cfg, False)
+    diar = NemoDiarizer(
+        DiarizationConfig(enabled=True, backend="nemo", model=str(overlapping_sortformer)), models_cfg, False
+    )
     found = diar.diarize(call, regions)
-    assert [(t.start, t.end, t.speaker) for t in found.turns] == [(0.4, 6.2, "spk0"), (7.0, 18.5, "spk0")]  # the dominant one
-    assert [(o.start, o.end, o.speakers) for o in found.overlaps] == [(0.4, 6.2, ("spk0", "spk1")), (7.0, 18.5, ("spk0", "spk1"))]
+    assert [(t.start, t.end, t.speaker) for t in found.turns] == [
+        (0.4, 6.2, "spk0"),
+        (7.0, 18.5, "spk0"),
+    ]  # the dominant one
+    assert [(o.start, o.end, o.speakers) for o in found.overlaps] == [
+        (0.4, 6.2, ("spk0", "spk1")),
+        (7.0, 18.5, ("spk0", "spk1")),
+    ]
     # one active speaker: Sortformer can tell, and there is no overlap ([] rather than None)
     solo = _sortformer_with_bias(tiny["sortformer"], tmp_path / "solo.nemo", [6.0, -8.0, -8.0, -8.0])
-    found = NemoDiarizer(DiarizationConfig(enabled=True, backend="nemo", model=str(solo)), models_cfg, False).diarize(call, regions)
+    found = NemoDiarizer(DiarizationConfig(enabled=True, backend="nemo", model=str(solo)), models_cfg, False).diarize(
+        call, regions
+    )
     assert found.overlaps == [] and {t.speaker for t in found.turns} == {"spk0"}
     # TitaNet + clustering: one speaker per window, so it cannot tell (None, not "no overlap")
-    cfg = DiarizationConfig(enabled=True, backend="nemo", model=str(tiny["speaker"]), embedding_window_s=1.5, embedding_hop_s=0.75)
+    cfg = DiarizationConfig(
+        enabled=True, backend="nemo", model=str(tiny["speaker"]), embedding_window_s=1.5, embedding_hop_s=0.75
+    )
     found = NemoDiarizer(cfg, models_cfg, False).diarize(call, regions)
     assert found.turns and found.overlaps is None
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_cli_marks_overlapped_speech_from_sortformer_on_words_segments_and_recordings(corpus, overlapping_sortformer, tmp_path):
+def test_cli_marks_overlapped_speech_from_sortformer_on_words_segments_and_recordings(
+    corpus, overlapping_sortformer, tmp_path
+):
     """The path a user takes: `scriptorium run` with diarization.backend=nemo and a Sortformer .nemo;
     every frame has two active speakers, so every word is spoken in overlap and keeps the dominant speaker."""
     import json
@@ -440,8 +477,13 @@ def test_cli_marks_overlapped_speech_from_sortformer_on_words_segments_and_recor
     shutil.copy(corpus / "speech/speechbrain_spk1_snt1.wav", src)
     out = tmp_path / "out"
     res = run_cli(
-        "run", str(LOCAL_CONF), f"input.uri={src}", f"output.uri={out}", f"models.cache_dir={tmp_path / 'cache'}",
-        "recording_stage.diarization.enabled=true", "recording_stage.diarization.backend=nemo",
+        "run",
+        str(LOCAL_CONF),
+        f"input.uri={src}",
+        f"output.uri={out}",
+        f"models.cache_dir={tmp_path / 'cache'}",
+        "recording_stage.diarization.enabled=true",
+        "recording_stage.diarization.backend=nemo",
         f"recording_stage.diarization.model={overlapping_sortformer}",
         f"recording_stage.diarization.sha256={sha256_of(overlapping_sortformer)}",
         timeout=900,

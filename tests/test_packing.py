@@ -74,15 +74,32 @@ def test_cut_splits_a_window_where_the_language_changes():
 
 def _item(words: list[Word], start: float = 10.0, end: float = 16.0) -> Utterance:
     clip = np.zeros(int((end - start) * 16000), np.float32)
-    res = AsrResult(text=" ".join(w.word.strip() for w in words), words=words, confidence=0.9, language="en",
-                    avg_logprob=-0.2, no_speech_prob=0.01, compression_ratio=1.2)
-    return Utterance(0, {"start": start, "end": end, "speaker": None, "audio_offset": 0, "num_samples": len(clip)}, clip,
-                 result=res, padded_s=30.0, wall_s=2.0)
+    res = AsrResult(
+        text=" ".join(w.word.strip() for w in words),
+        words=words,
+        confidence=0.9,
+        language="en",
+        avg_logprob=-0.2,
+        no_speech_prob=0.01,
+        compression_ratio=1.2,
+    )
+    return Utterance(
+        0,
+        {"start": start, "end": end, "speaker": None, "audio_offset": 0, "num_samples": len(clip)},
+        clip,
+        result=res,
+        padded_s=30.0,
+        wall_s=2.0,
+    )
 
 
 def test_a_segment_splits_where_its_words_change_speaker():
-    words = [Word(" Hello", 0.2, 0.6, 0.9), Word(" there.", 0.7, 1.1, 0.8),
-             Word(" Hi,", 2.4, 2.7, 0.7), Word(" you.", 2.8, 3.4, 0.5)]
+    words = [
+        Word(" Hello", 0.2, 0.6, 0.9),
+        Word(" there.", 0.7, 1.1, 0.8),
+        Word(" Hi,", 2.4, 2.7, 0.7),
+        Word(" you.", 2.8, 3.4, 0.5),
+    ]
     turns = [{"start": 10.0, "end": 12.0, "speaker": "spk1"}, {"start": 12.0, "end": 16.0, "speaker": "spk0"}]
     first, second = by_speaker(_item(words), turns)
     assert (first.span["start"], first.span["end"], first.span["speaker"]) == (10.0, 11.1, "spk1")
@@ -99,10 +116,10 @@ def test_a_segment_splits_where_its_words_change_speaker():
 
 def test_a_segment_without_words_takes_the_speaker_it_overlaps_most():
     it = _item([])
-    (one,) = by_speaker(it, [{"start": 10.0, "end": 11.0, "speaker": "spk1"}, {"start": 11.0, "end": 16.0, "speaker": "spk0"}])
+    (one,) = by_speaker(
+        it, [{"start": 10.0, "end": 11.0, "speaker": "spk1"}, {"start": 11.0, "end": 16.0, "speaker": "spk0"}]
+    )
     assert one.span["speaker"] == "spk0"
-
-
 
 
 def _speech(seconds: float, pauses: list[float] = (), seed: int = 0) -> np.ndarray:
@@ -124,8 +141,9 @@ def test_filling_cuts_an_utterance_at_a_pause_and_joins_its_words_back():
     # each window says a word per second of its own audio; the pieces' words go back onto the whole
     for w in windows:
         words = [Word(f"w{k}", k + 0.1, k + 0.6, 0.9) for k in range(int(w.duration))]
-        w.split(AsrResult(" ".join(x.word for x in words), words, 0.9, language="en", avg_logprob=-0.2,
-                          no_speech_prob=0.1))
+        w.split(
+            AsrResult(" ".join(x.word for x in words), words, 0.9, language="en", avg_logprob=-0.2, no_speech_prob=0.1)
+        )
     second.join_pieces()
     words = second.result.words
     assert len(words) == 8 + int(20.0 - cut)  # w20..w27 of window 1, then every word of window 2

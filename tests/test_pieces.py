@@ -84,11 +84,11 @@ def test_each_region_is_kept_by_one_piece_whole_where_both_see_it():
     # piece 1: audio from 52 s (8 s of lead-in), core [60, 123.5), audio to 131.5 (8 s past the core)
     row = {"piece": 1, "piece_start": 52.0, "core_start": 60.0, "core_end": 123.5}
     local = [  # seconds into the piece's audio; the core is [8, 71.5), the overlap 8 s
-        Span(0.5, 7.95),   # before the core: the previous piece's
-        Span(0.0, 9.5),    # runs in from the audio's edge: not seen whole, cut at the boundary
-        Span(6.0, 9.0),    # across the boundary, larger part before it: the previous piece's
-        Span(7.5, 10.0),   # across, larger part here: kept whole
-        Span(7.0, 20.0),   # 12 s past the boundary, more than the overlap: cut at the boundary
+        Span(0.5, 7.95),  # before the core: the previous piece's
+        Span(0.0, 9.5),  # runs in from the audio's edge: not seen whole, cut at the boundary
+        Span(6.0, 9.0),  # across the boundary, larger part before it: the previous piece's
+        Span(7.5, 10.0),  # across, larger part here: kept whole
+        Span(7.0, 20.0),  # 12 s past the boundary, more than the overlap: cut at the boundary
         Span(30.0, 71.6),  # 41.5 s before the next boundary: cut there
         Span(70.0, 73.0),  # a tie across the next boundary: the earlier piece (this one) keeps it
         Span(71.0, 75.0),  # larger part in the next piece: its
@@ -103,18 +103,35 @@ def test_each_region_is_kept_by_one_piece_whole_where_both_see_it():
 
 
 def _piece(k: int, status: str = "ok", segments=(), **kw) -> dict:
-    row = {"recording_id": "r", "uri": "u", "piece": k, "last_piece": False, "status": status, "error": None,
-           "duration": 600.0, "speech_seconds": 300.0, "asr_wall_seconds": 10.0, "decode_peak_rss_mb": 100.0 + k,
-           "num_speakers": 1, "punctuated": True, "vocabulary_hits": None,
-           "segments": [{"segment_index": i, "start": s, "end": s + 2.0, "text": "a", "language": "en", "speaker": None}
-                        for i, s in enumerate(segments)]}
+    row = {
+        "recording_id": "r",
+        "uri": "u",
+        "piece": k,
+        "last_piece": False,
+        "status": status,
+        "error": None,
+        "duration": 600.0,
+        "speech_seconds": 300.0,
+        "asr_wall_seconds": 10.0,
+        "decode_peak_rss_mb": 100.0 + k,
+        "num_speakers": 1,
+        "punctuated": True,
+        "vocabulary_hits": None,
+        "segments": [
+            {"segment_index": i, "start": s, "end": s + 2.0, "text": "a", "language": "en", "speaker": None}
+            for i, s in enumerate(segments)
+        ],
+    }
     row.update(kw)
     return row
 
 
 def test_join_makes_one_recording_row_in_time_order():
-    rows = [_piece(1, segments=[700.0, 650.0]), _piece(0, segments=[10.0]),
-            _piece(2, segments=[], status="no_speech", duration=42.0, last_piece=True, error="1 corrupt packet(s) skipped")]
+    rows = [
+        _piece(1, segments=[700.0, 650.0]),
+        _piece(0, segments=[10.0]),
+        _piece(2, segments=[], status="no_speech", duration=42.0, last_piece=True, error="1 corrupt packet(s) skipped"),
+    ]
     out = join(rows)
     assert out["piece"] is None and out["status"] == "ok"
     assert [s["start"] for s in out["segments"]] == [10.0, 650.0, 700.0]
@@ -162,12 +179,22 @@ def test_stitch_gives_a_speaker_one_label_across_pieces():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(64), rng.standard_normal(64)  # two voices, far apart
     rows = [
-        {"piece": 0, "voices": [{"speaker": "spk0", "seconds": 30, "embedding": _voice(b, 0.05, 1)},
-                                {"speaker": "spk1", "seconds": 20, "embedding": _voice(a, 0.05, 2)}]},
+        {
+            "piece": 0,
+            "voices": [
+                {"speaker": "spk0", "seconds": 30, "embedding": _voice(b, 0.05, 1)},
+                {"speaker": "spk1", "seconds": 20, "embedding": _voice(a, 0.05, 2)},
+            ],
+        },
         # piece 1 was told num_speakers=2 but holds speaker b alone: it split b in two
-        {"piece": 1, "voices": [{"speaker": "spk0", "seconds": 25, "embedding": _voice(b, 0.05, 3)},
-                                {"speaker": "spk1", "seconds": 5, "embedding": _voice(b, 0.05, 4)}],
-         "segments": [{"speaker": "spk2", "words": []}]},  # a label without a voice
+        {
+            "piece": 1,
+            "voices": [
+                {"speaker": "spk0", "seconds": 25, "embedding": _voice(b, 0.05, 3)},
+                {"speaker": "spk1", "seconds": 5, "embedding": _voice(b, 0.05, 4)},
+            ],
+            "segments": [{"speaker": "spk2", "words": []}],
+        },  # a label without a voice
         {"piece": 2, "voices": [{"speaker": "spk0", "seconds": 30, "embedding": _voice(a, 0.05, 5)}]},
     ]
     m = stitch(rows, DiarizationConfig(enabled=True))

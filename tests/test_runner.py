@@ -145,10 +145,21 @@ def test_a_recording_cut_into_pieces_is_one_recording_with_the_same_words(corpus
     fs.mkdir("pieces")
     fs.put_file(str(corpus / "speech" / "silerovad_test.wav"), "pieces/in/lecture.wav")
     storage = f"{{endpoint_url: '{s3_endpoint}'}}"
-    cfg = load_config(LOCAL_CONF, ["input.uri=s3://pieces/in/", "output.uri=s3://pieces/out", f"input.storage={storage}",
-                                   f"output.storage={storage}", "decode.piece_s=20", "decode.piece_overlap_s=4"])
+    cfg = load_config(
+        LOCAL_CONF,
+        [
+            "input.uri=s3://pieces/in/",
+            "output.uri=s3://pieces/out",
+            f"input.storage={storage}",
+            f"output.storage={storage}",
+            "decode.piece_s=20",
+            "decode.piece_overlap_s=4",
+        ],
+    )
     report = run(cfg)
-    assert (report.ok, report.no_speech, report.error) == (1, 0, 0) and report.audio_seconds == pytest.approx(60.0, abs=0.01)
+    assert (report.ok, report.no_speech, report.error) == (1, 0, 0) and report.audio_seconds == pytest.approx(
+        60.0, abs=0.01
+    )
     (rec,) = read_output(cfg.output, "recordings").to_pylist()
     assert rec["status"] == "ok" and rec["duration"] == pytest.approx(60.0, abs=0.01) and rec["error"] is None
     segs = sorted(read_output(cfg.output, "segments").to_pylist(), key=lambda s: s["segment_index"])
@@ -176,15 +187,26 @@ def test_a_diarized_recording_in_pieces_keeps_one_label_per_speaker(corpus, tmp_
     src = tmp_path / "in"
     src.mkdir()
     sf.write(str(src / "call-x3.flac"), np.concatenate([call, call, call]), 16000, subtype="PCM_16")
-    cfg = load_config(LOCAL_CONF, [f"input.uri={src}", f"output.uri={tmp_path / 'out'}", "recording_stage.diarization.enabled=true",
-                                   "decode.piece_s=30", "decode.piece_overlap_s=4"])
+    cfg = load_config(
+        LOCAL_CONF,
+        [
+            f"input.uri={src}",
+            f"output.uri={tmp_path / 'out'}",
+            "recording_stage.diarization.enabled=true",
+            "decode.piece_s=30",
+            "decode.piece_overlap_s=4",
+        ],
+    )
     run(cfg)
     (rec,) = read_output(cfg.output, "recordings").to_pylist()
     segs = read_output(cfg.output, "segments").to_pylist()
     assert rec["num_speakers"] == 2 and {s["speaker"] for s in segs} == {"spk0", "spk1"}
     length = len(call) / 16000
-    ref = [(a + k * length, b + k * length, who) for k in range(3)
-           for a, b, who in read_rttm((corpus / "diarization/pyannote_sample.rttm").read_text())]
+    ref = [
+        (a + k * length, b + k * length, who)
+        for k in range(3)
+        for a, b, who in read_rttm((corpus / "diarization/pyannote_sample.rttm").read_text())
+    ]
     result = der(ref, [(s["start"], s["end"], s["speaker"]) for s in segs], collar=0.25)
     assert result["der"] <= 0.35, result
 
@@ -207,8 +229,10 @@ def test_diarization_finds_two_speakers_in_the_call(corpus, tmp_path):
         assert s["words"] and all(s["start"] <= w["start"] <= w["end"] <= s["end"] for w in s["words"])
         assert {w["speaker"] for w in s["words"]} == {s["speaker"]}  # a segment is split where its words change speaker
     # speakers are given to words after recognition: JFK's sentence is transcribed whole, one speaker
-    jfk = sorted((s for s in read_output(cfg.output, "segments").to_pylist() if s["uri"].endswith("jfk.flac")),
-                 key=lambda s: s["start"])
+    jfk = sorted(
+        (s for s in read_output(cfg.output, "segments").to_pylist() if s["uri"].endswith("jfk.flac")),
+        key=lambda s: s["start"],
+    )
     assert {s["speaker"] for s in jfk} == {"spk0"}
     assert "ask not what your country can do for you" in " ".join(s["text"] for s in jfk).lower()
     # DER of the segments' speakers against the reference turns (0.25 s collar)
@@ -228,8 +252,14 @@ def test_s3_in_s3_out(corpus, s3_endpoint, tmp_path):
     for rel in ["speech/whisper_jfk.flac", "multilingual/fleurs-fr-002.ogg", "negative/silerovad_test.opus"]:
         fs.put_file(str(corpus / rel), f"spine/audio/{rel.replace('/', ' - ')}")  # names with spaces
     storage = f"{{endpoint_url: '{s3_endpoint}'}}"
-    result = _cli("run", str(LOCAL_CONF), "input.uri=s3://spine/audio/", "output.uri=s3://spine/out",
-                  f"input.storage={storage}", f"output.storage={storage}")
+    result = _cli(
+        "run",
+        str(LOCAL_CONF),
+        "input.uri=s3://spine/audio/",
+        "output.uri=s3://spine/out",
+        f"input.storage={storage}",
+        f"output.storage={storage}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ok 2  no speech 1  error 0" in result.stdout
     out = load_config(None, ["input.uri=x", "output.uri=s3://spine/out", f"output.storage={storage}"]).output
@@ -258,8 +288,19 @@ def test_cli_corrupt_file_is_an_error_row_and_the_job_goes_on(corpus, tmp_path):
     de = decode(str(corpus / "multilingual/fleurs-de-001.ogg")).samples
     sf.write(src / "mixed en-de.wav", np.concatenate([en, np.zeros(32000, np.float32), de]), 16000)
     # M4A/AAC (the one common codec the corpus lacks), made with the ffmpeg that `make install` provides
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(corpus / "speech/whisper_jfk.flac"), "-c:a", "aac",
-                    str(src / "jfk.m4a")], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-i",
+            str(corpus / "speech/whisper_jfk.flac"),
+            "-c:a",
+            "aac",
+            str(src / "jfk.m4a"),
+        ],
+        check=True,
+    )
     out = tmp_path / "out"
     res = _cli("run", str(LOCAL_CONF), f"input.uri={src}", f"output.uri={out}")
     assert res.returncode == 3, res.stderr[-3000:]  # done, but some files failed: a scheduler alerts on it
@@ -324,12 +365,23 @@ def test_report_counts_segments_and_renders_as_a_page(corpus_run, tmp_path):
     assert made and all(m.startswith("vad=silero-vad:v6") and "asr=whisper:base" in m for m in made), made
     assert made <= set(report.models) and all(m in page for m in report.models)
     shot = tmp_path / "report.png"
-    res = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                          "--window-size=1200,1600", (out / "report.html").as_uri()], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), res.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
-    colours = {tuple(p) for p in pixels[:: 37]}
+    colours = {tuple(p) for p in pixels[::37]}
     assert len(colours) > 50  # text, tiles and six coloured plots, not a blank or error page
     assert (pixels.min(axis=1) < 200).mean() > 0.02  # a real share of the page is drawn
 

@@ -107,8 +107,14 @@ class CommitWatch:
         return self.count
 
 
-def assert_exactly_once(out, expected: set, plain: bool = True, storage: dict | None = None,
-                        ray_read: bool = False, reported: int | None = None) -> None:
+def assert_exactly_once(
+    out,
+    expected: set,
+    plain: bool = True,
+    storage: dict | None = None,
+    ray_read: bool = False,
+    reported: int | None = None,
+) -> None:
     """Every expected segment exactly once, through every reader; row counts match the reports.
 
     `reported`: recordings the runs reported as processed in all (ok + no speech + error)."""
@@ -119,7 +125,9 @@ def assert_exactly_once(out, expected: set, plain: bool = True, storage: dict | 
     keys = seg_keys(str(out), storage)
     dup = [k for k, n in Counter(keys).items() if n > 1]
     assert not dup, f"duplicated segments: {dup[:5]}"
-    assert set(keys) == expected, f"missing {sorted(expected - set(keys))[:5]}, extra {sorted(set(keys) - expected)[:5]}"
+    assert set(keys) == expected, (
+        f"missing {sorted(expected - set(keys))[:5]}, extra {sorted(set(keys) - expected)[:5]}"
+    )
     recs = read_output(cfg, "recordings")
     ids = recs.column("recording_id").to_pylist()
     assert len(ids) == len(set(ids)) == len({r for r, _ in expected} | set(ids))
@@ -139,7 +147,8 @@ def assert_exactly_once(out, expected: set, plain: bool = True, storage: dict | 
         import ray
 
         readers["ray.data.read_delta"] = lambda t, cols: pa.concat_tables(
-            ray.get(ray.data.read_delta(uri(t), columns=cols, storage_options=opts).to_arrow_refs()))
+            ray.get(ray.data.read_delta(uri(t), columns=cols, storage_options=opts).to_arrow_refs())
+        )
     for name, read in readers.items():
         t = read("segments", ["recording_id", "segment_index"])
         got = list(zip(t.column("recording_id").to_pylist(), t.column("segment_index").to_pylist()))
@@ -211,10 +220,20 @@ def _spawn(tmp: Path, inp: Path, out: Path, name: str, hold: Path | None = None)
         env["SCRIPTORIUM_TEST_HOLD_DIR"] = str(hold)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FAULT_HOOKS), env.get("PYTHONPATH")) if p)
     log = tmp / f"{name}.log"
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(LOCAL_CONF),
-           f"input.uri={inp}", f"output.uri={out}", *BASE, *SMALL_BATCHES]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "run",
+        str(LOCAL_CONF),
+        f"input.uri={inp}",
+        f"output.uri={out}",
+        *BASE,
+        *SMALL_BATCHES,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     return proc, log
 
 
@@ -283,8 +302,7 @@ def test_sigkill_driver_early_midwrite_late(tmp_path, corpus_in, clean):
     proc, log = _spawn(tmp_path, corpus_in, out, "late")
     try:
         late = CommitWatch(out)
-        wait_for(lambda: late() >= n - 1, 240, interval=0.05,
-                 what="all but one recording committed")
+        wait_for(lambda: late() >= n - 1, 240, interval=0.05, what="all but one recording committed")
         _sigkill_driver(proc)
     finally:
         kill_tree(proc.pid)
@@ -337,7 +355,9 @@ def test_s3_with_injected_faults(tmp_path, corpus_in, clean):
         report = run_inproc("s3://audio/in/", "s3://audio/out", *ep, *SMALL_BATCHES)
         assert report.processed == len(CLIPS) and report.error == 0, report.summary()
         # one clip per pool is less than two 30 s calls of audio: the report says so, and how to fix it
-        assert [w for w in report.warnings if w.startswith("pooling:") and "pooling.max_files (1)" in w], report.warnings
+        assert [w for w in report.warnings if w.startswith("pooling:") and "pooling.max_files (1)" in w], (
+            report.warnings
+        )
         report2 = run_inproc("s3://audio/in/", "s3://audio/out", *ep)
         assert report2.skipped == len(CLIPS) and report2.processed == 0, report2.summary()
         injected = sum(s3.faults.values())
@@ -455,12 +475,21 @@ def test_two_node_cluster_lose_worker_node(tmp_path, corpus_in, clean):
     # The driver dials the head's GCS at 127.0.0.1, but Ray rewrites a loopback address to the host's
     # interface address (`resolve_ip_for_localhost`), where nothing listens: ray.init then retries for
     # minutes (why this test used to stall). This switch makes Ray resolve "this host" as 127.0.0.1.
-    env = dict(os.environ, RAY_TMPDIR=_short_tmp(tmp_path, "cluster"), RAY_AUTH_MODE="disabled",
-               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    env = dict(
+        os.environ,
+        RAY_TMPDIR=_short_tmp(tmp_path, "cluster"),
+        RAY_AUTH_MODE="disabled",
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+    )
     log = tmp_path / "cluster.log"
-    proc = subprocess.Popen([sys.executable, "-c", _CLUSTER, str(corpus_in), str(out), str(LOCAL_CONF),
-                             str(len(CLIPS)), *SLOW_ASR], cwd=REPO, env=env,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLUSTER, str(corpus_in), str(out), str(LOCAL_CONF), str(len(CLIPS)), *SLOW_ASR],
+        cwd=REPO,
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     started = time.time()
     try:
         proc.wait(timeout=CLUSTER_TIMEOUT_S)

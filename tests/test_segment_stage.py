@@ -21,7 +21,9 @@ SR = 16000
 class FakeAsr:
     """Says 'w<k>' for each second of a clip; a clip of exactly 3.3 s makes the model raise."""
 
-    capabilities = AsrCapabilities(window_s=30.0, one_language_per_call=True, detects_language=True, native_punctuation=True)
+    capabilities = AsrCapabilities(
+        window_s=30.0, one_language_per_call=True, detects_language=True, native_punctuation=True
+    )
 
     def __init__(self):
         self.calls: list[int] = []
@@ -57,7 +59,9 @@ class FakeAsr:
                 raise RuntimeError("model exploded")
             words = [Word(f"w{k}", k + 0.1, k + 0.6, 0.9) for k in range(int(dur))]
             detected = "de" if float(c[0]) > 0.5 else "en"  # fused LID: read from the window's own start
-            out.append(AsrResult(" ".join(w.word for w in words), words, 0.9, language=lang or detected, language_prob=0.8))
+            out.append(
+                AsrResult(" ".join(w.word for w in words), words, 0.9, language=lang or detected, language_prob=0.8)
+            )
         return out
 
 
@@ -67,9 +71,17 @@ def _stage(*overrides: str, lid: str = "fused") -> tuple[SegmentStage, FakeAsr]:
     # the fake says ~3 characters a second, which the skipped-segment check would send again alone;
     # that check has its own test (test_a_packed_segment_the_model_skipped_is_transcribed_again_alone)
     # and calls of up to 16 windows (a GPU's size; conf/local.yaml's CPU calls take 2), so that pooling shows
-    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.retry_below_cps=0",
-                                          "segment_stage.batching.max_padded_s=480", "segment_stage.batching.max_items=16",
-                                          *overrides]).segment_stage
+    cfg = load_config(
+        "conf/local.yaml",
+        [
+            "input.uri=/i",
+            "output.uri=/o",
+            "segment_stage.packing.retry_below_cps=0",
+            "segment_stage.batching.max_padded_s=480",
+            "segment_stage.batching.max_items=16",
+            *overrides,
+        ],
+    ).segment_stage
     fake = FakeAsr()
     lid_backend = {"fused": FusedLid(fake), "asr": fake, "own": FakeAsr()}[lid]
     return SegmentStage(cfg, fake, lid_backend), fake
@@ -81,19 +93,37 @@ def _batch(durations_per_recording: list[list[float]], level: float = 0.1, level
     rows = []
     for r, durs in enumerate(durations_per_recording):
         total = sum(durs) + len(durs) + 1
-        audio = np.concatenate([np.full(int(d * SR), (levels or {}).get((r, k), level), dtype="<f4") for k, d in enumerate(durs)])
+        audio = np.concatenate(
+            [np.full(int(d * SR), (levels or {}).get((r, k), level), dtype="<f4") for k, d in enumerate(durs)]
+        )
         spans, t, offset = [], 0.5, 0
         for d in durs:
-            spans.append({"start": t, "end": t + d, "speaker": None, "audio_offset": offset, "num_samples": int(d * SR)})
+            spans.append(
+                {"start": t, "end": t + d, "speaker": None, "audio_offset": offset, "num_samples": int(d * SR)}
+            )
             t += d + 1.0
             offset += int(d * SR)
-        rows.append({
-            "recording_id": f"r{r}", "uri": f"/a/{r}.wav", "size": 1, "etag": None, "mtime": None, "duration": total,
-            "models": "vad=fake",
-            "source_sample_rate": SR, "source_channels": 1, "status": "ok", "error": None, "audio": audio.tobytes(),
-            "spans": spans, "num_speakers": 1, "speech_seconds": sum(durs), "recording_wall_seconds": 0.0,
-            "recording_peak_rss_mb": 0.0,
-        })
+        rows.append(
+            {
+                "recording_id": f"r{r}",
+                "uri": f"/a/{r}.wav",
+                "size": 1,
+                "etag": None,
+                "mtime": None,
+                "duration": total,
+                "models": "vad=fake",
+                "source_sample_rate": SR,
+                "source_channels": 1,
+                "status": "ok",
+                "error": None,
+                "audio": audio.tobytes(),
+                "spans": spans,
+                "num_speakers": 1,
+                "speech_seconds": sum(durs),
+                "recording_wall_seconds": 0.0,
+                "recording_peak_rss_mb": 0.0,
+            }
+        )
     return pa.Table.from_pylist(rows, schema=SEGMENTED_SCHEMA)
 
 
@@ -136,7 +166,11 @@ def test_recording_packing_merges_consecutive_segments_of_one_recording_only():
     # r0: [5, 6] share a window, 25 s does not fit after them; r1 alone -> 3 windows, one call
     assert fake.calls == [3]
     assert [len(r["segments"]) for r in out] == [3, 1]
-    assert [s["text"].split()[0] for s in out[0]["segments"]] == ["w0", "w5", "w0"]  # w5 (5.1-5.6 s) lies past the gap midpoint 5.25
+    assert [s["text"].split()[0] for s in out[0]["segments"]] == [
+        "w0",
+        "w5",
+        "w0",
+    ]  # w5 (5.1-5.6 s) lies past the gap midpoint 5.25
 
 
 def test_fused_lid_cuts_a_window_that_switches_language_and_runs_the_pieces_again():
@@ -184,8 +218,16 @@ class _DroppingAsr(FakeAsr):
 
 
 def test_a_backend_that_loses_a_result_is_caught_not_zipped_onto_the_wrong_segment():
-    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.mode=none",
-                                          "segment_stage.batching.max_items=16", "segment_stage.batching.max_padded_s=480"]).segment_stage
+    cfg = load_config(
+        "conf/local.yaml",
+        [
+            "input.uri=/i",
+            "output.uri=/o",
+            "segment_stage.packing.mode=none",
+            "segment_stage.batching.max_items=16",
+            "segment_stage.batching.max_padded_s=480",
+        ],
+    ).segment_stage
     asr = _DroppingAsr()
     out = SegmentStage(cfg, asr, FusedLid(asr))(_batch([[2.0, 5.0], [4.0]])).to_pylist()
     # the 3-clip call raised ContractError; retried one clip at a time, every segment got its own text
@@ -212,9 +254,16 @@ class _SkippingAsr(FakeAsr):
 
 def test_a_packed_segment_the_model_skipped_is_transcribed_again_alone():
     def run(retry_below_cps: str) -> tuple[list[str], list[int]]:
-        cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.mode=recording",
-                                              "segment_stage.packing.gap_s=0.5",
-                                              f"segment_stage.packing.retry_below_cps={retry_below_cps}"]).segment_stage
+        cfg = load_config(
+            "conf/local.yaml",
+            [
+                "input.uri=/i",
+                "output.uri=/o",
+                "segment_stage.packing.mode=recording",
+                "segment_stage.packing.gap_s=0.5",
+                f"segment_stage.packing.retry_below_cps={retry_below_cps}",
+            ],
+        ).segment_stage
         asr = _SkippingAsr()
         out = SegmentStage(cfg, asr, FusedLid(asr))(_batch([[5.0, 6.0, 4.0]])).to_pylist()
         return [s["text"] for s in out[0]["segments"]], asr.calls
@@ -232,9 +281,17 @@ def test_the_segments_skipped_across_a_rounds_calls_are_packed_again_together():
             self.parts = getattr(self, "parts", []) + [[len(p) if p else 1 for p in parts or [None] * len(clips)]]
             return super().transcribe(clips, languages, parts)
 
-    cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.mode=recording",
-                                          "segment_stage.packing.gap_s=0.5", "segment_stage.packing.retry_below_cps=1.0",
-                                          "segment_stage.batching.max_items=1"]).segment_stage
+    cfg = load_config(
+        "conf/local.yaml",
+        [
+            "input.uri=/i",
+            "output.uri=/o",
+            "segment_stage.packing.mode=recording",
+            "segment_stage.packing.gap_s=0.5",
+            "segment_stage.packing.retry_below_cps=1.0",
+            "segment_stage.batching.max_items=1",
+        ],
+    ).segment_stage
     asr = Recording()
     # windows [5 | 6 | 4] and [14 | 6 | 4], one call each; the fake skips each window's second part
     out = SegmentStage(cfg, asr, FusedLid(asr))(_batch([[5.0, 6.0, 4.0, 14.0, 6.0, 4.0]])).to_pylist()
@@ -276,9 +333,17 @@ def test_a_backend_that_runs_calls_at_once_gets_them_at_once_with_the_same_outpu
     threads; skipped parts, failed calls and the output are what one call at a time gives."""
 
     def run(concurrent: int):
-        cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.mode=recording",
-                                              "segment_stage.packing.gap_s=0.5", "segment_stage.packing.retry_below_cps=1.0",
-                                              "segment_stage.batching.max_items=1"]).segment_stage
+        cfg = load_config(
+            "conf/local.yaml",
+            [
+                "input.uri=/i",
+                "output.uri=/o",
+                "segment_stage.packing.mode=recording",
+                "segment_stage.packing.gap_s=0.5",
+                "segment_stage.packing.retry_below_cps=1.0",
+                "segment_stage.batching.max_items=1",
+            ],
+        ).segment_stage
         asr = _ConcurrentAsr(concurrent)
         stage, t0 = SegmentStage(cfg, asr, FusedLid(asr)), time.perf_counter()
         out = stage(_batch([[5.0, 6.0, 4.0, 14.0, 6.0, 4.0], [3.3], [20.0, 25.0]]))
@@ -292,8 +357,9 @@ def test_a_backend_that_runs_calls_at_once_gets_them_at_once_with_the_same_outpu
     assert sum(r["asr_wall_seconds"] for r in two) <= asr2.elapsed < asr1.elapsed
     assert sorted(asr2.calls) == sorted(asr1.calls) and len(asr1.calls) >= 6
     strip = ("asr_wall_seconds", "segment_wall_seconds", "segment_peak_rss_mb")
-    assert [{k: v for k, v in r.items() if k not in strip} for r in two] == \
-        [{k: v for k, v in r.items() if k not in strip} for r in one]
+    assert [{k: v for k, v in r.items() if k not in strip} for r in two] == [
+        {k: v for k, v in r.items() if k not in strip} for r in one
+    ]
     assert [r["status"] for r in two] == ["ok", "error", "ok"] and all(s["text"] for s in two[0]["segments"])
 
 
@@ -304,8 +370,16 @@ def test_windows_worked_on_at_once_share_the_backends_limit_and_keep_their_outpu
     strip = ("asr_wall_seconds", "segment_wall_seconds", "segment_peak_rss_mb")
     windows = [[[5.0, 6.0, 4.0, 14.0, 6.0, 4.0], [20.0, 25.0]], [[3.3], [7.0, 12.0], [9.0, 8.0, 2.0]]]
     for concurrent in (1, 2):
-        cfg = load_config("conf/local.yaml", ["input.uri=/i", "output.uri=/o", "segment_stage.packing.retry_below_cps=1.0",
-                                              "segment_stage.batching.max_items=1", "segment_stage.windows_at_once=2"])
+        cfg = load_config(
+            "conf/local.yaml",
+            [
+                "input.uri=/i",
+                "output.uri=/o",
+                "segment_stage.packing.retry_below_cps=1.0",
+                "segment_stage.batching.max_items=1",
+                "segment_stage.windows_at_once=2",
+            ],
+        )
         alone = []
         for durations in windows:
             asr = _ConcurrentAsr(concurrent)
@@ -319,6 +393,7 @@ def test_windows_worked_on_at_once_share_the_backends_limit_and_keep_their_outpu
         assert asr.most == concurrent, concurrent
         # the report's ASR time is wall time: calls of the two windows that ran at once share it
         assert 0 < sum(r["asr_wall_seconds"] for rows in together for r in rows) <= elapsed
-        assert [[{k: v for k, v in r.items() if k not in strip} for r in rows] for rows in together] == \
-            [[{k: v for k, v in r.items() if k not in strip} for r in rows] for rows in alone]
+        assert [[{k: v for k, v in r.items() if k not in strip} for r in rows] for rows in together] == [
+            [{k: v for k, v in r.items() if k not in strip} for r in rows] for rows in alone
+        ]
         assert [r["status"] for r in together[1]] == ["error", "ok", "ok"]

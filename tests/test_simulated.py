@@ -26,8 +26,11 @@ from pipeline.config import (
 from pipeline.records import SAMPLE_RATE, AsrResult, Span
 from tests.helpers import LOCAL_CONF
 
-SIMULATED = ["recording_stage.vad.backend=simulated", "segment_stage.lid.backend=simulated",
-             "segment_stage.asr.backend=simulated"]
+SIMULATED = [
+    "recording_stage.vad.backend=simulated",
+    "segment_stage.lid.backend=simulated",
+    "segment_stage.asr.backend=simulated",
+]
 
 
 def _clip(seconds: float) -> np.ndarray:
@@ -46,8 +49,9 @@ def test_the_registry_builds_each_simulated_backend():
     diar = DiarizationConfig(enabled=True, backend="simulated")
     assert isinstance(make_diarizer(diar, models, False, 50.0), SimulatedDiarizer)
     assert stitches_pieces(diar)  # one voice per piece: a long recording may go in pieces
-    seg = SegmentStageConfig(asr=AsrConfig(backend="simulated"), lid=LidConfig(backend="simulated", language="de"),
-                             simulated_rtfx=50.0)
+    seg = SegmentStageConfig(
+        asr=AsrConfig(backend="simulated"), lid=LidConfig(backend="simulated", language="de"), simulated_rtfx=50.0
+    )
     asr = make_asr(seg.asr, models, False, seg.lid, rtfx=seg.simulated_rtfx)
     lid = make_lid(seg, asr, models, False)
     assert isinstance(asr, SimulatedAsr) and isinstance(lid, SimulatedLid)
@@ -119,9 +123,19 @@ def test_a_run_on_the_simulated_accelerator_writes_well_formed_rows(corpus: Path
     for p in names:
         shutil.copyfile(p, src / p.name)
     rtfx = 40.0
-    cfg = load_config(LOCAL_CONF, [f"input.uri={src}", f"output.uri={tmp_path / 'out'}", "ray.num_cpus=2", *SIMULATED,
-                                   f"segment_stage.simulated_rtfx={rtfx}", "recording_stage.simulated_rtfx=400",
-                                   "segment_stage.batching.max_padded_s=600", "segment_stage.batching.max_items=16"])
+    cfg = load_config(
+        LOCAL_CONF,
+        [
+            f"input.uri={src}",
+            f"output.uri={tmp_path / 'out'}",
+            "ray.num_cpus=2",
+            *SIMULATED,
+            f"segment_stage.simulated_rtfx={rtfx}",
+            "recording_stage.simulated_rtfx=400",
+            "segment_stage.batching.max_padded_s=600",
+            "segment_stage.batching.max_items=16",
+        ],
+    )
     report = run(cfg)
     assert report.ok == len(names) and report.error == 0
     recordings = read_output(cfg.output, "recordings").to_pylist()

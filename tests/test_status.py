@@ -21,11 +21,25 @@ def _commit(out: Path, files: list[Path], fingerprint: str, status: str = "ok", 
     rows = []
     for f in files:
         st = os.stat(f)
-        rows.append({"recording_id": recording_id_for(str(f)), "uri": str(f), "size": st.st_size, "etag": None,
-                     "mtime": st.st_mtime, "status": status, "error": error, "duration": 1.0,
-                     "segments": [] if status == "error" else [{"segment_index": 0, "start": 0.0, "end": 1.0, "text": "hi"}]})
-    write_table(OutputConfig(uri=str(out)), pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA),
-                "20260101T000000-abcdef", fingerprint)
+        rows.append(
+            {
+                "recording_id": recording_id_for(str(f)),
+                "uri": str(f),
+                "size": st.st_size,
+                "etag": None,
+                "mtime": st.st_mtime,
+                "status": status,
+                "error": error,
+                "duration": 1.0,
+                "segments": [] if status == "error" else [{"segment_index": 0, "start": 0.0, "end": 1.0, "text": "hi"}],
+            }
+        )
+    write_table(
+        OutputConfig(uri=str(out)),
+        pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA),
+        "20260101T000000-abcdef",
+        fingerprint,
+    )
 
 
 def test_status_counts_failures_and_rerun_plan(tmp_path, capsys):
@@ -40,19 +54,49 @@ def test_status_counts_failures_and_rerun_plan(tmp_path, capsys):
     fp = job_fingerprint(cfg, resolve_vocabulary(cfg.segment_stage.vocabulary))
     _commit(out, files[:2], fp)
     _commit(out, files[2:3], fp, status="error", error="decode: not a decodable audio file (Invalid data)")
-    (out / "report.json").write_text(json.dumps({
-        "run_id": "20260101T000000-abcdef", "input_uri": str(inp), "fingerprint": fp, "new": 3, "changed": 0,
-        "skipped": 0, "ok": 2, "no_speech": 0, "error": 1, "audio_seconds": 3.0, "wall_seconds": 9.0}))
+    (out / "report.json").write_text(
+        json.dumps(
+            {
+                "run_id": "20260101T000000-abcdef",
+                "input_uri": str(inp),
+                "fingerprint": fp,
+                "new": 3,
+                "changed": 0,
+                "skipped": 0,
+                "ok": 2,
+                "no_speech": 0,
+                "error": 1,
+                "audio_seconds": 3.0,
+                "wall_seconds": 9.0,
+            }
+        )
+    )
     # d is new; b changes (mtime)
     os.utime(files[1], (1, 1))
     assert main(["status", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "3 recordings committed (Delta table version 2, 2 data files)" in text and "ok 2" in text and "failed (error) 1" in text, text
+    assert (
+        "3 recordings committed (Delta table version 2, 2 data files)" in text
+        and "ok 2" in text
+        and "failed (error) 1" in text
+    ), text
     assert "c.wav: decode: not a decodable audio file" in text, text
     assert "last run 20260101T000000-abcdef" in text, text
     assert "would process 1 new, 1 changed, 1 failed before (retried); skip 1 done" in text, text
     # with an explicit config whose fingerprint differs, everything committed is "changed"
-    assert main(["status", str(out), f"input.uri={inp}", "recording_stage.vad.pad_s=0.3", "--config", str(REPO / "conf" / "local.yaml")]) == 0
+    assert (
+        main(
+            [
+                "status",
+                str(out),
+                f"input.uri={inp}",
+                "recording_stage.vad.pad_s=0.3",
+                "--config",
+                str(REPO / "conf" / "local.yaml"),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "would process 1 new, 2 changed, 1 failed before (retried); skip 0 done" in text, text
 

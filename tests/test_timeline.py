@@ -122,7 +122,9 @@ def test_overlap_is_where_two_speakers_are_active_and_names_match_the_turns():
     assert [(t.start, t.end, t.speaker) for t in turns] == [(0.0, 1.0, "spk0"), (1.0, 2.0, "spk1")]
     # A+B at 1.0-1.2, B+C at 1.5-1.7; the single frame at 1.9 s is shorter than min_overlap_s
     assert [(o.start, o.end, o.speakers) for o in overlaps] == [
-        (1.0, 1.2, ("spk0", "spk1")), (1.5, 1.7, ("spk1", "spk2"))]  # C, only heard under B, is named after A, B
+        (1.0, 1.2, ("spk0", "spk1")),
+        (1.5, 1.7, ("spk1", "spk2")),
+    ]  # C, only heard under B, is named after A, B
 
 
 def test_overlap_bridges_short_gaps_stays_in_regions_and_takes_names():
@@ -134,8 +136,9 @@ def test_overlap_bridges_short_gaps_stays_in_regions_and_takes_names():
     p[45:60, 1] = 0.9  # a 50 ms dip in B's activity: one overlap, 0.2-0.6 s
     assert [(o.start, o.end) for o in overlapped_speech(p, 0.01, [Span(0.0, 1.0)])] == [(0.2, 0.6)]
     # clipped to the VAD regions; outside speech there is no overlap
-    assert [(o.start, o.end, o.speakers) for o in overlapped_speech(p, 0.01, [Span(0.3, 0.5)], names=["ch0", "ch1"])] == [
-        (0.3, 0.5, ("ch0", "ch1"))]
+    assert [
+        (o.start, o.end, o.speakers) for o in overlapped_speech(p, 0.01, [Span(0.3, 0.5)], names=["ch0", "ch1"])
+    ] == [(0.3, 0.5, ("ch0", "ch1"))]
     assert overlapped_speech(p, 0.01, [Span(0.7, 1.0)]) == []
     assert overlapped_speech(p[:, :1], 0.01, [Span(0.0, 1.0)]) == []  # one speaker column: never overlap
 

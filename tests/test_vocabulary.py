@@ -33,8 +33,9 @@ def _fp(cfg) -> str:
 
 
 def test_cli_override_gives_a_list_of_terms():
-    cfg = _cfg("segment_stage.vocabulary.terms=[ComfyUI,Kubernetes]",
-               "segment_stage.vocabulary.per_language={de: [Bundestag]}")
+    cfg = _cfg(
+        "segment_stage.vocabulary.terms=[ComfyUI,Kubernetes]", "segment_stage.vocabulary.per_language={de: [Bundestag]}"
+    )
     v = cfg.segment_stage.vocabulary
     assert v.terms == ["ComfyUI", "Kubernetes"]
     assert vocab.resolve(v) == {"*": [("ComfyUI", 1.0), ("Kubernetes", 1.0)], "de": [("Bundestag", 1.0)]}
@@ -54,7 +55,11 @@ def test_file_lines_weights_comments_and_duplicates(tmp_path):
     f.write_text("# products\nComfyUI\t2.5\nKubernetes 1.5\nWindows 11\n\n  comfyui  \nNode.js\t3\n", encoding="utf-8")
     cfg = _cfg(f"segment_stage.vocabulary.file={f}", "segment_stage.vocabulary.terms=[Zorblax]")
     assert vocab.resolve(cfg.segment_stage.vocabulary)["*"] == [
-        ("Zorblax", 1.0), ("ComfyUI", 2.5), ("Kubernetes", 1.5), ("Windows 11", 1.0), ("Node.js", 3.0)
+        ("Zorblax", 1.0),
+        ("ComfyUI", 2.5),
+        ("Kubernetes", 1.5),
+        ("Windows 11", 1.0),
+        ("Node.js", 3.0),
     ]
     f.write_text("Bad\tweight\n")
     with pytest.raises(vocab.VocabularyError, match="line 1"):
@@ -69,8 +74,10 @@ def test_file_on_s3(s3_endpoint):
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
     fs.mkdir("vocab-bucket")
     fs.pipe("vocab-bucket/lists/terms.txt", b"Quentrova\nFlumio\t2\n")
-    cfg = _cfg("segment_stage.vocabulary.file=s3://vocab-bucket/lists/terms.txt",
-               f"segment_stage.vocabulary.storage.endpoint_url={s3_endpoint}")
+    cfg = _cfg(
+        "segment_stage.vocabulary.file=s3://vocab-bucket/lists/terms.txt",
+        f"segment_stage.vocabulary.storage.endpoint_url={s3_endpoint}",
+    )
     assert vocab.resolve(cfg.segment_stage.vocabulary) == {"*": [("Quentrova", 1.0), ("Flumio", 2.0)]}
     # read once on the driver: the config that travels to the actors (pickled) carries the terms,
     # so they are there even when the object is gone
@@ -122,8 +129,16 @@ def test_segment_stage_counts_segments_with_a_term_and_the_report_sums_them():
     from pipeline.report import BlockSummary
 
     summary = BlockSummary.of(out.slice(0, 2)) + BlockSummary.of(out.slice(2))  # two write tasks' blocks
-    rep = build_report(_cfg("segment_stage.vocabulary.terms=[W1]"), run_id="r", fingerprint="f", discovered=3, plan={},
-                       summary=summary, wall_seconds=1.0, driver_peak_rss_mb=1.0)
+    rep = build_report(
+        _cfg("segment_stage.vocabulary.terms=[W1]"),
+        run_id="r",
+        fingerprint="f",
+        discovered=3,
+        plan={},
+        summary=summary,
+        wall_seconds=1.0,
+        driver_peak_rss_mb=1.0,
+    )
     assert rep.vocabulary_terms == 1 and rep.vocabulary_segments == 2
     assert rep.warnings.count("vocabulary ignored: test") == 1  # said once, however many tasks met it
     assert "vocabulary: 1 terms; 2 segments contain one" in rep.summary()
@@ -173,7 +188,9 @@ def product_clips(corpus, tmp_path_factory) -> list[np.ndarray]:
     for k, (text, _term) in enumerate(SENTENCES):
         synth = espeak(text, tmp / f"{k}.wav")
         synth = synth / max(1e-6, float(np.abs(synth).max())) * 0.5
-        clips.append(np.concatenate([real[k][: 3 * SR], gap, synth, gap, real[(k + 1) % 4][: 3 * SR]]).astype(np.float32))
+        clips.append(
+            np.concatenate([real[k][: 3 * SR], gap, synth, gap, real[(k + 1) % 4][: 3 * SR]]).astype(np.float32)
+        )
     return clips
 
 
@@ -219,8 +236,15 @@ def test_whisper_prompt_is_bounded_and_holds_whole_terms(whisper):
 
 @pytest.mark.slow
 def test_whisper_false_alarms_none_on_corpus_speech(whisper, corpus):
-    clips = [_load(corpus / p) for p in ("speech/whisper_jfk.flac", "speech/speechbrain_spk1_snt1.wav",
-                                         "speech/speechbrain_spk2_snt3.wav", "multilingual/fleurs-en-002.ogg")]
+    clips = [
+        _load(corpus / p)
+        for p in (
+            "speech/whisper_jfk.flac",
+            "speech/speechbrain_spk1_snt1.wav",
+            "speech/speechbrain_spk2_snt3.wav",
+            "multilingual/fleurs-en-002.ogg",
+        )
+    ]
     clips.append(_load(corpus / "negative/silerovad_test.opus")[: 8 * SR])  # no speech at all
     whisper.set_vocabulary(VocabularyConfig(terms=NEVER))
     try:
@@ -282,7 +306,9 @@ def test_nemo_canary_says_when_it_cannot_boost(tiny_nemo, tree_calls, corpus, tm
     from pipeline.backends.nemo import NemoAsr
 
     clip = _load(corpus / "speech/speechbrain_spk1_snt1.wav")
-    asr = NemoAsr(AsrConfig(backend="nemo", model=str(tiny_nemo["canary"])), ModelsConfig(cache_dir=str(tmp_path)), False)
+    asr = NemoAsr(
+        AsrConfig(backend="nemo", model=str(tiny_nemo["canary"])), ModelsConfig(cache_dir=str(tmp_path)), False
+    )
     before = asr.transcribe([clip], ["en"])[0].text
     warnings = asr.set_vocabulary(VocabularyConfig(terms=["the cat"], boost=10))
     # the tiny Canary's tokenizer (655) is padded to 656 outputs: NeMo 3.0's tree cannot be fused
@@ -296,8 +322,14 @@ def test_segment_stage_hands_the_vocabulary_to_the_asr_backend(tiny_nemo, tmp_pa
 
     stage = SegmentStage.from_config(_cfg("segment_stage.vocabulary.terms=[ComfyUI]"))
     assert stage.asr.vocabulary is stage.cfg.vocabulary and stage._vocab_warning is None
-    nemo = SegmentStage.from_config(_cfg(
-        "segment_stage.vocabulary.terms=[ComfyUI]", "segment_stage.asr.backend=nemo",
-        f"segment_stage.asr.model={tiny_nemo['canary']}", "segment_stage.lid.backend=none",
-        "segment_stage.lid.language=en", f"models.cache_dir={tmp_path}"))
+    nemo = SegmentStage.from_config(
+        _cfg(
+            "segment_stage.vocabulary.terms=[ComfyUI]",
+            "segment_stage.asr.backend=nemo",
+            f"segment_stage.asr.model={tiny_nemo['canary']}",
+            "segment_stage.lid.backend=none",
+            "segment_stage.lid.language=en",
+            f"models.cache_dir={tmp_path}",
+        )
+    )
     assert nemo._vocab_warning and "Canary" in nemo._vocab_warning

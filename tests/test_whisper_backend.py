@@ -68,8 +68,11 @@ def test_packed_window_in_one_language_is_transcribed_with_it(whisper, corpus):
 
 
 def test_packed_window_that_switches_language_comes_back_for_cutting(whisper, corpus):
-    clips = [_clip(corpus, "multilingual/fleurs-en-001.ogg"), _clip(corpus, "multilingual/fleurs-de-001.ogg"),
-             _clip(corpus, "multilingual/fleurs-de-002.ogg")]
+    clips = [
+        _clip(corpus, "multilingual/fleurs-en-001.ogg"),
+        _clip(corpus, "multilingual/fleurs-de-001.ogg"),
+        _clip(corpus, "multilingual/fleurs-de-002.ogg"),
+    ]
     window, parts = _pack([c[: 9 * SR] for c in clips])  # three 9 s parts fit one 30 s window
     (res,) = whisper.transcribe([window], [None], parts=[parts])
     assert isinstance(res, LanguageSwitch)

@@ -92,7 +92,9 @@ class ChannelDiarizer:
     ) -> list[Span]:
         return self.turns_and_warning(regions, channel_energy)[0]
 
-    def diarize(self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None) -> Diarization:
+    def diarize(
+        self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
+    ) -> Diarization:
         """Turns, overlapped speech (both channels loud at once), and why a file is one speaker.
         A file whose channels cannot be told apart reports no overlaps (None: cannot tell)."""
         turns, warning = self.turns_and_warning(regions, channel_energy)
@@ -100,8 +102,9 @@ class ChannelDiarizer:
             return Diarization(turns, None if warning else [], warning)
         assert channel_energy is not None
         spans = sorted(regions, key=lambda r: r.start)
-        overlaps = overlapped_speech(active_channels(channel_energy), FRAME_S, spans,
-                                     names=channel_names(channel_energy.shape[0]))
+        overlaps = overlapped_speech(
+            active_channels(channel_energy), FRAME_S, spans, names=channel_names(channel_energy.shape[0])
+        )
         return Diarization(turns, overlaps, None)
 
     def turns_and_warning(

@@ -63,7 +63,9 @@ def make_asr(
     return NemoAsr(cfg, models, use_gpu)
 
 
-def make_lid(cfg: SegmentStageConfig, asr: AsrBackend, models: ModelsConfig, use_gpu: bool) -> LidBackend | FusedLid | None:
+def make_lid(
+    cfg: SegmentStageConfig, asr: AsrBackend, models: ModelsConfig, use_gpu: bool
+) -> LidBackend | FusedLid | None:
     """Language ID for the segment stage. Whisper LID on the ASR's own Whisper model is fused
     (`FusedLid`: the language comes out of the ASR call's encoder pass), except when packing is
     "corpus": windows then gather one language from many recordings, so the language must be

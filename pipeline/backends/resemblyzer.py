@@ -41,7 +41,9 @@ class ResemblyzerDiarizer:
         """Provenance: the speaker encoder shipped in the installed resemblyzer package."""
         return f"resemblyzer:{version('resemblyzer')}"
 
-    def diarize(self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None) -> Diarization:
+    def diarize(
+        self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
+    ) -> Diarization:
         """Turns only: this backend cannot tell overlapped speech (see the module docstring)."""
         return Diarization(self.speaker_turns(audio, regions), overlaps=None)
 
@@ -53,13 +55,20 @@ class ResemblyzerDiarizer:
         if len(embeds) == 0:
             return [Span(r.start, r.end, "spk0") for r in regions]
         threshold = threshold_for(self.cfg, np.stack(embeds), self.cfg.embedding_hop_s, np.asarray(groups))
-        labels = cluster_for(self.cfg, np.stack(embeds), self.cfg.embedding_hop_s, groups=np.asarray(groups),
-                             threshold=threshold)
+        labels = cluster_for(
+            self.cfg, np.stack(embeds), self.cfg.embedding_hop_s, groups=np.asarray(groups), threshold=threshold
+        )
         unit = np.stack(embeds) / np.maximum(np.linalg.norm(np.stack(embeds), axis=1, keepdims=True), 1e-9)
         for lab in sorted(set(labels.tolist())):
             mine = unit[labels == lab]
-            self._voices.append({"speaker": f"spk{lab}", "seconds": len(mine) * self.cfg.embedding_hop_s,
-                                 "threshold": threshold, "embedding": mine.mean(axis=0).astype(np.float32).tolist()})
+            self._voices.append(
+                {
+                    "speaker": f"spk{lab}",
+                    "seconds": len(mine) * self.cfg.embedding_hop_s,
+                    "threshold": threshold,
+                    "embedding": mine.mean(axis=0).astype(np.float32).tolist(),
+                }
+            )
         return turns_from_windows(regions, np.asarray(centres), labels)
 
     def voices(self) -> list[dict]:

@@ -108,7 +108,9 @@ class SimulatedDiarizer:
         self._device = _Device("diarization", rtfx)
         self._voices: list[dict] = []
 
-    def diarize(self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None) -> Diarization:
+    def diarize(
+        self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
+    ) -> Diarization:
         return Diarization(self.speaker_turns(audio, regions, channel_energy), overlaps=None)
 
     def speaker_turns(
@@ -117,8 +119,18 @@ class SimulatedDiarizer:
         self._device.hold(_seconds(audio))  # the whole recording, as Sortformer reads it
         turns = [Span(r.start, r.end, "spk0") for r in regions]
         speech = sum(r.duration for r in regions)
-        self._voices = [{"speaker": "spk0", "seconds": speech, "threshold": self.cfg.cluster_threshold,
-                         "embedding": list(self._VOICE)}] if turns else []
+        self._voices = (
+            [
+                {
+                    "speaker": "spk0",
+                    "seconds": speech,
+                    "threshold": self.cfg.cluster_threshold,
+                    "embedding": list(self._VOICE),
+                }
+            ]
+            if turns
+            else []
+        )
         return turns
 
     def voices(self) -> list[dict]:
@@ -161,7 +173,10 @@ class SimulatedAsr:
         self.cfg = cfg
         self._device = _Device("asr", rtfx)
         self.capabilities = AsrCapabilities(
-            window_s=None, one_language_per_call=False, detects_language=False, native_punctuation=True,
+            window_s=None,
+            one_language_per_call=False,
+            detects_language=False,
+            native_punctuation=True,
             concurrent_calls=1,
         )
 
@@ -180,8 +195,12 @@ class SimulatedAsr:
         run = [_seconds(c) for c in clips if _seconds(c) >= self.min_clip_s]
         if run:
             self._device.hold(self.padded_seconds(run))
-        out = [_result(_seconds(c), lang) if _seconds(c) >= self.min_clip_s
-               else AsrResult(text="", words=[], confidence=0.0, language=lang) for c, lang in zip(clips, languages)]
+        out = [
+            _result(_seconds(c), lang)
+            if _seconds(c) >= self.min_clip_s
+            else AsrResult(text="", words=[], confidence=0.0, language=lang)
+            for c, lang in zip(clips, languages)
+        ]
         return check_results(out, clips, self)
 
     def model_id(self) -> str:
@@ -203,5 +222,9 @@ def _result(duration: float, language: str | None) -> AsrResult:
             word += "."  # punctuated and cased, as Parakeet writes: the words join into the text
         start = round(k * slot, 3)
         words.append(Word(word, start, round(min(start + 0.8 * slot, duration), 3), 0.90 + (seed % 10) / 100))
-    return AsrResult(text=" ".join(w.word for w in words), words=words,
-                     confidence=float(np.mean([w.confidence for w in words])), language=language)
+    return AsrResult(
+        text=" ".join(w.word for w in words),
+        words=words,
+        confidence=float(np.mean([w.confidence for w in words])),
+        language=language,
+    )

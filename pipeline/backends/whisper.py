@@ -61,8 +61,13 @@ class WhisperAsr:
         # On a CPU, `workers` calls at once with cpu_threads // workers threads each: Whisper's decoder
         # steps are too small to keep two threads busy in one call (bench/whisper_workers.py)
         workers = 1 if use_gpu else cfg.workers
-        self.model = WhisperModel(self._path, device=device, compute_type=compute_type,
-                                  cpu_threads=max(1, cfg.cpu_threads // workers), num_workers=workers)
+        self.model = WhisperModel(
+            self._path,
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=max(1, cfg.cpu_threads // workers),
+            num_workers=workers,
+        )
         self.capabilities = replace(WhisperAsr.capabilities, concurrent_calls=workers)
         self._multilingual = self.model.model.is_multilingual
         self.vocabulary: VocabularyConfig | None = None
@@ -95,7 +100,11 @@ class WhisperAsr:
         if len(kept) < len(terms):
             log.warning(
                 "vocabulary: %d of %d terms for language %s fit the Whisper prompt (max_prompt_tokens=%d); "
-                "the rest are not boosted", len(kept), len(terms), language, budget,
+                "the rest are not boosted",
+                len(kept),
+                len(terms),
+                language,
+                budget,
             )
         hot = ", ".join(kept) or None
         self._hotwords[language] = hot
@@ -143,8 +152,9 @@ class WhisperAsr:
         # trained (the compression ratio is its own temperature-fallback test).
         again = [i for i, r in enumerate(results) if isinstance(r, AsrResult) and r.compression_ratio > LOOP_RATIO]
         if frames < FULL_FRAMES and again:
-            redo = self._transcribe([clips[i] for i in again], [results[i].language for i in again],
-                                    [parts[i] for i in again], FULL_FRAMES)
+            redo = self._transcribe(
+                [clips[i] for i in again], [results[i].language for i in again], [parts[i] for i in again], FULL_FRAMES
+            )
             for i, res in zip(again, redo):
                 res.language_prob = results[i].language_prob
                 results[i] = res

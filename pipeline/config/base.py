@@ -17,7 +17,9 @@ class Resources(Model):
 
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
-    pool_size: int = Field(1, ge=1, description="actors (or concurrent tasks) of the stage; the minimum when autoscaling")
+    pool_size: int = Field(
+        1, ge=1, description="actors (or concurrent tasks) of the stage; the minimum when autoscaling"
+    )
     max_pool_size: int | None = Field(
         None, ge=1, description="actor stages: grow the pool up to this many actors as work queues (None: fixed pool)"
     )

@@ -40,7 +40,11 @@ class OutputConfig(Model):
     # per table, so fewer, larger groups keep the Delta log (and every reader's replay of it) short.
     commit_interval_s: float = Field(30.0, gt=0, description="commit the staged blocks at least this often (seconds)")
     commit_max_recordings: int = Field(
-        20000, ge=1, description="... or as soon as this many recordings are staged, whichever comes first")
+        20000, ge=1, description="... or as soon as this many recordings are staged, whichever comes first"
+    )
     writers: int = Field(
-        2, ge=1, description="write tasks at once (each stages a window's two Parquet files; the driver commits). "
-        "Few, so the same worker processes serve every window: each new one pays its imports")
+        2,
+        ge=1,
+        description="write tasks at once (each stages a window's two Parquet files; the driver commits). "
+        "Few, so the same worker processes serve every window: each new one pays its imports",
+    )

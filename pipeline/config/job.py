@@ -53,7 +53,9 @@ class DecodeConfig(Model):
     @model_validator(mode="after")
     def _overlap_fits(self) -> "DecodeConfig":
         if self.piece_s and self.piece_overlap_s * 2 > self.piece_s:
-            raise ValueError(f"decode.piece_overlap_s={self.piece_overlap_s} must be at most half of decode.piece_s={self.piece_s}")
+            raise ValueError(
+                f"decode.piece_overlap_s={self.piece_overlap_s} must be at most half of decode.piece_s={self.piece_s}"
+            )
         return self
 
 
@@ -79,7 +81,9 @@ class RayConfig(Model):
     address: str | None = Field(None, description="None: start a local Ray; 'auto' or ray://... to join")
     num_cpus: int | None = Field(None, ge=1, description="local Ray only: CPUs it declares (default: all cores)")
     num_gpus: int | None = Field(
-        None, ge=0, description="local Ray only: GPUs it declares (default: what Ray detects); logical GPUs on a CPU "
+        None,
+        ge=0,
+        description="local Ray only: GPUs it declares (default: what Ray detects); logical GPUs on a CPU "
         "machine let a GPU plan be built and run there (with models.device=cpu)",
     )
 

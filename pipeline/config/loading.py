@@ -54,8 +54,10 @@ def apply_job_override(data: dict[str, Any], dotted: str, given: dict[str, str] 
         new = ".".join(target)
         if given is not None:
             if given.setdefault(new, ".".join(parts)) != ".".join(parts):
-                raise ConfigError(f"config: overrides {given[new]!r} and {'.'.join(parts)!r} are both given; they "
-                                  f"are one key now: keep only {new!r}")
+                raise ConfigError(
+                    f"config: overrides {given[new]!r} and {'.'.join(parts)!r} are both given; they "
+                    f"are one key now: keep only {new!r}"
+                )
         _set(data, target, leaf)
 
 

@@ -128,7 +128,7 @@ def _place(data: dict, target: tuple[str, ...], value: Any, old: str, moved_from
     for i, key in enumerate(target[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"config: cannot move {old!r} to {new!r}: {'.'.join(target[:i + 1])!r} is not a mapping")
+            raise ConfigError(f"config: cannot move {old!r} to {new!r}: {'.'.join(target[: i + 1])!r} is not a mapping")
         node = child
     last = target[-1]
     if last not in node:

@@ -36,13 +36,20 @@ class DiarizationConfig(Model):
     # Cosine distance above which two clusters are different speakers (agglomerative, average link).
     # Calibrated for Resemblyzer on ../shared/corpus and bench/meetings.py (why: pipeline/clustering.py).
     cluster_threshold: float = Field(
-        0.30, gt=0, lt=2, description="fixed threshold (NeMo TitaNet; Resemblyzer: recordings too short for threshold_scale)"
+        0.30,
+        gt=0,
+        lt=2,
+        description="fixed threshold (NeMo TitaNet; Resemblyzer: recordings too short for threshold_scale)",
     )
     threshold_scale: float | None = Field(
-        1.6, gt=0, description="Resemblyzer: the threshold is this many times the recording's own same-speaker distance "
+        1.6,
+        gt=0,
+        description="Resemblyzer: the threshold is this many times the recording's own same-speaker distance "
         "(windows 1 s apart in one speech region), within threshold_bounds; null: always cluster_threshold",
     )
-    threshold_bounds: tuple[float, float] = Field((0.25, 0.40), description="the recording's threshold stays within these")
+    threshold_bounds: tuple[float, float] = Field(
+        (0.25, 0.40), description="the recording's threshold stays within these"
+    )
     min_speaker_s: float = Field(
         3.0, ge=0, description="a speaker holds at least this much speech; smaller clusters join the nearest speaker"
     )
@@ -54,7 +61,9 @@ class DiarizationConfig(Model):
     )
     num_speakers: int | None = Field(None, ge=1, description="the known number of speakers (skips the estimate)")
     min_speakers: int = Field(1, ge=1, description="the estimated count is at least this")
-    embedding_window_s: float = Field(1.6, gt=0, description="seconds of audio per speaker embedding (Resemblyzer's is fixed at 1.6 s)")
+    embedding_window_s: float = Field(
+        1.6, gt=0, description="seconds of audio per speaker embedding (Resemblyzer's is fixed at 1.6 s)"
+    )
     embedding_hop_s: float = Field(0.5, gt=0, description="seconds between speaker embeddings")
 
     @field_validator("threshold_bounds")
@@ -68,7 +77,9 @@ class DiarizationConfig(Model):
 class SegmentationConfig(Model):
     max_segment_s: float = Field(30.0, gt=1, description="utterances never exceed this many seconds")
     min_segment_s: float = Field(0.3, ge=0, description="shorter speech is dropped (recorded in the report)")
-    merge_gap_s: float = Field(1.0, ge=0, description="cut & merge: join speech regions closer than this (while the result fits max_segment_s)")
+    merge_gap_s: float = Field(
+        1.0, ge=0, description="cut & merge: join speech regions closer than this (while the result fits max_segment_s)"
+    )
 
 
 class RecordingStageConfig(Model):
@@ -76,7 +87,8 @@ class RecordingStageConfig(Model):
 
     resources: Resources = Resources(num_cpus=0.5, pool_size=1)
     simulated_rtfx: float = Field(
-        1000.0, gt=0,
+        1000.0,
+        gt=0,
         description="benchmarks and tests only, not a user setting: the pace of this stage's `backend: simulated` "
         "models (pipeline/backends/simulated.py), which compute nothing and hold each call for its padded "
         "seconds / this; not in the fingerprint",

@@ -17,7 +17,8 @@ class BatchingConfig(Model):
     enabled: bool = Field(True, description="sort pooled segments by duration before packing (off: arrival order)")
     max_padded_s: float = Field(240.0, gt=0, description="budget of padded audio seconds per model call")
     max_padded_s_per_gib: float | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="on a GPU: the budget follows its memory, this many padded seconds per GiB of the GPU share "
         "the segment stage reserves (replaces max_padded_s there; on CPU max_padded_s holds)",
     )
@@ -47,12 +48,14 @@ class PackingConfig(Model):
     # bench/throughput.py; README "Performance").
     gap_s: float = Field(0.5, ge=0, description="silence laid between packed segments")
     min_piece_s: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="recording mode: cut a segment that does not fit the room left in a window at a pause, "
         "into pieces of at least this many seconds, to fill the window (0: never cut; words are joined back)",
     )
     retry_below_cps: float = Field(
-        3.0, ge=0,
+        3.0,
+        ge=0,
         description="a packed segment of 1.5 s or more whose share of the window's text has fewer characters "
         "per second than this (the model skipped it) is transcribed again on its own (0: never)",
     )
@@ -64,10 +67,16 @@ class LidConfig(Model):
     )
     model: str | None = Field(None, description="defaults to the ASR model for whisper")
     sha256: str | None = None
-    language: str | None = Field(None, description="with backend none (or simulated): the fixed language of every segment")
-    probe_s: float = Field(10.0, gt=0, le=30, description="whisper: seconds of each segment used to identify its language")
+    language: str | None = Field(
+        None, description="with backend none (or simulated): the fixed language of every segment"
+    )
+    probe_s: float = Field(
+        10.0, gt=0, le=30, description="whisper: seconds of each segment used to identify its language"
+    )
     part_probe_s: float = Field(
-        5.0, gt=0, le=30,
+        5.0,
+        gt=0,
+        le=30,
         description="whisper, fused: when the segments sharing a 30 s window seem to speak different "
         "languages, seconds of each that a closer check encodes before the window is cut",
     )
@@ -83,7 +92,8 @@ class AsrConfig(Model):
     beam_size: int = Field(1, ge=1)
     cpu_threads: int = Field(2, ge=0)
     workers: int = Field(
-        1, ge=1,
+        1,
+        ge=1,
         description="whisper on a CPU: model calls run at once (CTranslate2 workers, cpu_threads // workers "
         "threads each); not in the fingerprint, it changes no transcript",
     )
@@ -92,7 +102,9 @@ class AsrConfig(Model):
         False, description="whisper: decode with timestamp tokens (keeps going across pauses in packed windows)"
     )
     encode_pad_s: float | None = Field(
-        None, ge=0, le=30,
+        None,
+        ge=0,
+        le=30,
         description="whisper: encode each window only up to its audio's end plus this much silence "
         "(cheaper for windows that are not full); null: always the whole 30 s, as Whisper was trained",
     )
@@ -104,18 +116,23 @@ class VocabularyConfig(Model):
 
     terms: list[str] = Field([], description="terms for every language, e.g. [ComfyUI, Kubernetes]")
     file: str | None = Field(
-        None, description="local path or fsspec/S3 URI: one term per line, optional weight after a tab "
+        None,
+        description="local path or fsspec/S3 URI: one term per line, optional weight after a tab "
         "(or after a space, written with a decimal point: 'ComfyUI 2.0'); '#' starts a comment",
     )
     storage: StorageOptions = StorageOptions()
     per_language: dict[str, list[str]] = Field({}, description="extra terms per ISO 639-1 language")
     boost: float = Field(
-        1.0, gt=0, le=10,
+        1.0,
+        gt=0,
+        le=10,
         description="NeMo: boosting_tree_alpha (shallow-fusion weight of the phrase-boosting tree); a term's "
         "weight scales its per-token context score",
     )
     max_prompt_tokens: int = Field(
-        40, ge=1, le=200,  # the bound bench/vocabulary.py measures (README "Vocabulary")
+        40,
+        ge=1,
+        le=200,  # the bound bench/vocabulary.py measures (README "Vocabulary")
         description="Whisper: most tokens of terms in the decoder prompt (highest weights first; whole terms "
         "only), so a long list cannot crowd out the context (faster-whisper's own bound is 223)",
     )
@@ -183,13 +200,15 @@ class SegmentStageConfig(Model):
 
     resources: Resources = Resources(num_cpus=1.0, pool_size=1)
     simulated_rtfx: float = Field(
-        1000.0, gt=0,
+        1000.0,
+        gt=0,
         description="benchmarks and tests only, not a user setting: the pace of this stage's `backend: simulated` "
         "models (pipeline/backends/simulated.py), which compute nothing and hold each call for its padded "
         "seconds / this; not in the fingerprint",
     )
     windows_at_once: int = Field(
-        1, ge=1,
+        1,
+        ge=1,
         description="pooling windows (or pieces of a long recording) each actor works on at once: with 2, the "
         "next window's model calls start while this one's last call and retries run; the model calls of all "
         "of them still go through the backend's own limit (asr.workers calls at once, else one). Not in the "

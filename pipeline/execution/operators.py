@@ -125,7 +125,9 @@ def _reported(fn: Callable[..., Any], stage: str, progress: Any, table: pa.Table
         yield each
 
 
-def _per_window(fn: Callable[..., Any], stage: str, progress: Any, batch: pa.Table, **kwargs: Any) -> Iterator[pa.Table]:
+def _per_window(
+    fn: Callable[..., Any], stage: str, progress: Any, batch: pa.Table, **kwargs: Any
+) -> Iterator[pa.Table]:
     """A task stage over one window row: each table `fn` makes leaves as a window row of its own."""
     for table in _reported(fn, stage, progress, unnest(batch), **kwargs):
         yield nest(table)
@@ -136,8 +138,11 @@ Feed = tuple[Callable[..., Any], str, dict[str, Any]]
 
 
 def _window_actor(
-    make_stage: Callable[..., Callable[[pa.Table], pa.Table]], stage: str, nest_output: bool,
-    feed: Feed | None = None, progress: Any = None,
+    make_stage: Callable[..., Callable[[pa.Table], pa.Table]],
+    stage: str,
+    nest_output: bool,
+    feed: Feed | None = None,
+    progress: Any = None,
 ) -> type:
     """A Ray Data actor class over window rows whose actors each hold one `make_stage(**kwargs)`
     (built in the actor, so models load there, once). The last stage (`nest_output=False`) returns
@@ -230,17 +235,22 @@ def map_actor(
         # core), and memory freed in one is not reused by the others, so an actor running calls on
         # several threads (`asr.workers`) grows without bound; as many arenas as threads keep it flat
         # at the same CPU (README "Performance")
-        extra["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-                                             "MALLOC_ARENA_MAX": n}}
+        extra["runtime_env"] = {
+            "env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MALLOC_ARENA_MAX": n}
+        }
     return ds.map_batches(
         _window_actor(make_stage, stage, nest_output=not last, feed=feed, progress=progress),
         fn_constructor_kwargs=kwargs,
         batch_format="pyarrow",
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(
-            min_size=resources.pool_size, max_size=resources.max_pool_size or resources.pool_size,
-            **({"max_concurrent_calls_per_actor": windows_at_once, "enable_true_multi_threading": True}
-               if windows_at_once > 1 else {}),
+            min_size=resources.pool_size,
+            max_size=resources.max_pool_size or resources.pool_size,
+            **(
+                {"max_concurrent_calls_per_actor": windows_at_once, "enable_true_multi_threading": True}
+                if windows_at_once > 1
+                else {}
+            ),
         ),
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,

@@ -21,7 +21,6 @@ from pipeline.progress import Counts
 log = logging.getLogger(__name__)
 
 
-
 class StagedMailbox:
     """Blocks the write tasks have staged and the driver's committer has not taken yet
     (pipeline/execution/sink.py). A mailbox rather than a call to the driver: the driver is no actor."""
@@ -62,8 +61,12 @@ def report_progress(progress: Any, stage: str, recordings: pa.Table) -> None:
     """`stage` finished these recordings (see `add_progress`). A piece of a long recording adds its
     seconds; the recording counts as a file once, with its last piece (pipeline/pieces.py)."""
     if recordings.num_rows:
-        add_progress(progress, stage, sum(ends_recording(recordings)),
-                     sum(d or 0.0 for d in recordings.column("duration").to_pylist()))
+        add_progress(
+            progress,
+            stage,
+            sum(ends_recording(recordings)),
+            sum(d or 0.0 for d in recordings.column("duration").to_pylist()),
+        )
 
 
 def ends_recording(recordings: pa.Table) -> list[bool]:
@@ -111,5 +114,3 @@ def record_metrics(recordings: pa.Table) -> None:
         if status == "error":
             stage = (row["error"] or "decode").split(":", 1)[0].strip()
             counters["errors"].inc(1.0, tags={"stage": stage if stage in ("vad/diarization", "asr") else "decode"})
-
-

@@ -62,7 +62,9 @@ def flatten(table: pa.Table, fingerprint: str, run_id: str = "", write_id: str =
     parents = pc.list_parent_indices(segs)
     flat = pc.list_flatten(segs)
     m = len(flat)
-    seg_fields = {flat.type.field(i).name for i in range(flat.type.num_fields)} if pa.types.is_struct(flat.type) else set()
+    seg_fields = (
+        {flat.type.field(i).name for i in range(flat.type.num_fields)} if pa.types.is_struct(flat.type) else set()
+    )
     consts = {"fingerprint": fingerprint, "write_id": write_id}
     seg_cols = []
     for field in SEGMENTS_TABLE_SCHEMA:
@@ -91,7 +93,9 @@ def flatten(table: pa.Table, fingerprint: str, run_id: str = "", write_id: str =
         else:
             col = pa.nulls(n, field.type)
         rec_cols.append(col.cast(field.type))
-    return pa.Table.from_arrays(seg_cols, schema=SEGMENTS_TABLE_SCHEMA), pa.Table.from_arrays(rec_cols, schema=RECORDINGS_TABLE_SCHEMA)
+    return pa.Table.from_arrays(seg_cols, schema=SEGMENTS_TABLE_SCHEMA), pa.Table.from_arrays(
+        rec_cols, schema=RECORDINGS_TABLE_SCHEMA
+    )
 
 
 def stage_block(ledger: Ledger, table: pa.Table, run_id: str, fingerprint: str) -> StagedBlock:
@@ -100,14 +104,18 @@ def stage_block(ledger: Ledger, table: pa.Table, run_id: str, fingerprint: str) 
     write_id = write_id_for(run_id, ids)
     segments, recordings = flatten(table, fingerprint, run_id, write_id)
     summary = BlockSummary.of(table)
-    files = {"segments": stage(ledger, "segments", segments, write_id),
-             "recordings": stage(ledger, "recordings", recordings, write_id)}
-    return StagedBlock(write_id=write_id, recording_ids=ids, files=files, audio_seconds=summary.audio_seconds,
-                       summary=summary)
+    files = {
+        "segments": stage(ledger, "segments", segments, write_id),
+        "recordings": stage(ledger, "recordings", recordings, write_id),
+    }
+    return StagedBlock(
+        write_id=write_id, recording_ids=ids, files=files, audio_seconds=summary.audio_seconds, summary=summary
+    )
 
 
-def commit_blocks(ledger: Ledger, blocks: list[StagedBlock], replacing: Collection[str], group_id: str = "",
-                  verify: bool = True) -> int:
+def commit_blocks(
+    ledger: Ledger, blocks: list[StagedBlock], replacing: Collection[str], group_id: str = "", verify: bool = True
+) -> int:
     """One group: `segments` first, then `recordings` (the commit the next run trusts). Returns the
     blocks newly committed to `recordings`. `verify`: see `commit_group` (a run's committer knows
     what it committed and passes False)."""
@@ -116,8 +124,9 @@ def commit_blocks(ledger: Ledger, blocks: list[StagedBlock], replacing: Collecti
     return _commit(ledger, "recordings", blocks, replacing, group_id, verify)
 
 
-def write_table(cfg: OutputConfig, table: pa.Table, run_id: str, fingerprint: str,
-                replacing: Collection[str] | None = None) -> StagedBlock:
+def write_table(
+    cfg: OutputConfig, table: pa.Table, run_id: str, fingerprint: str, replacing: Collection[str] | None = None
+) -> StagedBlock:
     """Stage and commit one block of per-recording rows now, as one group (a script or a test that
     writes rows without a run). `replacing` None: the `recordings` table says which ids have rows."""
     ledger = Ledger(cfg)
@@ -128,8 +137,9 @@ def write_table(cfg: OutputConfig, table: pa.Table, run_id: str, fingerprint: st
     return block
 
 
-def _commit(ledger: Ledger, name: str, blocks: list[StagedBlock], replacing: Collection[str], group_id: str,
-            verify: bool = True) -> int:
+def _commit(
+    ledger: Ledger, name: str, blocks: list[StagedBlock], replacing: Collection[str], group_id: str, verify: bool = True
+) -> int:
     """One Delta transaction on table `name` (a seam: tests hold the committer between its two commits here)."""
     return commit_group(ledger, name, blocks, replacing, group_id, verify)
 
@@ -171,8 +181,9 @@ class GroupCommitter:
             blocks = ray.get(self.state.take_staged.remote(), timeout=60)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
             # the actor went with its node: what it held comes back with Ray Data's write returns
-            log.warning("run state unreachable (%s); staged blocks are committed at the end of the write",
-                        type(exc).__name__)
+            log.warning(
+                "run state unreachable (%s); staged blocks are committed at the end of the write", type(exc).__name__
+            )
             self.state = None
             return
         self.offer(blocks)
@@ -203,8 +214,9 @@ class GroupCommitter:
         self.groups += 1
         self.pending = []
         self.committed.update(b.write_id for b in group)
-        add_progress(self.state, "committed", sum(len(b.recording_ids) for b in group),
-                     sum(b.audio_seconds for b in group))
+        add_progress(
+            self.state, "committed", sum(len(b.recording_ids) for b in group), sum(b.audio_seconds for b in group)
+        )
 
     def finish(self, blocks: Iterable[StagedBlock]) -> None:
         """End of the write: stop the thread, take what is left (the actor's and Ray's returns), commit it."""
@@ -223,8 +235,15 @@ class GroupCommitter:
 
 
 class TranscriptSink(Datasink[StagedBlock]):
-    def __init__(self, cfg: OutputConfig, run_id: str, fingerprint: str, diarization: DiarizationConfig | None = None,
-                 state: Any = None, replacing: Collection[str] = ()):
+    def __init__(
+        self,
+        cfg: OutputConfig,
+        run_id: str,
+        fingerprint: str,
+        diarization: DiarizationConfig | None = None,
+        state: Any = None,
+        replacing: Collection[str] = (),
+    ):
         """`diarization`: the job's, to match the speakers of a long recording's pieces (pipeline/pieces.py).
         `state`: the run's `RunState` actor (piece registry, staged-block mailbox, progress); without
         one the sink starts a registry actor of its own and commits only at the end of the write.
@@ -312,7 +331,11 @@ class TranscriptSink(Datasink[StagedBlock]):
         joined = []
         for folder in done:
             files = sorted(with_retries(lambda: led.fs.ls(folder, detail=False)))
-            rows = [r for f in files for r in pq.read_table(io.BytesIO(with_retries(lambda: led.fs.cat_file(f)))).to_pylist()]
+            rows = [
+                r
+                for f in files
+                for r in pq.read_table(io.BytesIO(with_retries(lambda: led.fs.cat_file(f)))).to_pylist()
+            ]
             joined.append(join(rows, self.diarization))
         if joined:
             whole = pa.concat_tables([whole, pa.Table.from_pylist(joined, schema=table.schema)])

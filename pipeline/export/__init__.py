@@ -69,16 +69,44 @@ Format = Literal["nemo", "lhotse", "lhotse-shar", "srt", "vtt", "txt", "json"]
 FORMATS = ("nemo", "lhotse", "lhotse-shar", "srt", "vtt", "txt", "json")
 
 __all__ = [
-    "CHUNK_RECORDINGS", "CHUNK_SEGMENTS", "CUE_LINE_CHARS", "CUE_MAX_LINES", "CUE_MAX_SECONDS", "FORMATS", "INPUTS_TABLE", "MARKER",
-    "MAX_NAME_BYTES", "ExportError", "Format", "cues", "export", "input_fields", "iter_cuts", "iter_recordings",
-    "lhotse_cuts", "lhotse_recording", "nemo_line", "nemo_manifest", "record_input_fields", "relative_name",
-    "subtitle_text", "subtitles",
+    "CHUNK_RECORDINGS",
+    "CHUNK_SEGMENTS",
+    "CUE_LINE_CHARS",
+    "CUE_MAX_LINES",
+    "CUE_MAX_SECONDS",
+    "FORMATS",
+    "INPUTS_TABLE",
+    "MARKER",
+    "MAX_NAME_BYTES",
+    "ExportError",
+    "Format",
+    "cues",
+    "export",
+    "input_fields",
+    "iter_cuts",
+    "iter_recordings",
+    "lhotse_cuts",
+    "lhotse_recording",
+    "nemo_line",
+    "nemo_manifest",
+    "record_input_fields",
+    "relative_name",
+    "subtitle_text",
+    "subtitles",
 ]
 
 
-def export(output: OutputConfig, fmt: Format, dest: str, accepted_only: bool = True, overwrite: bool = False,
-           with_audio: bool = False, split_by_language: bool = False, drop_rejected: bool = False,
-           shard_size: int = 1000) -> list[str]:
+def export(
+    output: OutputConfig,
+    fmt: Format,
+    dest: str,
+    accepted_only: bool = True,
+    overwrite: bool = False,
+    with_audio: bool = False,
+    split_by_language: bool = False,
+    drop_rejected: bool = False,
+    shard_size: int = 1000,
+) -> list[str]:
     """Write an export under `dest` (any fsspec URI); returns the paths written."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: {' | '.join(FORMATS)}")
@@ -94,7 +122,9 @@ def export(output: OutputConfig, fmt: Format, dest: str, accepted_only: bool = T
         n = _export_transcripts(output, out, _input_root(led, recs), fmt, drop_rejected)
     if n == 0:
         out.tmp.cleanup()
-        raise ExportError(f"nothing to export from {output.uri!r}: {recs.num_rows} recordings, no "
-                          f"{'accepted ' if accepted_only and fmt in ('nemo', 'lhotse', 'lhotse-shar') else ''}"
-                          "segment with text" + (" (--all includes rejected ones)" if accepted_only else ""))
+        raise ExportError(
+            f"nothing to export from {output.uri!r}: {recs.num_rows} recordings, no "
+            f"{'accepted ' if accepted_only and fmt in ('nemo', 'lhotse', 'lhotse-shar') else ''}"
+            "segment with text" + (" (--all includes rejected ones)" if accepted_only else "")
+        )
     return out.finish({"format": fmt, "output": output.uri, "items": n, "accepted_only": accepted_only})

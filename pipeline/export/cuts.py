@@ -33,9 +33,14 @@ def lhotse_recording(rec: dict, storage: StorageOptions, tmpdir: str):
         r = Recording.from_file(local, recording_id=rec["recording_id"])
     finally:
         local.unlink(missing_ok=True)
-    return Recording(id=r.id, sources=[AudioSource(type="url", channels=r.channel_ids, source=uri)],
-                     sampling_rate=r.sampling_rate, num_samples=r.num_samples, duration=r.duration,
-                     channel_ids=r.channel_ids)
+    return Recording(
+        id=r.id,
+        sources=[AudioSource(type="url", channels=r.channel_ids, source=uri)],
+        sampling_rate=r.sampling_rate,
+        num_samples=r.num_samples,
+        duration=r.duration,
+        channel_ids=r.channel_ids,
+    )
 
 
 def _cut(rec, s: dict, fields: dict | None = None):
@@ -53,22 +58,51 @@ def _cut(rec, s: dict, fields: dict | None = None):
     words = []
     for w in s["words"] or []:
         ws, we = max(w["start"], start), min(w["end"], end)
-        words.append(AlignmentItem(symbol=w["word"].strip(), start=round(ws - start, 3),
-                                   duration=round(max(0.0, we - ws), 3), score=w["confidence"]))
+        words.append(
+            AlignmentItem(
+                symbol=w["word"].strip(),
+                start=round(ws - start, 3),
+                duration=round(max(0.0, we - ws), 3),
+                score=w["confidence"],
+            )
+        )
     sup = SupervisionSegment(
-        id=cid, recording_id=rec.id, start=0.0, duration=dur,
-        channel=rec.channel_ids[0] if mono else list(rec.channel_ids), text=s["text"], language=s["language"],
+        id=cid,
+        recording_id=rec.id,
+        start=0.0,
+        duration=dur,
+        channel=rec.channel_ids[0] if mono else list(rec.channel_ids),
+        text=s["text"],
+        language=s["language"],
         speaker=f"{s['recording_id']}-{s['speaker']}" if s["speaker"] else None,
-        custom={"confidence": s["confidence"], "language_prob": s["language_prob"], "accepted": s["accepted"],
-                "reject_reasons": list(s["reject_reasons"] or [])},
+        custom={
+            "confidence": s["confidence"],
+            "language_prob": s["language_prob"],
+            "accepted": s["accepted"],
+            "reject_reasons": list(s["reject_reasons"] or []),
+        },
         alignment={"word": words},
     )
     custom = {"input_fields": fields} if fields else None  # what the input manifest said of the whole file
     if mono:
-        return MonoCut(id=cid, start=start, duration=dur, channel=rec.channel_ids[0], supervisions=[sup], recording=rec,
-                       custom=custom)
-    return MultiCut(id=cid, start=start, duration=dur, channel=list(rec.channel_ids), supervisions=[sup], recording=rec,
-                    custom=custom)
+        return MonoCut(
+            id=cid,
+            start=start,
+            duration=dur,
+            channel=rec.channel_ids[0],
+            supervisions=[sup],
+            recording=rec,
+            custom=custom,
+        )
+    return MultiCut(
+        id=cid,
+        start=start,
+        duration=dur,
+        channel=list(rec.channel_ids),
+        supervisions=[sup],
+        recording=rec,
+        custom=custom,
+    )
 
 
 def iter_cuts(output: OutputConfig, accepted_only: bool = True) -> Iterator[Any]:

@@ -42,8 +42,11 @@ def _input_root(led: Ledger, recs: pa.Table) -> str:
     if base and pc.all(pc.starts_with(uris, base + "/")).as_py() is not False:
         return base
     # the common prefix of a set of strings is that of its least and greatest
-    folders = pc.if_else(pc.match_substring(uris, "/"), pc.replace_substring_regex(uris, "/[^/]*$", "/"),
-                         pc.binary_join_element_wise(uris, "/", ""))
+    folders = pc.if_else(
+        pc.match_substring(uris, "/"),
+        pc.replace_substring_regex(uris, "/[^/]*$", "/"),
+        pc.binary_join_element_wise(uris, "/", ""),
+    )
     bounds = pc.min_max(folders)
     common = posixpath.commonprefix([bounds["min"].as_py() or "", bounds["max"].as_py() or ""])
     return common[: common.rfind("/")] if "/" in common else ""

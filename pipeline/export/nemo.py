@@ -19,15 +19,17 @@ def nemo_line(s: dict, audio_filepath: str, offset: float | None, duration: floa
     d: dict[str, Any] = {"audio_filepath": audio_filepath}
     if offset is not None:
         d["offset"] = offset
-    d.update(duration=duration, text=s["text"], lang=s["language"], speaker=s["speaker"],
-             confidence=s["confidence"])
+    d.update(duration=duration, text=s["text"], lang=s["language"], speaker=s["speaker"], confidence=s["confidence"])
     return json.dumps(d, ensure_ascii=True)
 
 
 def nemo_manifest(output: OutputConfig, accepted_only: bool = True) -> str:
     """NeMo JSONL in memory (small outputs; the export streams to a file)."""
-    lines = [nemo_line(s, r["uri"], s["start"], round(s["end"] - s["start"], 3))
-             for r, segs in iter_recordings(output, accepted_only) for s in segs]
+    lines = [
+        nemo_line(s, r["uri"], s["start"], round(s["end"] - s["start"], 3))
+        for r, segs in iter_recordings(output, accepted_only)
+        for s in segs
+    ]
     return "\n".join(lines) + ("\n" if lines else "")
 
 

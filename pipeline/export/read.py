@@ -20,8 +20,17 @@ from pipeline.records import input_table
 #: segments is ~50 MB of Arrow): an export's memory is bounded by one chunk. 10 M segments: 100 scans.
 CHUNK_RECORDINGS = 20_000
 CHUNK_SEGMENTS = 100_000
-_REC_COLUMNS = ["recording_id", "uri", "duration", "source_sample_rate", "source_channels", "status",
-                "language", "fingerprint", "write_id"]
+_REC_COLUMNS = [
+    "recording_id",
+    "uri",
+    "duration",
+    "source_sample_rate",
+    "source_channels",
+    "status",
+    "language",
+    "fingerprint",
+    "write_id",
+]
 
 
 class ExportError(UserError, RuntimeError):
@@ -41,8 +50,11 @@ def record_input_fields(output: OutputConfig, files) -> int:
     from deltalake import write_deltalake  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
     listed = input_table(files)
-    rows = (listed.filter(pc.is_valid(listed.column("extra"))).select(["recording_id", "uri", "extra"])
-            .rename_columns(["recording_id", "uri", "fields"]))
+    rows = (
+        listed.filter(pc.is_valid(listed.column("extra")))
+        .select(["recording_id", "uri", "extra"])
+        .rename_columns(["recording_id", "uri", "fields"])
+    )
     if not rows.num_rows:
         return 0
     led = Ledger(output)
@@ -50,16 +62,24 @@ def record_input_fields(output: OutputConfig, files) -> int:
     dt = led.table(INPUTS_TABLE)
     todo = rows
     if dt is not None:
+
         def key(t: pa.Table) -> pa.ChunkedArray:
             return pc.binary_join_element_wise(t.column("recording_id"), t.column("uri"), t.column("fields"), "\x1f")
 
-        todo = rows.filter(pc.invert(pc.is_in(key(rows), value_set=key(dt.to_pyarrow_table(columns=rows.column_names)))))
+        todo = rows.filter(
+            pc.invert(pc.is_in(key(rows), value_set=key(dt.to_pyarrow_table(columns=rows.column_names))))
+        )
     for k in range(0, todo.num_rows, 5000):
         part = todo.slice(k, 5000)
         quoted = ", ".join("'" + r.replace("'", "''") + "'" for r in part.column("recording_id").to_pylist())
         exists = led.table(INPUTS_TABLE) is not None
-        write_deltalake(uri, part, mode="overwrite" if exists else "append",
-                        predicate=f"recording_id IN ({quoted})" if exists else None, storage_options=led.options)
+        write_deltalake(
+            uri,
+            part,
+            mode="overwrite" if exists else "append",
+            predicate=f"recording_id IN ({quoted})" if exists else None,
+            storage_options=led.options,
+        )
     return rows.num_rows
 
 
@@ -68,8 +88,9 @@ def input_fields(led: Ledger, recording_ids: list[str]) -> dict[str, dict]:
     dt = led.table(INPUTS_TABLE)
     if dt is None:
         return {}
-    t = dt.to_pyarrow_dataset().to_table(filter=pc.field("recording_id").isin(recording_ids),
-                                         columns=["recording_id", "fields"])
+    t = dt.to_pyarrow_dataset().to_table(
+        filter=pc.field("recording_id").isin(recording_ids), columns=["recording_id", "fields"]
+    )
     return {rid: json.loads(f) for rid, f in zip(t.column("recording_id").to_pylist(), t.column("fields").to_pylist())}
 
 
@@ -79,8 +100,9 @@ def _open(output: OutputConfig) -> tuple[Ledger, pa.Table]:
     bytes a recording, where a Python dict costs ~1 KB."""
     led = Ledger(output)
     if led.table("recordings") is None or led.table("segments") is None:
-        raise ExportError(f"no Scriptorium output at {output.uri!r} (no committed recordings/segments tables; "
-                          "is the URI right?)")
+        raise ExportError(
+            f"no Scriptorium output at {output.uri!r} (no committed recordings/segments tables; is the URI right?)"
+        )
     recs = led.read("recordings", [*_REC_COLUMNS, "num_segments"])
     if not recs.num_rows:
         raise ExportError(f"output {output.uri!r} is empty: no recording was committed")
@@ -111,12 +133,16 @@ def _segments_of(led: Ledger, chunk: pa.Table, accepted: bool) -> tuple[pa.Table
     has_text = pc.fill_null(pc.not_equal(seg.column("text"), ""), False)
     seg = seg.filter(pc.and_(has_text, _key_in(seg, chunk.select(COMMIT_KEY))))
     place = pc.index_in(seg.column("recording_id"), value_set=chunk.column("recording_id"))
-    order = pc.sort_indices(pa.table({"place": place, "start": seg.column("start"), "i": seg.column("segment_index")}),
-                            [("place", "ascending"), ("start", "ascending"), ("i", "ascending")])
+    order = pc.sort_indices(
+        pa.table({"place": place, "start": seg.column("start"), "i": seg.column("segment_index")}),
+        [("place", "ascending"), ("start", "ascending"), ("i", "ascending")],
+    )
     return seg.take(order), pc.take(place, order).to_numpy()
 
 
-def iter_recordings(output: OutputConfig, accepted_only: bool, drop_rejected: bool = False) -> Iterator[tuple[dict, list[dict]]]:
+def iter_recordings(
+    output: OutputConfig, accepted_only: bool, drop_rejected: bool = False
+) -> Iterator[tuple[dict, list[dict]]]:
     """(recording row, its committed segments with text, by start), in URI order.
 
     Streams: recordings stay Arrow, and segments are read one chunk of recordings at a time (one

@@ -91,11 +91,26 @@ def subtitles(output: OutputConfig, fmt: Literal["srt", "vtt"]) -> dict[str, str
 
 
 def _transcript_json(rec: dict, segs: list[dict]) -> bytes:
-    keep = ["segment_index", "start", "end", "speaker", "language", "text", "confidence", "accepted",
-            "reject_reasons", "words"]
-    doc = {"uri": rec["uri"], "recording_id": rec["recording_id"], "duration": rec["duration"],
-           "language": rec["language"], "input_fields": rec.get("input_fields") or {},
-           "segments": [{k: s[k] for k in keep} for s in segs]}
+    keep = [
+        "segment_index",
+        "start",
+        "end",
+        "speaker",
+        "language",
+        "text",
+        "confidence",
+        "accepted",
+        "reject_reasons",
+        "words",
+    ]
+    doc = {
+        "uri": rec["uri"],
+        "recording_id": rec["recording_id"],
+        "duration": rec["duration"],
+        "language": rec["language"],
+        "input_fields": rec.get("input_fields") or {},
+        "segments": [{k: s[k] for k in keep} for s in segs],
+    }
     return json.dumps(doc, ensure_ascii=False, indent=1).encode()
 
 

@@ -64,7 +64,23 @@ from pipeline.ledger.tables import (
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "COMMIT_KEY", "LOCK_SCHEMA", "LOCK_TABLE", "MAINTAIN_EVERY_FILES", "PLAN_COLUMNS", "RECORDINGS_TABLE_SCHEMA",
-    "SCHEMAS", "SEGMENTS_TABLE_SCHEMA", "TABLES", "LegacyOutputError", "Ledger", "OutputError", "OutputLockedError",
-    "RunLock", "input_changed", "maintain", "read_output", "storage_options", "write_id_for",
+    "COMMIT_KEY",
+    "LOCK_SCHEMA",
+    "LOCK_TABLE",
+    "MAINTAIN_EVERY_FILES",
+    "PLAN_COLUMNS",
+    "RECORDINGS_TABLE_SCHEMA",
+    "SCHEMAS",
+    "SEGMENTS_TABLE_SCHEMA",
+    "TABLES",
+    "LegacyOutputError",
+    "Ledger",
+    "OutputError",
+    "OutputLockedError",
+    "RunLock",
+    "input_changed",
+    "maintain",
+    "read_output",
+    "storage_options",
+    "write_id_for",
 ]

@@ -94,8 +94,9 @@ class Ledger(Maintenance):
             if dt is not None:
                 return dt
             schema = SCHEMAS[name] if name in SCHEMAS else LOCK_SCHEMA
-            return DeltaTable.create(self.table_uri(name), schema=schema, mode="ignore",
-                                     storage_options=self.options, name=name)
+            return DeltaTable.create(
+                self.table_uri(name), schema=schema, mode="ignore", storage_options=self.options, name=name
+            )
 
         return retry_commit(attempt)
 
@@ -119,8 +120,11 @@ class Ledger(Maintenance):
         dt = self.ensure(name)
         have = {f.name for f in dt.schema().fields}
         if set(SCHEMAS[name].names) - have:
-            retry_commit(lambda: write_deltalake(self.table(name), SCHEMAS[name].empty_table(), mode="append",
-                                              schema_mode="merge"))
+            retry_commit(
+                lambda: write_deltalake(
+                    self.table(name), SCHEMAS[name].empty_table(), mode="append", schema_mode="merge"
+                )
+            )
             dt = self.table(name)
         return dt
 
@@ -153,19 +157,35 @@ class Ledger(Maintenance):
         done = done.rename_columns(["recording_id", *(f"done_{c}" for c in PLAN_COLUMNS[1:])])
         done = done.append_column("done", pa.repeat(True, done.num_rows))
         row = pa.array(np.arange(listed.num_rows, dtype=np.int64))
-        j = (pa.table({"row": row, "recording_id": listed.column("recording_id"), "size": listed.column("size"),
-                       "etag": listed.column("etag"), "mtime": listed.column("mtime")})
-             .join(done, "recording_id", join_type="left outer").sort_by("row"))
+        j = (
+            pa.table(
+                {
+                    "row": row,
+                    "recording_id": listed.column("recording_id"),
+                    "size": listed.column("size"),
+                    "etag": listed.column("etag"),
+                    "mtime": listed.column("mtime"),
+                }
+            )
+            .join(done, "recording_id", join_type="left outer")
+            .sort_by("row")
+        )
         if j.num_rows != listed.num_rows:
-            raise RuntimeError(f"{self.table_uri('recordings')}: a recording_id is committed more than once "
-                               "(a write outside Scriptorium?); the plan cannot tell which row is current")
+            raise RuntimeError(
+                f"{self.table_uri('recordings')}: a recording_id is committed more than once "
+                "(a write outside Scriptorium?); the plan cannot tell which row is current"
+            )
         new = pc.is_null(j.column("done"))
         retry = pc.fill_null(pc.equal(j.column("done_status"), "error"), False)
         other_fp = pc.fill_null(pc.not_equal(j.column("done_fingerprint"), fingerprint), True)
         changed = pc.and_not(pc.or_(other_fp, _changed(j)), pc.or_(new, retry))
         skipped = pc.invert(pc.or_(pc.or_(new, retry), changed))
-        counts = {"new": _count(new), "changed": _count(changed), "skipped": _count(skipped),
-                  "retry_failed": _count(pc.and_not(retry, new))}
+        counts = {
+            "new": _count(new),
+            "changed": _count(changed),
+            "skipped": _count(skipped),
+            "retry_failed": _count(pc.and_not(retry, new)),
+        }
         # `replaces`: the recording has older rows in the output, which its commit must replace
         todo = listed.append_column("replaces", pc.invert(new)).filter(pc.invert(skipped))
         return (todo if isinstance(files, pa.Table) else input_files(todo.drop_columns(["replaces"]))), counts
@@ -187,7 +207,10 @@ class Ledger(Maintenance):
             if dt.transaction_version(app_id) is not None:
                 return False
             write_deltalake(
-                dt, rows, mode="overwrite", predicate=predicate,
+                dt,
+                rows,
+                mode="overwrite",
+                predicate=predicate,
                 # a release that adds a column (a new quality signal) adds it to the table; rows of an
                 # older writer read it as null
                 schema_mode="merge",
@@ -217,7 +240,8 @@ class Ledger(Maintenance):
             raise LegacyOutputError(
                 f"output {self.cfg.uri} was written by an older Scriptorium (JSON ledger in _ledger/commits/); "
                 f"this version writes Delta tables: run into a new output.uri (the old output stays readable "
-                f"as Parquet under segments/ and recordings/)")
+                f"as Parquet under segments/ and recordings/)"
+            )
 
 
 def _count(mask: pa.ChunkedArray) -> int:
@@ -227,8 +251,10 @@ def _count(mask: pa.ChunkedArray) -> int:
 def _changed(j: pa.Table) -> pa.ChunkedArray:
     """`input_changed` over columns: listed (size, etag, mtime) against done_(size, etag, mtime)."""
     size = pc.fill_null(pc.not_equal(j.column("done_size"), j.column("size")), True)
-    both_etags = pc.and_(pc.fill_null(pc.not_equal(j.column("done_etag"), ""), False),
-                         pc.fill_null(pc.not_equal(j.column("etag"), ""), False))
+    both_etags = pc.and_(
+        pc.fill_null(pc.not_equal(j.column("done_etag"), ""), False),
+        pc.fill_null(pc.not_equal(j.column("etag"), ""), False),
+    )
     etag = pc.fill_null(pc.not_equal(j.column("done_etag"), j.column("etag")), False)
     both_mtimes = pc.and_(pc.is_valid(j.column("done_mtime")), pc.is_valid(j.column("mtime")))
     mtime = pc.fill_null(pc.greater(pc.abs(pc.subtract(j.column("done_mtime"), j.column("mtime"))), 1e-6), False)

@@ -21,12 +21,14 @@ if TYPE_CHECKING:
 # one logger for the whole output, as before the split (`pipeline.ledger`: what users filter on)
 log = logging.getLogger("pipeline.ledger")
 
-LOCK_SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("holder", pa.string()),  # host:pid:process start time
-    ("heartbeat", pa.float64()),  # unix seconds
-    ("released", pa.bool_()),
-])
+LOCK_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("holder", pa.string()),  # host:pid:process start time
+        ("heartbeat", pa.float64()),  # unix seconds
+        ("released", pa.bool_()),
+    ]
+)
 
 
 def _holder() -> str:
@@ -91,14 +93,17 @@ class RunLock:
     def _put(self, dt, released: bool) -> None:
         from deltalake import write_deltalake  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
-        row = pa.Table.from_pylist([{"run_id": self.run_id, "holder": self.holder, "heartbeat": time.time(),
-                                     "released": released}], schema=LOCK_SCHEMA)
+        row = pa.Table.from_pylist(
+            [{"run_id": self.run_id, "holder": self.holder, "heartbeat": time.time(), "released": released}],
+            schema=LOCK_SCHEMA,
+        )
         write_deltalake(dt, row, mode="overwrite")
 
     def acquire(self) -> None:
         """Take the lock, or raise OutputLockedError. A holder that missed three heartbeats is
         probably dead (a crashed driver whose retry starts at once, e.g. a Kubernetes Job's next
         attempt): wait for its lock to go stale instead of refusing, unless it beats meanwhile."""
+
         def attempt() -> None:
             dt, row = self._current()
             if not self._free(row):
@@ -123,8 +128,11 @@ class RunLock:
                 if age < 3 * self.heartbeat_s:
                     raise
                 wait = self.stale_after_s - age + 0.5
-                log.warning("the output's holder missed %d heartbeats; waiting %.0f s for its lock to go stale",
-                            age // self.heartbeat_s, wait)
+                log.warning(
+                    "the output's holder missed %d heartbeats; waiting %.0f s for its lock to go stale",
+                    age // self.heartbeat_s,
+                    wait,
+                )
                 time.sleep(wait)
         self._thread = threading.Thread(target=self._beat, name="scriptorium-lock", daemon=True)
         self._thread.start()
@@ -138,6 +146,7 @@ class RunLock:
 
     def refresh(self) -> None:
         """Move the heartbeat, if the lock is still ours (a lock taken over is not taken back)."""
+
         def attempt() -> None:
             dt, row = self._current()
             if row is None or row["run_id"] != self.run_id or row["released"]:

@@ -28,7 +28,9 @@ class Maintenance:
         if repair and self.table("segments") is not None and self.table("recordings") is not None:
             committed = self.read("recordings", [*COMMIT_KEY, "num_segments"])
             seg = self.read("segments", COMMIT_KEY)
-            orphans = seg.filter(pc.invert(_key_in(seg, committed))).group_by(["recording_id", "write_id"]).aggregate([])
+            orphans = (
+                seg.filter(pc.invert(_key_in(seg, committed))).group_by(["recording_id", "write_id"]).aggregate([])
+            )
             out["orphaned_segment_recordings"] = orphans.num_rows
             self._delete("segments", orphans)
             # A recordings row whose segments were replaced by a write that then died before its own
@@ -49,25 +51,36 @@ class Maintenance:
             dt.create_checkpoint()
             dt.cleanup_metadata()
             # full: also the files a run staged and never committed (it died first; pipeline/ledger/staging.py)
-            removed = dt.vacuum(retention_hours=int(retention_hours), enforce_retention_duration=False,
-                                dry_run=False, full=True) if vacuum else []
-            out[name] = {"files_before": before, "files_after": len(self.table(name).file_uris()),
-                         "version": dt.version(), "vacuumed": len(removed),
-                         "compacted": metrics.get("numFilesRemoved", 0)}
+            removed = (
+                dt.vacuum(
+                    retention_hours=int(retention_hours), enforce_retention_duration=False, dry_run=False, full=True
+                )
+                if vacuum
+                else []
+            )
+            out[name] = {
+                "files_before": before,
+                "files_after": len(self.table(name).file_uris()),
+                "version": dt.version(),
+                "vacuumed": len(removed),
+                "compacted": metrics.get("numFilesRemoved", 0),
+            }
         lock = self.table(LOCK_TABLE)
         if lock is not None:  # every heartbeat is a commit with a one-row file: keep an hour of them
             lock.create_checkpoint()
             lock.cleanup_metadata()
-            out["lock_vacuumed"] = len(lock.vacuum(retention_hours=1, enforce_retention_duration=False,
-                                                   dry_run=False)) if vacuum else 0
+            out["lock_vacuumed"] = (
+                len(lock.vacuum(retention_hours=1, enforce_retention_duration=False, dry_run=False)) if vacuum else 0
+            )
         return out
 
     def _delete(self, name: str, which: pa.Table, chunk: int = 500) -> None:
         """Delete the rows of (recording_id, write_id) pairs, a few hundred per transaction."""
         pairs = which.to_pylist()
         for i in range(0, len(pairs), chunk):
-            pred = " OR ".join(f"(recording_id = '{p['recording_id']}' AND write_id = '{p['write_id']}')"
-                               for p in pairs[i:i + chunk])
+            pred = " OR ".join(
+                f"(recording_id = '{p['recording_id']}' AND write_id = '{p['write_id']}')" for p in pairs[i : i + chunk]
+            )
             retry_commit(lambda pred=pred: self.table(name).delete(pred))
 
     def maintenance_due(self, every_files: int = MAINTAIN_EVERY_FILES) -> bool:

@@ -53,6 +53,8 @@ log = logging.getLogger("pipeline.ledger")
 
 #: Commit metadata keys a group commit writes (read back by `repair_dangling_group`).
 GROUP_KEY, WRITE_IDS_KEY, REPAIRED_KEY = "scriptorium.group", "scriptorium.write_ids", "scriptorium.repaired"
+
+
 @dataclass(frozen=True)
 class StagedFile:
     """One Parquet data file written into a table's folder but not yet in its log."""
@@ -106,8 +108,9 @@ def _stats(rows: pa.Table) -> str:
         lo, hi = _stat_value(mm["min"], "floor"), _stat_value(mm["max"], "ceil")
         if lo is not None and hi is not None:
             mins[schema_field.name], maxs[schema_field.name] = lo, hi
-    return json.dumps({"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
-                      allow_nan=False)
+    return json.dumps(
+        {"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}, allow_nan=False
+    )
 
 
 def _stat_value(value: pa.Scalar, rounding: str) -> object:
@@ -126,8 +129,14 @@ def app_id(write_id: str) -> str:
     return f"scriptorium-{write_id}"
 
 
-def commit_group(ledger: "Ledger", name: str, blocks: list[StagedBlock], replacing: Collection[str],
-                 group_id: str, verify: bool = True) -> int:
+def commit_group(
+    ledger: "Ledger",
+    name: str,
+    blocks: list[StagedBlock],
+    replacing: Collection[str],
+    group_id: str,
+    verify: bool = True,
+) -> int:
     """One Delta transaction on table `name` holding every block of `blocks` not yet committed.
 
     `replacing`: recording ids that may have older rows in the table; a group holding one of them is
@@ -164,8 +173,9 @@ def commit_group(ledger: "Ledger", name: str, blocks: list[StagedBlock], replaci
             dt.create_write_transaction(adds, mode="append", schema=SCHEMAS[name], commit_properties=props)
             return len(todo)
         rows = pa.concat_tables([_read_staged(ledger, name, b.files[name]) for b in todo])
-        write_deltalake(dt, rows, mode="overwrite", predicate=_in_predicate(ids), schema_mode="merge",
-                        commit_properties=props)
+        write_deltalake(
+            dt, rows, mode="overwrite", predicate=_in_predicate(ids), schema_mode="merge", commit_properties=props
+        )
         for b in todo:  # their rows went into the overwrite's own files: the staged ones are unused
             with_retries(lambda b=b: ledger.fs.rm(ledger.path(name, b.files[name].path)))
         return len(todo)
@@ -201,8 +211,10 @@ def repair_dangling_group(ledger: "Ledger") -> int:
     if not ids:
         return 0
     quoted = ",".join("'" + w.replace("'", "''") + "'" for w in ids)
-    log.warning("output: the last run died between its two commits; deleting the segments of its last group (%d blocks)",
-                len(ids))
+    log.warning(
+        "output: the last run died between its two commits; deleting the segments of its last group (%d blocks)",
+        len(ids),
+    )
     from deltalake import CommitProperties  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
     done = CommitProperties(custom_metadata={REPAIRED_KEY: group})  # so the repair is not done twice

@@ -86,10 +86,9 @@ def retry_commit(fn: Callable[[], T]) -> T:
     return with_retries(fn, COMMIT_ATTEMPTS, wait_s=0.1, max_wait_s=4.0, jitter=True)
 
 
-
-
 def _key_in(t: pa.Table, committed: pa.Table) -> pa.Array:
     """Boolean mask: which rows of `t` have a COMMIT_KEY present in `committed`."""
+
     def key(x: pa.Table) -> pa.Array:
         return pc.binary_join_element_wise(*[pc.fill_null(x.column(c), "") for c in COMMIT_KEY], "\x1f")
 

@@ -40,6 +40,7 @@ from pipeline.text import redact
 #: Attempts at a file on transient storage errors (as `pipeline.errors.with_retries`).
 RETRIES = 4
 
+
 def _version(fs, path: str, f) -> dict:
     """size/etag/mtime of the object as opened (s3fs keeps the HEAD result in `f.details`)."""
     info = getattr(f, "details", None) or fs.info(path)
@@ -230,9 +231,7 @@ def decode_stream(
         yield _table(whole)
 
 
-def decode_batch(
-    batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions, channel_energy: bool = False
-) -> pa.Table:
+def decode_batch(batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions, channel_energy: bool = False) -> pa.Table:
     """`decode_stream` as one table (tests and benchmarks that want every row at once)."""
     return pa.concat_tables(list(decode_stream(batch, cfg, storage, channel_energy)))
 

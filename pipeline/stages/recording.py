@@ -30,7 +30,11 @@ class RecordingStage:
     name = "recording"
 
     def __init__(
-        self, cfg: RecordingStageConfig, vad: VadBackend | None, diarizer: DiarizationBackend | None, pauses: bool = False
+        self,
+        cfg: RecordingStageConfig,
+        vad: VadBackend | None,
+        diarizer: DiarizationBackend | None,
+        pauses: bool = False,
     ):
         """`pauses`: also pass on where VAD hears pauses inside each utterance (the segment stage cuts
         there to fill its windows: `segment_stage.packing.min_piece_s` > 0)."""
@@ -59,8 +63,16 @@ class RecordingStage:
         rows = batch.drop_columns([c for c in ("audio", "channel_energy") if c in batch.column_names]).to_pylist()
         speech: list[np.ndarray | None] = []
         for i, row in enumerate(rows):
-            row.update(spans=[], turns=None, voices=None, overlaps=None, overlap_seconds=None, num_speakers=None,
-                       speech_seconds=None, models=self.models)
+            row.update(
+                spans=[],
+                turns=None,
+                voices=None,
+                overlaps=None,
+                overlap_seconds=None,
+                num_speakers=None,
+                speech_seconds=None,
+                models=self.models,
+            )
             t0 = time.perf_counter()
             out = None
             if row["status"] == "ok":
@@ -89,15 +101,23 @@ class RecordingStage:
             if found.warning:  # e.g. channels: why a file is one speaker; an ok row's warning goes to `error`
                 row["error"] = "; ".join(w for w in (row["error"], found.warning) if w)
             if found.overlaps is not None:  # None: the backend cannot tell overlapped speech
-                row["overlaps"] = [{"start": round(o.start + offset_s, 3), "end": round(o.end + offset_s, 3),
-                                    "speakers": list(o.speakers)} for o in found.overlaps]
+                row["overlaps"] = [
+                    {
+                        "start": round(o.start + offset_s, 3),
+                        "end": round(o.end + offset_s, 3),
+                        "speakers": list(o.speakers),
+                    }
+                    for o in found.overlaps
+                ]
                 row["overlap_seconds"] = round(sum(o.duration for o in found.overlaps), 3)
         # Utterances follow VAD and length only: speakers are given to words after ASR (segment stage)
         spans = utterances(regions, self.cfg.segmentation, audio)
         row["speech_seconds"] = round(sum(s.duration for s in spans), 3)
         if turns is not None:
-            row["turns"] = [{"start": round(t.start + offset_s, 3), "end": round(t.end + offset_s, 3), "speaker": t.speaker}
-                            for t in turns]
+            row["turns"] = [
+                {"start": round(t.start + offset_s, 3), "end": round(t.end + offset_s, 3), "speaker": t.speaker}
+                for t in turns
+            ]
             row["num_speakers"] = len({t.speaker for t in turns})
             if row.get("piece") is not None:  # the sink matches this piece's speakers with the others'
                 row["voices"] = self.diarizer.voices()
@@ -115,8 +135,16 @@ class RecordingStage:
             # on the recording's timeline; rounding must not push the last span past the audio's end either
             start_s, end_s = round(s.start + offset_s, 3), min(round(end + offset_s, 3), offset_s + duration)
             inside = None if pauses is None else [round(p + offset_s, 3) for p in pauses if s.start < p < end]
-            row["spans"].append({"start": start_s, "end": end_s, "speaker": s.speaker, "audio_offset": offset,
-                                 "num_samples": len(clip), "pauses": inside})
+            row["spans"].append(
+                {
+                    "start": start_s,
+                    "end": end_s,
+                    "speaker": s.speaker,
+                    "audio_offset": offset,
+                    "num_samples": len(clip),
+                    "pauses": inside,
+                }
+            )
             pieces.append(clip)
             offset += len(clip)
         return np.concatenate(pieces)

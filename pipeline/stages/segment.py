@@ -113,8 +113,10 @@ class SegmentStage:
         self.itn: Callable[[str, str | None], str] | None = None
         if cfg.itn.enabled:
             self.itn = make_itn(cfg.itn)
-        roles = {"lid": lid.model_id() if lid is not None else f"none ({cfg.lid.language or 'unknown'})",
-                 "asr": asr.model_id()}
+        roles = {
+            "lid": lid.model_id() if lid is not None else f"none ({cfg.lid.language or 'unknown'})",
+            "asr": asr.model_id(),
+        }
         self.models = "; ".join(f"{k}={v}" for k, v in roles.items())
         self.punctuated = punctuated(cfg.punctuation, asr)
         # the threads that make a backend's calls at once (`concurrent_calls`): the same ones for the
@@ -215,7 +217,9 @@ class SegmentStage:
         assert self.lid is not None and not isinstance(self.lid, FusedLid)
         clips = [it.clip for it in chunk]
         try:
-            found = self.lid.identify(clips) if self._pool is None else self._pool.submit(self.lid.identify, clips).result()
+            found = (
+                self.lid.identify(clips) if self._pool is None else self._pool.submit(self.lid.identify, clips).result()
+            )
             for it, lid in zip(chunk, check_results(found, clips, self.lid)):
                 it.lid = lid
         except Exception as exc:  # noqa: BLE001
@@ -314,11 +318,19 @@ class SegmentStage:
         text = self.itn(res.text, language) if (self.itn and res.text) else res.text
         words = [w.shifted(start, start, end) for w in res.words]  # onto the recording's timeline
         seg = Segment(
-            segment_index=index, start=start, end=end, speaker=it.span["speaker"], language=language,
+            segment_index=index,
+            start=start,
+            end=end,
+            speaker=it.span["speaker"],
+            language=language,
             language_prob=res.language_prob if res.language_prob is not None else (it.lid[1] if it.lid else None),
-            text=text, confidence=res.confidence, overlap_seconds=overlap_seconds(start, end, overlaps),
+            text=text,
+            confidence=res.confidence,
+            overlap_seconds=overlap_seconds(start, end, overlaps),
             words=[replace(w, overlap=word_in_overlap(w.start, w.end, overlaps)) for w in words],
-            avg_logprob=res.avg_logprob, no_speech_prob=res.no_speech_prob, compression_ratio=res.compression_ratio,
+            avg_logprob=res.avg_logprob,
+            no_speech_prob=res.no_speech_prob,
+            compression_ratio=res.compression_ratio,
             language_agreement=(it.lid[0] == res.language) if (it.lid and res.language) else None,
             signals=text_signals(text, language),
         )

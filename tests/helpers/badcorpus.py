@@ -15,7 +15,9 @@ import soundfile as sf
 
 from tests.helpers import CORPUS
 
-SPEECH = CORPUS / "speech" / "speechbrain_spk1_snt2.wav"  # 3.15 s, 16 kHz mono: "Drop the two when you add the figures."
+SPEECH = (
+    CORPUS / "speech" / "speechbrain_spk1_snt2.wav"
+)  # 3.15 s, 16 kHz mono: "Drop the two when you add the figures."
 SPEECH2 = CORPUS / "speech" / "speechbrain_spk2_snt1.wav"  # 2.0 s
 
 
@@ -199,7 +201,9 @@ def write_opus(path: Path, x: np.ndarray, rate: int = 48000) -> None:
         st = out.add_stream("libopus", rate=rate, layout="mono")
         pts = 0
         for i in range(0, len(x), 960):
-            fr = av.AudioFrame.from_ndarray(x[i : i + 960].reshape(1, -1).astype(np.float32), format="flt", layout="mono")
+            fr = av.AudioFrame.from_ndarray(
+                x[i : i + 960].reshape(1, -1).astype(np.float32), format="flt", layout="mono"
+            )
             fr.sample_rate, fr.pts = rate, pts
             pts += 960
             for pk in st.encode(fr):
@@ -255,7 +259,8 @@ def make_untrusted_files(dest: Path, s16: np.ndarray) -> dict[str, Case]:
     cases["cut.opus"] = Case("ok", "ends without an end-of-stream page")
     sf.write(dest / "zero_channels.wav", s16, 16000, subtype="PCM_16")
     (dest / "zero_channels.wav").write_bytes(
-        _with_header_field((dest / "zero_channels.wav").read_bytes(), b"fmt ", 10, b"\0\0"))
+        _with_header_field((dest / "zero_channels.wav").read_bytes(), b"fmt ", 10, b"\0\0")
+    )
     cases["zero_channels.wav"] = Case("error", "0 audio channels")
     return cases
 

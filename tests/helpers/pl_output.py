@@ -38,7 +38,9 @@ _CACHE: dict[str, object] = {}
 
 def references(root: Path) -> Path:
     """A references manifest for the clips (texts from the corpus' references.jsonl)."""
-    refs = {json.loads(x)["audio_filepath"]: json.loads(x) for x in (CORPUS / "references.jsonl").read_text().splitlines()}
+    refs = {
+        json.loads(x)["audio_filepath"]: json.loads(x) for x in (CORPUS / "references.jsonl").read_text().splitlines()
+    }
     lines = []
     for rel, src in {**CLIPS, OPUS: "multilingual/fleurs-fr-000.ogg"}.items():
         r = dict(refs[src], audio_filepath=f"audio/{rel}")
@@ -66,8 +68,22 @@ def pipeline_output() -> tuple[Path, Path]:
         (audio / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(CORPUS / src, audio / rel)
     (audio / OPUS).parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(CORPUS / "multilingual/fleurs-fr-000.ogg"),
-                    "-c:a", "libopus", "-b:a", "32k", str(audio / OPUS)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-i",
+            str(CORPUS / "multilingual/fleurs-fr-000.ogg"),
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            str(audio / OPUS),
+        ],
+        check=True,
+    )
     out = root / "out"
     report = run(load_config(LOCAL_CONF, [f"input.uri={audio}", f"output.uri={out}"]))
     assert report.ok == len(CLIPS) + 1, report.summary()

@@ -136,8 +136,12 @@ class NemoAsr(NemoBackend):
             if multitask:
                 dc["strategy"] = "beam"
                 beam = dict(dc.get("beam") or {})
-                beam.update(beam_size=max(1, self.cfg.beam_size), return_best_hypothesis=True,
-                            boosting_tree=tree, boosting_tree_alpha=vocabulary.boost)
+                beam.update(
+                    beam_size=max(1, self.cfg.beam_size),
+                    return_best_hypothesis=True,
+                    boosting_tree=tree,
+                    boosting_tree_alpha=vocabulary.boost,
+                )
                 beam.setdefault("max_generation_delta", (dc.get("greedy") or {}).get("max_generation_delta", 50))
                 dc["beam"] = beam
                 self._model.change_decoding_strategy(OmegaConf.create(dc))

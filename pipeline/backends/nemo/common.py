@@ -20,7 +20,15 @@ from pipeline.config import ModelsConfig
 from pipeline.models import inference_context, is_file_ref, load_nemo_model, pick_device
 from pipeline.records import SAMPLE_RATE
 
-__all__ = ["NemoBackend", "frame_seconds_of", "frames_in", "inference_context", "is_file_ref", "pad_batch", "split_on_oom"]
+__all__ = [
+    "NemoBackend",
+    "frame_seconds_of",
+    "frames_in",
+    "inference_context",
+    "is_file_ref",
+    "pad_batch",
+    "split_on_oom",
+]
 
 log = logging.getLogger(__name__)
 

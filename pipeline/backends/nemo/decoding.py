@@ -85,7 +85,9 @@ def boosting_tree_cfg(
     else:
         token_ids = [tok.text_to_ids(t) for t, _ in terms]
     graph = ContextGraph(context_score=base["context_score"], depth_scaling=base["depth_scaling"])
-    graph.build(token_ids=token_ids, phrases=[t for t, _ in terms], scores=[base["context_score"] * w for _, w in terms])
+    graph.build(
+        token_ids=token_ids, phrases=[t for t, _ in terms], scores=[base["context_score"] * w for _, w in terms]
+    )
     tree = GPUBoostingTreeModel.from_context_graph(
         context_graph=graph, vocab_size=tok.vocab_size, final_eos_score=1.0, use_triton=base["use_triton"]
     )

@@ -73,7 +73,9 @@ class NemoDiarizer(NemoBackend):
         """Speaker turns, seconds of the recording's timeline, covering exactly the speech in `regions`."""
         return self.diarize(audio, regions).turns
 
-    def diarize(self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None) -> Diarization:
+    def diarize(
+        self, audio: np.ndarray, regions: Sequence[Span], channel_energy: np.ndarray | None = None
+    ) -> Diarization:
         """Turns, and overlapped speech for Sortformer (None for TitaNet + clustering)."""
         duration = len(audio) / SAMPLE_RATE
         regions = [Span(max(0.0, r.start), min(duration, r.end)) for r in regions]
