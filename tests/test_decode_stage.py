@@ -526,3 +526,41 @@ def test_fuzzed_headers_never_hang_crash_or_balloon(tmp_path):
     slowest = max(r["seconds"] for r in results)
     print(f"fuzz: {len(results)} cases, {counts}, slowest {slowest:.2f} s, peak RSS +{grew:.0f} MB")
     assert grew < PEAK_BOUND_MB, out["peak_mb"]
+
+
+@pytest.mark.s3
+def test_a_window_on_object_storage_is_fetched_ahead_and_decodes_the_same(s3_endpoint, monkeypatch):
+    """`decode.prefetch_files`: a window's objects are fetched on threads ahead of the decode, with
+    the same rows (samples, version) as reading each as it decodes; a file gone since the listing is
+    still its own error row, and the window goes on."""
+    import numpy as np
+    import s3fs
+
+    from pipeline.config import DecodeConfig, InputConfig, StorageOptions
+    from pipeline.discover import discover_table
+    from pipeline.records import INPUT_SCHEMA
+    from pipeline.stages import decode
+    from pipeline.stages.decode import decode_batch
+
+    fetched = []
+    real = decode._fetch
+    monkeypatch.setattr(decode, "_fetch", lambda fs, path: (fetched.append(path), real(fs, path))[1])
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("prefetch")
+    clips = sorted((CORPUS / "speech").glob("speechbrain_*.wav"))[:4]
+    for c in clips:
+        fs.put_file(str(c), f"prefetch/in/{c.name}")
+    storage = StorageOptions(endpoint_url=s3_endpoint)
+    window = discover_table(InputConfig(uri="s3://prefetch/in/", storage=storage)).select(INPUT_SCHEMA.names)
+    fs.rm(f"prefetch/in/{clips[1].name}")  # deleted after the listing
+    ahead = decode_batch(window, DecodeConfig(prefetch_files=2), storage).to_pylist()
+    assert len(fetched) == 4, fetched  # every listed object, on the prefetch threads
+    each = decode_batch(window, DecodeConfig(prefetch_files=0), storage).to_pylist()
+    assert len(fetched) == 4
+    gone = [r["uri"].endswith(clips[1].name) for r in ahead]
+    assert [r["status"] for r in ahead] == [r["status"] for r in each] == ["error" if g else "ok" for g in gone]
+    assert "not found" in next(r["error"] for r in ahead if r["status"] == "error")
+    for a, b in zip(ahead, each):
+        assert (a["uri"], a["etag"], a["size"], a["duration"]) == (b["uri"], b["etag"], b["size"], b["duration"])
+        if a["status"] == "ok":
+            assert np.array_equal(np.frombuffer(a["audio"], np.float32), np.frombuffer(b["audio"], np.float32))

@@ -43,6 +43,15 @@ class DecodeConfig(Model):
         20.0, ge=0, description="audio each piece carries past both of its edges, so VAD sees whole regions there"
     )
     resources: Resources = Resources(num_cpus=0.25, pool_size=1)
+    prefetch_files: int = Field(
+        8,
+        ge=0,
+        description="object storage: files of a window fetched ahead, on threads, while one decodes, so a "
+        "store's round trips do not pace decode (0: each file is read as it decodes; local files always are)",
+    )
+    prefetch_max_mb: float = Field(
+        32.0, gt=0, description="... only files up to this size (a longer one streams as it decodes, in pieces)"
+    )
     in_recording_stage: bool = Field(
         False,
         description="decode inside the recording stage's actors (`resources` unused) instead of in tasks of its "

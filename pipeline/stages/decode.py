@@ -22,8 +22,10 @@ value without a copy (one Arrow chunk per row), so a 2-hour file costs ~460 MB h
 
 from __future__ import annotations
 
+import io
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable, Iterator
 
 import pyarrow as pa
@@ -114,8 +116,32 @@ def decode_one(
     return next(decode_rows(uri, cfg.model_copy(update={"piece_s": 0.0}), storage, listed_size, channel_energy))
 
 
+def _fetch(fs, path: str) -> tuple[dict, bytes]:
+    """A whole object and what the store says of it (the HEAD `_version` reads), on a prefetch thread."""
+    try:
+        return fs.info(path), fs.cat_file(path)
+    except FileNotFoundError as exc:
+        cause = _unreachable(exc)
+        if cause is not None:
+            raise cause from None  # a refused connection or a timeout, not a missing file: retry
+        raise
+
+
+class _Fetched(io.BytesIO):
+    """A prefetched object, readable as the opened file would be; `details` as s3fs's file has them."""
+
+    def __init__(self, info: dict, body: bytes):
+        super().__init__(body)
+        self.details = info
+
+
 def decode_rows(
-    uri: str, cfg: DecodeConfig, storage: StorageOptions, listed_size: int | None = None, channel_energy: bool = False
+    uri: str,
+    cfg: DecodeConfig,
+    storage: StorageOptions,
+    listed_size: int | None = None,
+    channel_energy: bool = False,
+    prefetched: Future | None = None,
 ) -> Iterator[dict]:
     """The recording's decoded row, or, for a recording longer than `cfg.piece_s`, its pieces' rows
     one by one as they decode (pipeline/pieces.py). A failure is an error row; once pieces have gone
@@ -130,8 +156,12 @@ def decode_rows(
     sent = 0  # pieces already yielded: a retry decodes again from the start and skips them
 
     def opened():
+        nonlocal prefetched
         if local:
             return _open_local(path)
+        if prefetched is not None:  # fetched ahead by `decode_stream`; a retry reads the store again
+            fetch, prefetched = prefetched, None
+            return _Fetched(*fetch.result())
         try:
             return fs.open(path, "rb")
         except FileNotFoundError as exc:
@@ -212,23 +242,65 @@ def decode_stream(
     of (source_channels, frames); null otherwise."""
     whole: list[dict] = []
     names = [n for n in INPUT_SCHEMA.names if n in batch.column_names]
-    for row in batch.select(names).to_pylist():
-        t0 = time.perf_counter()
-        blank = {"duration": None, "source_sample_rate": None, "source_channels": None}
-        refused = row.pop("refused", None)
-        if refused:  # discovery refused it (containment, not a regular file, unreachable): never read
-            outs: Iterable[dict] = [{"status": "error", "error": redact(refused)}]
-        else:
-            outs = decode_rows(row["uri"], cfg, storage, row.get("size"), channel_energy)
-        for out in outs:
-            decoded = {"mtime": None, **row, **blank, **out, "decode_wall_seconds": time.perf_counter() - t0}
-            if decoded.get("piece") is None:
-                whole.append(decoded)
-                continue
-            yield _table([decoded])
+    rows = batch.select(names).to_pylist()
+    ahead = _Prefetcher(rows, cfg, storage)
+    try:
+        for i, row in enumerate(rows):
             t0 = time.perf_counter()
+            blank = {"duration": None, "source_sample_rate": None, "source_channels": None}
+            refused = row.pop("refused", None)
+            if refused:  # discovery refused it (containment, not a regular file, unreachable): never read
+                outs: Iterable[dict] = [{"status": "error", "error": redact(refused)}]
+            else:
+                outs = decode_rows(row["uri"], cfg, storage, row.get("size"), channel_energy, ahead.take(i))
+            for out in outs:
+                decoded = {"mtime": None, **row, **blank, **out, "decode_wall_seconds": time.perf_counter() - t0}
+                if decoded.get("piece") is None:
+                    whole.append(decoded)
+                    continue
+                yield _table([decoded])
+                t0 = time.perf_counter()
+    finally:
+        ahead.close()
     if whole:
         yield _table(whole)
+
+
+class _Prefetcher:
+    """Fetches the next `cfg.prefetch_files` objects of a window on threads while one decodes: a store
+    answers in tens of milliseconds, and a window of short clips read one after another would wait
+    that long per file, twice (HEAD, GET), with the CPU idle. At most `prefetch_files` objects of at
+    most `prefetch_max_mb` each are held at once; local files and longer objects are read as before."""
+
+    def __init__(self, rows: list[dict], cfg: DecodeConfig, storage: StorageOptions):
+        self.rows, self.cfg, self.storage = rows, cfg, storage
+        self.futures: dict[int, Future] = {}
+        self.next = 0
+        self.pool = None
+        remote = [r for r in rows if not r.get("refused")]
+        if cfg.prefetch_files and remote and not is_local(filesystem(remote[0]["uri"], storage)[0]):
+            self.pool = ThreadPoolExecutor(max_workers=cfg.prefetch_files, thread_name_prefix="prefetch")
+            self._fill(0)
+
+    def _fill(self, current: int) -> None:
+        limit = self.cfg.prefetch_max_mb * 1024 * 1024
+        while self.next < len(self.rows) and self.next <= current + self.cfg.prefetch_files:
+            row = self.rows[self.next]
+            if not row.get("refused") and row.get("size") is not None and row["size"] <= limit:
+                fs, path = filesystem(row["uri"], self.storage)
+                self.futures[self.next] = self.pool.submit(_fetch, fs, path)
+            self.next += 1
+
+    def take(self, i: int) -> Future | None:
+        """Row i's fetch (None: read it as it decodes), and the next one started."""
+        if self.pool is None:
+            return None
+        self._fill(i + 1)
+        return self.futures.pop(i, None)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def decode_batch(batch: pa.Table, cfg: DecodeConfig, storage: StorageOptions, channel_energy: bool = False) -> pa.Table:
