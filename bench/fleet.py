@@ -31,7 +31,7 @@ for VAD, LID and ASR, and the 8x preset's ASR calls (`segment_stage.batching.max
 bucket of its own. The store's side (moto, the proxy) runs in this process, outside the cgroup: its
 CPU is in the JSON (`store_process_cpu_seconds`), and it shares this machine's cores with the run.
 
-    .venv/bin/python bench/fleet.py                                   # everything (~15-25 min here)
+    .venv/bin/python bench/fleet.py          # everything (~30 min here: 1,000 clips with local.yaml's pooling took 11)
     .venv/bin/python bench/fleet.py --parts c --commit-seconds 20     # one part
     .venv/bin/python bench/fleet.py --clips 40 --small-clips 20 --long-files 2 --long-small 1 \\
         --long-min-s 60 --long-max-s 90 --d-clips 40 --commit-seconds 5 --writers 2   # smoke size
@@ -85,11 +85,11 @@ def commit_block(output, table, fingerprint: str, run_id: str) -> None:
 def _block_rows(writer: int, block: int, n: int) -> list[dict]:
     """n transcribed recordings as the segment stage hands them to the sink: one 8.7 s segment of
     9 words each (the simulated ASR's words)."""
-    from pipeline.backends.simulated import _result
+    from pipeline.backends.simulated import simulated_result
     from pipeline.records import Segment
     from pipeline.stages.quality import text_signals
 
-    res = _result(8.7, "en")
+    res = simulated_result(8.7, "en")
     seg = Segment(segment_index=0, start=0.0, end=8.7, speaker=None, language="en", language_prob=0.99,
                   text=res.text, words=res.words, confidence=res.confidence, signals=text_signals(res.text, "en"))
     row = seg.to_row()

@@ -180,7 +180,7 @@ class SimulatedAsr:
         run = [_seconds(c) for c in clips if _seconds(c) >= self.min_clip_s]
         if run:
             self._device.hold(self.padded_seconds(run))
-        out = [_result(_seconds(c), lang) if _seconds(c) >= self.min_clip_s
+        out = [simulated_result(_seconds(c), lang) if _seconds(c) >= self.min_clip_s
                else AsrResult(text="", words=[], confidence=0.0, language=lang) for c, lang in zip(clips, languages)]
         return check_results(out, clips, self)
 
@@ -188,8 +188,9 @@ class SimulatedAsr:
         return self._device.model_id()
 
 
-def _result(duration: float, language: str | None) -> AsrResult:
-    """One word per second of the clip (at least one), each in its own slot of the clip, 80% of it."""
+def simulated_result(duration: float, language: str | None) -> AsrResult:
+    """What `SimulatedAsr` returns for a clip of `duration` seconds: one word per second (at least
+    one), each in the first 80% of its own slot of the clip (bench/fleet.py builds rows from it too)."""
     n = max(1, int(round(duration)))
     slot = duration / n
     seed = int(duration * 1000)
