@@ -17,8 +17,9 @@ the loopback S3 server (moto) through a proxy that gives it a real store's round
       calling the sink's own code in a loop (`sustained_commits`; `stage_one_block` is the one
       call into the sink), blocks of --recordings-per-commit; every committed recording is then
       checked to be in `recordings` exactly once.
-  (d) the accelerator's duty cycle: its busy share (the ASR holds summed, over the run's wall and
-      over the span from its first call to its last) over --d-clips short clips with the 8x preset's
+  (d) the accelerator's duty cycle: its busy share (the segment stage's holds summed, over the run's
+      wall and over the span from its first call to its last; ASR only: LID is off, one language, as
+      in issue 29's NeMo runs) over --d-clips short clips with the 8x preset's
       pooling, its RTFx = 155 x the CPUs Ray gets (--ray-cpus), the recording stage's models at
       --d-vad-factor x that; decode in tasks of its own as in the GPU presets (--d-decode actor: in
       the recording stage's actor, as local.yaml has it).
@@ -88,11 +89,10 @@ def stage_one_block(output, table, fingerprint: str, run_id: str):
 def _block_rows(writer: int, block: int, n: int) -> list[dict]:
     """n transcribed recordings as the segment stage hands them to the sink: one 8.7 s segment of
     9 words each (the simulated ASR's words)."""
-    from pipeline.backends.simulated import _result
     from pipeline.records import Segment
     from pipeline.stages.quality import text_signals
 
-    res = _result(8.7, "en")
+    res = simulated_result(8.7, "en")
     seg = Segment(
         segment_index=0,
         start=0.0,
@@ -415,6 +415,8 @@ def run_pipeline(
             sampled = run_light(cmd, logs / f"{name}.log", env, None)
             cgroup_cpu = None
     finally:
+        for f in ray_tmp.glob("ray/session_latest/logs/ray-data/ray-data.log"):
+            shutil.copyfile(f, logs / f"{name}-ray-data.log")  # per-operator stats, for diagnosis
         shutil.rmtree(ray_tmp, ignore_errors=True)
     if sampled["returncode"] != 0 or not result.exists():
         tail = (logs / f"{name}.log").read_text()[-3000:]
@@ -640,26 +642,38 @@ def part_d(args, proxy, direct, use_cgroup, work) -> list[dict]:
             f"segment_stage.simulated_rtfx={rtfx:g}",
             f"recording_stage.simulated_rtfx={rtfx * args.d_vad_factor:g}",
             *poolings()["8x"],
+            # LID off, one language (as issue 29's NeMo runs): at one RTFx for LID and ASR, the
+            # simulated LID (192 clips padded to the longest) held the device longer than ASR did
+            # (80 s against 57 s over 2,000 clips), which AmberNet beside Parakeet does not
+            "segment_stage.lid.backend=none",
+            "segment_stage.lid.language=en",
             f"decode.in_recording_stage={'true' if decode == 'actor' else 'false'}",
-            *args.override,
+            "progress.log_interval_s=5",  # each stage's count every 5 s in the run's log: where it waited
         ]
+        if decode == "tasks":  # several at once (local.yaml's pool_size 1 reads one file at a time in all)
+            share = round(args.d_decode_cpus / args.d_decode_tasks, 4)
+            ov += [f"decode.resources.pool_size={args.d_decode_tasks}", f"decode.resources.num_cpus={share:g}"]
+        ov += args.override
         res = run_pipeline(name, ov, work, proxy, direct, use_cgroup, timeline)
         holds = [line.split() for line in timeline.read_text().splitlines()] if timeline.exists() else []
+        # the segment stage's device: ASR, and LID when it runs (one lock: their holds never overlap)
+        device = [(float(a), float(b)) for role, _pid, a, b, _p in holds if role in ("asr", "lid")]
         asr = [(float(a), float(b), float(p)) for role, _pid, a, b, p in holds if role == "asr"]
-        busy = sum(b - a for a, b, _ in asr)
-        span = (max(b for _, b, _ in asr) - min(a for a, _, _ in asr)) if asr else 0.0
+        busy = sum(b - a for a, b in device)
+        span = (max(b for _, b in device) - min(a for a, _ in device)) if device else 0.0
         wall = res["wall_seconds"]
         res.update(
             part="d",
             decode=decode,
             rtfx=rtfx,
             asr_calls=len(asr),
-            asr_busy_seconds=round(busy, 2),
+            device_busy_seconds=round(busy, 2),
+            asr_busy_seconds=round(sum(b - a for a, b, _ in asr), 2),
             asr_padded_seconds=round(sum(p for _, _, p in asr), 3),
             busy_share_of_wall=round(busy / wall, 3) if wall else None,
             busy_share_of_span=round(busy / span, 3) if span else None,
             span_seconds=round(span, 2),
-            first_call_after_s=round(min(a for a, _, _ in asr) - res["start"], 2) if asr else None,
+            first_call_after_s=round(min(a for a, _ in device) - res["start"], 2) if device else None,
         )
         out.append(res)
     return out
@@ -802,6 +816,13 @@ def main() -> None:
         "--d-decode",
         default="tasks",
         help="(d) where decode runs: tasks (the GPU presets' layout), actor (local.yaml's), or both: tasks,actor",
+    )
+    p.add_argument("--d-decode-tasks", type=int, default=4, help="(d) decode tasks at once (the 8x preset: 8 per GPU)")
+    p.add_argument(
+        "--d-decode-cpus",
+        type=float,
+        default=0.5,
+        help="(d) CPUs they reserve together (what local.yaml's two actors leave of 2)",
     )
     p.add_argument("--d-vad-factor", type=float, default=10.0, help="(d) recording stage RTFx = this x the ASR's")
     p.add_argument("--ray-cpus", type=int, default=2, help="ray.num_cpus of every run; (d) RTFx = 155 x this")

@@ -196,7 +196,7 @@ class SimulatedAsr:
         if run:
             self._device.hold(self.padded_seconds(run))
         out = [
-            _result(_seconds(c), lang)
+            simulated_result(_seconds(c), lang)
             if _seconds(c) >= self.min_clip_s
             else AsrResult(text="", words=[], confidence=0.0, language=lang)
             for c, lang in zip(clips, languages)
@@ -207,7 +207,7 @@ class SimulatedAsr:
         return self._device.model_id()
 
 
-def _result(duration: float, language: str | None) -> AsrResult:
+def simulated_result(duration: float, language: str | None) -> AsrResult:
     """One word per second of the clip (at least one), each in its own slot of the clip, 80% of it."""
     n = max(1, int(round(duration)))
     slot = duration / n
