@@ -89,6 +89,7 @@ def stage_one_block(output, table, fingerprint: str, run_id: str):
 def _block_rows(writer: int, block: int, n: int) -> list[dict]:
     """n transcribed recordings as the segment stage hands them to the sink: one 8.7 s segment of
     9 words each (the simulated ASR's words)."""
+    from pipeline.backends.simulated import simulated_result
     from pipeline.records import Segment
     from pipeline.stages.quality import text_signals
 
