@@ -28,7 +28,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable, Iterator
 
+import fsspec.asyn
 import pyarrow as pa
+import s3fs
 
 from pipeline.audio import DecodeError, StreamInfo, decode_windows, finished
 from pipeline.config import DecodeConfig, StorageOptions
@@ -117,14 +119,45 @@ def decode_one(
 
 
 def _fetch(fs, path: str) -> tuple[dict, bytes]:
-    """A whole object and what the store says of it (the HEAD `_version` reads), on a prefetch thread."""
+    """A whole object and what the store says of it (what `_version` reads), on a prefetch thread.
+    On S3 one GET answers both (its headers hold the size, ETag and modification time); elsewhere it
+    is fsspec's `info` and then `cat_file`."""
     try:
+        if isinstance(fs, s3fs.S3FileSystem):
+            return fsspec.asyn.sync(fs.loop, _s3_get, fs, path)
         return fs.info(path), fs.cat_file(path)
     except FileNotFoundError as exc:
+        code = (getattr(exc.__cause__, "response", None) or {}).get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "NotFound", "404"):  # s3fs's translation of a missing key: missing
+            raise
         cause = _unreachable(exc)
         if cause is not None:
             raise cause from None  # a refused connection or a timeout, not a missing file: retry
         raise
+
+
+async def _s3_get(fs, path: str) -> tuple[dict, bytes]:
+    """One GET of an S3 object: its bytes and its version, as `S3FileSystem.info` would give it
+    (s3fs's own `cat_file` reads the same response and drops the headers). Errors as s3fs maps them
+    (a missing key: FileNotFoundError), with its retries."""
+    bucket, key, version = fs.split_path(path)
+
+    async def call_and_read() -> tuple[dict, bytes]:
+        resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, **s3fs.core.version_id_kw(version), **fs.req_kw)
+        try:
+            body = await resp["Body"].read()
+        finally:
+            resp["Body"].close()
+        info = {
+            "name": path,
+            "type": "file",
+            "size": resp["ContentLength"],
+            "ETag": resp.get("ETag"),
+            "LastModified": resp.get("LastModified"),
+        }
+        return info, body
+
+    return await s3fs.core._error_wrapper(call_and_read, retries=fs.retries)
 
 
 class _Fetched(io.BytesIO):
