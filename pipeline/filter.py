@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from pipeline.config import ConfigError, OutputConfig, QualityConfig, apply_override, read_mapping
 from pipeline.errors import UserError, with_retries
 from pipeline.ledger import Ledger
+from pipeline.ledger.tables import in_predicate
 from pipeline.stages.quality import TEXT_SIGNALS, judge, rules_payload, text_signals
 from pipeline.storage import put_atomic
 
@@ -163,12 +164,11 @@ def refilter(output: OutputConfig, cfg: QualityConfig, applied_by: str = "filter
             if n_changed == 0:
                 continue  # idempotent: same rules, no commit
             changed_rows += n_changed
-            quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in chunk)
             write_deltalake(
                 dt,
                 new,
                 mode="overwrite",
-                predicate=f"recording_id IN ({quoted})",
+                predicate=in_predicate("recording_id", chunk),
                 schema_mode="merge" if new.schema != dt.schema().to_arrow() else None,
             )
             commits += 1

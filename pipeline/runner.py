@@ -162,11 +162,7 @@ def _execute(
         job=cfg,
     )
     # recordings with older rows in the output: their group commits replace those rows
-    replacing = (
-        todo.filter(todo.column("replaces")).column("recording_id").to_pylist()
-        if "replaces" in todo.column_names
-        else ()
-    )
+    replacing = todo.filter(todo.column("replaces")).column("recording_id").to_pylist()
     sink = TranscriptSink(cfg.output, run_id, fingerprint, diar, state=state, replacing=replacing)
     progress = Reporter(snapshot, total_files=todo.num_rows, interval_s=cfg.progress.log_interval_s).start()
     try:

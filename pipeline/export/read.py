@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from pipeline.config import OutputConfig
 from pipeline.errors import UserError
 from pipeline.ledger import COMMIT_KEY, Ledger
-from pipeline.ledger.tables import _key_in
+from pipeline.ledger.tables import _key_in, in_predicate
 from pipeline.records import input_table
 
 #: Most recordings, and most committed segments, read per scan of `segments` (a chunk of 100,000
@@ -71,13 +71,12 @@ def record_input_fields(output: OutputConfig, files) -> int:
         )
     for k in range(0, todo.num_rows, 5000):
         part = todo.slice(k, 5000)
-        quoted = ", ".join("'" + r.replace("'", "''") + "'" for r in part.column("recording_id").to_pylist())
         exists = led.table(INPUTS_TABLE) is not None
         write_deltalake(
             uri,
             part,
             mode="overwrite" if exists else "append",
-            predicate=f"recording_id IN ({quoted})" if exists else None,
+            predicate=in_predicate("recording_id", part.column("recording_id").to_pylist()) if exists else None,
             storage_options=led.options,
         )
     return rows.num_rows

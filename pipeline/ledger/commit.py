@@ -22,6 +22,7 @@ from pipeline.ledger.tables import (
     SCHEMAS,
     LegacyOutputError,
     _key_in,
+    in_predicate,
     retry_commit,
     storage_options,
 )
@@ -47,11 +48,6 @@ def write_id_for(run_id: str, recording_ids: list[str]) -> str:
     recognises its own earlier commits and both tables' rows of one write share one key."""
     h = hashlib.sha1("\n".join([run_id, *sorted(recording_ids)]).encode()).hexdigest()[:16]
     return f"{run_id}-{h}"
-
-
-def _in_predicate(ids: list[str]) -> str:
-    quoted = ",".join("'" + i.replace("'", "''") + "'" for i in sorted(set(ids)))
-    return f"recording_id IN ({quoted})"
 
 
 class Ledger(Maintenance):
@@ -103,10 +99,11 @@ class Ledger(Maintenance):
     def current(self, name: str):
         """The table at its newest version, for a committer that commits to it again and again: kept
         open and brought up to date by reading only the log entries added since (`update_incremental`),
-        where opening it anew lists its whole log folder."""
+        where opening it anew lists its whole log folder. Opened with the columns this release writes
+        (`ensure_schema`): staged files are committed with the current schema."""
         cached = self._open.get(name)
         if cached is None:
-            cached = self._open[name] = self.ensure(name)
+            cached = self._open[name] = self.ensure_schema(name)
         else:
             cached.update_incremental()
         return cached
@@ -199,7 +196,7 @@ class Ledger(Maintenance):
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         app_id = f"scriptorium-{write_id}"
-        predicate = _in_predicate(recording_ids)
+        predicate = in_predicate("recording_id", recording_ids)
         rows = rows.cast(SCHEMAS[name])
 
         def attempt() -> bool:

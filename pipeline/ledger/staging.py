@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import with_retries
-from pipeline.ledger.tables import SCHEMAS, retry_commit
+from pipeline.ledger.tables import SCHEMAS, in_predicate, retry_commit
 from pipeline.storage import put_atomic
 
 if TYPE_CHECKING:
@@ -154,9 +154,7 @@ def commit_group(
     tries = [0]
 
     def attempt() -> int:
-        dt = ledger.current(name)
-        if set(SCHEMAS[name].names) - {f.name for f in dt.schema().fields}:
-            dt = ledger.ensure_schema(name)  # an output of an older release: add the new columns first
+        dt = ledger.current(name)  # an output of an older release gets the new columns first
         check = verify or tries[0] > 0
         tries[0] += 1
         todo = [b for b in blocks if dt.transaction_version(app_id(b.write_id)) is None] if check else list(blocks)
@@ -174,7 +172,12 @@ def commit_group(
             return len(todo)
         rows = pa.concat_tables([_read_staged(ledger, name, b.files[name]) for b in todo])
         write_deltalake(
-            dt, rows, mode="overwrite", predicate=_in_predicate(ids), schema_mode="merge", commit_properties=props
+            dt,
+            rows,
+            mode="overwrite",
+            predicate=in_predicate("recording_id", ids),
+            schema_mode="merge",
+            commit_properties=props,
         )
         for b in todo:  # their rows went into the overwrite's own files: the staged ones are unused
             with_retries(lambda b=b: ledger.fs.rm(ledger.path(name, b.files[name].path)))
@@ -186,11 +189,6 @@ def commit_group(
 def _read_staged(ledger: "Ledger", name: str, f: StagedFile) -> pa.Table:
     body = with_retries(lambda: ledger.fs.cat_file(ledger.path(name, f.path)))
     return pq.read_table(io.BytesIO(body)).cast(SCHEMAS[name])
-
-
-def _in_predicate(ids: list[str]) -> str:
-    quoted = ",".join("'" + i.replace("'", "''") + "'" for i in sorted(set(ids)))
-    return f"recording_id IN ({quoted})"
 
 
 def repair_dangling_group(ledger: "Ledger") -> int:
@@ -210,7 +208,6 @@ def repair_dangling_group(ledger: "Ledger") -> int:
     ids = sorted(w for w in write_ids if w)
     if not ids:
         return 0
-    quoted = ",".join("'" + w.replace("'", "''") + "'" for w in ids)
     log.warning(
         "output: the last run died between its two commits; deleting the segments of its last group (%d blocks)",
         len(ids),
@@ -218,7 +215,7 @@ def repair_dangling_group(ledger: "Ledger") -> int:
     from deltalake import CommitProperties  # heavy: delta-rs, ~30 MB native, only where a table is opened
 
     done = CommitProperties(custom_metadata={REPAIRED_KEY: group})  # so the repair is not done twice
-    retry_commit(lambda: ledger.table("segments").delete(f"write_id IN ({quoted})", commit_properties=done))
+    retry_commit(lambda: ledger.table("segments").delete(in_predicate("write_id", ids), commit_properties=done))
     return len(ids)
 
 

@@ -86,6 +86,12 @@ def retry_commit(fn: Callable[[], T]) -> T:
     return with_retries(fn, COMMIT_ATTEMPTS, wait_s=0.1, max_wait_s=4.0, jitter=True)
 
 
+def in_predicate(column: str, values) -> str:
+    """A delta-rs SQL predicate `column IN ('a','b',...)`: each value quoted (a ' doubled), once, sorted."""
+    quoted = ",".join("'" + str(v).replace("'", "''") + "'" for v in sorted(set(values)))
+    return f"{column} IN ({quoted})"
+
+
 def _key_in(t: pa.Table, committed: pa.Table) -> pa.Array:
     """Boolean mask: which rows of `t` have a COMMIT_KEY present in `committed`."""
 
