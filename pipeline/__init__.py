@@ -18,7 +18,7 @@ heavy or optional third-party package, with a comment saying why (`# heavy: ...`
     backends    backends
     stages      stages
     execution   execution
-    commands    runner preflight filter status eval
+    commands    runner preflight filter status eval plan pseudo_label
     cli         cli
 
 - foundation: the stdlib only, when imported. Text made safe for a terminal or a log; the errors a user
@@ -35,7 +35,8 @@ heavy or optional third-party package, with a comment saying why (`# heavy: ...`
 - execution: Ray, at the top of each of its modules (importing the package imports Ray); nothing
   below it imports Ray.
 - commands: what a `scriptorium` subcommand runs: the job (`runner`, with `preflight`), `filter`,
-  `status`, `eval`.
+  `status`, `eval`, `plan` (what a run would redo and why; the check before a run redoes much),
+  `pseudo_label` (a run, then its labels exported).
 - cli: argv and the environment.
 """
 

@@ -1,6 +1,8 @@
 """`scriptorium` command line: the only place that reads argv and the environment.
 
-    scriptorium run CONFIG [dotted.key=value ...]   transcribe
+    scriptorium run CONFIG [dotted.key=value ...] [--yes] [--dry-run]   transcribe
+    scriptorium plan CONFIG [dotted.key=value ...]   what a run would do and why (new, input or settings changed)
+    scriptorium pseudo-label CONFIG [dotted.key=value ...] [--to DEST] [--yes]   run, then export NeMo + Lhotse labels
     scriptorium status OUTPUT_URI [--config CONFIG] committed / failed counts and what a rerun would do
     scriptorium export OUTPUT_URI --format nemo|lhotse|lhotse-shar|srt|vtt|txt|json --to DEST [--overwrite]
     scriptorium filter OUTPUT_URI [RULES.yaml] [quality.key=value ...]   re-judge segments, no model
@@ -9,7 +11,9 @@
 
 Exit codes of `run`: 0 all done (or nothing to do); 3 done, but some files failed (see the
 `recordings` rows with status=error); 1 nothing could be processed, or the run crashed; 2 the config,
-the input or the cluster is wrong (one line on stderr says what), before any audio is touched.
+the input or the cluster is wrong (one line on stderr says what), before any audio is touched, or the
+run would redo more than output.confirm_redo_share of the output and was not confirmed (--yes).
+`pseudo-label` exits as its run did (3: labels written for the files that succeeded).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from pipeline.eval import evaluate, table, write_json
 from pipeline.export import export
 from pipeline.filter import load_rules, refilter, summary
 from pipeline.ledger import maintain
+from pipeline.plan import ask_on_terminal, make_plan
+from pipeline.pseudo_label import pseudo_label
 from pipeline.report import EXIT_FAILED, EXIT_USAGE
 from pipeline.status import status
 from pipeline.text import SafeLogFilter, safe, safe_lines
@@ -42,6 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="transcribe the input described by CONFIG")
     p_run.add_argument("config", help="YAML file, e.g. conf/local.yaml")
+    p_run.add_argument("--yes", action="store_true", help="redo a large share of the output without asking")
+    p_run.add_argument("--dry-run", action="store_true", help="say what the run would do (as `plan`), do nothing")
+    p_plan = sub.add_parser("plan", help="what a run of CONFIG would do, and why; nothing is written")
+    p_plan.add_argument("config", help="YAML file, e.g. conf/local.yaml")
+    p_pl = sub.add_parser(
+        "pseudo-label",
+        help="run CONFIG, then export the accepted segments as NeMo manifest + Lhotse cuts (rerunnable)",
+        description="Run CONFIG, then write the accepted segments of the whole output to DEST/nemo/manifest.jsonl "
+        "and DEST/lhotse/cuts.jsonl.gz, replacing an earlier export. A rerun refreshes the labels; when some "
+        "files fail the others are still labelled and the exit code is 3.",
+    )
+    p_pl.add_argument("config", help="YAML file, e.g. conf/local.yaml")
+    p_pl.add_argument("--to", dest="dest", help="where the labels go (default OUTPUT/export)")
+    p_pl.add_argument("--yes", action="store_true", help="redo a large share of the output without asking")
     p_status = sub.add_parser("status", help="what is committed under an output")
     p_status.add_argument("output", help="output URI")
     p_status.add_argument("--config", help="job config, to say what a rerun would do")
@@ -75,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         help="vacuum files no table version of the last H hours references (default 7 days)",
     )
     p_maintain.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT")
-    for p in (p_run, p_status):
+    for p in (p_run, p_status, p_plan, p_pl):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # `dotted.key=value` overrides may stand anywhere among the options (`status OUT --config C k=v`
     # and `status OUT k=v --config C` both work), so they are collected from what argparse leaves.
@@ -99,8 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     # Ray and its workers: keep auth tokens and temp files out of the user's home unless told otherwise.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
+        if args.command == "run" and args.dry_run:
+            return _plan(args.config, args.overrides)
         if args.command == "run":
-            return _run(args.config, args.overrides)
+            return _run(args.config, args.overrides, args.yes)
+        if args.command == "plan":
+            return _plan(args.config, args.overrides)
+        if args.command == "pseudo-label":
+            return _pseudo_label(args)
         if args.command == "export":
             return _export(args)
         if args.command == "filter":
@@ -128,12 +154,25 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _run(config: str, overrides: list[str]) -> int:
+def _run(config: str, overrides: list[str], yes: bool = False) -> int:
     from pipeline.runner import run  # heavy: the runner imports Ray; only `run` needs it
 
-    report = run(load_config(config, overrides))
+    report = run(load_config(config, overrides), confirm=None if yes else ask_on_terminal)
     print(report.summary())
     return report.exit_code
+
+
+def _plan(config: str, overrides: list[str]) -> int:
+    print(make_plan(load_config(config, overrides), config).text())
+    return 0
+
+
+def _pseudo_label(args: argparse.Namespace) -> int:
+    res = pseudo_label(load_config(args.config, args.overrides), args.dest, None if args.yes else ask_on_terminal)
+    print(res.report.summary())
+    for line in res.lines:
+        print(line)
+    return res.exit_code
 
 
 def _status(output: str, config: str | None, overrides: list[str]) -> int:
@@ -159,7 +198,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _filter(args: argparse.Namespace) -> int:
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
-    print(summary(refilter(out, load_rules(args.rules, args.overrides))))
+    rules = load_rules(args.rules, args.overrides)
+    print(summary(refilter(out, rules), rules))
     return 0
 
 

@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from pipeline.config import ConfigError, OutputConfig, QualityConfig, apply_override, read_mapping
+from pipeline.config import ConfigError, JobConfig, OutputConfig, QualityConfig, apply_override, read_mapping
 from pipeline.errors import UserError, with_retries
+from pipeline.fingerprint import settings_diff
 from pipeline.ledger import Ledger
 from pipeline.ledger.tables import in_predicate
 from pipeline.stages.quality import TEXT_SIGNALS, judge, rules_payload, text_signals
@@ -188,27 +189,110 @@ def refilter(output: OutputConfig, cfg: QualityConfig, applied_by: str = "filter
     }
 
 
-def summary(res: dict[str, Any]) -> str:
+def summary(res: dict[str, Any], cfg: QualityConfig | None = None) -> str:
+    """What `scriptorium filter` prints; with `cfg` (the rules it applied), a warning line for each
+    rule it was given that a language's own rule replaces (`shadowed_rules`)."""
     a, b = res["after"], res["before"]
     reasons = ", ".join(f"{k} {v}" for k, v in res["by_reason"].items()) or "none"
-    return (
+    lines = [
         f"filter: {a['accepted']} accepted ({a['accepted_seconds'] / 3600:.3f} h), {a['rejected']} rejected "
         f"({a['rejected_seconds'] / 3600:.3f} h); before {b['accepted']} accepted, {b['rejected']} rejected; "
-        f"{res['changed_segments']} segments changed in {res['commits']} commits; rules {res['rules_hash']}\n"
-        f"  rejections by reason: {reasons}"
+        f"{res['changed_segments']} segments changed in {res['commits']} commits; rules {res['rules_hash']}",
+        f"  rejections by reason: {reasons}",
+    ]
+    if cfg is not None:
+        lines.append(
+            "  these rules are recorded with the output: later runs judge by them (new recordings too) until a "
+            "run's config sets a segment_stage.quality key"
+        )
+        lines += [f"  warning: {w}" for w in shadowed_rules(cfg, "quality.")]
+    return "\n".join(lines)
+
+
+def shadowed_rules(cfg: QualityConfig, prefix: str = "segment_stage.quality.") -> list[str]:
+    """One line per rule the user gave globally that a per-language rule they did not give replaces:
+    `quality.min_confidence=0.9` is not the bar for German while the calibrated `per_language.de`
+    default says 0.8. (A `per_language` the user gave is taken as meant.)"""
+    given = cfg.model_fields_set
+    if "per_language" in given:
+        return []
+    out = []
+    for key in sorted(given):
+        langs = {
+            lang: over[key]
+            for lang, over in sorted(cfg.per_language.items())
+            if key in (over or {}) and over[key] != getattr(cfg, key)
+        }
+        if langs:
+            each = ", ".join(f"{lang} {v}" for lang, v in langs.items())
+            out.append(
+                f"{prefix}{key}={getattr(cfg, key)} does not apply to {', '.join(langs)}: their per-language "
+                f"rules say {each} ({prefix}per_language); set {prefix}per_language.<lang>.{key} too, or "
+                f"{prefix}per_language={{}} to judge every language by the global rules"
+            )
+    return out
+
+
+def rules_for_run(job: JobConfig) -> tuple[QualityConfig, list[str]]:
+    """The rules a run judges with, and what to tell the user about them. One output, one rule set:
+    the rules recorded with the output (by `filter` or an earlier run) stand unless this run's
+    config sets a `segment_stage.quality` key itself (on the command line or in its YAML); the
+    config's defaults never replace them. Then the end of the run (`apply_rules_after_run`)
+    re-judges only when the config chose other rules."""
+    own = job.segment_stage.quality
+    given = job.given("segment_stage.quality")
+    if given:
+        return own, shadowed_rules(own)
+    recorded = recorded_rules(job.output)
+    if recorded is None:
+        return own, []
+    try:
+        kept = QualityConfig.model_validate(recorded["rules"])
+    except ValidationError as exc:
+        return own, [
+            f"the output's recorded quality rules are not valid any more ({exc.errors()[0]['msg']}): judged by this config's"
+        ]
+    if rules_payload(kept)["hash"] == rules_payload(own)["hash"]:
+        return own, []
+    changes = "; ".join(
+        f"{k} {v}" for k, _, v in settings_diff({"quality": own.model_dump()}, {"quality": kept.model_dump()})
     )
+    return kept, [
+        f"quality rules: kept the output's rules {recorded['hash']} (set by {recorded.get('applied_by', '?')} at "
+        f"{recorded.get('applied_at', '?')}: {changes}); this config sets no segment_stage.quality key, and its "
+        "defaults do not replace them (set a key to judge by the config)"
+    ]
 
 
-def apply_rules_after_run(output: OutputConfig, cfg: QualityConfig, skipped: int) -> dict[str, Any] | None:
+def apply_rules_after_run(
+    output: OutputConfig, cfg: QualityConfig, skipped: int, given: dict[str, str] | None = None
+) -> dict[str, Any] | None:
     """End of a run (the run holds the lock): the quality rules are not in the fingerprint, so rows kept
     from earlier runs may have been judged by other rules. Re-judge them when the recorded rules differ
-    from this run's (or were never recorded while earlier rows exist); else just record the rules."""
+    from this run's (or were never recorded while earlier rows exist); else just record the rules.
+    The result (None: nothing re-judged) carries `note`, the line the run's summary and report show;
+    `given`: the run's own quality keys and where each came from (`JobConfig.given`), named there."""
     led = Ledger(output)
     if led.table("segments") is None:
         return None
     before = recorded_rules(output)
     if (before is None and skipped) or (before is not None and before["hash"] != rules_payload(cfg)["hash"]):
-        log.info("quality rules changed since the output was last judged: re-judging every segment")
-        return refilter(output, cfg, applied_by="run", lock=False)
+        log.warning("quality rules differ from the ones the output was judged by: re-judging every segment")
+        res = refilter(output, cfg, applied_by="run", lock=False)
+        why = ", ".join(f"{k} ({v})" for k, v in sorted((given or {}).items())) or "this run's config"
+        if before is None:
+            was = "rules never recorded"
+        else:
+            old = before["rules"]
+            diff = settings_diff({"quality": old}, {"quality": cfg.model_dump()})
+            was = f"rules {before['hash']} by {before.get('applied_by', '?')} -> {res['rules_hash']}: " + (
+                "; ".join(f"{k} {a} -> {b}" for k, a, b in diff) or "same values"
+            )
+        b, a = res["before"], res["after"]
+        res["note"] = (
+            f"quality rules: re-judged every segment of the output by {why} ({was}); {res['changed_segments']} "
+            f"segments changed, accepted {b['accepted']} -> {a['accepted']}"
+        )
+        return res
     record_rules(output, cfg, "run", segments_version=led.table("segments").version())
     return None

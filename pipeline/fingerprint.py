@@ -8,22 +8,25 @@ flow: the old section and field names and the `decode.sample_rate` that is no lo
 
 The vocabulary enters as its resolved terms (a file's contents, not its path), which the caller reads
 first: `job_fingerprint(cfg, vocabulary.resolve(cfg.segment_stage.vocabulary))`.
+
+A run records the payload beside the output (`_scriptorium/fingerprints/<hash>.json`, pipeline/plan.py),
+so a later plan can say which settings a changed fingerprint changed (`settings_diff`), from what to what.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from pipeline import __version__
 from pipeline.config import JobConfig
-from pipeline.config.migration import old_shape_payload
+from pipeline.config.migration import new_key, old_shape_payload
 from pipeline.records import SAMPLE_RATE
 
 
-def job_fingerprint(job: JobConfig, vocabulary: Mapping[str, Sequence[tuple[str, float]]]) -> str:
-    """16 hex digits of sha256 over the job's transcript-changing settings.
+def fingerprint_payload(job: JobConfig, vocabulary: Mapping[str, Sequence[tuple[str, float]]]) -> dict[str, Any]:
+    """What `job_fingerprint` hashes: the job's transcript-changing settings, JSON-ready.
 
     `vocabulary`: the job's resolved terms, {language or "*": [(term, weight)]}
     (`pipeline.vocabulary.resolve(job.segment_stage.vocabulary)`); empty when the job has none."""
@@ -36,5 +39,55 @@ def job_fingerprint(job: JobConfig, vocabulary: Mapping[str, Sequence[tuple[str,
             "boost": v.boost,  # the knobs that change decoding with the terms
             "max_prompt_tokens": v.max_prompt_tokens,
         }
-    blob = json.dumps(keep, sort_keys=True).encode()
+    return json.loads(json.dumps(keep))  # tuples as lists: what a recorded payload reads back as
+
+
+def payload_hash(payload: Mapping[str, Any]) -> str:
+    """16 hex digits of sha256 over a payload (`fingerprint_payload`)."""
+    blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def job_fingerprint(job: JobConfig, vocabulary: Mapping[str, Sequence[tuple[str, float]]]) -> str:
+    """16 hex digits of sha256 over the job's transcript-changing settings (`fingerprint_payload`)."""
+    return payload_hash(fingerprint_payload(job, vocabulary))
+
+
+#: A setting a payload does not hold: it was at its default, or did not exist yet.
+UNSET = "(none)"
+
+
+def settings_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(dotted key as the config spells it now, old value, new value) of every setting two payloads
+    hold differently, sorted by key: `[("segment_stage.asr.beam_size", 1, 5)]`. A key one side lacks
+    shows as `UNSET` there."""
+    a, b = dict(_flat(old, ())), dict(_flat(new, ()))
+    out = []
+    for key in a.keys() | b.keys():
+        name = "pipeline version" if key == "pipeline_version" else new_key(key)
+        x, y = a.get(key, _default(name)), b.get(key, _default(name))
+        if x != y:
+            out.append((name, x, y))
+    return sorted(out, key=lambda d: d[0])
+
+
+def _default(dotted: str) -> Any:
+    """The default of a config key (a payload leaves out fields added later while at their default);
+    `UNSET` for what is not a plain field (the vocabulary's terms)."""
+    model: Any = JobConfig
+    for part in dotted.split("."):
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return UNSET
+        model = field.annotation
+    default = field.get_default(call_default_factory=True)
+    return json.loads(json.dumps(default)) if default is not None or not field.is_required() else UNSET
+
+
+def _flat(node: Mapping[str, Any], prefix: tuple[str, ...]):
+    for key, value in node.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            yield from _flat(value, path)
+        else:
+            yield ".".join(path), value

@@ -35,6 +35,7 @@ from pipeline.export import record_input_fields
 from pipeline.filter import apply_rules_after_run
 from pipeline.fingerprint import job_fingerprint
 from pipeline.ledger import Ledger
+from pipeline.plan import Confirm, before_run
 from pipeline.preflight import preflight
 from pipeline.progress import Reporter
 from pipeline.records import INPUT_SCHEMA, peak_rss_mb
@@ -49,7 +50,9 @@ from pipeline.vocabulary import resolve as resolve_vocabulary
 log = logging.getLogger(__name__)
 
 
-def run(cfg: JobConfig) -> RunReport:
+def run(cfg: JobConfig, confirm: Confirm | None = None) -> RunReport:
+    """Run the job. `confirm`: asked before a run redoes more than `output.confirm_redo_share` of
+    the output (pipeline/plan.py; None: never asked)."""
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:6]
     fingerprint = job_fingerprint(cfg, resolve_vocabulary(cfg.segment_stage.vocabulary))  # reads the terms file once
@@ -64,13 +67,14 @@ def run(cfg: JobConfig) -> RunReport:
     lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
     try:
         todo, plan = ledger.plan(files, fingerprint)
+        cfg, notes = before_run(cfg, ledger, files, confirm)  # why it redoes what; ask first; whose quality rules
         record_input_fields(cfg.output, files)  # a manifest's reference text etc., for exports and eval
         log.info("discovered %d files: %s", files.num_rows, plan)
         discovered = files.num_rows
         del files
 
         summary = BlockSummary()
-        warnings: list[str] = []
+        warnings: list[str] = list(notes)
         if todo.num_rows:
             pools = windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)
             if said := _pooling_warning(cfg, todo, pools):
@@ -78,9 +82,14 @@ def run(cfg: JobConfig) -> RunReport:
                 warnings.append(said)
             summary = _execute(cfg, todo, pools, run_id, fingerprint)
         ledger.maintain_if_due()
-        apply_rules_after_run(
-            cfg.output, cfg.segment_stage.quality, skipped=plan.get("skipped", 0)
+        rejudged = apply_rules_after_run(
+            cfg.output,
+            cfg.segment_stage.quality,
+            skipped=plan.get("skipped", 0),
+            given=cfg.given("segment_stage.quality"),
         )  # one rule set per output
+        if rejudged:
+            warnings.append(rejudged["note"])
     finally:
         lock.release()
 

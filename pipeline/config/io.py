@@ -48,3 +48,11 @@ class OutputConfig(Model):
         description="write tasks at once (each stages a window's two Parquet files; the driver commits). "
         "Few, so the same worker processes serve every window: each new one pays its imports",
     )
+    confirm_redo_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="a run that would transcribe again more than this share of the recordings the output "
+        "holds (changed settings or inputs) asks first: a question on a terminal, else exit 2 unless --yes "
+        "(pipeline/plan.py; 1: never ask)",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from pipeline.config.base import Model, Resources
 from pipeline.config.io import InputConfig, OutputConfig, StorageOptions
@@ -116,6 +116,9 @@ class JobConfig(Model):
     models: ModelsConfig = ModelsConfig()
     ray: RayConfig = RayConfig()
     progress: ProgressConfig = ProgressConfig()
+    # dotted key -> where its value came from ("command line" or the YAML file's path), set by
+    # `load_config`; None for a config built in Python (then pydantic's `model_fields_set` tells).
+    _origins: dict[str, str] | None = PrivateAttr(None)
 
     @model_validator(mode="before")
     @classmethod
@@ -123,9 +126,42 @@ class JobConfig(Model):
         """An old-shaped mapping (keys of `MOVED_KEYS`) validates too, for Python API users."""
         return migrate(data)
 
+    def given(self, prefix: str) -> dict[str, str]:
+        """The keys at or under `prefix` (e.g. `segment_stage.quality`) that the user set, each with
+        where it came from ("command line", the YAML's path, or "python"); empty when every value
+        under it is a default. Why: a setting the user chose outranks one recorded with the output
+        (`pipeline.filter.rules_for_run`), a default does not."""
+        origins = self._origins
+        if origins is None:
+            origins = {}
+            _fields_set(self, "", origins)
+        return {k: v for k, v in origins.items() if not prefix or k == prefix or k.startswith(prefix + ".")}
+
+    def origin(self, dotted: str) -> str:
+        """Where the value at `dotted` came from: "command line", the YAML's path, "python" or "default"
+        (a key inside a section given whole counts as given with it)."""
+        given = self.given("")
+        parts = dotted.split(".")
+        for n in range(len(parts), 0, -1):
+            if ".".join(parts[:n]) in given:
+                return given[".".join(parts[:n])]
+        inside = self.given(dotted)  # a mapping (per_language) given key by key
+        return next(iter(inside.values())) if inside else "default"
+
     def section(self, dotted: str) -> Model:
         """The sub-config at a dotted path, e.g. `segment_stage.asr`."""
         node: Any = self
         for part in dotted.split("."):
             node = getattr(node, part)
         return node
+
+
+def _fields_set(model: Model, prefix: str, out: dict[str, str]) -> None:
+    """The keys a Python caller set (pydantic's `model_fields_set`), as dotted leaves."""
+    for name in model.model_fields_set:
+        value = getattr(model, name)
+        key = f"{prefix}{name}"
+        if isinstance(value, Model) and value.model_fields_set:
+            _fields_set(value, key + ".", out)
+        else:
+            out[key] = "python"

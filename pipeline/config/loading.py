@@ -37,10 +37,11 @@ def apply_override(data: dict[str, Any], dotted: str) -> None:
     _set(data, *_parse_override(dotted))
 
 
-def apply_job_override(data: dict[str, Any], dotted: str, given: dict[str, str] | None = None) -> None:
+def apply_job_override(data: dict[str, Any], dotted: str, given: dict[str, str] | None = None) -> list[str]:
     """`apply_override` for a job config: a key of the old layout is set at its new place (one
     warning line, see `migrate`). `given` (new dotted key -> the key an override named, kept across
-    the overrides of one command) turns an old and a new spelling of one key into a `ConfigError`."""
+    the overrides of one command) turns an old and a new spelling of one key into a `ConfigError`.
+    Returns the dotted keys it set (at their new places)."""
     parts, value = _parse_override(dotted)
     nested: Any = value
     for part in reversed(parts):
@@ -59,6 +60,7 @@ def apply_job_override(data: dict[str, Any], dotted: str, given: dict[str, str] 
                     f"are one key now: keep only {new!r}"
                 )
         _set(data, target, leaf)
+    return [".".join(t) for t, _ in targets]
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -101,11 +103,18 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> JobConfig
     # override still overrides the new key of the file (and an old and a new override of one key
     # are a ConfigError).
     data: dict[str, Any] = migrate(read_mapping(path) if path is not None else {})
+    # where each value came from (`JobConfig.origin`): a setting the user chose outranks one recorded
+    # with the output, and a run says when its output.uri is the file's ./out rather than one given
+    origins = {".".join(p): str(path) for p, _ in _leaves(data, ())}
     given: dict[str, str] = {}
     for item in overrides:
-        apply_job_override(data, item, given)
+        for key in apply_job_override(data, item, given):
+            origins = {k: v for k, v in origins.items() if not k.startswith(key + ".")}
+            origins[key] = "command line"
     try:
-        return JobConfig.model_validate(data)
+        cfg = JobConfig.model_validate(data)
     except ValidationError as exc:
         lines = [_describe(e) for e in exc.errors()]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+    cfg._origins = origins
+    return cfg

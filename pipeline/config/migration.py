@@ -140,6 +140,19 @@ def _place(data: dict, target: tuple[str, ...], value: Any, old: str, moved_from
         raise ConfigError(f"config: {old!r} and {given} are both given; they are one key now: keep only {new!r}")
 
 
+def new_key(old: str) -> str:
+    """A dotted key of the old flat layout at its place now (`lid.window_s` ->
+    `segment_stage.lid.probe_s`); a key that did not move, or that nothing reads, as it is."""
+    parts = old.split(".")
+    for n in range(len(parts), 0, -1):
+        moved = MOVED_KEYS.get(".".join(parts[:n]), "")
+        if moved:
+            return ".".join([moved, *parts[n:]])
+        if moved is None:
+            return old
+    return old
+
+
 def _old_name(section: str, field: str) -> str:
     """A field's name in the fingerprint: the one it had before it was renamed (`MOVED_KEYS`)."""
     new_section = MOVED_KEYS[section]
