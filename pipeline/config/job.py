@@ -126,6 +126,14 @@ class JobConfig(Model):
         """An old-shaped mapping (keys of `MOVED_KEYS`) validates too, for Python API users."""
         return migrate(data)
 
+    def __eq__(self, other: object) -> bool:
+        """Equal settings, wherever they came from (`_origins` is provenance, not a setting)."""
+        if not isinstance(other, JobConfig):
+            return NotImplemented
+        a, b = self.model_copy(), other.model_copy()
+        a._origins = b._origins = None
+        return super(JobConfig, a).__eq__(b)
+
     def given(self, prefix: str) -> dict[str, str]:
         """The keys at or under `prefix` (e.g. `segment_stage.quality`) that the user set, each with
         where it came from ("command line", the YAML's path, or "python"); empty when every value
