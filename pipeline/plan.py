@@ -58,8 +58,7 @@ class Group(BaseModel):
     estimated: bool = False
 
     def text(self) -> str:
-        n = f"{self.files} file" + ("" if self.files == 1 else "s")
-        return f"{n:>11}  {'~' if self.estimated else ' '}{self.seconds / 3600:.3f} h"
+        return f"{_files(self.files):>11}  {'~' if self.estimated else ' '}{self.seconds / 3600:.3f} h"
 
 
 class SettingsChange(BaseModel):
@@ -113,9 +112,9 @@ class RunPlan(BaseModel):
         """Why the committed recordings are redone: one line per kind (empty when none is)."""
         out = []
         for s in self.settings:
-            out.append(f"settings changed ({s.files} files): {s.text(self.fingerprint)}")
+            out.append(f"settings changed ({_files(s.files)}): {s.text(self.fingerprint)}")
         if self.input_changed.files:
-            out.append(f"input changed ({self.input_changed.files} files): size, etag or modification time differ")
+            out.append(f"input changed ({_files(self.input_changed.files)}): size, etag or modification time differ")
         return out
 
     def redo_line(self) -> str:
@@ -145,7 +144,7 @@ class RunPlan(BaseModel):
                 why = "  (~: estimated from file sizes)"
             lines.append(f"  {name:<17}{g.text()}{why}")
         work = self.new.files + self.redo + self.retry_failed.files
-        lines.append(f"  a run would transcribe {work} files" + (f"; {self.redo_line()}" if self.redo else ""))
+        lines.append(f"  a run would transcribe {_files(work)}" + (f"; {self.redo_line()}" if self.redo else ""))
         if self.needs_confirmation:
             lines.append(
                 f"  that is more than output.confirm_redo_share ({self.confirm_redo_share:.0%}): `run` asks first "
@@ -162,6 +161,10 @@ class RunPlan(BaseModel):
             "failed before": self.retry_failed,
             "done (skipped)": self.skipped,
         }
+
+
+def _files(n: int) -> str:
+    return f"{n} file" + ("" if n == 1 else "s")
 
 
 def _show(value: Any) -> str:
@@ -187,11 +190,15 @@ def recorded_settings(ledger: Ledger, fingerprint: str) -> dict[str, Any] | None
 
 
 # -- the plan -----------------------------------------------------------------------------------------
-def explain(cfg: JobConfig, ledger: Ledger, files: pa.Table, payload: dict[str, Any]) -> RunPlan:
+def explain(
+    cfg: JobConfig, ledger: Ledger, files: pa.Table, payload: dict[str, Any], todo: pa.Table | None = None
+) -> RunPlan:
     """The plan of a run of `cfg` over the listing `files` (`discover_table`), against `ledger`'s
-    committed rows: one column-projected read of `recordings`, joined to the listing in Arrow."""
+    committed rows: one column-projected read of `recordings`, joined to the listing in Arrow.
+    `todo`: what `Ledger.plan` already gave for this fingerprint (else it is asked)."""
     fingerprint = payload_hash(payload)
-    todo, _ = ledger.plan(files, fingerprint)
+    if todo is None:
+        todo, _ = ledger.plan(files, fingerprint)
     done = ledger.read("recordings", ["recording_id", "fingerprint", "status", "duration"])
     listed = pa.table(
         {
@@ -283,7 +290,7 @@ Confirm = Callable[[RunPlan], bool]
 
 
 def before_run(
-    cfg: JobConfig, ledger: Ledger, files: pa.Table, confirm: Confirm | None = None
+    cfg: JobConfig, ledger: Ledger, files: pa.Table, confirm: Confirm | None = None, todo: pa.Table | None = None
 ) -> tuple[JobConfig, list[str]]:
     """What a run does between its plan and its work (the output's lock held): say why it redoes what
     it redoes; ask (`confirm`) before redoing more than `output.confirm_redo_share` of the output
@@ -291,7 +298,7 @@ def before_run(
     the settings of this fingerprint; pick the quality rules (`pipeline.filter.rules_for_run`).
     Returns the config to run (with those rules) and the lines for the run's summary and report."""
     payload = fingerprint_payload(cfg, resolve_vocabulary(cfg.segment_stage.vocabulary))
-    plan = explain(cfg, ledger, files, payload)
+    plan = explain(cfg, ledger, files, payload, todo)
     for line in plan.reasons():
         log.info("redo: %s", line)
     if confirm is not None and plan.needs_confirmation and not confirm(plan):

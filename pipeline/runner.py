@@ -67,7 +67,7 @@ def run(cfg: JobConfig, confirm: Confirm | None = None) -> RunReport:
     lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
     try:
         todo, plan = ledger.plan(files, fingerprint)
-        cfg, notes = before_run(cfg, ledger, files, confirm)  # why it redoes what; ask first; whose quality rules
+        cfg, notes = before_run(cfg, ledger, files, confirm, todo)  # why it redoes what; ask first; whose rules
         record_input_fields(cfg.output, files)  # a manifest's reference text etc., for exports and eval
         log.info("discovered %d files: %s", files.num_rows, plan)
         discovered = files.num_rows

@@ -142,12 +142,13 @@ def test_the_rules_filter_recorded_stand_until_a_run_sets_its_own(labelled, tmp_
     assert all(s["accepted"] for s in _segments(out) if s["text"])
 
 
-def test_plan_says_why_and_a_large_redo_asks_first(labelled, tmp_path, monkeypatch):
+def test_plan_says_why_and_a_large_redo_asks_first(labelled, tmp_path):
     out = _copy(labelled, tmp_path)
     beam = "segment_stage.asr.beam_size=5"
     res = cli("plan", *_io(labelled.inp, out), beam)
     assert res.returncode == 0, res.stderr
-    assert "settings changed     2 files" in res.stdout and "segment_stage.asr.beam_size 1 -> 5" in res.stdout
+    text = " ".join(res.stdout.split())
+    assert "settings changed 2 files" in text and "segment_stage.asr.beam_size 1 -> 5" in text
     assert "redo 2 of the 3 recordings the output holds (67%" in res.stdout  # the corrupt file's row is the 3rd
     assert cli("run", "--dry-run", *_io(labelled.inp, out), beam).stdout == res.stdout
     # not on a terminal: a run that would redo 67% > 50% stops with one line, before any work
@@ -160,12 +161,7 @@ def test_plan_says_why_and_a_large_redo_asks_first(labelled, tmp_path, monkeypat
     # --yes goes ahead; then nothing is left to redo
     res = cli("run", "--yes", *_io(labelled.inp, out), beam)
     assert res.returncode == 0 and "0 new, 2 changed" in res.stdout, res.stdout + res.stderr
-    res = cli("plan", *_io(labelled.inp, out), beam)
-    assert "settings changed     0 files" in res.stdout and "a run would transcribe 0 files" in res.stdout
+    text = " ".join(cli("plan", *_io(labelled.inp, out), beam).stdout.split())
+    assert "settings changed 0 files" in text and "a run would transcribe 0 files" in text
     # back to beam 1: the recorded settings name the change the other way round
     assert "segment_stage.asr.beam_size 5 -> 1" in cli("plan", *_io(labelled.inp, out)).stdout
-    # an output.uri left to the preset (./out) is named, with where it is
-    monkeypatch.chdir(tmp_path)
-    res = cli("plan", str(LOCAL_CONF), f"input.uri={labelled.inp}", *SIM)
-    assert f"output.uri is './out' from {LOCAL_CONF} (not given on the command line)" in res.stdout
-    assert str(tmp_path / "out") in res.stdout
