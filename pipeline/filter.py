@@ -8,6 +8,12 @@ ledger's own commit shape). Every other column is written back as read, so the r
 and running the same rules twice changes nothing. The rules are recorded in `_scriptorium/rules.json`
 (shown by `scriptorium status`). The output's run lock is held meanwhile, so a run and a filter never
 interleave.
+
+One output, one rule set, chosen by the user: the recorded rules stand for later runs (their new
+recordings too) until a run's config sets a `segment_stage.quality` key itself (`rules_for_run`); a run
+that then re-judges the output says so in its summary and report (`apply_rules_after_run`). A global
+rule that a per-language rule replaces, where the user gave only the global one, is warned about
+(`shadowed_rules`).
 """
 
 from __future__ import annotations
