@@ -299,8 +299,7 @@ def before_run(
     Returns the config to run (with those rules) and the lines for the run's summary and report."""
     payload = fingerprint_payload(cfg, resolve_vocabulary(cfg.segment_stage.vocabulary))
     plan = explain(cfg, ledger, files, payload, todo)
-    for line in plan.reasons():
-        log.info("redo: %s", line)
+    redo = [f"redo: {line}" for line in plan.reasons()]  # in the summary and report too: why it redid work
     if confirm is not None and plan.needs_confirmation and not confirm(plan):
         why = "; ".join(plan.reasons())
         raise RedoNotConfirmedError(
@@ -309,9 +308,11 @@ def before_run(
         )
     record_settings(ledger, payload)
     rules, said = rules_for_run(cfg)
-    notes = [*plan.notes, *said]
-    for n in notes:
+    for n in redo:
+        log.info("%s", n)
+    for n in [*plan.notes, *said]:
         log.warning("%s", n)
+    notes = [*redo, *plan.notes, *said]
     if rules is not cfg.segment_stage.quality:
         cfg = cfg.model_copy(update={"segment_stage": cfg.segment_stage.model_copy(update={"quality": rules})})
     return cfg, notes

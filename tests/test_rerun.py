@@ -161,6 +161,7 @@ def test_plan_says_why_and_a_large_redo_asks_first(labelled, tmp_path):
     # --yes goes ahead; then nothing is left to redo
     res = cli("run", "--yes", *_io(labelled.inp, out), beam)
     assert res.returncode == 0 and "0 new, 2 changed" in res.stdout, res.stdout + res.stderr
+    assert "redo: settings changed (2 files): segment_stage.asr.beam_size 1 -> 5" in res.stdout  # the summary says why
     text = " ".join(cli("plan", *_io(labelled.inp, out), beam).stdout.split())
     assert "settings changed 0 files" in text and "a run would transcribe 0 files" in text
     # back to beam 1: the recorded settings name the change the other way round
