@@ -256,12 +256,14 @@ def rules_for_run(job: JobConfig) -> tuple[QualityConfig, list[str]]:
         kept = QualityConfig.model_validate(recorded["rules"])
     except ValidationError as exc:
         return own, [
-            f"the output's recorded quality rules are not valid any more ({exc.errors()[0]['msg']}): judged by this config's"
+            f"quality rules: the output's recorded rules are not valid any more ({exc.errors()[0]['msg']}): "
+            "this run judges by its config's"
         ]
     if rules_payload(kept)["hash"] == rules_payload(own)["hash"]:
         return own, []
     changes = "; ".join(
-        f"{k} {v}" for k, _, v in settings_diff({"quality": own.model_dump()}, {"quality": kept.model_dump()})
+        f"{k} {v} (config: {c})"
+        for k, c, v in settings_diff({"quality": own.model_dump()}, {"quality": kept.model_dump()})
     )
     return kept, [
         f"quality rules: kept the output's rules {recorded['hash']} (set by {recorded.get('applied_by', '?')} at "
