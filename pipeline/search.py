@@ -176,6 +176,7 @@ def sync(cfg: OutputConfig, path: Path | None = None, rebuild: bool = False, led
                 if name == "segments":
                     stats.segments_added += n
             db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the index is one file again (its size is its size)
     stats.seconds = time.perf_counter() - t0
     return stats
 
