@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -170,33 +171,39 @@ def main() -> None:
     )
 
     rows = []
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     stats = sync(cfg, rebuild=True)
-    build = time.perf_counter() - t
+    build, build_cpu = time.perf_counter() - t, time.process_time() - cpu
     index = Path(stats.path)
     size = sum(p.stat().st_size for p in index.parent.glob(index.name + "*"))
-    rows.append(("build the index", f"{stats.segments_added:,} segments", f"{build:.1f} s", "<= 120 s (1 M)"))
+    rows.append(
+        (
+            "build the index",
+            f"{stats.segments_added:,} segments",
+            f"{build:.1f} s ({build_cpu:.1f} CPU s)",
+            "<= 120 s (1 M)",
+        )
+    )
     rows.append(("index size", "", f"{size / 1e6:.0f} MB", f"{size / 1e6 * 1e6 / args.segments:.0f} MB per 1 M"))
 
     new_rec = args.new // SEG_PER_REC
     seg, rec = block(n_rec, new_rec, vocab, rng, "run2")
     commit(led, seg, rec)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     stats = sync(cfg)
-    rows.append(("update: new segments", f"+{stats.segments_added:,}", f"{time.perf_counter() - t:.2f} s", "<= 5 s"))
+    took = f"{time.perf_counter() - t:.2f} s ({time.process_time() - cpu:.2f} CPU s)"
+    rows.append(("update: new segments", f"+{stats.segments_added:,}", took, "<= 5 s"))
 
     seg, rec = block(0, new_rec, vocab, rng, "run3")  # recordings 0.. transcribed again
     commit(led, seg, rec, replace=True)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     stats = sync(cfg)
-    rows.append(
-        (
-            "update: segments replaced",
-            f"+{stats.segments_added:,} / -{stats.segments_removed:,} ({stats.files_added} files)",
-            f"{time.perf_counter() - t:.2f} s",
-            "",
-        )
+    took = f"{time.perf_counter() - t:.2f} s ({time.process_time() - cpu:.2f} CPU s)"
+    what = (
+        f"+{stats.segments_added:,} / -{stats.segments_removed:,}, {stats.segments_moved:,} kept "
+        f"({stats.files_added} files rewritten)"
     )
+    rows.append(("update: 10 k segments replaced", what, took, ""))
 
     import duckdb
 
@@ -205,7 +212,7 @@ def main() -> None:
     con.execute(f"CREATE VIEW segs AS SELECT * FROM read_parquet({files!r})")
     db = connect(index)
     total = db.execute("SELECT count(*) FROM seg").fetchone()[0]
-    rare = str(vocab[len(vocab) // 2])
+    rare = str(vocab[3000])  # ~1 in 4,000 segments
     queries = [
         ("a phrase (3 segments)", Query(text=f'"{PHRASE}"'), f"%{PHRASE}%", ""),
         ("a rare word", Query(text=rare), f"%{rare}%", ""),
@@ -234,8 +241,8 @@ def main() -> None:
         qrows.append((name, len(hits), f"{p50:.1f} / {p95:.1f}", found, f"{d50:.0f} / {d95:.0f}"))
 
     print(
-        f"\nsearch index over {total:,} segments (SQLite {__import__('sqlite3').sqlite_version} FTS5), "
-        f"{os.cpu_count()} CPUs\n"
+        f"\nsearch index over {total:,} segments (SQLite {sqlite3.sqlite_version} FTS5), "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
     )
     print("| step | rows | time / size | target |\n| --- | --- | --- | --- |")
     for r in rows:

@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS seg (
     segment_index INTEGER, start REAL, "end" REAL, speaker TEXT, language TEXT, confidence REAL,
     accepted INTEGER, text TEXT, words TEXT);
 CREATE INDEX IF NOT EXISTS seg_file ON seg (file);
-CREATE INDEX IF NOT EXISTS seg_rec ON seg (recording_id, start);
+CREATE INDEX IF NOT EXISTS seg_rec ON seg (recording_id, segment_index);
 CREATE TABLE IF NOT EXISTS rec (
     recording_id TEXT PRIMARY KEY, file INTEGER NOT NULL, write_id TEXT, fingerprint TEXT, uri TEXT,
     size INTEGER, duration REAL, status TEXT, committed_at TEXT);
@@ -118,6 +118,7 @@ def connect(path: Path, create: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=60, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA cache_size=-262144")  # 256 MB of pages: a build's index inserts stay in memory
     if create:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, INDEX_VERSION):  # an older layout: start afresh (it is derived data)
@@ -136,12 +137,14 @@ class SyncStats:
     files_removed: int = 0
     segments_added: int = 0
     segments_removed: int = 0
+    segments_moved: int = 0  # unchanged text, now in another data file (compaction, `filter`)
     seconds: float = 0.0
     path: str = ""
 
     def line(self) -> str:
         return (
             f"search index {self.path}: +{self.segments_added} / -{self.segments_removed} segments "
+            f"({self.segments_moved} kept as they were) "
             f"(+{self.files_added} / -{self.files_removed} data files) in {self.seconds:.1f} s"
         )
 
@@ -166,15 +169,20 @@ def sync(cfg: OutputConfig, path: Path | None = None, rebuild: bool = False, led
             current = set(dt.file_uris()) if dt is not None else set()
             have = dict(db.execute("SELECT uri, id FROM files WHERE tbl = ?", (name,)).fetchall())
             gone = [have[u] for u in have.keys() - current]
-            stats.files_removed += len(gone)
-            if gone:
-                stats.segments_removed += _delete_files(db, name, gone)
+            replacing = name == "segments" and bool(gone)
             for uri in sorted(current - have.keys()):
                 fid = db.execute("INSERT INTO files (tbl, uri) VALUES (?, ?)", (name, uri)).lastrowid
-                n = _insert_file(db, led, name, uri, fid)
+                n = _insert_file(db, led, name, uri, fid, "incoming" if replacing else None)
                 stats.files_added += 1
-                if name == "segments":
-                    stats.segments_added += n
+                stats.segments_added += n if name == "segments" and not replacing else 0
+            stats.files_removed += len(gone)
+            if replacing:
+                added, moved, removed = _replace_files(db, gone)
+                stats.segments_added += added
+                stats.segments_moved += moved
+                stats.segments_removed += removed
+            elif gone:
+                _delete_files(db, name, gone)
             db.commit()
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the index is one file again (its size is its size)
     stats.seconds = time.perf_counter() - t0
@@ -200,13 +208,34 @@ def keep_up(cfg: OutputConfig, ledger: Ledger) -> SyncStats | None:
 
 def _delete_files(db: sqlite3.Connection, name: str, ids: list[int]) -> int:
     marks = ",".join("?" * len(ids))
-    n = 0
-    if name == "segments":
-        n = db.execute(f"DELETE FROM seg WHERE file IN ({marks})", ids).rowcount
-    else:
-        db.execute(f"DELETE FROM rec WHERE file IN ({marks})", ids)
+    n = db.execute(f"DELETE FROM {'seg' if name == 'segments' else 'rec'} WHERE file IN ({marks})", ids).rowcount
     db.execute(f"DELETE FROM files WHERE id IN ({marks})", ids)
     return n
+
+
+def _replace_files(db: sqlite3.Connection, gone: list[int]) -> tuple[int, int, int]:
+    """Data files of `segments` were replaced by others (their rows are in `incoming`): a segment whose
+    text is unchanged (the files of a `maintain` compaction, a `filter` verdict, the other recordings
+    of a rewritten file) keeps its place in the text index and only takes its new columns; the others
+    are inserted, and what is left of the old files deleted. Returns (added, moved, removed)."""
+    marks = ",".join("?" * len(gone))
+    db.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming ({_SEG_INSERT})")
+    db.execute("CREATE INDEX IF NOT EXISTS temp.incoming_key ON incoming (recording_id, segment_index)")
+    moved = db.execute(
+        'UPDATE seg SET file = i.file, write_id = i.write_id, fingerprint = i.fingerprint, start = i.start, "end" = '
+        'i."end", speaker = i.speaker, language = i.language, confidence = i.confidence, accepted = i.accepted, '
+        "words = i.words FROM incoming AS i WHERE seg.file IN (" + marks + ") AND i.recording_id = seg.recording_id "
+        "AND i.segment_index = seg.segment_index AND i.text IS seg.text",
+        gone,
+    ).rowcount
+    db.execute(
+        "DELETE FROM incoming WHERE EXISTS (SELECT 1 FROM seg WHERE seg.recording_id = incoming.recording_id AND "
+        "seg.segment_index = incoming.segment_index AND seg.file = incoming.file)"
+    )
+    added = db.execute(f"INSERT INTO seg ({_SEG_INSERT}) SELECT {_SEG_INSERT} FROM incoming").rowcount
+    removed = _delete_files(db, "segments", gone)
+    db.execute("DROP TABLE incoming")
+    return added, moved, removed
 
 
 def _batches(led: Ledger, name: str, uri: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
@@ -222,7 +251,14 @@ def _batches(led: Ledger, name: str, uri: str, columns: list[str]) -> Iterator[p
             yield batch
 
 
-def _insert_file(db: sqlite3.Connection, led: Ledger, name: str, uri: str, fid: int) -> int:
+_SEG_INSERT = (
+    'file, recording_id, write_id, fingerprint, segment_index, start, "end", speaker, language, confidence, '
+    "accepted, text, words"
+)
+
+
+def _insert_file(db: sqlite3.Connection, led: Ledger, name: str, uri: str, fid: int, into: str | None = None) -> int:
+    """Insert a data file's rows (into `seg` or `rec`; `into="incoming"`: a temp table `_replace_files` reads)."""
     n = 0
     if name == "recordings":
         for b in _batches(led, name, uri, REC_COLUMNS):
@@ -235,11 +271,13 @@ def _insert_file(db: sqlite3.Connection, led: Ledger, name: str, uri: str, fid: 
             )
             n += b.num_rows
         return n
+    table = into or "seg"
+    if into:
+        db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {into} ({_SEG_INSERT})")
     for b in _batches(led, name, uri, SEG_COLUMNS):
         cols = [b.column(c).to_pylist() for c in SEG_COLUMNS[:-1]] + [_words_json(b.column("words"))]
         db.executemany(
-            'INSERT INTO seg (file, recording_id, write_id, fingerprint, segment_index, start, "end", speaker, '
-            "language, confidence, accepted, text, words) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO {table} ({_SEG_INSERT}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             ((fid, *row) for row in zip(*cols)),
         )
         n += b.num_rows
@@ -247,20 +285,18 @@ def _insert_file(db: sqlite3.Connection, led: Ledger, name: str, uri: str, fid: 
 
 
 def _words_json(words: pa.Array) -> list[str | None]:
-    """Each segment's words as compact JSON `[[word, start, end], ...]` (what the page's transcript reads)."""
+    """Each segment's words as compact JSON `[["word",start,end],...]` (what the page's transcript reads),
+    made column-wise in Arrow (a Python loop over a million segments' words took most of a build)."""
     if pa.types.is_null(words.type):
         return [None] * len(words)
     flat = pc.list_flatten(words)
-    w = flat.field("word").to_pylist()
-    s = pc.round(flat.field("start"), 3).to_pylist()
-    e = pc.round(flat.field("end"), 3).to_pylist()
-    offsets = words.offsets.to_pylist()
-    valid = words.is_valid().to_pylist()
-    out: list[str | None] = []
-    for i, ok in enumerate(valid):
-        lo, hi = offsets[i], offsets[i + 1]
-        out.append(json.dumps(list(zip(w[lo:hi], s[lo:hi], e[lo:hi])), ensure_ascii=False) if ok else None)
-    return out
+    text = pc.replace_substring_regex(pc.fill_null(flat.field("word"), ""), r"[\x00-\x1f]", " ")
+    text = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+    times = [pc.cast(pc.fill_null(pc.round(flat.field(f), 3), 0.0), pa.string()) for f in ("start", "end")]
+    items = pc.binary_join_element_wise('["', text, '",', times[0], ",", times[1], "]", "")
+    offsets = pc.subtract(words.offsets, words.offsets[0])  # a slice's offsets start where it starts
+    per_segment = pc.binary_join(pa.ListArray.from_arrays(offsets, items, mask=words.is_null()), ",")
+    return pc.binary_join_element_wise("[", per_segment, "]", "").to_pylist()
 
 
 # -- querying -------------------------------------------------------------------------------------
@@ -344,27 +380,40 @@ def _where(q: Query) -> tuple[list[str], list[Any]]:
     return where, args
 
 
+#: A query matching at most this many segments is ranked by BM25; one matching more lists the newest
+#: matches first (ranking every match of a common word costs ~0.5 s a million segments; newest-first
+#: reads the matches in index order and stops at the page's last row).
+RANK_AT_MOST = 2000
+
+
 def search(db: sqlite3.Connection, q: Query) -> list[Hit]:
-    """Segments matching `q`, best first (BM25 over the text; by file and time without words)."""
+    """Segments matching `q`: best first (BM25) when the words match at most RANK_AT_MOST segments, else
+    newest first; without words, newest first. Every filter applies either way."""
     where, args = _where(q)
     expr = match_expression(q.text)
     cols = (
         'seg.recording_id, rec.uri, seg.segment_index, seg.start, seg."end", seg.speaker, seg.language, '
         "seg.confidence, seg.accepted, seg.text, rec.committed_at"
     )
-    if expr:
-        sql = (
-            f"SELECT {cols}, highlight(fts, 0, char(2), char(3)) FROM fts "
-            f"JOIN seg ON seg.id = fts.rowid JOIN rec ON {_VISIBLE} "
-            f"WHERE fts MATCH ? {''.join(' AND ' + w for w in where)} ORDER BY fts.rank LIMIT ? OFFSET ?"
-        )
-        args = [expr, *args]
-    else:
-        sql = (
-            f"SELECT {cols}, NULL FROM seg JOIN rec ON {_VISIBLE} "
-            f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY rec.uri, seg.start LIMIT ? OFFSET ?"
-        )
+    filters = "".join(" AND " + w for w in where)
+    # CROSS JOIN fixes the loop order (SQLite never reorders it): the text index or the segments
+    # outside, read in rowid order, so that LIMIT stops the scan early
     try:
+        if expr:
+            many = db.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM fts WHERE fts MATCH ? LIMIT ?)", (expr, RANK_AT_MOST + 1)
+            ).fetchone()[0]
+            order = "fts.rowid DESC" if many > RANK_AT_MOST else "fts.rank"
+            sql = (
+                f"SELECT {cols}, highlight(fts, 0, char(2), char(3)) FROM fts CROSS JOIN seg ON seg.id = fts.rowid "
+                f"CROSS JOIN rec ON {_VISIBLE} WHERE fts MATCH ?{filters} ORDER BY {order} LIMIT ? OFFSET ?"
+            )
+            args = [expr, *args]
+        else:
+            sql = (
+                f"SELECT {cols}, NULL FROM seg CROSS JOIN rec ON {_VISIBLE} WHERE 1{filters} "
+                "ORDER BY seg.id DESC LIMIT ? OFFSET ?"
+            )
         rows = db.execute(sql, [*args, q.limit, q.offset]).fetchall()
     except sqlite3.OperationalError as exc:
         raise SearchError(f"the index cannot answer {q.text!r}: {exc}") from exc

@@ -123,8 +123,16 @@ def test_index_on_demand_follows_maintain_and_hides_uncommitted_rows(tmp_path):
     r = cli_inproc("maintain", str(out), "--retention-hours", "0")
     assert r.returncode == 0, r.stderr
     stats = sync(cfg)
-    assert stats.files_removed > 0 and stats.segments_added == stats.segments_removed == 3
+    # the compacted files hold the same rows: each keeps its place in the text index
+    assert stats.files_removed > 0 and stats.segments_moved == 3
+    assert stats.segments_added == stats.segments_removed == 0
     assert len(texts(db, "chronicle")) == 3
+    # `filter` re-judges: the rewritten rows take their new verdict, their text stays indexed as it was
+    r = cli_inproc("filter", str(out), "quality.min_confidence=0.95")
+    assert r.returncode == 0, r.stderr
+    stats = sync(cfg)
+    assert stats.segments_moved == 3 and stats.segments_added == stats.segments_removed == 0
+    assert len(texts(db, "chronicle", accepted=False)) == 3 and texts(db, "chronicle", accepted=True) == []
 
     # segments committed without their recordings row (a task that died between the two commits)
     led = Ledger(cfg)
