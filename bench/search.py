@@ -13,6 +13,10 @@ five languages, four speakers, confidences 0-1, a phrase planted in 3 segments),
   which rewrites every file those recordings sat in);
 - queries (p50 / p95 of 20 runs each) on the index and as DuckDB `ILIKE '%...%'` over the table's
   Parquet files (DuckDB's own reader, all its threads), the same filters, 50 rows each.
+
+`--first-audio N` measures instead what a listener waits for: in headless Chromium (Selenium), from the
+click on a result to the audio element's `playing` event, for a FLEURS clip on the local disk and the same
+clip on a loopback S3 server (moto), N times each, each in a fresh browser (nothing cached).
 """
 
 from __future__ import annotations
@@ -147,13 +151,109 @@ def timed(fn, runs: int = 20) -> tuple[float, float]:
     return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
 
 
+def first_audio(trials: int) -> None:
+    """Click -> `playing` of a clicked result, local input and loopback S3 input (see the docstring)."""
+    import socket
+    import threading
+
+    import boto3
+    import uvicorn
+    from moto.server import ThreadedMotoServer
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from pipeline.browse import make_app
+    from pipeline.config import StorageOptions
+    from pipeline.execution.sink import write_table
+    from pipeline.records import TRANSCRIBED_SCHEMA, recording_id_for
+
+    def port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    s3_port = port()
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    clip = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "multilingual" / "fleurs-de-000.ogg"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+    boto3.client("s3", endpoint_url=endpoint).put_object(Bucket="bench", Key="fleurs.ogg", Body=clip.read_bytes())
+    root = Path(tempfile.mkdtemp(prefix="bench-browse-"))
+    cfg = OutputConfig(uri=str(root / "out"), storage=StorageOptions(endpoint_url=endpoint))
+    inputs = {"local disk": str(clip), "loopback S3": "s3://bench/fleurs.ogg"}
+    rows = [
+        {
+            "recording_id": recording_id_for(uri),
+            "uri": uri,
+            "size": clip.stat().st_size,
+            "status": "ok",
+            "segments": [
+                {
+                    "segment_index": 0,
+                    "start": 4.1,
+                    "end": 14.0,
+                    "text": f"aussichten {where.split()[-1]}",
+                    "words": [],
+                    "accepted": True,
+                    "reject_reasons": [],
+                }
+            ],
+        }
+        for where, uri in inputs.items()
+    ]
+    write_table(cfg, pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA), "bench", "fp")
+    sync(cfg)
+    web_port = port()
+    server = uvicorn.Server(uvicorn.Config(make_app(cfg), host="127.0.0.1", port=web_port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    print("\n| input | click -> playing, ms (each trial) | median ms | target |\n| --- | --- | --- | --- |")
+    for where in inputs:
+        waits = []
+        for _ in range(trials):
+            opts = webdriver.ChromeOptions()
+            opts.binary_location = shutil.which("chromium")
+            for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--mute-audio"):
+                opts.add_argument(arg)
+            driver = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
+            try:
+                driver.get(f"http://127.0.0.1:{web_port}/")
+                driver.find_element(By.ID, "q").send_keys(f"aussichten {where.split()[-1]}\n")
+                WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results li"))
+                driver.execute_script(
+                    "window.__t0 = performance.now(); document.getElementById('audio').addEventListener("
+                    "'playing', () => { window.__t1 = performance.now(); }, {once: true});"
+                    "document.querySelector('#results li').click();"
+                )
+                WebDriverWait(driver, 30).until(lambda d: d.execute_script("return window.__t1 !== undefined"))
+                waits.append(driver.execute_script("return window.__t1 - window.__t0"))
+            finally:
+                driver.quit()
+        target = "<= 1000" if where == "local disk" else "<= 2000"
+        print(f"| {where} | {', '.join(f'{w:.0f}' for w in waits)} | {statistics.median(waits):.0f} | {target} |")
+    server.should_exit = True
+    moto.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--segments", type=int, default=1_000_000)
     ap.add_argument("--new", type=int, default=10_000, help="segments added (and replaced) for the update rows")
     ap.add_argument("--block-recordings", type=int, default=10_000, help="recordings per committed block")
     ap.add_argument("--keep", help="write the output here (default: a temp dir, removed)")
+    ap.add_argument("--first-audio", type=int, metavar="N", help="measure click -> playing instead (N trials)")
     args = ap.parse_args()
+    if args.first_audio:
+        return first_audio(args.first_audio)
     rng = np.random.default_rng(0)
     vocab = vocabulary(30_000, rng)
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-search-"))
