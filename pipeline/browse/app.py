@@ -17,9 +17,11 @@ import json
 import mimetypes
 import re
 import secrets
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+import fsspec
 import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -107,6 +109,12 @@ def make_app(cfg: OutputConfig, host: str = "127.0.0.1", token: str | None = Non
     def db():
         return connect(path)
 
+    @lru_cache(maxsize=4096)
+    def object_size(uri: str) -> int:
+        """The input's size, asked of its store once (a seeking audio element sends many requests)."""
+        fs, fpath = filesystem(uri, cfg.storage)
+        return int(with_retries(lambda: fs.size(fpath)))
+
     def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=_NO_SNIFF)
 
@@ -143,7 +151,7 @@ def make_app(cfg: OutputConfig, host: str = "127.0.0.1", token: str | None = Non
         uri = rec["uri"]
         fs, fpath = filesystem(uri, cfg.storage)
         try:
-            size = int(with_retries(lambda: fs.size(fpath)))
+            size = object_size(uri)
         except FileNotFoundError:
             return _error(404, "the recording's input is gone from its store")
         try:
@@ -156,7 +164,9 @@ def make_app(cfg: OutputConfig, host: str = "127.0.0.1", token: str | None = Non
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
 
         def body() -> Iterator[bytes]:
-            with fs.open(fpath, "rb", block_size=CHUNK) as f:
+            # s3fs takes the size instead of asking the store again (a HEAD per request)
+            known = {"size": size} if fsspec.utils.get_protocol(uri) in ("s3", "s3a") else {}
+            with fs.open(fpath, "rb", block_size=CHUNK, **known) as f:
                 f.seek(first)
                 left = last - first + 1
                 while left > 0:
