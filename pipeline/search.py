@@ -6,7 +6,9 @@ the columns the filters need (language, speaker, accepted, confidence, the recor
 URI) and each segment's words with their times (the page's transcript follows the audio with them), so a
 query is one SQL statement and a reader never opens the Delta tables. Words are tokenised by FTS5's
 `unicode61` (case and diacritics folded) and stemmed by its `porter` stemmer: English stemming only
-(FTS5 ships no other); other languages match whole words, or word prefixes with `word*`.
+(FTS5 ships no other); other languages match whole words, or word prefixes with `word*`. Results are
+ranked by BM25 while the words match at most RANK_AT_MOST segments; a commoner query lists the newest
+matches first, so that no query reads more of the index than the page shows.
 
 Where the index lives: beside a local output (`OUT/_scriptorium/search.sqlite`); for an output on an
 object store (SQLite needs a local file) in this machine's cache, keyed by the output's URI
@@ -175,6 +177,8 @@ def sync(cfg: OutputConfig, path: Path | None = None, rebuild: bool = False, led
                 n = _insert_file(db, led, name, uri, fid, "incoming" if replacing else None)
                 stats.files_added += 1
                 stats.segments_added += n if name == "segments" and not replacing else 0
+                if not replacing:
+                    db.commit()  # a file at a time: a big build's WAL stays small, a reader sees whole files
             stats.files_removed += len(gone)
             if replacing:
                 added, moved, removed = _replace_files(db, gone)
