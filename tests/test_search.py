@@ -217,3 +217,9 @@ def test_remote_output_index_lives_in_the_cache_and_the_run_keeps_only_one_made_
     # no index made on this machine: the run's hook does nothing (and reads nothing from the store)
     assert keep_up(cfg, ledger=None) is None  # type: ignore[arg-type]
     assert not Path(path).exists()
+
+
+def test_index_of_no_output_is_one_line_and_exit_2(tmp_path):
+    r = cli_inproc("index", str(tmp_path / "nothing-here"))
+    assert r.returncode == 2 and "no Scriptorium output" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "nothing-here").exists()
