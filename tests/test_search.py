@@ -223,3 +223,26 @@ def test_index_of_no_output_is_one_line_and_exit_2(tmp_path):
     r = cli_inproc("index", str(tmp_path / "nothing-here"))
     assert r.returncode == 2 and "no Scriptorium output" in r.stderr and len(r.stderr.splitlines()) == 1
     assert not (tmp_path / "nothing-here").exists()
+
+
+def test_an_output_on_s3_is_indexed_in_the_cache_and_kept_up_by_the_committer(s3_endpoint, monkeypatch, tmp_path):
+    """An output on an S3 API (moto): `index` builds the index in the local cache, reading the tables'
+    files from the store; from then on the committer on this machine keeps it up to date."""
+    import s3fs
+
+    from pipeline.config import StorageOptions
+
+    monkeypatch.setenv("SCRIPTORIUM_SEARCH_DIR", str(tmp_path / "cache"))
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}).mkdir("search-out")
+    cfg = OutputConfig(uri="s3://search-out/run", storage=StorageOptions(endpoint_url=s3_endpoint))
+    write_table(cfg, transcribed({"s3://in/a.wav": [{"text": "the lighthouse keeper"}]}), RUN, "fp1")
+    r = cli_inproc("index", cfg.uri, "--endpoint-url", s3_endpoint)
+    assert r.returncode == 0, r.stderr
+    path = index_path(cfg)
+    assert path.is_relative_to(tmp_path / "cache") and path.exists()
+
+    committer = GroupCommitter(cfg, None)
+    led = Ledger(cfg)
+    committer.offer([stage_block(led, transcribed({"s3://in/b.wav": [{"text": "a lighthouse in fog"}]}), RUN, "fp1")])
+    committer.flush()
+    assert sorted(texts(connect(path), "lighthouse")) == ["a lighthouse in fog", "the lighthouse keeper"]
