@@ -62,7 +62,10 @@ async function runSearch(ev) {
     $("status").textContent = "error: " + e.message;
     return;
   }
-  $("status").textContent = `${hits.length} segment${hits.length === 1 ? "" : "s"}`;
+  const limit = 50;  // the API's default page
+  $("status").textContent = hits.length >= limit
+    ? `the first ${hits.length} segments (more match: add words or filters)`
+    : `${hits.length} segment${hits.length === 1 ? "" : "s"}`;
   const ol = $("results");
   ol.replaceChildren();
   hits.forEach((h, i) => {
@@ -79,7 +82,9 @@ async function runSearch(ev) {
       h.confidence === null ? null : `conf ${h.confidence.toFixed(2)}`, h.accepted === false ? "rejected" : null];
     li.appendChild(el("div", meta.filter((m) => m !== null && m !== undefined).join(" · "), "meta"));
     li.title = h.uri;
+    li.tabIndex = 0;
     li.addEventListener("click", () => play(h, li));
+    li.addEventListener("keydown", (e) => { if (e.key === "Enter") play(h, li); });
     ol.appendChild(li);
   });
   updateScope();
