@@ -173,7 +173,10 @@ def sync(cfg: OutputConfig, path: Path | None = None, rebuild: bool = False, led
             gone = [have[u] for u in have.keys() - current]
             replacing = name == "segments" and bool(gone)
             for uri in sorted(current - have.keys()):
-                fid = db.execute("INSERT INTO files (tbl, uri) VALUES (?, ?)", (name, uri)).lastrowid
+                cur = db.execute("INSERT OR IGNORE INTO files (tbl, uri) VALUES (?, ?)", (name, uri))
+                if not cur.rowcount:  # another sync (a run's committer, `browse`) indexed it meanwhile
+                    continue
+                fid = cur.lastrowid
                 n = _insert_file(db, led, name, uri, fid, "incoming" if replacing else None)
                 stats.files_added += 1
                 stats.segments_added += n if name == "segments" and not replacing else 0
