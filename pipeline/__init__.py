@@ -14,11 +14,11 @@ heavy or optional third-party package, with a comment saying why (`# heavy: ...`
     records     records
     helpers     timeline batching packing audio pieces clustering der progress storage vocabulary
                 fingerprint report report_html
-    io          discover ledger export models
+    io          discover ledger export models search
     backends    backends
     stages      stages
     execution   execution
-    commands    runner preflight filter status eval plan pseudo_label
+    commands    runner preflight filter status eval browse plan pseudo_label
     cli         cli
 
 - foundation: the stdlib only, when imported. Text made safe for a terminal or a log; the errors a user
@@ -29,14 +29,14 @@ heavy or optional third-party package, with a comment saying why (`# heavy: ...`
   packing, decoding audio, long recordings' pieces, clustering, DER, progress, fsspec access, the
   vocabulary, the job's fingerprint, the run report.
 - io: what the job reads and writes: the input listing, the output's Delta tables and their commit
-  protocol, exports of an output, model files fetched and verified.
+  protocol, exports of an output, model files fetched and verified, the output's search index.
 - backends: one class per model backend (`registry.py` maps a `backend:` name to its class).
 - stages: decode, the recording stage, the segment stage and what they call (quality, ITN, punctuation).
 - execution: Ray, at the top of each of its modules (importing the package imports Ray); nothing
   below it imports Ray.
 - commands: what a `scriptorium` subcommand runs: the job (`runner`, with `preflight`), `filter`,
-  `status`, `eval`, `plan` (what a run would redo and why; the check before a run redoes much),
-  `pseudo_label` (a run, then its labels exported).
+  `status`, `eval`, `browse` (the archive's web page), `plan` (what a run would redo and why; the
+  check before a run redoes much), `pseudo_label` (a run, then its labels exported).
 - cli: argv and the environment.
 """
 

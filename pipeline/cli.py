@@ -8,6 +8,8 @@
     scriptorium filter OUTPUT_URI [RULES.yaml] [quality.key=value ...]   re-judge segments, no model
     scriptorium eval REFERENCES OUTPUT_URI [--json FILE]   WER/CER, yield, LID accuracy, DER
     scriptorium maintain OUTPUT_URI [--retention-hours H]   compact, checkpoint, vacuum the tables
+    scriptorium index OUTPUT_URI [--rebuild]   build or update the output's search index
+    scriptorium browse OUTPUT_URI [--host H] [--port P]   search and listen in a web page (index updated first)
 
 Exit codes of `run`: 0 all done (or nothing to do); 3 done, but some files failed (see the
 `recordings` rows with status=error); 1 nothing could be processed, or the run crashed; 2 the config,
@@ -25,6 +27,7 @@ import os
 import sys
 
 from pipeline import __version__
+from pipeline.browse import serve
 from pipeline.config import OutputConfig, StorageOptions, load_config
 from pipeline.errors import UserError
 from pipeline.eval import evaluate, table, write_json
@@ -34,6 +37,7 @@ from pipeline.ledger import maintain
 from pipeline.plan import ask_on_terminal, make_plan
 from pipeline.pseudo_label import pseudo_label
 from pipeline.report import EXIT_FAILED, EXIT_USAGE
+from pipeline.search import sync
 from pipeline.status import status
 from pipeline.text import SafeLogFilter, safe, safe_lines
 
@@ -95,6 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         help="vacuum files no table version of the last H hours references (default 7 days)",
     )
     p_maintain.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT")
+    p_index = sub.add_parser("index", help="build or update an output's search index (pipeline/search.py)")
+    p_index.add_argument("output", help="output URI of a run")
+    p_index.add_argument("--rebuild", action="store_true", help="drop the index and build it anew")
+    p_index.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT")
+    p_browse = sub.add_parser("browse", help="search an output's transcripts and listen, in a local web page")
+    p_browse.add_argument("output", help="output URI of a run")
+    p_browse.add_argument("--host", default="127.0.0.1", help="address to bind (off loopback a token is required)")
+    p_browse.add_argument("--port", type=int, default=8765)
+    p_browse.add_argument("--token", help="the token to require (default: a fresh one when off loopback)")
+    p_browse.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT and its inputs")
     for p in (p_run, p_status, p_plan, p_pl):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # `dotted.key=value` overrides may stand anywhere among the options (`status OUT --config C k=v`
@@ -135,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "maintain":
             return _maintain(args)
+        if args.command == "index":
+            return _index(args)
+        if args.command == "browse":
+            return _browse(args)
         return _status(args.output, args.config, args.overrides)
     except UserError as exc:  # the config, input, output, models or cluster are wrong: one line each
         if args.debug:
@@ -207,6 +225,19 @@ def _maintain(args: argparse.Namespace) -> int:
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
     done = maintain(out, retention_hours=args.retention_hours)
     print(json.dumps(done, indent=2, default=str))
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
+    print(safe(sync(out, rebuild=args.rebuild).line()))
+    return 0
+
+
+def _browse(args: argparse.Namespace) -> int:
+    out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
+    print(safe(sync(out).line()), flush=True)
+    serve(out, host=args.host, port=args.port, token=args.token)
     return 0
 
 

@@ -41,6 +41,7 @@ from pipeline.ledger import RECORDINGS_TABLE_SCHEMA, SEGMENTS_TABLE_SCHEMA, Ledg
 from pipeline.ledger.staging import StagedBlock, commit_group, repair_dangling_group, stage
 from pipeline.pieces import PieceRegistry, join
 from pipeline.report import BlockSummary
+from pipeline.search import keep_up
 from pipeline.storage import put_atomic
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,7 @@ class GroupCommitter:
         self.groups += 1
         self.pending = []
         self.committed.update(b.write_id for b in group)
+        keep_up(self.cfg, self.ledger)  # the search index reads the files this group added (pipeline/search.py)
         add_progress(
             self.state, "committed", sum(len(b.recording_ids) for b in group), sum(b.audio_seconds for b in group)
         )
