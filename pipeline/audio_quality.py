@@ -31,6 +31,8 @@ from importlib import resources
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config import QualityRules
 from pipeline.records import AUDIO_SIGNAL_FIELDS, SAMPLE_RATE, WORD_SIGNAL_FIELDS, Span
@@ -191,6 +193,34 @@ def word_signals(confidences: Sequence[float | None]) -> dict[str, Any]:
 def segment_signals(span: dict[str, Any], confidences: Sequence[float | None]) -> dict[str, Any]:
     """A segment's audio signals (from its span, the recording stage's) and word signals."""
     return {**{k: span.get(k) for k in AUDIO_SIGNALS}, **word_signals(confidences)}
+
+
+#: Histogram bins of the run report (report.html): signal -> (low, high, bins); values outside go to the ends.
+HISTOGRAMS = {"snr_db": (0.0, 60.0, 12), "bandwidth_hz": (0.0, 8000.0, 16), "mos": (1.0, 5.0, 16)}
+
+
+def histograms(segments: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+    """Counts of segments per bin of each `HISTOGRAMS` signal, accepted and rejected apart
+    ("snr_db:accepted" -> counts); segments without the signal are left out."""
+    out = {f"{k}:{v}": [0] * HISTOGRAMS[k][2] for k in HISTOGRAMS for v in ("accepted", "rejected")}
+    for seg in segments:
+        verdict = "accepted" if seg.get("accepted") else "rejected"
+        for name, (lo, hi, n) in HISTOGRAMS.items():
+            value = seg.get(name)
+            if value is not None:
+                out[f"{name}:{verdict}"][min(n - 1, max(0, int((value - lo) / (hi - lo) * n)))] += 1
+    return out
+
+
+def histograms_of(segments: pa.ChunkedArray) -> dict[str, list[int]]:
+    """`histograms` of a `segments` column (list<SEGMENT_TYPE> per recording), reading only the fields
+    it needs."""
+    flat = pc.list_flatten(segments).combine_chunks() if len(segments) else None
+    if flat is None or not len(flat):
+        return histograms([])
+    names = [n for n in ("accepted", *HISTOGRAMS) if flat.type.get_field_index(n) >= 0]
+    cols = {n: flat.field(n).to_pylist() for n in names}
+    return histograms([dict(zip(cols, v)) for v in zip(*cols.values())])
 
 
 def reasons(seg: dict[str, Any], rules: QualityRules) -> list[str]:
