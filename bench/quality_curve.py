@@ -116,12 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", nargs="*", default=[], help="quality.key=value: the other rules held fixed")
     ap.add_argument("--json")
     ap.add_argument("--cv", action="store_true", help="cross-validated calibration (issue 35) instead of the curve")
+    ap.add_argument("--fit-ratio", type=float, default=FIT_RATIO, help="the ratio fitting aims under (a margin)")
     ap.add_argument("--degraded", nargs=3, action="append", default=[], metavar=("KIND", "REFERENCES", "OUTPUT"))
     a = ap.parse_args(argv)
     from pipeline.filter import load_rules
 
     base = load_rules(None, a.rules)
     if a.cv:
+        globals()["FIT_RATIO"] = a.fit_ratio
         return cross_validate([("clean", a.references, a.output), *map(tuple, a.degraded)], a.rules, a.json)
     rows, lost = scored_segments(a.references, OutputConfig(uri=a.output))
     steps = [round(x * 0.05, 2) for x in range(0, 20)]
@@ -169,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
 
 # -- cross-validated calibration (issue 35) ---------------------------------------------------------------
 CONF_STEPS = [0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9]
-WORD_GRID = {"min_word_confidence": [None, 0.05, 0.1, 0.2, 0.3], "max_low_word_share": [None, 0.1, 0.2, 0.34]}
+WORD_GRID = {"max_low_word_share": [None, 0.1, 0.2, 0.34], "min_avg_logprob": [None, -1.0, -0.8, -0.6, -0.5, -0.4]}
 AUDIO_GRID = {"min_snr_db": [None, 5, 10, 15, 20], "min_mos": [None, 1.8, 2.1, 2.4], "min_bandwidth_hz": [None, 4500]}
 FAMILIES = {
     "text": {"min_confidence": CONF_STEPS},
-    "text+words": {"min_confidence": CONF_STEPS, **WORD_GRID},
+    "text+2nd opinion": {"min_confidence": CONF_STEPS, **WORD_GRID},
     "text+audio": {"min_confidence": CONF_STEPS, **AUDIO_GRID},
     "all": {"min_confidence": CONF_STEPS, **WORD_GRID, **AUDIO_GRID},
 }
@@ -182,6 +184,7 @@ SWEPT = {
     "min_confidence": ("confidence", "min"),
     "min_word_confidence": ("min_word_confidence", "min"),
     "max_low_word_share": ("low_word_share", "max"),
+    "min_avg_logprob": ("avg_logprob", "min"),
     "min_snr_db": ("snr_db", "min"),
     "min_mos": ("mos", "min"),
     "min_bandwidth_hz": ("bandwidth_hz", "min"),
@@ -282,6 +285,8 @@ def cross_validate(conditions: list[tuple[str, str, str]], rules: list[str], jso
         rows += [{**r, "condition": cond} for r in got]
         lost.update({(cond, f): n for f, n in per_file.items()})
     sc = Scored(rows, lost, [judge(r, base_cfg)[0] for r in rows])
+    job_cfg = load_rules(None, rules)  # the rules as they are (conf defaults + --rules), for comparison
+    current = np.array([judge(r, job_cfg)[0] for r in rows])
     everything = np.ones(len(rows), dtype=bool)
     print(
         f"{len(rows)} scored segments, {len(set(sc.file))} files x {len(conditions)} conditions "
@@ -311,6 +316,8 @@ def cross_validate(conditions: list[tuple[str, str, str]], rules: list[str], jso
                 shown = {k: v for k, v in params.items() if v is not None}
                 print(f"  {name:<7} {_fmt(m)}   {shown}")
                 print("          " + "  ".join(f"{c}: {_fmt(x)}" for c, x in by_cond.items() if x["segments"]))
+            now = [sc.score(test, current) for _, test in folds]
+            print("  current rules on the same folds: " + "; ".join(f"{n} {_fmt(m)}" for (n, _), m in zip(folds, now)))
             met = sum(
                 1
                 for r in fold_rows
@@ -321,11 +328,65 @@ def cross_validate(conditions: list[tuple[str, str, str]], rules: list[str], jso
         params = fit(sc, everything, grid)
         print(f"  fitted on everything (NOT held-out): {_fmt(sc.score(everything, sc.accepted(params)))} {params}")
         report["families"][family]["fitted_on_all"] = params
+    _separation(sc, conditions, report)
     _per_language(sc, schemes["5 folds by file"], langs, report)
     _auc(conditions, report)
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=1, default=str))
     return 0
+
+
+#: Text signals compared for the second opinion: (column, True when higher means a better segment).
+TEXT_CANDIDATES = (
+    ("confidence", True),
+    ("min_word_confidence", True),
+    ("low_word_share", False),
+    ("avg_logprob", True),
+    ("no_speech_prob", False),
+    ("compression_ratio", False),
+)
+BAD_WER = 0.25  # a segment whose own WER is above this counts as a bad pseudo-label
+
+
+def _separation(sc: Scored, conditions: list[tuple[str, str, str]], report: dict) -> None:
+    """How well each text signal alone tells bad segments (own WER > BAD_WER) from good ones: AUC, no
+    threshold fitted, per condition and over all; and whether a word statistic adds to `confidence`
+    (AUC of a logistic regression on both, fitted on the other file folds)."""
+    from sklearn.linear_model import LogisticRegression  # heavy: scikit-learn, this bench only
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold
+
+    wer = np.where(sc.words > 0, sc.errors / np.maximum(sc.words, 1), 1.0)
+    bad = wer > BAD_WER
+    cols = {
+        c: np.array([np.nan if r.get(c) is None else r[c] for r in sc.rows], dtype=float) for c, _ in TEXT_CANDIDATES
+    }
+    print(
+        f"\nbad (own WER > {BAD_WER}) vs good segments: AUC of each text signal alone ({int(bad.sum())} bad of {len(bad)})"
+    )
+    print(f"  {'condition':<10} " + " ".join(f"{c:>19}" for c, _ in TEXT_CANDIDATES))
+    report["separation"] = {}
+    for cond in ["all", *[c for c, _, _ in conditions]]:
+        sel = np.ones(len(bad), dtype=bool) if cond == "all" else sc.condition == cond
+        aucs = []
+        for c, higher_good in TEXT_CANDIDATES:
+            v, ok = cols[c][sel], ~np.isnan(cols[c][sel])
+            y = bad[sel][ok]
+            aucs.append(roc_auc_score(y, -v[ok] if higher_good else v[ok]) if 0 < y.sum() < len(y) else float("nan"))
+        print(f"  {cond:<10} " + " ".join(f"{a:>19.3f}" for a in aucs))
+        report["separation"][cond] = dict(zip([c for c, _ in TEXT_CANDIDATES], aucs))
+    for extra in ("min_word_confidence", "low_word_share"):
+        x = np.column_stack([cols["confidence"], cols[extra]])
+        x = np.where(np.isnan(x), np.nanmedian(x, axis=0), x)
+        held = {}
+        for feats in ((0,), (0, 1)):
+            p = np.zeros(len(bad))
+            for tr, te in GroupKFold(5).split(x, bad, sc.file):
+                m = LogisticRegression(max_iter=1000).fit(x[tr][:, feats], bad[tr])
+                p[te] = m.predict_proba(x[te][:, feats])[:, 1]
+            held[feats] = roc_auc_score(bad, p)
+        print(f"  held-out AUC, confidence alone {held[(0,)]:.3f} -> with {extra} {held[(0, 1)]:.3f}")
+        report["separation"][f"confidence+{extra}"] = held[(0, 1)]
 
 
 def _per_language(sc: Scored, folds, langs: list[str], report: dict) -> None:

@@ -16,7 +16,9 @@ recording's whole audio (speech and the silence between), so it computes these o
                    README "Pseudo-label quality"); null when off or the weights are absent
 
 The segment stage adds, from the ASR's word probabilities (`word_signals`): `min_word_confidence` (the
-least sure word) and `low_word_share` (share of words under 0.5): a mean hides one wrong word.
+least sure word) and `low_word_share` (share of words under 0.5): a mean hides one wrong word. The
+decoder's own `avg_logprob` (stored already) gets a rule here too: on held-out data it separates bad
+segments from good a little better than `confidence` (README "Pseudo-label quality").
 
 `reasons` turns all of them into reject reasons under `QualityRules`; `pipeline.stages.quality.judge`
 calls it, so the segment stage and `scriptorium filter` judge alike. Every function is plain numpy.
@@ -67,6 +69,7 @@ _RULES = (
     ("mos", "min_mos", "min", "low_mos"),
     ("min_word_confidence", "min_word_confidence", "min", "unsure_word"),
     ("low_word_share", "max_low_word_share", "max", "unsure_words"),
+    ("avg_logprob", "min_avg_logprob", "min", "low_avg_logprob"),
 )
 
 
