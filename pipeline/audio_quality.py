@@ -58,6 +58,7 @@ MIN_NOISE_S = 0.5  # non-speech audio needed to measure the noise floor from VAD
 DNSMOS_FILE = ("speechmos", "dnsmos_models/sig_bak_ovr.onnx")
 DNSMOS_SHA256 = "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd"
 DNSMOS_SAMPLES = int(9.01 * SAMPLE_RATE)  # the model's fixed input
+MOS_BATCH = 16  # utterances per DNSMOS call (9 MB of input)
 _OVR_POLY = np.poly1d([-0.06766283, 1.11546468, 0.04602535])  # raw -> MOS (speechmos' non-personalised fit)
 
 #: (signal, bound in QualityRules, kind, reason): a bound left at None is no rule.
@@ -154,12 +155,15 @@ def mos(clips: Sequence[np.ndarray]) -> list[float | None]:
     session = dnsmos_session()
     if session is None or not clips:
         return [None] * len(clips)
-    batch = np.zeros((len(clips), DNSMOS_SAMPLES), dtype=np.float32)
-    for i, c in enumerate(clips):
-        if len(c):
-            batch[i] = np.resize(np.clip(c, -1.0, 1.0), DNSMOS_SAMPLES)  # np.resize repeats the clip
-    raw = session.run(None, {"input_1": batch})[0][:, 2]
-    return [round(float(v), 3) if len(c) else None for v, c in zip(_OVR_POLY(raw), clips)]
+    raw = []
+    for k in range(0, len(clips), MOS_BATCH):
+        chunk = clips[k : k + MOS_BATCH]
+        batch = np.zeros((len(chunk), DNSMOS_SAMPLES), dtype=np.float32)
+        for i, c in enumerate(chunk):
+            if len(c):
+                batch[i] = np.resize(np.clip(c, -1.0, 1.0), DNSMOS_SAMPLES)  # np.resize repeats the clip
+        raw += list(session.run(None, {"input_1": batch})[0][:, 2])
+    return [round(float(v), 3) if len(c) else None for v, c in zip(_OVR_POLY(np.array(raw)), clips)]
 
 
 # -- per utterance ------------------------------------------------------------------------------------

@@ -185,7 +185,7 @@ class BlockSummary:
             overlap_recordings=self.overlap_recordings + other.overlap_recordings,
             confidence_histogram=[a + b for a, b in zip(self.confidence_histogram, other.confidence_histogram)],
             audio_histograms={
-                k: [a + b for a, b in zip(self.audio_histograms.get(k, v), v)]
+                k: [a + b for a, b in zip(self.audio_histograms.get(k, [0] * len(v)), v)]
                 for k, v in other.audio_histograms.items()
             }
             or self.audio_histograms,

@@ -142,6 +142,14 @@ def test_columns_through_the_cli_and_filter(shared_output, tmp_path):
     low = [s for s in after if s["text"] and s["snr_db"] < cut]
     assert low and all("low_snr" in s["reject_reasons"] and not s["accepted"] for s in low)
     assert not any("low_snr" in s["reject_reasons"] for s in after if s["text"] and s["snr_db"] >= cut)
+    # status names the rule that rejects the most speech
+    hours: dict[str, float] = {}
+    for s in after:
+        for r in s["reject_reasons"] or []:
+            hours[r] = hours.get(r, 0.0) + (s["end"] - s["start"]) / 3600
+    top = max(hours, key=hours.get)
+    st = _cli("status", str(out))
+    assert st.returncode == 0 and f"the rule rejecting the most speech: {top} (" in st.stdout, st.stdout
     # an output written before these columns existed: filter still judges it, and the next run's
     # committer adds the columns (null for the old rows)
     path = str(out / "segments")
