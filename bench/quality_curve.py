@@ -435,20 +435,30 @@ def _auc(conditions: list[tuple[str, str, str]], report: dict) -> None:
     groups = np.array([r["file"] for r in rows])
     sign = np.array([-1, -1, -1, 1, -1])  # degraded: lower SNR, bandwidth, MOS, level; more clipping
     y = (cond != "clean").astype(int)
-    held = np.zeros(len(rows))
-    for tr, te in GroupKFold(5).split(x, y, groups):
-        mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-9
-        model = LogisticRegression(max_iter=1000).fit((x[tr] - mu) / sd, y[tr])
-        held[te] = model.predict_proba((x[te] - mu) / sd)[:, 1]
+
+    def held_out(cols: list[int]) -> np.ndarray:
+        p = np.zeros(len(rows))
+        for tr, te in GroupKFold(5).split(x, y, groups):
+            mu, sd = x[tr][:, cols].mean(0), x[tr][:, cols].std(0) + 1e-9
+            model = LogisticRegression(max_iter=1000).fit((x[tr][:, cols] - mu) / sd, y[tr])
+            p[te] = model.predict_proba((x[te][:, cols] - mu) / sd)[:, 1]
+        return p
+
+    held = held_out(list(range(len(AUDIO_COLUMNS))))
+    no_mos = held_out([j for j, c in enumerate(AUDIO_COLUMNS) if c != "mos"])  # the default: MOS off
     print(f"\ndegraded vs clean AUC from the stored audio signals ({len(rows)} segments; per signal: lower = degraded)")
-    print(f"  {'against clean':<14} " + " ".join(f"{c:>13}" for c in AUDIO_COLUMNS) + f" {'all (held-out LR)':>18}")
+    print(
+        f"  {'against clean':<14} "
+        + " ".join(f"{c:>13}" for c in AUDIO_COLUMNS)
+        + f" {'all (held-out LR)':>18} {'all but MOS':>12}"
+    )
     for kind in ["all degraded", *sorted({c for c in cond} - {"clean"})]:
         sel = (cond == "clean") | ((cond != "clean") if kind == "all degraded" else (cond == kind))
         yy = y[sel]
         per = [roc_auc_score(yy, sign[j] * x[sel, j]) for j in range(len(AUDIO_COLUMNS))]
-        lr = roc_auc_score(yy, held[sel])
-        print(f"  {kind:<14} " + " ".join(f"{a:>13.3f}" for a in per) + f" {lr:>18.3f}")
-        report["auc"][kind] = {**dict(zip(AUDIO_COLUMNS, per)), "logistic_heldout": lr}
+        lr, lr_no_mos = roc_auc_score(yy, held[sel]), roc_auc_score(yy, no_mos[sel])
+        print(f"  {kind:<14} " + " ".join(f"{a:>13.3f}" for a in per) + f" {lr:>18.3f} {lr_no_mos:>12.3f}")
+        report["auc"][kind] = {**dict(zip(AUDIO_COLUMNS, per)), "logistic_heldout": lr, "without_mos": lr_no_mos}
 
 
 if __name__ == "__main__":
