@@ -160,3 +160,17 @@ def test_columns_through_the_cli_and_filter(shared_output, tmp_path):
     t: pa.Table = DeltaTable(path).to_pyarrow_table()
     assert set(AUDIO_SIGNAL_FIELDS) <= set(t.column_names)
     assert t.column("snr_db").null_count == t.num_rows
+
+
+def test_mos_falls_back_with_one_warning(monkeypatch, caplog):
+    """Weights absent or not the pinned ones: MOS is null, with one warning per process, not one per clip."""
+    clip = np.zeros(SR, dtype=np.float32)
+    for where, sha in ((("no_such_package", "x.onnx"), aq.DNSMOS_SHA256), (aq.DNSMOS_FILE, "0" * 64)):
+        monkeypatch.setattr(aq, "DNSMOS_FILE", where)
+        monkeypatch.setattr(aq, "DNSMOS_SHA256", sha)
+        aq.dnsmos_session.cache_clear()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="pipeline.audio_quality"):
+            assert aq.mos([clip, clip]) == [None, None] and aq.mos([clip]) == [None]
+        assert len(caplog.records) == 1 and "no MOS" in caplog.records[0].getMessage()
+    aq.dnsmos_session.cache_clear()  # the real weights again for later tests
