@@ -13,7 +13,7 @@ heavy or optional third-party package, with a comment saying why (`# heavy: ...`
     config      config
     records     records
     helpers     timeline batching packing audio pieces clustering der progress storage vocabulary
-                fingerprint report report_html
+                fingerprint report report_html audio_quality
     io          discover ledger export models search
     backends    backends
     stages      stages

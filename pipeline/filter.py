@@ -32,6 +32,7 @@ from pipeline.errors import UserError, with_retries
 from pipeline.fingerprint import settings_diff
 from pipeline.ledger import Ledger
 from pipeline.ledger.tables import in_predicate
+from pipeline.records import AUDIO_SIGNAL_FIELDS, WORD_SIGNAL_FIELDS
 from pipeline.stages.quality import TEXT_SIGNALS, judge, rules_payload, text_signals
 from pipeline.storage import put_atomic
 
@@ -108,6 +109,7 @@ def rejudge_table(t: pa.Table, cfg: QualityConfig) -> pa.Table:
         "no_speech_prob",
         "language_prob",
         *[c for c in (*TEXT_SIGNALS, "language_agreement") if c in t.column_names],
+        *[c for c in AUDIO_SIGNAL_FIELDS + WORD_SIGNAL_FIELDS if c in t.column_names],  # pipeline/audio_quality.py
     ]
     rows = t.select(cols).to_pylist()
     if missing:

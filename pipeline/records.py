@@ -151,6 +151,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux (bytes on macOS)
 
 
+#: The audio signals of an utterance (pipeline/audio_quality.py): the recording stage measures them into
+#: its span, the segment carries them on. Null where not computed (older outputs, `audio_quality.enabled`
+#: off, `mos` off).
+AUDIO_SIGNAL_FIELDS = ("snr_db", "bandwidth_hz", "clipped_share", "level_dbfs", "mos")
+#: Signals of the words' probabilities (pipeline/audio_quality.py `word_signals`).
+WORD_SIGNAL_FIELDS = ("min_word_confidence", "low_word_share")
+
 WORD_TYPE = pa.struct(
     [
         ("word", pa.string()),
@@ -188,6 +195,8 @@ SEGMENT_TYPE = pa.struct(
         ("accepted", pa.bool_()),
         ("reject_reasons", pa.list_(pa.string())),
         ("overlap_seconds", pa.float64()),  # of the segment in overlapped speech (null: the backend cannot tell)
+        # the audio's own quality and the words' probabilities (pipeline/audio_quality.py); null when not computed
+        *[(name, pa.float64()) for name in AUDIO_SIGNAL_FIELDS + WORD_SIGNAL_FIELDS],
     ]
 )
 
@@ -222,6 +231,7 @@ class Segment:
     def to_row(self) -> dict[str, Any]:
         d = self.duration
         row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("signals", "words")}
+        row.update(dict.fromkeys(AUDIO_SIGNAL_FIELDS + WORD_SIGNAL_FIELDS))  # null unless `signals` has them
         row.update(
             self.signals,
             duration=d,
@@ -323,6 +333,9 @@ SPAN_TYPE = pa.struct(
         # seconds (the recording's timeline) where VAD hears a pause inside the utterance; null unless
         # the segment stage fills windows (`packing.min_piece_s` > 0: pipeline/packing.py)
         ("pauses", pa.list_(pa.float64())),
+        # the utterance's audio quality (pipeline/audio_quality.py), measured here where the recording's
+        # non-speech is still at hand; null when `recording_stage.audio_quality.enabled` is off
+        *[(name, pa.float64()) for name in AUDIO_SIGNAL_FIELDS],
     ]
 )
 

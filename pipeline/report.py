@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 from pydantic import BaseModel
 
+from pipeline.audio_quality import histograms_of
 from pipeline.config import JobConfig
 from pipeline.records import peak_rss_mb
 from pipeline.text import safe  # names and messages come from inputs: escaped, credentials redacted
@@ -61,6 +62,7 @@ class RunReport(BaseModel):
     overlap_seconds: float = 0.0  # overlapped speech found (only backends that can tell: Sortformer, channels)
     overlap_recordings: int = 0  # ... and the recordings that hold some
     confidence_histogram: list[int] = []  # segments by confidence, ten bins over [0, 1]
+    audio_histograms: dict[str, list[int]] = {}  # "snr_db:accepted" -> counts (pipeline/audio_quality.py HISTOGRAMS)
     slowest: list[dict[str, Any]] = []  # the recordings that took the most stage time
     warnings: list[str]
     vocabulary_terms: int = 0  # terms of the job's vocabulary (all languages)
@@ -151,6 +153,7 @@ class BlockSummary:
     overlap_seconds: float = 0.0
     overlap_recordings: int = 0
     confidence_histogram: list[int] = field(default_factory=lambda: [0] * 10)  # ten bins over [0, 1]
+    audio_histograms: dict[str, list[int]] = field(default_factory=dict)  # audio_quality.histograms
     slowest: list[dict[str, Any]] = field(default_factory=list)  # at most ten, slowest first
 
     def __add__(self, other: "BlockSummary") -> "BlockSummary":
@@ -181,6 +184,11 @@ class BlockSummary:
             overlap_seconds=self.overlap_seconds + other.overlap_seconds,
             overlap_recordings=self.overlap_recordings + other.overlap_recordings,
             confidence_histogram=[a + b for a, b in zip(self.confidence_histogram, other.confidence_histogram)],
+            audio_histograms={
+                k: [a + b for a, b in zip(self.audio_histograms.get(k, [0] * len(v)), v)]
+                for k, v in other.audio_histograms.items()
+            }
+            or self.audio_histograms,
             slowest=sorted(self.slowest + other.slowest, key=lambda r: -r["seconds"])[:SLOWEST],
         )
 
@@ -241,6 +249,7 @@ class BlockSummary:
                 key=lambda r: -r["seconds"],
             )[:SLOWEST],
             **_segment_counts(table),
+            audio_histograms=histograms_of(table.column("segments")),
         )
 
 
@@ -356,6 +365,7 @@ def build_report(
         overlap_seconds=round(s.overlap_seconds, 3),
         overlap_recordings=s.overlap_recordings,
         confidence_histogram=s.confidence_histogram,
+        audio_histograms=s.audio_histograms,
         slowest=s.slowest,
         **{k: s.status.get(k, 0) for k in STATUSES},
     )

@@ -12,6 +12,7 @@ import html
 import io
 from typing import Any
 
+from pipeline.audio_quality import HISTOGRAMS
 from pipeline.report import RunReport
 
 
@@ -142,8 +143,31 @@ table{{border-collapse:collapse;font-size:12px}} td,th{{border:1px solid #ddd;pa
 <div class=tiles>{tiles_html}</div>
 {"<h2>Warnings</h2><ul>" + warnings + "</ul>" if warnings else ""}
 <div class=plots>{images}</div>
+{_audio_quality(r)}
 <h2>Models</h2>{models}
 <h2>Slowest files</h2>{slow}
 <h2>Failed files</h2>{failed}
 </body></html>
 """
+
+
+def _audio_quality(report: RunReport) -> str:
+    """SNR, bandwidth and MOS of accepted against rejected segments (pipeline/audio_quality.py): whether
+    the rejected audio is the noisy, narrowband or poor-sounding part. Empty when no signal was measured."""
+    h = report.audio_histograms
+    plots = []
+    for name, (lo, hi, n) in HISTOGRAMS.items():
+        acc, rej = h.get(f"{name}:accepted") or [0] * n, h.get(f"{name}:rejected") or [0] * n
+        if not sum(acc) + sum(rej):
+            continue
+        fig, ax = _pyplot().subplots(figsize=(4.6, 2.6))
+        width = (hi - lo) / n
+        left = [lo + k * width for k in range(n)]
+        ax.bar(left, acc, width=width * 0.9, align="edge", color="#55a868", label="accepted")
+        ax.bar(left, rej, width=width * 0.9, align="edge", bottom=acc, color="#c44e52", label="rejected")
+        ax.set_title(f"{name} of segments", fontsize=9)
+        ax.set_ylabel("segments", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+        plots.append(f'<img alt="{name}" src="{_png(fig)}">')
+    return "<h2>Audio quality: accepted vs rejected</h2><div class=plots>" + "".join(plots) + "</div>" if plots else ""

@@ -110,6 +110,8 @@ def status(output_uri: str, config: str | None = None, overrides: list[str] = ()
                 else ""
             )
         )
+    if j and j["by_reason"]:
+        lines.append(most_rejecting(j["by_reason"]))
     q = d.get("quality_rules")
     if q:
         rules = {k: v for k, v in q["rules"].items() if k != "per_language"}
@@ -153,3 +155,11 @@ def _judgement(ledger: Ledger) -> dict:
             out["by_reason"][r] = (n + 1, h + d / 3600)
     out["by_reason"] = dict(sorted(out["by_reason"].items()))
     return out
+
+
+def most_rejecting(by_reason: dict[str, tuple[int, float]]) -> str:
+    """The line naming the rule that rejects the most speech (hours; a segment counts for each of its
+    reasons): the first threshold to look at when too little is kept."""
+    reason, (n, hours) = max(by_reason.items(), key=lambda kv: (kv[1][1], kv[1][0]))
+    total = sum(h for _, h in by_reason.values()) or 1.0
+    return f"  the rule rejecting the most speech: {reason} ({n} segments, {hours:.3f} h, {hours / total:.0%} of rejections)"

@@ -46,6 +46,7 @@ LAZY_OK = {
     "soundfile",
     "deltalake",
     "aiohttp",
+    "onnxruntime",
     # optional: an extra (`itn`, `test`) that a plain install lacks
     "nemo_text_processing",
     "jiwer",

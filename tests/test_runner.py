@@ -357,7 +357,13 @@ def test_report_counts_segments_and_renders_as_a_page(corpus_run, tmp_path):
     assert set(report.language_seconds) == {s["language"] for s in rows if s["language"]}
     assert sum(report.confidence_histogram) == sum(1 for s in rows if s["confidence"] is not None)
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 6 and report.run_id in page
+    # six plots, + SNR and bandwidth of accepted vs rejected segments (MOS is off in local.yaml)
+    assert page.count("data:image/png;base64,") == 6 + 2 and report.run_id in page
+    assert "Audio quality: accepted vs rejected" in page
+    spoken = [s for s in rows if s["snr_db"] is not None]
+    for verdict in ("accepted", "rejected"):
+        n = sum(1 for s in spoken if (s["accepted"] is True) == (verdict == "accepted"))
+        assert sum(report.audio_histograms[f"snr_db:{verdict}"]) == n
     assert not [w for w in report.warnings if w.startswith("pooling:")]  # local.yaml pools ten calls' audio
     # provenance: every row names the models that made it (recording stage, then segment stage), and
     # the report lists the distinct values

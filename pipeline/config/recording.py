@@ -82,6 +82,18 @@ class SegmentationConfig(Model):
     )
 
 
+class AudioQualityConfig(Model):
+    """Per-utterance audio signals (pipeline/audio_quality.py): SNR, bandwidth, clipping, level, MOS.
+    Not in the fingerprint: they change no transcript (a rerun does not recompute committed ones)."""
+
+    enabled: bool = Field(True, description="measure SNR, bandwidth, clipping and level (cheap numpy)")
+    mos: bool = Field(
+        False,
+        description="also DNSMOS (speechmos' ONNX weights, ~0.2 CPU s per utterance on a CPU: README "
+        '"Pseudo-label quality")',
+    )
+
+
 class RecordingStageConfig(Model):
     """The recording stage (actor, pipeline/stages/recording.py): VAD -> diarization -> utterances."""
 
@@ -96,3 +108,4 @@ class RecordingStageConfig(Model):
     vad: VadConfig = VadConfig()
     diarization: DiarizationConfig = DiarizationConfig()
     segmentation: SegmentationConfig = SegmentationConfig()
+    audio_quality: AudioQualityConfig = AudioQualityConfig()

@@ -19,6 +19,7 @@ import json
 import unicodedata
 from typing import Any
 
+from pipeline import audio_quality
 from pipeline.config import QualityConfig, QualityRules
 from pipeline.records import NO_SPACE_LANGUAGES
 
@@ -144,7 +145,7 @@ def _verdict(seg: dict[str, Any], r: QualityRules) -> list[str]:
         silent = nsp is None or nsp >= r.filler_min_no_speech_prob or conf is None or conf < r.filler_min_confidence
         if credit or silent:
             reasons.append("filler_on_silence")
-    return reasons
+    return reasons + audio_quality.reasons(seg, r)  # audio and word-probability rules
 
 
 def judge(seg: dict[str, Any], cfg: QualityConfig) -> tuple[bool, list[str]]:

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from pipeline.audio_quality import span_signals
 from pipeline.backends.base import DiarizationBackend, VadBackend
 from pipeline.backends.registry import make_diarizer, make_vad
 from pipeline.config import JobConfig, RecordingStageConfig
@@ -92,6 +93,7 @@ class RecordingStage:
         """Fill the row's spans; return the speech samples (None when there is no speech)."""
         duration = len(audio) / SAMPLE_RATE
         regions = self.vad.speech_regions(audio) if self.vad else [Span(0.0, round(duration, 3))]
+        heard = regions  # all the speech VAD heard: the rest is the noise the audio signals measure against
         regions = clip_to_core(regions, row, duration)  # a piece of a long recording keeps its own stretch
         offset_s = row.get("piece_start") or 0.0  # where this row's audio lies in the recording
         turns = None
@@ -147,6 +149,9 @@ class RecordingStage:
             )
             pieces.append(clip)
             offset += len(clip)
+        if self.cfg.audio_quality.enabled:  # SNR, bandwidth, clipping, level (, MOS) of each utterance
+            for span, signals in zip(row["spans"], span_signals(audio, heard, pieces, self.cfg.audio_quality.mos)):
+                span.update(signals)
         return np.concatenate(pieces)
 
 

@@ -31,6 +31,7 @@ from typing import Callable
 import pyarrow as pa
 
 from pipeline import vocabulary
+from pipeline.audio_quality import segment_signals
 from pipeline.backends.base import AsrBackend, FusedLid, LidBackend, check_results
 from pipeline.backends.registry import make_asr, make_lid
 from pipeline.batching import plan_batches, with_quadratic
@@ -332,7 +333,7 @@ class SegmentStage:
             no_speech_prob=res.no_speech_prob,
             compression_ratio=res.compression_ratio,
             language_agreement=(it.lid[0] == res.language) if (it.lid and res.language) else None,
-            signals=text_signals(text, language),
+            signals={**text_signals(text, language), **segment_signals(it.span, [w.confidence for w in res.words])},
         )
         seg.accepted, seg.reject_reasons = judge(seg.to_row(), self.cfg.quality)
         return seg
