@@ -218,14 +218,11 @@ def summary(res: dict[str, Any], cfg: QualityConfig | None = None) -> str:
 
 
 def shadowed_rules(cfg: QualityConfig, prefix: str = "segment_stage.quality.") -> list[str]:
-    """One line per rule the user gave globally that a per-language rule they did not give replaces:
-    `quality.min_confidence=0.9` is not the bar for German while the calibrated `per_language.de`
-    default says 0.8. (A `per_language` the user gave is taken as meant.)"""
-    given = cfg.model_fields_set
-    if "per_language" in given:
-        return []
+    """One line per rule the user gave globally that a per-language rule replaces for some language:
+    `quality.min_confidence=0.9` is not the bar for German while `per_language.de` says 0.8 (from a
+    rules file, a job config, or a release's defaults), and nothing else would say so."""
     out = []
-    for key in sorted(given):
+    for key in sorted(cfg.model_fields_set - {"per_language"}):
         langs = {
             lang: over[key]
             for lang, over in sorted(cfg.per_language.items())
@@ -235,8 +232,8 @@ def shadowed_rules(cfg: QualityConfig, prefix: str = "segment_stage.quality.") -
             each = ", ".join(f"{lang} {v}" for lang, v in langs.items())
             out.append(
                 f"{prefix}{key}={getattr(cfg, key)} does not apply to {', '.join(langs)}: their per-language "
-                f"rules say {each} ({prefix}per_language); set {prefix}per_language.<lang>.{key} too, or "
-                f"{prefix}per_language={{}} to judge every language by the global rules"
+                f"rules say {each} ({prefix}per_language); set {prefix}per_language.<lang>.{key} too, or drop "
+                "the language's rule to judge it by the global one"
             )
     return out
 
@@ -274,6 +271,15 @@ def rules_for_run(job: JobConfig) -> tuple[QualityConfig, list[str]]:
     ]
 
 
+def _same_rules(recorded: dict[str, Any], cfg: QualityConfig) -> bool:
+    """Do `cfg`'s rules judge as the recorded ones did? Equal values for every recorded key, and no rule
+    the record lacks (a release added it since) switched on: then re-judging would change nothing."""
+    now = cfg.model_dump()
+    return all(now.get(k) == v for k, v in recorded.items()) and all(
+        now[k] is None for k in now.keys() - recorded.keys()
+    )
+
+
 def apply_rules_after_run(
     output: OutputConfig, cfg: QualityConfig, skipped: int, given: dict[str, str] | None = None
 ) -> dict[str, Any] | None:
@@ -286,7 +292,7 @@ def apply_rules_after_run(
     if led.table("segments") is None:
         return None
     before = recorded_rules(output)
-    if (before is None and skipped) or (before is not None and before["hash"] != rules_payload(cfg)["hash"]):
+    if (before is None and skipped) or (before is not None and not _same_rules(before["rules"], cfg)):
         log.warning("quality rules differ from the ones the output was judged by: re-judging every segment")
         res = refilter(output, cfg, applied_by="run", lock=False)
         why = ", ".join(f"{k} ({v})" for k, v in sorted((given or {}).items())) or "this run's config"

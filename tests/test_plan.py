@@ -153,15 +153,40 @@ def test_recorded_rules_stand_unless_the_config_sets_a_rule(tmp_path):
     assert rules.min_confidence == 0.85 and rules.max_repetition == 0.6 and said == []
     yaml = tmp_path / "job.yaml"  # a key in the YAML counts as much as one on the command line
     yaml.write_text(
-        LOCAL_CONF.read_text().replace("  punctuation:\n", "  quality: {min_confidence: 0.7}\n  punctuation:\n")
+        LOCAL_CONF.read_text().replace(
+            "  punctuation:\n",
+            "  quality: {min_confidence: 0.7, per_language: {de: {min_confidence: 0.6}}}\n  punctuation:\n",
+        )
     )
     rules, said = rules_for_run(load_config(yaml, base))
-    assert rules.min_confidence == 0.7 and "does not apply to de, es" in said[0]
+    assert rules.min_confidence == 0.7 and len(said) == 1 and "min_confidence=0.7 does not apply to de" in said[0]
 
 
 def test_a_global_rule_that_a_language_rule_replaces_is_named():
-    (line,) = shadowed_rules(QualityConfig(min_confidence=0.9), "quality.")
+    per = {"de": {"min_confidence": 0.8}, "es": {"min_confidence": 0.8}, "fr": {"max_repetition": 0.4}}
+    (line,) = shadowed_rules(QualityConfig(min_confidence=0.9, per_language=per), "quality.")
     assert line.startswith("quality.min_confidence=0.9 does not apply to de, es: their per-language rules say de 0.8")
-    assert shadowed_rules(QualityConfig(min_confidence=0.9, per_language={})) == []
-    assert shadowed_rules(QualityConfig(min_confidence=0.9, per_language={"de": {"min_confidence": 0.5}})) == []
-    assert shadowed_rules(QualityConfig(max_repetition=0.4)) == []  # no language sets it
+    assert shadowed_rules(QualityConfig(min_confidence=0.9)) == []  # no language rule
+    assert shadowed_rules(QualityConfig(min_confidence=0.8, per_language=per)) == []  # the same bar
+    assert shadowed_rules(QualityConfig(max_word_length=30, per_language=per)) == []  # no language sets it
+
+
+def test_rules_recorded_before_a_release_added_a_rule_are_not_rejudged(tmp_path):
+    """A rule added since (off: None) changes the rules' hash, not a verdict: the run records the rules
+    again and re-judges nothing; a recorded value that differs still re-judges."""
+    from pipeline.filter import apply_rules_after_run, recorded_rules
+
+    _, out = _committed(tmp_path, 1)
+    cfg = OutputConfig(uri=str(out))
+    rules = QualityConfig().model_dump()
+    added = [k for k, v in rules.items() if v is None]
+    assert added, "no rule is off by default any more: pick another field for this test"
+    old = {k: v for k, v in rules.items() if k not in added}
+    record_rules(cfg, QualityConfig(), "run")
+    path = out / "_scriptorium/rules.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "rules": old, "hash": "olderrelease0000"}))
+    assert apply_rules_after_run(cfg, QualityConfig(), skipped=1) is None
+    assert recorded_rules(cfg)["hash"] != "olderrelease0000"  # recorded again, in this release's shape
+    path.write_text(json.dumps({**json.loads(path.read_text()), "rules": {**old, "min_confidence": 0.5}}))
+    res = apply_rules_after_run(cfg, QualityConfig(), skipped=1)
+    assert res is not None and "min_confidence 0.5 -> 0.85" in res["note"]
