@@ -82,8 +82,18 @@ def check_models(cfg: JobConfig) -> list[str]:
     asr = cfg.segment_stage.asr
     if asr.backend == "whisper":
         try:  # the embedded model too: its cached copy is re-verified (one stat when unchanged)
-            resolve_whisper_model(asr)
-        except (FileNotFoundError, ModelIntegrityError) as exc:
+            resolve_whisper_model(asr, cfg.models)
+        except (FileNotFoundError, ModelIntegrityError, ModelLoadError) as exc:
+            problems.append(str(exc))
+    lid = cfg.segment_stage.lid
+    if lid.backend == "whisper" and lid.model not in (None, asr.model):  # a Whisper model of its own
+        try:
+            resolve_whisper_model(
+                asr.model_copy(update={"model": lid.model, "sha256": lid.sha256}),
+                cfg.models,
+                key="segment_stage.lid.model",
+            )
+        except (FileNotFoundError, ModelIntegrityError, ModelLoadError) as exc:
             problems.append(str(exc))
     for key, ref, sha256 in model_refs(cfg):
         if not ref:
