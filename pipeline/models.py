@@ -136,7 +136,8 @@ def check_folder(key: str, path: str | os.PathLike[str], sha256: str | None, mod
     if same_digest(sha256, found):
         return
     weights = os.path.join(path, "model.bin")
-    if os.path.isfile(weights) and same_digest(sha256, cached_sha256(weights)):
+    weights_found = cached_sha256(weights) if os.path.isfile(weights) else None
+    if weights_found is not None and same_digest(sha256, weights_found):
         if not require:
             return  # the older pin: model.bin only
         raise ModelLoadError(
@@ -145,7 +146,9 @@ def check_folder(key: str, path: str | os.PathLike[str], sha256: str | None, mod
         )
     raise ModelIntegrityError(
         mismatch_message(f"{key} folder {str(path)!r}", sha256, found)
-        + f" (every file of it, as: {FOLDER_SHA256_COMMAND}); refusing to load it"
+        + f" (every file of it, as: {FOLDER_SHA256_COMMAND}"
+        + (f"; model.bin alone: {weights_found}" if weights_found else "")
+        + "); refusing to load it"
     )
 
 
