@@ -27,6 +27,7 @@ from pipeline.eval import evaluate, table, write_json
 from pipeline.export import export
 from pipeline.filter import load_rules, refilter, summary
 from pipeline.ledger import maintain
+from pipeline.redact import install as install_redaction
 from pipeline.report import EXIT_FAILED, EXIT_USAGE
 from pipeline.status import status
 from pipeline.text import SafeLogFilter, safe, safe_lines
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:  # every log line: credentials redacted, controls escaped
         handler.addFilter(SafeLogFilter())
+    install_redaction()  # ... their tracebacks too, and every byte of stdout/stderr (pipeline/redact.py)
     for name in ("pipeline", "scriptorium"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     # Ray and its workers: keep auth tokens and temp files out of the user's home unless told otherwise.

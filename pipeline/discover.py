@@ -37,8 +37,8 @@ from fsspec.utils import get_protocol
 from pipeline.config import InputConfig
 from pipeline.errors import UserError, with_retries
 from pipeline.records import LISTED_SCHEMA, InputFile, input_files, input_table
-from pipeline.storage import filesystem, full_uri, is_local
-from pipeline.text import safe
+from pipeline.storage import filesystem, full_uri, is_local, keep_credentials
+from pipeline.text import redact, safe
 
 
 class DiscoveryError(UserError, ValueError):
@@ -50,7 +50,11 @@ PAGE = 10_000
 
 
 def discover_table(cfg: InputConfig) -> pa.Table:
-    """The input as a LISTED_SCHEMA table, longest first (then by URI), cut to `input.limit`."""
+    """The input as a LISTED_SCHEMA table, longest first (then by URI), cut to `input.limit`.
+
+    Credentials in `input.uri` (`s3://KEY:SECRET@bucket/...`) are taken out of it here, for good: the
+    config, the listing and every table and report keep the URI without them (`keep_credentials`)."""
+    cfg.uri = keep_credentials(cfg.uri, cfg.storage)
     entries = _from_manifest(cfg) if cfg.uri.endswith((".jsonl", ".json")) else _from_listing(cfg)
     t = pa.concat_tables([LISTED_SCHEMA.empty_table(), *_pages(entries)])
     est = pc.coalesce(t.column("duration_hint"), pc.divide(pc.cast(t.column("size"), pa.float64()), 32000.0))
@@ -302,6 +306,7 @@ def _from_manifest(cfg: InputConfig) -> Iterator[InputFile]:
                 raise DiscoveryError(f"{safe(cfg.uri)} line {n}: not a JSON object with 'audio_filepath'") from None
             if not isinstance(audio, str) or not audio:
                 raise DiscoveryError(f"{safe(cfg.uri)} line {n}: 'audio_filepath' is not a non-empty string")
+            audio = keep_credentials(audio, cfg.storage)  # stored without them; kept in memory for the read
             uri = audio if ("://" in audio or audio.startswith("/")) else posixpath.join(base, audio)
             dur = row.pop("duration", None)
             try:
@@ -350,7 +355,7 @@ def _resolve(afs, apath: str, uri: str, duration: float | None, extra: dict) -> 
             size=0,
             duration_hint=duration,
             extra=extra,
-            error=f"storage: cannot be reached (gave up after retries): {type(exc).__name__}: {exc}",
+            error=f"storage: cannot be reached (gave up after retries): {type(exc).__name__}: {redact(exc)}",
         )
     t = info.get("type", "file")
     error = None if t == "file" else f"refused: not a regular file ({t})"

@@ -28,13 +28,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import fsspec
 from filelock import FileLock
 from fsspec.utils import get_protocol
 
 from pipeline.config import ModelsConfig
 from pipeline.errors import UserError, with_retries
-from pipeline.storage import fsspec_kwargs
+from pipeline.storage import make_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +188,7 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
             _check(ref, sha256, cached_sha256(path))  # on every load: a changed file is hashed again
         return path
 
-    fs = fsspec.filesystem(protocol, **fsspec_kwargs(models.storage, protocol))
+    fs = make_filesystem(protocol, models.storage, ref)
     cache_dir = Path(os.path.expanduser(models.cache_dir))
     slot = cache_dir / hashlib.sha256(ref.encode()).hexdigest()[:16]
     slot.mkdir(parents=True, exist_ok=True)

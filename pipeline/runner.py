@@ -44,6 +44,7 @@ from pipeline.stages.decode import decode_stream
 from pipeline.stages.recording import RecordingStage
 from pipeline.stages.segment import SegmentStage
 from pipeline.storage import put_atomic
+from pipeline.text import redact
 from pipeline.vocabulary import resolve as resolve_vocabulary
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,10 @@ def run(cfg: JobConfig) -> RunReport:
         wall_seconds=time.time() - started,
         driver_peak_rss_mb=peak_rss_mb(),
     )
-    body = json.dumps(report.model_dump(), indent=2).encode()
+    body = redact(json.dumps(report.model_dump(), indent=2)).encode()  # no credential a message may hold
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.json"), body))
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("_ledger", "runs", f"{run_id}.json"), body))
-    page = render_html(report).encode()
+    page = redact(render_html(report)).encode()
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.html"), page))
     return report
 

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import LOCAL_CONF
 from tests.helpers.cli import cli_inproc
 
@@ -75,3 +77,58 @@ def test_require_sha256_covers_whisper_folders(tmp_path, monkeypatch, corpus):
     res = run(f"segment_stage.asr.sha256={pin}")
     assert res.returncode == 2 and "does not match its sha256" in res.stderr, res.stderr
     assert hashlib.sha256((copy / "model.bin").read_bytes()).hexdigest() == EMBEDDED["base"]["sha256"]
+
+
+SIMULATED = [
+    "recording_stage.vad.backend=simulated",
+    "segment_stage.lid.backend=simulated",
+    "segment_stage.asr.backend=simulated",
+]
+KEY, SECRET = "AKIAFAULTSKEY0042", "s3cr3t/Wv9+zQ"  # a '/' and a '+': written percent-encoded in URIs
+
+
+def _every_byte(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+@pytest.mark.slow
+def test_credentials_in_uris_reach_nothing_a_run_writes_or_prints(corpus, s3_endpoint, tmp_path):
+    """`input.uri=s3://KEY:SECRET@bucket/manifest.jsonl` whose entries carry the credentials too: at the
+    default verbosity, -v and --debug, every run exits 0 and neither the key nor the secret (as written
+    or percent-encoded) is in any byte of the output folder (tables, Delta log statistics, report.json,
+    report.html, _ledger/runs) nor in what the CLI printed."""
+    import json
+    from urllib.parse import quote
+
+    import s3fs
+
+    from tests.helpers.cli import run_cli
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("secrets")
+    clips = ["speech/whisper_jfk.flac", "multilingual/fleurs-fr-002.ogg"]
+    for rel in clips:
+        fs.put_file(str(corpus / rel), f"secrets/in/{Path(rel).name}")
+    userinfo = f"{quote(KEY, safe='')}:{quote(SECRET, safe='')}"
+    lines = [
+        {"audio_filepath": f"s3://{userinfo}@secrets/in/{Path(clips[0]).name}"},
+        {"audio_filepath": f"in/{Path(clips[1]).name}"},
+    ]
+    fs.pipe_file("secrets/manifest.jsonl", "".join(json.dumps(x) + "\n" for x in lines).encode())
+    needles = {KEY, SECRET, quote(SECRET, safe=""), userinfo}
+    for n, flags in enumerate([(), ("-v",), ("--debug",)]):
+        out = tmp_path / f"out{n}"
+        res = run_cli(
+            *flags, "run", str(LOCAL_CONF), f"input.uri=s3://{userinfo}@secrets/manifest.jsonl",
+            f"input.storage={{endpoint_url: '{s3_endpoint}'}}", f"output.uri={out}", *SIMULATED,
+            timeout=300,
+        )  # fmt: skip
+        printed = res.stdout + res.stderr
+        assert res.returncode == 0, (flags, printed[-3000:])
+        assert "error 0" in res.stdout, res.stdout
+        written = _every_byte(out)
+        for needle in needles:
+            assert needle not in printed, (flags, needle, [x for x in printed.splitlines() if needle in x][:3])
+            assert needle.encode() not in written, (flags, needle)
+        assert f"s3://secrets/in/{Path(clips[0]).name}".encode() in written  # stored, without its user info
+    assert "DEBUG" in printed  # --debug printed the libraries' debug lines, redacted

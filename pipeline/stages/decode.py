@@ -106,7 +106,14 @@ def _unreachable(exc: FileNotFoundError) -> BaseException | None:
     cause = exc.__cause__
     if cause is None or isinstance(cause, FileNotFoundError):
         return None
-    if getattr(cause, "status", None) in (404, 410):
+    if getattr(cause, "status", None) in (404, 410):  # aiohttp (HTTP)
+        return None
+    # botocore's ClientError has no `.status`: its response says what the store answered (s3fs maps a
+    # missing key to FileNotFoundError from it); a 404 retried 4 times only costs time
+    response = getattr(cause, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    http = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ("NoSuchKey", "NotFound", "404", "410", "NoSuchBucket") or http in (404, 410):
         return None
     return cause
 
@@ -127,10 +134,7 @@ def _fetch(fs, path: str) -> tuple[dict, bytes]:
             return fsspec.asyn.sync(fs.loop, _s3_get, fs, path)
         return fs.info(path), fs.cat_file(path)
     except FileNotFoundError as exc:
-        code = (getattr(exc.__cause__, "response", None) or {}).get("Error", {}).get("Code")
-        if code in ("NoSuchKey", "NotFound", "404"):  # s3fs's translation of a missing key: missing
-            raise
-        cause = _unreachable(exc)
+        cause = _unreachable(exc)  # a missing key (s3fs's translation of a 404) stays missing
         if cause is not None:
             raise cause from None  # a refused connection or a timeout, not a missing file: retry
         raise
