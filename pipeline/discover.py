@@ -246,6 +246,9 @@ def _input_file(
 MANIFEST_CONCURRENCY = 64
 
 
+#: Attempts at one manifest entry's HEAD (`_resolve`) before it becomes an error row.
+STALLED_ENTRY_ATTEMPTS = 2
+
 #: Bytes of a manifest read per request: the manifest is never held whole.
 MANIFEST_RANGE = 8 << 20
 
@@ -346,7 +349,9 @@ def _resolve(afs, apath: str, uri: str, duration: float | None, extra: dict) -> 
     if is_local(afs):  # stat only (never opened); containment was checked on the real path already
         return _local_entry(apath, [os.path.realpath(apath)], uri, duration, extra)
     try:
-        info = with_retries(lambda: afs.info(apath))
+        # two attempts: a host that stalls costs this entry 2 read timeouts (60 s by default), then it is
+        # an error row and the rest of the run goes on
+        info = with_retries(lambda: afs.info(apath), STALLED_ENTRY_ATTEMPTS)
     except FileNotFoundError:
         info = {"size": 0}  # kept: decode turns it into an error row instead of losing it silently
     except Exception as exc:  # noqa: BLE001 - unreachable after bounded retries: this entry's error row

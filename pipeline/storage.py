@@ -97,7 +97,7 @@ def fsspec_kwargs(storage: StorageOptions, protocol: str, uri: str | None = None
         "config_kwargs": {
             "connect_timeout": storage.connect_timeout_s,
             "read_timeout": storage.read_timeout_s,
-            "retries": {"max_attempts": S3_ATTEMPTS, "mode": "standard"},
+            "retries": {"total_max_attempts": S3_ATTEMPTS, "mode": "standard"},
         },
     }
     if storage.endpoint_url:

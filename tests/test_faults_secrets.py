@@ -132,3 +132,82 @@ def test_credentials_in_uris_reach_nothing_a_run_writes_or_prints(corpus, s3_end
             assert needle.encode() not in written, (flags, needle)
         assert f"s3://secrets/in/{Path(clips[0]).name}".encode() in written  # stored, without its user info
     assert "DEBUG" in printed  # --debug printed the libraries' debug lines, redacted
+
+
+class _Silent:
+    """A TCP server that accepts every connection and never answers a byte."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list = []
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.held.append(conn)  # kept open, never read or written
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def test_a_stalled_store_is_one_line_and_exit_2_in_bounded_time(tmp_path):
+    """A store that accepts connections and never answers, as input.storage.endpoint_url: one line,
+    exit 2, after at most S3_ATTEMPTS x S3FS_RETRIES read timeouts (2 s here; the defaults, asserted
+    below, bound it to ~60 s: within the 120 s target)."""
+    import time
+
+    from pipeline.config import StorageOptions
+    from pipeline.storage import S3_ATTEMPTS, S3FS_RETRIES
+
+    defaults = StorageOptions()
+    assert 5 <= defaults.connect_timeout_s <= 10 and 30 <= defaults.read_timeout_s <= 60
+    attempts = S3_ATTEMPTS * S3FS_RETRIES
+    assert attempts * (defaults.read_timeout_s + 1) <= 120  # the worst case of one request, with defaults
+    srv = _Silent()
+    try:
+        t0 = time.monotonic()
+        res = cli_inproc(
+            "run", str(LOCAL_CONF), "input.uri=s3://stalled/in/", f"output.uri={tmp_path / 'out'}",
+            f"input.storage={{endpoint_url: 'http://127.0.0.1:{srv.port}', read_timeout_s: 2, connect_timeout_s: 1}}",
+            *SIMULATED,
+        )  # fmt: skip
+        took = time.monotonic() - t0
+    finally:
+        srv.close()
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "input s3://stalled/in/" in lines[0] and "timeout" in lines[0].lower(), lines
+    assert took < attempts * 2 + 8, took  # no retry loop beyond the request's budget
+    assert 1 <= srv.accepted <= attempts, srv.accepted
+
+
+def test_a_deleted_s3_input_is_not_found_at_once(s3_endpoint):
+    """A key deleted after listing, read without prefetch: 'not found' on the first answer (a 404 is
+    botocore's ClientError, which has no `.status`), not four attempts with backoff."""
+    import time
+
+    import s3fs
+
+    from pipeline.config import DecodeConfig, StorageOptions
+    from pipeline.stages.decode import decode_one
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("gone")
+    t0 = time.monotonic()
+    row = decode_one("s3://gone/deleted.wav", DecodeConfig(), StorageOptions(endpoint_url=s3_endpoint))
+    assert row["status"] == "error" and "not found" in row["error"], row
+    assert time.monotonic() - t0 < 1.5  # the retries' sleeps alone would be 0.4 + 0.8 + 1.6 s

@@ -35,7 +35,7 @@ import s3fs
 from pipeline.audio import DecodeError, StreamInfo, decode_windows, finished
 from pipeline.config import DecodeConfig, StorageOptions
 from pipeline.discover import _input_file, not_regular
-from pipeline.errors import is_transient
+from pipeline.errors import is_transient, spend_retry
 from pipeline.pieces import cut
 from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, audio_column, peak_rss_mb, rows_to_table
 from pipeline.storage import filesystem, is_local
@@ -259,7 +259,7 @@ def decode_rows(
         except FileNotFoundError:
             yield failed("input file not found (deleted after listing?)")
         except Exception as exc:  # noqa: BLE001 - any failure of one file must become its error row
-            if is_transient(exc) and tries < RETRIES:
+            if is_transient(exc) and tries < RETRIES and spend_retry(exc):
                 time.sleep(min(5.0, 0.2 * 2**tries))
                 continue
             kind = "storage (gave up after retries)" if is_transient(exc) else "decode"
