@@ -35,6 +35,7 @@ from pipeline.export import record_input_fields
 from pipeline.filter import apply_rules_after_run
 from pipeline.fingerprint import job_fingerprint
 from pipeline.ledger import Ledger
+from pipeline.ledger.integrity import check as check_integrity, record_versions, repair as repair_damage
 from pipeline.preflight import preflight
 from pipeline.progress import Reporter
 from pipeline.records import INPUT_SCHEMA, peak_rss_mb
@@ -64,6 +65,10 @@ def run(cfg: JobConfig) -> RunReport:
     ledger = Ledger(cfg.output)
     lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
     try:
+        # damaged data files moved aside and their recordings redone; log gaps reported (ledger/integrity.py)
+        repaired = repair_damage(ledger, check_integrity(ledger))
+        for said in repaired:
+            log.warning(said)
         todo, plan = ledger.plan(files, fingerprint)
         record_input_fields(cfg.output, files)  # a manifest's reference text etc., for exports and eval
         log.info("discovered %d files: %s", files.num_rows, plan)
@@ -71,7 +76,7 @@ def run(cfg: JobConfig) -> RunReport:
         del files
 
         summary = BlockSummary()
-        warnings: list[str] = []
+        warnings: list[str] = list(repaired)
         if todo.num_rows:
             pools = windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)
             if said := _pooling_warning(cfg, todo, pools):
@@ -82,6 +87,7 @@ def run(cfg: JobConfig) -> RunReport:
         apply_rules_after_run(
             cfg.output, cfg.segment_stage.quality, skipped=plan.get("skipped", 0)
         )  # one rule set per output
+        record_versions(ledger)  # a later loss of the newest log entries shows as a version gap
     finally:
         lock.release()
 

@@ -211,3 +211,62 @@ def test_a_deleted_s3_input_is_not_found_at_once(s3_endpoint):
     row = decode_one("s3://gone/deleted.wav", DecodeConfig(), StorageOptions(endpoint_url=s3_endpoint))
     assert row["status"] == "error" and "not found" in row["error"], row
     assert time.monotonic() - t0 < 1.5  # the retries' sleeps alone would be 0.4 + 0.8 + 1.6 s
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_damaged_tables_are_reported_and_a_run_redoes_what_was_lost(corpus, tmp_path):
+    """One `segments` Parquet file cut in half: `status` says so in one line per file (exit 2), and the
+    next `run` moves it aside, redoes the recordings whose rows it held and leaves a readable table.
+    The newest `recordings` log entry deleted: `status` reports a version gap, and a run redoes it."""
+    from deltalake import DeltaTable
+
+    from pipeline.config import load_config
+    from pipeline.ledger import read_output
+    from pipeline.runner import run
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sorted((corpus / "speech").glob("speechbrain_spk1_snt*.wav"))[:4]:
+        shutil.copyfile(p, src / p.name)
+    out = tmp_path / "out"
+    cfg = lambda: load_config(  # noqa: E731 - a fresh config per run (discovery rewrites input.uri)
+        LOCAL_CONF,
+        [f"input.uri={src}", f"output.uri={out}", "ray.num_cpus=2", "pooling.max_files=1",
+         "output.commit_max_recordings=1", *SIMULATED],
+    )  # fmt: skip
+    first = run(cfg())
+    assert first.ok == 4, first
+    segs = DeltaTable(str(out / "segments"))
+    victim = Path(sorted(segs.file_uris())[0])
+    import pyarrow.parquet as pq
+
+    lost_ids = set(pq.read_table(victim, columns=["recording_id"]).column("recording_id").to_pylist())
+    assert lost_ids
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+
+    res = cli_inproc("status", str(out))
+    assert res.returncode == 2, res
+    lines = res.stderr.strip().splitlines()
+    assert any("damaged data file" in x and victim.name in x for x in lines) and len(lines) == 2, lines
+
+    second = run(cfg())
+    assert any("damaged" in w for w in second.warnings), second.warnings
+    assert (second.ok, second.skipped) == (len(lost_ids), 4 - len(lost_ids)), second
+    assert (out / "_scriptorium" / "damaged" / "segments" / victim.name).exists()
+    recs = read_output(cfg().output, "recordings").to_pylist()
+    segs_after = read_output(cfg().output, "segments")  # readable again, and whole
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
+    assert {r["recording_id"] for r in recs if r["num_segments"]} == set(segs_after.column("recording_id").to_pylist())
+    res = cli_inproc("status", str(out))
+    assert res.returncode == 0 and "damaged data file" not in res.stdout and "4 recordings committed" in res.stdout, res
+
+    log = sorted((out / "recordings" / "_delta_log").glob("*.json"))
+    log[-1].unlink()  # the newest log entry: its recording's row is gone, and nothing else says so
+    res = cli_inproc("status", str(out))
+    assert res.returncode == 0 and "version gap" in res.stdout and "3 recordings committed" in res.stdout, res.stdout
+    third = run(cfg())
+    assert third.ok == 1, third
+    res = cli_inproc("status", str(out))
+    assert "version gap" not in res.stdout and "4 recordings committed" in res.stdout, res.stdout
