@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.errors import with_retries
 from pipeline.ledger.tables import TABLES, in_predicate
@@ -60,8 +61,6 @@ class TableCheck:
 
 def _footer(fs: Any, path: str) -> str | None:
     """Why the Parquet file at `path` cannot be used, or None when its footer reads."""
-    import pyarrow.parquet as pq  # heavy: pyarrow's Parquet reader, only where footers are read
-
     try:
         with fs.open(path, "rb") as f:
             meta = pq.ParquetFile(f).metadata
