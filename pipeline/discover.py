@@ -37,7 +37,7 @@ from fsspec.utils import get_protocol
 from pipeline.config import InputConfig
 from pipeline.errors import UserError, with_retries
 from pipeline.records import LISTED_SCHEMA, InputFile, input_files, input_table
-from pipeline.storage import filesystem, full_uri, is_local, keep_credentials
+from pipeline.storage import filesystem, full_uri, is_local, keep_credentials, unreachable_cause
 from pipeline.text import redact, safe
 
 
@@ -352,7 +352,16 @@ def _resolve(afs, apath: str, uri: str, duration: float | None, extra: dict) -> 
         # two attempts: a host that stalls costs this entry 2 read timeouts (60 s by default), then it is
         # an error row and the rest of the run goes on
         info = with_retries(lambda: afs.info(apath), STALLED_ENTRY_ATTEMPTS)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        cause = unreachable_cause(exc)  # fsspec's HTTP says "not found" for a timeout too
+        if cause is not None:
+            return InputFile(
+                uri=uri,
+                size=0,
+                duration_hint=duration,
+                extra=extra,
+                error=f"storage: cannot be reached: {type(cause).__name__}: {redact(cause)}",
+            )
         info = {"size": 0}  # kept: decode turns it into an error row instead of losing it silently
     except Exception as exc:  # noqa: BLE001 - unreachable after bounded retries: this entry's error row
         return InputFile(

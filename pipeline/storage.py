@@ -154,3 +154,21 @@ def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)
+
+
+def unreachable_cause(exc: FileNotFoundError) -> BaseException | None:
+    """The real cause of a "not found", when the store never said so: fsspec's HTTP filesystem turns
+    ANY failure of its HEAD/GET (a refused connection, a timeout) into FileNotFoundError, and s3fs
+    keeps botocore's error as the cause. None for a true 404/410 (a missing key or page)."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, FileNotFoundError):
+        return None
+    if getattr(cause, "status", None) in (404, 410):  # aiohttp (HTTP)
+        return None
+    # botocore's ClientError has no `.status`: its response says what the store answered
+    response = getattr(cause, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    http = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ("NoSuchKey", "NotFound", "404", "410", "NoSuchBucket") or http in (404, 410):
+        return None
+    return cause

@@ -38,7 +38,7 @@ from pipeline.discover import _input_file, not_regular
 from pipeline.errors import is_transient, spend_retry
 from pipeline.pieces import cut
 from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, audio_column, peak_rss_mb, rows_to_table
-from pipeline.storage import filesystem, is_local
+from pipeline.storage import filesystem, is_local, unreachable_cause
 from pipeline.text import redact
 
 #: Attempts at a file on transient storage errors (as `pipeline.errors.with_retries`).
@@ -101,21 +101,10 @@ def _open_local(path: str):
 
 
 def _unreachable(exc: FileNotFoundError) -> BaseException | None:
-    """fsspec's HTTP filesystem turns ANY failure of its HEAD/GET (refused connection, timeout) into
-    FileNotFoundError; the real cause, unless it was a 404/410, is a storage error worth retrying."""
-    cause = exc.__cause__
-    if cause is None or isinstance(cause, FileNotFoundError):
-        return None
-    if getattr(cause, "status", None) in (404, 410):  # aiohttp (HTTP)
-        return None
-    # botocore's ClientError has no `.status`: its response says what the store answered (s3fs maps a
-    # missing key to FileNotFoundError from it); a 404 retried 4 times only costs time
-    response = getattr(cause, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    http = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in ("NoSuchKey", "NotFound", "404", "410", "NoSuchBucket") or http in (404, 410):
-        return None
-    return cause
+    """A "not found" that is really a refused connection or a timeout (worth retrying), or None for a
+    true 404 (`pipeline.storage.unreachable_cause`: botocore's ClientError has no `.status`, so a
+    deleted S3 key was once retried 4 times)."""
+    return unreachable_cause(exc)
 
 
 def decode_one(
