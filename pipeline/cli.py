@@ -6,6 +6,7 @@
     scriptorium filter OUTPUT_URI [RULES.yaml] [quality.key=value ...]   re-judge segments, no model
     scriptorium eval REFERENCES OUTPUT_URI [--json FILE]   WER/CER, yield, LID accuracy, DER
     scriptorium maintain OUTPUT_URI [--retention-hours H]   compact, checkpoint, vacuum the tables
+    scriptorium maintain OUTPUT_URI --verify   read every data file whole, check the logs; exit 2 if damaged
 
 Exit codes of `run`: 0 all done (or nothing to do); 3 done, but some files failed (see the
 `recordings` rows with status=error); 1 nothing could be processed, or the run crashed; 2 the config,
@@ -26,7 +27,8 @@ from pipeline.errors import UserError
 from pipeline.eval import evaluate, table, write_json
 from pipeline.export import export
 from pipeline.filter import load_rules, refilter, summary
-from pipeline.ledger import maintain
+from pipeline.ledger import Ledger, maintain
+from pipeline.ledger.integrity import check as check_integrity
 from pipeline.redact import install as install_redaction
 from pipeline.report import EXIT_FAILED, EXIT_USAGE
 from pipeline.status import status
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         help="vacuum files no table version of the last H hours references (default 7 days)",
     )
     p_maintain.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT")
+    p_maintain.add_argument(
+        "--verify", action="store_true", help="only read every data file whole and check the logs (exit 2: damaged)"
+    )
     for p in (p_run, p_status):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # `dotted.key=value` overrides may stand anywhere among the options (`status OUT --config C k=v`
@@ -167,9 +172,21 @@ def _filter(args: argparse.Namespace) -> int:
 
 def _maintain(args: argparse.Namespace) -> int:
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
+    if args.verify:  # read-only: every file read whole (`run` and `status` read footers only)
+        return _verify(out)
     done = maintain(out, retention_hours=args.retention_hours)
     print(json.dumps(done, indent=2, default=str))
     return 0
+
+
+def _verify(out: OutputConfig) -> int:
+    checks = check_integrity(Ledger(out), full=True)
+    problems = [line for c in checks for line in c.lines()]
+    for line in problems:
+        print(f"scriptorium: output {safe(out.uri)}: {line}", file=sys.stderr)
+    if not problems:
+        print(f"output {safe(out.uri)}: " + ", ".join(f"{c.table} version {c.version} whole" for c in checks))
+    return EXIT_USAGE if any(c.damaged for c in checks) else 0
 
 
 def _eval(args: argparse.Namespace) -> int:

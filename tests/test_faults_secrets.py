@@ -251,6 +251,9 @@ def test_damaged_tables_are_reported_and_a_run_redoes_what_was_lost(corpus, tmp_
     lines = res.stderr.strip().splitlines()
     assert any("damaged data file" in x and victim.name in x for x in lines) and len(lines) == 2, lines
 
+    res = cli_inproc("maintain", str(out), "--verify")  # every file read whole: the same file, exit 2
+    assert res.returncode == 2 and victim.name in res.stderr and len(res.stderr.strip().splitlines()) == 1, res
+
     second = run(cfg())
     assert any("damaged" in w for w in second.warnings), second.warnings
     assert (second.ok, second.skipped) == (len(lost_ids), 4 - len(lost_ids)), second
@@ -261,6 +264,9 @@ def test_damaged_tables_are_reported_and_a_run_redoes_what_was_lost(corpus, tmp_
     assert {r["recording_id"] for r in recs if r["num_segments"]} == set(segs_after.column("recording_id").to_pylist())
     res = cli_inproc("status", str(out))
     assert res.returncode == 0 and "damaged data file" not in res.stdout and "4 recordings committed" in res.stdout, res
+
+    res = cli_inproc("maintain", str(out), "--verify")
+    assert res.returncode == 0 and "segments version" in res.stdout and "whole" in res.stdout, res
 
     log = sorted((out / "recordings" / "_delta_log").glob("*.json"))
     log[-1].unlink()  # the newest log entry: its recording's row is gone, and nothing else says so

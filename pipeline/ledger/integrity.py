@@ -59,13 +59,16 @@ class TableCheck:
         return out
 
 
-def _footer(fs: Any, path: str) -> str | None:
-    """Why the Parquet file at `path` cannot be used, or None when its footer reads."""
+def _footer(fs: Any, path: str, full: bool = False) -> str | None:
+    """Why the Parquet file at `path` cannot be used, or None when its footer reads (`full`: and every
+    page decodes, with page checksums verified where the writer stored them)."""
     try:
         with fs.open(path, "rb") as f:
-            meta = pq.ParquetFile(f).metadata
-            if meta.num_columns == 0:
+            pf = pq.ParquetFile(f, page_checksum_verification=full)
+            if pf.metadata.num_columns == 0:
                 return "no columns"
+            if full:
+                pf.read()
     except FileNotFoundError:
         return "missing"
     except Exception as exc:  # noqa: BLE001 - any failure to read a footer is a damaged file
@@ -113,8 +116,9 @@ def record_versions(led: Any) -> None:
     with_retries(lambda: put_atomic(led.fs, led.path(*VERSIONS_FILE.split("/")), body))
 
 
-def check(led: Any) -> list[TableCheck]:
-    """Each table's damaged files and version gaps (no data is read: footers and the log's listing)."""
+def check(led: Any, full: bool = False) -> list[TableCheck]:
+    """Each table's damaged files and version gaps (no data is read: footers and the log's listing;
+    `full`, for `scriptorium maintain --verify`: every file read whole)."""
     recorded = recorded_versions(led)
     out = []
     for name in TABLES:
@@ -136,7 +140,7 @@ def check(led: Any) -> list[TableCheck]:
         res.version = dt.version()
         paths = [led.fs._strip_protocol(u) for u in dt.file_uris()]
         with ThreadPoolExecutor(FOOTER_THREADS) as pool:
-            for path, why in zip(paths, pool.map(lambda p: _footer(led.fs, p), paths)):
+            for path, why in zip(paths, pool.map(lambda p: _footer(led.fs, p, full), paths)):
                 if why is not None:
                     res.damaged.append((path, why))
         out.append(res)
