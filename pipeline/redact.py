@@ -73,6 +73,9 @@ class RedactingStream(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.inner, "encoding", "utf-8")
 
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)  # what a library asks of a real stream (`errors`, `reconfigure`)
+
 
 def install() -> None:
     """Redact every log handler of the root logger and the process's stdout and stderr (idempotent)."""

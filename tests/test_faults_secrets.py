@@ -308,3 +308,37 @@ def test_a_stalled_host_in_a_manifest_is_that_entrys_error_row(corpus, tmp_path)
         assert "cannot be reached" in line and "Timeout" in line, line
     finally:
         srv.close()
+
+
+def test_one_redaction_covers_log_records_tracebacks_and_streams():
+    """The pieces `pipeline.redact.install` puts in place, on a secret seen in a URI: a third-party
+    logger's message and its traceback, and a line written straight to a stream, all come out redacted."""
+    import io
+    import logging
+
+    from pipeline.redact import RedactingFilter, RedactingStream
+    from pipeline.storage import split_userinfo
+
+    clean, creds = split_userinfo("s3://AKIAREDACTME77:pl41n%2Bsecret@bkt/in/a.wav")
+    assert clean == "s3://bkt/in/a.wav" and creds == ("AKIAREDACTME77", "pl41n+secret")
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.addFilter(RedactingFilter())
+    lib = logging.getLogger("botocore.fake")
+    lib.addHandler(handler)
+    try:
+        try:
+            raise ValueError("bucket AKIAREDACTME77:pl41n+secret@bkt is invalid")
+        except ValueError:
+            lib.error("call failed for key %s", "AKIAREDACTME77", exc_info=True)
+    finally:
+        lib.removeHandler(handler)
+    stream_out = io.StringIO()
+    stream = RedactingStream(stream_out)
+    stream.write("Traceback ... secret=pl41n+secret and pl41n%2Bsecret\npartial pl41n")
+    stream.write("+secret end\n")
+    stream.flush()
+    for text in (buf.getvalue(), stream_out.getvalue()):
+        assert "AKIAREDACTME77" not in text and "pl41n+secret" not in text and "pl41n%2Bsecret" not in text, text
+        assert "***" in text
+    assert "ValueError" in buf.getvalue()  # the traceback is kept, redacted
