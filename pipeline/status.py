@@ -37,7 +37,7 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
     out_cfg = cfg.output if cfg else OutputConfig(uri=output_uri)
     ledger = Ledger(out_cfg)
     damage = [line for c in check_integrity(ledger) for line in c.lines()]  # footers and the log: no data read
-    if any("damaged data file" in line or "cannot be read" in line for line in damage):
+    if any("damaged data file" in line or "log cannot be read" in line for line in damage):
         # the tables cannot be read as they are: say what is wrong, and what repairs it
         raise OutputDamagedError(
             [f"output {safe(output_uri)}: {line}" for line in damage]

@@ -222,7 +222,7 @@ def test_damaged_tables_are_reported_and_a_run_redoes_what_was_lost(corpus, tmp_
     from deltalake import DeltaTable
 
     from pipeline.config import load_config
-    from pipeline.ledger import read_output
+    from pipeline.ledger import OutputError, read_output
     from pipeline.runner import run
 
     src = tmp_path / "in"
@@ -276,6 +276,16 @@ def test_damaged_tables_are_reported_and_a_run_redoes_what_was_lost(corpus, tmp_
     assert third.ok == 1, third
     res = cli_inproc("status", str(out))
     assert "version gap" not in res.stdout and "4 recordings committed" in res.stdout, res.stdout
+
+    middle = sorted((out / "recordings" / "_delta_log").glob("*.json"))[2]
+    kept = middle.read_bytes()
+    middle.unlink()  # a gap delta-rs cannot replay: said in one line each, exit 2, nothing written over it
+    res = cli_inproc("status", str(out))
+    assert res.returncode == 2 and "version gap" in res.stderr and "log cannot be read" in res.stderr, res
+    with pytest.raises(OutputError, match="version gap"):
+        run(cfg())
+    middle.write_bytes(kept)
+    assert cli_inproc("status", str(out)).returncode == 0
 
 
 def test_a_stalled_host_in_a_manifest_is_that_entrys_error_row(corpus, tmp_path):

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import with_retries
-from pipeline.ledger.tables import TABLES, in_predicate
+from pipeline.ledger.tables import TABLES, OutputError, in_predicate
 from pipeline.storage import is_local, put_atomic
 from pipeline.text import safe
 
@@ -46,10 +46,13 @@ class TableCheck:
     version: int | None = None
     damaged: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
     missing_versions: list[int] = field(default_factory=list)
+    unreadable: str | None = None  # the log itself cannot be replayed: nothing here can repair it
 
     def lines(self) -> list[str]:
         """One line per problem, for a person."""
         out = [f"{self.table}: damaged data file {safe(path)} ({safe(why)})" for path, why in self.damaged]
+        if self.unreadable:
+            out.append(f"{self.table}: the Delta log cannot be read ({safe(self.unreadable)})")
         if self.missing_versions:
             shown = ", ".join(str(v) for v in self.missing_versions[:10])
             out.append(
@@ -131,7 +134,8 @@ def check(led: Any, full: bool = False) -> list[TableCheck]:
         try:
             dt = led.table(name)
         except Exception as exc:  # noqa: BLE001 - a log delta-rs cannot replay: say it, in one line
-            res.damaged.append((f"{name}/_delta_log", f"cannot be read: {type(exc).__name__}: {exc}"))
+            why = str(exc).splitlines()[0] if str(exc) else ""
+            res.unreadable = "a version is missing" if "version gap" in why else f"{type(exc).__name__}: {why[:200]}"
             out.append(res)
             continue
         if dt is None:
@@ -152,6 +156,9 @@ def repair(led: Any, checks: list[TableCheck]) -> list[str]:
     `recordings` rows of recordings whose rows were lost, so that the plan redoes them. Returns the
     lines to report (empty when the output is whole)."""
     said: list[str] = []
+    broken = [line for c in checks if c.unreadable for line in c.lines()]
+    if broken:  # a log that cannot be replayed: stop here, before anything is written over it
+        raise OutputError("\n".join(broken))
     for c in checks:
         said += c.lines()
         if not c.damaged:
