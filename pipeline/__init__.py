@@ -9,7 +9,7 @@ heavy or optional third-party package, with a comment saying why (`# heavy: ...`
 `tests/test_layers.py` reads this table and checks all three.
 
     layer       modules
-    foundation  text errors
+    foundation  text errors redact
     config      config
     records     records
     helpers     timeline batching packing audio pieces clustering der progress storage vocabulary

@@ -10,6 +10,7 @@
     scriptorium maintain OUTPUT_URI [--retention-hours H]   compact, checkpoint, vacuum the tables
     scriptorium index OUTPUT_URI [--rebuild]   build or update the output's search index
     scriptorium browse OUTPUT_URI [--host H] [--port P]   search and listen in a web page (index updated first)
+    scriptorium maintain OUTPUT_URI --verify   read every data file whole, check the logs; exit 2 if damaged
 
 Exit codes of `run`: 0 all done (or nothing to do); 3 done, but some files failed (see the
 `recordings` rows with status=error); 1 nothing could be processed, or the run crashed; 2 the config,
@@ -33,9 +34,11 @@ from pipeline.errors import UserError
 from pipeline.eval import evaluate, table, write_json
 from pipeline.export import export
 from pipeline.filter import load_rules, refilter, summary
-from pipeline.ledger import maintain
+from pipeline.ledger import Ledger, maintain
+from pipeline.ledger.integrity import check as check_integrity
 from pipeline.plan import ask_on_terminal, make_plan
 from pipeline.pseudo_label import pseudo_label
+from pipeline.redact import install as install_redaction
 from pipeline.report import EXIT_FAILED, EXIT_USAGE
 from pipeline.search import sync
 from pipeline.status import status
@@ -109,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p_browse.add_argument("--port", type=int, default=8765)
     p_browse.add_argument("--token", help="the token to require (default: a fresh one when off loopback)")
     p_browse.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT and its inputs")
+    p_maintain.add_argument(
+        "--verify", action="store_true", help="only read every data file whole and check the logs (exit 2: damaged)"
+    )
     for p in (p_run, p_status, p_plan, p_pl):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # `dotted.key=value` overrides may stand anywhere among the options (`status OUT --config C k=v`
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:  # every log line: credentials redacted, controls escaped
         handler.addFilter(SafeLogFilter())
+    install_redaction()  # ... their tracebacks too, and every byte of stdout/stderr (pipeline/redact.py)
     for name in ("pipeline", "scriptorium"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     # Ray and its workers: keep auth tokens and temp files out of the user's home unless told otherwise.
@@ -223,6 +230,8 @@ def _filter(args: argparse.Namespace) -> int:
 
 def _maintain(args: argparse.Namespace) -> int:
     out = OutputConfig(uri=args.output, storage=StorageOptions(endpoint_url=args.endpoint_url))
+    if args.verify:  # read-only: every file read whole (`run` and `status` read footers only)
+        return _verify(out)
     done = maintain(out, retention_hours=args.retention_hours)
     print(json.dumps(done, indent=2, default=str))
     return 0
@@ -239,6 +248,16 @@ def _browse(args: argparse.Namespace) -> int:
     print(safe(sync(out).line()), flush=True)
     serve(out, host=args.host, port=args.port, token=args.token)
     return 0
+
+
+def _verify(out: OutputConfig) -> int:
+    checks = check_integrity(Ledger(out), full=True)
+    problems = [line for c in checks for line in c.lines()]
+    for line in problems:
+        print(f"scriptorium: output {safe(out.uri)}: {line}", file=sys.stderr)
+    if not problems:
+        print(f"output {safe(out.uri)}: " + ", ".join(f"{c.table} version {c.version} whole" for c in checks))
+    return EXIT_USAGE if any(c.damaged for c in checks) else 0
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -37,8 +37,8 @@ from fsspec.utils import get_protocol
 from pipeline.config import InputConfig
 from pipeline.errors import UserError, with_retries
 from pipeline.records import LISTED_SCHEMA, InputFile, input_files, input_table
-from pipeline.storage import filesystem, full_uri, is_local
-from pipeline.text import safe
+from pipeline.storage import filesystem, full_uri, is_local, keep_credentials, unreachable_cause
+from pipeline.text import redact, safe
 
 
 class DiscoveryError(UserError, ValueError):
@@ -50,7 +50,11 @@ PAGE = 10_000
 
 
 def discover_table(cfg: InputConfig) -> pa.Table:
-    """The input as a LISTED_SCHEMA table, longest first (then by URI), cut to `input.limit`."""
+    """The input as a LISTED_SCHEMA table, longest first (then by URI), cut to `input.limit`.
+
+    Credentials in `input.uri` (`s3://KEY:SECRET@bucket/...`) are taken out of it here, for good: the
+    config, the listing and every table and report keep the URI without them (`keep_credentials`)."""
+    cfg.uri = keep_credentials(cfg.uri, cfg.storage)
     entries = _from_manifest(cfg) if cfg.uri.endswith((".jsonl", ".json")) else _from_listing(cfg)
     t = pa.concat_tables([LISTED_SCHEMA.empty_table(), *_pages(entries)])
     est = pc.coalesce(t.column("duration_hint"), pc.divide(pc.cast(t.column("size"), pa.float64()), 32000.0))
@@ -242,6 +246,9 @@ def _input_file(
 MANIFEST_CONCURRENCY = 64
 
 
+#: Attempts at one manifest entry's HEAD (`_resolve`) before it becomes an error row.
+STALLED_ENTRY_ATTEMPTS = 2
+
 #: Bytes of a manifest read per request: the manifest is never held whole.
 MANIFEST_RANGE = 8 << 20
 
@@ -302,6 +309,7 @@ def _from_manifest(cfg: InputConfig) -> Iterator[InputFile]:
                 raise DiscoveryError(f"{safe(cfg.uri)} line {n}: not a JSON object with 'audio_filepath'") from None
             if not isinstance(audio, str) or not audio:
                 raise DiscoveryError(f"{safe(cfg.uri)} line {n}: 'audio_filepath' is not a non-empty string")
+            audio = keep_credentials(audio, cfg.storage)  # stored without them; kept in memory for the read
             uri = audio if ("://" in audio or audio.startswith("/")) else posixpath.join(base, audio)
             dur = row.pop("duration", None)
             try:
@@ -341,8 +349,19 @@ def _resolve(afs, apath: str, uri: str, duration: float | None, extra: dict) -> 
     if is_local(afs):  # stat only (never opened); containment was checked on the real path already
         return _local_entry(apath, [os.path.realpath(apath)], uri, duration, extra)
     try:
-        info = with_retries(lambda: afs.info(apath))
-    except FileNotFoundError:
+        # two attempts: a host that stalls costs this entry 2 read timeouts (60 s by default), then it is
+        # an error row and the rest of the run goes on
+        info = with_retries(lambda: afs.info(apath), STALLED_ENTRY_ATTEMPTS)
+    except FileNotFoundError as exc:
+        cause = unreachable_cause(exc)  # fsspec's HTTP says "not found" for a timeout too
+        if cause is not None:
+            return InputFile(
+                uri=uri,
+                size=0,
+                duration_hint=duration,
+                extra=extra,
+                error=f"storage: cannot be reached: {type(cause).__name__}: {redact(cause)}",
+            )
         info = {"size": 0}  # kept: decode turns it into an error row instead of losing it silently
     except Exception as exc:  # noqa: BLE001 - unreachable after bounded retries: this entry's error row
         return InputFile(
@@ -350,7 +369,7 @@ def _resolve(afs, apath: str, uri: str, duration: float | None, extra: dict) -> 
             size=0,
             duration_hint=duration,
             extra=extra,
-            error=f"storage: cannot be reached (gave up after retries): {type(exc).__name__}: {exc}",
+            error=f"storage: cannot be reached (gave up after retries): {type(exc).__name__}: {redact(exc)}",
         )
     t = info.get("type", "file")
     error = None if t == "file" else f"refused: not a regular file ({t})"

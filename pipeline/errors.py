@@ -82,17 +82,54 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+#: Retries one process may spend in all (`with_retries`, decode's own loop), on top of each call's
+#: attempts: a store that stalls for good costs a bounded number of timeouts, then every call fails on
+#: its first error instead of waiting out its own backoff again and again.
+RUN_RETRY_BUDGET = 200
+_retries_spent = 0
+
+
+_STALL_NAMES = frozenset(
+    {"ReadTimeoutError", "ConnectTimeoutError", "EndpointConnectionError", "ServerDisconnectedError", "ClientOSError"}
+)
+
+
+def _stalled(exc: BaseException) -> bool:
+    """A timeout or a failed connection: what a store that is down or stalled gives."""
+    if isinstance(exc, (TimeoutError, ConnectionError)) or type(exc).__name__ in _STALL_NAMES:
+        return True
+    text = str(exc).lower()
+    return "timeout" in text or "timed out" in text
+
+
+def spend_retry(exc: BaseException | None = None) -> bool:
+    """Whether `exc` may be retried as far as this process's budget goes: a timeout or a failed
+    connection takes one retry from `RUN_RETRY_BUDGET` (False once it is spent); throttling, a 5xx or
+    a lost commit race cost nothing from it (each call's attempts bound them)."""
+    global _retries_spent
+    if exc is not None and not _stalled(exc):
+        return True
+    if _retries_spent >= RUN_RETRY_BUDGET:
+        return False
+    _retries_spent += 1
+    return True
+
+
 def with_retries(
     fn: Callable[[], T], attempts: int = 4, *, wait_s: float = 0.2, max_wait_s: float = 5.0, jitter: bool = False
 ) -> T:
     """Call `fn` and return what it returns; on a transient error (`is_transient`) call it again, up to
     `attempts` calls in all, waiting `wait_s`, then twice as long each time, at most `max_wait_s`. The
     last error is raised as it is. `jitter`: each wait is drawn at random below that bound, so that
-    writers racing for one commit spread out instead of colliding again."""
+    writers racing for one commit spread out instead of colliding again. Each retry is taken from the
+    process's budget (`spend_retry`): once it is spent, the first error is raised."""
     # imported here: `pipeline.config` imports this module for `UserError`, and needs no more than the stdlib
     from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential, wait_random_exponential
 
     wait = (wait_random_exponential if jitter else wait_exponential)(multiplier=wait_s, max=max_wait_s)
-    return retry(retry=retry_if_exception(is_transient), stop=stop_after_attempt(attempts), wait=wait, reraise=True)(
-        fn
-    )()
+    return retry(
+        retry=retry_if_exception(lambda exc: is_transient(exc) and spend_retry(exc)),
+        stop=stop_after_attempt(attempts),
+        wait=wait,
+        reraise=True,
+    )(fn)()

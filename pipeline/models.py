@@ -28,13 +28,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import fsspec
 from filelock import FileLock
 from fsspec.utils import get_protocol
 
 from pipeline.config import ModelsConfig
 from pipeline.errors import UserError, with_retries
-from pipeline.storage import fsspec_kwargs
+from pipeline.storage import make_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +97,60 @@ def cached_sha256(path: str | os.PathLike[str]) -> str:
     return digest
 
 
+#: How to compute a folder's pin by hand (README "Models"): the same digest `folder_sha256` gives.
+FOLDER_SHA256_COMMAND = (
+    "(cd DIR && find -L . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum) | sha256sum"
+)
+
+
+def folder_sha256(path: str | os.PathLike[str]) -> str:
+    """The pin of a model folder (a CTranslate2 Whisper model: model.bin, config.json, tokenizer.json,
+    vocabulary.json, ...): the sha256 of `sha256sum`'s lines (`<hex>  <relative path>`) for every file
+    in it, sorted by path, so one digest covers every byte CTranslate2 and the tokenizer read, and
+    `FOLDER_SHA256_COMMAND` computes it without Scriptorium. Each file's digest is cached
+    (`cached_sha256`): an unchanged folder costs one stat per file."""
+    root = os.path.realpath(path)
+    rels = []
+    for dirpath, _dirs, files in os.walk(root, followlinks=True):
+        rels += [os.path.relpath(os.path.join(dirpath, f), root) for f in files]
+    lines = "".join(f"{cached_sha256(os.path.join(root, rel))}  {rel}\n" for rel in sorted(rels, key=os.fsencode))
+    return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def check_folder(key: str, path: str | os.PathLike[str], sha256: str | None, models: ModelsConfig | None) -> None:
+    """A model folder against its pin (`folder_sha256`), on every load. Without a pin it loads unless
+    `models.require_sha256`; the digest of `model.bin` alone (the older pin) is still taken, unless
+    `models.require_sha256` asks for every file to be covered. Raises `ModelIntegrityError` (a
+    mismatch) or `ModelLoadError` (no pin where one is required); one line each, with the digest to pin."""
+    require = models is not None and models.require_sha256
+    if not sha256:
+        if require:
+            raise ModelLoadError(
+                f"{key}: folder {str(path)!r} has no sha256 in the config, and models.require_sha256 is true; "
+                f"if the folder comes from a source you trust, pin it with {key.rsplit('.', 1)[0]}.sha256="
+                f"{folder_sha256(path)} (computed as: {FOLDER_SHA256_COMMAND})"
+            )
+        return
+    found = folder_sha256(path)
+    if same_digest(sha256, found):
+        return
+    weights = os.path.join(path, "model.bin")
+    weights_found = cached_sha256(weights) if os.path.isfile(weights) else None
+    if weights_found is not None and same_digest(sha256, weights_found):
+        if not require:
+            return  # the older pin: model.bin only
+        raise ModelLoadError(
+            f"{key}: the sha256 pins {weights} only, and models.require_sha256 asks for every file of the "
+            f"folder: pin {key.rsplit('.', 1)[0]}.sha256={found} (computed as: {FOLDER_SHA256_COMMAND})"
+        )
+    raise ModelIntegrityError(
+        mismatch_message(f"{key} folder {str(path)!r}", sha256, found)
+        + f" (every file of it, as: {FOLDER_SHA256_COMMAND}"
+        + (f"; model.bin alone: {weights_found}" if weights_found else "")
+        + "); refusing to load it"
+    )
+
+
 def same_digest(expected: str | None, actual: str) -> bool:
     """Hex digests compare case-insensitively (and without surrounding blanks)."""
     return expected is None or actual.strip().lower() == expected.strip().lower()
@@ -135,7 +188,7 @@ def resolve_model(ref: str, sha256: str | None, models: ModelsConfig) -> str | N
             _check(ref, sha256, cached_sha256(path))  # on every load: a changed file is hashed again
         return path
 
-    fs = fsspec.filesystem(protocol, **fsspec_kwargs(models.storage, protocol))
+    fs = make_filesystem(protocol, models.storage, ref)
     cache_dir = Path(os.path.expanduser(models.cache_dir))
     slot = cache_dir / hashlib.sha256(ref.encode()).hexdigest()[:16]
     slot.mkdir(parents=True, exist_ok=True)

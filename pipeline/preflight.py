@@ -24,7 +24,7 @@ from pipeline.models import (
     model_refs,
     same_digest,
 )
-from pipeline.storage import filesystem, put_atomic
+from pipeline.storage import filesystem, put_atomic, unreachable_cause
 from pipeline.text import safe
 
 #: Object written and removed under the output to prove it is writable.
@@ -54,7 +54,10 @@ def check_input(cfg: InputConfig) -> list[str]:
         info = fs.info(path)
         if not path.endswith((".jsonl", ".json")) and info.get("type") != "directory":
             return [f"input {safe(cfg.uri)}: not a folder or prefix (nor a .jsonl manifest)"]
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        cause = unreachable_cause(exc)  # fsspec's HTTP filesystem says "not found" for a timeout or a refusal too
+        if cause is not None:
+            return [f"input {safe(cfg.uri)}: cannot be reached ({_why(cause) if str(cause) else type(cause).__name__})"]
         return [f"input {safe(cfg.uri)}: does not exist"]
     except Exception as exc:  # noqa: BLE001 - anything here is a setup problem to report in one line
         return [f"input {safe(cfg.uri)}: cannot be listed ({_why(exc)})"]
@@ -82,8 +85,18 @@ def check_models(cfg: JobConfig) -> list[str]:
     asr = cfg.segment_stage.asr
     if asr.backend == "whisper":
         try:  # the embedded model too: its cached copy is re-verified (one stat when unchanged)
-            resolve_whisper_model(asr)
-        except (FileNotFoundError, ModelIntegrityError) as exc:
+            resolve_whisper_model(asr, cfg.models)
+        except (FileNotFoundError, ModelIntegrityError, ModelLoadError) as exc:
+            problems.append(str(exc))
+    lid = cfg.segment_stage.lid
+    if lid.backend == "whisper" and lid.model not in (None, asr.model):  # a Whisper model of its own
+        try:
+            resolve_whisper_model(
+                asr.model_copy(update={"model": lid.model, "sha256": lid.sha256}),
+                cfg.models,
+                key="segment_stage.lid.model",
+            )
+        except (FileNotFoundError, ModelIntegrityError, ModelLoadError) as exc:
             problems.append(str(exc))
     for key, ref, sha256 in model_refs(cfg):
         if not ref:

@@ -35,6 +35,7 @@ from pipeline.export import record_input_fields
 from pipeline.filter import apply_rules_after_run
 from pipeline.fingerprint import job_fingerprint
 from pipeline.ledger import Ledger
+from pipeline.ledger.integrity import check as check_integrity, record_versions, repair as repair_damage
 from pipeline.plan import Confirm, before_run
 from pipeline.preflight import preflight
 from pipeline.progress import Reporter
@@ -45,6 +46,7 @@ from pipeline.stages.decode import decode_stream
 from pipeline.stages.recording import RecordingStage
 from pipeline.stages.segment import SegmentStage
 from pipeline.storage import put_atomic
+from pipeline.text import redact
 from pipeline.vocabulary import resolve as resolve_vocabulary
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,10 @@ def run(cfg: JobConfig, confirm: Confirm | None = None) -> RunReport:
     ledger = Ledger(cfg.output)
     lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
     try:
+        # damaged data files moved aside and their recordings redone; log gaps reported (ledger/integrity.py)
+        repaired = repair_damage(ledger, check_integrity(ledger))
+        for said in repaired:
+            log.warning(said)
         todo, plan = ledger.plan(files, fingerprint)
         cfg, notes = before_run(cfg, ledger, files, confirm, todo)  # why it redoes what; ask first; whose rules
         record_input_fields(cfg.output, files)  # a manifest's reference text etc., for exports and eval
@@ -74,7 +80,7 @@ def run(cfg: JobConfig, confirm: Confirm | None = None) -> RunReport:
         del files
 
         summary = BlockSummary()
-        warnings: list[str] = list(notes)
+        warnings: list[str] = [*repaired, *notes]
         if todo.num_rows:
             pools = windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)
             if said := _pooling_warning(cfg, todo, pools):
@@ -90,6 +96,7 @@ def run(cfg: JobConfig, confirm: Confirm | None = None) -> RunReport:
         )  # one rule set per output
         if rejudged:
             warnings.append(rejudged["note"])
+        record_versions(ledger)  # a later loss of the newest log entries shows as a version gap
     finally:
         lock.release()
 
@@ -104,10 +111,10 @@ def run(cfg: JobConfig, confirm: Confirm | None = None) -> RunReport:
         wall_seconds=time.time() - started,
         driver_peak_rss_mb=peak_rss_mb(),
     )
-    body = json.dumps(report.model_dump(), indent=2).encode()
+    body = redact(json.dumps(report.model_dump(), indent=2)).encode()  # no credential a message may hold
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.json"), body))
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("_ledger", "runs", f"{run_id}.json"), body))
-    page = render_html(report).encode()
+    page = redact(render_html(report)).encode()
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.html"), page))
     return report
 

@@ -18,16 +18,33 @@ from pipeline.config import InputConfig, OutputConfig, load_config
 from pipeline.discover import DiscoveryError, discover_table
 from pipeline.filter import recorded_rules
 from pipeline.fingerprint import job_fingerprint
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, OutputError
+from pipeline.ledger.integrity import check as check_integrity
 from pipeline.storage import with_retries
 from pipeline.text import safe  # names and messages come from inputs: escaped, credentials redacted
 from pipeline.vocabulary import resolve as resolve_vocabulary
+
+
+class OutputDamagedError(OutputError):
+    """A data file of the output's tables is missing or unreadable (one line per file)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
 
 
 def status_data(output_uri: str, config: str | None = None, overrides: list[str] = ()) -> dict:  # type: ignore[assignment]
     cfg = load_config(config, [*overrides, f"output.uri={output_uri}"]) if config else None
     out_cfg = cfg.output if cfg else OutputConfig(uri=output_uri)
     ledger = Ledger(out_cfg)
+    damage = [line for c in check_integrity(ledger) for line in c.lines()]  # footers and the log: no data read
+    if any("damaged data file" in line or "log cannot be read" in line for line in damage):
+        # the tables cannot be read as they are: say what is wrong, and what repairs it
+        raise OutputDamagedError(
+            [f"output {safe(output_uri)}: {line}" for line in damage]
+            + [
+                f"output {safe(output_uri)}: `scriptorium run` with its config moves damaged files aside and redoes their recordings"
+            ]
+        )
     dt = ledger.table("recordings")
     recs = ledger.read("recordings", ["recording_id", "uri", "status", "error"])
     counts = Counter(recs.column("status").to_pylist())
@@ -47,6 +64,7 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
         "last_commit": last_commit,
         "last_run": None,
         "rerun": None,
+        "integrity": damage,
     }
     report = ledger.path("report.json")
     last = None
@@ -81,7 +99,8 @@ def status_data(output_uri: str, config: str | None = None, overrides: list[str]
 
 def status(output_uri: str, config: str | None = None, overrides: list[str] = ()) -> str:  # type: ignore[assignment]
     d = status_data(output_uri, config, overrides)
-    lines = [
+    problems = [f"output {safe(output_uri)}: {line}" for line in d.get("integrity") or []]
+    lines = problems + [
         f"output {safe(output_uri)}: {d['committed']} recordings committed"
         + (f" (Delta table version {d['version']}, {d['files']} data files)" if d["version"] is not None else ""),
         f"  ok {d['ok']}  no speech {d['no_speech']}  failed (error) {d['error']}",

@@ -61,9 +61,23 @@ _SECRET_PARAM = re.compile(
 )
 
 
+#: Credentials this process has seen (the user info of a URI, `pipeline.storage.split_userinfo`): replaced
+#: wherever they occur, not only inside a URL (a library's debug line prints a bucket path or a key alone).
+_SECRETS: set[str] = set()
+
+
+def remember_secret(secret: str) -> None:
+    """From now on `redact` replaces `secret` wherever it occurs (short ones too would hide ordinary words)."""
+    if secret and len(secret) >= 4:
+        _SECRETS.add(secret)
+
+
 def redact(s: object) -> str:
-    """`s` with the credentials of every URL in it replaced by `***`."""
+    """`s` with the credentials of every URL in it, and every secret this process has seen, replaced by `***`."""
     text = s if isinstance(s, str) else str(s)
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
     if "://" not in text and "=" not in text:
         return text
     text = _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)

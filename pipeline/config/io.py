@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from pipeline.config.base import Model
 
@@ -14,7 +14,11 @@ class StorageOptions(Model):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     anon: bool = False
     connect_timeout_s: float = Field(10.0, gt=0, description="S3/HTTP: give up connecting after this long (then retry)")
-    read_timeout_s: float = Field(120.0, gt=0, description="S3/HTTP: give up on a silent connection after this long")
+    read_timeout_s: float = Field(30.0, gt=0, description="S3/HTTP: give up on a silent connection after this long")
+    #: Credentials taken out of URIs (`s3://KEY:SECRET@bucket/...`, an `http://user:pw@host/` manifest entry)
+    #: by `pipeline.storage.split_userinfo`, by "protocol://bucket-or-host": in memory only (it travels
+    #: to Ray workers with the config), never dumped, printed or written. Keys belong in the AWS chain.
+    _userinfo: dict[str, tuple[str, str]] = PrivateAttr(default_factory=dict)
 
 
 class InputConfig(Model):

@@ -38,6 +38,7 @@ One module per reason to change; every name is importable from `pipeline.ledger`
     commit.py       `Ledger`: open, plan, commit (the protocol above); `read_output`; `maintain` (locked)
     lock.py         `RunLock`: one job per output
     maintenance.py  compaction, checkpoints, vacuum, orphan repair (`Ledger.maintain`, a mixin of `Ledger`)
+    integrity.py    damaged data files and log gaps: checked by `run` and `status`, repaired by `run`
 """
 
 from __future__ import annotations

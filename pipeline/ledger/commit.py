@@ -21,6 +21,7 @@ from pipeline.ledger.tables import (
     PLAN_COLUMNS,
     SCHEMAS,
     LegacyOutputError,
+    OutputError,
     _key_in,
     in_predicate,
     retry_commit,
@@ -28,6 +29,7 @@ from pipeline.ledger.tables import (
 )
 from pipeline.records import InputFile, input_files, input_table
 from pipeline.storage import filesystem
+from pipeline.text import safe
 
 
 def input_changed(size: int, etag: str | None, mtime: float | None, f: InputFile) -> bool:
@@ -79,6 +81,14 @@ class Ledger(Maintenance):
             return DeltaTable(self.table_uri(name), version=version, storage_options=self.options)
         except TableNotFoundError:
             return None
+        except Exception as exc:
+            if "contiguous" in str(exc) or "found gap" in str(exc):  # a deleted log entry: one line, not a page
+                raise OutputError(
+                    f"output {safe(self.cfg.uri)}: {name}: Delta log version gap: an entry of {name}/_delta_log/ "
+                    "is missing and the table cannot be read (restore it from a backup; `scriptorium status` "
+                    "names the version)"
+                ) from None
+            raise
 
     def ensure(self, name: str):
         """Open the table, creating it (empty, with its schema) on first use. Racing creators are

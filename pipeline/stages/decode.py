@@ -35,10 +35,10 @@ import s3fs
 from pipeline.audio import DecodeError, StreamInfo, decode_windows, finished
 from pipeline.config import DecodeConfig, StorageOptions
 from pipeline.discover import _input_file, not_regular
-from pipeline.errors import is_transient
+from pipeline.errors import is_transient, spend_retry
 from pipeline.pieces import cut
 from pipeline.records import DECODED_SCHEMA, INPUT_SCHEMA, audio_column, peak_rss_mb, rows_to_table
-from pipeline.storage import filesystem, is_local
+from pipeline.storage import filesystem, is_local, unreachable_cause
 from pipeline.text import redact
 
 #: Attempts at a file on transient storage errors (as `pipeline.errors.with_retries`).
@@ -101,14 +101,10 @@ def _open_local(path: str):
 
 
 def _unreachable(exc: FileNotFoundError) -> BaseException | None:
-    """fsspec's HTTP filesystem turns ANY failure of its HEAD/GET (refused connection, timeout) into
-    FileNotFoundError; the real cause, unless it was a 404/410, is a storage error worth retrying."""
-    cause = exc.__cause__
-    if cause is None or isinstance(cause, FileNotFoundError):
-        return None
-    if getattr(cause, "status", None) in (404, 410):
-        return None
-    return cause
+    """A "not found" that is really a refused connection or a timeout (worth retrying), or None for a
+    true 404 (`pipeline.storage.unreachable_cause`: botocore's ClientError has no `.status`, so a
+    deleted S3 key was once retried 4 times)."""
+    return unreachable_cause(exc)
 
 
 def decode_one(
@@ -127,10 +123,7 @@ def _fetch(fs, path: str) -> tuple[dict, bytes]:
             return fsspec.asyn.sync(fs.loop, _s3_get, fs, path)
         return fs.info(path), fs.cat_file(path)
     except FileNotFoundError as exc:
-        code = (getattr(exc.__cause__, "response", None) or {}).get("Error", {}).get("Code")
-        if code in ("NoSuchKey", "NotFound", "404"):  # s3fs's translation of a missing key: missing
-            raise
-        cause = _unreachable(exc)
+        cause = _unreachable(exc)  # a missing key (s3fs's translation of a 404) stays missing
         if cause is not None:
             raise cause from None  # a refused connection or a timeout, not a missing file: retry
         raise
@@ -255,7 +248,7 @@ def decode_rows(
         except FileNotFoundError:
             yield failed("input file not found (deleted after listing?)")
         except Exception as exc:  # noqa: BLE001 - any failure of one file must become its error row
-            if is_transient(exc) and tries < RETRIES:
+            if is_transient(exc) and tries < RETRIES and spend_retry(exc):
                 time.sleep(min(5.0, 0.2 * 2**tries))
                 continue
             kind = "storage (gave up after retries)" if is_transient(exc) else "decode"
