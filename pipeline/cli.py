@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     p_export.add_argument("--with-audio", action="store_true", help="nemo: cut each segment to a 16 kHz WAV")
     p_export.add_argument("--split-by-language", action="store_true", help="nemo: one manifest per language")
     p_export.add_argument("--drop-rejected", action="store_true", help="srt/vtt/txt/json: leave rejected out")
+    p_export.add_argument(
+        "--rejected-marker",
+        default="[?]",
+        help='srt: text before a rejected segment\'s cues (default "[?]"; "" for none)',
+    )
     p_export.add_argument("--to", required=True, help="destination folder (any fsspec URI)")
     p_export.add_argument("--all", action="store_true", help="include segments the quality stage rejected")
     p_export.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT and DEST")
@@ -152,6 +157,7 @@ def _export(args: argparse.Namespace) -> int:
         with_audio=args.with_audio,
         split_by_language=args.split_by_language,
         drop_rejected=args.drop_rejected,
+        rejected_marker=args.rejected_marker,
     ):
         print(safe(path))
     return 0
