@@ -10,15 +10,19 @@
 Exit codes of `run`: 0 all done (or nothing to do); 3 done, but some files failed (see the
 `recordings` rows with status=error); 1 nothing could be processed, or the run crashed; 2 the config,
 the input or the cluster is wrong (one line on stderr says what), before any audio is touched.
+Every command's exit code is its result: once it is final, the process ends without the interpreter's
+teardown (`exit_now`), where native thread pools could still abort it.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
 import sys
+import threading
 
 from pipeline import __version__
 from pipeline.config import OutputConfig, StorageOptions, load_config
@@ -33,6 +37,40 @@ from pipeline.text import SafeLogFilter, safe, safe_lines
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `scriptorium` command. Called without `argv` (the console script, `python -m pipeline.cli`)
+    it ends the process with the command's exit code (`exit_now`); with `argv` (tests, a Python caller)
+    it returns the code."""
+    code = _main(argv)
+    if argv is None:
+        exit_now(code)
+    return code
+
+
+def exit_now(code: int) -> None:
+    """End the process with `code`, skipping only the interpreter's teardown.
+
+    Why: reading a Delta table with deltalake + pyarrow leaves Arrow's IO thread pool closing files
+    through deltalake's Python filesystem handler. A worker that asks for the GIL while Python
+    finalizes is ended by CPython with pthread_exit, whose forced unwind meets a C++ noexcept frame of
+    Arrow's worker: std::terminate, "terminate called without an active exception", SIGABRT, exit 134,
+    after the right answer was printed (gdb: the aborting thread is an exiting Arrow ThreadPool worker;
+    1 in 25 to 60 plain reads of a 150-file table here; bench/exit_codes.py). What Python's own exit
+    does that we need is done first, in its order: non-daemon threads joined, atexit handlers run
+    (Ray's shutdown of a local cluster, logging's flush), stdout and stderr flushed. Then `os._exit`:
+    no module teardown, no C++ static destructors, nothing left that could change the code."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # the handlers Python's exit would run, in the same (reverse) order
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): what could be written was
+            pass
+    os._exit(code)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scriptorium", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -185,4 +223,4 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
