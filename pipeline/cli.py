@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 
 from pipeline import __version__
 from pipeline.config import OutputConfig, StorageOptions, load_config
@@ -31,6 +32,7 @@ from pipeline.eval import evaluate, table, write_json
 from pipeline.export import export
 from pipeline.filter import load_rules, refilter, summary
 from pipeline.ledger import maintain
+from pipeline.progress import NativeLogFilter
 from pipeline.report import EXIT_FAILED, EXIT_USAGE
 from pipeline.status import status
 from pipeline.text import SafeLogFilter, safe, safe_lines
@@ -139,11 +141,14 @@ def _main(argv: list[str] | None = None) -> int:
         handler.addFilter(SafeLogFilter())
     for name in ("pipeline", "scriptorium"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:  # Ray's own advice on its operators ("... only received 1 input(s)"): -v shows it
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+    args.quiet_native = not verbose  # Ray's C++ log lines stay in its session log (pipeline/progress.py)
     # Ray and its workers: keep auth tokens and temp files out of the user's home unless told otherwise.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
         if args.command == "run":
-            return _run(args.config, args.overrides)
+            return _run(args.config, args.overrides, quiet_native=args.quiet_native)
         if args.command == "export":
             return _export(args)
         if args.command == "filter":
@@ -171,10 +176,18 @@ def _main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _run(config: str, overrides: list[str]) -> int:
+def _run(config: str, overrides: list[str], quiet_native: bool = True) -> int:
+    cfg = load_config(config, overrides)
+    log = logging.getLogger("scriptorium")
+    log.info("run: %s -> %s (checking the input, the output and the models)", safe(cfg.input.uri), safe(cfg.output.uri))
     from pipeline.runner import run  # heavy: the runner imports Ray; only `run` needs it
 
-    report = run(load_config(config, overrides))
+    quiet = NativeLogFilter.install() if quiet_native else None
+    try:
+        report = run(cfg)
+    finally:
+        if quiet is not None:
+            quiet.close()
     print(report.summary())
     return report.exit_code
 
