@@ -211,10 +211,12 @@ class NativeLogFilter:
     def close(self, timeout: float = 2.0) -> None:
         """Put the real stderr back on fd 2 and pass on what is still in the pipe (waits at most
         `timeout`: a child process may still hold the pipe's other end)."""
-        try:
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+        for stream in (sys.stderr, self._terminal):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
         os.dup2(self.real, 2)  # closes this process's write end of the pipe
         self._thread.join(timeout)
         if NativeLogFilter.active is self:
