@@ -178,8 +178,6 @@ def _main(argv: list[str] | None = None) -> int:
 
 def _run(config: str, overrides: list[str], quiet_native: bool = True) -> int:
     cfg = load_config(config, overrides)
-    log = logging.getLogger("scriptorium")
-    log.info("run: %s -> %s (checking the input, the output and the models)", safe(cfg.input.uri), safe(cfg.output.uri))
     from pipeline.runner import run  # heavy: the runner imports Ray; only `run` needs it
 
     quiet = NativeLogFilter.install() if quiet_native else None
