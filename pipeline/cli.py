@@ -17,15 +17,20 @@ Exit codes of `run`: 0 all done (or nothing to do); 3 done, but some files faile
 the input or the cluster is wrong (one line on stderr says what), before any audio is touched, or the
 run would redo more than output.confirm_redo_share of the output and was not confirmed (--yes).
 `pseudo-label` exits as its run did (3: labels written for the files that succeeded).
+Every command's exit code is its result: once it is final, the process ends without the interpreter's
+teardown (`exit_now`), where native thread pools could still abort it.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
 import sys
+import threading
+import warnings
 
 from pipeline import __version__
 from pipeline.browse import serve
@@ -37,6 +42,7 @@ from pipeline.filter import load_rules, refilter, summary
 from pipeline.ledger import Ledger, maintain
 from pipeline.ledger.integrity import check as check_integrity
 from pipeline.plan import ask_on_terminal, make_plan
+from pipeline.progress import NativeLogFilter
 from pipeline.pseudo_label import pseudo_label
 from pipeline.redact import install as install_redaction
 from pipeline.report import EXIT_FAILED, EXIT_USAGE
@@ -46,6 +52,40 @@ from pipeline.text import SafeLogFilter, safe, safe_lines
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `scriptorium` command. Called without `argv` (the console script, `python -m pipeline.cli`)
+    it ends the process with the command's exit code (`exit_now`); with `argv` (tests, a Python caller)
+    it returns the code."""
+    code = _main(argv)
+    if argv is None:
+        exit_now(code)
+    return code
+
+
+def exit_now(code: int) -> None:
+    """End the process with `code`, skipping only the interpreter's teardown.
+
+    Why: reading a Delta table with deltalake + pyarrow leaves Arrow's IO thread pool closing files
+    through deltalake's Python filesystem handler. A worker that asks for the GIL while Python
+    finalizes is ended by CPython with pthread_exit, whose forced unwind meets a C++ noexcept frame of
+    Arrow's worker: std::terminate, "terminate called without an active exception", SIGABRT, exit 134,
+    after the right answer was printed (gdb: the aborting thread is an exiting Arrow ThreadPool worker;
+    3 in 60 plain reads of a 121-file table, 2 in 60 `status` runs before this; bench/exit_codes.py). What Python's own exit
+    does that we need is done first, in its order: non-daemon threads joined, atexit handlers run
+    (Ray's shutdown of a local cluster, logging's flush), stdout and stderr flushed. Then `os._exit`:
+    no module teardown, no C++ static destructors, nothing left that could change the code."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # the handlers Python's exit would run, in the same (reverse) order
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): what could be written was
+            pass
+    os._exit(code)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scriptorium", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -81,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     p_export.add_argument("--with-audio", action="store_true", help="nemo: cut each segment to a 16 kHz WAV")
     p_export.add_argument("--split-by-language", action="store_true", help="nemo: one manifest per language")
     p_export.add_argument("--drop-rejected", action="store_true", help="srt/vtt/txt/json: leave rejected out")
+    p_export.add_argument(
+        "--rejected-marker",
+        default="[?]",
+        help='srt: text before a rejected segment\'s cues (default "[?]"; "" for none)',
+    )
     p_export.add_argument("--to", required=True, help="destination folder (any fsspec URI)")
     p_export.add_argument("--all", action="store_true", help="include segments the quality stage rejected")
     p_export.add_argument("--endpoint-url", help="S3-compatible endpoint for OUTPUT and DEST")
@@ -137,13 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     install_redaction()  # ... their tracebacks too, and every byte of stdout/stderr (pipeline/redact.py)
     for name in ("pipeline", "scriptorium"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:  # Ray's own advice on its operators ("... only received 1 input(s)"): -v shows it
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+    args.quiet_native = not verbose  # Ray's C++ log lines stay in its session log (pipeline/progress.py)
     # Ray and its workers: keep auth tokens and temp files out of the user's home unless told otherwise.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
         if args.command == "run" and args.dry_run:
             return _plan(args.config, args.overrides)
         if args.command == "run":
-            return _run(args.config, args.overrides, args.yes)
+            return _run(args.config, args.overrides, args.yes, quiet_native=args.quiet_native)
         if args.command == "plan":
             return _plan(args.config, args.overrides)
         if args.command == "pseudo-label":
@@ -179,10 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _run(config: str, overrides: list[str], yes: bool = False) -> int:
+def _run(config: str, overrides: list[str], yes: bool = False, quiet_native: bool = True) -> int:
+    cfg = load_config(config, overrides)
     from pipeline.runner import run  # heavy: the runner imports Ray; only `run` needs it
 
-    report = run(load_config(config, overrides), confirm=None if yes else ask_on_terminal)
+    quiet = NativeLogFilter.install() if quiet_native else None
+    try:
+        report = run(cfg, confirm=None if yes else ask_on_terminal)
+    finally:
+        if quiet is not None:
+            quiet.close()
     print(report.summary())
     return report.exit_code
 
@@ -216,6 +270,7 @@ def _export(args: argparse.Namespace) -> int:
         with_audio=args.with_audio,
         split_by_language=args.split_by_language,
         drop_rejected=args.drop_rejected,
+        rejected_marker=args.rejected_marker,
     ):
         print(safe(path))
     return 0
@@ -269,4 +324,4 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

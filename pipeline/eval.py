@@ -1,9 +1,19 @@
 """`scriptorium eval REFERENCES OUTPUT`: how good are the transcripts and the pseudo-labels.
 
 REFERENCES is a NeMo-style manifest (one JSON object a line): `audio_filepath` (relative to the manifest's
-folder, or absolute / a URI), optional `text`, `lang` (ISO 639-1) and `rttm_filepath` (reference speaker
-turns) or `num_speakers`. An input manifest can serve as its own references: discovery keeps its extra
-fields. Lines are matched to the output's recordings by URI.
+folder, or absolute / a URI), optional `text`, `lang` (ISO 639-1; a file holding several languages lists
+them joined by "+", e.g. `en+de`, and any of them is a correct language ID) and `rttm_filepath` (reference
+speaker turns) or `num_speakers`. An input manifest can serve as its own references: discovery keeps its
+extra fields.
+
+Matching a reference line to a recording of the output, first rule that finds one wins (`match_rule` of
+each file in eval.json; the table prints how many each rule matched):
+  1. `uri`: the same absolute URI (`audio_filepath` resolved against the manifest's folder);
+  2. `relative`: `audio_filepath` as written equals the recording's path relative to the input root (the
+     last run's input folder, else the recordings' common folder), so references kept beside another copy
+     of the audio still match;
+  3. `basename`: the file name alone, when exactly one recording and one reference line carry it.
+A line none of them matches is reported as missing, with its `audio_filepath`.
 
 What is measured (all numbers land in eval.json, and a table is printed):
 
@@ -39,6 +49,7 @@ import numpy as np
 from pipeline.config import OutputConfig
 from pipeline.der import COLLAR_S, FRAME_S, der, read_rttm  # noqa: F401 - FRAME_S: importable from here as before
 from pipeline.errors import UserError
+from pipeline.export import _input_root
 from pipeline.ledger import Ledger, read_output
 from pipeline.storage import filesystem, put_atomic
 
@@ -139,12 +150,54 @@ def read_references(path: str, output: OutputConfig) -> list[dict[str, Any]]:
     return refs
 
 
+#: How a reference line found its recording, in the order the rules are tried.
+MATCH_RULES = ("uri", "relative", "basename")
+
+
+def _relative_key(path: str) -> str:
+    return posixpath.normpath(path.replace("\\", "/")) if path else ""
+
+
+def match_references(
+    refs: list[dict[str, Any]], recs: list[dict[str, Any]], root: str
+) -> list[tuple[dict | None, str | None]]:
+    """(recording, rule) for each reference line, by the module's three rules (None, None: no match)."""
+    by_uri = {_key(r["uri"]): r for r in recs}
+    prefix = root.rstrip("/") + "/" if root else ""
+    by_rel = {_relative_key(r["uri"][len(prefix) :]): r for r in recs if prefix and r["uri"].startswith(prefix)}
+    names: dict[str, list[dict]] = defaultdict(list)
+    for r in recs:
+        names[posixpath.basename(r["uri"])].append(r)
+    ref_names = defaultdict(int)
+    for ref in refs:
+        ref_names[posixpath.basename(ref["audio_filepath"])] += 1
+    out: list[tuple[dict | None, str | None]] = []
+    for ref in refs:
+        name = posixpath.basename(ref["audio_filepath"])
+        if (rec := by_uri.get(_key(ref["uri"]))) is not None:
+            out.append((rec, "uri"))
+        elif (rec := by_rel.get(_relative_key(ref["audio_filepath"]))) is not None:
+            out.append((rec, "relative"))
+        elif len(names.get(name, [])) == 1 and ref_names[name] == 1:
+            out.append((names[name][0], "basename"))
+        else:
+            out.append((None, None))
+    return out
+
+
+def _langs(lang: str | None) -> set[str]:
+    """A reference `lang`, "en" or "en+de", as the set of languages a correct language ID may name."""
+    return {x.strip() for x in (lang or "").split("+") if x.strip()}
+
+
 def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) -> dict[str, Any]:
     led = Ledger(output)
     if led.table("recordings") is None or led.table("segments") is None:
         raise EvalError(f"no Scriptorium output at {output.uri!r}")
     refs = read_references(references, output)
-    recs = {_key(r["uri"]): r for r in read_output(output, "recordings").to_pylist()}
+    all_recs = read_output(output, "recordings")
+    root = _input_root(led, all_recs.select(["uri"]))
+    matches = match_references(refs, all_recs.to_pylist(), root)
     segs: dict[str, list[dict]] = defaultdict(list)
     cols = ["recording_id", "start", "end", "text", "language", "speaker", "accepted"]
     for s in read_output(output, "segments").select(cols).to_pylist():
@@ -153,28 +206,32 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
     groups = {"all": {}, "accepted": {}, "rejected": {}}
     yield_c = {"segments": 0, "accepted_segments": 0, "seconds": 0.0, "accepted_seconds": 0.0}
     matched = 0
-    for ref in refs:
-        rec = recs.get(_key(ref["uri"]))
+    rules = dict.fromkeys(MATCH_RULES, 0)
+    for ref, (rec, rule) in zip(refs, matches):
         if rec is None:
             files.append({"audio_filepath": ref["audio_filepath"], "missing": True})
             continue
         matched += 1
+        rules[rule] += 1
         mine = sorted(segs.get(rec["recording_id"], []), key=lambda s: s["start"])
         spoken = [s for s in mine if s["text"]]
         lang = ref.get("lang")
         row: dict[str, Any] = {
             "audio_filepath": ref["audio_filepath"],
+            "uri": rec["uri"],
+            "match_rule": rule,
             "lang": lang,
             "hyp_lang": rec["language"],
             "segments": len(spoken),
             "accepted": sum(1 for s in spoken if s["accepted"]),
         }
         if lang:
-            row["lid_correct"] = rec["language"] == lang
+            row["lid_correct"] = rec["language"] in _langs(lang)
             lid_rows.append(row["lid_correct"])
         if ref.get("text") is not None:
-            norm_ref = normalise(ref["text"], lang)
-            norm_hyp = [normalise(s["text"], lang) for s in spoken]
+            norm_lang = lang if len(_langs(lang)) == 1 else None  # en+de: the language-neutral normaliser
+            norm_ref = normalise(ref["text"], norm_lang)
+            norm_hyp = [normalise(s["text"], norm_lang) for s in spoken]
             per, total = segment_errors(norm_ref, norm_hyp)
             import jiwer  # optional: the `test` extra; only `scriptorium eval` needs it
 
@@ -216,7 +273,12 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
             row["speaker_count_error"] = len({t[2] for t in hyp_turns}) - int(n_ref_spk)
         files.append(row)
     if not matched:
-        raise EvalError(f"none of the {len(refs)} references is a recording of {output.uri!r}")
+        sample = ", ".join(repr(r["audio_filepath"]) for r in refs[:3])
+        raise EvalError(
+            f"none of the {len(refs)} references is a recording of {output.uri!r} (e.g. {sample}); a line matches "
+            f"by absolute URI, by its path relative to the input root {root or '(none)'!r}, or by a file name "
+            "that one recording and one line alone carry"
+        )
     languages = {}
     for lang, c in sorted(per_lang.items()):
         if not c["ref_words"]:
@@ -236,6 +298,9 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
         "output": output.uri,
         "files": len(refs),
         "matched": matched,
+        "matched_by": rules,
+        "input_root": root,
+        "missing": [f["audio_filepath"] for f in files if f.get("missing")],
         "languages": languages,
         "overall": {"wer": _wer(groups["all"]), "ref_words": groups["all"].get("ref_words", 0)},
         "wer_by_judgement": wer_groups,
@@ -251,6 +316,11 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
             "files": len(lid_rows),
             "correct": sum(lid_rows),
             "accuracy": round(sum(lid_rows) / len(lid_rows), 6) if lid_rows else None,
+            "misses": [
+                {"audio_filepath": f["audio_filepath"], "lang": f["lang"], "hyp_lang": f["hyp_lang"]}
+                for f in files
+                if f.get("lid_correct") is False
+            ],
         },
         "diarization": {
             "collar_s": collar,
@@ -265,8 +335,23 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
 
 def table(res: dict[str, Any]) -> str:
     f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    by = res.get("matched_by") or {}
+    how = {
+        "uri": "by absolute URI",
+        "relative": "by path relative to the input root",
+        "basename": "by unique file name",
+    }
     lines = [
-        f"eval of {res['output']} against {res['references']}: {res['matched']}/{res['files']} files matched",
+        f"eval of {res['output']} against {res['references']}: {res['matched']}/{res['files']} files matched"
+        + (" (" + ", ".join(f"{n} {how[k]}" for k, n in by.items() if n) + ")" if res["matched"] else ""),
+    ]
+    if by.get("relative"):
+        lines.append(f"  input root: {res['input_root']}")
+    missing = res.get("missing") or []
+    lines += [f"  not found: {m}" for m in missing[:10]]
+    if len(missing) > 10:
+        lines.append(f"  ... and {len(missing) - 10} more not found (eval.json)")
+    lines += [
         "",
         f"{'language':<10}{'files':>6}{'words':>7}{'WER':>9}{'CER':>9}",
     ]
@@ -282,6 +367,10 @@ def table(res: dict[str, Any]) -> str:
         f"{y['accepted_seconds']:.1f}/{y['seconds']:.1f} s of audio ({f(y['audio_share'])})",
         f"language ID {res['lid']['correct']}/{res['lid']['files']} files ({f(res['lid']['accuracy'])})",
     ]
+    misses = res["lid"].get("misses") or []
+    lines += [f"  miss: {m['audio_filepath']}: reference {m['lang']}, found {m['hyp_lang']}" for m in misses[:20]]
+    if len(misses) > 20:
+        lines.append(f"  ... and {len(misses) - 20} more misses (eval.json)")
     d = res["diarization"]
     if d["files"]:
         lines.append(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from pipeline.audio_quality import histograms_of
@@ -19,6 +20,75 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 STATUSES = ("ok", "no_speech", "error")
 #: The report lists this many of the recordings that took the most stage time.
 SLOWEST = 10
+
+
+class OutputTotals(BaseModel):
+    """What the whole output holds after a run (every committed recording, whichever run wrote it), so
+    that a rerun that did little or nothing still reports the output's content (report.html)."""
+
+    recordings: int = 0
+    ok: int = 0
+    no_speech: int = 0
+    error: int = 0
+    audio_seconds: float = 0.0  # of every committed recording
+    speakers: int = 0  # speakers found, summed over recordings (labels are per recording)
+    speakers_per_recording: dict[str, int] = {}  # recordings by number of speakers found
+    language_seconds: dict[str, float] = {}  # seconds of segments per language
+    accepted_segments: int = 0
+    rejected_segments: int = 0
+    accepted_seconds: float = 0.0
+    rejected_seconds: float = 0.0
+    models: list[str] = []  # distinct `models` values of the committed recordings
+
+    @property
+    def accepted_share(self) -> float | None:
+        """Share of segment audio the quality rules accept (None: no segments)."""
+        total = self.accepted_seconds + self.rejected_seconds
+        return self.accepted_seconds / total if total > 0 else None
+
+    @classmethod
+    def of(cls, recordings: pa.Table, segments: pa.Table) -> "OutputTotals":
+        """From column-projected reads of the two tables (`TOTALS_COLUMNS`), with Arrow aggregations:
+        no Python object per row, so a million-file output adds up in seconds."""
+        status = _grouped(recordings, "status", "status", "count")
+        per = _grouped(
+            recordings.filter(pc.is_valid(recordings.column("num_speakers"))), "num_speakers", "num_speakers", "count"
+        )
+        length = pc.max_element_wise(pc.subtract(segments.column("end"), segments.column("start")), 0.0)
+        seg = pa.table({"language": segments.column("language"), "accepted": segments.column("accepted"), "s": length})
+        langs = _grouped(seg.filter(pc.is_valid(seg.column("language"))), "language", "s", "sum")
+        seconds, count = _grouped(seg, "accepted", "s", "sum"), _grouped(seg, "accepted", "s", "count")
+        models = pc.unique(recordings.column("models").drop_null()).to_pylist()
+        return cls(
+            recordings=recordings.num_rows,
+            ok=status.get("ok", 0),
+            no_speech=status.get("no_speech", 0),
+            error=status.get("error", 0),
+            audio_seconds=round(pc.sum(recordings.column("duration")).as_py() or 0.0, 3),
+            speakers=pc.sum(recordings.column("num_speakers")).as_py() or 0,
+            speakers_per_recording={str(k): v for k, v in sorted(per.items())},
+            language_seconds={k: round(v, 3) for k, v in sorted(langs.items(), key=lambda kv: -kv[1])},
+            accepted_segments=count.get(True, 0),
+            rejected_segments=count.get(False, 0) + count.get(None, 0),
+            accepted_seconds=round(seconds.get(True, 0.0), 3),
+            rejected_seconds=round(seconds.get(False, 0.0) + seconds.get(None, 0.0), 3),
+            models=sorted(models),
+        )
+
+
+#: The columns `OutputTotals.of` reads of each table.
+TOTALS_COLUMNS = {
+    "recordings": ["status", "duration", "num_speakers", "models"],
+    "segments": ["start", "end", "language", "accepted"],
+}
+
+
+def _grouped(t: pa.Table, key: str, column: str, how: str) -> dict:
+    """{key value: aggregate of `column`} (pyarrow's group_by; an empty table gives {})."""
+    if not t.num_rows:
+        return {}
+    g = t.group_by(key).aggregate([(column, how)])
+    return dict(zip(g.column(key).to_pylist(), g.column(f"{column}_{how}").to_pylist()))
 
 
 class RunReport(BaseModel):
@@ -67,6 +137,7 @@ class RunReport(BaseModel):
     warnings: list[str]
     vocabulary_terms: int = 0  # terms of the job's vocabulary (all languages)
     vocabulary_segments: int = 0  # segments whose text holds a vocabulary term (case-insensitive, whole words)
+    output_totals: OutputTotals | None = None  # the whole output after this run (None: not read)
 
     @property
     def processed(self) -> int:

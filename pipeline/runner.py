@@ -40,7 +40,7 @@ from pipeline.plan import Confirm, before_run
 from pipeline.preflight import preflight
 from pipeline.progress import Reporter
 from pipeline.records import INPUT_SCHEMA, peak_rss_mb
-from pipeline.report import BlockSummary, RunReport, build_report
+from pipeline.report import TOTALS_COLUMNS, BlockSummary, OutputTotals, RunReport, build_report
 from pipeline.report_html import render as render_html
 from pipeline.stages.decode import decode_stream
 from pipeline.stages.recording import RecordingStage
@@ -111,12 +111,23 @@ def run(cfg: JobConfig, confirm: Confirm | None = None) -> RunReport:
         wall_seconds=time.time() - started,
         driver_peak_rss_mb=peak_rss_mb(),
     )
+    report.output_totals = _output_totals(ledger)
     body = redact(json.dumps(report.model_dump(), indent=2)).encode()  # no credential a message may hold
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.json"), body))
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("_ledger", "runs", f"{run_id}.json"), body))
     page = redact(render_html(report)).encode()
     with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.html"), page))
     return report
+
+
+def _output_totals(ledger: Ledger) -> OutputTotals | None:
+    """The whole output's totals for the report (a no-op rerun still shows what the output holds);
+    None, with a warning, if the tables cannot be read now: the run itself is done and committed."""
+    try:
+        return with_retries(lambda: OutputTotals.of(*(ledger.read(n, c) for n, c in TOTALS_COLUMNS.items())))
+    except Exception:  # noqa: BLE001 - the report's extra section must not fail a committed run
+        log.warning("report: the output's totals could not be read", exc_info=True)
+        return None
 
 
 def _pooling_warning(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]]) -> str | None:

@@ -65,6 +65,8 @@ def test_unknown_model_is_one_line_before_any_model_loads(tmp_path):
         "segment_stage.asr.model=large-v3",
     )
     _one_line_exit_2(res, "asr.model='large-v3'", "not an embedded model")
+    # it names what ships and how to use another Whisper size offline (a CTranslate2 folder)
+    assert "what ships in the pip packages: base" in res.stderr and "segment_stage.asr.model=/models/" in res.stderr
     assert not (tmp_path / "out" / "segments").exists()
     assert time.monotonic() - t < 60  # no Ray, no model: seconds (generous on a loaded machine)
 

@@ -98,3 +98,69 @@ def test_der_with_collar_on_a_hand_worked_case(tmp_path):
 def test_eval_refuses_missing_inputs(tmp_path):
     res = _cli_proc("eval", str(tmp_path / "none.jsonl"), str(tmp_path / "out"))
     assert res.returncode == 2 and res.stderr.count("\n") == 1
+
+
+def test_references_match_by_uri_then_relative_path_then_unique_basename():
+    from pipeline.eval import match_references
+
+    recs = [{"uri": f"/data/audio/{p}"} for p in ("sub/a.wav", "b.wav", "c.wav", "x/d.wav", "y/d.wav")]
+    refs = [
+        {"audio_filepath": "/data/audio/b.wav", "uri": "/data/audio/b.wav"},  # the same absolute path
+        {"audio_filepath": "sub/a.wav", "uri": "/copy/sub/a.wav"},  # beside another copy of the audio
+        {"audio_filepath": "other/c.wav", "uri": "/copy/other/c.wav"},  # only the name is the same
+        {"audio_filepath": "z/d.wav", "uri": "/copy/z/d.wav"},  # two recordings are called d.wav: no match
+        {"audio_filepath": "e.wav", "uri": "/copy/e.wav"},
+    ]
+    got = match_references(refs, recs, "/data/audio")
+    assert [(r and r["uri"], rule) for r, rule in got] == [
+        ("/data/audio/b.wav", "uri"),
+        ("/data/audio/sub/a.wav", "relative"),
+        ("/data/audio/c.wav", "basename"),
+        (None, None),
+        (None, None),
+    ]
+    # a name two reference lines carry is no unique basename either
+    twice = match_references([refs[2], {**refs[2], "uri": "/copy/again/c.wav"}], recs, "/data/audio")
+    assert [rule for _, rule in twice] == [None, None]
+
+
+def test_eval_matches_a_users_own_references_and_names_lid_misses(tmp_path, shared_output):
+    """References kept in another folder, written relative to the input root: matched by relative path,
+    one by unique basename; the same-named a/x.wav and b/x.wav, written under another folder, stay
+    missing; a wrong reference language is named as a miss; an `en+de` reference accepts `en`."""
+    audio, out = shared_output
+    lines = [json.loads(x) for x in filter(None, (audio.parent / "references.jsonl").read_text().split("\n"))]
+    mine = []
+    for ref in lines:
+        rel = ref["audio_filepath"].removeprefix("audio/")
+        if rel == "jfk.flac":
+            ref.update(audio_filepath="elsewhere/jfk.flac", lang="en+de")
+        elif rel.endswith("x.wav"):
+            ref["audio_filepath"] = "elsewhere/" + rel.replace("/", "_")[2:]  # x.wav, twice
+        else:
+            ref["audio_filepath"] = rel
+        if rel == "cv.mp3":
+            ref["lang"] = "fr"
+        mine.append(ref)
+    refs = tmp_path / "refs" / "references.jsonl"
+    refs.parent.mkdir()
+    refs.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in mine) + "\n")
+    res = _cli("eval", str(refs), str(out), "--json", str(tmp_path / "eval.json"))
+    assert res.returncode == 0, res.stderr
+    got = json.loads((tmp_path / "eval.json").read_text())
+    assert got["matched"] == len(mine) - 2 and got["matched_by"] == {"uri": 0, "relative": len(mine) - 3, "basename": 1}
+    assert sorted(got["missing"]) == ["elsewhere/x.wav", "elsewhere/x.wav"]
+    assert (
+        f"{len(mine) - 2}/{len(mine)} files matched ({len(mine) - 3} by path relative to the input root, 1 by unique file name)"
+        in res.stdout
+    )
+    assert "not found: elsewhere/x.wav" in res.stdout
+    jfk = next(f for f in got["per_file"] if f["audio_filepath"] == "elsewhere/jfk.flac")
+    assert jfk["match_rule"] == "basename" and jfk["lid_correct"] is True and jfk["hyp_lang"] == "en"
+    assert {"audio_filepath": "cv.mp3", "lang": "fr", "hyp_lang": "en"} in got["lid"]["misses"]
+    assert "miss: cv.mp3: reference fr, found en" in res.stdout
+    # nothing matches: the error says which rules were tried
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"audio_filepath": "nowhere/none.wav", "lang": "en"}) + "\n")
+    res = _cli("eval", str(bad), str(out))
+    assert res.returncode == 2 and "relative to the input root" in res.stderr and "'nowhere/none.wav'" in res.stderr

@@ -99,8 +99,12 @@ def resolve_whisper_model(
     path = Path(os.path.expanduser(cfg.model))
     if not (path / "model.bin").exists():
         raise FileNotFoundError(
-            f"segment_stage.asr.model={cfg.model!r}: not an embedded model ({', '.join(EMBEDDED)}) nor a CTranslate2 "
-            "folder with model.bin (no model hub is contacted)"
+            f"segment_stage.asr.model={cfg.model!r}: not an embedded model (what ships in the pip packages: "
+            f"{', '.join(EMBEDDED)}) nor a CTranslate2 folder with model.bin, and no model hub is contacted. For another "
+            "Whisper size, fetch its CTranslate2 folder where there is network (e.g. `huggingface-cli download "
+            "Systran/faster-whisper-tiny --local-dir /models/whisper-tiny`, or convert with `ct2-transformers-converter "
+            "--model openai/whisper-tiny --output_dir /models/whisper-tiny`), copy it beside the job and set "
+            "segment_stage.asr.model=/models/whisper-tiny (optionally segment_stage.asr.sha256=<sha256 of its model.bin>)"
         )
     # every file of the folder, on every load (case-insensitive; a digest cache keyed by each file's
     # identity makes an unchanged folder one stat per file); `models.require_sha256` refuses no pin

@@ -63,8 +63,11 @@ def init_ray(cfg: RayConfig) -> None:
     quiet_ray_on_screen()
 
 
-#: Ray Data messages that say nothing a Scriptorium user can act on (we switch its bars off ourselves).
-_HARMLESS = ("Progress bars disabled",)
+#: Ray Data messages that say nothing a Scriptorium user can act on: we switch its bars off ourselves;
+#: "will hang" is Ray Data's look at the free CPUs the moment a dataset starts (the last run's or the
+#: previous stage's actors may still hold them), while `check_fits` has already refused a job whose
+#: stages cannot all be placed, so nothing hangs.
+_HARMLESS = ("Progress bars disabled", "The Dataset job will hang")
 
 
 class _DropHarmless(logging.Filter):

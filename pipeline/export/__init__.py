@@ -10,9 +10,12 @@ Formats (`scriptorium export OUTPUT --format F --to DEST`):
                   are what `lhotse.Recording.from_file` sees (Opus/WebM report their container rate, not
                   48 kHz), so `load_audio()` and `lhotse.qa.validate(read_data=True)` hold.
     lhotse-shar   Shar shards (cuts + FLAC audio per cut) that `CutSet.from_shar` reads back.
-    srt, vtt      subtitles per input, named after the input's path relative to the input root; cues wrap at
-                  42 characters x 2 lines, long segments split at word timestamps, VTT speakers as <v> tags,
-                  rejected segments marked (VTT NOTE / SRT "[?]") or left out with --drop-rejected.
+    srt, vtt      subtitles per input, named after the input's path relative to the input root; a cue is at
+                  most 2 lines of at most 42 characters, speaker tag and marker included (no third line), and
+                  at most 7 s; long segments split at word timestamps, at a sentence end, a clause end or a
+                  pause where there is a choice; a cue cut out of an utterance lasts at least 0.5 s, and no
+                  cue is zero-length; VTT speakers as <v> tags, rejected segments marked (VTT NOTE / SRT
+                  `--rejected-marker`, "[?]" by default, "" for none) or left out with --drop-rejected.
     txt, json     transcript per input, same naming.
 
 Pseudo-label formats (nemo, lhotse, lhotse-shar) keep only `accepted` segments unless `--all`. Fields an
@@ -57,7 +60,10 @@ from pipeline.export.transcripts import (
     CUE_LINE_CHARS,
     CUE_MAX_LINES,
     CUE_MAX_SECONDS,
+    CUE_MIN_SECONDS,
+    REJECTED_MARKER,
     _export_transcripts,
+    cue_blocks,
     cues,
     subtitle_text,
     subtitles,
@@ -74,12 +80,15 @@ __all__ = [
     "CUE_LINE_CHARS",
     "CUE_MAX_LINES",
     "CUE_MAX_SECONDS",
+    "CUE_MIN_SECONDS",
+    "REJECTED_MARKER",
     "FORMATS",
     "INPUTS_TABLE",
     "MARKER",
     "MAX_NAME_BYTES",
     "ExportError",
     "Format",
+    "cue_blocks",
     "cues",
     "export",
     "input_fields",
@@ -106,6 +115,7 @@ def export(
     split_by_language: bool = False,
     drop_rejected: bool = False,
     shard_size: int = 1000,
+    rejected_marker: str = REJECTED_MARKER,
 ) -> list[str]:
     """Write an export under `dest` (any fsspec URI); returns the paths written."""
     if fmt not in FORMATS:
@@ -119,7 +129,7 @@ def export(
     elif fmt == "lhotse-shar":
         n = _export_shar(output, out, accepted_only, shard_size)
     else:
-        n = _export_transcripts(output, out, _input_root(led, recs), fmt, drop_rejected)
+        n = _export_transcripts(output, out, _input_root(led, recs), fmt, drop_rejected, rejected_marker)
     if n == 0:
         out.tmp.cleanup()
         raise ExportError(
