@@ -49,6 +49,7 @@ _FINGERPRINT_SECTIONS = ("vad", "diarization", "segmentation", "lid", "asr", "pu
 #: Fields added to those sections since the fingerprint was pinned: hashed only when set away from
 #: their default, so a job that does not use them keeps its fingerprint (and its output, its work).
 _ADDED_FIELDS = {
+    "vad": ("level_dbfs",),
     "diarization": ("threshold_scale", "threshold_bounds", "min_speaker_share"),
     "asr": ("encode_pad_s",),
 }

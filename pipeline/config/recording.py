@@ -20,6 +20,13 @@ class VadConfig(Model):
     min_speech_s: float = Field(0.25, ge=0)
     min_silence_s: float = Field(0.5, ge=0, description="pauses shorter than this do not split speech")
     pad_s: float = Field(0.2, ge=0, description="padding added on each side of a speech region")
+    level_dbfs: float | None = Field(
+        -14.0,
+        le=0,
+        description="the VAD hears the audio brought to this level (dBFS of its loudest 5% of 100 ms frames, at "
+        "most +30 dB): far-field speech is quiet and Silero misses quiet speech (bench/meetings.py --rooms); "
+        "null: as recorded",
+    )
 
 
 class DiarizationConfig(Model):
