@@ -78,8 +78,9 @@ def test_cli_demo_call_is_two_speakers_without_confetti_and_a_far_talker_is_hear
     for a, b in zip(call, call[1:]):
         if a["speaker"] != b["speaker"]:  # a change of speaker sits in a pause, not inside a phrase
             assert b["words"][0]["start"] - a["words"][-1]["end"] >= TURN_PAUSE_S - 1e-6, (a["text"], b["text"])
-    far = [s for s in segs if s["uri"].endswith("jfk_far.wav")]
+    far = sorted((s for s in segs if s["uri"].endswith("jfk_far.wav")), key=lambda s: s["start"])
     # (its speaker count is not pinned: Resemblyzer hears the reverberant talker as 1-2 voices, the
     # weakness bench/meetings.py --rooms measures)
     assert recs["jfk_far.wav"]["status"] == "ok"
-    assert "ask not what your country" in " ".join(s["text"] for s in far).lower()
+    text = " ".join(s["text"] for s in far).lower()
+    assert "fellow america" in text and "what you can do for your country" in text  # without level: no segment
