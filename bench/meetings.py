@@ -370,6 +370,7 @@ def rooms_diarizer(rooms: list[Meeting], overrides: list[str]) -> list[dict]:
     """VAD and the diarizer's own turns per room (no ASR), against one speaker over the same VAD regions."""
     from pipeline.backends.registry import make_diarizer, make_vad
     from pipeline.config import load_config
+    from pipeline.stages.recording import at_level
 
     job = load_config(REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true", *overrides])
     rec = job.recording_stage
@@ -377,7 +378,7 @@ def rooms_diarizer(rooms: list[Meeting], overrides: list[str]) -> list[dict]:
     diarizer = make_diarizer(rec.diarization, job.models, False)
     rows = []
     for m in rooms:
-        regions = vad.speech_regions(m.audio)
+        regions = vad.speech_regions(at_level(m.audio, rec.vad.level_dbfs))  # as the recording stage hears it
         turns = diarizer.diarize(m.audio, regions).turns if regions else []
         hyp = [(t.start, t.end, t.speaker) for t in turns]
         one = [(r.start, r.end, "one") for r in regions]
@@ -388,11 +389,15 @@ def rooms_diarizer(rooms: list[Meeting], overrides: list[str]) -> list[dict]:
 def _room_row(m: Meeting, hyp: list, one: list) -> dict:
     d, base = score(m.turns, hyp), score(m.turns, one)
     speech = _speech_s(m.turns)
+    heard = score([(s, e, "x") for s, e, _ in m.turns], [(s, e, "x") for s, e, _ in hyp])  # speech vs none
     return {
         "meeting": m.name,
         **getattr(m, "condition", {}),
         **d,
         "der_one": base["der"],
+        "vad_missed_s": heard["missed_s"],
+        "vad_false_alarm_s": heard["false_alarm_s"],
+        "vad_scored_s": heard["scored_s"],
         "missed_share": d["missed_s"] / d["scored_s"] if d["scored_s"] else 0.0,
         "speech_s": speech,
     }
@@ -416,15 +421,16 @@ def rooms_pipeline(folder: Path, rooms: list[Meeting], overrides: list[str]) -> 
 def print_rooms(rows: list[dict]) -> None:
     print(
         "| room | RT60 s | dist m | levels dB | SNR dB | noise | overlap | backch. | speakers | found "
-        "| DER | DER one speaker | missed % | missed s | false alarm s | confusion s |"
+        "| DER | DER one speaker | missed % | missed s | false alarm s | confusion s | speech missed % |"
     )
-    print("| --- " * 16 + "|")
+    print("| --- " * 17 + "|")
     for r in rows:
         print(
             f"| {r['meeting']} | {r.get('rt60', '-')} | {r.get('dist', '-')} | {r.get('levels_db', '-')} "
             f"| {r.get('snr', '-')} | {r.get('noise', '-')} | {r.get('overlap', '-')} | {r.get('backchannels', '-')} "
             f"| {r['ref_speakers']} | {r['hyp_speakers']} | {r['der']:.3f} | {r['der_one']:.3f} "
-            f"| {100 * r['missed_share']:.1f} | {r['missed_s']:.2f} | {r['false_alarm_s']:.2f} | {r['confusion_s']:.2f} |"
+            f"| {100 * r['missed_share']:.1f} | {r['missed_s']:.2f} | {r['false_alarm_s']:.2f} | {r['confusion_s']:.2f} "
+            f"| {100 * r['vad_missed_s'] / max(r['vad_scored_s'], 1e-9):.1f} |"
         )
     for label, sel in (
         ("2-4 speakers", lambda r: r["ref_speakers"] <= 4),
@@ -441,7 +447,9 @@ def print_rooms(rows: list[dict]) -> None:
             f"{np.mean([abs(r['speaker_count_error']) for r in group]):.2f}, missed "
             f"{100 * sum(r['missed_s'] for r in group) / scored:.1f}%, false alarm "
             f"{100 * sum(r['false_alarm_s'] for r in group) / scored:.1f}%, worse than one speaker in "
-            f"{sum(r['der'] > r['der_one'] for r in group)}/{len(group)}"
+            f"{sum(r['der'] > r['der_one'] for r in group)}/{len(group)}; speech heard by nobody "
+            f"{100 * sum(r['vad_missed_s'] for r in group) / sum(r['vad_scored_s'] for r in group):.1f}% "
+            f"(the rest of 'missed' is overlap: one speaker per instant)"
         )
 
 
