@@ -50,7 +50,7 @@ _FINGERPRINT_SECTIONS = ("vad", "diarization", "segmentation", "lid", "asr", "pu
 #: their default, so a job that does not use them keeps its fingerprint (and its output, its work).
 _ADDED_FIELDS = {
     "vad": ("level_dbfs",),
-    "diarization": ("threshold_scale", "threshold_bounds", "min_speaker_share"),
+    "diarization": ("threshold_scale", "threshold_bounds", "min_speaker_share", "beyond_model", "beyond_sha256"),
     "asr": ("encode_pad_s",),
 }
 #: Fields whose default changed since the pin, with the value they had then: while the section is off

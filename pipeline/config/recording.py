@@ -39,6 +39,12 @@ class DiarizationConfig(Model):
     )
     model: str | None = None
     sha256: str | None = None
+    beyond_model: str | None = Field(
+        None,
+        description="nemo with a Sortformer model: a speaker-embedding model (TitaNet) whose windows are clustered "
+        "instead when a recording keeps every Sortformer slot busy (more speakers than it can tell, 4)",
+    )
+    beyond_sha256: str | None = None
     max_speakers: int = Field(8, ge=1)
     # Cosine distance above which two clusters are different speakers (agglomerative, average link).
     # Calibrated for Resemblyzer on ../shared/corpus and bench/meetings.py (why: pipeline/clustering.py).
