@@ -8,6 +8,14 @@ found/true speakers per synthesised meeting, through the public API (`pipeline.r
                                                             # the fixed threshold 0.30 of before
     .venv/bin/python bench/meetings.py --sweep --seeds 0,1,2,3,4,5,6,7   # clustering settings side by side, no ASR
     .venv/bin/python bench/meetings.py --voices             # how far apart the encoder puts the voices
+    .venv/bin/python bench/meetings.py --rooms              # far-field rooms, 2-8 speakers, vs one speaker (no ASR)
+    .venv/bin/python bench/meetings.py --rooms --asr        # ... through the whole pipeline (English voices)
+
+`--rooms` (pip install '.[bench]' for pyroomacoustics) puts the same voices in a simulated room
+(`build_room`): one microphone, talkers 1-4 m away, RT60 0.3-0.9 s, 10-20 dB between the loudest and
+the quietest talker, 10-30% of the speech overlapped, quiet backchannels of 0.3-1 s inside other turns,
+babble and/or HVAC noise at 5-20 dB SNR. It reports DER, the speaker count, missed speech and false
+alarm beside the one-speaker baseline (every VAD region, or every segment, given to one speaker).
 
 The corpus (../shared/corpus) holds one real two-speaker call only, so meetings are built from its
 distinct voices (`VOICES`: JFK, a LibriSpeech reader, the silero lecture, the two speechbrain
@@ -200,6 +208,259 @@ def print_rows(rows: list[dict]) -> None:
     )
 
 
+# -- far-field rooms: the meetings as a microphone in the middle of the table hears them ------------
+
+ROOM_SPEAKERS = (2, 3, 4, 6, 8)
+ROOM_SEEDS = (0, 1)
+ROOM_TARGET_S = 45.0
+
+
+@dataclass
+class Room(Meeting):
+    condition: dict  # rt60 (s), distances (m), level spread (dB), snr (dB), noise, overlap share, backchannels
+
+
+def _place_in(dims: np.ndarray, mic: np.ndarray, dist: float, rng: np.random.Generator) -> list[float]:
+    """A talker's mouth `dist` m from the microphone (horizontally) in a random direction, kept 0.4 m
+    from the walls (pulled closer to the microphone where the room is too small)."""
+    for _ in range(50):
+        a = rng.uniform(0, 2 * np.pi)
+        p = mic[:2] + dist * np.array([np.cos(a), np.sin(a)])
+        if np.all(p > 0.4) and np.all(p < dims[:2] - 0.4):
+            return [float(p[0]), float(p[1]), float(rng.uniform(1.1, 1.4))]
+        dist *= 0.95
+    return [float(mic[0]) + 0.5, float(mic[1]), 1.2]
+
+
+def _hvac(n: int, rng: np.random.Generator) -> np.ndarray:
+    """HVAC-like noise: brown (1/f^2) rumble plus a low hum and its harmonics, with a slow wobble."""
+    white = rng.normal(0, 1, n)
+    brown = np.cumsum(white)
+    brown -= np.convolve(brown, np.ones(4001) / 4001, mode="same")  # no drift below ~4 Hz
+    t = np.arange(n) / SR
+    hum = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) / k for k, f in enumerate((100.0, 200.0, 300.0), 1))
+    x = brown / (np.std(brown) + 1e-9) + 0.3 * hum + 0.2 * white
+    return (x * (1 + 0.1 * np.sin(2 * np.pi * 0.2 * t))).astype(np.float64)
+
+
+def build_room(units: dict[str, list[np.ndarray]], n: int, seed: int, pool: tuple[str, ...] | None = None) -> Room:
+    """A far-field meeting of `n` voices: turns with 10-30% of the speech overlapped, quiet 0.3-1 s
+    backchannels inside other people's turns, talkers 1-4 m from one microphone in a shoebox room
+    (pyroomacoustics image sources, RT60 0.3-0.9 s), 10-20 dB between the loudest and quietest talker,
+    babble (voices not in the meeting, from far corners) and/or HVAC noise at 5-20 dB SNR. The
+    reference turns are where each voice's (dry) speech was placed. Deterministic in (n, seed, pool)."""
+    import pyroomacoustics as pra  # optional: the `bench` extra; only this benchmark simulates rooms
+    from scipy.signal import fftconvolve  # heavy: SciPy takes about a second to import
+
+    rng = np.random.default_rng(7000 + 100 * n + seed)
+    names = sorted(pool or units)
+    voices = [str(v) for v in rng.choice(names, size=n, replace=False)]
+    share = rng.dirichlet(np.full(n, 1.0))
+    queue = {v: list(units[v]) for v in voices}
+    overlap_target = float(rng.uniform(0.10, 0.30))
+    spread_db = float(rng.uniform(10, 20))
+    gain_db = {v: float(g) for v, g in zip(voices, rng.permutation(np.linspace(0.0, -spread_db, n)))}
+    order = [(str(v), queue[str(v)].pop(0)) for v in rng.permutation(voices)]
+    total = sum(len(u) for _, u in order) / SR
+    while total < ROOM_TARGET_S:
+        live = [v for v in voices if queue[v] and v != order[-1][0]]
+        if not live:
+            break
+        p = np.array([share[voices.index(v)] for v in live])
+        v = live[int(rng.choice(len(live), p=p / p.sum()))]
+        order.append((v, queue[v].pop(0)))
+        total += len(order[-1][1]) / SR
+    # place the turns, overlapping into the previous one until `overlap_target` of the speech is overlapped
+    placed: list[tuple[int, np.ndarray, str]] = []
+    t, speech, overlapped = int(0.5 * SR), 0, 0
+    for k, (v, u) in enumerate(order):
+        if k:
+            if overlapped < overlap_target * (speech + len(u)):
+                ov = min(int(rng.uniform(0.5, 2.0) * SR), len(placed[-1][1]) // 2, len(u) // 2)
+                t -= ov
+                overlapped += ov
+            else:
+                t += int(rng.uniform(0.2, 0.8) * SR)
+        placed.append((t, u, v))
+        t += len(u)
+        speech += len(u)
+    # backchannels: 0.3-1 s of another voice, 6-12 dB quieter, inside one turn in four
+    backchannels = 0
+    for start, u, v in list(placed):
+        others = [w for w in voices if w != v and units[w]]
+        if len(u) < 2 * SR or not others or rng.random() > 0.25:
+            continue
+        w = str(rng.choice(others))
+        src = units[w][int(rng.integers(len(units[w])))]
+        d = min(int(rng.uniform(0.3, 1.0) * SR), len(src))
+        at = start + int(rng.integers(int(0.3 * SR), len(u) - d))
+        placed.append((at, src[:d] * 10 ** (-rng.uniform(6, 12) / 20), w))
+        backchannels += 1
+    length = max(s + len(u) for s, u, _ in placed) + int(0.5 * SR)
+    tracks = {v: np.zeros(length, np.float64) for v in voices}
+    turns: list[tuple[float, float, str]] = []
+    for start, u, v in sorted(placed, key=lambda x: x[0]):
+        tracks[v][start : start + len(u)] += u * 10 ** (gain_db[v] / 20)
+        turns.append((round(start / SR, 3), round((start + len(u)) / SR, 3), v))
+    # the room
+    dims = np.array([rng.uniform(4.5, 9.0), rng.uniform(3.5, 7.0), rng.uniform(2.6, 3.2)])
+    rt60 = float(rng.uniform(0.3, 0.9))
+    absorption, max_order = pra.inverse_sabine(rt60, dims)
+    room = pra.ShoeBox(dims, fs=SR, materials=pra.Material(absorption), max_order=min(max_order, 40))
+    mic = np.array([dims[0] / 2 + rng.uniform(-0.5, 0.5), dims[1] / 2 + rng.uniform(-0.5, 0.5), 0.8])
+    room.add_microphone(mic)
+    dist = {v: float(rng.uniform(1.0, 4.0)) for v in voices}
+    for v in voices:
+        room.add_source(_place_in(dims, mic, dist[v], rng))
+    noise_kind = str(rng.choice(["babble", "hvac", "babble+hvac"]))
+    strangers = [w for w in names if w not in voices] or names
+    babblers = [str(w) for w in rng.choice(strangers, size=min(4, len(strangers)), replace=False)]
+    for _ in babblers:  # far corners
+        room.add_source([float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.3, dims[1] - 0.3)), 1.2])
+    room.compute_rir()
+    mix = np.zeros(length, np.float64)
+    for k, v in enumerate(voices):
+        mix += fftconvolve(tracks[v], room.rir[0][k])[:length]
+    noise = np.zeros(length, np.float64)
+    if "babble" in noise_kind:
+        for k, w in enumerate(babblers):
+            chatter = np.concatenate([units[w][int(i)] for i in rng.permutation(len(units[w]))] * 20)[:length]
+            noise += fftconvolve(np.pad(chatter, (0, length - len(chatter))), room.rir[0][n + k])[:length]
+    if "hvac" in noise_kind:
+        h = _hvac(length, rng)
+        noise += h * (np.std(noise) / np.std(h) if np.any(noise) else 1.0)
+    active = np.zeros(length, bool)
+    for s, e, _ in turns:
+        active[int(s * SR) : int(e * SR)] = True
+    snr = float(rng.uniform(5, 20))
+    p_speech = float(np.mean(mix[active] ** 2))
+    noise *= np.sqrt(p_speech / 10 ** (snr / 10) / max(float(np.mean(noise**2)), 1e-12))
+    audio = mix + noise
+    audio *= 0.3 / max(float(np.max(np.abs(audio))), 1e-9)
+    condition = {
+        "rt60": round(rt60, 2),
+        "dist": f"{min(dist.values()):.1f}-{max(dist.values()):.1f}",
+        "levels_db": round(spread_db, 1),
+        "snr": round(snr, 1),
+        "noise": noise_kind,
+        "overlap": round(overlapped / max(speech, 1), 2),
+        "backchannels": backchannels,
+    }
+    return Room(f"room{n}_seed{seed}", audio.astype(np.float32), turns, condition)
+
+
+def write_rooms(
+    folder: Path, speakers=ROOM_SPEAKERS, seeds=ROOM_SEEDS, pool: tuple[str, ...] | None = None
+) -> list[Room]:
+    import soundfile as sf
+
+    units = voice_units()
+    folder.mkdir(parents=True, exist_ok=True)
+    rooms = [build_room(units, n, s, pool) for n in speakers for s in seeds]
+    for r in rooms:
+        sf.write(folder / f"{r.name}.wav", r.audio, SR, subtype="PCM_16")
+        (folder / f"{r.name}.rttm").write_text(r.rttm())
+    return rooms
+
+
+def _speech_s(turns: list[tuple[float, float, str]]) -> float:
+    """Seconds of reference speech (the union of the turns; an overlap counts once)."""
+    edges = sorted(turns)
+    total, end = 0.0, 0.0
+    for s, e, _ in edges:
+        if e > end:
+            total += e - max(s, end)
+            end = e
+    return total
+
+
+def rooms_diarizer(rooms: list[Meeting], overrides: list[str]) -> list[dict]:
+    """VAD and the diarizer's own turns per room (no ASR), against one speaker over the same VAD regions."""
+    from pipeline.backends.registry import make_diarizer, make_vad
+    from pipeline.config import load_config
+    from pipeline.stages.recording import at_level
+
+    job = load_config(REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true", *overrides])
+    rec = job.recording_stage
+    vad = make_vad(rec.vad, job.models, False)
+    diarizer = make_diarizer(rec.diarization, job.models, False)
+    rows = []
+    for m in rooms:
+        regions = vad.speech_regions(at_level(m.audio, rec.vad.level_dbfs))  # as the recording stage hears it
+        turns = diarizer.diarize(m.audio, regions).turns if regions else []
+        hyp = [(t.start, t.end, t.speaker) for t in turns]
+        one = [(r.start, r.end, "one") for r in regions]
+        rows.append(_room_row(m, hyp, one))
+    return rows
+
+
+def _room_row(m: Meeting, hyp: list, one: list) -> dict:
+    d, base = score(m.turns, hyp), score(m.turns, one)
+    speech = _speech_s(m.turns)
+    heard = score([(s, e, "x") for s, e, _ in m.turns], [(s, e, "x") for s, e, _ in hyp])  # speech vs none
+    return {
+        "meeting": m.name,
+        **getattr(m, "condition", {}),
+        **d,
+        "der_one": base["der"],
+        "vad_missed_s": heard["missed_s"],
+        "vad_false_alarm_s": heard["false_alarm_s"],
+        "vad_scored_s": heard["scored_s"],
+        "missed_share": d["missed_s"] / d["scored_s"] if d["scored_s"] else 0.0,
+        "speech_s": speech,
+    }
+
+
+def rooms_pipeline(folder: Path, rooms: list[Meeting], overrides: list[str]) -> list[dict]:
+    """Every room through `pipeline.runner.run` with diarization on: DER of the segments' speakers, and
+    of the same segments given to one speaker (the baseline of issue 34)."""
+    from diarization import _run  # bench/diarization.py: the public API, conf/local.yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        segs, _recs = _run(folder, Path(tmp) / "out", ["recording_stage.diarization.enabled=true", *overrides])
+    rows = []
+    for m in rooms:
+        mine = [s for s in segs if Path(s["uri"]).stem == m.name and s["text"]]
+        hyp = [(s["start"], s["end"], s["speaker"]) for s in mine]
+        rows.append(_room_row(m, hyp, [(s["start"], s["end"], "one") for s in mine]))
+    return rows
+
+
+def print_rooms(rows: list[dict]) -> None:
+    print(
+        "| room | RT60 s | dist m | levels dB | SNR dB | noise | overlap | backch. | speakers | found "
+        "| DER | DER one speaker | missed % | missed s | false alarm s | confusion s | speech missed % |"
+    )
+    print("| --- " * 17 + "|")
+    for r in rows:
+        print(
+            f"| {r['meeting']} | {r.get('rt60', '-')} | {r.get('dist', '-')} | {r.get('levels_db', '-')} "
+            f"| {r.get('snr', '-')} | {r.get('noise', '-')} | {r.get('overlap', '-')} | {r.get('backchannels', '-')} "
+            f"| {r['ref_speakers']} | {r['hyp_speakers']} | {r['der']:.3f} | {r['der_one']:.3f} "
+            f"| {100 * r['missed_share']:.1f} | {r['missed_s']:.2f} | {r['false_alarm_s']:.2f} | {r['confusion_s']:.2f} "
+            f"| {100 * r['vad_missed_s'] / max(r['vad_scored_s'], 1e-9):.1f} |"
+        )
+    for label, sel in (
+        ("2-4 speakers", lambda r: r["ref_speakers"] <= 4),
+        ("5-8 speakers", lambda r: r["ref_speakers"] > 4),
+    ):
+        group = [r for r in rows if sel(r)]
+        if not group:
+            continue
+        scored = sum(r["scored_s"] for r in group)
+        pooled = lambda key: sum(r[key] * r["scored_s"] for r in group) / scored  # noqa: E731
+        print(
+            f"{label}: DER {pooled('der'):.3f} (one speaker {pooled('der_one'):.3f}), count within one "
+            f"{sum(abs(r['speaker_count_error']) <= 1 for r in group)}/{len(group)}, mean |count error| "
+            f"{np.mean([abs(r['speaker_count_error']) for r in group]):.2f}, missed "
+            f"{100 * sum(r['missed_s'] for r in group) / scored:.1f}%, false alarm "
+            f"{100 * sum(r['false_alarm_s'] for r in group) / scored:.1f}%, worse than one speaker in "
+            f"{sum(r['der'] > r['der_one'] for r in group)}/{len(group)}; speech heard by nobody "
+            f"{100 * sum(r['vad_missed_s'] for r in group) / sum(r['vad_scored_s'] for r in group):.1f}% "
+            f"(the rest of 'missed' is overlap: one speaker per instant)"
+        )
+
+
 # -- calibration: windows once, clustering many times -------------------------------------------------
 
 
@@ -302,10 +563,22 @@ def main() -> None:
         action="store_true",
         help="the full run draws from every voice, not only the English ones (--sweep always does)",
     )
+    parser.add_argument("--rooms", action="store_true", help="far-field rooms (2-8 speakers): VAD + diarizer, no ASR")
+    parser.add_argument("--asr", action="store_true", help="with --rooms: through the whole pipeline (English voices)")
+    parser.add_argument("--speakers", default=None, help="with --rooms: speaker counts (default 2,3,4,6,8)")
     args = parser.parse_args()
     seeds = tuple(int(x) for x in args.seeds.split(","))
     if args.voices:
         voices_table()
+        return
+    if args.rooms:
+        speakers = tuple(int(x) for x in args.speakers.split(",")) if args.speakers else ROOM_SPEAKERS
+        room_seeds = seeds if args.seeds != "0,1,2" else ROOM_SEEDS
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = args.keep or Path(tmp) / "rooms"
+            rooms = write_rooms(folder, speakers, room_seeds, pool=ENGLISH if args.asr else None)
+            run = rooms_pipeline(folder, rooms, args.override) if args.asr else rooms_diarizer(rooms, args.override)
+            print_rooms(run)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp) / "meetings"

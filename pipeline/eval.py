@@ -32,7 +32,8 @@ What is measured (all numbers land in eval.json, and a table is printed):
 * **DER** with a 0.25 s collar around every reference boundary (NIST md-eval convention; overlap scored),
   on a 10 ms grid, with the optimal one-to-one speaker mapping (Hungarian, scipy's linear_sum_assignment),
   split into missed speech, false alarm and confusion; and the **speaker-count error** (hypothesis speakers
-  minus reference speakers) wherever the reference gives an RTTM or `num_speakers`. The scoring itself
+  minus reference speakers; the reference count is `num_speakers`, else the RTTM's speakers) of every
+  file whose reference gives either: its mean absolute value is over exactly those files. The scoring itself
   (`der`, `read_rttm`) lives in pipeline/der.py; this module matches files and adds the numbers up.
 """
 
@@ -269,6 +270,8 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
             d["audio_filepath"] = ref["audio_filepath"]
             der_rows.append(d)
             row["der"] = d["der"]
+            if n_ref_spk is None:
+                n_ref_spk = d["ref_speakers"]  # the RTTM's speakers are the reference count
         if n_ref_spk is not None and (spoken or n_ref_spk):
             row["speaker_count_error"] = len({t[2] for t in hyp_turns}) - int(n_ref_spk)
         files.append(row)
@@ -302,7 +305,10 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
         "input_root": root,
         "missing": [f["audio_filepath"] for f in files if f.get("missing")],
         "languages": languages,
-        "overall": {"wer": _wer(groups["all"]), "ref_words": groups["all"].get("ref_words", 0)},
+        "overall": {
+            "wer": _wer(groups["all"]) if groups["all"] else None,
+            "ref_words": groups["all"].get("ref_words", 0),
+        },
         "wer_by_judgement": wer_groups,
         "yield": {
             "segments": y["segments"],
@@ -327,7 +333,13 @@ def evaluate(references: str, output: OutputConfig, collar: float = COLLAR_S) ->
             "files": len(der_rows),
             "der": round(sum((d["der"] or 0) * d["scored_s"] for d in der_rows) / scored, 6) if scored else None,
             "per_file": der_rows,
+            "missed_s": round(sum(d["missed_s"] for d in der_rows), 3),
+            "false_alarm_s": round(sum(d["false_alarm_s"] for d in der_rows), 3),
+            "confusion_s": round(sum(d["confusion_s"] for d in der_rows), 3),
+            "scored_s": round(scored, 3),
+            "speaker_count_files": len(spk_err),
             "speaker_count_mean_abs_error": round(float(np.mean(np.abs(spk_err))), 4) if spk_err else None,
+            "speaker_count_within_one": sum(abs(e) <= 1 for e in spk_err),
         },
         "per_file": files,
     }
@@ -374,8 +386,9 @@ def table(res: dict[str, Any]) -> str:
     d = res["diarization"]
     if d["files"]:
         lines.append(
-            f"DER         {f(d['der'])} over {d['files']} file(s), collar {d['collar_s']} s; "
-            f"speaker count mean |error| {d['speaker_count_mean_abs_error']}"
+            f"DER         {f(d['der'])} over {d['files']} file(s), collar {d['collar_s']} s: missed "
+            f"{d['missed_s']} s, false alarm {d['false_alarm_s']} s, confusion {d['confusion_s']} s of "
+            f"{d['scored_s']} s scored"
         )
         for r in d["per_file"]:
             lines.append(
@@ -383,6 +396,11 @@ def table(res: dict[str, Any]) -> str:
                 f"{r['false_alarm_s']} s, confusion {r['confusion_s']} s), speakers {r['hyp_speakers']} "
                 f"vs {r['ref_speakers']}"
             )
+    if d["speaker_count_files"]:
+        lines.append(
+            f"speakers    count mean |error| {d['speaker_count_mean_abs_error']} over {d['speaker_count_files']} "
+            f"file(s), within one on {d['speaker_count_within_one']}"
+        )
     return "\n".join(lines)
 
 

@@ -78,7 +78,8 @@ def utterances(regions: Sequence[Span], cfg: SegmentationConfig, audio: np.ndarr
 
 def speaker_at(start: float, end: float, turns: Sequence[Span]) -> str | None:
     """The speaker of [start, end]: the turn that overlaps it most (a word straddling a change goes
-    to the larger share); with no overlap at all, the nearest turn; None without turns."""
+    to the larger share); with no overlap at all (a word of no duration, or in a gap), the turn
+    that holds its middle, else the nearest turn; None without turns."""
     best, best_overlap = None, 0.0
     for t in turns:
         overlap = min(end, t.end) - max(start, t.start)
@@ -87,19 +88,117 @@ def speaker_at(start: float, end: float, turns: Sequence[Span]) -> str | None:
     if best is not None or not turns:
         return best
     mid = (start + end) / 2
+    for t in turns:
+        if t.start <= mid < t.end:
+            return t.speaker
     return min(turns, key=lambda t: min(abs(mid - t.start), abs(mid - t.end))).speaker
 
 
+#: A gap between two words at least this long is a pause that supports a change of speaker (people
+#: take turns with 0.2-0.5 s between them; Whisper's word times leave 0-0.15 s inside a phrase).
+TURN_PAUSE_S = 0.2
+#: A speaker's run of words without a pause on both sides lasts at least this long and holds at least
+#: `MIN_RUN_WORDS` words; shorter, it is the diarizer's blur at a turn change, not a turn.
+MIN_RUN_S = 0.5
+MIN_RUN_WORDS = 2
+#: A change of speaker between words without a pause moves to the longest pause this close (seconds).
+SNAP_S = 1.0
+
+
 def speaker_runs(words: Sequence[tuple[float, float]], turns: Sequence[Span]) -> list[tuple[str | None, list[int]]]:
-    """Words (start, end seconds, original timeline) -> runs of consecutive word indices with one
-    speaker each, in order. Where a segment must be split."""
+    """Words (start, end seconds, original timeline) of one segment -> runs of consecutive word
+    indices with one speaker each, in order: where the segment must be split.
+
+    Each word takes the speaker it overlaps most (`speaker_at`), then the rules against confetti:
+      * a run is a turn only if it holds `MIN_RUN_WORDS` words over `MIN_RUN_S` seconds, or stands
+        between pauses (`TURN_PAUSE_S`) on both sides (a whole utterance, such as a backchannel; the
+        segment's own edges are pauses); shorter runs, and any run of no duration, join a neighbour
+        (both neighbours when they are one speaker, else the one it is closer to in time), shortest first;
+      * then a change of speaker between two words without a pause moves to the longest pause within
+        `SNAP_S` of it (diarization's turns come from 0.5-1.6 s windows; the words' pauses are where
+        people actually take turns), so a phrase is not split between two speakers.
+    So no split leaves a fragment of no duration, or under `MIN_RUN_S`, unless it is a whole utterance."""
+    if not words:
+        return []
+    labels = [speaker_at(a, b, turns) for a, b in words]
+    # gaps[i]: the pause before word i; gaps[n]: after the last word (the segment's edges are pauses)
+    gaps = [math.inf] + [max(0.0, words[i][0] - words[i - 1][1]) for i in range(1, len(words))] + [math.inf]
+    runs = _absorb_confetti(_runs_of(labels), words, gaps)
+    labels = _snap_to_pauses([who for who, idx in runs for _ in idx], words, gaps)
+    return _absorb_confetti(_runs_of(labels), words, gaps)
+
+
+def _runs_of(labels: Sequence[str | None]) -> list[tuple[str | None, list[int]]]:
     runs: list[tuple[str | None, list[int]]] = []
-    for i, (a, b) in enumerate(words):
-        who = speaker_at(a, b, turns)
+    for i, who in enumerate(labels):
         if runs and runs[-1][0] == who:
             runs[-1][1].append(i)
         else:
             runs.append((who, [i]))
+    return runs
+
+
+def _snap_to_pauses(
+    labels: list[str | None], words: Sequence[tuple[float, float]], gaps: Sequence[float]
+) -> list[str | None]:
+    """Move each change of speaker that has no pause to the longest pause within `SNAP_S` of it that
+    does not cross another change (see `speaker_runs`)."""
+    labels = list(labels)
+    changes = [i for i in range(1, len(labels)) if labels[i] != labels[i - 1]]
+    prev_change = 0  # where the previous change ended up
+    for n, i in enumerate(changes):
+        if gaps[i] >= TURN_PAUSE_S:
+            prev_change = i
+            continue
+        next_change = changes[n + 1] if n + 1 < len(changes) else len(labels)
+        at = words[i][0]
+        best = None
+        for j in range(prev_change + 1, next_change):
+            if j == i or gaps[j] < TURN_PAUSE_S:
+                continue
+            if abs((words[j - 1][1] + words[j][0]) / 2 - at) > SNAP_S:
+                continue
+            if best is None or (gaps[j], -abs(j - i)) > (gaps[best], -abs(best - i)):
+                best = j
+        if best is None:
+            prev_change = i
+            continue
+        before, after = labels[i - 1], labels[i]
+        for k in range(min(i, best), max(i, best)):
+            labels[k] = after if best < i else before
+        prev_change = best
+    return labels
+
+
+def _absorb_confetti(
+    runs: list[tuple[str | None, list[int]]], words: Sequence[tuple[float, float]], gaps: Sequence[float]
+) -> list[tuple[str | None, list[int]]]:
+    """Fold the runs that are not turns (see `speaker_runs`) into their neighbours, shortest first."""
+    runs = [(who, list(idx)) for who, idx in runs]
+
+    def duration(idx: list[int]) -> float:
+        return words[idx[-1]][1] - words[idx[0]][0]
+
+    def confetti(idx: list[int]) -> bool:
+        if duration(idx) <= 0:
+            return True
+        between_pauses = gaps[idx[0]] >= TURN_PAUSE_S and gaps[idx[-1] + 1] >= TURN_PAUSE_S
+        return not between_pauses and (duration(idx) < MIN_RUN_S or len(idx) < MIN_RUN_WORDS)
+
+    while len(runs) > 1:
+        small = [k for k, (_, idx) in enumerate(runs) if confetti(idx)]
+        if not small:
+            break
+        k = min(small, key=lambda k: (duration(runs[k][1]), len(runs[k][1])))
+        idx = runs[k][1]
+        left = runs[k - 1] if k > 0 else None
+        right = runs[k + 1] if k + 1 < len(runs) else None
+        if left and right and left[0] == right[0]:
+            runs[k - 1 : k + 2] = [(left[0], left[1] + idx + right[1])]
+        elif right is None or (left is not None and gaps[idx[0]] <= gaps[idx[-1] + 1]):
+            runs[k - 1 : k + 1] = [(left[0], left[1] + idx)]
+        else:
+            runs[k : k + 2] = [(right[0], idx + right[1])]
     return runs
 
 

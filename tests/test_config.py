@@ -98,9 +98,18 @@ def test_fingerprints_are_pinned_to_the_values_before_the_reshape():
             "recording_stage.diarization.enabled=true",
             "segment_stage.vocabulary.terms=[ComfyUI]",
             "segment_stage.asr.encode_pad_s=null",
+            "recording_stage.diarization.min_speaker_s=3",  # its default before issue 34
         ],
     )
     assert _fp(both) == PINNED["local+diarization+vocabulary"]
+    # diarization on with today's default (4 s): speakers change, so the fingerprint does
+    now = load_config(REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true"])
+    assert _fp(now) != _fp(
+        load_config(
+            REPO / "conf/local.yaml",
+            ["recording_stage.diarization.enabled=true", "recording_stage.diarization.min_speaker_s=3"],
+        )
+    )
 
 
 def test_fields_added_since_the_pin_count_only_away_from_their_default():

@@ -5,8 +5,10 @@ hand-worked case."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jiwer
+import pyarrow as pa
 import pytest
 
 from tests.helpers.cli import cli_inproc as _cli, run_cli as _cli_proc
@@ -164,3 +166,49 @@ def test_eval_matches_a_users_own_references_and_names_lid_misses(tmp_path, shar
     bad.write_text(json.dumps({"audio_filepath": "nowhere/none.wav", "lang": "en"}) + "\n")
     res = _cli("eval", str(bad), str(out))
     assert res.returncode == 2 and "relative to the input root" in res.stderr and "'nowhere/none.wav'" in res.stderr
+
+
+def test_speaker_count_error_is_the_mean_over_files_with_a_reference_count(tmp_path):
+    """Issue 34: eval printed 'mean |error| 0.0' beside per-file errors of -1, -3, -4, because files
+    whose reference gives an RTTM (and no `num_speakers`) were left out of the mean. An output
+    written straight to the two tables: three files with an RTTM (4 speakers each, found as 3, 2 and
+    none: no speech), one with `num_speakers` 2 found as 2, one with neither (not counted)."""
+    from deltalake import write_deltalake
+
+    from pipeline.config import OutputConfig
+    from pipeline.ledger import Ledger
+    from pipeline.ledger.tables import SCHEMAS
+
+    out = tmp_path / "out"
+    led = Ledger(OutputConfig(uri=str(out)))
+    hyp = {"a": ["s0", "s1", "s2"], "b": ["s0", "s1"], "c": [], "d": ["s0", "s1"], "e": ["s0"]}
+    recs, segs = [], []
+    for name, speakers in hyp.items():
+        rid = f"id-{name}"
+        recs.append({"recording_id": rid, "uri": str(tmp_path / f"{name}.wav"), "language": "en", "status": "ok"})
+        recs[-1].update(fingerprint="f", write_id="w")
+        for k, who in enumerate(speakers):
+            segs.append(
+                {"recording_id": rid, "uri": recs[-1]["uri"], "start": 2.0 * k, "end": 2.0 * k + 2.0, "text": "hi"}
+            )
+            segs[-1].update(speaker=who, language="en", accepted=True, fingerprint="f", write_id="w")
+    for table, rows in (("recordings", recs), ("segments", segs)):
+        schema = SCHEMAS[table]
+        full = [{f.name: r.get(f.name) for f in schema} for r in rows]
+        write_deltalake(led.table_uri(table), pa.Table.from_pylist(full, schema=schema))
+    rttm = "".join(f"SPEAKER x 1 {2.0 * k:.2f} 2.00 <NA> <NA> r{k} <NA> <NA>\n" for k in range(4))
+    (tmp_path / "four.rttm").write_text(rttm)
+    refs = [{"audio_filepath": f"{n}.wav", "rttm_filepath": "four.rttm"} for n in "abc"]
+    refs += [{"audio_filepath": "d.wav", "num_speakers": 2}, {"audio_filepath": "e.wav"}]
+    (tmp_path / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
+    res = _cli("eval", str(tmp_path / "refs.jsonl"), str(out), "--json", str(tmp_path / "eval.json"))
+    assert res.returncode == 0, res.stderr
+    got = json.loads((tmp_path / "eval.json").read_text())
+    per_file = {Path(f["audio_filepath"]).stem: f.get("speaker_count_error") for f in got["per_file"]}
+    assert per_file == {"a": -1, "b": -2, "c": -4, "d": 0, "e": None}
+    d = got["diarization"]
+    assert d["speaker_count_files"] == 4 and d["speaker_count_mean_abs_error"] == pytest.approx((1 + 2 + 4 + 0) / 4)
+    assert d["speaker_count_within_one"] == 2
+    assert [r["speaker_count_error"] for r in d["per_file"]] == [-1, -2, -4]  # the DER lines agree
+    assert "count mean |error| 1.75 over 4 file(s)" in res.stdout
+    assert d["missed_s"] == pytest.approx(sum(r["missed_s"] for r in d["per_file"]))

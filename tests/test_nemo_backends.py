@@ -498,3 +498,45 @@ def test_cli_marks_overlapped_speech_from_sortformer_on_words_segments_and_recor
     assert all(s["overlap_seconds"] == pytest.approx(s["duration"], abs=0.01) for s in segments)
     report = json.loads((out / "report.json").read_text())
     assert report["overlap_recordings"] == 1 and report["overlap_seconds"] == pytest.approx(rec["overlap_seconds"])
+
+
+# ---------------------------------------------------------------------------------------------- beyond 4 speakers
+
+
+def test_every_slot_busy_asks_each_slot_for_min_speaker_s_inside_the_regions():
+    from pipeline.backends.nemo.diarization import every_slot_busy
+
+    frame = 0.08
+    probs = np.zeros((250, 4))  # 20 s
+    for k in range(4):
+        probs[k * 50 : k * 50 + 40, k] = 0.9  # each slot active for 3.2 s
+    regions = [Span(0.0, 20.0)]
+    assert every_slot_busy(probs, frame, regions, 3.0)
+    assert not every_slot_busy(probs, frame, regions, 4.0)  # 3.2 s is not enough
+    assert not every_slot_busy(probs, frame, [Span(0.0, 12.0)], 3.0)  # slot 3 speaks outside the speech
+    probs[:, 3] = 0.2
+    assert not every_slot_busy(probs, frame, regions, 3.0)  # a free slot: Sortformer had room for everyone
+
+
+def test_sortformer_hands_over_to_titanet_when_every_slot_is_busy(tiny, models_cfg, call, tmp_path):
+    regions = [Span(0.4, 6.2), Span(7.0, 18.5)]
+    window = {"embedding_window_s": 1.5, "embedding_hop_s": 0.75, "min_speaker_s": 2.0}
+    crowded = _sortformer_with_bias(tiny["sortformer"], tmp_path / "crowded.nemo", [6.0, 5.0, 4.0, 3.0])
+    cfg = DiarizationConfig(
+        enabled=True, backend="nemo", model=str(crowded), beyond_model=str(tiny["speaker"]), **window
+    )
+    diar = NemoDiarizer(cfg, models_cfg, False)
+    assert diar.model_id() == f"nemo:{crowded} + beyond nemo:{tiny['speaker']}"
+    found = diar.diarize(call, regions)
+    assert diar.last_mode == "beyond" and found.overlaps is None
+    alone = NemoDiarizer(
+        DiarizationConfig(enabled=True, backend="nemo", model=str(tiny["speaker"]), **window), models_cfg, False
+    )
+    assert found.turns == alone.diarize(call, regions).turns  # the clustering's turns, not Sortformer's
+    # two busy slots of four: Sortformer keeps the recording (and tells the overlap)
+    two = _sortformer_with_bias(tiny["sortformer"], tmp_path / "two.nemo", [6.0, 4.0, -8.0, -8.0])
+    diar = NemoDiarizer(cfg.model_copy(update={"model": str(two)}), models_cfg, False)
+    found = diar.diarize(call, regions)
+    assert diar.last_mode == "sortformer" and found.overlaps and {t.speaker for t in found.turns} == {"spk0"}
+    with pytest.raises(TypeError, match="beyond_model"):
+        NemoDiarizer(cfg.model_copy(update={"beyond_model": str(two)}), models_cfg, False)

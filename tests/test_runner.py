@@ -340,7 +340,7 @@ def test_export_pseudo_labels_load_in_lhotse_and_nemo_format(corpus_run, tmp_pat
     assert all(Path(x["audio_filepath"]).exists() and x["duration"] > 0 and x["text"] for x in lines)
     res = _cli("export", str(out), "--format", "srt", "--to", str(tmp_path / "srt"))
     srt = (tmp_path / "srt/speech/whisper_jfk.flac.srt").read_text()  # names mirror the input's relative path
-    assert srt.startswith("1\n00:00:00,") and "ask not" in srt
+    assert srt.startswith("1\n00:00:00,") and "ask not" in " ".join(srt.split())  # a cue wraps its lines
 
 
 def test_report_counts_segments_and_renders_as_a_page(corpus_run, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import SegmentationConfig
 from pipeline.records import Span
-from pipeline.timeline import speaker_at, speaker_runs, utterances
+from pipeline.timeline import MIN_RUN_S, MIN_RUN_WORDS, TURN_PAUSE_S, speaker_at, speaker_runs, utterances
 
 TURNS = [Span(0.0, 2.0, "spk0"), Span(2.0, 5.0, "spk1"), Span(6.0, 8.0, "spk0")]
 
@@ -26,6 +26,122 @@ def test_a_word_goes_to_the_speaker_it_overlaps_most():
 def test_runs_of_one_speaker():
     words = [(0.1, 0.5), (0.6, 1.2), (2.1, 2.5), (2.6, 3.0), (6.2, 6.5)]
     assert speaker_runs(words, TURNS) == [("spk0", [0, 1]), ("spk1", [2, 3]), ("spk0", [4])]
+
+
+# -- no confetti: the rules `speaker_runs` keeps (pipeline/timeline.py) ---------------------------------
+
+
+def _runs(words, turns):
+    return [(who, idx) for who, idx in speaker_runs(words, turns)]
+
+
+def test_a_word_of_no_duration_is_never_a_segment_of_its_own():
+    # the demo call's "12.00-12.00 spk1 'I'": one zero-length word that the turns give to another speaker
+    words = [(11.14, 11.28), (11.28, 11.5), (11.64, 11.8), (11.8, 11.88), (12.0, 12.0), (12.0, 12.14), (12.14, 12.26)]
+    turns = [Span(10.0, 11.95, "spk0"), Span(11.95, 12.05, "spk1"), Span(12.05, 14.0, "spk0")]
+    assert [speaker_at(a, b, turns) for a, b in words].count("spk1") == 1  # the turns alone would split it
+    assert _runs(words, turns) == [("spk0", list(range(7)))]
+    # even between pauses (a "whole utterance" of no duration) it joins a neighbour
+    words = [(0.0, 0.5), (0.6, 1.0), (1.5, 1.5), (2.0, 2.4), (2.5, 3.0)]
+    turns = [Span(0.0, 1.3, "spk0"), Span(1.3, 1.8, "spk1"), Span(1.8, 3.0, "spk0")]
+    assert speaker_at(1.5, 1.5, turns) == "spk1"
+    assert _runs(words, turns) == [("spk0", [0, 1, 2, 3, 4])]
+
+
+def test_a_change_of_speaker_without_a_pause_needs_a_minimum_run():
+    # "you know," (0.24 s, two words, 0.12-0.14 s from its neighbours): the diarizer's blur, not a turn
+    words = [(10.9, 10.98), (11.14, 11.28), (11.28, 11.5), (11.64, 11.8), (11.8, 11.88), (12.0, 12.14), (12.14, 12.3)]
+    turns = [Span(10.0, 11.6, "spk0"), Span(11.6, 11.9, "spk1"), Span(11.9, 14.0, "spk0")]
+    assert _runs(words, turns) == [("spk0", list(range(7)))]
+    # the same words over 0.6 s with no pause around them: a run long enough to be a turn
+    words2 = [(10.9, 10.98), (11.14, 11.28), (11.28, 11.5), (11.6, 11.9), (11.9, 12.2), (12.3, 12.6), (12.6, 13.0)]
+    turns2 = [Span(10.0, 11.55, "spk0"), Span(11.55, 12.25, "spk1"), Span(12.25, 14.0, "spk0")]
+    assert _runs(words2, turns2) == [("spk0", [0, 1, 2]), ("spk1", [3, 4]), ("spk0", [5, 6])]
+    # one word of 0.6 s is not a turn either without a pause on both sides
+    words3 = [(0.0, 0.4), (0.45, 0.8), (0.85, 1.45), (1.5, 1.9), (1.95, 2.3)]
+    turns3 = [Span(0.0, 0.82, "spk0"), Span(0.82, 1.48, "spk1"), Span(1.48, 3.0, "spk0")]
+    assert len(_runs(words3, turns3)) == 1
+
+
+def test_a_short_run_between_pauses_is_a_whole_utterance_and_stays():
+    # a 0.25 s backchannel ("yeah") with pauses of 0.4 s on both sides: kept as its speaker's turn
+    words = [(0.0, 0.4), (0.5, 1.0), (1.4, 1.65), (2.05, 2.5), (2.6, 3.0)]
+    turns = [Span(0.0, 1.2, "spk0"), Span(1.2, 1.85, "spk1"), Span(1.85, 3.0, "spk0")]
+    assert _runs(words, turns) == [("spk0", [0, 1]), ("spk1", [2]), ("spk0", [3, 4])]
+    # with the pause on one side only it is a fragment, not an utterance: it joins the side it touches
+    words = [(0.0, 0.4), (0.5, 1.0), (1.4, 1.65), (1.7, 2.5), (2.6, 3.0)]
+    assert _runs(words, turns) == [("spk0", [0, 1, 2, 3, 4])]
+
+
+def test_a_change_inside_a_phrase_moves_to_the_nearest_pause():
+    # the demo call's end: "... down here. | So I" then "don't hear that ...", the diarizer's change
+    # between "I" and "don't" (no gap) moves to the 0.24 s pause before "So"
+    words = [
+        (26.68, 26.98),
+        (26.98, 27.26),
+        (27.5, 27.58),
+        (27.58, 28.0),
+        (28.0, 28.68),
+        (28.68, 28.84),
+        (28.84, 29.06),
+    ]
+    turns = [Span(22.0, 28.0, "spk1"), Span(28.0, 30.0, "spk0")]
+    assert _runs(words, turns) == [("spk1", [0, 1]), ("spk0", [2, 3, 4, 5, 6])]
+    # a pause farther than SNAP_S away is not taken: the change stays where the turns put it
+    words = [(25.0, 25.5), (26.0, 26.4), (26.4, 26.9), (26.9, 27.4), (27.4, 28.0), (28.0, 28.68), (28.68, 29.2)]
+    assert _runs(words, turns) == [("spk1", [0, 1, 2, 3, 4]), ("spk0", [5, 6])]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_no_split_leaves_confetti(seed):
+    """Random words (gaps 0-0.6 s, some of no duration) under random turns (0.2-3 s): every run
+    lasts longer than zero and is either a turn (MIN_RUN_WORDS words over MIN_RUN_S) or a whole
+    utterance (pauses or the segment's edges on both sides); the runs tile the words in order."""
+    rng = np.random.default_rng(seed)
+    t, words = 0.0, []
+    for _ in range(int(rng.integers(3, 40))):
+        t += float(rng.choice([0.0, 0.05, 0.1, 0.3, 0.6]))
+        d = 0.0 if rng.random() < 0.1 else float(rng.uniform(0.05, 0.6))
+        words.append((round(t, 3), round(t + d, 3)))
+        t += d
+    turns, s = [], 0.0
+    while s < t + 1:
+        e = s + float(rng.uniform(0.2, 3.0))
+        turns.append(Span(s, e, f"spk{int(rng.integers(0, 3))}"))
+        s = e
+    runs = speaker_runs(words, turns)
+    assert [i for _, idx in runs for i in idx] == list(range(len(words)))
+    assert all(a[0] != b[0] for a, b in zip(runs, runs[1:]))
+    if len(runs) == 1:
+        return
+    for who, idx in runs:
+        first, last = idx[0], idx[-1]
+        duration = words[last][1] - words[first][0]
+        assert duration > 0, (who, idx, words)
+        before = first == 0 or words[first][0] - words[first - 1][1] >= TURN_PAUSE_S
+        after = last == len(words) - 1 or words[last + 1][0] - words[last][1] >= TURN_PAUSE_S
+        assert (duration >= MIN_RUN_S and len(idx) >= MIN_RUN_WORDS) or (before and after), (who, idx, words)
+
+
+def test_split_pieces_never_have_zero_duration():
+    """Through the packing API that writes segments (pipeline/packing.py `by_speaker`)."""
+    from pipeline.packing import Utterance, by_speaker
+    from pipeline.records import AsrResult, Word
+
+    times = [(0.2, 0.6), (0.7, 1.1), (2.0, 2.0), (2.0, 2.3), (2.3, 2.9), (3.3, 3.5), (3.9, 4.6), (4.6, 5.2)]
+    words = [Word(f" w{k}", a, b, 0.9) for k, (a, b) in enumerate(times)]
+    res = AsrResult(text=" ".join(w.word for w in words), words=words, confidence=0.9, language="en")
+    it = Utterance(0, {"start": 10.0, "end": 16.0, "speaker": None}, np.zeros(6 * 16000, np.float32), result=res)
+    turns = [
+        {"start": 10.0, "end": 11.95, "speaker": "spk0"},
+        {"start": 11.95, "end": 12.05, "speaker": "spk1"},
+        {"start": 12.05, "end": 13.7, "speaker": "spk0"},
+        {"start": 13.7, "end": 16.0, "speaker": "spk1"},
+    ]
+    pieces = by_speaker(it, turns)
+    assert [p.span["speaker"] for p in pieces] == ["spk0", "spk1"]
+    assert all(p.span["end"] - p.span["start"] >= 0.3 for p in pieces)
+    assert pieces[0].span["start"] == 10.0 and pieces[-1].span["end"] == 16.0
 
 
 def test_utterances_ignore_speakers():

@@ -49,9 +49,14 @@ _FINGERPRINT_SECTIONS = ("vad", "diarization", "segmentation", "lid", "asr", "pu
 #: Fields added to those sections since the fingerprint was pinned: hashed only when set away from
 #: their default, so a job that does not use them keeps its fingerprint (and its output, its work).
 _ADDED_FIELDS = {
-    "diarization": ("threshold_scale", "threshold_bounds", "min_speaker_share"),
+    "vad": ("level_dbfs",),
+    "diarization": ("threshold_scale", "threshold_bounds", "min_speaker_share", "beyond_model", "beyond_sha256"),
     "asr": ("encode_pad_s",),
 }
+#: Fields whose default changed since the pin, with the value they had then: while the section is off
+#: (`enabled: false`) they change nothing, so they hash as they did and a job without diarization keeps
+#: its fingerprint; a job with diarization on gets a new one (its speakers change).
+_DEFAULT_WHEN_PINNED = {"diarization": {"min_speaker_s": 3.0}}
 #: Fields that change how fast a transcript comes, never what it says: not hashed at all.
 _NOT_HASHED = {"asr": ("workers",)}
 
@@ -174,6 +179,10 @@ def old_shape_payload(job: JobConfig, sample_rate: int) -> dict[str, Any]:
         for name in _ADDED_FIELDS.get(old, ()):
             if dump[name] == type(section).model_fields[name].default:
                 del dump[name]
+        if dump.get("enabled") is False:
+            for name, pinned in _DEFAULT_WHEN_PINNED.get(old, {}).items():
+                if dump[name] == type(section).model_fields[name].default:
+                    dump[name] = pinned
         keep[old] = {_old_name(old, k): v for k, v in dump.items()}
     keep["decode"] = {"sample_rate": sample_rate, "max_duration_s": job.decode.max_duration_s}
     return keep

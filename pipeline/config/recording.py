@@ -20,6 +20,13 @@ class VadConfig(Model):
     min_speech_s: float = Field(0.25, ge=0)
     min_silence_s: float = Field(0.5, ge=0, description="pauses shorter than this do not split speech")
     pad_s: float = Field(0.2, ge=0, description="padding added on each side of a speech region")
+    level_dbfs: float | None = Field(
+        -14.0,
+        le=0,
+        description="the VAD hears the audio brought to this level (dBFS of its loudest 5% of 100 ms frames, at "
+        "most +30 dB): far-field speech is quiet and Silero misses quiet speech (bench/meetings.py --rooms); "
+        "null: as recorded",
+    )
 
 
 class DiarizationConfig(Model):
@@ -32,6 +39,12 @@ class DiarizationConfig(Model):
     )
     model: str | None = None
     sha256: str | None = None
+    beyond_model: str | None = Field(
+        None,
+        description="nemo with a Sortformer model: a speaker-embedding model (TitaNet) whose windows are clustered "
+        "instead when a recording keeps every Sortformer slot busy (more speakers than it can tell, 4)",
+    )
+    beyond_sha256: str | None = None
     max_speakers: int = Field(8, ge=1)
     # Cosine distance above which two clusters are different speakers (agglomerative, average link).
     # Calibrated for Resemblyzer on ../shared/corpus and bench/meetings.py (why: pipeline/clustering.py).
@@ -51,7 +64,10 @@ class DiarizationConfig(Model):
         (0.25, 0.40), description="the recording's threshold stays within these"
     )
     min_speaker_s: float = Field(
-        3.0, ge=0, description="a speaker holds at least this much speech; smaller clusters join the nearest speaker"
+        4.0,
+        ge=0,
+        description="a speaker holds at least this much speech; smaller clusters join the nearest speaker "
+        "(4 s: at 3 s the overlapped turn changes of the corpus's call made a third speaker)",
     )
     min_speaker_share: float = Field(
         0.25, ge=0, lt=1, description="... and at least this share of the longest speaker's speech (0: off)"

@@ -36,12 +36,18 @@ class NemoDiarizer(NemoBackend):
 
     Both produce exclusive turns (no overlap; overlapped speech goes to the dominant speaker) that
     exactly cover `regions`, labelled "spk0", "spk1", ... in order of appearance. Sortformer also
-    reports overlapped speech: frames where two or more speakers' activity reaches 0.5."""
+    reports overlapped speech: frames where two or more speakers' activity reaches 0.5.
+
+    More speakers than Sortformer's slots (panels, hearings): with `cfg.beyond_model` (a TitaNet-style
+    embedding model) a recording where every slot holds at least `min_speaker_s` of speech
+    (`every_slot_busy`: Sortformer has likely merged people) is diarized by clustering that model's
+    windows instead, whose count follows the data up to `max_speakers`; overlaps are then None."""
 
     default_model = "diar_sortformer_4spk-v1"
     sortformer_chunk_s = 600.0
     sortformer_overlap_s = 60.0
     windows_per_batch = 64
+    _beyond: "NemoDiarizer | None" = None  # the embedding model beyond Sortformer's slots (cfg.beyond_model)
 
     def __init__(self, cfg: DiarizationConfig, models: ModelsConfig, use_gpu: bool):
         # heavy: NeMo takes ~20 s to import
@@ -58,6 +64,17 @@ class NemoDiarizer(NemoBackend):
                 f"diarization model {self._ref!r} is a {type(self._model).__name__}; expected a Sortformer "
                 "(SortformerEncLabelModel) or a speaker-embedding model (EncDecSpeakerLabelModel)"
             )
+        if self.mode == "sortformer" and cfg.beyond_model:
+            only = {"model": cfg.beyond_model, "sha256": cfg.beyond_sha256, "beyond_model": None}
+            self._beyond = NemoDiarizer(cfg.model_copy(update=only), models, use_gpu)
+            if self._beyond.mode != "embedding":
+                raise TypeError(f"diarization.beyond_model {cfg.beyond_model!r} is not a speaker-embedding model")
+        self.last_mode = self.mode  # which of the two diarized the last recording
+
+    def model_id(self) -> str:
+        """Provenance: the model, and the embedding model used beyond Sortformer's slots."""
+        own = super().model_id()
+        return own if self._beyond is None else f"{own} + beyond {self._beyond.model_id()}"
 
     def _model_class(self) -> Any:
         # heavy: NeMo takes ~20 s to import
@@ -82,8 +99,12 @@ class NemoDiarizer(NemoBackend):
         regions = [r for r in sorted(regions, key=lambda r: r.start) if r.end > r.start]
         if not regions:
             return Diarization([], [] if self.mode == "sortformer" else None)
+        self.last_mode = self.mode
         if self.mode == "sortformer":
             probs = self.sortformer_probs(audio)
+            if self._beyond is not None and every_slot_busy(probs, self.frame_s, regions, self.cfg.min_speaker_s):
+                self.last_mode = "beyond"
+                return Diarization(self._beyond._embedding_turns(audio, regions), None)
             turns, overlaps = turns_and_overlaps(probs, self.frame_s, regions)
             return Diarization(turns, overlaps)
         return Diarization(self._embedding_turns(audio, regions), None)
@@ -157,3 +178,17 @@ class NemoDiarizer(NemoBackend):
         with self._inference():
             _logits, emb = self._model(input_signal=x, input_signal_length=lens)
         return list(emb.float().cpu().numpy())
+
+
+def every_slot_busy(probs: np.ndarray, frame_s: float, regions: Sequence[Span], min_speaker_s: float) -> bool:
+    """Whether each of Sortformer's speaker slots (columns of `probs`, T x S) is active (>= 0.5) for at
+    least `min_speaker_s` inside `regions`: the model has no slot left, so a recording with more people
+    than slots has had some of them merged (the sign to cluster embeddings instead)."""
+    probs = np.asarray(probs)
+    if probs.ndim != 2 or not probs.shape[0] or not probs.shape[1]:
+        return False
+    inside = np.zeros(probs.shape[0], dtype=bool)
+    for r in regions:
+        inside[max(0, int(r.start / frame_s)) : int(math.ceil(r.end / frame_s))] = True
+    seconds = (probs[inside] >= 0.5).sum(axis=0) * frame_s
+    return bool(np.all(seconds >= max(min_speaker_s, frame_s)))
