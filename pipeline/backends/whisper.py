@@ -24,7 +24,7 @@ from pipeline.backends.base import AsrCapabilities, Parts, check_results
 from pipeline.backends.whisper_models import EMBEDDED, embedded_model_dir, resolve_whisper_model
 from pipeline.config import AsrConfig, LidConfig, VocabularyConfig
 from pipeline.records import SAMPLE_RATE, AsrResult, LanguageSwitch, Word
-from pipeline.vocabulary import terms_for
+from pipeline.vocabulary import NearMisses, loses_words, terms_for
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,13 @@ class WhisperAsr:
         self._multilingual = self.model.model.is_multilingual
         self.vocabulary: VocabularyConfig | None = None
         self._hotwords: dict[str | None, str | None] = {}  # language -> bounded hotwords string
+        self._near: dict[str | None, NearMisses] = {}  # language -> its terms' near-miss finder
 
     def set_vocabulary(self, vocabulary: VocabularyConfig) -> list[str]:
         """Bias decoding towards the job's terms: they go into the decoder prompt through
         faster-whisper's own `hotwords` (see `hotwords_for`). Returns warnings (none for Whisper)."""
         self.vocabulary = vocabulary
-        self._hotwords = {}
+        self._hotwords, self._near = {}, {}
         return []
 
     def hotwords_for(self, tok, language: str | None) -> str | None:
@@ -263,14 +264,53 @@ class WhisperAsr:
         return out
 
     def _decode(self, encoded, language: str, durations: list[float]) -> list[AsrResult]:
+        """Decode a language's windows: without the vocabulary first, then, for the windows whose text
+        holds a near miss of a term, again from the same encoder output with the terms in the prompt.
+
+        Why not the terms on every window: the prompt fills `<|startofprev|>`, which Whisper was
+        trained to read as the previous window's transcript. A list of names there, before a window
+        that starts mid-sentence (a VAD segment, a packed window), tips greedy decoding into
+        end-of-text after a word or two ("The bir"), or into continuing the list; the end-of-text
+        log-probability of such a window sits within ~1-2 nats of the next word's with or without the
+        prompt, so no wording of the prompt, no 30 s encoding and no timestamp tokens avoided it
+        (README "Vocabulary"). A second pass where a term is plausibly said keeps the cost and the
+        risk to those windows, and the guard (`vocabulary.loses_words`) keeps the plain text where
+        the terms cost words anyway."""
         from faster_whisper.tokenizer import Tokenizer  # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
-        from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
         tok = Tokenizer(self.model.hf_tokenizer, self._multilingual, task="transcribe", language=language)
+        timestamps = not self.cfg.timestamp_tokens
         # job-level terms only (no previous text: a packed window holds segments of one recording,
         # and windows of different recordings share a call)
+        out = self._generate(encoded, tok, self.model.get_prompt(tok, [], without_timestamps=timestamps), durations)
         hotwords = self.hotwords_for(tok, language)
-        prompt = self.model.get_prompt(tok, [], without_timestamps=not self.cfg.timestamp_tokens, hotwords=hotwords)
+        if not hotwords or self.vocabulary is None:
+            return out
+        near = self._near_misses(language)
+        again = [i for i, r in enumerate(out) if r.text and near(r.text)]
+        if not again:
+            return out
+        prompt = self.model.get_prompt(tok, [], without_timestamps=timestamps, hotwords=hotwords)
+        group = encoded if len(again) == len(out) else self._take(encoded, again)
+        boosted = self._generate(group, tok, prompt, [durations[i] for i in again])
+        for i, res in zip(again, boosted):
+            if loses_words(out[i].text, res.text, self.vocabulary.max_word_loss):
+                out[i].vocabulary_guarded = True
+                log.info("vocabulary: kept the decoding without terms: %r, not %r", out[i].text, res.text)
+            else:
+                out[i] = res
+        return out
+
+    def _near_misses(self, language: str | None) -> NearMisses:
+        if language not in self._near:
+            assert self.vocabulary is not None
+            self._near[language] = NearMisses(terms_for(self.vocabulary, language), self.vocabulary.near_miss)
+        return self._near[language]
+
+    def _generate(self, encoded, tok, prompt: list[int], durations: list[float]) -> list[AsrResult]:
+        """One CTranslate2 generate over the encoded windows with `prompt`, aligned to words."""
+        from faster_whisper.transcribe import get_compression_ratio, merge_punctuations  # heavy: as above
+
         n = len(durations)
         gen = self.model.model.generate(
             encoded,
