@@ -71,7 +71,7 @@ class WhisperAsr:
         self.capabilities = replace(WhisperAsr.capabilities, concurrent_calls=workers)
         self._multilingual = self.model.model.is_multilingual
         self.vocabulary: VocabularyConfig | None = None
-        self._hotwords: dict[str | None, str | None] = {}  # language -> bounded hotwords string
+        self._hotwords: dict[tuple, str | None] = {}  # (language, terms or None) -> bounded hotwords string
         self._near: dict[str | None, NearMisses] = {}  # language -> its terms' near-miss finder
 
     def set_vocabulary(self, vocabulary: VocabularyConfig) -> list[str]:
@@ -81,24 +81,27 @@ class WhisperAsr:
         self._hotwords, self._near = {}, {}
         return []
 
-    def hotwords_for(self, tok, language: str | None) -> str | None:
-        """The `hotwords` string for `language`: its terms, highest weight first, joined with ", ",
-        whole terms only and at most `vocabulary.max_prompt_tokens` tokens (faster-whisper itself
-        only cuts at max_length // 2 - 1 = 223, mid-term), so a long list cannot crowd out the
-        context. The same for every window of a language: the prompt never carries another clip's
-        text, only job-level terms."""
+    def hotwords_for(self, tok, language: str | None, only: Sequence[str] | None = None) -> str | None:
+        """The `hotwords` string for `language`: its terms (`only` those, where given: the near
+        misses of a window), highest weight first, joined with ", ", whole terms only and at most
+        `vocabulary.max_prompt_tokens` tokens (faster-whisper itself only cuts at max_length // 2 - 1
+        = 223, mid-term), so a long list cannot crowd out the context. The prompt never carries
+        another clip's text, only job-level terms."""
         if self.vocabulary is None:
             return None
-        if language in self._hotwords:
-            return self._hotwords[language]
+        key = (language, tuple(only) if only is not None else None)
+        if key in self._hotwords:
+            return self._hotwords[key]
         terms = sorted(terms_for(self.vocabulary, language), key=lambda t: -t[1])  # stable: file order within a weight
+        if only is not None:
+            terms = [t for t in terms if t[0] in set(only)]
         budget = min(self.vocabulary.max_prompt_tokens, self.model.max_length // 2 - 1)
         kept: list[str] = []
         for term, _w in terms:
             text = ", ".join(kept + [term])
             if len(tok.encode(" " + text)) <= budget:
                 kept.append(term)
-        if len(kept) < len(terms):
+        if len(kept) < len(terms) and only is None:
             log.warning(
                 "vocabulary: %d of %d terms for language %s fit the Whisper prompt (max_prompt_tokens=%d); "
                 "the rest are not boosted",
@@ -108,7 +111,7 @@ class WhisperAsr:
                 budget,
             )
         hot = ", ".join(kept) or None
-        self._hotwords[language] = hot
+        self._hotwords[key] = hot
         return hot
 
     # -- protocol -------------------------------------------------------------------------------
@@ -279,27 +282,35 @@ class WhisperAsr:
         from faster_whisper.tokenizer import Tokenizer  # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
 
         tok = Tokenizer(self.model.hf_tokenizer, self._multilingual, task="transcribe", language=language)
-        timestamps = not self.cfg.timestamp_tokens
+        no_ts = not self.cfg.timestamp_tokens
         # job-level terms only (no previous text: a packed window holds segments of one recording,
         # and windows of different recordings share a call)
-        out = self._generate(encoded, tok, self.model.get_prompt(tok, [], without_timestamps=timestamps), durations)
-        hotwords = self.hotwords_for(tok, language)
-        if not hotwords or self.vocabulary is None:
+        out = self._generate(encoded, tok, self.model.get_prompt(tok, [], without_timestamps=no_ts), durations)
+        if self.vocabulary is None or not self.hotwords_for(tok, language):
             return out
+        # windows by the terms their text nearly holds: those terms (not the whole list) go in the prompt
         near = self._near_misses(language)
-        again = [i for i, r in enumerate(out) if r.text and near(r.text)]
-        if not again:
-            return out
-        prompt = self.model.get_prompt(tok, [], without_timestamps=timestamps, hotwords=hotwords)
-        group = encoded if len(again) == len(out) else self._take(encoded, again)
-        boosted = self._generate(group, tok, prompt, [durations[i] for i in again])
+        by_terms: dict[str, list[int]] = {}
+        for i, r in enumerate(out):
+            found = near(r.text) if r.text else []
+            hot = self.hotwords_for(tok, language, found) if found else None
+            if hot:
+                by_terms.setdefault(hot, []).append(i)
+        for hot, again in by_terms.items():
+            prompt = self.model.get_prompt(tok, [], without_timestamps=no_ts, hotwords=hot)
+            group = encoded if len(again) == len(out) else self._take(encoded, again)
+            self._keep_if_no_loss(out, again, self._generate(group, tok, prompt, [durations[i] for i in again]))
+        return out
+
+    def _keep_if_no_loss(self, out: list[AsrResult], again: list[int], boosted: list[AsrResult]) -> None:
+        """The guard: `boosted[k]` replaces `out[again[k]]` unless it lost words (`vocabulary.loses_words`)."""
+        assert self.vocabulary is not None
         for i, res in zip(again, boosted):
             if loses_words(out[i].text, res.text, self.vocabulary.max_word_loss):
                 out[i].vocabulary_guarded = True
                 log.info("vocabulary: kept the decoding without terms: %r, not %r", out[i].text, res.text)
             else:
                 out[i] = res
-        return out
 
     def _near_misses(self, language: str | None) -> NearMisses:
         if language not in self._near:

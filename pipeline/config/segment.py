@@ -149,7 +149,8 @@ class VocabularyConfig(Model):
         ge=0,
         le=1,
         description="the guard: a decoding with the vocabulary that has fewer words than (1 - this) x the same "
-        "audio's decoding without it, or that ends mid-word, is dropped for the plain one (counted in the report)",
+        "audio's decoding without it, or that ends mid-word, is dropped for the plain one (counted in the report); "
+        "1: off",
     )
     # {language or "*": [(term, weight)]}: set once on the driver by pipeline.vocabulary.resolve and
     # pickled with the config into the actors, so they never read the file (or S3) again.
