@@ -190,6 +190,7 @@ class NearMisses:
         self.keys = [_key(t) for t in self.terms]
         self.sounds = [_sound(k) for k in self.keys]
         self.patterns = [matcher([t]) for t in self.terms]
+        self.pattern = matcher(self.terms)  # any of them: what the guard counts (`adds_term`)
         self.longest = max((len(t.split()) for t in self.terms), default=1) + 1
 
     def __call__(self, text: str) -> list[str]:
@@ -224,3 +225,21 @@ def loses_words(plain: str, boosted: str, max_loss: float) -> bool:
         return False
     n_plain, n_boosted = len(plain.split()), len(boosted.split())
     return n_boosted < (1.0 - max_loss) * n_plain or ends_mid_word(plain, boosted)
+
+
+def adds_term(plain: str, boosted: str, pattern: re.Pattern | None) -> bool:
+    """Whether `boosted` says a term more often than `plain`: the one thing a vocabulary is for. A
+    decoding with the terms that adds none is not kept (its other changes are the prompt's noise)."""
+    return bool(pattern) and len(pattern.findall(boosted)) > len(pattern.findall(plain))
+
+
+def choose(plain: str, boosted: str, pattern: re.Pattern | None, max_loss: float) -> str:
+    """The guard's verdict on one window decoded without and with the vocabulary: "boosted" where it
+    adds a term and costs no words, "guarded" where it cost words (`loses_words`; counted in the
+    report), else "plain". `max_loss` 1: the guard is off, the decoding with the terms is kept as it
+    is (how it was before; bench/vocabulary.py's "before" rows)."""
+    if max_loss >= 1.0:
+        return "boosted"
+    if loses_words(plain, boosted, max_loss):
+        return "guarded"
+    return "boosted" if adds_term(plain, boosted, pattern) else "plain"

@@ -24,7 +24,7 @@ from pipeline.backends.base import AsrCapabilities, Parts, check_results
 from pipeline.backends.whisper_models import EMBEDDED, embedded_model_dir, resolve_whisper_model
 from pipeline.config import AsrConfig, LidConfig, VocabularyConfig
 from pipeline.records import SAMPLE_RATE, AsrResult, LanguageSwitch, Word
-from pipeline.vocabulary import NearMisses, loses_words, terms_for
+from pipeline.vocabulary import NearMisses, choose, terms_for
 
 log = logging.getLogger(__name__)
 
@@ -299,17 +299,23 @@ class WhisperAsr:
         for hot, again in by_terms.items():
             prompt = self.model.get_prompt(tok, [], without_timestamps=no_ts, hotwords=hot)
             group = encoded if len(again) == len(out) else self._take(encoded, again)
-            self._keep_if_no_loss(out, again, self._generate(group, tok, prompt, [durations[i] for i in again]))
+            boosted = self._generate(group, tok, prompt, [durations[i] for i in again])
+            self._keep_if_no_loss(out, again, boosted, language)
         return out
 
-    def _keep_if_no_loss(self, out: list[AsrResult], again: list[int], boosted: list[AsrResult]) -> None:
-        """The guard: `boosted[k]` replaces `out[again[k]]` unless it lost words (`vocabulary.loses_words`)."""
+    def _keep_if_no_loss(
+        self, out: list[AsrResult], again: list[int], boosted: list[AsrResult], language: str | None
+    ) -> None:
+        """The guard: `boosted[k]` replaces `out[again[k]]` where it adds a term and loses no words
+        (`vocabulary.choose`)."""
         assert self.vocabulary is not None
+        pattern = self._near_misses(language).pattern
         for i, res in zip(again, boosted):
-            if loses_words(out[i].text, res.text, self.vocabulary.max_word_loss):
+            verdict = choose(out[i].text, res.text, pattern, self.vocabulary.max_word_loss)
+            if verdict == "guarded":
                 out[i].vocabulary_guarded = True
                 log.info("vocabulary: kept the decoding without terms: %r, not %r", out[i].text, res.text)
-            else:
+            elif verdict == "boosted":
                 out[i] = res
 
     def _near_misses(self, language: str | None) -> NearMisses:

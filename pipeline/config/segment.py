@@ -137,12 +137,12 @@ class VocabularyConfig(Model):
         "only), so a long list cannot crowd out the context (faster-whisper's own bound is 223)",
     )
     near_miss: float = Field(
-        0.7,
+        0.0,
         ge=0,
         le=1,
-        description="whisper: every window is decoded without the terms first, and again with them in the prompt "
-        "only where that text holds something this close to a term (normalised Levenshtein similarity of its "
-        "letters or sound; 0: every window); a prompt of terms on every window cost words (README 'Vocabulary')",
+        description="whisper: every window is decoded without the terms, and again with them in the prompt where "
+        "its text holds something this close to a term (normalised Levenshtein similarity of letters or sound); "
+        "0: every window (the default: a higher value saves CPU but misses terms, README 'Vocabulary')",
     )
     max_word_loss: float = Field(
         0.2,
