@@ -391,6 +391,25 @@ def test_nemo_phrase_boosting_changes_the_decoding(kind, tiny_nemo, tree_calls, 
     assert "the cat" in asr.transcribe([clip], ["en"])[0].text.lower()
 
 
+@pytest.mark.parametrize("kind", ["ctc", "tdt"])
+def test_nemo_guard_never_keeps_a_boosted_decoding_that_lost_words(kind, tiny_nemo, corpus, tmp_path):
+    """The same encoder output decoded with and without the boosting tree: the tree's result is kept
+    only where it adds a term and loses no words; forced (max_word_loss 0: any word lost), the guard
+    fires where the tree made a random model write fewer words, and says so."""
+    from pipeline.backends.nemo import NemoAsr
+
+    clips = [_load(corpus / f"speech/speechbrain_spk{s}_snt{k}.wav") for s, k in ((1, 1), (1, 3), (2, 2), (2, 4))]
+    asr = NemoAsr(AsrConfig(backend="nemo", model=str(tiny_nemo[kind])), ModelsConfig(cache_dir=str(tmp_path)), False)
+    plain = asr.transcribe(clips, ["en"] * len(clips))
+    asr.set_vocabulary(VocabularyConfig(terms=["the cat", "dog"], boost=10, max_word_loss=0.0))
+    out = asr.transcribe(clips, ["en"] * len(clips))
+    for p, o in zip(plain, out):
+        assert len(o.text.split()) >= len(p.text.split()), (p.text, o.text)
+        assert o.text == p.text or "the cat" in o.text.lower() or "dog" in o.text.lower()
+    if kind == "ctc":  # the tree writes 'dog' over this random model's words, and on one clip fewer of them
+        assert [o.vocabulary_guarded for o in out] == [False, False, False, True]
+
+
 def test_nemo_canary_says_when_it_cannot_boost(tiny_nemo, tree_calls, corpus, tmp_path):
     from pipeline.backends.nemo import NemoAsr
 
