@@ -231,6 +231,7 @@ def main() -> None:
         }
 
     rows.append(row("without", [], plain))
+    print(f"ROW {json.dumps({k: v for k, v in rows[0].items() if k != 'term_outputs'})}", file=sys.stderr, flush=True)
     lists = term_lists()
     for n in args.lists.split(","):
         for mode in args.modes.split(","):
@@ -240,6 +241,8 @@ def main() -> None:
             )
             r = run(v)
             rows.append(row(mode, lists[n], r))
+            x = rows[-1]
+            print(f"ROW {json.dumps({k: v for k, v in x.items() if k != 'term_outputs'})}", file=sys.stderr, flush=True)
             print(f"[{mode}, {n} terms] {r['cpu_s']:.0f} CPU s", file=sys.stderr)
             for t, h in zip(said, r["terms"]):
                 if t in lists[n]:

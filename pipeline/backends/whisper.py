@@ -285,38 +285,29 @@ class WhisperAsr:
         no_ts = not self.cfg.timestamp_tokens
         # job-level terms only (no previous text: a packed window holds segments of one recording,
         # and windows of different recordings share a call)
-        out = self._generate(encoded, tok, self.model.get_prompt(tok, [], without_timestamps=no_ts), durations)
-        if self.vocabulary is None or not self.hotwords_for(tok, language):
-            return out
-        # windows by the terms their text nearly holds: those terms (not the whole list) go in the prompt
-        near = self._near_misses(language)
-        by_terms: dict[str, list[int]] = {}
-        for i, r in enumerate(out):
-            found = near(r.text) if r.text else []
-            hot = self.hotwords_for(tok, language, found) if found else None
-            if hot:
-                by_terms.setdefault(hot, []).append(i)
-        for hot, again in by_terms.items():
-            prompt = self.model.get_prompt(tok, [], without_timestamps=no_ts, hotwords=hot)
-            group = encoded if len(again) == len(out) else self._take(encoded, again)
-            boosted = self._generate(group, tok, prompt, [durations[i] for i in again])
-            self._keep_if_no_loss(out, again, boosted, language)
+        out, tokens = self._generate(encoded, tok, self.model.get_prompt(tok, [], without_timestamps=no_ts))
+        if self.vocabulary is not None and self.hotwords_for(tok, language):
+            # windows by the terms their text nearly holds (all terms with near_miss 0): those go in the prompt
+            near = self._near_misses(language)
+            by_terms: dict[str, list[int]] = {}
+            for i, r in enumerate(out):
+                found = near(r.text) if r.text else []
+                hot = self.hotwords_for(tok, language, found) if found else None
+                if hot:
+                    by_terms.setdefault(hot, []).append(i)
+            for hot, again in by_terms.items():
+                prompt = self.model.get_prompt(tok, [], without_timestamps=no_ts, hotwords=hot)
+                group = encoded if len(again) == len(out) else self._take(encoded, again)
+                boosted, boosted_tokens = self._generate(group, tok, prompt)
+                for i, res, toks in zip(again, boosted, boosted_tokens):
+                    verdict = choose(out[i].text, res.text, near.pattern, self.vocabulary.max_word_loss)
+                    if verdict == "guarded":
+                        out[i].vocabulary_guarded = True
+                        log.info("vocabulary: kept the decoding without terms: %r, not %r", out[i].text, res.text)
+                    elif verdict == "boosted":
+                        out[i], tokens[i] = res, toks
+        self._align(out, tokens, tok, encoded, durations)  # only the decodings kept are aligned
         return out
-
-    def _keep_if_no_loss(
-        self, out: list[AsrResult], again: list[int], boosted: list[AsrResult], language: str | None
-    ) -> None:
-        """The guard: `boosted[k]` replaces `out[again[k]]` where it adds a term and loses no words
-        (`vocabulary.choose`)."""
-        assert self.vocabulary is not None
-        pattern = self._near_misses(language).pattern
-        for i, res in zip(again, boosted):
-            verdict = choose(out[i].text, res.text, pattern, self.vocabulary.max_word_loss)
-            if verdict == "guarded":
-                out[i].vocabulary_guarded = True
-                log.info("vocabulary: kept the decoding without terms: %r, not %r", out[i].text, res.text)
-            elif verdict == "boosted":
-                out[i] = res
 
     def _near_misses(self, language: str | None) -> NearMisses:
         if language not in self._near:
@@ -324,14 +315,14 @@ class WhisperAsr:
             self._near[language] = NearMisses(terms_for(self.vocabulary, language), self.vocabulary.near_miss)
         return self._near[language]
 
-    def _generate(self, encoded, tok, prompt: list[int], durations: list[float]) -> list[AsrResult]:
-        """One CTranslate2 generate over the encoded windows with `prompt`, aligned to words."""
-        from faster_whisper.transcribe import get_compression_ratio, merge_punctuations  # heavy: as above
+    def _generate(self, encoded, tok, prompt: list[int]) -> tuple[list[AsrResult], list[list[int]]]:
+        """One CTranslate2 generate over the encoded windows with `prompt`: results without words
+        yet (`_align` adds them), and each one's text tokens."""
+        from faster_whisper.transcribe import get_compression_ratio  # heavy: faster-whisper brings CTranslate2
 
-        n = len(durations)
         gen = self.model.model.generate(
             encoded,
-            [list(prompt) for _ in range(n)],
+            [list(prompt) for _ in range(encoded.shape[0])],
             beam_size=self.cfg.beam_size,
             max_length=self.model.max_length,
             return_scores=True,
@@ -342,30 +333,35 @@ class WhisperAsr:
             no_repeat_ngram_size=0,
         )
         tokens = [[t for t in g.sequences_ids[0] if t < tok.eot] for g in gen]
-        aligned: list[list[dict]] = [[] for _ in range(n)]
-        if self.cfg.word_timestamps and any(tokens):
-            frames = [int(np.ceil(d) * self.model.frames_per_second) for d in durations]
-            aligned = self.model.find_alignment(tok, tokens, encoded, frames)
-            for a in aligned:
-                merge_punctuations(a, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
         out = []
-        for g, toks, align, dur in zip(gen, tokens, aligned, durations):
+        for g, toks in zip(gen, tokens):
             text = tok.decode(toks).strip()
             seq_len = len(g.sequences_ids[0])
             avg_logprob = float(g.scores[0] * seq_len / (seq_len + 1)) if seq_len else -10.0
-            words = _words(align, dur)
-            conf = float(np.mean([w.confidence for w in words])) if words else float(np.exp(avg_logprob))
             out.append(
                 AsrResult(
                     text=text,
-                    words=words,
-                    confidence=conf if text else 0.0,
+                    words=[],
+                    confidence=float(np.exp(avg_logprob)) if text else 0.0,
                     avg_logprob=avg_logprob,
                     no_speech_prob=float(g.no_speech_prob),
                     compression_ratio=float(get_compression_ratio(text)) if text else 0.0,
                 )
             )
-        return out
+        return out, tokens
+
+    def _align(self, results: list[AsrResult], tokens: list[list[int]], tok, encoded, durations: list[float]) -> None:
+        """Word timestamps (and the mean word confidence) of each result, from its tokens."""
+        from faster_whisper.transcribe import merge_punctuations  # heavy: faster-whisper brings CTranslate2
+
+        if not (self.cfg.word_timestamps and any(tokens)):
+            return
+        frames = [int(np.ceil(d) * self.model.frames_per_second) for d in durations]
+        for res, align, dur in zip(results, self.model.find_alignment(tok, tokens, encoded, frames), durations):
+            merge_punctuations(align, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
+            res.words = _words(align, dur)
+            if res.words and res.text:
+                res.confidence = float(np.mean([w.confidence for w in res.words]))
 
 
 def _vote(votes: list[tuple[str, float]], spans: list[tuple[float, float]]) -> tuple[str, float]:
