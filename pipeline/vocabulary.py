@@ -12,6 +12,10 @@ How each backend uses it: Whisper puts the terms in the decoder prompt through f
 `hotwords` argument of `WhisperModel.get_prompt` (bounded by `max_prompt_tokens`); NeMo builds its
 phrase-boosting tree (GPU-PB, `BoostingTreeModelConfig`) into the greedy_batch decoder of CTC,
 RNNT/TDT and hybrid models, and into Canary's beam decoder (pipeline/backends/*.py).
+
+The guard (issue 31): Whisper and NeMo's CTC/transducer models decode the same encoder output with
+and without the terms, and keep the decoding with them only where it adds a term and costs no words
+(`choose`): a vocabulary may add the words it names, never take others away.
 """
 
 from __future__ import annotations

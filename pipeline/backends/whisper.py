@@ -267,18 +267,17 @@ class WhisperAsr:
         return out
 
     def _decode(self, encoded, language: str, durations: list[float]) -> list[AsrResult]:
-        """Decode a language's windows: without the vocabulary first, then, for the windows whose text
-        holds a near miss of a term, again from the same encoder output with the terms in the prompt.
+        """Decode a language's windows: without the vocabulary first, then again from the same encoder
+        output with the terms in the prompt (every window, or with `vocabulary.near_miss` > 0 those
+        whose text holds a near miss of a term), keeping that only where it adds a term and loses no
+        words (`vocabulary.choose`; a loss is counted: `AsrResult.vocabulary_guarded`).
 
-        Why not the terms on every window: the prompt fills `<|startofprev|>`, which Whisper was
-        trained to read as the previous window's transcript. A list of names there, before a window
-        that starts mid-sentence (a VAD segment, a packed window), tips greedy decoding into
-        end-of-text after a word or two ("The bir"), or into continuing the list; the end-of-text
-        log-probability of such a window sits within ~1-2 nats of the next word's with or without the
-        prompt, so no wording of the prompt, no 30 s encoding and no timestamp tokens avoided it
-        (README "Vocabulary"). A second pass where a term is plausibly said keeps the cost and the
-        risk to those windows, and the guard (`vocabulary.loses_words`) keeps the plain text where
-        the terms cost words anyway."""
+        Why the prompt is not trusted: it fills `<|startofprev|>`, which Whisper was trained to read
+        as the previous window's transcript. A list of names there, before a window that starts
+        mid-sentence (a VAD segment, a packed window), tips greedy decoding into end-of-text after a
+        word or two ("The bir"), or into continuing the list; the end-of-text log-probability of such
+        a window sits within ~1-2 nats of the next word's even without a prompt, so no wording of the
+        prompt, no 30 s encoding and no timestamp tokens avoided it (README "Vocabulary")."""
         from faster_whisper.tokenizer import Tokenizer  # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
 
         tok = Tokenizer(self.model.hf_tokenizer, self._multilingual, task="transcribe", language=language)
