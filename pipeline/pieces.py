@@ -162,6 +162,7 @@ _SUMMED = (
     "asr_wall_seconds",
     "recording_wall_seconds",
     "decode_wall_seconds",
+    "vocabulary_guarded",
 )
 _PEAK = ("decode_peak_rss_mb", "recording_peak_rss_mb", "segment_peak_rss_mb")
 

@@ -115,6 +115,8 @@ class AsrResult:
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     compression_ratio: float | None = None
+    # The vocabulary's guard fired: the decoding with the terms lost words, this is the one without.
+    vocabulary_guarded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -388,6 +390,7 @@ TRANSCRIBED_SCHEMA = pa.schema(
         ("segment_peak_rss_mb", pa.float64()),
         ("vocabulary_hits", pa.int32()),  # segments holding a vocabulary term (None: no vocabulary)
         ("vocabulary_warning", pa.string()),  # why the ASR backend could not honour the vocabulary
+        ("vocabulary_guarded", pa.int32()),  # segments whose decoding with the vocabulary lost words (plain kept)
     ]
 )
 

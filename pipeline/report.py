@@ -138,6 +138,7 @@ class RunReport(BaseModel):
     vocabulary_terms: int = 0  # terms of the job's vocabulary (all languages)
     vocabulary_segments: int = 0  # segments whose text holds a vocabulary term (case-insensitive, whole words)
     output_totals: OutputTotals | None = None  # the whole output after this run (None: not read)
+    vocabulary_guarded: int = 0  # segments whose decoding with the vocabulary lost words: the one without was kept
 
     @property
     def processed(self) -> int:
@@ -182,6 +183,11 @@ class RunReport(BaseModel):
         if self.vocabulary_terms:
             lines.append(
                 f"  vocabulary: {self.vocabulary_terms} terms; {self.vocabulary_segments} segments contain one"
+                + (
+                    f"; {self.vocabulary_guarded} segments kept their decoding without it (it lost words)"
+                    if self.vocabulary_guarded
+                    else ""
+                )
             )
         for e in self.errors[:10]:
             lines.append(f"  error: {safe(e['uri'])}: {safe(e['error'])}")
@@ -212,6 +218,7 @@ class BlockSummary:
     unpunctuated: int = 0
     vocabulary_hits: int = 0
     vocabulary_warnings: list[str] = field(default_factory=list)
+    vocabulary_guarded: int = 0
     models: list[str] = field(default_factory=list)  # provenance, for the report
     errors: list[dict[str, Any]] = field(default_factory=list)
     accepted_segments: int = 0
@@ -243,6 +250,7 @@ class BlockSummary:
             unpunctuated=self.unpunctuated + other.unpunctuated,
             vocabulary_hits=self.vocabulary_hits + other.vocabulary_hits,
             vocabulary_warnings=sorted({*self.vocabulary_warnings, *other.vocabulary_warnings}),
+            vocabulary_guarded=self.vocabulary_guarded + other.vocabulary_guarded,
             models=sorted({*self.models, *other.models}),
             errors=self.errors + other.errors,
             accepted_segments=self.accepted_segments + other.accepted_segments,
@@ -280,7 +288,11 @@ class BlockSummary:
             "segment_peak_rss_mb",
             "decode_wall_seconds",
             "decode_peak_rss_mb",
-        ] + [c for c in ("vocabulary_hits", "vocabulary_warning", "models") if c in table.column_names]
+        ] + [
+            c
+            for c in ("vocabulary_hits", "vocabulary_warning", "vocabulary_guarded", "models")
+            if c in table.column_names
+        ]
         rows = table.select(cols).to_pylist()
 
         def total(key: str) -> float:
@@ -304,6 +316,7 @@ class BlockSummary:
             unpunctuated=sum(1 for r in rows if r["punctuated"] is False),
             vocabulary_hits=sum(r.get("vocabulary_hits") or 0 for r in rows),
             vocabulary_warnings=sorted({r["vocabulary_warning"] for r in rows if r.get("vocabulary_warning")}),
+            vocabulary_guarded=sum(r.get("vocabulary_guarded") or 0 for r in rows),
             models=sorted({r["models"] for r in rows if r.get("models")}),
             errors=[{"uri": r["uri"], "error": r["error"]} for r in rows if r["status"] == "error"],
             slowest=sorted(
@@ -396,6 +409,7 @@ def build_report(
     return RunReport(
         vocabulary_terms=len(all_terms(cfg.segment_stage.vocabulary)),
         vocabulary_segments=s.vocabulary_hits,
+        vocabulary_guarded=s.vocabulary_guarded,
         run_id=run_id,
         fingerprint=fingerprint,
         input_uri=cfg.input.uri,

@@ -12,12 +12,20 @@ How each backend uses it: Whisper puts the terms in the decoder prompt through f
 `hotwords` argument of `WhisperModel.get_prompt` (bounded by `max_prompt_tokens`); NeMo builds its
 phrase-boosting tree (GPU-PB, `BoostingTreeModelConfig`) into the greedy_batch decoder of CTC,
 RNNT/TDT and hybrid models, and into Canary's beam decoder (pipeline/backends/*.py).
+
+The guard (issue 31): Whisper and NeMo's CTC/transducer models decode the same encoder output with
+and without the terms, and keep the decoding with them only where it adds a term and costs no words
+(`choose`): a vocabulary may add the words it names, never take others away.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Iterable, Sequence
+
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+from rapidfuzz.process import cdist
 
 from pipeline.config import ConfigError, VocabularyConfig
 from pipeline.storage import filesystem, with_retries
@@ -151,3 +159,91 @@ def matcher(terms: Sequence[Term] | Sequence[str]) -> re.Pattern | None:
 
 def contains_term(text: str, pattern: re.Pattern | None) -> bool:
     return bool(pattern and text and pattern.search(text))
+
+
+# -- the guard: a vocabulary may add the words it names, never take others away --------------------
+
+_SOUNDS = (("ph", "f"), ("ck", "k"), ("x", "ks"), ("c", "k"), ("q", "k"), ("z", "s"), ("w", "v"))
+
+
+def _key(text: str) -> str:
+    """Letters and digits only, case-folded: 'Comfy UI' and 'ComfyUI' have the same key."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+def _sound(key: str) -> str:
+    """A crude phonetic skeleton of a key: letters that sound alike merged, every vowel one symbol,
+    repeats collapsed ('zorblax' and 'zorblocks' -> 'sarblaks')."""
+    for a, b in _SOUNDS:
+        key = key.replace(a, b)
+    key = re.sub(r"[aeiouy]+", "a", key)
+    return re.sub(r"(.)\1+", r"\1", key)
+
+
+class NearMisses:
+    """Finds the terms a text holds something close to but does not spell: a run of one to n+1
+    words (n = the term's words) whose letters, or whose phonetic skeleton, are within a normalised
+    Levenshtein similarity of `threshold` of the term's ('Comfy UI', 'Zorblocks'). A term the text
+    already spells (`matcher`) is not a near miss: decoding again would not change it. Whisper
+    decodes a window with the terms in its prompt only where this finds one
+    (pipeline/backends/whisper.py). Built once per language: the keys and patterns are reused."""
+
+    def __init__(self, terms: Sequence[Term] | Sequence[str], threshold: float):
+        self.terms = [t[0] if isinstance(t, tuple) else t for t in terms]
+        self.threshold = threshold
+        self.keys = [_key(t) for t in self.terms]
+        self.sounds = [_sound(k) for k in self.keys]
+        self.patterns = [matcher([t]) for t in self.terms]
+        self.pattern = matcher(self.terms)  # any of them: what the guard counts (`adds_term`)
+        self.longest = max((len(t.split()) for t in self.terms), default=1) + 1
+
+    def __call__(self, text: str) -> list[str]:
+        words = [k for k in (_key(w) for w in text.split()) if k]
+        if not words or not self.terms:
+            return []
+        cands = ["".join(words[i : i + n]) for n in range(1, self.longest + 1) for i in range(len(words) - n + 1)]
+        sizes = np.array([len(c) for c in cands])[:, None]
+        lens = np.array([len(k) for k in self.keys])[None, :]
+        score = np.maximum(
+            cdist(cands, self.keys, scorer=Levenshtein.normalized_similarity),
+            cdist([_sound(c) for c in cands], self.sounds, scorer=Levenshtein.normalized_similarity),
+        )
+        score[np.abs(sizes - lens) > np.maximum(2, lens // 2)] = 0.0  # a word much longer or shorter
+        hit = (score >= self.threshold).any(axis=0)
+        return [t for t, h, p in zip(self.terms, hit, self.patterns) if h and not contains_term(text, p)]
+
+
+def ends_mid_word(plain: str, boosted: str) -> bool:
+    """Whether `boosted` stops inside a word that `plain` says whole ('The bir' against 'The birch
+    canoe ...'): its last word is not a word of `plain` but begins one."""
+    last = _key(boosted.split()[-1]) if boosted.split() else ""
+    words = {_key(w) for w in plain.split()}
+    return bool(last) and last not in words and any(w.startswith(last) for w in words)
+
+
+def loses_words(plain: str, boosted: str, max_loss: float) -> bool:
+    """Whether the decoding with the vocabulary lost more than `max_loss` of the words of the one
+    without it, or ends mid-word: then the plain one is kept (the vocabulary must not cost words).
+    `max_loss` 1 turns the guard off (bench/vocabulary.py measures what it prevents)."""
+    if max_loss >= 1.0:
+        return False
+    n_plain, n_boosted = len(plain.split()), len(boosted.split())
+    return n_boosted < (1.0 - max_loss) * n_plain or ends_mid_word(plain, boosted)
+
+
+def adds_term(plain: str, boosted: str, pattern: re.Pattern | None) -> bool:
+    """Whether `boosted` says a term more often than `plain`: the one thing a vocabulary is for. A
+    decoding with the terms that adds none is not kept (its other changes are the prompt's noise)."""
+    return bool(pattern) and len(pattern.findall(boosted)) > len(pattern.findall(plain))
+
+
+def choose(plain: str, boosted: str, pattern: re.Pattern | None, max_loss: float) -> str:
+    """The guard's verdict on one window decoded without and with the vocabulary: "boosted" where it
+    adds a term and costs no words, "guarded" where it cost words (`loses_words`; counted in the
+    report), else "plain". `max_loss` 1: the guard is off, the decoding with the terms is kept as it
+    is (how it was before; bench/vocabulary.py's "before" rows)."""
+    if max_loss >= 1.0:
+        return "boosted"
+    if loses_words(plain, boosted, max_loss):
+        return "guarded"
+    return "boosted" if adds_term(plain, boosted, pattern) else "plain"

@@ -255,6 +255,95 @@ def test_whisper_false_alarms_none_on_corpus_speech(whisper, corpus):
     assert not [r.text for r in out if vocab.contains_term(r.text, m)]
 
 
+# -- the guard (issue 31): a vocabulary must not cost words --------------------------------------------
+
+UNRELATED = ["ComfyUI", "Kubernetes", "PostgreSQL", "Terraform", "Grafana", "Zorblax", "Quentrova", "Oskavell"]
+
+
+def _en2_cut(corpus) -> np.ndarray:
+    """10 s of a FLEURS sentence cut mid-word at the start, as VAD segments and packed windows begin:
+    with 'ComfyUI' in the prompt of its 30 s window Whisper base stops after one word ('The')."""
+    return _load(corpus / "multilingual/fleurs-en-002.ogg")[int(0.5 * SR) : int(10.45 * SR)]
+
+
+def test_near_misses_and_word_loss():
+    near = vocab.NearMisses([("Zorblax", 1.0), ("ComfyUI", 1.0), ("Kubernetes", 1.0)], 0.7)
+    assert near("please open zorblocks studio in comfy UI") == ["Zorblax", "ComfyUI"]
+    assert near("we deploy ComfyUI on Kubernetes") == []  # spelled already: nothing to decode again
+    assert near("the birch canoe slid on the smooth planks") == []
+    assert vocab.NearMisses(["ComfyUI"], 0.0)("any text at all") == ["ComfyUI"]  # 0: every window
+    assert vocab.loses_words("The birch canoe slid on the smooth planks.", "The bir", 0.2)
+    assert vocab.ends_mid_word("The birch canoe slid", "The birch ca")
+    assert not vocab.loses_words("one two three four five", "one two three four", 0.2)  # 20% is allowed
+    assert not vocab.loses_words("one two three four five", "one", 1.0)  # 1: the guard is off
+
+
+def test_whisper_guard_keeps_the_words_a_prompt_would_cost(whisper, corpus):
+    clip = _en2_cut(corpus)
+    asr = whisper  # each window encoded whole (30 s)
+    asr.set_vocabulary(VocabularyConfig())
+    plain = asr.transcribe([clip], ["en"])[0]
+    assert len(plain.text.split()) > 25 and not plain.vocabulary_guarded
+    # the terms in the prompt of this window, no guard: how word boosting truncated before issue 31
+    asr.set_vocabulary(VocabularyConfig(terms=["ComfyUI"], near_miss=0.0, max_word_loss=1.0))
+    cut_short = asr.transcribe([clip], ["en"])[0]
+    assert len(cut_short.text.split()) < 0.2 * len(plain.text.split()), cut_short.text
+    # forced (every window decoded with the terms): the guard fires and keeps the plain decoding
+    asr.set_vocabulary(VocabularyConfig(terms=["ComfyUI"], near_miss=0.0))
+    guarded = asr.transcribe([clip], ["en"])[0]
+    assert guarded.vocabulary_guarded and len(guarded.text.split()) >= 0.8 * len(plain.text.split())
+    # as configured by default: no near miss of the term in this text, so no prompt at all
+    asr.set_vocabulary(VocabularyConfig(terms=UNRELATED))
+    default = asr.transcribe([clip], ["en"])[0]
+    assert default.text == plain.text and not default.vocabulary_guarded
+    asr.vocabulary = None
+
+
+@pytest.mark.slow
+def test_cli_vocabulary_keeps_the_words_and_counts_the_guard(corpus, tmp_path):
+    """Through `scriptorium run`: Harvard sentences and the cut above, with a list of terms none of
+    them says, every window forced through the vocabulary: no segment loses words, and the report
+    counts the window the guard kept."""
+    import json
+
+    import soundfile as sf
+
+    from tests.helpers.cli import run_cli
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    refs = {json.loads(line)["audio_filepath"]: json.loads(line) for line in (corpus / "references.jsonl").open()}
+    harvard = [
+        "speech/speechbrain_spk1_snt1.wav",
+        "speech/speechbrain_spk2_snt3.wav",
+        "speech/speechbrain_spk2_snt5.wav",
+    ]
+    for name in harvard:
+        shutil.copy(corpus / name, inp / Path(name).name)
+    sf.write(inp / "fleurs_en_cut.wav", _en2_cut(corpus), SR)
+    done = run_cli(
+        "run",
+        "conf/local.yaml",
+        f"input.uri={inp}",
+        f"output.uri={out}",
+        "recording_stage.vad.backend=none",  # each file one segment: the cut stays as cut
+        "segment_stage.asr.encode_pad_s=null",  # 30 s windows, where the cut's prompted decoding stops short
+        f"segment_stage.vocabulary.terms=[{','.join(UNRELATED)}]",
+        "segment_stage.vocabulary.near_miss=0",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["vocabulary_guarded"] >= 1
+    assert "segments kept their decoding without it" in done.stdout
+    exported = tmp_path / "json"
+    assert run_cli("export", str(out), "--format", "json", "--to", str(exported)).returncode == 0
+    for name in harvard:
+        text = " ".join(s["text"] for s in json.loads((exported / f"{Path(name).name}.json").read_text())["segments"])
+        assert len(text.split()) >= 0.8 * len(refs[name]["text"].split()), (name, text)
+    cut = json.loads((exported / "fleurs_en_cut.wav.json").read_text())["segments"]
+    assert len(" ".join(s["text"] for s in cut).split()) > 25
+
+
 # -- NeMo ---------------------------------------------------------------------------------------------
 
 
@@ -300,6 +389,25 @@ def test_nemo_phrase_boosting_changes_the_decoding(kind, tiny_nemo, tree_calls, 
     f.write_text("the cat\t3\ndog\n")
     assert asr.set_vocabulary(VocabularyConfig(file=str(f), boost=10)) == []
     assert "the cat" in asr.transcribe([clip], ["en"])[0].text.lower()
+
+
+@pytest.mark.parametrize("kind", ["ctc", "tdt"])
+def test_nemo_guard_never_keeps_a_boosted_decoding_that_lost_words(kind, tiny_nemo, corpus, tmp_path):
+    """The same encoder output decoded with and without the boosting tree: the tree's result is kept
+    only where it adds a term and loses no words; forced (max_word_loss 0: any word lost), the guard
+    fires where the tree made a random model write fewer words, and says so."""
+    from pipeline.backends.nemo import NemoAsr
+
+    clips = [_load(corpus / f"speech/speechbrain_spk{s}_snt{k}.wav") for s, k in ((1, 1), (1, 3), (2, 2), (2, 4))]
+    asr = NemoAsr(AsrConfig(backend="nemo", model=str(tiny_nemo[kind])), ModelsConfig(cache_dir=str(tmp_path)), False)
+    plain = asr.transcribe(clips, ["en"] * len(clips))
+    asr.set_vocabulary(VocabularyConfig(terms=["the cat", "dog"], boost=10, max_word_loss=0.0))
+    out = asr.transcribe(clips, ["en"] * len(clips))
+    for p, o in zip(plain, out):
+        assert len(o.text.split()) >= len(p.text.split()), (p.text, o.text)
+        assert o.text == p.text or "the cat" in o.text.lower() or "dog" in o.text.lower()
+    if kind == "ctc":  # the tree writes 'dog' over this random model's words, and on one clip fewer of them
+        assert [o.vocabulary_guarded for o in out] == [False, False, False, True]
 
 
 def test_nemo_canary_says_when_it_cannot_boost(tiny_nemo, tree_calls, corpus, tmp_path):

@@ -24,7 +24,7 @@ from pipeline.backends.base import AsrCapabilities, Parts, check_results
 from pipeline.backends.whisper_models import EMBEDDED, embedded_model_dir, resolve_whisper_model
 from pipeline.config import AsrConfig, LidConfig, VocabularyConfig
 from pipeline.records import SAMPLE_RATE, AsrResult, LanguageSwitch, Word
-from pipeline.vocabulary import terms_for
+from pipeline.vocabulary import NearMisses, choose, terms_for
 
 log = logging.getLogger(__name__)
 
@@ -71,33 +71,37 @@ class WhisperAsr:
         self.capabilities = replace(WhisperAsr.capabilities, concurrent_calls=workers)
         self._multilingual = self.model.model.is_multilingual
         self.vocabulary: VocabularyConfig | None = None
-        self._hotwords: dict[str | None, str | None] = {}  # language -> bounded hotwords string
+        self._hotwords: dict[tuple, str | None] = {}  # (language, terms or None) -> bounded hotwords string
+        self._near: dict[str | None, NearMisses] = {}  # language -> its terms' near-miss finder
 
     def set_vocabulary(self, vocabulary: VocabularyConfig) -> list[str]:
         """Bias decoding towards the job's terms: they go into the decoder prompt through
         faster-whisper's own `hotwords` (see `hotwords_for`). Returns warnings (none for Whisper)."""
         self.vocabulary = vocabulary
-        self._hotwords = {}
+        self._hotwords, self._near = {}, {}
         return []
 
-    def hotwords_for(self, tok, language: str | None) -> str | None:
-        """The `hotwords` string for `language`: its terms, highest weight first, joined with ", ",
-        whole terms only and at most `vocabulary.max_prompt_tokens` tokens (faster-whisper itself
-        only cuts at max_length // 2 - 1 = 223, mid-term), so a long list cannot crowd out the
-        context. The same for every window of a language: the prompt never carries another clip's
-        text, only job-level terms."""
+    def hotwords_for(self, tok, language: str | None, only: Sequence[str] | None = None) -> str | None:
+        """The `hotwords` string for `language`: its terms (`only` those, where given: the near
+        misses of a window), highest weight first, joined with ", ", whole terms only and at most
+        `vocabulary.max_prompt_tokens` tokens (faster-whisper itself only cuts at max_length // 2 - 1
+        = 223, mid-term), so a long list cannot crowd out the context. The prompt never carries
+        another clip's text, only job-level terms."""
         if self.vocabulary is None:
             return None
-        if language in self._hotwords:
-            return self._hotwords[language]
+        key = (language, tuple(only) if only is not None else None)
+        if key in self._hotwords:
+            return self._hotwords[key]
         terms = sorted(terms_for(self.vocabulary, language), key=lambda t: -t[1])  # stable: file order within a weight
+        if only is not None:
+            terms = [t for t in terms if t[0] in set(only)]
         budget = min(self.vocabulary.max_prompt_tokens, self.model.max_length // 2 - 1)
         kept: list[str] = []
         for term, _w in terms:
             text = ", ".join(kept + [term])
             if len(tok.encode(" " + text)) <= budget:
                 kept.append(term)
-        if len(kept) < len(terms):
+        if len(kept) < len(terms) and only is None:
             log.warning(
                 "vocabulary: %d of %d terms for language %s fit the Whisper prompt (max_prompt_tokens=%d); "
                 "the rest are not boosted",
@@ -107,7 +111,7 @@ class WhisperAsr:
                 budget,
             )
         hot = ", ".join(kept) or None
-        self._hotwords[language] = hot
+        self._hotwords[key] = hot
         return hot
 
     # -- protocol -------------------------------------------------------------------------------
@@ -263,18 +267,61 @@ class WhisperAsr:
         return out
 
     def _decode(self, encoded, language: str, durations: list[float]) -> list[AsrResult]:
+        """Decode a language's windows: without the vocabulary first, then again from the same encoder
+        output with the terms in the prompt (every window, or with `vocabulary.near_miss` > 0 those
+        whose text holds a near miss of a term), keeping that only where it adds a term and loses no
+        words (`vocabulary.choose`; a loss is counted: `AsrResult.vocabulary_guarded`).
+
+        Why the prompt is not trusted: it fills `<|startofprev|>`, which Whisper was trained to read
+        as the previous window's transcript. A list of names there, before a window that starts
+        mid-sentence (a VAD segment, a packed window), tips greedy decoding into end-of-text after a
+        word or two ("The bir"), or into continuing the list; the end-of-text log-probability of such
+        a window sits within ~1-2 nats of the next word's even without a prompt, so no wording of the
+        prompt, no 30 s encoding and no timestamp tokens avoided it (README "Vocabulary")."""
         from faster_whisper.tokenizer import Tokenizer  # heavy: faster-whisper brings CTranslate2, tokenizers and PyAV
-        from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
         tok = Tokenizer(self.model.hf_tokenizer, self._multilingual, task="transcribe", language=language)
+        no_ts = not self.cfg.timestamp_tokens
         # job-level terms only (no previous text: a packed window holds segments of one recording,
         # and windows of different recordings share a call)
-        hotwords = self.hotwords_for(tok, language)
-        prompt = self.model.get_prompt(tok, [], without_timestamps=not self.cfg.timestamp_tokens, hotwords=hotwords)
-        n = len(durations)
+        out, tokens = self._generate(encoded, tok, self.model.get_prompt(tok, [], without_timestamps=no_ts))
+        if self.vocabulary is not None and self.hotwords_for(tok, language):
+            # windows by the terms their text nearly holds (all terms with near_miss 0): those go in the prompt
+            near = self._near_misses(language)
+            by_terms: dict[str, list[int]] = {}
+            for i, r in enumerate(out):
+                found = near(r.text) if r.text else []
+                hot = self.hotwords_for(tok, language, found) if found else None
+                if hot:
+                    by_terms.setdefault(hot, []).append(i)
+            for hot, again in by_terms.items():
+                prompt = self.model.get_prompt(tok, [], without_timestamps=no_ts, hotwords=hot)
+                group = encoded if len(again) == len(out) else self._take(encoded, again)
+                boosted, boosted_tokens = self._generate(group, tok, prompt)
+                for i, res, toks in zip(again, boosted, boosted_tokens):
+                    verdict = choose(out[i].text, res.text, near.pattern, self.vocabulary.max_word_loss)
+                    if verdict == "guarded":
+                        out[i].vocabulary_guarded = True
+                        log.info("vocabulary: kept the decoding without terms: %r, not %r", out[i].text, res.text)
+                    elif verdict == "boosted":
+                        out[i], tokens[i] = res, toks
+        self._align(out, tokens, tok, encoded, durations)  # only the decodings kept are aligned
+        return out
+
+    def _near_misses(self, language: str | None) -> NearMisses:
+        if language not in self._near:
+            assert self.vocabulary is not None
+            self._near[language] = NearMisses(terms_for(self.vocabulary, language), self.vocabulary.near_miss)
+        return self._near[language]
+
+    def _generate(self, encoded, tok, prompt: list[int]) -> tuple[list[AsrResult], list[list[int]]]:
+        """One CTranslate2 generate over the encoded windows with `prompt`: results without words
+        yet (`_align` adds them), and each one's text tokens."""
+        from faster_whisper.transcribe import get_compression_ratio  # heavy: faster-whisper brings CTranslate2
+
         gen = self.model.model.generate(
             encoded,
-            [list(prompt) for _ in range(n)],
+            [list(prompt) for _ in range(encoded.shape[0])],
             beam_size=self.cfg.beam_size,
             max_length=self.model.max_length,
             return_scores=True,
@@ -285,30 +332,35 @@ class WhisperAsr:
             no_repeat_ngram_size=0,
         )
         tokens = [[t for t in g.sequences_ids[0] if t < tok.eot] for g in gen]
-        aligned: list[list[dict]] = [[] for _ in range(n)]
-        if self.cfg.word_timestamps and any(tokens):
-            frames = [int(np.ceil(d) * self.model.frames_per_second) for d in durations]
-            aligned = self.model.find_alignment(tok, tokens, encoded, frames)
-            for a in aligned:
-                merge_punctuations(a, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
         out = []
-        for g, toks, align, dur in zip(gen, tokens, aligned, durations):
+        for g, toks in zip(gen, tokens):
             text = tok.decode(toks).strip()
             seq_len = len(g.sequences_ids[0])
             avg_logprob = float(g.scores[0] * seq_len / (seq_len + 1)) if seq_len else -10.0
-            words = _words(align, dur)
-            conf = float(np.mean([w.confidence for w in words])) if words else float(np.exp(avg_logprob))
             out.append(
                 AsrResult(
                     text=text,
-                    words=words,
-                    confidence=conf if text else 0.0,
+                    words=[],
+                    confidence=float(np.exp(avg_logprob)) if text else 0.0,
                     avg_logprob=avg_logprob,
                     no_speech_prob=float(g.no_speech_prob),
                     compression_ratio=float(get_compression_ratio(text)) if text else 0.0,
                 )
             )
-        return out
+        return out, tokens
+
+    def _align(self, results: list[AsrResult], tokens: list[list[int]], tok, encoded, durations: list[float]) -> None:
+        """Word timestamps (and the mean word confidence) of each result, from its tokens."""
+        from faster_whisper.transcribe import merge_punctuations  # heavy: faster-whisper brings CTranslate2
+
+        if not (self.cfg.word_timestamps and any(tokens)):
+            return
+        frames = [int(np.ceil(d) * self.model.frames_per_second) for d in durations]
+        for res, align, dur in zip(results, self.model.find_alignment(tok, tokens, encoded, frames), durations):
+            merge_punctuations(align, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
+            res.words = _words(align, dur)
+            if res.words and res.text:
+                res.confidence = float(np.mean([w.confidence for w in res.words]))
 
 
 def _vote(votes: list[tuple[str, float]], spans: list[tuple[float, float]]) -> tuple[str, float]:

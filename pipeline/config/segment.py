@@ -136,6 +136,22 @@ class VocabularyConfig(Model):
         description="Whisper: most tokens of terms in the decoder prompt (highest weights first; whole terms "
         "only), so a long list cannot crowd out the context (faster-whisper's own bound is 223)",
     )
+    near_miss: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="whisper: every window is decoded without the terms, and again with them in the prompt where "
+        "its text holds something this close to a term (normalised Levenshtein similarity of letters or sound); "
+        "0: every window (the default: a higher value saves CPU but misses terms, README 'Vocabulary')",
+    )
+    max_word_loss: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="the guard: a decoding with the vocabulary that has fewer words than (1 - this) x the same "
+        "audio's decoding without it, or that ends mid-word, is dropped for the plain one (counted in the report); "
+        "1: off",
+    )
     # {language or "*": [(term, weight)]}: set once on the driver by pipeline.vocabulary.resolve and
     # pickled with the config into the actors, so they never read the file (or S3) again.
     _resolved: dict[str, list[tuple[str, float]]] | None = PrivateAttr(None)

@@ -111,6 +111,8 @@ class SegmentStage:
         if self.vocabulary is not None:
             self._vocab_warning = "; ".join(asr.set_vocabulary(self.vocabulary)) or None
         self._matchers: dict[str | None, object] = {}
+        # utterances (by id) whose window kept its decoding without the vocabulary: the guard fired
+        self._guarded: set[int] = set()
         self.itn: Callable[[str, str | None], str] | None = None
         if cfg.itn.enabled:
             self.itn = make_itn(cfg.itn)
@@ -247,6 +249,8 @@ class SegmentStage:
                 if isinstance(res, LanguageSwitch):
                     pieces += w.cut(res, packing.gap_s)
                 else:
+                    if res.vocabulary_guarded:
+                        self._guarded.update(id(it) for it in w.items)
                     w.split(res)
                     passed_over += [(it, w.language) for it in w.skipped(packing.retry_below_cps)]
             skipped += passed_over  # only once the whole call went through (a failed one is retried)
@@ -281,11 +285,14 @@ class SegmentStage:
                 segment_peak_rss_mb=rss,
                 vocabulary_hits=None,
                 vocabulary_warning=self._vocab_warning if mine else None,
+                vocabulary_guarded=None,
             )
             errors = [it.error for it in mine if it.error]
             if errors:
                 rec.update(status="error", error=f"{len(errors)} of {len(mine)} segments failed; first: {errors[0]}")
             elif mine:
+                if self.vocabulary is not None:
+                    rec["vocabulary_guarded"] = sum(1 for it in mine if self._was_guarded(it))
                 if row.get("turns") is not None:  # diarization ran: speakers go to the words now
                     mine = [piece for it in mine for piece in by_speaker(it, row["turns"])]
                 segments = [self._segment(k, it, row.get("overlaps")) for k, it in enumerate(mine)]
@@ -300,7 +307,12 @@ class SegmentStage:
                 if self.vocabulary is not None:
                     rec["vocabulary_hits"] = sum(1 for s in spoken if self._has_term(s.text, s.language))
             out.append(rec)
+        self._guarded.difference_update(id(x) for it in items for x in [it, *it.pieces])
         return pa.Table.from_pylist(out, schema=TRANSCRIBED_SCHEMA)
+
+    def _was_guarded(self, it: Utterance) -> bool:
+        """Whether the guard kept the decoding without the vocabulary for the utterance (or a piece of it)."""
+        return any(id(x) in self._guarded for x in [it, *it.pieces])
 
     def _has_term(self, text: str, language: str | None) -> bool:
         """Whether `text` holds a vocabulary term of its language (case-insensitive, whole words)."""

@@ -23,7 +23,7 @@ from pipeline.backends.nemo.decoding import boosting_tree_cfg, canary_greedy_cfg
 from pipeline.backends.nemo.words import clip_words, tokenizer_has_punctuation, word_confidences
 from pipeline.config import AsrConfig, ModelsConfig, VocabularyConfig
 from pipeline.records import SAMPLE_RATE, AsrResult, LanguageSwitch
-from pipeline.vocabulary import all_terms
+from pipeline.vocabulary import all_terms, choose, matcher
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ class NemoAsr(NemoBackend):
             native_punctuation=self.native_punctuation,
         )
         self.frame_s = frame_seconds_of(self._model, 0.08)
+        # set with a boosting tree: the decoding without it, for the vocabulary's guard (`_guarded`)
+        self._plain_decoding: Any = None
+        self._max_word_loss = 1.0
+        self._pattern: Any = None
 
     def _model_class(self) -> Any:
         from nemo.collections.asr.models import ASRModel  # heavy: NeMo takes ~20 s to import
@@ -147,10 +151,15 @@ class NemoAsr(NemoBackend):
                 self._model.change_decoding_strategy(OmegaConf.create(dc))
                 self._model.eval()
             else:
+                plain = self._plain_decoding if self._plain_decoding is not None else self._model.decoding
+                self._plain_decoding = None  # until the tree is in
                 greedy = dict(dc.get("greedy") or {})
                 greedy.update(boosting_tree=tree, boosting_tree_alpha=vocabulary.boost)
                 dc["greedy"] = greedy
                 self._apply_decoding(dc)
+                # the guard decodes the same encoder output without the tree too (`_guarded`)
+                self._plain_decoding, self._max_word_loss = plain, vocabulary.max_word_loss
+                self._pattern = matcher(terms)
         except NotImplementedError as exc:
             log.warning("vocabulary: NeMo cannot bias %s: %s", self.cfg.model, exc)
             if multitask:
@@ -209,16 +218,34 @@ class NemoAsr(NemoBackend):
         with self._inference():
             feats, feat_lens = m.preprocessor(input_signal=x, length=lens)
             enc, enc_lens = m.encoder(audio_signal=feats, length=feat_lens)
-            if self._kind.ctc:
-                log_probs = m.decoder(encoder_output=enc)
-                hyps = m.decoding.ctc_decoder_predictions_tensor(log_probs, enc_lens, return_hypotheses=True)
-            else:
-                hyps = m.decoding.rnnt_decoder_predictions_tensor(
-                    encoder_output=enc, encoded_lengths=enc_lens, return_hypotheses=True
-                )
-        if isinstance(hyps, tuple):  # older NeMo returned (best, all)
-            hyps = hyps[0]
-        return [self._to_result(h, len(c) / SAMPLE_RATE) for h, c in zip(hyps, clips)]
+            hyps = self._decode(m.decoding, enc, enc_lens)
+            plain = self._decode(self._plain_decoding, enc, enc_lens) if self._plain_decoding is not None else None
+        out = [self._to_result(h, len(c) / SAMPLE_RATE) for h, c in zip(hyps, clips)]
+        if plain is not None:
+            out = self._guarded(out, [self._to_result(h, len(c) / SAMPLE_RATE) for h, c in zip(plain, clips)])
+        return out
+
+    def _decode(self, decoding: Any, enc: Any, enc_lens: Any) -> list:
+        """Hypotheses of the encoder output through `decoding` (the model's, or the one without the tree)."""
+        if self._kind.ctc:
+            log_probs = self._model.decoder(encoder_output=enc)
+            hyps = decoding.ctc_decoder_predictions_tensor(log_probs, enc_lens, return_hypotheses=True)
+        else:
+            hyps = decoding.rnnt_decoder_predictions_tensor(
+                encoder_output=enc, encoded_lengths=enc_lens, return_hypotheses=True
+            )
+        return hyps[0] if isinstance(hyps, tuple) else hyps  # older NeMo returned (best, all)
+
+    def _guarded(self, boosted: list[AsrResult], plain: list[AsrResult]) -> list[AsrResult]:
+        """The vocabulary's guard: a clip keeps its decoding with the boosting tree only where that adds
+        a term and loses no words against the same encoder output decoded without it (`vocabulary.choose`). The
+        second greedy pass reuses the encoder output: it costs the decoder's share of a call only."""
+        out = []
+        for b, p in zip(boosted, plain):
+            verdict = choose(p.text, b.text, self._pattern, self._max_word_loss)
+            p.vocabulary_guarded = verdict == "guarded"
+            out.append(b if verdict == "boosted" else p)
+        return out
 
     def _to_result(self, hyp: Any, duration: float) -> AsrResult:
         ts = hyp.timestamp if isinstance(getattr(hyp, "timestamp", None), dict) else {}
