@@ -38,6 +38,8 @@ def fingerprint_payload(job: JobConfig, vocabulary: Mapping[str, Sequence[tuple[
             "terms": {lang: [[t, w] for t, w in terms] for lang, terms in sorted(vocabulary.items())},
             "boost": v.boost,  # the knobs that change decoding with the terms
             "max_prompt_tokens": v.max_prompt_tokens,
+            "max_word_loss": v.max_word_loss,  # the guard: which decoding a window keeps
+            "near_miss": v.near_miss,
         }
     return json.loads(json.dumps(keep))  # tuples as lists: what a recorded payload reads back as
 
