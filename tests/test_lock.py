@@ -146,7 +146,7 @@ def _start(out: str, run_id: str, ready, done, results) -> None:
 def test_concurrent_processes_on_a_new_output_one_wins(tmp_path):
     """Separate processes (separate delta-rs runtimes), as two `scriptorium run` are."""
     ctx = multiprocessing.get_context("spawn")
-    n = 6
+    n = 4
     results, ready, done = ctx.Queue(), ctx.Barrier(n), ctx.Barrier(n)
     out = str(tmp_path / "out")
     procs = [
