@@ -105,8 +105,14 @@ def nest(table: pa.Table) -> pa.Table:
 
 def from_windows(rows: pa.Table, pools: list[tuple[int, int]]) -> ray.data.Dataset:
     """The dataset every stage maps over: one block, and one row (`nest`), per pooling window
-    `(offset, length)` of `rows`."""
-    return ray.data.from_arrow([nest(rows.slice(offset, length)) for offset, length in pools])
+    `(offset, length)` of `rows`.
+
+    `from_blocks`, not `from_arrow`: both keep one block per table, but `from_arrow` reads each
+    block's metadata back in a Ray task of its own (`get_table_block_metadata_schema`), which starts
+    worker processes that then idle until the driver exits, and one of those aborted at exit with a
+    corrupt mutex ("Fatal Python error", issue 32). Here the metadata is computed in the driver, from
+    the tables it already holds."""
+    return ray.data.from_blocks([nest(rows.slice(offset, length)) for offset, length in pools])
 
 
 def unnest(batch: pa.Table) -> pa.Table:
