@@ -124,10 +124,11 @@ def main() -> None:
     ap.add_argument("--override", action="append", default=[], help="dotted.key=value for every run")
     ap.add_argument("--keep", action="store_true", help="keep each run's folder (its Ray logs included)")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--corpus", type=Path, default=CORPUS, help="the shared speech corpus (default ../shared/corpus)")
     args = ap.parse_args()
     inp = Path(tempfile.mkdtemp(prefix="soak-in-", dir="/tmp"))
     for c in CLIPS:
-        shutil.copyfile(CORPUS / "speech" / c, inp / c)
+        shutil.copyfile(args.corpus / "speech" / c, inp / c)
     overrides = (SIMULATED if args.simulated else []) + args.override
     variants = {"this checkout": REPO}
     if args.against:
