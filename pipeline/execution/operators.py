@@ -32,6 +32,7 @@ import ray.data  # noqa: F401 - sets up the "ray.data" logger and its handlers
 from ray.data import DataContext
 
 from pipeline.config import RayConfig, Resources
+from pipeline.errors import QuietStorageFull
 from pipeline.execution.run_state import record_metrics, report_progress
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def quiet_ray_on_screen() -> None:
         if getattr(handler, "stream", None) is not None:  # the terminal, not the session file
             handler.setLevel(logging.WARNING)
             handler.addFilter(_DropHarmless())
+            handler.addFilter(QuietStorageFull())  # a full disk: the run's last line says it, once
 
 
 def configure_data_context() -> None:

@@ -38,6 +38,12 @@ LOCK_SCHEMA = pa.schema(
 )
 
 
+#: Space a local output's lock holds in reserve (a file beside the lock table, written when the lock
+#: is taken and removed just before it is released): on a disk that filled up during the run, the
+#: release's log entry (and a checkpoint the log may be due) still finds room.
+RESERVE_NAME, RESERVE_BYTES = "lock-reserve", 256 * 1024
+
+
 def _holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
 
@@ -83,6 +89,7 @@ class RunLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = False
+        self.released = False  # set by `release`: the lock was given up
 
     def _open(self):
         """The lock table at its newest version, created (empty, as version 0) on first use."""
@@ -160,8 +167,27 @@ class RunLock:
                     wait,
                 )
                 time.sleep(wait)
+        self._reserve(RESERVE_BYTES)
         self._thread = threading.Thread(target=self._beat, name="scriptorium-lock", daemon=True)
         self._thread.start()
+
+    def _reserve(self, size: int) -> None:
+        """Write (size > 0) or remove (0) the local output's reserve file (`RESERVE_NAME`); best effort."""
+        fs = self.ledger.fs
+        protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        if protocol not in ("file", "local"):
+            return  # an object store has no disk to fill; its quota is not ours to reserve
+        path = os.path.join(self.ledger.table_uri(LOCK_TABLE).rsplit("/", 1)[0], RESERVE_NAME)
+        try:
+            if size:
+                with open(path, "wb") as f:
+                    f.write(bytes(size))
+                    f.flush()
+                    os.fsync(f.fileno())
+            else:
+                os.remove(path)
+        except OSError as exc:
+            log.debug("lock reserve %s: %s", path, exc)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -184,20 +210,39 @@ class RunLock:
 
         retry_commit(attempt)
 
-    def release(self) -> None:
+    def release(self) -> bool:
+        """Give the lock up: delete its row, as the next version of the log (a released lock is an
+        empty table). A delete adds no data file, only a log entry: it still fits on a disk too full
+        for another Parquet file. False, and one line logged, when it could not be released: the next
+        job takes it over when this process is gone (same host) or after `stale_after_s`."""
+        from deltalake import CommitProperties  # heavy: delta-rs, only where a table is opened
+
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if not self.lost:  # (a lock taken over: the reserve is its new holder's)
+            self._reserve(0)  # the room the release's log entry needs, on a disk that filled up
 
         def attempt() -> None:
-            dt, row = self._current()
+            dt = self._open()
+            row = self._read(dt)
             if row is not None and row["run_id"] == self.run_id and not row["released"]:
-                self._put(dt, released=True)
+                dt.delete(commit_properties=CommitProperties(max_commit_retries=0))
 
         try:
             retry_commit(attempt)
-        except Exception:  # noqa: BLE001 - our process ends; the next job finds the lock stale
-            log.exception("could not release the output lock")
+        except Exception as exc:  # noqa: BLE001 - our process ends; the next job finds the lock stale
+            log.error(
+                "could not release the output lock (%s: %s); the next job takes it over when this process has "
+                "ended (on this host) or after %.0f s",
+                type(exc).__name__,
+                (str(exc).strip().splitlines() or [""])[-1][:200],
+                self.stale_after_s,
+            )
+            log.debug("lock release failed", exc_info=True)
+            return False
+        self.released = True
+        return True
 
     def __enter__(self) -> "RunLock":
         return self
