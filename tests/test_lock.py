@@ -31,16 +31,21 @@ def _lock_rows(out: str) -> list[dict]:
 
 
 def _seed(out: str, start: str) -> None:
-    """The lock as a new output ('new'), a released one, or one a SIGKILLed driver on this host left."""
+    """The lock as a new output ('new'), released by a run, released by an older release (a row that
+    says so), or left by a SIGKILLed driver on this host."""
     if start == "new":
         return
     led = Ledger(OutputConfig(uri=out))
+    if start == "released":  # as a run leaves it: no row
+        led.lock("20251231T000000-done00").release()
+        assert _lock_rows(out) == []
+        return
     holder = f"{socket.gethostname()}:{2**22 + 7}:12345"  # no such pid: its holder is gone
     row = {
         "run_id": "20251231T000000-dead00",
         "holder": holder,
         "heartbeat": time.time(),
-        "released": start == "released",
+        "released": start == "released row",
     }
     write_deltalake(led.ensure(LOCK_TABLE), pa.Table.from_pylist([row], schema=LOCK_SCHEMA), mode="overwrite")
 
@@ -77,7 +82,7 @@ def _schedules():
         yield [0 if t in turns else 1 for t in range(6)]
 
 
-@pytest.mark.parametrize("start", ["new", "released", "dead holder"])
+@pytest.mark.parametrize("start", ["new", "released", "released row", "dead holder"])
 def test_two_acquirers_interleaved_at_every_step_one_wins(tmp_path, start):
     schedules = list(_schedules())
     assert len(schedules) == 20
