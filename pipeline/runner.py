@@ -109,7 +109,7 @@ def run(cfg: JobConfig) -> RunReport:
     except Exception as exc:
         _remove_temp_files(ledger)
         if reason := storage_full(exc):  # one line, not the tracebacks of every layer it went through
-            raise StorageFullError(_full_message(cfg, run_id, reason, lock.released)) from exc
+            raise StorageFullError(_full_message(cfg, run_id, reason, lock)) from exc
         raise
     return report
 
@@ -140,12 +140,13 @@ def _remove_temp_files(ledger: Ledger) -> int:
     return removed
 
 
-def _full_message(cfg: JobConfig, run_id: str, reason: str, released: bool) -> str:
+def _full_message(cfg: JobConfig, run_id: str, reason: str, run_lock) -> str:
     """The one line a run that ran out of space ends with: what happened, what is kept, what to do."""
     lock = (
         "the output's lock is released"
-        if released
-        else "the output's lock could not be released (the next run on this host takes it over at once)"
+        if run_lock.released
+        else "the output's lock could not be released (the next run takes it over: at once on this host, "
+        f"after {run_lock.stale_after_s:.0f} s elsewhere)"
     )
     return (
         f"run {run_id} stopped: storage full ({reason}) writing output {safe(cfg.output.uri)}; the recordings "
