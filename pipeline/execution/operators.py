@@ -51,6 +51,10 @@ def init_ray(cfg: RayConfig) -> None:
     """Join `cfg.address` or start a local Ray (no dashboard) sized by `cfg.num_cpus` / `num_gpus`."""
     if ray.is_initialized():
         return
+    # onnxruntime (Silero VAD) starts Microsoft's 1DS telemetry at import, which writes a session file
+    # (`$TMPDIR/.ses`) in every process that imports it, and would send events where it can reach out;
+    # off in the driver and so in the workers a local Ray starts (they inherit this environment)
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
     if cfg.address:
         kwargs["address"] = cfg.address
