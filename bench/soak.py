@@ -152,6 +152,7 @@ def main() -> None:
                 subprocess.run(
                     ["git", "-C", str(REPO), "worktree", "remove", "--force", str(repo)], capture_output=True
                 )
+                shutil.rmtree(repo.parent, ignore_errors=True)
     print()
     mode = "simulated models" if args.simulated else "conf/local.yaml models"
     print(f"soak: {args.runs} consecutive runs per variant, {len(CLIPS)} clips each, {mode}")
