@@ -35,7 +35,7 @@ import warnings
 from pipeline import __version__
 from pipeline.browse import serve
 from pipeline.config import OutputConfig, StorageOptions, load_config
-from pipeline.errors import UserError
+from pipeline.errors import QuietStorageFull, StorageFullError, UserError
 from pipeline.eval import evaluate, table, write_json
 from pipeline.export import export
 from pipeline.filter import load_rules, refilter, summary
@@ -179,6 +179,8 @@ def _main(argv: list[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:  # every log line: credentials redacted, controls escaped
         handler.addFilter(SafeLogFilter())
+        if not verbose:  # a full disk is said once, by the last line (StorageFullError), not by each layer
+            handler.addFilter(QuietStorageFull())
     install_redaction()  # ... their tracebacks too, and every byte of stdout/stderr (pipeline/redact.py)
     for name in ("pipeline", "scriptorium"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -214,6 +216,11 @@ def _main(argv: list[str] | None = None) -> int:
             raise
         print(f"scriptorium: {safe_lines(exc)}".replace("\n", "\nscriptorium: "), file=sys.stderr)
         return EXIT_USAGE
+    except StorageFullError as exc:  # a disk or store is full: what was kept and what to do, one line
+        if args.debug:
+            raise
+        print(f"scriptorium: {safe(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - one line for the user; --debug shows the traceback
         if args.debug:
             raise

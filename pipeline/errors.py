@@ -16,6 +16,9 @@ This module imports nothing of the pipeline, so every layer, `pipeline.config` i
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -70,9 +73,9 @@ _TRANSIENT_WORDS = (
 
 def is_transient(exc: BaseException) -> bool:
     """Whether another attempt may succeed: network errors, timeouts, throttling, 5xx responses, and a
-    Delta commit that lost a race. Missing or forbidden objects, bad data, and schema or protocol
-    mismatches are permanent."""
-    if isinstance(exc, _PERMANENT) or type(exc).__name__ in _PERMANENT_NAMES:
+    Delta commit that lost a race. Missing or forbidden objects, bad data, schema or protocol
+    mismatches, and a full disk or store (`storage_full`) are permanent."""
+    if isinstance(exc, _PERMANENT) or type(exc).__name__ in _PERMANENT_NAMES or storage_full(exc):
         return False
     if type(exc).__name__ in _TRANSIENT_NAMES or isinstance(exc, (OSError, TimeoutError, ConnectionError)):
         return True
@@ -133,3 +136,64 @@ def with_retries(
         wait=wait,
         reraise=True,
     )(fn)()
+
+
+# -- a full disk or store ------------------------------------------------------------------------
+
+#: errno values of a full disk, and what a full store says (delta-rs's text keeps the OS's words;
+#: object_store says an HTTP 507's reason; MinIO names a full drive its own way).
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_FULL_WORDS = (
+    "no space left on device",
+    "disk quota exceeded",
+    "insufficient storage",
+    "insufficientstorage",
+    "quotaexceeded",
+    "xminiostoragefull",
+    "minimum free drive threshold",
+)
+
+
+class StorageFullError(RuntimeError):
+    """A disk or store the run writes to is full (or over its quota). Not a `UserError`: the config
+    is right, the run failed (exit 1); the message says what was kept and what to do."""
+
+
+def storage_full(exc: BaseException | None) -> str | None:
+    """What says that the storage is full, when `exc` or an exception it came from (its cause or
+    context, a Ray task's `cause`) does: "No space left on device", "Insufficient Storage", ...; None
+    otherwise."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return os.strerror(exc.errno)
+        text = str(exc).lower()
+        for words in _FULL_WORDS:
+            if words in text:
+                return {"insufficientstorage": "insufficient storage", "quotaexceeded": "quota exceeded"}.get(
+                    words, words
+                ).capitalize()
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
+
+
+class QuietStorageFull(logging.Filter):
+    """For a terminal's log handler: drop the records that report a full disk or store with a
+    traceback (the run ends with one line that says it: `StorageFullError`), and Ray Data's generic
+    "internal error, please open an issue" lines that follow one. Log files keep everything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if storage_full(exc) or (record.levelno >= logging.WARNING and storage_full(_Text(record.getMessage()))):
+            self.seen = True
+            return False
+        return not (self.seen and record.name.startswith("ray.data") and record.levelno >= logging.ERROR)
+
+
+class _Text(Exception):
+    """A log message, looked at by `storage_full` as an exception's text is."""

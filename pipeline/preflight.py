@@ -9,6 +9,7 @@ cluster's resources are checked later, once Ray is up (`pipeline.execution.check
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 
 from pipeline.backends.whisper import resolve_whisper_model
@@ -66,14 +67,31 @@ def check_input(cfg: InputConfig) -> list[str]:
 
 def check_output(cfg: OutputConfig) -> list[str]:
     """The output can be written: a probe object is written and removed (S3 permissions, a read-only
-    disk or a missing bucket show here instead of after the models ran)."""
+    disk or a missing bucket show here instead of after the models ran). Nothing is left behind, not
+    even a folder: a local output that does not exist yet is probed in its nearest existing parent
+    (the run creates it once every check passed)."""
     try:
         fs, root = filesystem(cfg.uri, cfg.storage)
+        protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        if protocol in ("file", "local"):
+            return _probe_local(cfg.uri, root)
         probe = f"{root.rstrip('/')}/{PROBE_DIR}/probe-{uuid.uuid4().hex[:12]}"
-        put_atomic(fs, probe, b"scriptorium write probe\n")
+        put_atomic(fs, probe, b"scriptorium write probe\n")  # an object store: no folder to leave behind
         fs.rm(probe)
     except Exception as exc:  # noqa: BLE001
         return [f"output {safe(cfg.uri)}: not writable ({_why(exc)})"]
+    return []
+
+
+def _probe_local(uri: str, root: str) -> list[str]:
+    """A temp file created and removed in the output folder, or in its nearest existing parent."""
+    folder = os.path.abspath(root)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return [f"output {safe(uri)}: not writable ({safe(folder)} is a file, not a folder)"]
+    with tempfile.TemporaryFile(dir=folder, prefix=".scriptorium-probe-"):
+        pass
     return []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 
@@ -19,7 +20,7 @@ from pipeline.backends.registry import stitches_pieces
 from pipeline.batching import estimated_seconds, small_pools, windows
 from pipeline.config import JobConfig
 from pipeline.discover import DiscoveryError, discover_table
-from pipeline.errors import with_retries
+from pipeline.errors import StorageFullError, storage_full, with_retries
 from pipeline.execution import (
     TranscriptSink,
     check_fits,
@@ -46,7 +47,7 @@ from pipeline.stages.decode import decode_stream
 from pipeline.stages.recording import RecordingStage
 from pipeline.stages.segment import SegmentStage
 from pipeline.storage import put_atomic
-from pipeline.text import redact
+from pipeline.text import redact, safe
 from pipeline.vocabulary import resolve as resolve_vocabulary
 
 log = logging.getLogger(__name__)
@@ -68,55 +69,64 @@ def run(cfg: JobConfig, confirm: Confirm | None = None) -> RunReport:
     ledger = Ledger(cfg.output)
     lock = ledger.lock(run_id)  # OutputLockedError while another job holds this output
     try:
-        # damaged data files moved aside and their recordings redone; log gaps reported (ledger/integrity.py)
-        repaired = repair_damage(ledger, check_integrity(ledger))
-        for said in repaired:
-            log.warning(said)
-        todo, plan = ledger.plan(files, fingerprint)
-        cfg, notes = before_run(cfg, ledger, files, confirm, todo)  # why it redoes what; ask first; whose rules
-        record_input_fields(cfg.output, files)  # a manifest's reference text etc., for exports and eval
-        log.info("discovered %d files: %s", files.num_rows, plan)
-        discovered = files.num_rows
-        del files
-
-        summary = BlockSummary()
-        warnings: list[str] = [*repaired, *notes]
-        if todo.num_rows:
-            pools = windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)
-            if said := _pooling_warning(cfg, todo, pools):
+        try:
+            # damaged data files moved aside and their recordings redone; log gaps reported (ledger/integrity.py)
+            repaired = repair_damage(ledger, check_integrity(ledger))
+            for said in repaired:
                 log.warning(said)
-                warnings.append(said)
-            summary = _execute(cfg, todo, pools, run_id, fingerprint)
-        ledger.maintain_if_due()
-        rejudged = apply_rules_after_run(
-            cfg.output,
-            cfg.segment_stage.quality,
-            skipped=plan.get("skipped", 0),
-            given=cfg.given("segment_stage.quality"),
-        )  # one rule set per output
-        if rejudged:
-            warnings.append(rejudged["note"])
-        record_versions(ledger)  # a later loss of the newest log entries shows as a version gap
-    finally:
-        lock.release()
+            todo, plan = ledger.plan(files, fingerprint)
+            cfg, notes = before_run(cfg, ledger, files, confirm, todo)  # why it redoes what; ask first; whose rules
+            record_input_fields(cfg.output, files)  # a manifest's reference text etc., for exports and eval
+            log.info("discovered %d files: %s", files.num_rows, plan)
+            discovered = files.num_rows
+            del files
 
-    report = build_report(
-        cfg,
-        run_id=run_id,
-        fingerprint=fingerprint,
-        discovered=discovered,
-        plan=plan,
-        summary=summary,
-        run_warnings=warnings,
-        wall_seconds=time.time() - started,
-        driver_peak_rss_mb=peak_rss_mb(),
-    )
-    report.output_totals = _output_totals(ledger)
-    body = redact(json.dumps(report.model_dump(), indent=2)).encode()  # no credential a message may hold
-    with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.json"), body))
-    with_retries(lambda: put_atomic(ledger.fs, ledger.path("_ledger", "runs", f"{run_id}.json"), body))
-    page = redact(render_html(report)).encode()
-    with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.html"), page))
+            summary = BlockSummary()
+            warnings: list[str] = [*repaired, *notes]
+            if todo.num_rows:
+                pools = windows(todo, cfg.pooling.window_audio_s, cfg.pooling.max_files)
+                if said := _pooling_warning(cfg, todo, pools):
+                    log.warning(said)
+                    warnings.append(said)
+                summary = _execute(cfg, todo, pools, run_id, fingerprint)
+            ledger.maintain_if_due()
+            rejudged = apply_rules_after_run(
+                cfg.output,
+                cfg.segment_stage.quality,
+                skipped=plan.get("skipped", 0),
+                given=cfg.given("segment_stage.quality"),
+            )  # one rule set per output
+            if rejudged:
+                warnings.append(rejudged["note"])
+            record_versions(ledger)  # a later loss of the newest log entries shows as a version gap
+        except BaseException:
+            _remove_temp_files(ledger)  # first: they may hold the space the lock's release needs
+            raise
+        finally:
+            lock.release()
+
+        report = build_report(
+            cfg,
+            run_id=run_id,
+            fingerprint=fingerprint,
+            discovered=discovered,
+            plan=plan,
+            summary=summary,
+            run_warnings=warnings,
+            wall_seconds=time.time() - started,
+            driver_peak_rss_mb=peak_rss_mb(),
+        )
+        report.output_totals = _output_totals(ledger)
+        body = redact(json.dumps(report.model_dump(), indent=2)).encode()  # no credential a message may hold
+        with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.json"), body))
+        with_retries(lambda: put_atomic(ledger.fs, ledger.path("_ledger", "runs", f"{run_id}.json"), body))
+        page = redact(render_html(report)).encode()
+        with_retries(lambda: put_atomic(ledger.fs, ledger.path("report.html"), page))
+    except Exception as exc:
+        _remove_temp_files(ledger)
+        if reason := storage_full(exc):  # one line, not the tracebacks of every layer it went through
+            raise StorageFullError(_full_message(cfg, run_id, reason, lock)) from exc
+        raise
     return report
 
 
@@ -128,6 +138,47 @@ def _output_totals(ledger: Ledger) -> OutputTotals | None:
     except Exception:  # noqa: BLE001 - the report's extra section must not fail a committed run
         log.warning("report: the output's totals could not be read", exc_info=True)
         return None
+
+
+#: The prefix `pipeline.storage.put_atomic` gives the temp file it renames into place (local disks).
+TEMP_PREFIX = ".tmp-"
+
+
+def _remove_temp_files(ledger: Ledger) -> int:
+    """Remove the temp files of writes that failed midway (a full disk leaves one per failed write)
+    from a local output, once the run failed; the output's lock says that no other job writes there.
+    The Delta logs are not walked (delta-rs cleans up its own). Returns how many were removed."""
+    protocol = ledger.fs.protocol[0] if isinstance(ledger.fs.protocol, (tuple, list)) else ledger.fs.protocol
+    if protocol not in ("file", "local") or not os.path.isdir(ledger.root):
+        return 0
+    removed = 0
+    for folder, dirs, names in os.walk(ledger.root):
+        dirs[:] = [d for d in dirs if d != "_delta_log"]
+        for name in names:
+            if name.startswith(TEMP_PREFIX):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    if removed:
+        log.debug("removed %d temporary files of failed writes", removed)
+    return removed
+
+
+def _full_message(cfg: JobConfig, run_id: str, reason: str, run_lock) -> str:
+    """The one line a run that ran out of space ends with: what happened, what is kept, what to do."""
+    lock = (
+        "the output's lock is released"
+        if run_lock.released
+        else "the output's lock could not be released (the next run takes it over: at once on this host, "
+        f"after {run_lock.stale_after_s:.0f} s elsewhere)"
+    )
+    return (
+        f"run {run_id} stopped: storage full ({reason}) writing output {safe(cfg.output.uri)}; the recordings "
+        f"committed so far are kept and temporary files removed, {lock}. Free space (or raise the quota) and "
+        f"run again: it does the rest, each recording once"
+    )
 
 
 def _pooling_warning(cfg: JobConfig, todo: pa.Table, pools: list[tuple[int, int]]) -> str | None:

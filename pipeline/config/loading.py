@@ -19,7 +19,24 @@ def _parse_override(dotted: str) -> tuple[list[str], Any]:
     if "=" not in dotted:
         raise ConfigError(f"override {dotted!r} is not of the form dotted.key=value")
     key, raw = dotted.split("=", 1)
-    return key.strip().split("."), (yaml.safe_load(raw) if raw != "" else None)
+    return key.strip().split("."), (_parse_yaml(raw, f"override {dotted!r}") if raw != "" else None)
+
+
+def _parse_yaml(text: str, what: str) -> Any:
+    """`yaml.safe_load`, a syntax error as a `ConfigError` naming `what`, the line and column, and
+    what the parser expected (PyYAML's own message is a caret under a line it does not name)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        cause = exc.problem or exc.context or type(exc).__name__
+        if exc.problem and exc.context:  # "expected ..., but found ..." (while parsing ... at line N)
+            at = f" at line {exc.context_mark.line + 1}" if exc.context_mark is not None else ""
+            cause = f"{exc.problem} ({exc.context}{at})"
+        raise ConfigError(f"{what}{where}: invalid YAML: {safe(cause)}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what}: invalid YAML: {safe(type(exc).__name__)}") from None
 
 
 def _set(data: dict[str, Any], parts: list[str] | tuple[str, ...], value: Any) -> None:
@@ -91,7 +108,11 @@ def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{what} {str(p)!r} does not exist")
-    loaded = yaml.safe_load(p.read_text()) or {}
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, unreadable, not text
+        raise ConfigError(f"{what} {str(p)!r} cannot be read ({type(exc).__name__})") from None
+    loaded = _parse_yaml(text, f"{what} {str(p)!r}") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{what} {str(p)!r} must hold a mapping at the top")
     return loaded

@@ -32,6 +32,7 @@ import ray.data  # noqa: F401 - sets up the "ray.data" logger and its handlers
 from ray.data import DataContext
 
 from pipeline.config import RayConfig, Resources
+from pipeline.errors import QuietStorageFull
 from pipeline.execution.run_state import record_metrics, report_progress
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ def init_ray(cfg: RayConfig) -> None:
     """Join `cfg.address` or start a local Ray (no dashboard) sized by `cfg.num_cpus` / `num_gpus`."""
     if ray.is_initialized():
         return
+    # onnxruntime (Silero VAD) starts Microsoft's 1DS telemetry at import, which writes a session file
+    # (`$TMPDIR/.ses`) in every process that imports it, and would send events where it can reach out;
+    # off in the driver and so in the workers a local Ray starts (they inherit this environment)
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
     if cfg.address:
         kwargs["address"] = cfg.address
@@ -82,6 +87,7 @@ def quiet_ray_on_screen() -> None:
         if getattr(handler, "stream", None) is not None:  # the terminal, not the session file
             handler.setLevel(logging.WARNING)
             handler.addFilter(_DropHarmless())
+            handler.addFilter(QuietStorageFull())  # a full disk: the run's last line says it, once
 
 
 def configure_data_context() -> None:
@@ -108,8 +114,15 @@ def nest(table: pa.Table) -> pa.Table:
 
 def from_windows(rows: pa.Table, pools: list[tuple[int, int]]) -> ray.data.Dataset:
     """The dataset every stage maps over: one block, and one row (`nest`), per pooling window
-    `(offset, length)` of `rows`."""
-    return ray.data.from_arrow([nest(rows.slice(offset, length)) for offset, length in pools])
+    `(offset, length)` of `rows`.
+
+    `from_blocks`, not `from_arrow`: both keep one block per table, but `from_arrow` reads each
+    block's metadata back in a Ray task of its own (`get_table_block_metadata_schema`, on a table it
+    gets zero-copy from the object store), and the workers that ran it aborted now and then with a
+    corrupt absl mutex ("Fatal Python error", issue 32: 8 of 8 such aborts in this machine's Ray logs
+    were in those workers; bench/soak.py). Here the metadata is computed in the driver, from the tables
+    it already holds, and no such task runs."""
+    return ray.data.from_blocks([nest(rows.slice(offset, length)) for offset, length in pools])
 
 
 def unnest(batch: pa.Table) -> pa.Table:

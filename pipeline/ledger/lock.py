@@ -1,5 +1,12 @@
 """One job per output: `RunLock`, a compare-and-swap row in the Delta table `_scriptorium/lock`, kept
-alive by a heartbeat thread and taken over when its holder is gone or silent."""
+alive by a heartbeat thread and taken over when its holder is gone or silent.
+
+Why it holds when two jobs start together on an output that does not exist yet: the table's first
+version is created with a write only one creator can win (the log's `00000000000000000000.json`,
+put if absent: a no-replace rename on a local disk, a conditional PUT on S3), and every change of
+the row after that is committed as exactly the next version of the log it read (no rebase onto a
+newer version: `max_commit_retries=0`). Two jobs that read the same version both try to write the
+same next one; the store lets one, the other re-reads and sees the winner."""
 
 from __future__ import annotations
 
@@ -29,6 +36,12 @@ LOCK_SCHEMA = pa.schema(
         ("released", pa.bool_()),
     ]
 )
+
+
+#: Space a local output's lock holds in reserve (a file beside the lock table, written when the lock
+#: is taken and removed just before it is released): on a disk that filled up during the run, the
+#: release's log entry (and a checkpoint the log may be due) still finds room.
+RESERVE_NAME, RESERVE_BYTES = "lock-reserve", 256 * 1024
 
 
 def _holder() -> str:
@@ -76,11 +89,21 @@ class RunLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = False
+        self.released = False  # set by `release`: the lock was given up
+
+    def _open(self):
+        """The lock table at its newest version, created (empty, as version 0) on first use."""
+        return self.ledger.ensure(LOCK_TABLE)
+
+    @staticmethod
+    def _read(dt) -> dict | None:
+        """The lock's row as of `dt`'s version (one row: every change overwrites it)."""
+        rows = dt.to_pyarrow_table().to_pylist()
+        return max(rows, key=lambda r: r["heartbeat"]) if rows else None
 
     def _current(self):
-        dt = self.ledger.ensure(LOCK_TABLE)
-        rows = dt.to_pyarrow_table().to_pylist()
-        return dt, (max(rows, key=lambda r: r["heartbeat"]) if rows else None)
+        dt = self._open()
+        return dt, self._read(dt)
 
     def _free(self, row: dict | None) -> bool:
         if row is None or row["released"] or row["run_id"] == self.run_id:
@@ -91,13 +114,30 @@ class RunLock:
         return time.time() - row["heartbeat"] > self.stale_after_s
 
     def _put(self, dt, released: bool) -> None:
-        from deltalake import write_deltalake  # heavy: delta-rs, ~30 MB native, only where a table is opened
+        """Overwrite the row as version `dt.version() + 1`, or fail (`CommitFailedError`) when another
+        writer committed any version since `dt` was read: a compare-and-swap on the log's version.
+        delta-rs would otherwise rebase an overwrite of an empty table onto the winner's version (it
+        removes no file the winner touched) and both jobs would hold the lock."""
+        from deltalake import CommitProperties, write_deltalake  # heavy: delta-rs, only where a table is opened
 
         row = pa.Table.from_pylist(
             [{"run_id": self.run_id, "holder": self.holder, "heartbeat": time.time(), "released": released}],
             schema=LOCK_SCHEMA,
         )
-        write_deltalake(dt, row, mode="overwrite")
+        write_deltalake(dt, row, mode="overwrite", commit_properties=CommitProperties(max_commit_retries=0))
+
+    def _check(self, row: dict | None) -> None:
+        """Raise OutputLockedError when `row` says another live job holds the output."""
+        if self._free(row):
+            return
+        age = time.time() - row["heartbeat"]
+        exc = OutputLockedError(
+            f"output {self.ledger.cfg.uri} is in use by run {row['run_id']} ({row['holder']}, heartbeat "
+            f"{age:.0f} s ago); one job per output at a time. If that job is dead, retry after "
+            f"{max(0.0, self.stale_after_s - age):.0f} s, when its lock goes stale."
+        )
+        exc.heartbeat_age = age
+        raise exc
 
     def acquire(self) -> None:
         """Take the lock, or raise OutputLockedError. A holder that missed three heartbeats is
@@ -105,16 +145,9 @@ class RunLock:
         attempt): wait for its lock to go stale instead of refusing, unless it beats meanwhile."""
 
         def attempt() -> None:
-            dt, row = self._current()
-            if not self._free(row):
-                age = time.time() - row["heartbeat"]
-                exc = OutputLockedError(
-                    f"output {self.ledger.cfg.uri} is in use by run {row['run_id']} ({row['holder']}, heartbeat "
-                    f"{age:.0f} s ago); one job per output at a time. If that job is dead, retry after "
-                    f"{max(0.0, self.stale_after_s - age):.0f} s, when its lock goes stale."
-                )
-                exc.heartbeat_age = age
-                raise exc
+            dt = self._open()
+            row = self._read(dt)
+            self._check(row)
             if row is not None and not row["released"] and row["run_id"] != self.run_id:
                 log.warning("taking over the stale lock of run %s (%s)", row["run_id"], row["holder"])
             self._put(dt, released=False)
@@ -134,8 +167,27 @@ class RunLock:
                     wait,
                 )
                 time.sleep(wait)
+        self._reserve(RESERVE_BYTES)
         self._thread = threading.Thread(target=self._beat, name="scriptorium-lock", daemon=True)
         self._thread.start()
+
+    def _reserve(self, size: int) -> None:
+        """Write (size > 0) or remove (0) the local output's reserve file (`RESERVE_NAME`); best effort."""
+        fs = self.ledger.fs
+        protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        if protocol not in ("file", "local"):
+            return  # an object store has no disk to fill; its quota is not ours to reserve
+        path = os.path.join(self.ledger.table_uri(LOCK_TABLE).rsplit("/", 1)[0], RESERVE_NAME)
+        try:
+            if size:
+                with open(path, "wb") as f:
+                    f.write(bytes(size))
+                    f.flush()
+                    os.fsync(f.fileno())
+            else:
+                os.remove(path)
+        except OSError as exc:
+            log.debug("lock reserve %s: %s", path, exc)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -158,20 +210,39 @@ class RunLock:
 
         retry_commit(attempt)
 
-    def release(self) -> None:
+    def release(self) -> bool:
+        """Give the lock up: delete its row, as the next version of the log (a released lock is an
+        empty table). A delete adds no data file, only a log entry: it still fits on a disk too full
+        for another Parquet file. False, and one line logged, when it could not be released: the next
+        job takes it over when this process is gone (same host) or after `stale_after_s`."""
+        from deltalake import CommitProperties  # heavy: delta-rs, only where a table is opened
+
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if not self.lost:  # (a lock taken over: the reserve is its new holder's)
+            self._reserve(0)  # the room the release's log entry needs, on a disk that filled up
 
         def attempt() -> None:
-            dt, row = self._current()
+            dt = self._open()
+            row = self._read(dt)
             if row is not None and row["run_id"] == self.run_id and not row["released"]:
-                self._put(dt, released=True)
+                dt.delete(commit_properties=CommitProperties(max_commit_retries=0))
 
         try:
             retry_commit(attempt)
-        except Exception:  # noqa: BLE001 - our process ends; the next job finds the lock stale
-            log.exception("could not release the output lock")
+        except Exception as exc:  # noqa: BLE001 - our process ends; the next job finds the lock stale
+            log.error(
+                "could not release the output lock (%s: %s); the next job takes it over when this process has "
+                "ended (on this host) or after %.0f s",
+                type(exc).__name__,
+                (str(exc).strip().splitlines() or [""])[-1][:200],
+                self.stale_after_s,
+            )
+            log.debug("lock release failed", exc_info=True)
+            return False
+        self.released = True
+        return True
 
     def __enter__(self) -> "RunLock":
         return self
