@@ -15,6 +15,7 @@ defaults, before its error is raised (and `with_retries`' own, per-run budget ap
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from typing import Any
@@ -147,11 +148,16 @@ def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     if protocol in ("file", "local"):
         fs.makedirs(parent, exist_ok=True)  # an object store has no folders (s3fs would ask for the bucket)
         tmp = f"{parent}/.tmp-{os.getpid()}-{os.urandom(4).hex()}-{path.rsplit('/', 1)[-1]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:  # a full disk (or a kill) midway: no half-written temp file stays behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     else:
         fs.pipe_file(path, data)
 
