@@ -51,6 +51,8 @@ _TRANSIENT_NAMES = frozenset(
         "ServerDisconnectedError",
         "EndpointConnectionError",
         "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "ConnectionClosedError",  # botocore: the store dropped the connection before answering
     }
 )
 #: What a delta-rs error's text says when the condition passes (it has no class for them): a race with
@@ -119,19 +121,28 @@ def spend_retry(exc: BaseException | None = None) -> bool:
 
 
 def with_retries(
-    fn: Callable[[], T], attempts: int = 4, *, wait_s: float = 0.2, max_wait_s: float = 5.0, jitter: bool = False
+    fn: Callable[[], T],
+    attempts: int = 4,
+    *,
+    wait_s: float = 0.2,
+    max_wait_s: float = 5.0,
+    jitter: bool = False,
+    retry_stalls: bool = True,
 ) -> T:
     """Call `fn` and return what it returns; on a transient error (`is_transient`) call it again, up to
     `attempts` calls in all, waiting `wait_s`, then twice as long each time, at most `max_wait_s`. The
     last error is raised as it is. `jitter`: each wait is drawn at random below that bound, so that
     writers racing for one commit spread out instead of colliding again. Each retry is taken from the
-    process's budget (`spend_retry`): once it is spent, the first error is raised."""
+    process's budget (`spend_retry`): once it is spent, the first error is raised. `retry_stalls=False`:
+    a timeout or a failed connection is raised at once (a check that must answer within its timeouts)."""
     # imported here: `pipeline.config` imports this module for `UserError`, and needs no more than the stdlib
     from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential, wait_random_exponential
 
     wait = (wait_random_exponential if jitter else wait_exponential)(multiplier=wait_s, max=max_wait_s)
     return retry(
-        retry=retry_if_exception(lambda exc: is_transient(exc) and spend_retry(exc)),
+        retry=retry_if_exception(
+            lambda exc: is_transient(exc) and (retry_stalls or not _stalled(exc)) and spend_retry(exc)
+        ),
         stop=stop_after_attempt(attempts),
         wait=wait,
         reraise=True,

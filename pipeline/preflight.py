@@ -14,7 +14,7 @@ import uuid
 
 from pipeline.backends.whisper import resolve_whisper_model
 from pipeline.config import InputConfig, JobConfig, OutputConfig
-from pipeline.errors import UserError
+from pipeline.errors import UserError, with_retries
 from pipeline.models import (
     ModelIntegrityError,
     ModelLoadError,
@@ -52,7 +52,7 @@ def check_input(cfg: InputConfig) -> list[str]:
         fs, path = filesystem(cfg.uri, cfg.storage)
         # One metadata request (s3fs asks for at most one key under a prefix), never a listing: the
         # run lists the input anyway, and a second full listing doubled a no-op rerun's cost.
-        info = fs.info(path)
+        info = with_retries(lambda: fs.info(path), attempts=3, retry_stalls=False)  # as the output's probe
         if not path.endswith((".jsonl", ".json")) and info.get("type") != "directory":
             return [f"input {safe(cfg.uri)}: not a folder or prefix (nor a .jsonl manifest)"]
     except FileNotFoundError as exc:
@@ -76,8 +76,14 @@ def check_output(cfg: OutputConfig) -> list[str]:
         if protocol in ("file", "local"):
             return _probe_local(cfg.uri, root)
         probe = f"{root.rstrip('/')}/{PROBE_DIR}/probe-{uuid.uuid4().hex[:12]}"
-        put_atomic(fs, probe, b"scriptorium write probe\n")  # an object store: no folder to leave behind
-        fs.rm(probe)
+
+        def write_and_remove() -> None:  # an object store: no folder to leave behind
+            put_atomic(fs, probe, b"scriptorium write probe\n")
+            fs.rm(probe)
+
+        # a dropped connection or a 5xx is tried again (the run's own writes are too); a store that
+        # times out is reported at once, within the storage timeouts (README "Faults and secrets")
+        with_retries(write_and_remove, attempts=3, retry_stalls=False)
     except Exception as exc:  # noqa: BLE001
         return [f"output {safe(cfg.uri)}: not writable ({_why(exc)})"]
     return []

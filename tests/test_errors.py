@@ -45,6 +45,7 @@ def test_every_user_error_derives_from_the_base_and_keeps_its_builtin():
 
 
 def test_transient_errors_are_the_passing_ones():
+    from botocore.exceptions import ConnectionClosedError
     from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
 
     slow_down = OSError(
@@ -56,6 +57,7 @@ def test_transient_errors_are_the_passing_ones():
         TimeoutError("read timed out"),
         CommitFailedError("concurrent transaction"),
         DeltaError("Generic S3 error: 503 Service Unavailable"),
+        ConnectionClosedError(endpoint_url="http://127.0.0.1:9/audio?delete"),  # a dropped connection
     ):
         assert is_transient(exc), exc
     for exc in (
