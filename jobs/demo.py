@@ -20,6 +20,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +66,14 @@ def main() -> int:
 
     from pipeline.config import load_config
     from pipeline.ledger import read_output
+    from pipeline.progress import NativeLogFilter
     from pipeline.runner import run
 
     # Throwaway credentials for the embedded server only; real jobs use the AWS credential chain.
     os.environ.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo", AWS_DEFAULT_REGION="us-east-1")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request otherwise
+    warnings.filterwarnings("ignore", module=r"ray(\.|$)")  # Ray Data's operator advice, as the CLI hides it
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -96,7 +99,11 @@ def main() -> int:
             ],
         )
         print("3/4 running the pipeline: decode -> VAD -> diarization -> LID -> ASR -> Parquet ...")
-        report = run(cfg)
+        quiet = NativeLogFilter.install()  # Ray's C++ log lines stay in its session log, as in the CLI
+        try:
+            report = run(cfg)
+        finally:
+            quiet.close()
         print("\n" + report.summary() + "\n")
         print("4/4 transcripts (s3://demo/out/segments/*.parquet):")
         for s in sorted(read_output(cfg.output, "segments").to_pylist(), key=lambda s: (s["uri"], s["start"])):
