@@ -312,6 +312,7 @@ def test_store_brownout_20s(tmp_path, corpus_in, clean):
             at = round(time.time() - started, 1)
             s3.stall(BROWNOUT_S)
             held = s3.proxy.stalled_requests
+            running_after = proc.poll() is None  # the brownout was mid-run: the run outlived it
             rc = proc.wait(timeout=150)
         finally:
             kill_tree(proc.pid)
@@ -320,6 +321,7 @@ def test_store_brownout_20s(tmp_path, corpus_in, clean):
         print(f"brownout at {at} s after {c} commits: {held} requests held; exit {rc} after {took} s")
         assert held >= 1, "the run sent nothing to the store during the brownout (it was over before it?)"
         assert c < n, "everything was committed before the brownout"
+        assert running_after, "the run had ended before the brownout did"
         assert rc in (0, 3), f"exit {rc}:\n{text[-5000:]}"
         if rc == 3:  # failed files are error rows; the rerun completes them
             assert "error" in text
