@@ -212,7 +212,8 @@ def test_worker_node_partitioned_60s(tmp_path, corpus_in, clean):
             def mid_run_on_worker():  # committed something, not everything, and the worker node is busy
                 c = commits()
                 busy = [cmdline(p).strip() for p in net.pids() if cmdline(p).startswith("ray::")]
-                return (c, busy) if 1 <= c < n and [b for b in busy if b != "ray::IDLE"] else None
+                job = [b for b in busy if b.startswith(("ray::Map", "ray::Write", "ray::Read"))]
+                return (c, busy) if 1 <= c < n and job else None
 
             c, busy = wait_for(mid_run_on_worker, 100, interval=0.2, what="a commit while the worker node works")
             info.update(committed_at_partition=c, on_worker=busy, at=round(time.time() - started, 1))
@@ -303,14 +304,26 @@ def test_store_brownout_20s(tmp_path, corpus_in, clean):
             except Exception:  # the table does not exist yet
                 return 0
 
+        def first_commit() -> bool:
+            try:
+                log = fs.ls("audio/out/recordings/_delta_log", refresh=True)
+                return sum(p.endswith(".json") for p in log) >= 2  # version 0 creates the table
+            except FileNotFoundError:
+                return False
+
         started = time.time()
         proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            c = wait_for(lambda: (lambda k: k if 1 <= k else 0)(committed()), 120, interval=1, what="first commit")
+            # the first commit of `recordings`, seen at once: a LIST against moto itself every 0.1 s
+            # (polling the ledger through delta-rs takes too long: the run can be done by then)
+            wait_for(first_commit, 120, interval=0.1, what="first commit")
             at = round(time.time() - started, 1)
-            s3.stall(BROWNOUT_S)
+            s3.start_stall()
+            c = committed()  # read from moto itself while the run's requests are held
+            time.sleep(max(0.0, BROWNOUT_S - (time.time() - started - at)))
+            s3.stop_stall()
             held = s3.proxy.stalled_requests
             running_after = proc.poll() is None  # the brownout was mid-run: the run outlived it
             rc = proc.wait(timeout=150)
@@ -320,7 +333,7 @@ def test_store_brownout_20s(tmp_path, corpus_in, clean):
         took = round(time.time() - started, 1)
         print(f"brownout at {at} s after {c} commits: {held} requests held; exit {rc} after {took} s")
         assert held >= 1, "the run sent nothing to the store during the brownout (it was over before it?)"
-        assert c < n, "everything was committed before the brownout"
+        assert 1 <= c < n, f"{c} of {n} recordings committed when the brownout began"
         assert running_after, "the run had ended before the brownout did"
         assert rc in (0, 3), f"exit {rc}:\n{text[-5000:]}"
         if rc == 3:  # failed files are error rows; the rerun completes them

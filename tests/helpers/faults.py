@@ -12,7 +12,7 @@ Faults, drawn per request with probability `fail_rate` (seeded, so runs are repe
   "drop" forward the request (it takes effect on the server), then close the connection without
          answering: the client cannot tell whether a PUT/DELETE happened and must retry it safely.
 
-A brownout (`s3.stall(20)`, or `start_stall()` / `stop_stall()`): the proxy still accepts connections and
+A brownout (`s3.start_stall()` ... `s3.stop_stall()`): the proxy still accepts connections and
 reads requests but answers nothing and forwards nothing; when the stall ends it closes the connections
 it held without a word (what a client sees of a server that hung and was restarted), then serves again.
 """
@@ -168,13 +168,6 @@ class S3Faults:
 
     def stop_stall(self) -> None:
         self.proxy.stalled.clear()
-
-    def stall(self, seconds: float) -> None:
-        self.start_stall()
-        try:
-            time.sleep(seconds)
-        finally:
-            self.stop_stall()
 
     @property
     def faults(self) -> Counter:
