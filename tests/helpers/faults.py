@@ -11,6 +11,10 @@ Faults, drawn per request with probability `fail_rate` (seeded, so runs are repe
   "500"  answer 500 InternalError without forwarding;
   "drop" forward the request (it takes effect on the server), then close the connection without
          answering: the client cannot tell whether a PUT/DELETE happened and must retry it safely.
+
+A brownout (`s3.start_stall()` ... `s3.stop_stall()`): the proxy still accepts connections and
+reads requests but answers nothing and forwards nothing; when the stall ends it closes the connections
+it held without a word (what a client sees of a server that hung and was restarted), then serves again.
 """
 
 from __future__ import annotations
@@ -58,6 +62,16 @@ class _Proxy(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._body()
+        if self.server.stalled.is_set():  # brownout: hold the request, say nothing, then hang up
+            self.server.stalled_requests += 1
+            while self.server.stalled.is_set():
+                time.sleep(0.05)
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         kind = self.server.draw()
         if kind in ("503", "500"):
             code, err = (503, "SlowDown") if kind == "503" else (500, "InternalError")
@@ -109,6 +123,8 @@ class _ProxyServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.faults: Counter = Counter()
         self.requests = 0
+        self.stalled = threading.Event()
+        self.stalled_requests = 0
 
     def draw(self) -> str | None:
         with self.lock:
@@ -146,6 +162,13 @@ class S3Faults:
     def stop_faults(self) -> None:
         self.proxy.fail_rate = 0.0
 
+    def start_stall(self) -> None:
+        """Brownout on: accept and read, answer nothing (see the module docstring)."""
+        self.proxy.stalled.set()
+
+    def stop_stall(self) -> None:
+        self.proxy.stalled.clear()
+
     @property
     def faults(self) -> Counter:
         return self.proxy.faults
@@ -159,6 +182,7 @@ class S3Faults:
         return f"http://127.0.0.1:{self.moto_port}"
 
     def __exit__(self, *exc) -> None:
+        self.proxy.stalled.clear()  # let held handler threads end
         self.proxy.shutdown()
         self.proxy.server_close()
         self.moto.stop()
