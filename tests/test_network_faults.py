@@ -298,9 +298,9 @@ def test_store_brownout_20s(tmp_path, corpus_in, clean):
     n = len(CLIPS)
     with S3Faults(fail_rate=0.0) as s3:
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3.direct})
-        fs.mkdir("audio")
+        fs.mkdir("brownout")  # a bucket of its own: moto keeps buckets for the whole process
         for c in CLIPS:
-            fs.put_file(str(corpus_in / c), f"audio/in/{c}")
+            fs.put_file(str(corpus_in / c), f"brownout/in/{c}")
         ep = [f"input.storage.endpoint_url={s3.endpoint}", f"output.storage.endpoint_url={s3.endpoint}"]
         env = dict(os.environ, RAY_TMPDIR=_short_tmp(tmp_path, "brown"), RAY_AUTH_MODE="disabled")
         cmd = [
@@ -309,8 +309,8 @@ def test_store_brownout_20s(tmp_path, corpus_in, clean):
             "pipeline.cli",
             "run",
             str(LOCAL_CONF),
-            "input.uri=s3://audio/in/",
-            "output.uri=s3://audio/out",
+            "input.uri=s3://brownout/in/",
+            "output.uri=s3://brownout/out",
             *BASE,
             *SMALL_BATCHES,
             *SLOW_ASR,
@@ -318,7 +318,7 @@ def test_store_brownout_20s(tmp_path, corpus_in, clean):
         ]
         log = tmp_path / "run.log"
         storage = {"endpoint_url": s3.direct}
-        ledger = Ledger(OutputConfig(uri="s3://audio/out", storage=storage))
+        ledger = Ledger(OutputConfig(uri="s3://brownout/out", storage=storage))
 
         def committed() -> int:
             try:
@@ -328,7 +328,7 @@ def test_store_brownout_20s(tmp_path, corpus_in, clean):
 
         def first_commit() -> bool:
             try:
-                log = fs.ls("audio/out/recordings/_delta_log", refresh=True)
+                log = fs.ls("brownout/out/recordings/_delta_log", refresh=True)
                 return sum(p.endswith(".json") for p in log) >= 2  # version 0 creates the table
             except FileNotFoundError:
                 return False
@@ -371,6 +371,6 @@ def test_store_brownout_20s(tmp_path, corpus_in, clean):
             assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
         assert committed() == n
         by_name = {recording_id_for(str(corpus_in / c)): c for c in CLIPS}
-        s3_id = {c: recording_id_for(f"s3://audio/in/{c}") for c in CLIPS}
+        s3_id = {c: recording_id_for(f"s3://brownout/in/{c}") for c in CLIPS}
         expected = {(s3_id[by_name[r]], i) for r, i in clean}
-        assert_exactly_once("s3://audio/out", expected, storage=storage)
+        assert_exactly_once("s3://brownout/out", expected, storage=storage)
