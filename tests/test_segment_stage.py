@@ -275,13 +275,9 @@ def test_a_packed_segment_the_model_skipped_is_transcribed_again_alone():
     assert texts == ["w0 w1 w2 w3 w4", "w0 w1 w2 w3 w4 w5", "w12 w13 w14 w15"] and calls == [1, 1]
 
 
-def test_the_segments_skipped_across_a_rounds_calls_are_packed_again_together():
-    class Recording(_SkippingAsr):
-        def transcribe(self, clips, languages, parts=None):
-            self.parts = getattr(self, "parts", []) + [[len(p) if p else 1 for p in parts or [None] * len(clips)]]
-            return super().transcribe(clips, languages, parts)
-
-    cfg = load_config(
+def _retry_packing_cfg():
+    """local.yaml's segment stage packing per recording, with the retry of sparse windows, one item a call."""
+    return load_config(
         "conf/local.yaml",
         [
             "input.uri=/i",
@@ -292,6 +288,15 @@ def test_the_segments_skipped_across_a_rounds_calls_are_packed_again_together():
             "segment_stage.batching.max_items=1",
         ],
     ).segment_stage
+
+
+def test_the_segments_skipped_across_a_rounds_calls_are_packed_again_together():
+    class Recording(_SkippingAsr):
+        def transcribe(self, clips, languages, parts=None):
+            self.parts = getattr(self, "parts", []) + [[len(p) if p else 1 for p in parts or [None] * len(clips)]]
+            return super().transcribe(clips, languages, parts)
+
+    cfg = _retry_packing_cfg()
     asr = Recording()
     # windows [5 | 6 | 4] and [14 | 6 | 4], one call each; the fake skips each window's second part
     out = SegmentStage(cfg, asr, FusedLid(asr))(_batch([[5.0, 6.0, 4.0, 14.0, 6.0, 4.0]])).to_pylist()
@@ -333,17 +338,7 @@ def test_a_backend_that_runs_calls_at_once_gets_them_at_once_with_the_same_outpu
     threads; skipped parts, failed calls and the output are what one call at a time gives."""
 
     def run(concurrent: int):
-        cfg = load_config(
-            "conf/local.yaml",
-            [
-                "input.uri=/i",
-                "output.uri=/o",
-                "segment_stage.packing.mode=recording",
-                "segment_stage.packing.gap_s=0.5",
-                "segment_stage.packing.retry_below_cps=1.0",
-                "segment_stage.batching.max_items=1",
-            ],
-        ).segment_stage
+        cfg = _retry_packing_cfg()
         asr = _ConcurrentAsr(concurrent)
         stage, t0 = SegmentStage(cfg, asr, FusedLid(asr)), time.perf_counter()
         out = stage(_batch([[5.0, 6.0, 4.0, 14.0, 6.0, 4.0], [3.3], [20.0, 25.0]]))
