@@ -175,31 +175,25 @@ def _local_entry(
     real = os.path.realpath(path)
     if not _inside(real, roots):
         how = "a symlink that resolves" if os.path.islink(path) else "resolves"
-        return InputFile(
-            uri=uri,
-            size=0,
-            duration_hint=duration,
-            extra=extra or {},
+        return _input_file(
+            uri,
+            {},
+            duration,
+            extra,
             error=f"refused: {how} outside {what} (to {real}); add its folder to input.allowed_roots to allow it",
         )
     try:
         st = os.stat(path)  # follows a symlink whose target is inside
     except FileNotFoundError:
         if os.path.islink(path):
-            return InputFile(
-                uri=uri,
-                size=0,
-                duration_hint=duration,
-                extra=extra or {},
-                error="refused: a symlink whose target does not exist",
-            )
-        return InputFile(uri=uri, size=0, duration_hint=duration, extra=extra or {})  # decode says "not found"
+            return _input_file(uri, {}, duration, extra, error="refused: a symlink whose target does not exist")
+        return _input_file(uri, {}, duration, extra)  # decode says "not found"
     except OSError as exc:
-        return InputFile(
-            uri=uri,
-            size=0,
-            duration_hint=duration,
-            extra=extra or {},
+        return _input_file(
+            uri,
+            {},
+            duration,
+            extra,
             error=f"cannot be read: {type(exc).__name__}: {exc.strerror or exc}",
         )
     why = not_regular(st.st_mode)
