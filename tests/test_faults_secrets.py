@@ -352,3 +352,44 @@ def test_one_redaction_covers_log_records_tracebacks_and_streams():
         assert "AKIAREDACTME77" not in text and "pl41n+secret" not in text and "pl41n%2Bsecret" not in text, text
         assert "***" in text
     assert "ValueError" in buf.getvalue()  # the traceback is kept, redacted
+
+
+def test_a_store_that_fails_a_footer_read_is_not_damage(tmp_path):
+    """A footer read that meets a dropped connection is tried again; one that keeps failing raises the
+    store's error. Neither calls a good file damaged (which would move its rows aside), while a file
+    whose bytes are not Parquet still is."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.ledger.integrity import _footer
+
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"a": [1, 2]}), good)
+    bad.write_bytes(b"PAR1" + b"\0" * 64)
+
+    class Flaky:
+        """A filesystem whose first `fails` reads drop the connection."""
+
+        def __init__(self, fails: int) -> None:
+            self.fails, self.reads = fails, 0
+
+        def open(self, path: str, mode: str):
+            outer = self
+
+            class F(io.FileIO):
+                def read(self, *args):
+                    outer.reads += 1
+                    if outer.reads <= outer.fails:
+                        raise ConnectionError("connection dropped")
+                    return super().read(*args)
+
+            return F(path, mode)
+
+    flaky = Flaky(2)
+    assert _footer(flaky, str(good)) is None and flaky.reads > 2
+    with pytest.raises(ConnectionError):
+        _footer(Flaky(10**6), str(good))
+    assert _footer(Flaky(0), str(bad)).startswith("unreadable: ArrowInvalid")
+    assert _footer(Flaky(0), str(tmp_path / "gone.parquet")) == "missing"

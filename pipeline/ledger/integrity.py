@@ -62,21 +62,56 @@ class TableCheck:
         return out
 
 
+class _StoreError(Exception):
+    """A read of the store failed under pyarrow (which hands a file object's own exception back as
+    it is): kept apart from pyarrow's verdict on the bytes it did read."""
+
+
+class _Tagged:
+    """A file whose failed reads raise `_StoreError`, so that a dropped connection is not taken for a
+    corrupt footer (both can be an OSError)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._f, name)
+        if name not in ("read", "readinto", "seek", "tell", "size"):
+            return attr
+
+        def call(*args: Any) -> Any:
+            try:
+                return attr(*args)
+            except Exception as exc:
+                raise _StoreError() from exc
+
+        return call
+
+
 def _footer(fs: Any, path: str, full: bool = False) -> str | None:
     """Why the Parquet file at `path` cannot be used, or None when its footer reads (`full`: and every
-    page decodes, with page checksums verified where the writer stored them)."""
-    try:
+    page decodes, with page checksums verified where the writer stored them). A store that throttles,
+    drops or times out is tried again, and if it still fails its error is raised: a file we could not
+    reach is not a damaged file, and calling it one would move good rows aside."""
+
+    def read() -> str | None:
         with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f, page_checksum_verification=full)
-            if pf.metadata.num_columns == 0:
-                return "no columns"
-            if full:
-                pf.read()
+            try:
+                pf = pq.ParquetFile(_Tagged(f), page_checksum_verification=full)
+                if pf.metadata.num_columns == 0:
+                    return "no columns"
+                if full:
+                    pf.read()
+            except _StoreError as exc:
+                raise exc.__cause__ from None  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001 - pyarrow could not use the bytes it read: damaged
+                return f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return None
+
+    try:
+        return with_retries(read)
     except FileNotFoundError:
         return "missing"
-    except Exception as exc:  # noqa: BLE001 - any failure to read a footer is a damaged file
-        return f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return None
 
 
 def _log_versions(led: Any, name: str) -> tuple[list[int], int]:
