@@ -376,18 +376,21 @@ def _speech_s(turns: list[tuple[float, float, str]]) -> float:
 
 def rooms_diarizer(rooms: list[Meeting], overrides: list[str]) -> list[dict]:
     """VAD and the diarizer's own turns per room (no ASR), against one speaker over the same VAD regions."""
-    from pipeline.backends.registry import make_diarizer, make_vad
     from pipeline.config import load_config
-    from pipeline.stages.recording import at_level
+    from pipeline.stages.recording import RecordingStage, at_level
 
     job = load_config(REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true", *overrides])
-    rec = job.recording_stage
-    vad = make_vad(rec.vad, job.models, False)
-    diarizer = make_diarizer(rec.diarization, job.models, False)
+    stage = RecordingStage.from_config(job)  # the VAD, the sensitive pass and the diarizer a run would load
     rows = []
     for m in rooms:
-        regions = vad.speech_regions(at_level(m.audio, rec.vad.level_dbfs))  # as the recording stage hears it
-        turns = diarizer.diarize(m.audio, regions).turns if regions else []
+        heard = at_level(m.audio, job.recording_stage.vad.level_dbfs)  # as the recording stage hears it
+        regions = stage.vad.speech_regions(heard)
+        duration = len(m.audio) / SR
+        turns = (
+            stage.diarizer.diarize(m.audio, stage.diarizer_regions(heard, regions, {}, duration)).turns
+            if regions
+            else []
+        )
         hyp = [(t.start, t.end, t.speaker) for t in turns]
         one = [(r.start, r.end, "one") for r in regions]
         rows.append(_room_row(m, hyp, one))
@@ -579,6 +582,10 @@ def main() -> None:
         return
     if args.rooms:
         speakers = tuple(int(x) for x in args.speakers.split(",")) if args.speakers else ROOM_SPEAKERS
+        if args.asr:  # a room of English voices has at most as many speakers as there are English voices
+            if args.speakers and max(speakers) > len(ENGLISH):
+                parser.error(f"--asr rooms draw from {len(ENGLISH)} English voices: --speakers at most {len(ENGLISH)}")
+            speakers = tuple(n for n in speakers if n <= len(ENGLISH))
         room_seeds = seeds if args.seeds != "0,1,2" else ROOM_SEEDS
         with tempfile.TemporaryDirectory() as tmp:
             folder = args.keep or Path(tmp) / "rooms"

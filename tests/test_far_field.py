@@ -53,6 +53,35 @@ def test_the_vad_hears_a_far_field_talker_at_the_configured_level(corpus: Path):
     assert float(np.abs(quiet).max()) <= 1e-6 * 10 ** (30 / 20) * 1.001  # raised by 30 dB at most
 
 
+def test_the_diarizer_also_hears_a_quieter_talker_that_asr_vad_drops(corpus: Path):
+    """conf/local.yaml's `diarization.vad_threshold` (0.35): a second, more sensitive Silero pass whose
+    speech the diarizer hears beside the VAD's regions (ASR's stay as they were). A far talker 10 dB
+    below a near one, in a reverberant room, is missed by the VAD's onset (0.5) and heard by that pass."""
+    from pipeline.config import load_config
+    from pipeline.stages.recording import RecordingStage, at_level
+
+    near = far_field(decode(str(corpus / "speech/speechbrain_spk1_snt1.wav")).samples, snr_db=30, rt60=0.3, seed=1)
+    far = far_field(decode(str(corpus / "speech/whisper_jfk.flac")).samples, snr_db=10, rt60=0.8, seed=2)
+    far *= 10 ** (-10 / 20) * np.abs(near).max() / np.abs(far).max()
+    audio = np.concatenate([near, np.zeros(SR // 2, np.float32), far]).astype(np.float32)
+    t0, duration = (len(near) + SR // 2) / SR, len(audio) / SR
+    in_far = lambda spans: sum(max(0.0, s.end - max(s.start, t0)) for s in spans)  # noqa: E731
+
+    on = ["input.uri=/in", "output.uri=/out", "recording_stage.diarization.enabled=true"]
+    stage = RecordingStage.from_config(load_config(LOCAL_CONF, on))
+    heard = at_level(audio, stage.cfg.vad.level_dbfs)
+    regions = stage.vad.speech_regions(heard)
+    wider = stage.diarizer_regions(heard, regions, {}, duration)
+    assert in_far(regions) < 0.5 and in_far(wider) > 0.8, (regions, wider)
+    assert all(any(w.start <= r.start and r.end <= w.end for w in wider) for r in regions)  # the VAD's, and more
+    assert len(stage.diarizer.diarize(audio, wider).turns) >= 1
+
+    off = RecordingStage.from_config(load_config(LOCAL_CONF, [*on, "recording_stage.diarization.vad_threshold=null"]))
+    assert off.diarization_vad is None and off.diarizer_regions(heard, regions, {}, duration) == regions
+    # without diarization there is nothing to hear it for: no second pass is loaded
+    assert RecordingStage.from_config(load_config(LOCAL_CONF, on[:2])).diarization_vad is None
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_cli_demo_call_is_two_speakers_without_confetti_and_a_far_talker_is_heard(corpus: Path, tmp_path: Path):

@@ -50,9 +50,20 @@ _FINGERPRINT_SECTIONS = ("vad", "diarization", "segmentation", "lid", "asr", "pu
 #: their default, so a job that does not use them keeps its fingerprint (and its output, its work).
 _ADDED_FIELDS = {
     "vad": ("level_dbfs",),
-    "diarization": ("threshold_scale", "threshold_bounds", "min_speaker_share", "beyond_model", "beyond_sha256"),
+    "diarization": (
+        "threshold_scale",
+        "threshold_bounds",
+        "min_speaker_share",
+        "beyond_model",
+        "beyond_sha256",
+        "vad_threshold",
+    ),
     "asr": ("encode_pad_s",),
 }
+#: Added fields that did nothing at null, the behaviour when the fingerprint was pinned, and that a preset
+#: sets (conf/local.yaml): hashed while the section is on and they are set (a job with diarization on gets
+#: a new fingerprint: its speakers change); left out while the section is off or they are null.
+_HASHED_WHEN_ON = {"diarization": ("vad_threshold",)}
 #: Fields whose default changed since the pin, with the value they had then: while the section is off
 #: (`enabled: false`) they change nothing, so they hash as they did and a job without diarization keeps
 #: its fingerprint; a job with diarization on gets a new one (its speakers change).
@@ -177,7 +188,11 @@ def old_shape_payload(job: JobConfig, sample_rate: int) -> dict[str, Any]:
         section = job.section(MOVED_KEYS[old])  # type: ignore[arg-type]
         dump = section.model_dump(exclude=set(_NOT_HASHED.get(old, ())))
         for name in _ADDED_FIELDS.get(old, ()):
-            if dump[name] == type(section).model_fields[name].default:
+            if name in _HASHED_WHEN_ON.get(old, ()):
+                drop = dump[name] is None or dump.get("enabled") is False
+            else:
+                drop = dump[name] == type(section).model_fields[name].default
+            if drop:
                 del dump[name]
         if dump.get("enabled") is False:
             for name, pinned in _DEFAULT_WHEN_PINNED.get(old, {}).items():

@@ -45,6 +45,15 @@ class DiarizationConfig(Model):
         "instead when a recording keeps every Sortformer slot busy (more speakers than it can tell, 4)",
     )
     beyond_sha256: str | None = None
+    vad_threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="onset of a second, more sensitive VAD pass (same backend) whose regions, joined with the VAD's, "
+        "the diarizer hears: quiet, far-field talkers and backchannels that ASR's VAD drops still shape the "
+        "speakers (conf/local.yaml sets 0.35 for Resemblyzer: bench/meetings.py --rooms); null: the diarizer hears "
+        "the VAD's regions only",
+    )
     max_speakers: int = Field(8, ge=1)
     # Cosine distance above which two clusters are different speakers (agglomerative, average link).
     # Calibrated for Resemblyzer on ../shared/corpus and bench/meetings.py (why: pipeline/clustering.py).

@@ -22,7 +22,7 @@ from pipeline.backends.registry import make_diarizer, make_vad
 from pipeline.config import JobConfig, RecordingStageConfig
 from pipeline.pieces import clip_to_core
 from pipeline.records import SAMPLE_RATE, SEGMENTED_SCHEMA, Span, peak_rss_mb, rows_to_table, samples_at
-from pipeline.timeline import utterances
+from pipeline.timeline import merge_spans, utterances
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,13 @@ class RecordingStage:
         vad: VadBackend | None,
         diarizer: DiarizationBackend | None,
         pauses: bool = False,
+        diarization_vad: VadBackend | None = None,
     ):
         """`pauses`: also pass on where VAD hears pauses inside each utterance (the segment stage cuts
-        there to fill its windows: `segment_stage.packing.min_piece_s` > 0)."""
+        there to fill its windows: `segment_stage.packing.min_piece_s` > 0). `diarization_vad`: the
+        more sensitive pass of `diarization.vad_threshold`, whose regions the diarizer also hears."""
         self.cfg, self.vad, self.diarizer, self.pauses = cfg, vad, diarizer, pauses
+        self.diarization_vad = diarization_vad
         # provenance of every row this stage makes; the segment stage appends its own (lid, asr)
         roles = {"vad": vad.model_id() if vad is not None else "none"}
         if diarizer is not None:
@@ -75,7 +78,12 @@ class RecordingStage:
         fills = packing.mode == "recording" and packing.min_piece_s > 0
         rtfx = cfg.simulated_rtfx  # the pace of `backend: simulated` (benchmarks and tests only)
         vad = make_vad(cfg.vad, job.models, use_gpu, rtfx)
-        return cls(cfg, vad, make_diarizer(cfg.diarization, job.models, use_gpu, rtfx), fills)
+        diarizer = make_diarizer(cfg.diarization, job.models, use_gpu, rtfx)
+        sensitive = None
+        if diarizer is not None and vad is not None and cfg.diarization.vad_threshold is not None:
+            lower = cfg.vad.model_copy(update={"threshold": cfg.diarization.vad_threshold, "neg_threshold": None})
+            sensitive = make_vad(lower, job.models, use_gpu, rtfx)
+        return cls(cfg, vad, diarizer, fills, diarization_vad=sensitive)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         audio = batch.column("audio")
@@ -109,6 +117,14 @@ class RecordingStage:
             row["recording_peak_rss_mb"] = rss
         return rows_to_table(rows, SEGMENTED_SCHEMA, speech)
 
+    def diarizer_regions(self, vad_audio: np.ndarray, regions: list[Span], row: dict, duration: float) -> list[Span]:
+        """What the diarizer hears: the VAD's regions, joined with those of the more sensitive pass
+        (`diarization.vad_threshold`) when it is set. Quieter speech shapes the speakers; it gets no words."""
+        if self.diarization_vad is None:
+            return regions
+        sensitive = clip_to_core(self.diarization_vad.speech_regions(vad_audio), row, duration)
+        return merge_spans(sorted([*regions, *sensitive], key=lambda s: s.start), max_gap=0.0, max_len=float("inf"))
+
     def _process(self, row: dict, audio: np.ndarray, channel_energy: np.ndarray | None = None) -> np.ndarray | None:
         """Fill the row's spans; return the speech samples (None when there is no speech)."""
         duration = len(audio) / SAMPLE_RATE
@@ -119,7 +135,8 @@ class RecordingStage:
         offset_s = row.get("piece_start") or 0.0  # where this row's audio lies in the recording
         turns = None
         if self.diarizer and regions:
-            found = self.diarizer.diarize(audio, regions, channel_energy=channel_energy)
+            heard_by_diarizer = self.diarizer_regions(vad_audio, regions, row, duration)
+            found = self.diarizer.diarize(audio, heard_by_diarizer, channel_energy=channel_energy)
             turns = found.turns
             if found.warning:  # e.g. channels: why a file is one speaker; an ok row's warning goes to `error`
                 row["error"] = "; ".join(w for w in (row["error"], found.warning) if w)
