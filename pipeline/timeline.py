@@ -35,6 +35,20 @@ def merge_spans(spans: Sequence[Span], max_gap: float, max_len: float) -> list[S
     return out
 
 
+def outside(span: Span, others: Sequence[Span], min_s: float = 0.05) -> list[Span]:
+    """The parts of `span` that none of `others` (sorted, not overlapping) covers, at least `min_s` long."""
+    parts, start = [], span.start
+    for o in others:
+        if o.end <= start or o.start >= span.end:
+            continue
+        if o.start - start >= min_s:
+            parts.append(Span(round(start, 3), round(o.start, 3), span.speaker))
+        start = max(start, o.end)
+    if span.end - start >= min_s:
+        parts.append(Span(round(start, 3), span.end, span.speaker))
+    return parts
+
+
 def split_long(span: Span, max_len: float, audio: np.ndarray | None) -> list[Span]:
     """Split a span longer than `max_len` at the quietest 100 ms in the last 40% of each piece."""
     pieces: list[Span] = []

@@ -101,20 +101,20 @@ def test_fingerprints_are_pinned_to_the_values_before_the_reshape():
             "segment_stage.vocabulary.terms=[ComfyUI]",
             "segment_stage.asr.encode_pad_s=null",
             "recording_stage.diarization.min_speaker_s=3",  # its default before issue 34
-            "recording_stage.diarization.vad_threshold=null",  # no sensitive VAD pass before issue 34
         ],
     )
     assert _fp(both) == PINNED["local+diarization+vocabulary"]
-    # diarization on with today's defaults (4 s, a sensitive VAD pass at 0.35): speakers change, so the
-    # fingerprint does; with diarization off, neither counts (0.35: conf/local.yaml's, not the field's default)
+    # diarization on with today's default (4 s) or a sensitive VAD pass (0.35): speakers change, so the
+    # fingerprint does; with diarization off, neither counts
     now = load_config(REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true"])
-    for old in ("min_speaker_s=3", "vad_threshold=null"):
-        before = load_config(
-            REPO / "conf/local.yaml", ["recording_stage.diarization.enabled=true", f"recording_stage.diarization.{old}"]
+    for other in ("min_speaker_s=3", "vad_threshold=0.35"):
+        changed = load_config(
+            REPO / "conf/local.yaml",
+            ["recording_stage.diarization.enabled=true", f"recording_stage.diarization.{other}"],
         )
-        assert _fp(now) != _fp(before), old
-        off = load_config(REPO / "conf/local.yaml", [f"recording_stage.diarization.{old}"])
-        assert _fp(off) == _fp(load_config(REPO / "conf/local.yaml")), old
+        assert _fp(now) != _fp(changed), other
+        off = load_config(REPO / "conf/local.yaml", [f"recording_stage.diarization.{other}"])
+        assert _fp(off) == _fp(load_config(REPO / "conf/local.yaml")), other
 
 
 def test_fields_added_since_the_pin_count_only_away_from_their_default():
@@ -181,7 +181,6 @@ def test_the_old_local_preset_is_the_new_one(tmp_path, caplog):
             "segment_stage.asr.encode_pad_s=null",
             "segment_stage.asr.workers=1",
             "segment_stage.windows_at_once=1",
-            "recording_stage.diarization.vad_threshold=null",  # issue 34: off here, so not in the fingerprint
         ],
     )
     assert _fp(cfg) == PINNED["local"]

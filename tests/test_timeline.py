@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import SegmentationConfig
 from pipeline.records import Span
-from pipeline.timeline import MIN_RUN_S, MIN_RUN_WORDS, TURN_PAUSE_S, speaker_at, speaker_runs, utterances
+from pipeline.timeline import MIN_RUN_S, MIN_RUN_WORDS, TURN_PAUSE_S, outside, speaker_at, speaker_runs, utterances
 
 TURNS = [Span(0.0, 2.0, "spk0"), Span(2.0, 5.0, "spk1"), Span(6.0, 8.0, "spk0")]
 
@@ -272,3 +272,12 @@ def test_words_in_overlap_by_the_larger_share_and_unknown_stays_unknown():
     assert word_in_overlap(1.05, 1.15, None) is None  # the backend cannot tell: unknown, not False
     assert overlap_seconds(0.0, 5.0, ov) == 1.2 and overlap_seconds(0.0, 5.0, []) == 0.0
     assert overlap_seconds(0.0, 5.0, None) is None
+
+
+def test_outside_keeps_the_parts_no_other_span_covers():
+    """What a sensitive VAD pass adds beside the VAD's regions (recording stage `diarizer_regions`)."""
+    vad = [Span(1.0, 2.0), Span(3.0, 4.0), Span(9.5, 12.0)]
+    assert outside(Span(0.0, 10.0), vad) == [Span(0.0, 1.0), Span(2.0, 3.0), Span(4.0, 9.5)]
+    assert outside(Span(1.2, 1.8), vad) == []  # inside a region: nothing new
+    assert outside(Span(2.0, 3.03), vad) == [Span(2.0, 3.0)] and outside(Span(2.98, 3.5), vad) == []  # slivers go
+    assert outside(Span(5.0, 6.0), []) == [Span(5.0, 6.0)]

@@ -60,9 +60,9 @@ _ADDED_FIELDS = {
     ),
     "asr": ("encode_pad_s",),
 }
-#: Added fields that did nothing at null, the behaviour when the fingerprint was pinned, and that a preset
-#: sets (conf/local.yaml): hashed while the section is on and they are set (a job with diarization on gets
-#: a new fingerprint: its speakers change); left out while the section is off or they are null.
+#: Added fields whose null is the behaviour when the fingerprint was pinned: hashed while the section is
+#: on and they are set (a job with diarization on and a sensitive pass gets a new fingerprint: its turns
+#: change); left out while the section is off (they change nothing then) or they are null.
 _HASHED_WHEN_ON = {"diarization": ("vad_threshold",)}
 #: Fields whose default changed since the pin, with the value they had then: while the section is off
 #: (`enabled: false`) they change nothing, so they hash as they did and a job without diarization keeps

@@ -49,10 +49,10 @@ class DiarizationConfig(Model):
         None,
         gt=0,
         lt=1,
-        description="onset of a second, more sensitive VAD pass (same backend) whose regions, joined with the VAD's, "
-        "the diarizer hears: quiet, far-field talkers and backchannels that ASR's VAD drops still shape the "
-        "speakers (conf/local.yaml sets 0.35 for Resemblyzer: bench/meetings.py --rooms); null: the diarizer hears "
-        "the VAD's regions only",
+        description="onset of a second, more sensitive VAD pass (same backend) whose speech outside the VAD's regions the "
+        "diarizer also hears: quiet, far-field talkers and backchannels that ASR's VAD drops still get "
+        "speakers in `recordings.turns` and `num_speakers` (0.35: bench/meetings.py --rooms); null: the diarizer "
+        "hears the VAD's regions only",
     )
     max_speakers: int = Field(8, ge=1)
     # Cosine distance above which two clusters are different speakers (agglomerative, average link).

@@ -22,7 +22,7 @@ from pipeline.backends.registry import make_diarizer, make_vad
 from pipeline.config import JobConfig, RecordingStageConfig
 from pipeline.pieces import clip_to_core
 from pipeline.records import SAMPLE_RATE, SEGMENTED_SCHEMA, Span, peak_rss_mb, rows_to_table, samples_at
-from pipeline.timeline import merge_spans, utterances
+from pipeline.timeline import outside, utterances
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +118,15 @@ class RecordingStage:
         return rows_to_table(rows, SEGMENTED_SCHEMA, speech)
 
     def diarizer_regions(self, vad_audio: np.ndarray, regions: list[Span], row: dict, duration: float) -> list[Span]:
-        """What the diarizer hears: the VAD's regions, joined with those of the more sensitive pass
-        (`diarization.vad_threshold`) when it is set. Quieter speech shapes the speakers; it gets no words."""
+        """What the diarizer hears: the VAD's regions, and what the more sensitive pass
+        (`diarization.vad_threshold`) hears outside them, as regions of their own. Quieter speech shapes
+        the speakers (it gets no words); kept apart, not joined, because the VAD's region edges are
+        pauses, and a window across a pause would blur the speaker change that sits in it."""
         if self.diarization_vad is None:
             return regions
         sensitive = clip_to_core(self.diarization_vad.speech_regions(vad_audio), row, duration)
-        return merge_spans(sorted([*regions, *sensitive], key=lambda s: s.start), max_gap=0.0, max_len=float("inf"))
+        extra = [piece for s in sensitive for piece in outside(s, regions)]
+        return sorted([*regions, *extra], key=lambda s: s.start)
 
     def _process(self, row: dict, audio: np.ndarray, channel_energy: np.ndarray | None = None) -> np.ndarray | None:
         """Fill the row's spans; return the speech samples (None when there is no speech)."""
