@@ -3,6 +3,7 @@ exports of a selection, and the user's path in a real browser (headless Chromium
 
 from __future__ import annotations
 
+import csv as csvlib
 import gzip
 import json
 import shutil
@@ -278,3 +279,17 @@ def test_search_click_listen_in_a_real_browser(shared_output, tmp_path):
             driver.quit()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_csv_export_never_hands_a_spreadsheet_a_formula(tmp_path):
+    """Text that a spreadsheet would run (=, +, -, @) comes out as text, with a leading apostrophe."""
+    clip = tmp_path / "clip.ogg"
+    shutil.copy(CORPUS / "multilingual/fleurs-de-000.ogg", clip)
+    cfg = OutputConfig(uri=str(tmp_path / "out"))
+    texts = ['=HYPERLINK("http://evil.example","Rechnung")', "+49 30 1234", "@SUM(A1:A9)", "- ja, genau", "Hallo"]
+    segs = [{"text": t, "start": float(k), "end": k + 0.9, "language": "de"} for k, t in enumerate(texts)]
+    write_table(cfg, transcribed({str(clip): segs}, language="de"), RUN, "fp1")
+    rid = recording_id_for(str(clip))
+    res = client(cfg).post("/api/export", json={"format": "csv", "segments": [[rid, k] for k in range(len(texts))]})
+    got = [row[-1] for row in csvlib.reader(res.text.splitlines()[1:])]
+    assert got == ["'" + t for t in texts[:4]] + ["Hallo"], got

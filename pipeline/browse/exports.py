@@ -41,12 +41,24 @@ def selected_segments(cfg: OutputConfig, pairs: list[tuple[str, int]]) -> list[d
     return [rows[p] for p in pairs if p in rows]
 
 
+#: What a spreadsheet reads as the start of a formula (OWASP, "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula, defused with a leading apostrophe: a
+    transcript or a file name is data, and a selection is opened in Excel or Sheets by whoever asked."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict]) -> bytes:
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow([*CSV_COLUMNS, "text"])
     for r in rows:
-        w.writerow([*(r[c] for c in CSV_COLUMNS), r["text"]])
+        w.writerow([_cell(v) for v in (*(r[c] for c in CSV_COLUMNS), r["text"])])
     return out.getvalue().encode("utf-8")
 
 
