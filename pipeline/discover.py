@@ -321,7 +321,7 @@ def _from_manifest(cfg: InputConfig) -> Iterator[InputFile]:
                 yield _input_file(uri, info, dur, row, error=refused)
                 continue
             if refused is not None:  # an error row with the reason; nothing is asked of its store
-                yield InputFile(uri=uri, size=0, duration_hint=dur, extra=row, error=refused)
+                yield _input_file(uri, {}, dur, row, error=refused)
                 continue
             # the filesystem is made here, in this thread: fsspec caches instances per thread, and 64
             # S3 clients (one per pool thread) would cost seconds and hundreds of MB to set up
@@ -349,22 +349,12 @@ def _resolve(afs, apath: str, uri: str, duration: float | None, extra: dict) -> 
     except FileNotFoundError as exc:
         cause = unreachable_cause(exc)  # fsspec's HTTP says "not found" for a timeout too
         if cause is not None:
-            return InputFile(
-                uri=uri,
-                size=0,
-                duration_hint=duration,
-                extra=extra,
-                error=f"storage: cannot be reached: {type(cause).__name__}: {redact(cause)}",
-            )
+            why = f"storage: cannot be reached: {type(cause).__name__}: {redact(cause)}"
+            return _input_file(uri, {}, duration, extra, error=why)
         info = {"size": 0}  # kept: decode turns it into an error row instead of losing it silently
     except Exception as exc:  # noqa: BLE001 - unreachable after bounded retries: this entry's error row
-        return InputFile(
-            uri=uri,
-            size=0,
-            duration_hint=duration,
-            extra=extra,
-            error=f"storage: cannot be reached (gave up after retries): {type(exc).__name__}: {redact(exc)}",
-        )
+        why = f"storage: cannot be reached (gave up after retries): {type(exc).__name__}: {redact(exc)}"
+        return _input_file(uri, {}, duration, extra, error=why)
     t = info.get("type", "file")
     error = None if t == "file" else f"refused: not a regular file ({t})"
     return _input_file(uri, info, duration, extra, error=error)

@@ -10,24 +10,20 @@ from __future__ import annotations
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
-import pyarrow as pa
 import pytest
 
+from bench.exit_codes import add_commits
 from tests.helpers.cli import run_cli
 
 RUNS = 25
 
 
 def _many_files(out, extra: int = 120) -> int:
-    from deltalake import DeltaTable, write_deltalake
+    """`extra` one-row `recordings` commits (bench/exit_codes.py's); the table's rows after them."""
+    from deltalake import DeltaTable
 
-    path = str(out / "recordings")
-    row = DeltaTable(path).to_pyarrow_table().slice(0, 1)
-    for k in range(extra):
-        r = row.set_column(row.schema.get_field_index("recording_id"), "recording_id", pa.array([f"extra-{k}"]))
-        r = r.set_column(r.schema.get_field_index("uri"), "uri", pa.array([f"/nowhere/extra-{k}.wav"]))
-        write_deltalake(path, r, mode="append")
-    return DeltaTable(path).to_pyarrow_table().num_rows
+    add_commits(out, extra)
+    return DeltaTable(str(out / "recordings")).to_pyarrow_table().num_rows
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +20,8 @@ import pytest
 from pipeline.config import OutputConfig
 from pipeline.errors import QuietStorageFull, is_transient, storage_full
 from pipeline.ledger import LOCK_TABLE, Ledger, read_output
-from tests.helpers import CORPUS, LOCAL_CONF, REPO
+from tests.helpers import CORPUS, REPO
+from tests.helpers.cli import run_argv
 
 FAULT_HOOKS = REPO / "tests" / "sitecustomize_faults"
 SIMULATED = [
@@ -128,8 +128,7 @@ def test_a_disk_that_fills_during_the_commit_is_one_line_and_the_rerun_completes
         (tmp_path / "ray").symlink_to(ray_tmp)  # removed with tmp_path's cleanup
         env = dict(os.environ, RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled", SCRIPTORIUM_TEST_HOLD_DIR=str(hold))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FAULT_HOOKS), str(REPO), env.get("PYTHONPATH")) if p)
-        cmd = [sys.executable, "-m", "pipeline.cli", "run", str(LOCAL_CONF), f"input.uri={inp}", f"output.uri={out}"]
-        cmd += [*SIMULATED, "ray.num_cpus=2", "pooling.max_files=1", "output.commit_max_recordings=1"]
+        cmd = run_argv(inp, out, *SIMULATED, "ray.num_cpus=2", "pooling.max_files=1", "output.commit_max_recordings=1")
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # the committer holds after its first `segments` commit: fill the disk, then let it commit `recordings`
         deadline = time.time() + 300

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.records import recording_id_for
-from tests.helpers import CORPUS, LOCAL_CONF, REPO
+from tests.helpers import CORPUS, REPO
+from tests.helpers.cli import run_argv
 from tests.helpers.faults import S3Faults, cmdline, free_port, kill_tree, wait_for
 from tests.test_runner_resume import (
     BASE,
@@ -210,19 +211,7 @@ def test_worker_node_partitioned_60s(tmp_path, big_in, big_clean):
             wait_for(two_nodes, 60, interval=1, what="two live nodes")
             started = time.time()
             run_log = tmp_path / "run.log"
-            cmd = [
-                sys.executable,
-                "-m",
-                "pipeline.cli",
-                "run",
-                str(LOCAL_CONF),
-                f"input.uri={big_in}",
-                f"output.uri={out}",
-                *BASE,
-                *SMALL_BATCHES,
-                *SLOW_ASR,
-                f"ray.address={HEAD_IP}:{port}",
-            ]
+            cmd = run_argv(big_in, out, *BASE, *SMALL_BATCHES, *SLOW_ASR, f"ray.address={HEAD_IP}:{port}")
             run = subprocess.Popen(
                 cmd, cwd=REPO, env=env, stdout=open(run_log, "w"), stderr=subprocess.STDOUT, start_new_session=True
             )
@@ -258,17 +247,7 @@ def test_worker_node_partitioned_60s(tmp_path, big_in, big_clean):
     assert info["worker_node_exited"], f"the worker node outlived a {PARTITION_S} s partition: {info}"
     if rc == 3:  # some files failed during the partition: error rows that a rerun completes
         r2 = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.cli",
-                "run",
-                str(LOCAL_CONF),
-                f"input.uri={big_in}",
-                f"output.uri={out}",
-                *BASE,
-                *SMALL_BATCHES,
-            ],
+            run_argv(big_in, out, *BASE, *SMALL_BATCHES),
             cwd=REPO,
             env=dict(env, RAY_TMPDIR=_short_tmp(tmp_path, "rerun")),
             capture_output=True,
@@ -303,19 +282,7 @@ def test_store_brownout_20s(tmp_path, corpus_in, clean):
             fs.put_file(str(corpus_in / c), f"brownout/in/{c}")
         ep = [f"input.storage.endpoint_url={s3.endpoint}", f"output.storage.endpoint_url={s3.endpoint}"]
         env = dict(os.environ, RAY_TMPDIR=_short_tmp(tmp_path, "brown"), RAY_AUTH_MODE="disabled")
-        cmd = [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "run",
-            str(LOCAL_CONF),
-            "input.uri=s3://brownout/in/",
-            "output.uri=s3://brownout/out",
-            *BASE,
-            *SMALL_BATCHES,
-            *SLOW_ASR,
-            *ep,
-        ]
+        cmd = run_argv("s3://brownout/in/", "s3://brownout/out", *BASE, *SMALL_BATCHES, *SLOW_ASR, *ep)
         log = tmp_path / "run.log"
         storage = {"endpoint_url": s3.direct}
         ledger = Ledger(OutputConfig(uri="s3://brownout/out", storage=storage))

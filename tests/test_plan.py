@@ -9,17 +9,14 @@ import os
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
-
 from pipeline.config import OutputConfig, QualityConfig, load_config
-from pipeline.execution.sink import write_table
 from pipeline.filter import record_rules, rules_for_run, shadowed_rules
 from pipeline.fingerprint import fingerprint_payload, payload_hash, settings_diff
 from pipeline.ledger import Ledger
 from pipeline.plan import SETTINGS_DIR, record_settings
-from pipeline.records import TRANSCRIBED_SCHEMA, recording_id_for
 from tests.helpers import LOCAL_CONF
 from tests.helpers.cli import cli_inproc as cli
+from tests.helpers.committed import commit_files
 
 BEAM = "segment_stage.asr.beam_size=5"
 
@@ -36,32 +33,12 @@ def _committed(tmp_path: Path, n: int = 4) -> tuple[Path, Path]:
     fingerprint (and its settings recorded, as a run records them)."""
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
-    rows = []
-    for k in range(n):
-        f = inp / f"{k}.wav"
+    files = [inp / f"{k}.wav" for k in range(n)]
+    for f in files:
         f.write_bytes(b"RIFF" + os.urandom(32000))  # never decoded: nothing here runs
-        st = f.stat()
-        rows.append(
-            {
-                "recording_id": recording_id_for(str(f)),
-                "uri": str(f),
-                "size": st.st_size,
-                "etag": None,
-                "mtime": st.st_mtime,
-                "status": "ok",
-                "error": None,
-                "duration": 900.0,
-                "segments": [{"segment_index": 0, "start": 0.0, "end": 1.0, "text": "hi"}],
-            }
-        )
     cfg = load_config(LOCAL_CONF, [f"input.uri={inp}", f"output.uri={out}"])
     payload = fingerprint_payload(cfg, {})
-    write_table(
-        cfg.output,
-        pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA),
-        "20260101T000000-abcdef",
-        payload_hash(payload),
-    )
+    commit_files(cfg.output, files, payload_hash(payload), duration=900.0)
     record_settings(Ledger(cfg.output), payload)
     return inp, out
 

@@ -30,6 +30,7 @@ from pipeline.config import OutputConfig, load_config
 from pipeline.ledger import Ledger, read_output, storage_options
 from pipeline.records import recording_id_for
 from tests.helpers import CORPUS, LOCAL_CONF, REPO
+from tests.helpers.cli import run_argv
 from tests.helpers.faults import S3Faults, descendants, find_descendant, kill_tree, wait_for
 
 # S3 credentials for the S3 test are set by tests/conftest.py before Ray starts (its workers inherit them).
@@ -220,17 +221,7 @@ def _spawn(tmp: Path, inp: Path, out: Path, name: str, hold: Path | None = None)
         env["SCRIPTORIUM_TEST_HOLD_DIR"] = str(hold)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FAULT_HOOKS), env.get("PYTHONPATH")) if p)
     log = tmp / f"{name}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "run",
-        str(LOCAL_CONF),
-        f"input.uri={inp}",
-        f"output.uri={out}",
-        *BASE,
-        *SMALL_BATCHES,
-    ]
+    cmd = run_argv(inp, out, *BASE, *SMALL_BATCHES)
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
     )

@@ -6,40 +6,16 @@ import json
 import os
 from pathlib import Path
 
-import pyarrow as pa
-
 from pipeline.cli import main
 from pipeline.config import OutputConfig
-from pipeline.execution.sink import write_table
 from pipeline.fingerprint import job_fingerprint
-from pipeline.records import TRANSCRIBED_SCHEMA, recording_id_for
 from pipeline.vocabulary import resolve as resolve_vocabulary
 from tests.helpers import REPO
+from tests.helpers.committed import commit_files
 
 
 def _commit(out: Path, files: list[Path], fingerprint: str, status: str = "ok", error: str | None = None) -> None:
-    rows = []
-    for f in files:
-        st = os.stat(f)
-        rows.append(
-            {
-                "recording_id": recording_id_for(str(f)),
-                "uri": str(f),
-                "size": st.st_size,
-                "etag": None,
-                "mtime": st.st_mtime,
-                "status": status,
-                "error": error,
-                "duration": 1.0,
-                "segments": [] if status == "error" else [{"segment_index": 0, "start": 0.0, "end": 1.0, "text": "hi"}],
-            }
-        )
-    write_table(
-        OutputConfig(uri=str(out)),
-        pa.Table.from_pylist(rows, schema=TRANSCRIBED_SCHEMA),
-        "20260101T000000-abcdef",
-        fingerprint,
-    )
+    commit_files(OutputConfig(uri=str(out)), files, fingerprint, status=status, error=error)
 
 
 def test_status_counts_failures_and_rerun_plan(tmp_path, capsys):

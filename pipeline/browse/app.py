@@ -134,18 +134,20 @@ def make_app(cfg: OutputConfig, host: str = "127.0.0.1", token: str | None = Non
         with db() as con:
             return JSONResponse(facets(con), headers=_NO_SNIFF)
 
-    def api_recording(request: Request) -> Response:
+    def recording_of(request: Request) -> dict | None:
+        """The recording the path names, or None (no such id, or not an id at all)."""
         rid = request.path_params["rid"]
         with db() as con:
-            rec = recording(con, rid) if RECORDING_ID.fullmatch(rid) else None
+            return recording(con, rid) if RECORDING_ID.fullmatch(rid) else None
+
+    def api_recording(request: Request) -> Response:
+        rec = recording_of(request)
         if rec is None:
             return _error(404, "no such recording in this output")
         return JSONResponse(rec, headers=_NO_SNIFF)
 
     def audio(request: Request) -> Response:
-        rid = request.path_params["rid"]
-        with db() as con:
-            rec = recording(con, rid) if RECORDING_ID.fullmatch(rid) else None
+        rec = recording_of(request)
         if rec is None:
             return _error(404, "no such recording in this output")
         uri = rec["uri"]

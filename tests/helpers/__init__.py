@@ -6,6 +6,7 @@
     tests.helpers.faults     S3 behind a fault-injecting proxy, free_port, process-tree utilities
     tests.helpers.badcorpus  the generated bad-input corpus (decode/discover robustness)
     tests.helpers.pl_output  one real pipeline output shared by the export, filter and eval tests
+    tests.helpers.committed  an output committed without a run (status, plan: no Ray, no model)
     tests.helpers.nemo_models  the tiny NeMo models, built once per session (bench/nemo_models.py's builder)
 
 tests/sitecustomize_faults/ is not a module: a folder put on PYTHONPATH of a CLI subprocess (see

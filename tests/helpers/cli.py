@@ -6,7 +6,22 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.helpers import REPO
+from tests.helpers import LOCAL_CONF, REPO
+
+
+def run_argv(inp: object, out: object, *overrides: str) -> list[str]:
+    """The argv of `python -m pipeline.cli run conf/local.yaml input.uri=INP output.uri=OUT OVERRIDES`,
+    for the tests that start a run as a process of its own (to kill it, cut its network, fill its disk)."""
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "run",
+        str(LOCAL_CONF),
+        f"input.uri={inp}",
+        f"output.uri={out}",
+        *overrides,
+    ]
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -66,11 +66,7 @@ class _Proxy(BaseHTTPRequestHandler):
             self.server.stalled_requests += 1
             while self.server.stalled.is_set():
                 time.sleep(0.05)
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._hang_up()
             return
         kind = self.server.draw()
         if kind in ("503", "500"):
@@ -93,11 +89,7 @@ class _Proxy(BaseHTTPRequestHandler):
         finally:
             conn.close()
         if kind == "drop":  # the server acted on it; the client never hears back
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._hang_up()
             return
         self.send_response(resp.status, resp.reason)
         for k, v in resp.getheaders():
@@ -109,6 +101,14 @@ class _Proxy(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _hang_up(self) -> None:
+        """Close the connection without a word of answer."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
